@@ -1,0 +1,98 @@
+//! `rollbackd watch`: the controller itself.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::Exit;
+use crate::config::Config;
+use crate::source::prometheus::Prometheus;
+use crate::telemetry::{self, events};
+use crate::watch::{FiringEvent, GroupContext, RuleSource, StatusBoard, Watcher};
+
+pub async fn watch(config: Config) -> Exit {
+    let source = RuleSource::from_config(&config);
+    let initial = match source.load() {
+        Ok(set) => set,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Failed;
+        }
+    };
+    let prometheus = match Prometheus::new(&config.prometheus) {
+        Ok(p) => Arc::new(p),
+        Err(e) => return Exit::Usage(e.to_string()),
+    };
+    let http = match crate::verify::client() {
+        Ok(c) => c,
+        Err(e) => return Exit::Usage(format!("cannot build the HTTP client: {e}")),
+    };
+    let listener = match crate::api::bind(config.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Failed;
+        }
+    };
+    telemetry::metrics_handle();
+    telemetry::spawn_upkeep();
+
+    let board = Arc::new(StatusBoard::default());
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let ctx = GroupContext {
+        source: prometheus,
+        http,
+        board: board.clone(),
+        events: events_tx,
+        max_concurrent_queries: config.watch.max_concurrent_queries,
+        query_timeout: config.prometheus.timeout,
+    };
+    let app = crate::api::router(board, config.prometheus.timeout);
+    tracing::info!(
+        listen = %config.server.listen,
+        prometheus = %config.prometheus.url,
+        "rollbackd watching"
+    );
+    let server = tokio::spawn(crate::api::serve(listener, app));
+    tokio::spawn(consume(events_rx));
+
+    let watcher = Watcher::start(source, initial, ctx);
+    let result = watcher
+        .run_until(config.watch.reload_interval, shutdown_signal())
+        .await;
+    server.abort();
+    match result {
+        Ok(()) => {
+            tracing::info!("rollbackd stopped");
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("cannot listen for signals: {e}");
+            Exit::Failed
+        }
+    }
+}
+
+/// Until the rollback engine is part of rollbackd, a firing event is logged
+/// and counted, and nothing is changed.
+async fn consume(mut events: mpsc::Receiver<FiringEvent>) {
+    while let Some(event) = events.recv().await {
+        events::trigger_received(
+            &event,
+            "none",
+            "no rollback engine is configured in this build; nothing was changed",
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,26 @@
+//! rollbackd: an autonomous rollback controller. It watches Prometheus,
+//! decides from rules kept in git whether the latest deploy broke production,
+//! and (in later parts) rolls the service back safely.
+//!
+//! Layout: `rules` (types, loading, the pure state machine), `source`
+//! (Prometheus), `watch` (evaluation loop and reload), `verify` (HTTP health
+//! checks), `api` (rollbackd's own HTTP server), `telemetry` (logs and
+//! metrics), `config`, `cli`.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod rules;
+pub mod source;
+pub mod telemetry;
+pub mod verify;
+pub mod watch;
+
+/// Installs rustls's ring provider once per process, before any HTTP client
+/// is built; rollbackd has exactly one TLS stack.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -1,0 +1,98 @@
+//! Typed events that write their log line and move their metric together, so
+//! the two never disagree.
+
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use crate::rules::{Labels, Transition};
+use crate::watch::FiringEvent;
+
+/// A query to Prometheus failed.
+pub fn query_failed(group: &str, rule: &str, kind: &'static str, detail: &str) {
+    metrics::counter!("rollbackd_prometheus_errors_total", "kind" => kind).increment(1);
+    warn!(group, rule, kind, error = detail, "query failed; the rule holds its state");
+}
+
+/// One rule took `elapsed` to evaluate.
+pub fn rule_evaluated(group: &str, elapsed: Duration) {
+    metrics::histogram!("rollbackd_rule_evaluation_duration_seconds", "group" => group.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
+/// A whole group took `elapsed` to evaluate.
+pub fn group_evaluated(group: &str, elapsed: Duration, interval: Duration) {
+    metrics::histogram!("rollbackd_group_evaluation_duration_seconds", "group" => group.to_string())
+        .record(elapsed.as_secs_f64());
+    if elapsed > interval {
+        warn!(
+            group,
+            elapsed_ms = elapsed.as_millis() as u64,
+            interval_ms = interval.as_millis() as u64,
+            "group evaluation took longer than its interval; ticks are being skipped"
+        );
+    }
+}
+
+/// A series changed state.
+pub fn state_changed(group: &str, rule: &str, t: &Transition) {
+    info!(
+        group,
+        rule,
+        from = t.from.as_str(),
+        to = t.to.as_str(),
+        value = t.value,
+        labels = %format_labels(&t.labels),
+        "rule state changed"
+    );
+}
+
+/// A series fired.
+pub fn fired(event: &FiringEvent) {
+    warn!(
+        group = %event.group,
+        rule = %event.rule,
+        value = event.value,
+        condition = %event.condition,
+        policy = event.policy.as_str(),
+        since = %humantime::format_rfc3339_seconds(event.since),
+        labels = %format_labels(&event.labels),
+        "rule fired"
+    );
+}
+
+/// Rules were (re)loaded.
+pub fn rules_loaded(groups: usize, rules: usize, initial: bool) {
+    if !initial {
+        metrics::counter!("rollbackd_rule_reloads_total", "result" => "success").increment(1);
+    }
+    metrics::gauge!("rollbackd_rules_last_reload_successful").set(1.0);
+    metrics::gauge!("rollbackd_rules_loaded").set(rules as f64);
+    info!(groups, rules, initial, "rules loaded");
+}
+
+/// A reload failed; the previous rules keep running.
+pub fn reload_failed(reason: &str) {
+    metrics::counter!("rollbackd_rule_reloads_total", "result" => "failure").increment(1);
+    metrics::gauge!("rollbackd_rules_last_reload_successful").set(0.0);
+    error!(error = reason, "error loading rules; the previous rule set keeps running");
+}
+
+/// A firing event reached the rollback side, which did `action` with it.
+pub fn trigger_received(event: &FiringEvent, action: &'static str, why: &str) {
+    metrics::counter!("rollbackd_triggers_total", "policy" => event.policy.as_str(), "action" => action)
+        .increment(1);
+    warn!(
+        group = %event.group,
+        rule = %event.rule,
+        policy = event.policy.as_str(),
+        action,
+        "rollback trigger: {why}"
+    );
+}
+
+/// `{a="1", b="2"}`, as Prometheus prints series.
+pub fn format_labels(labels: &Labels) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}

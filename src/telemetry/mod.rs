@@ -1,0 +1,107 @@
+//! rollbackd's own telemetry: logs (text or JSON, via tracing) and metrics
+//! for Grafana. Every metric name ends in `_total` or `_seconds` where it
+//! counts or times; labels come from small fixed sets (group and rule names
+//! from config, outcome and error kinds from enums), never from error text.
+
+pub mod events;
+pub mod rule_metrics;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::fmt::format::FmtSpan;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the log subscriber (once; later calls do nothing). Logs go to stderr.
+pub fn init_logging(format: LogFormat, level: tracing::Level) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .with_span_events(FmtSpan::NONE);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+}
+
+/// Buckets for durations from a millisecond to a minute.
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global metrics recorder (once per process) and returns the
+/// handle that renders it.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first (a library user's):
+        // then that one records and /metrics shows only the per-rule series.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        metrics::gauge!("rollbackd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        handle
+    })
+}
+
+/// Runs the recorder's upkeep (histogram maintenance) every few seconds.
+pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
+    let handle = metrics_handle();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("rollbackd_build_info", "rollbackd's version; always 1.");
+    describe_histogram!(
+        "rollbackd_rule_evaluation_duration_seconds",
+        Unit::Seconds,
+        "Time to evaluate one rule (query, guard or probe), by group."
+    );
+    describe_histogram!(
+        "rollbackd_group_evaluation_duration_seconds",
+        Unit::Seconds,
+        "Time to evaluate every rule of a group once."
+    );
+    describe_counter!(
+        "rollbackd_prometheus_errors_total",
+        "Failed Prometheus queries, by kind (connect, timeout, http_status, bad_data, execution, query_timeout, unsupported_result, decode, api_other)."
+    );
+    describe_counter!(
+        "rollbackd_rule_reloads_total",
+        "Rule reloads, by result (success, failure)."
+    );
+    describe_gauge!(
+        "rollbackd_rules_last_reload_successful",
+        "1 when the last rule reload succeeded, 0 when the previous rule set is still running after a failure."
+    );
+    describe_gauge!("rollbackd_rules_loaded", "Rules currently evaluated.");
+    describe_counter!(
+        "rollbackd_triggers_total",
+        "Firing events received by the rollback side, by policy and what was done."
+    );
+}

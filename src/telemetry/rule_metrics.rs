@@ -1,0 +1,131 @@
+//! Per-rule series rendered at scrape time from the watcher's status board.
+//!
+//! They are rendered here rather than through the `metrics` facade because
+//! the facade cannot delete a series: rendering from the live rule set makes
+//! a removed rule's series disappear with the rule.
+
+use std::fmt::Write;
+
+use crate::watch::RuleStatus;
+
+/// Appends the per-rule families in the Prometheus text format.
+pub fn render(rules: &[RuleStatus], out: &mut String) {
+    family(
+        out,
+        "rollbackd_rule_evaluations_total",
+        "counter",
+        "Rule evaluations, by outcome (ok, empty, nan, inf, low_traffic, error, probe_failed).",
+    );
+    for r in rules {
+        for (outcome, count) in &r.evaluations {
+            line(out, "rollbackd_rule_evaluations_total", r, &[("outcome", outcome)], *count as f64);
+        }
+    }
+    family(
+        out,
+        "rollbackd_rule_state",
+        "gauge",
+        "Most severe state over a rule's series: 0 inactive, 1 pending, 2 firing.",
+    );
+    for r in rules {
+        line(out, "rollbackd_rule_state", r, &[], r.state.gauge());
+    }
+    family(
+        out,
+        "rollbackd_rule_value",
+        "gauge",
+        "The value that matters most at the rule's last evaluation (absent without data).",
+    );
+    for r in rules {
+        if let Some(v) = r.value {
+            line(out, "rollbackd_rule_value", r, &[], v);
+        }
+    }
+    family(out, "rollbackd_rule_threshold", "gauge", "The rule's threshold.");
+    for r in rules {
+        line(out, "rollbackd_rule_threshold", r, &[], r.threshold);
+    }
+    family(
+        out,
+        "rollbackd_rule_firing_events_total",
+        "counter",
+        "Times a rule series went to firing, by the rule's policy.",
+    );
+    for r in rules {
+        line(
+            out,
+            "rollbackd_rule_firing_events_total",
+            r,
+            &[("policy", r.policy.as_str())],
+            r.firing_events as f64,
+        );
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn line(out: &mut String, name: &str, r: &RuleStatus, extra: &[(&str, &str)], value: f64) {
+    let _ = write!(
+        out,
+        "{name}{{group=\"{}\",rule=\"{}\"",
+        escape(&r.group),
+        escape(&r.rule)
+    );
+    for (k, v) in extra {
+        let _ = write!(out, ",{k}=\"{}\"", escape(v));
+    }
+    let _ = writeln!(out, "}} {}", format_value(value));
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{AlertState, Policy};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn renders_escaped_labels_and_skips_missing_values() {
+        let status = RuleStatus {
+            group: "http".into(),
+            rule: "Odd\"Name".into(),
+            kind: "query",
+            policy: Policy::Auto,
+            condition: "> 1".into(),
+            threshold: 1.0,
+            state: AlertState::Pending,
+            value: None,
+            outcome: Some("empty"),
+            detail: None,
+            evaluations: BTreeMap::from([("empty", 3)]),
+            firing_events: 0,
+            last_evaluation: None,
+            active_series: vec![],
+        };
+        let mut out = String::new();
+        render(&[status], &mut out);
+        assert!(out.contains(
+            "rollbackd_rule_evaluations_total{group=\"http\",rule=\"Odd\\\"Name\",outcome=\"empty\"} 3"
+        ));
+        assert!(out.contains("rollbackd_rule_state{group=\"http\",rule=\"Odd\\\"Name\"} 1"));
+        assert!(!out.contains("rollbackd_rule_value{"));
+    }
+}

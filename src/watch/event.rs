@@ -1,0 +1,29 @@
+//! The seam between the watcher and whatever acts on a firing rule.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::rules::{Labels, Policy};
+
+/// One rule series went to firing. Produced exactly once per firing episode
+/// of a series; consumed by the rollback engine.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FiringEvent {
+    pub group: String,
+    pub rule: String,
+    /// The series' labels merged with the rule's own `labels`.
+    pub labels: Labels,
+    pub value: f64,
+    /// The condition in words, such as `> 0.00025`.
+    pub condition: String,
+    pub threshold: f64,
+    pub policy: Policy,
+    /// When the breach began.
+    #[serde(with = "crate::rules::state::rfc3339")]
+    pub since: SystemTime,
+    /// When the rule fired.
+    #[serde(with = "crate::rules::state::rfc3339")]
+    pub fired_at: SystemTime,
+    pub annotations: Labels,
+}

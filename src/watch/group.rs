@@ -1,0 +1,194 @@
+//! One group's evaluation loop: on every tick of its interval, evaluate each
+//! rule (queries in flight concurrently, bounded), step each rule's state
+//! machine, log transitions and hand firing events to the engine. A rule that
+//! fails never stops the others; missed ticks are skipped, never burst.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+
+use super::evaluate::{self, Outcome};
+use super::status::{ActiveSeries, RuleStatus, StatusBoard};
+use super::FiringEvent;
+use crate::rules::{AlertState, Group, Rule, RuleKind, RuleState};
+use crate::source::MetricsSource;
+use crate::telemetry::events;
+
+/// A rule with everything the watcher remembers about it between
+/// evaluations. Carried across reloads when the rule is unchanged.
+#[derive(Debug, Clone)]
+pub struct RuleRuntime {
+    pub rule: Rule,
+    pub state: RuleState,
+    pub consecutive_failures: u32,
+    pub evaluations: BTreeMap<&'static str, u64>,
+    pub firing_events: u64,
+    pub last: Option<(SystemTime, evaluate::Evaluation)>,
+}
+
+impl RuleRuntime {
+    pub fn new(rule: Rule) -> Self {
+        RuleRuntime {
+            state: RuleState::new(rule.for_, rule.keep_firing_for),
+            rule,
+            consecutive_failures: 0,
+            evaluations: BTreeMap::new(),
+            firing_events: 0,
+            last: None,
+        }
+    }
+
+    /// The status shown on `/metrics` and `/api/v1/rules`.
+    pub fn status(&self, group: &str) -> RuleStatus {
+        let (last_evaluation, value, outcome, detail) = match &self.last {
+            Some((at, e)) => (Some(*at), e.value, Some(e.outcome.as_str()), e.detail.clone()),
+            None => (None, None, None, None),
+        };
+        RuleStatus {
+            group: group.to_string(),
+            rule: self.rule.name.clone(),
+            kind: match self.rule.kind {
+                RuleKind::Query(_) => "query",
+                RuleKind::Probe(_) => "probe",
+            },
+            policy: self.rule.policy,
+            condition: self.rule.condition_text(),
+            threshold: self.rule.threshold(),
+            state: self.state.overall(),
+            value,
+            outcome,
+            detail,
+            evaluations: self.evaluations.clone(),
+            firing_events: self.firing_events,
+            last_evaluation,
+            active_series: self
+                .state
+                .series()
+                .map(|(labels, state)| ActiveSeries {
+                    labels: labels.clone(),
+                    state,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What a group task needs from the watcher.
+#[derive(Clone)]
+pub struct GroupContext {
+    pub source: Arc<dyn MetricsSource>,
+    pub http: reqwest::Client,
+    pub board: Arc<StatusBoard>,
+    pub events: mpsc::Sender<FiringEvent>,
+    pub max_concurrent_queries: usize,
+    pub query_timeout: std::time::Duration,
+}
+
+/// Evaluates `rules` every `group.interval` until `stop` flips, then returns
+/// the rules with their state so a reload can carry it over.
+pub async fn run(
+    group: Group,
+    mut rules: Vec<RuleRuntime>,
+    ctx: GroupContext,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<RuleRuntime> {
+    ctx.board.group_started(&group.name, group.interval);
+    for rt in &rules {
+        ctx.board.put(rt.status(&group.name));
+    }
+    let mut ticker = tokio::time::interval(group.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            _ = ticker.tick() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+        evaluate_once(&group, &mut rules, &ctx, SystemTime::now()).await;
+        ctx.board.group_evaluated(&group.name);
+    }
+    rules
+}
+
+/// One evaluation of every rule of the group at time `now`.
+pub async fn evaluate_once(
+    group: &Group,
+    rules: &mut [RuleRuntime],
+    ctx: &GroupContext,
+    now: SystemTime,
+) {
+    let started = Instant::now();
+    let pending: Vec<BoxFuture<'_, evaluate::Answer>> = rules
+        .iter()
+        .map(|rt| Box::pin(fetch_timed(&group.name, &rt.rule, ctx, now)) as BoxFuture<'_, _>)
+        .collect();
+    let answers: Vec<evaluate::Answer> = stream::iter(pending)
+        .buffered(ctx.max_concurrent_queries.max(1))
+        .collect()
+        .await;
+
+    for (rt, answer) in rules.iter_mut().zip(answers) {
+        let evaluation = evaluate::interpret(&rt.rule, answer, &mut rt.consecutive_failures);
+        *rt.evaluations.entry(evaluation.outcome.as_str()).or_default() += 1;
+        if let (Outcome::Error, Some(kind)) = (evaluation.outcome, evaluation.error_kind) {
+            events::query_failed(
+                &group.name,
+                &rt.rule.name,
+                kind,
+                evaluation.detail.as_deref().unwrap_or(""),
+            );
+        }
+        let transitions = rt.state.step(now, evaluation.input.clone());
+        for t in &transitions {
+            events::state_changed(&group.name, &rt.rule.name, t);
+            if t.to == AlertState::Firing {
+                rt.firing_events += 1;
+                let mut labels = t.labels.clone();
+                labels.extend(rt.rule.labels.clone());
+                let event = FiringEvent {
+                    group: group.name.clone(),
+                    rule: rt.rule.name.clone(),
+                    labels,
+                    value: t.value,
+                    condition: rt.rule.condition_text(),
+                    threshold: rt.rule.threshold(),
+                    policy: rt.rule.policy,
+                    since: t.active_since,
+                    fired_at: now,
+                    annotations: rt.rule.annotations.clone(),
+                };
+                events::fired(&event);
+                if ctx.events.send(event).await.is_err() {
+                    tracing::error!(
+                        group = %group.name,
+                        rule = %rt.rule.name,
+                        "the rollback side is gone; firing event dropped"
+                    );
+                }
+            }
+        }
+        rt.last = Some((now, evaluation));
+        ctx.board.put(rt.status(&group.name));
+    }
+    events::group_evaluated(&group.name, started.elapsed(), group.interval);
+}
+
+async fn fetch_timed(
+    group: &str,
+    rule: &Rule,
+    ctx: &GroupContext,
+    now: SystemTime,
+) -> evaluate::Answer {
+    let started = Instant::now();
+    let answer = evaluate::fetch(rule, ctx.source.as_ref(), &ctx.http, now).await;
+    events::rule_evaluated(group, started.elapsed());
+    answer
+}

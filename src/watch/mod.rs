@@ -1,0 +1,200 @@
+//! The watcher: runs every rule group on its interval against the metrics
+//! source, and reloads rule files on change or SIGHUP. A reload is
+//! all-or-nothing: the new files are loaded and validated in full first; on
+//! any error the running rules stay and the error is logged and counted; on
+//! success unchanged rules keep their pending/firing state.
+
+pub mod evaluate;
+pub mod event;
+pub mod group;
+pub mod status;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use event::FiringEvent;
+pub use group::{GroupContext, RuleRuntime};
+pub use status::{RuleStatus, StatusBoard};
+
+use crate::config::Config;
+use crate::rules::{self, load::rule_files, LoadError, RuleSet};
+use crate::telemetry::events;
+
+/// Where rules come from and how to read them.
+#[derive(Debug, Clone)]
+pub struct RuleSource {
+    pub paths: Vec<PathBuf>,
+    pub variables: rules::Variables,
+    pub default_interval: Duration,
+}
+
+impl RuleSource {
+    pub fn from_config(config: &Config) -> Self {
+        RuleSource {
+            paths: config.watch.rule_paths.clone(),
+            variables: config.template_variables(),
+            default_interval: config.watch.evaluation_interval,
+        }
+    }
+
+    pub fn load(&self) -> Result<RuleSet, LoadError> {
+        rules::load_paths(&self.paths, &self.variables, self.default_interval)
+    }
+
+    /// A cheap summary of the files' names and contents, to notice changes.
+    fn fingerprint(&self) -> Vec<(PathBuf, Option<u64>)> {
+        use std::hash::{Hash, Hasher};
+        match rule_files(&self.paths) {
+            Err(_) => Vec::new(),
+            Ok(files) => files
+                .into_iter()
+                .map(|f| {
+                    let hash = std::fs::read(&f).ok().map(|bytes| {
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        bytes.hash(&mut h);
+                        h.finish()
+                    });
+                    (f, hash)
+                })
+                .collect(),
+        }
+    }
+}
+
+struct RunningGroup {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Vec<RuleRuntime>>,
+    name: String,
+}
+
+/// Why a reload was asked for.
+#[derive(Debug, Clone, Copy)]
+pub enum ReloadReason {
+    Signal,
+    FileChange,
+}
+
+/// The running watcher.
+pub struct Watcher {
+    source: RuleSource,
+    ctx: GroupContext,
+    groups: Vec<RunningGroup>,
+}
+
+impl Watcher {
+    /// Starts every group of `initial`.
+    pub fn start(source: RuleSource, initial: RuleSet, ctx: GroupContext) -> Self {
+        let mut watcher = Watcher {
+            source,
+            ctx,
+            groups: Vec::new(),
+        };
+        events::rules_loaded(initial.groups.len(), initial.rule_count(), true);
+        watcher.spawn(initial, BTreeMap::new());
+        watcher
+    }
+
+    fn spawn(&mut self, set: RuleSet, mut carried: BTreeMap<(String, String), RuleRuntime>) {
+        let mut keep_groups = BTreeSet::new();
+        let mut keep_rules = BTreeSet::new();
+        for group in set.groups {
+            keep_groups.insert(group.name.clone());
+            let runtimes: Vec<RuleRuntime> = group
+                .rules
+                .iter()
+                .map(|rule| {
+                    keep_rules.insert((group.name.clone(), rule.name.clone()));
+                    match carried.remove(&(group.name.clone(), rule.name.clone())) {
+                        Some(mut old) if old.rule.evaluates_like(rule) => {
+                            old.rule = rule.clone();
+                            old
+                        }
+                        _ => RuleRuntime::new(rule.clone()),
+                    }
+                })
+                .collect();
+            let (stop, stop_rx) = watch::channel(false);
+            let name = group.name.clone();
+            let task = tokio::spawn(group::run(group, runtimes, self.ctx.clone(), stop_rx));
+            self.groups.push(RunningGroup { stop, task, name });
+        }
+        self.ctx.board.retain(&keep_groups, &keep_rules);
+    }
+
+    /// Stops every group and returns their rules with state.
+    async fn stop_all(&mut self) -> BTreeMap<(String, String), RuleRuntime> {
+        let mut carried = BTreeMap::new();
+        for running in self.groups.drain(..) {
+            let _ = running.stop.send(true);
+            match running.task.await {
+                Ok(runtimes) => {
+                    for rt in runtimes {
+                        carried.insert((running.name.clone(), rt.rule.name.clone()), rt);
+                    }
+                }
+                Err(e) => tracing::error!(group = %running.name, error = %e, "group task ended abnormally; its state is lost"),
+            }
+        }
+        carried
+    }
+
+    /// Loads the rule files again; keeps the running rules on any error.
+    pub async fn reload(&mut self, reason: ReloadReason) -> Result<(), LoadError> {
+        tracing::info!(?reason, "reloading rules");
+        match self.source.load() {
+            Err(e) => {
+                events::reload_failed(&e.to_string());
+                Err(e)
+            }
+            Ok(set) => {
+                let (groups, count) = (set.groups.len(), set.rule_count());
+                let carried = self.stop_all().await;
+                self.spawn(set, carried);
+                events::rules_loaded(groups, count, false);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs until `shutdown` resolves: reloads on SIGHUP and, every
+    /// `poll` (unless zero), when the rule files changed.
+    pub async fn run_until(
+        mut self,
+        poll: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut last_seen = self.source.fingerprint();
+        let mut ticker = tokio::time::interval(if poll.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            poll
+        });
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticker.tick().await;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = hangup.recv() => {
+                    last_seen = self.source.fingerprint();
+                    let _ = self.reload(ReloadReason::Signal).await;
+                }
+                _ = ticker.tick(), if !poll.is_zero() => {
+                    let now = self.source.fingerprint();
+                    if now != last_seen {
+                        last_seen = now;
+                        let _ = self.reload(ReloadReason::FileChange).await;
+                    }
+                }
+            }
+        }
+        self.stop_all().await;
+        Ok(())
+    }
+}
