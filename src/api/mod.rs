@@ -51,7 +51,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = telemetry::metrics_handle().render();
     telemetry::rule_metrics::render(&state.board.rules(), &mut body);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()

@@ -22,15 +22,32 @@ use crate::telemetry::LogFormat;
 pub struct Cli {
     /// Config file (TOML, or YAML by extension). Without it, ./rollbackd.toml
     /// is read when present; ROLLBACKD_<SECTION>__<KEY> variables override both.
-    #[arg(long, short = 'c', global = true, env = "ROLLBACKD_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "ROLLBACKD_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     /// Log format.
-    #[arg(long, global = true, env = "ROLLBACKD_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROLLBACKD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long, global = true, env = "ROLLBACKD_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROLLBACKD_LOG_LEVEL",
+        default_value = "info"
+    )]
     pub log_level: tracing::Level,
 
     #[command(subcommand)]

@@ -149,7 +149,15 @@ fn print_table(rows: &[EvalRow]) {
             ]
         })
         .collect();
-    let header = ["GROUP", "RULE", "VALUE", "CONDITION", "OUTCOME", "STATE", "WOULD FIRE"];
+    let header = [
+        "GROUP",
+        "RULE",
+        "VALUE",
+        "CONDITION",
+        "OUTCOME",
+        "STATE",
+        "WOULD FIRE",
+    ];
     let mut widths = header.map(str::len);
     for row in &table {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -172,4 +180,3 @@ fn print_table(rows: &[EvalRow]) {
         }
     }
 }
-

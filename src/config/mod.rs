@@ -79,9 +79,8 @@ impl PrometheusConfig {
             return Ok(Some(PrometheusAuth::Bearer(token.expose().to_string())));
         }
         if let Some(path) = &self.bearer_token_file {
-            let token = std::fs::read_to_string(path).map_err(|e| {
-                format!("prometheus.bearer_token_file {}: {e}", path.display())
-            })?;
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| format!("prometheus.bearer_token_file {}: {e}", path.display()))?;
             return Ok(Some(PrometheusAuth::Bearer(token.trim().to_string())));
         }
         Ok(self.basic_auth.as_ref().map(|b| PrometheusAuth::Basic {
@@ -300,18 +299,30 @@ impl Config {
     }
 }
 
-/// figment's messages name the key and the source; environment values get a
-/// hint on how to spell them.
+/// Names the key and where its value came from: the file, or the exact
+/// environment variable to fix.
 fn describe_figment_error(e: figment::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(metadata) = &e.metadata {
-        if metadata.name.contains("environment") {
-            text.push_str(
-                " (environment variables are ROLLBACKD_<SECTION>__<KEY>, e.g. ROLLBACKD_PROMETHEUS__TIMEOUT=10s)",
-            );
-        }
+    let key = e.path.join(".");
+    let from = match &e.metadata {
+        Some(m) if m.name.contains("environment") => format!(
+            "environment variable ROLLBACKD_{}",
+            e.path
+                .iter()
+                .map(|p| p.to_uppercase())
+                .collect::<Vec<_>>()
+                .join("__")
+        ),
+        Some(m) => match &m.source {
+            Some(figment::Source::File(path)) => path.display().to_string(),
+            _ => m.name.to_string(),
+        },
+        None => "config".to_string(),
+    };
+    if key.is_empty() {
+        format!("{from}: {}", e.kind)
+    } else {
+        format!("{from}: key {key}: {}", e.kind)
     }
-    text
 }
 
 #[cfg(test)]

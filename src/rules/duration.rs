@@ -7,7 +7,9 @@ use std::time::Duration;
 
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a duration: {reason} (write it like \"30s\", \"5m\", \"1h30m\" or \"250ms\")")]
+#[error(
+    "{input:?} is not a duration: {reason} (write it like \"30s\", \"5m\", \"1h30m\" or \"250ms\")"
+)]
 pub struct DurationError {
     input: String,
     reason: &'static str,

@@ -439,7 +439,9 @@ fn validate_query(raw: &RawRule, vars: &Variables, ctx: &mut RuleCtx) -> Option<
             None
         }
         (None, None) => {
-            ctx.error("needs a threshold: `above: N` (breach when the value is greater) or `below: N`");
+            ctx.error(
+                "needs a threshold: `above: N` (breach when the value is greater) or `below: N`",
+            );
             None
         }
     };
@@ -498,7 +500,9 @@ fn validate_probe(raw: RawProbe, vars: &Variables, ctx: &mut RuleCtx) -> Option<
     }
     for status in &raw.expect_status {
         if !(100..=599).contains(status) {
-            ctx.error(format!("probe.expect_status: {status} is not an HTTP status"));
+            ctx.error(format!(
+                "probe.expect_status: {status} is not an HTTP status"
+            ));
         }
     }
     Some(ProbeRule {
@@ -607,11 +611,14 @@ groups:
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         let find = |rule: &str, needle: &str| {
             assert!(
-                text.iter().any(|t| t.contains(&format!("rule {rule:?}")) && t.contains(needle)),
+                text.iter()
+                    .any(|t| t.contains(&format!("rule {rule:?}")) && t.contains(needle)),
                 "no error for {rule} containing {needle:?} in {text:#?}"
             )
         };
-        assert!(text.iter().any(|t| t.contains("group \"http\"") && t.contains("interval")));
+        assert!(text
+            .iter()
+            .any(|t| t.contains("group \"http\"") && t.contains("interval")));
         find("NoThreshold", "needs a threshold");
         find("BadPromql", "invalid PromQL");
         find("Typo", "unknown field `treshold`");
@@ -635,7 +642,9 @@ groups:
 "#,
         )
         .unwrap_err();
-        assert!(errors[0].message.contains("`above` does not apply to a probe rule"));
+        assert!(errors[0]
+            .message
+            .contains("`above` does not apply to a probe rule"));
     }
 
     #[test]
@@ -674,7 +683,9 @@ groups:
 
     #[test]
     fn accepts_prometheus_alert_key_as_name() {
-        let set = load_text("groups:\n  - name: g\n    rules:\n      - {alert: A, expr: up, below: 1}\n").unwrap();
+        let set =
+            load_text("groups:\n  - name: g\n    rules:\n      - {alert: A, expr: up, below: 1}\n")
+                .unwrap();
         assert_eq!(set.groups[0].rules[0].name, "A");
     }
 }

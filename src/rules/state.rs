@@ -289,7 +289,17 @@ mod tests {
         let mut s = RuleState::new(Duration::ZERO, Duration::from_secs(30));
         let states = run(
             &mut s,
-            &[Some(75.0), Some(85.0), Some(70.0), Some(70.0), None, None, None, None, None],
+            &[
+                Some(75.0),
+                Some(85.0),
+                Some(70.0),
+                Some(70.0),
+                None,
+                None,
+                None,
+                None,
+                None,
+            ],
         );
         assert_eq!(
             states,
@@ -314,7 +324,11 @@ mod tests {
         let t = s.step(at(40), Input::breach(series(), 1.0));
         assert_eq!((t[0].from, t[0].to), (Pending, Firing));
         s.step(at(50), Input::Hold);
-        assert_eq!(s.state_of(&series()), Firing, "no data must not resolve either");
+        assert_eq!(
+            s.state_of(&series()),
+            Firing,
+            "no data must not resolve either"
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ mod tests {
 
     #[test]
     fn expands_known_variables_with_or_without_spaces() {
-        let out = expand(r#"up{service="{{service}}",env="{{ environment }}"}"#, &vars()).unwrap();
+        let out = expand(
+            r#"up{service="{{service}}",env="{{ environment }}"}"#,
+            &vars(),
+        )
+        .unwrap();
         assert_eq!(out, r#"up{service="web",env="production"}"#);
     }
 

@@ -50,7 +50,10 @@ impl Prometheus {
                 }
             };
             let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                SourceError::Decode("the Prometheus credentials contain characters not allowed in an HTTP header".into())
+                SourceError::Decode(
+                    "the Prometheus credentials contain characters not allowed in an HTTP header"
+                        .into(),
+                )
             })?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
@@ -73,12 +76,20 @@ impl Prometheus {
 
     async fn instant(&self, expr: &str, at: SystemTime) -> Result<Vec<Sample>, SourceError> {
         let mut url = self.query_url.clone();
-        let at = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let at = at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
         url.query_pairs_mut()
             .append_pair("query", expr)
             .append_pair("time", &format!("{at:.3}"))
             .append_pair("timeout", &format!("{}ms", self.timeout.as_millis()));
-        let response = self.client.get(url).send().await.map_err(|e| self.transport(e))?;
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| self.transport(e))?;
         match serde_json::from_slice::<ApiResponse>(&body) {
@@ -220,7 +231,11 @@ fn base64(input: &str) -> String {
     let bytes = input.as_bytes();
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -263,13 +278,23 @@ mod tests {
     fn decodes_scalars_and_refuses_strings_and_matrices() {
         let s = decode(data("scalar", r#"[1.0,"3"]"#)).unwrap();
         assert_eq!(s[0].value, 3.0);
-        assert!(matches!(decode(data("string", r#"[1.0,"x"]"#)), Err(SourceError::Unsupported(_))));
-        assert!(matches!(decode(data("matrix", "[]")), Err(SourceError::Unsupported(_))));
+        assert!(matches!(
+            decode(data("string", r#"[1.0,"x"]"#)),
+            Err(SourceError::Unsupported(_))
+        ));
+        assert!(matches!(
+            decode(data("matrix", "[]")),
+            Err(SourceError::Unsupported(_))
+        ));
     }
 
     #[test]
     fn native_histograms_are_unsupported_not_a_crash() {
-        let e = decode(data("vector", r#"[{"metric":{},"histogram":[1.0,{"count":"1"}]}]"#)).unwrap_err();
+        let e = decode(data(
+            "vector",
+            r#"[{"metric":{},"histogram":[1.0,{"count":"1"}]}]"#,
+        ))
+        .unwrap_err();
         assert_eq!(e.kind(), "unsupported_result");
     }
 

@@ -1,7 +1,7 @@
 //! Typed events that write their log line and move their metric together, so
 //! the two never disagree.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tracing::{error, info, warn};
 
@@ -11,7 +11,13 @@ use crate::watch::FiringEvent;
 /// A query to Prometheus failed.
 pub fn query_failed(group: &str, rule: &str, kind: &'static str, detail: &str) {
     metrics::counter!("rollbackd_prometheus_errors_total", "kind" => kind).increment(1);
-    warn!(group, rule, kind, error = detail, "query failed; the rule holds its state");
+    warn!(
+        group,
+        rule,
+        kind,
+        error = detail,
+        "query failed; the rule holds its state"
+    );
 }
 
 /// One rule took `elapsed` to evaluate.
@@ -35,10 +41,11 @@ pub fn group_evaluated(group: &str, elapsed: Duration, interval: Duration) {
 }
 
 /// A series changed state.
-pub fn state_changed(group: &str, rule: &str, t: &Transition) {
+pub fn state_changed(group: &str, rule: &str, t: &Transition, at: SystemTime) {
     info!(
         group,
         rule,
+        at = %humantime::format_rfc3339_millis(at),
         from = t.from.as_str(),
         to = t.to.as_str(),
         value = t.value,
@@ -75,7 +82,10 @@ pub fn rules_loaded(groups: usize, rules: usize, initial: bool) {
 pub fn reload_failed(reason: &str) {
     metrics::counter!("rollbackd_rule_reloads_total", "result" => "failure").increment(1);
     metrics::gauge!("rollbackd_rules_last_reload_successful").set(0.0);
-    error!(error = reason, "error loading rules; the previous rule set keeps running");
+    error!(
+        error = reason,
+        "error loading rules; the previous rule set keeps running"
+    );
 }
 
 /// A firing event reached the rollback side, which did `action` with it.

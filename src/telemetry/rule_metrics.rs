@@ -18,7 +18,13 @@ pub fn render(rules: &[RuleStatus], out: &mut String) {
     );
     for r in rules {
         for (outcome, count) in &r.evaluations {
-            line(out, "rollbackd_rule_evaluations_total", r, &[("outcome", outcome)], *count as f64);
+            line(
+                out,
+                "rollbackd_rule_evaluations_total",
+                r,
+                &[("outcome", outcome)],
+                *count as f64,
+            );
         }
     }
     family(
@@ -41,7 +47,12 @@ pub fn render(rules: &[RuleStatus], out: &mut String) {
             line(out, "rollbackd_rule_value", r, &[], v);
         }
     }
-    family(out, "rollbackd_rule_threshold", "gauge", "The rule's threshold.");
+    family(
+        out,
+        "rollbackd_rule_threshold",
+        "gauge",
+        "The rule's threshold.",
+    );
     for r in rules {
         line(out, "rollbackd_rule_threshold", r, &[], r.threshold);
     }
@@ -81,7 +92,9 @@ fn line(out: &mut String, name: &str, r: &RuleStatus, extra: &[(&str, &str)], va
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn format_value(v: f64) -> String {

@@ -49,7 +49,10 @@ pub async fn check(
             status: None,
             latency,
             reason: if e.is_timeout() {
-                format!("no answer within {}", crate::rules::duration::format(timeout))
+                format!(
+                    "no answer within {}",
+                    crate::rules::duration::format(timeout)
+                )
             } else if e.is_connect() {
                 "connection refused or unreachable".to_string()
             } else {
@@ -64,6 +67,10 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     crate::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::limited(3))
-        .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION"), " health-check"))
+        .user_agent(concat!(
+            "rollbackd/",
+            env!("CARGO_PKG_VERSION"),
+            " health-check"
+        ))
         .build()
 }

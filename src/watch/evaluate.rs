@@ -134,14 +134,22 @@ pub fn interpret_query(
         Ok(samples) => samples,
     };
     if samples.is_empty() {
-        return no_data(rule, Outcome::Empty, Vec::new(), "the query returned no series");
+        return no_data(
+            rule,
+            Outcome::Empty,
+            Vec::new(),
+            "the query returned no series",
+        );
     }
     let (finite, non_finite): (Vec<Sample>, Vec<Sample>) =
         samples.into_iter().partition(|s| s.value.is_finite());
     if finite.is_empty() {
         let all_nan = non_finite.iter().all(|s| s.value.is_nan());
         let (outcome, why) = if all_nan {
-            (Outcome::Nan, "every series is NaN (0/0: no traffic in the window?)")
+            (
+                Outcome::Nan,
+                "every series is NaN (0/0: no traffic in the window?)",
+            )
         } else {
             (Outcome::Inf, "every series is infinite")
         };
@@ -333,7 +341,10 @@ mod tests {
 
     #[test]
     fn no_data_holds_instead_of_firing() {
-        assert_eq!(interpret_query(&rule(), Ok(vec![]), None).input, Input::Hold);
+        assert_eq!(
+            interpret_query(&rule(), Ok(vec![]), None).input,
+            Input::Hold
+        );
         let nan = interpret_query(&rule(), Ok(vec![sample("a", f64::NAN)]), None);
         assert_eq!((nan.outcome, nan.input), (Outcome::Nan, Input::Hold));
         let inf = interpret_query(&rule(), Ok(vec![sample("a", f64::INFINITY)]), None);
@@ -361,7 +372,11 @@ mod tests {
 
     #[test]
     fn a_nan_series_is_held_while_others_are_judged() {
-        let e = interpret_query(&rule(), Ok(vec![sample("a", f64::NAN), sample("b", 0.9)]), None);
+        let e = interpret_query(
+            &rule(),
+            Ok(vec![sample("a", f64::NAN), sample("b", 0.9)]),
+            None,
+        );
         let Input::Observed { breaching, held } = e.input else {
             panic!()
         };
@@ -384,7 +399,10 @@ mod tests {
                 value: 0.05,
             }])),
         );
-        assert_eq!((low.outcome, &low.input), (Outcome::LowTraffic, &Input::Hold));
+        assert_eq!(
+            (low.outcome, &low.input),
+            (Outcome::LowTraffic, &Input::Hold)
+        );
         let high = interpret_query(
             &r,
             Ok(vec![sample("a", 0.5)]),

@@ -46,7 +46,12 @@ impl RuleRuntime {
     /// The status shown on `/metrics` and `/api/v1/rules`.
     pub fn status(&self, group: &str) -> RuleStatus {
         let (last_evaluation, value, outcome, detail) = match &self.last {
-            Some((at, e)) => (Some(*at), e.value, Some(e.outcome.as_str()), e.detail.clone()),
+            Some((at, e)) => (
+                Some(*at),
+                e.value,
+                Some(e.outcome.as_str()),
+                e.detail.clone(),
+            ),
             None => (None, None, None, None),
         };
         RuleStatus {
@@ -137,7 +142,9 @@ pub async fn evaluate_once(
 
     for (rt, answer) in rules.iter_mut().zip(answers) {
         let evaluation = evaluate::interpret(&rt.rule, answer, &mut rt.consecutive_failures);
-        *rt.evaluations.entry(evaluation.outcome.as_str()).or_default() += 1;
+        *rt.evaluations
+            .entry(evaluation.outcome.as_str())
+            .or_default() += 1;
         if let (Outcome::Error, Some(kind)) = (evaluation.outcome, evaluation.error_kind) {
             events::query_failed(
                 &group.name,
@@ -148,7 +155,7 @@ pub async fn evaluate_once(
         }
         let transitions = rt.state.step(now, evaluation.input.clone());
         for t in &transitions {
-            events::state_changed(&group.name, &rt.rule.name, t);
+            events::state_changed(&group.name, &rt.rule.name, t, now);
             if t.to == AlertState::Firing {
                 rt.firing_events += 1;
                 let mut labels = t.labels.clone();

@@ -136,7 +136,9 @@ impl Watcher {
                         carried.insert((running.name.clone(), rt.rule.name.clone()), rt);
                     }
                 }
-                Err(e) => tracing::error!(group = %running.name, error = %e, "group task ended abnormally; its state is lost"),
+                Err(e) => {
+                    tracing::error!(group = %running.name, error = %e, "group task ended abnormally; its state is lost")
+                }
             }
         }
         carried
@@ -167,8 +169,7 @@ impl Watcher {
         poll: Duration,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let mut last_seen = self.source.fingerprint();
         let mut ticker = tokio::time::interval(if poll.is_zero() {
             Duration::from_secs(3600)

@@ -134,7 +134,10 @@ impl StatusBoard {
         if stuck.is_empty() {
             Ok(())
         } else {
-            Err(format!("no evaluation completed recently in group(s): {}", stuck.join(", ")))
+            Err(format!(
+                "no evaluation completed recently in group(s): {}",
+                stuck.join(", ")
+            ))
         }
     }
 }

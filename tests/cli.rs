@@ -1,0 +1,322 @@
+//! The command line: what a user sees for good and bad input.
+
+mod support;
+
+use support::{run_rollbackd, FakeService, Prometheus};
+
+const SHIPPED_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+const SERVICE: &str = "[service]\nname = \"web\"\nbase_url = \"http://127.0.0.1:8000\"\n";
+
+#[test]
+fn the_shipped_rules_pass_rules_check() {
+    let dir = dir_with(&[("rollbackd.toml", SERVICE)]);
+    let (code, out, err) = run_rollbackd(dir.path(), &["rules", "check", SHIPPED_RULES], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    for rule in [
+        "HighErrorRate",
+        "HighLatencyP99",
+        "LatencyTailSkew",
+        "HealthCheckFailing",
+        "DbPoolExhausted",
+        "DbQueryFailures",
+    ] {
+        assert!(out.contains(rule), "{rule} missing from:\n{out}");
+    }
+    assert!(
+        out.contains("HighErrorRate (> 0.00025, for 2m, policy dry_run)"),
+        "{out}"
+    );
+    assert!(out.contains("rules OK: 3 group(s), 6 rule(s)"), "{out}");
+}
+
+#[test]
+fn rules_check_names_file_and_rule_for_every_problem() {
+    let dir = dir_with(&[
+        ("rollbackd.toml", SERVICE),
+        (
+            "rules/a.yml",
+            "groups:\n  - name: g\n    rules:\n      - name: NoThreshold\n        expr: up\n      \
+             - name: BadExpr\n        expr: rate(up[5m]\n        above: 1\n",
+        ),
+        ("rules/b.yaml", "groups:\n  - name: h\n    rules:\n      - name: Typo\n        expr: up\n        abovee: 1\n"),
+        ("rules/c.yml", "groups: [\n"),
+        ("rules/notes.txt", "not a rule file, ignored"),
+    ]);
+    let (code, out, err) = run_rollbackd(dir.path(), &["rules", "check", "rules"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("4 problem(s)"), "{err}");
+    assert!(
+        err.contains("rules/a.yml: group \"g\", rule \"NoThreshold\": needs a threshold"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rules/a.yml: group \"g\", rule \"BadExpr\": expr: invalid PromQL"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rules/b.yaml: group \"h\", rule \"Typo\": unknown field `abovee`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rules/c.yml:") && err.contains("line"),
+        "{err}"
+    );
+    assert!(!err.contains("notes.txt"));
+    assert!(out.is_empty(), "nothing is reported as OK: {out}");
+}
+
+#[test]
+fn a_missing_template_variable_is_named_with_where_to_set_it() {
+    let dir = dir_with(&[(
+        "r.yml",
+        "groups:\n  - name: g\n    rules:\n      - name: A\n        expr: 'up{team=\"{{team}}\"}'\n        above: 1\n",
+    )]);
+    let (code, _, err) = run_rollbackd(dir.path(), &["rules", "check", "r.yml"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("rule \"A\": expr: template variable(s) {{team}} have no value"),
+        "{err}"
+    );
+    assert!(err.contains("[variables]"), "{err}");
+    let (code, out, err) = run_rollbackd(
+        dir.path(),
+        &["rules", "check", "r.yml"],
+        &[("ROLLBACKD_VARIABLES__TEAM", "payments")],
+    );
+    assert_eq!(code, 0, "a variable from the environment fills it: {err}");
+    assert!(out.contains("rules OK"));
+}
+
+#[test]
+fn a_missing_rule_path_is_named() {
+    let dir = dir_with(&[]);
+    let (code, _, err) = run_rollbackd(dir.path(), &["rules", "check", "nowhere"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("rule path nowhere") && err.contains("watch.rule_paths"),
+        "{err}"
+    );
+}
+
+/// Every config mistake: exit 2, and a message naming the key and the file
+/// or environment variable it came from.
+#[test]
+fn bad_config_gives_a_clear_message_and_exit_2() {
+    let cases: &[(&str, &str, &[(&str, &str)], &[&str])] = &[
+        ("c.toml", "[prometheus]\nurll = \"x\"\n", &[], &["c.toml", "prometheus.urll", "unknown field"]),
+        ("c.toml", "[promethus]\n", &[], &["c.toml", "unknown field", "promethus"]),
+        ("c.toml", "[prometheus]\ntimeout = \"fast\"\n", &[], &["prometheus.timeout", "is not a duration"]),
+        ("c.toml", "[prometheus\n", &[], &["c.toml", "line 1"]),
+        ("c.toml", "[prometheus]\nurl = \"localhost 9090\"\n", &[], &["prometheus.url", "http(s) URL"]),
+        ("c.toml", "[watch]\nmax_concurrent_queries = 0\n", &[], &["watch.max_concurrent_queries"]),
+        ("c.toml", "[server]\nlisten = \"everywhere\"\n", &[], &["server.listen"]),
+        (
+            "c.toml",
+            "[prometheus]\nbearer_token = \"t0ken-value\"\nbasic_auth = { username = \"u\", password = \"p\" }\n",
+            &[],
+            &["only one of bearer_token"],
+        ),
+        ("c.yaml", "prometheus:\n  timeout: [1]\n", &[], &["c.yaml", "prometheus.timeout"]),
+        ("c.toml", "", &[("ROLLBACKD_PROMETHEUS__TIMEOUT", "10")], &["ROLLBACKD_PROMETHEUS__TIMEOUT", "duration"]),
+        ("c.toml", "", &[("ROLLBACKD_WATCH__MAX_CONCURRENT_QUERIES", "lots")], &["ROLLBACKD_WATCH__MAX_CONCURRENT_QUERIES"]),
+        ("c.toml", "", &[("ROLLBACKD_PROMETHEUS__URLL", "x")], &["ROLLBACKD_PROMETHEUS__URLL", "unknown field"]),
+        ("c.toml", "", &[("ROLLBACKD_SERVICE__BASE_URL", "nope")], &["service.base_url"]),
+    ];
+    for (file, text, env, needles) in cases {
+        let dir = dir_with(&[(file, text)]);
+        let (code, out, err) = run_rollbackd(dir.path(), &["--config", file, "check"], env);
+        assert_eq!(code, 2, "{text:?} {env:?}: exit {code}\n{out}{err}");
+        for needle in *needles {
+            assert!(
+                err.contains(needle),
+                "{text:?} {env:?}: {needle:?} not in: {err}"
+            );
+        }
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!err.contains("t0ken-value"), "secrets never printed: {err}");
+    }
+}
+
+#[test]
+fn a_named_config_file_that_does_not_exist_is_an_error() {
+    let dir = dir_with(&[]);
+    let (code, _, err) = run_rollbackd(dir.path(), &["--config", "missing.toml", "check"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("config file missing.toml does not exist"),
+        "{err}"
+    );
+    let (code, _, err) = run_rollbackd(
+        dir.path(),
+        &["check"],
+        &[("ROLLBACKD_CONFIG", "also-missing.toml")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("also-missing.toml"), "{err}");
+}
+
+#[test]
+fn bad_flags_exit_2_and_help_works_everywhere() {
+    let dir = dir_with(&[]);
+    let (code, _, err) = run_rollbackd(dir.path(), &["watch", "--bogus"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--bogus"), "{err}");
+    let (code, _, err) = run_rollbackd(dir.path(), &["--log-format", "xml", "check"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("text") && err.contains("json"), "{err}");
+    let (code, _, _) = run_rollbackd(dir.path(), &[], &[]);
+    assert_eq!(code, 2, "a command is required");
+    for args in [
+        &["--help"][..],
+        &["watch", "--help"],
+        &["check", "--help"],
+        &["rules", "--help"],
+        &["rules", "check", "--help"],
+        &["rules", "eval", "--help"],
+    ] {
+        let (code, out, err) = run_rollbackd(dir.path(), args, &[]);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.contains("Usage: rollbackd"), "{args:?}: {out}");
+    }
+}
+
+#[test]
+fn watch_refuses_to_start_with_broken_rules() {
+    let dir = dir_with(&[(
+        "rules/a.yml",
+        "groups:\n  - name: g\n    rules:\n      - name: A\n",
+    )]);
+    let (code, _, err) = run_rollbackd(dir.path(), &["watch"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("rule \"A\"") && err.contains("`expr` is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn watch_says_which_address_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = dir_with(&[("rules/a.yml", "groups: []\n")]);
+    let (code, _, err) = run_rollbackd(
+        dir.path(),
+        &["watch"],
+        &[("ROLLBACKD_SERVER__LISTEN", &addr)],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+fn eval_setup() -> (FakeService, Prometheus, tempfile::TempDir) {
+    let fake = FakeService::start();
+    // rate() over [2m] divides by the whole window, so a Prometheus a few
+    // seconds old sees a fraction of the real rate: enough requests clear the guard.
+    fake.set(|k| {
+        k.error_ratio = 0.02;
+        k.rps = 2000.0;
+    });
+    let prom = Prometheus::start(&[fake.addr], None);
+    prom.wait_for_scrape("http_requests_total");
+    // rate() needs two samples.
+    support::wait_for("two scrapes", std::time::Duration::from_secs(20), || {
+        let v = prom.query("sum(rate(http_requests_total[2m]))");
+        v.as_array().is_some_and(|a| !a.is_empty()).then_some(())
+    });
+    let config = format!(
+        "[prometheus]\nurl = \"{}/\"\n[service]\nname = \"demo\"\nbase_url = \"{}\"\n\
+         [watch]\nrule_paths = [\"{SHIPPED_RULES}\", \"extra.yml\"]\n",
+        prom.url(),
+        fake.url()
+    );
+    let dir = dir_with(&[
+        ("rollbackd.toml", &config),
+        (
+            "extra.yml",
+            "groups:\n  - name: extra\n    rules:\n      - name: Missing\n        expr: absent_metric_total\n        above: 1\n",
+        ),
+    ]);
+    (fake, prom, dir)
+}
+
+#[test]
+fn rules_eval_prints_value_condition_state_and_verdict() {
+    let (_fake, _prom, dir) = eval_setup();
+    let (code, out, err) = run_rollbackd(dir.path(), &["rules", "eval"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = |rule: &str| {
+        out.lines()
+            .find(|l| l.contains(rule))
+            .unwrap_or_else(|| panic!("{rule} not in:\n{out}"))
+            .to_string()
+    };
+    let header = out.lines().next().unwrap();
+    for column in [
+        "GROUP",
+        "RULE",
+        "VALUE",
+        "CONDITION",
+        "OUTCOME",
+        "STATE",
+        "WOULD FIRE",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    // 2 % errors is over 0.025 %: breaching, pending for its 2m `for`.
+    let error_rate = line("HighErrorRate");
+    assert!(
+        error_rate.contains("> 0.00025") && error_rate.contains("pending"),
+        "{error_rate}"
+    );
+    assert!(error_rate.contains("yes, if it lasts 2m"), "{error_rate}");
+    assert!(line("DbPoolExhausted").contains("inactive"));
+    assert!(line("HealthCheckFailing").contains("ok"));
+    let missing = line("Missing");
+    assert!(
+        missing.contains("empty") && missing.contains(" no"),
+        "{missing}"
+    );
+
+    let (code, out, _) = run_rollbackd(
+        dir.path(),
+        &["rules", "eval", "--rule", "HighErrorRate", "--json"],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    let value = rows[0]["value"].as_f64().unwrap();
+    assert!((0.015..0.025).contains(&value), "{value}");
+    assert_eq!(rows[0]["breaching"], true);
+    assert_eq!(rows[0]["outcome"], "ok");
+
+    let (code, _, err) = run_rollbackd(dir.path(), &["rules", "eval", "--rule", "Nope"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no rule named \"Nope\""), "{err}");
+}
+
+#[test]
+fn rules_eval_reports_an_unreachable_prometheus_per_rule() {
+    let port = support::free_port();
+    let dir = dir_with(&[
+        ("rollbackd.toml", &format!("[prometheus]\nurl = \"http://127.0.0.1:{port}\"\ntimeout = \"1s\"\n")),
+        ("rules/a.yml", "groups:\n  - name: g\n    rules:\n      - name: A\n        expr: up\n        below: 1\n"),
+    ]);
+    let (code, out, err) = run_rollbackd(dir.path(), &["rules", "eval"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("error") && out.contains("cannot reach Prometheus"),
+        "{out}"
+    );
+}

@@ -1,0 +1,340 @@
+//! A fake web service for tests and the demo: it exposes the metrics a real
+//! service would (request counters by status code, a latency histogram, DB
+//! pool gauges, DB query counters) and its health endpoints, all driven by
+//! knobs that a test or `POST /control` turns. Traffic is synthetic: counters
+//! grow at `rps` per second of wall time, so no load generator is needed.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+/// What the fake service does right now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Knobs {
+    /// Service label on every metric.
+    pub service: String,
+    /// The deployed version (exposed as `app_deployment_info`).
+    pub version: String,
+    /// Requests per second.
+    pub rps: f64,
+    /// Fraction of requests answered 500.
+    pub error_ratio: f64,
+    /// Latency of most requests, in seconds.
+    pub latency: f64,
+    /// Fraction of requests that take `slow_latency` instead.
+    pub slow_ratio: f64,
+    pub slow_latency: f64,
+    pub pool_available: f64,
+    pub pool_max: f64,
+    /// DB queries per second and the fraction that fail.
+    pub db_qps: f64,
+    pub db_error_ratio: f64,
+    /// Status of every health endpoint, unless overridden per path.
+    pub health_status: u16,
+    /// Per-path status overrides, such as {"/health/external-services": 503}.
+    pub health_overrides: BTreeMap<String, u16>,
+    /// Delay before answering a health check, in milliseconds.
+    pub health_delay_ms: u64,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            service: "demo".into(),
+            version: "v1".into(),
+            rps: 50.0,
+            error_ratio: 0.0,
+            latency: 0.04,
+            slow_ratio: 0.005,
+            slow_latency: 0.09,
+            pool_available: 18.0,
+            pool_max: 20.0,
+            db_qps: 20.0,
+            db_error_ratio: 0.0,
+            health_status: 200,
+            health_overrides: BTreeMap::new(),
+            health_delay_ms: 0,
+        }
+    }
+}
+
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug)]
+struct Inner {
+    knobs: Knobs,
+    ok: f64,
+    errors: f64,
+    buckets: [f64; BUCKETS.len()],
+    sum: f64,
+    count: f64,
+    db_ok: f64,
+    db_errors: f64,
+    health_checks: u64,
+    last: Instant,
+}
+
+impl Inner {
+    /// Moves the synthetic counters forward to now under the current knobs.
+    fn advance(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let k = &self.knobs;
+        let n = k.rps * dt;
+        self.errors += n * k.error_ratio;
+        self.ok += n * (1.0 - k.error_ratio);
+        for (latency, share) in [
+            (k.latency, 1.0 - k.slow_ratio),
+            (k.slow_latency, k.slow_ratio),
+        ] {
+            let m = n * share;
+            for (i, le) in BUCKETS.iter().enumerate() {
+                if latency <= *le {
+                    self.buckets[i] += m;
+                }
+            }
+            self.sum += m * latency;
+            self.count += m;
+        }
+        let q = k.db_qps * dt;
+        self.db_errors += q * k.db_error_ratio;
+        self.db_ok += q * (1.0 - k.db_error_ratio);
+    }
+
+    fn render(&mut self) -> String {
+        self.advance();
+        let s = &self.knobs.service;
+        let mut out = String::new();
+        out.push_str(&format!(
+            "# TYPE app_deployment_info gauge\napp_deployment_info{{service=\"{s}\",version=\"{}\"}} 1\n",
+            self.knobs.version
+        ));
+        // Like a real client library, labelled request series appear only
+        // after the first request: a service without traffic has none.
+        if self.count > 0.0 {
+            out.push_str("# TYPE http_requests_total counter\n");
+            out.push_str(&format!(
+                "http_requests_total{{service=\"{s}\",code=\"200\"}} {}\n",
+                self.ok
+            ));
+            out.push_str(&format!(
+                "http_requests_total{{service=\"{s}\",code=\"500\"}} {}\n",
+                self.errors
+            ));
+            out.push_str("# TYPE http_request_duration_seconds histogram\n");
+            for (le, c) in BUCKETS.iter().zip(self.buckets) {
+                out.push_str(&format!(
+                    "http_request_duration_seconds_bucket{{service=\"{s}\",le=\"{le}\"}} {c}\n"
+                ));
+            }
+            out.push_str(&format!(
+                "http_request_duration_seconds_bucket{{service=\"{s}\",le=\"+Inf\"}} {}\n",
+                self.count
+            ));
+            out.push_str(&format!(
+                "http_request_duration_seconds_sum{{service=\"{s}\"}} {}\n",
+                self.sum
+            ));
+            out.push_str(&format!(
+                "http_request_duration_seconds_count{{service=\"{s}\"}} {}\n",
+                self.count
+            ));
+        }
+        out.push_str(&format!(
+            "# TYPE db_pool_connections_available gauge\ndb_pool_connections_available{{service=\"{s}\"}} {}\n",
+            self.knobs.pool_available
+        ));
+        out.push_str(&format!(
+            "# TYPE db_pool_connections_max gauge\ndb_pool_connections_max{{service=\"{s}\"}} {}\n",
+            self.knobs.pool_max
+        ));
+        out.push_str("# TYPE db_queries_total counter\n");
+        out.push_str(&format!(
+            "db_queries_total{{service=\"{s}\",result=\"success\"}} {}\n",
+            self.db_ok
+        ));
+        out.push_str(&format!(
+            "db_queries_total{{service=\"{s}\",result=\"error\"}} {}\n",
+            self.db_errors
+        ));
+        out
+    }
+}
+
+/// A running fake service; stops when dropped.
+pub struct FakeService {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FakeService {
+    /// Starts on a free loopback port.
+    pub fn start() -> Self {
+        Self::start_with(Knobs::default())
+    }
+
+    /// Starts on a free loopback port with `knobs` from the first instant.
+    pub fn start_with(knobs: Knobs) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), knobs)
+    }
+
+    /// Starts on `addr` with `knobs`, serving from a thread of its own.
+    pub fn start_on(addr: SocketAddr, knobs: Knobs) -> Self {
+        let inner = Arc::new(Mutex::new(Inner {
+            knobs,
+            ok: 0.0,
+            errors: 0.0,
+            buckets: [0.0; BUCKETS.len()],
+            sum: 0.0,
+            count: 0.0,
+            db_ok: 0.0,
+            db_errors: 0.0,
+            health_checks: 0,
+            last: Instant::now(),
+        }));
+        let listener = std::net::TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("fake service cannot listen on {addr}: {e}"));
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = router(inner.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        FakeService {
+            addr,
+            inner,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Changes the knobs; counters are brought up to date first so the
+    /// change takes effect from this instant.
+    pub fn set(&self, change: impl FnOnce(&mut Knobs)) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.advance();
+        change(&mut inner.knobs);
+    }
+
+    pub fn knobs(&self) -> Knobs {
+        self.inner.lock().unwrap().knobs.clone()
+    }
+
+    /// Health checks answered so far.
+    pub fn health_checks(&self) -> u64 {
+        self.inner.lock().unwrap().health_checks
+    }
+}
+
+impl Drop for FakeService {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+fn router(inner: Shared) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/control", get(get_control).post(post_control))
+        .route("/", get(|s: State<Shared>| health(s, "/".to_string())))
+        .route(
+            "/health",
+            get(|s: State<Shared>| health(s, "/health".to_string())),
+        )
+        .route(
+            "/health/{*rest}",
+            get(|s: State<Shared>, Path(rest): Path<String>| health(s, format!("/health/{rest}"))),
+        )
+        .with_state(inner)
+}
+
+async fn metrics(State(inner): State<Shared>) -> String {
+    inner.lock().unwrap().render()
+}
+
+async fn get_control(State(inner): State<Shared>) -> Json<Knobs> {
+    Json(inner.lock().unwrap().knobs.clone())
+}
+
+/// Merges a partial JSON object into the knobs: `{"error_ratio": 0.05}`.
+async fn post_control(
+    State(inner): State<Shared>,
+    Json(patch): Json<serde_json::Value>,
+) -> Response {
+    let mut guard = inner.lock().unwrap();
+    let mut current = serde_json::to_value(&guard.knobs).unwrap();
+    let (Some(target), Some(changes)) = (current.as_object_mut(), patch.as_object()) else {
+        return (StatusCode::BAD_REQUEST, "send a JSON object of knobs\n").into_response();
+    };
+    for (k, v) in changes {
+        target.insert(k.clone(), v.clone());
+    }
+    match serde_json::from_value::<Knobs>(current) {
+        Ok(knobs) => {
+            guard.advance();
+            guard.knobs = knobs.clone();
+            Json(knobs).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn health(State(inner): State<Shared>, path: String) -> Response {
+    let (status, delay) = {
+        let mut guard = inner.lock().unwrap();
+        guard.health_checks += 1;
+        let status = guard
+            .knobs
+            .health_overrides
+            .get(&path)
+            .copied()
+            .unwrap_or(guard.knobs.health_status);
+        (status, guard.knobs.health_delay_ms)
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        format!(
+            "{{\"status\":\"{}\",\"path\":\"{path}\"}}\n",
+            status.as_u16()
+        ),
+    )
+        .into_response()
+}

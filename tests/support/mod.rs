@@ -1,0 +1,351 @@
+//! Test harness: a real Prometheus started on a free loopback port in a temp
+//! dir, the fake service, and the real rollbackd binary with its JSON logs
+//! captured. Everything stops when dropped.
+
+#![allow(dead_code)]
+
+pub mod fake_service;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use fake_service::{FakeService, Knobs};
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A blocking HTTP GET on loopback (tests stay synchronous and simple).
+pub fn http_get(url: &str) -> Result<(u16, String), String> {
+    rollbackd::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let response = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        Ok((status, body))
+    })
+}
+
+fn require_binary(name: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "`{name}` is not installed. Install it with `apt-get install -y prometheus`, \
+             or run the test suite through scripts/test.sh, which installs it."
+        )
+    })
+}
+
+/// A real Prometheus scraping the given targets every second.
+pub struct Prometheus {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` (1 s scrape and rule interval),
+    /// with `alert_rules` (a Prometheus rule file's text) loaded if given.
+    pub fn start(targets: &[SocketAddr], alert_rules: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let mut config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: service\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        if let Some(rules) = alert_rules {
+            std::fs::write(dir.path().join("alerts.yml"), rules).unwrap();
+            config.push_str("rule_files: ['alerts.yml']\n");
+        }
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let mut p = Prometheus {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        p.launch();
+        p
+    }
+
+    fn launch(&mut self) {
+        let bin = require_binary("prometheus");
+        let log = std::fs::File::create(self.dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new(bin)
+            .current_dir(self.dir.path())
+            .arg("--config.file=prometheus.yml")
+            .arg("--storage.tsdb.path=data")
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus starts");
+        self.child = Some(child);
+        let url = format!("{}/-/ready", self.url());
+        wait_for("Prometheus to be ready", Duration::from_secs(30), || {
+            matches!(http_get(&url), Ok((200, _))).then_some(())
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops Prometheus (its data stays for a restart).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// An instant query's `data.result`.
+    pub fn query(&self, expr: &str) -> Value {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query", self.url()),
+            &[("query", expr)],
+        )
+        .unwrap();
+        let (status, body) = http_get(url.as_str()).expect("Prometheus answers");
+        assert_eq!(status, 200, "query {expr} failed: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"].clone()
+    }
+
+    /// Waits until Prometheus has scraped `target` at least once.
+    pub fn wait_for_scrape(&self, metric: &str) {
+        wait_for(
+            &format!("Prometheus to scrape {metric}"),
+            Duration::from_secs(20),
+            || {
+                self.query(metric)
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+                    .then_some(())
+            },
+        );
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The real rollbackd binary.
+pub fn rollbackd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rollbackd")
+}
+
+/// Runs rollbackd to completion; returns (exit code, stdout, stderr).
+pub fn run_rollbackd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(rollbackd_bin());
+    cmd.current_dir(dir).args(args).stdin(Stdio::null());
+    for var in ["ROLLBACKD_CONFIG", "ROLLBACK_BASE_URL"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("rollbackd runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `rollbackd watch` running in the background with JSON logs captured.
+pub struct Watcher {
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Child,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Watcher {
+    /// Starts `rollbackd watch` in `dir` with `config` (TOML) written to
+    /// `dir/rollbackd.toml`; `[server] listen` is set to a free port.
+    pub fn start(dir: &Path, config: &str) -> Self {
+        let port = free_port();
+        let config = format!("{config}\n[server]\nlisten = \"127.0.0.1:{port}\"\n");
+        std::fs::write(dir.join("rollbackd.toml"), config).unwrap();
+        let mut child = Command::new(rollbackd_bin())
+            .current_dir(dir)
+            .args([
+                "--config",
+                "rollbackd.toml",
+                "--log-format",
+                "json",
+                "watch",
+            ])
+            .env_remove("ROLLBACKD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rollbackd starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "message": line, "unparsed": true }));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        let w = Watcher {
+            dir: dir.to_path_buf(),
+            port,
+            child,
+            logs,
+        };
+        wait_for(
+            "rollbackd to serve /healthz",
+            Duration::from_secs(20),
+            || http_get(&format!("{}/healthz", w.url())).ok().map(|_| ()),
+        );
+        w
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Log lines whose message is `message`.
+    pub fn logs_with(&self, message: &str) -> Vec<Value> {
+        self.logs()
+            .into_iter()
+            .filter(|l| l["message"] == message)
+            .collect()
+    }
+
+    /// State changes of `rule`, as (from, to, at) in order.
+    pub fn transitions(&self, rule: &str) -> Vec<(String, String, String)> {
+        self.logs_with("rule state changed")
+            .iter()
+            .filter(|l| l["rule"] == rule)
+            .map(|l| {
+                (
+                    l["from"].as_str().unwrap().to_string(),
+                    l["to"].as_str().unwrap().to_string(),
+                    l["at"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits for a transition of `rule` to `to`; returns its time.
+    pub fn wait_for_state(&self, rule: &str, to: &str, timeout: Duration) -> std::time::SystemTime {
+        wait_for(&format!("{rule} to become {to}"), timeout, || {
+            self.transitions(rule)
+                .into_iter()
+                .find(|(_, t, _)| t == to)
+                .map(|(_, _, at)| humantime::parse_rfc3339(&at).unwrap())
+        })
+    }
+
+    /// The text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        let (status, body) = http_get(&format!("{}/metrics", self.url())).expect("metrics answer");
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// The value of the series `name{labels}` (labels given as `k="v"` pairs,
+    /// all of which must appear), or None.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        metric_value(&self.metrics(), name, labels)
+    }
+
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Dumps the captured logs (for failing tests).
+    pub fn dump(&self) -> String {
+        self.logs()
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds `name{...}` with all `labels` in a Prometheus text exposition.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .next()
+}

@@ -1,0 +1,521 @@
+//! The watcher against a real Prometheus scraping the fake service.
+
+mod support;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use support::{wait_for, FakeService, Prometheus, Watcher};
+
+const RATIO: &str = r#"(sum(rate(http_requests_total{service="{{service}}",code="500"}[3s])) or vector(0)) / sum(rate(http_requests_total{service="{{service}}"}[3s]))"#;
+const TRAFFIC: &str = r#"sum(rate(http_requests_total{service="{{service}}"}[3s]))"#;
+
+struct Scenario {
+    fake: FakeService,
+    prom: Prometheus,
+    watcher: Watcher,
+    _dir: tempfile::TempDir,
+}
+
+/// The fake service, a Prometheus scraping it, and rollbackd watching
+/// `rules` (the body of one rule file) with `extra` config appended.
+fn scenario(knobs: impl FnOnce(&mut support::Knobs), rules: &str, extra: &str) -> Scenario {
+    let mut initial = support::Knobs::default();
+    knobs(&mut initial);
+    let fake = FakeService::start_with(initial);
+    let prom = Prometheus::start(&[fake.addr], None);
+    prom.wait_for_scrape("app_deployment_info");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/test.yml"), rules).unwrap();
+    let config = format!(
+        "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n\n[service]\nname = \"demo\"\n\n\
+         [watch]\nevaluation_interval = \"1s\"\nrule_paths = [\"rules\"]\n{extra}\n",
+        prom.url()
+    );
+    let watcher = Watcher::start(dir.path(), &config);
+    Scenario {
+        fake,
+        prom,
+        watcher,
+        _dir: dir,
+    }
+}
+
+fn ratio_rule(name: &str, fields: &str) -> String {
+    format!("      - name: {name}\n        expr: '{RATIO}'\n        above: 0.1\n{fields}")
+}
+
+fn group(rules: &[String]) -> String {
+    format!(
+        "groups:\n  - name: http\n    interval: 1s\n    rules:\n{}",
+        rules.join("")
+    )
+}
+
+fn evaluations(w: &Watcher, rule: &str, outcome: &str) -> f64 {
+    w.metric(
+        "rollbackd_rule_evaluations_total",
+        &[("rule", rule), ("outcome", outcome)],
+    )
+    .unwrap_or(0.0)
+}
+
+fn wait_evaluations(w: &Watcher, rule: &str, outcome: &str, at_least: f64) {
+    wait_for(
+        &format!("{at_least} {outcome} evaluations of {rule}"),
+        Duration::from_secs(30),
+        || (evaluations(w, rule, outcome) >= at_least).then_some(()),
+    );
+}
+
+fn secs_between(a: SystemTime, b: SystemTime) -> f64 {
+    b.duration_since(a).map(|d| d.as_secs_f64()).unwrap_or(-1.0)
+}
+
+#[test]
+fn an_error_spike_fires_after_for_and_is_counted() {
+    let s = scenario(
+        |_| {},
+        &group(&[ratio_rule(
+            "HighErrorRate",
+            "        for: 4s\n        policy: auto\n",
+        )]),
+        "",
+    );
+    let w = &s.watcher;
+    wait_evaluations(w, "HighErrorRate", "ok", 2.0);
+    assert_eq!(
+        w.metric("rollbackd_rule_state", &[("rule", "HighErrorRate")]),
+        Some(0.0)
+    );
+    let (status, _) = support::http_get(&format!("{}/readyz", w.url())).unwrap();
+    assert_eq!(status, 200, "ready after the first evaluation");
+
+    s.fake.set(|k| k.error_ratio = 0.5);
+    let pending = w.wait_for_state("HighErrorRate", "pending", Duration::from_secs(15));
+    let firing = w.wait_for_state("HighErrorRate", "firing", Duration::from_secs(15));
+    let held = secs_between(pending, firing);
+    assert!(
+        held >= 4.0 && held < 6.0,
+        "fired {held}s after pending, want >= for (4s)"
+    );
+
+    let fired = w.logs_with("rule fired");
+    assert_eq!(fired.len(), 1, "one firing event: {}", w.dump());
+    assert_eq!(fired[0]["policy"], "auto");
+    assert!(fired[0]["value"].as_f64().unwrap() > 0.1);
+    wait_for(
+        "the trigger to reach the rollback side",
+        Duration::from_secs(5),
+        || {
+            w.logs()
+                .iter()
+                .any(|l| {
+                    l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("rollback trigger"))
+                })
+                .then_some(())
+        },
+    );
+
+    let metrics = w.metrics();
+    let m = |name, labels: &[(&str, &str)]| support::metric_value(&metrics, name, labels);
+    assert_eq!(
+        m("rollbackd_rule_state", &[("rule", "HighErrorRate")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        m(
+            "rollbackd_rule_firing_events_total",
+            &[("rule", "HighErrorRate"), ("policy", "auto")]
+        ),
+        Some(1.0)
+    );
+    assert!(m("rollbackd_rule_value", &[("rule", "HighErrorRate")]).unwrap() > 0.1);
+    assert_eq!(
+        m("rollbackd_rule_threshold", &[("rule", "HighErrorRate")]),
+        Some(0.1)
+    );
+    assert_eq!(
+        m(
+            "rollbackd_triggers_total",
+            &[("policy", "auto"), ("action", "none")]
+        ),
+        Some(1.0)
+    );
+    assert!(m("rollbackd_build_info", &[]).is_some());
+    assert!(
+        metrics.contains(
+            "rollbackd_rule_evaluation_duration_seconds_bucket{group=\"http\",le=\"0.005\"}"
+        ),
+        "evaluation duration is a real histogram:\n{metrics}"
+    );
+}
+
+#[test]
+fn a_spike_shorter_than_for_does_not_fire() {
+    let s = scenario(
+        |_| {},
+        &group(&[ratio_rule("HighErrorRate", "        for: 8s\n")]),
+        "",
+    );
+    let w = &s.watcher;
+    wait_evaluations(w, "HighErrorRate", "ok", 2.0);
+    s.fake.set(|k| k.error_ratio = 0.5);
+    w.wait_for_state("HighErrorRate", "pending", Duration::from_secs(15));
+    s.fake.set(|k| k.error_ratio = 0.0);
+    w.wait_for_state("HighErrorRate", "inactive", Duration::from_secs(20));
+    let states: Vec<String> = w
+        .transitions("HighErrorRate")
+        .into_iter()
+        .map(|t| t.1)
+        .collect();
+    assert_eq!(states, ["pending", "inactive"], "{}", w.dump());
+    assert!(w.logs_with("rule fired").is_empty());
+}
+
+#[test]
+fn keep_firing_for_holds_firing_after_recovery() {
+    let s = scenario(
+        |_| {},
+        &group(&[ratio_rule(
+            "HighErrorRate",
+            "        for: 1s\n        keep_firing_for: 5s\n",
+        )]),
+        "",
+    );
+    let w = &s.watcher;
+    wait_evaluations(w, "HighErrorRate", "ok", 1.0);
+    s.fake.set(|k| k.error_ratio = 0.5);
+    w.wait_for_state("HighErrorRate", "firing", Duration::from_secs(15));
+    s.fake.set(|k| k.error_ratio = 0.0);
+    // The first evaluation that sees the ratio back under the threshold.
+    let cleared = wait_for("the ratio to drop", Duration::from_secs(15), || {
+        let (_, body) = support::http_get(&format!("{}/api/v1/rules", w.url())).ok()?;
+        let rules: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let r = &rules[0];
+        (r["value"].as_f64()? < 0.1).then(|| {
+            assert_eq!(r["state"], "firing", "still firing once the breach clears");
+            Instant::now()
+        })
+    });
+    w.wait_for_state("HighErrorRate", "inactive", Duration::from_secs(20));
+    let held = cleared.elapsed().as_secs_f64();
+    assert!(
+        held >= 3.5,
+        "resolved {held}s after the breach cleared; keep_firing_for is 5s"
+    );
+    let states: Vec<String> = w
+        .transitions("HighErrorRate")
+        .into_iter()
+        .map(|t| t.1)
+        .collect();
+    assert_eq!(states, ["pending", "firing", "inactive"]);
+}
+
+#[test]
+fn empty_results_and_nan_hold_instead_of_firing() {
+    let s = scenario(
+        |k| k.rps = 0.0,
+        &group(&[
+            ratio_rule("Held", "        for: 8s\n"),
+            ratio_rule("FiresOnNoData", "        on_no_data: fire\n"),
+        ]),
+        "",
+    );
+    let w = &s.watcher;
+    // No traffic yet: the request series do not exist, the result is empty.
+    wait_evaluations(w, "Held", "empty", 3.0);
+    assert_eq!(
+        w.metric("rollbackd_rule_state", &[("rule", "Held")]),
+        Some(0.0)
+    );
+    assert!(w.transitions("Held").is_empty());
+    // The same expression under `on_no_data: fire` does fire: the hold is the policy's doing.
+    w.wait_for_state("FiresOnNoData", "firing", Duration::from_secs(5));
+
+    // A breach starts, then traffic stops: the ratio becomes 0/0 = NaN.
+    s.fake.set(|k| {
+        k.rps = 50.0;
+        k.error_ratio = 0.5;
+    });
+    let pending = w.wait_for_state("Held", "pending", Duration::from_secs(15));
+    s.fake.set(|k| k.rps = 0.0);
+    wait_evaluations(w, "Held", "nan", 3.0);
+    let until = pending + Duration::from_secs(12);
+    while SystemTime::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        w.metric("rollbackd_rule_state", &[("rule", "Held")]),
+        Some(1.0),
+        "NaN holds the rule pending, well past its 8s `for`: {}",
+        w.dump()
+    );
+    let states: Vec<String> = w.transitions("Held").into_iter().map(|t| t.1).collect();
+    assert_eq!(states, ["pending"]);
+    assert!(w
+        .metric("rollbackd_rule_value", &[("rule", "Held")])
+        .is_none());
+}
+
+#[test]
+fn a_stopped_prometheus_holds_and_the_watcher_recovers() {
+    let mut s = scenario(
+        |_| {},
+        &group(&[ratio_rule("HighErrorRate", "        for: 5s\n")]),
+        "",
+    );
+    let w = &s.watcher;
+    wait_evaluations(w, "HighErrorRate", "ok", 1.0);
+    s.fake.set(|k| k.error_ratio = 0.5);
+    let pending = w.wait_for_state("HighErrorRate", "pending", Duration::from_secs(15));
+    s.prom.stop();
+    let w = &s.watcher;
+    wait_evaluations(w, "HighErrorRate", "error", 3.0);
+    let until = pending + Duration::from_secs(8);
+    while SystemTime::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        w.metric("rollbackd_rule_state", &[("rule", "HighErrorRate")]),
+        Some(1.0)
+    );
+    assert!(
+        w.metric("rollbackd_prometheus_errors_total", &[("kind", "connect")])
+            .unwrap()
+            >= 3.0
+    );
+    assert!(
+        w.logs_with("rule fired").is_empty(),
+        "never fires while Prometheus is down"
+    );
+    let (status, _) = support::http_get(&format!("{}/healthz", w.url())).unwrap();
+    assert_eq!(status, 200, "rollbackd itself stays live");
+
+    let ok_before = evaluations(w, "HighErrorRate", "ok");
+    s.prom.restart();
+    let w = &s.watcher;
+    wait_evaluations(w, "HighErrorRate", "ok", ok_before + 2.0);
+    // The breach is still there once Prometheus is back, so the rule fires.
+    w.wait_for_state("HighErrorRate", "firing", Duration::from_secs(15));
+}
+
+#[test]
+fn the_traffic_guard_blocks_a_ratio_rule_at_low_traffic() {
+    let guard = format!("        min_traffic:\n          expr: '{TRAFFIC}'\n          above: 10\n");
+    let s = scenario(
+        |k| {
+            k.rps = 2.0;
+            k.error_ratio = 0.5;
+        },
+        &group(&[ratio_rule("Guarded", &guard)]),
+        "",
+    );
+    let w = &s.watcher;
+    wait_evaluations(w, "Guarded", "low_traffic", 4.0);
+    assert!(w.transitions("Guarded").is_empty(), "{}", w.dump());
+    assert!(
+        w.metric("rollbackd_rule_value", &[("rule", "Guarded")])
+            .unwrap()
+            > 0.1
+    );
+    s.fake.set(|k| k.rps = 50.0);
+    w.wait_for_state("Guarded", "firing", Duration::from_secs(15));
+}
+
+#[test]
+fn a_broken_rule_file_on_sighup_keeps_the_previous_rules() {
+    let a = ratio_rule("A", "        for: 10m\n");
+    let s = scenario(
+        |k| k.error_ratio = 0.5,
+        &group(std::slice::from_ref(&a)),
+        "reload_interval = \"0s\"\n",
+    );
+    let w = &s.watcher;
+    w.wait_for_state("A", "pending", Duration::from_secs(15));
+    let file = w.dir.join("rules/test.yml");
+
+    std::fs::write(
+        &file,
+        "groups:\n  - name: http\n    rules:\n      - name: A\n        expr: sum(rate(x[1m])\n",
+    )
+    .unwrap();
+    w.sighup();
+    wait_for("the failed reload", Duration::from_secs(10), || {
+        (w.metric("rollbackd_rule_reloads_total", &[("result", "failure")]) == Some(1.0))
+            .then_some(())
+    });
+    let failure = &w.logs_with("error loading rules; the previous rule set keeps running")[0];
+    let why = failure["error"].as_str().unwrap();
+    assert!(
+        why.contains("test.yml") && why.contains("rule \"A\"") && why.contains("PromQL"),
+        "{why}"
+    );
+    assert_eq!(
+        w.metric("rollbackd_rules_last_reload_successful", &[]),
+        Some(0.0)
+    );
+    let before = evaluations(w, "A", "ok");
+    wait_evaluations(w, "A", "ok", before + 2.0);
+    assert_eq!(
+        w.metric("rollbackd_rule_state", &[("rule", "A")]),
+        Some(1.0)
+    );
+
+    // A good file with A unchanged and a new rule B: A keeps its pending state.
+    std::fs::write(&file, group(&[a.clone(), ratio_rule("B", "")])).unwrap();
+    w.sighup();
+    wait_for("rule B", Duration::from_secs(10), || {
+        w.metric("rollbackd_rule_state", &[("rule", "B")])
+    });
+    assert_eq!(
+        w.metric("rollbackd_rules_last_reload_successful", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        w.metric("rollbackd_rule_state", &[("rule", "A")]),
+        Some(1.0)
+    );
+    assert_eq!(w.transitions("A").len(), 1, "A was not reset: {}", w.dump());
+
+    // Removing B removes its series.
+    std::fs::write(&file, group(&[a])).unwrap();
+    w.sighup();
+    wait_for("rule B to disappear", Duration::from_secs(10), || {
+        w.metric("rollbackd_rule_state", &[("rule", "B")])
+            .is_none()
+            .then_some(())
+    });
+    assert!(!w.metrics().contains("rule=\"B\""));
+}
+
+#[test]
+fn a_changed_rule_file_is_picked_up_without_a_signal() {
+    let s = scenario(
+        |_| {},
+        &group(&[ratio_rule("A", "")]),
+        "reload_interval = \"1s\"\n",
+    );
+    let w = &s.watcher;
+    wait_evaluations(w, "A", "ok", 1.0);
+    std::fs::write(
+        w.dir.join("rules/more.yml"),
+        "groups:\n  - name: db\n    interval: 1s\n    rules:\n      - name: PoolExhausted\n        \
+         expr: sum(db_pool_connections_available{service=\"{{service}}\"}) / sum(db_pool_connections_max{service=\"{{service}}\"})\n        below: 0.95\n",
+    )
+    .unwrap();
+    w.wait_for_state("PoolExhausted", "firing", Duration::from_secs(15));
+    assert_eq!(
+        w.metric("rollbackd_rule_reloads_total", &[("result", "success")]),
+        Some(1.0)
+    );
+}
+
+/// The semantic anchor: the same expression loaded into Prometheus as an
+/// alerting rule. Over a scripted scenario, rollbackd's pending/firing
+/// transitions must match Prometheus's own `ALERTS` series, in order, each
+/// within one evaluation interval (1 s) plus a little slack for scheduling.
+#[test]
+fn transitions_match_prometheus_alerts_within_one_interval() {
+    let expr = RATIO.replace("{{service}}", "demo");
+    let alert_rules = format!(
+        "groups:\n  - name: anchor\n    interval: 1s\n    rules:\n      - alert: Anchor\n        \
+         expr: '({expr}) > 0.1'\n        for: 5s\n        keep_firing_for: 2s\n"
+    );
+    let fake = FakeService::start();
+    let prom = Prometheus::start(&[fake.addr], Some(&alert_rules));
+    prom.wait_for_scrape("app_deployment_info");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/anchor.yml"),
+        group(&[ratio_rule(
+            "Anchor",
+            "        for: 5s\n        keep_firing_for: 2s\n",
+        )]),
+    )
+    .unwrap();
+    let w = Watcher::start(
+        dir.path(),
+        &format!(
+            "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n[service]\nname = \"demo\"\n\
+             [watch]\nrule_paths = [\"rules\"]\n",
+            prom.url()
+        ),
+    );
+    wait_evaluations(&w, "Anchor", "ok", 2.0);
+
+    // A long breach (fires), a short one (pending only), a long one again.
+    for (ratio, secs) in [(0.5, 10), (0.0, 8), (0.5, 1), (0.0, 8), (0.5, 10), (0.0, 9)] {
+        fake.set(|k| k.error_ratio = ratio);
+        std::thread::sleep(Duration::from_secs(secs));
+    }
+
+    let ours: Vec<(String, f64)> = w
+        .transitions("Anchor")
+        .into_iter()
+        .map(|(_, to, at)| (to, unix(humantime::parse_rfc3339(&at).unwrap())))
+        .collect();
+    let theirs = prometheus_transitions(&prom, 1.0);
+    let names = |v: &[(String, f64)]| v.iter().map(|t| t.0.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&ours),
+        ["pending", "firing", "inactive", "pending", "inactive", "pending", "firing", "inactive"],
+        "rollbackd: {ours:?}\n{}",
+        w.dump()
+    );
+    assert_eq!(
+        names(&ours),
+        names(&theirs),
+        "rollbackd {ours:?}\nPrometheus {theirs:?}"
+    );
+    for ((state, a), (_, b)) in ours.iter().zip(&theirs) {
+        assert!(
+            (a - b).abs() <= 1.25,
+            "{state} at {a:.3} in rollbackd, {b:.3} in Prometheus: more than one interval apart\n\
+             rollbackd {ours:?}\nPrometheus {theirs:?}"
+        );
+    }
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Prometheus's transitions of alert `Anchor`, read from the raw samples of
+/// `ALERTS` (one per rule evaluation while pending or firing). A series that
+/// stops means the alert resolved at the next evaluation.
+fn prometheus_transitions(prom: &Prometheus, interval: f64) -> Vec<(String, f64)> {
+    let result = prom.query("ALERTS{alertname=\"Anchor\"}[5m]");
+    let mut samples: Vec<(f64, String)> = Vec::new();
+    for series in result.as_array().unwrap() {
+        let state = series["metric"]["alertstate"].as_str().unwrap().to_string();
+        for v in series["values"].as_array().unwrap() {
+            samples.push((v[0].as_f64().unwrap(), state.clone()));
+        }
+    }
+    samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out: Vec<(String, f64)> = Vec::new();
+    let mut last: Option<(f64, String)> = None;
+    for (ts, state) in samples {
+        if let Some((prev_ts, prev_state)) = &last {
+            if ts - prev_ts > interval * 1.5 {
+                out.push(("inactive".into(), prev_ts + interval));
+                out.push((state.clone(), ts));
+            } else if *prev_state != state {
+                out.push((state.clone(), ts));
+            }
+        } else {
+            out.push((state.clone(), ts));
+        }
+        last = Some((ts, state));
+    }
+    if let Some((ts, _)) = last {
+        out.push(("inactive".into(), ts + interval));
+    }
+    out
+}
