@@ -1,15 +1,20 @@
 //! rollbackd: an autonomous rollback controller. It watches Prometheus,
 //! decides from rules kept in git whether the latest deploy broke production,
-//! and (in later parts) rolls the service back safely.
+//! and rolls the service back safely.
 //!
 //! Layout: `rules` (types, loading, the pure state machine), `source`
-//! (Prometheus), `watch` (evaluation loop and reload), `verify` (HTTP health
-//! checks), `api` (rollbackd's own HTTP server), `telemetry` (logs and
-//! metrics), `config`, `cli`.
+//! (Prometheus), `watch` (evaluation loop and reload), `engine` (the rollback
+//! phases, guards, breaker, confirmations), `provider` (Railway, commands),
+//! `verify` (HTTP health checks), `history` (the audit trail), `api`
+//! (rollbackd's own HTTP server), `telemetry` (logs and metrics), `config`,
+//! `cli`.
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod engine;
+pub mod history;
+pub mod provider;
 pub mod rules;
 pub mod source;
 pub mod telemetry;

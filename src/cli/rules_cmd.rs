@@ -130,6 +130,9 @@ pub async fn eval(config: &Config, only: Option<&str>, json: bool) -> Exit {
         }
     } else {
         print_table(&rows);
+        println!(
+            "(one evaluation from a fresh state; a running `rollbackd watch` shows its own state at /api/v1/rules)"
+        );
     }
     Exit::Ok
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml, Yaml};
 use figment::Figment;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rules::duration;
 
@@ -27,6 +27,11 @@ pub struct Config {
     pub service: ServiceConfig,
     /// Extra template variables for rule files.
     pub variables: BTreeMap<String, String>,
+    /// Where deployments are listed and rolled back; none means rollbackd
+    /// can watch but not roll back.
+    pub provider: Option<ProviderConfig>,
+    pub engine: EngineConfig,
+    pub verify: VerifyConfig,
 }
 
 impl Default for Config {
@@ -37,8 +42,291 @@ impl Default for Config {
             server: ServerConfig::default(),
             service: ServiceConfig::default(),
             variables: BTreeMap::new(),
+            provider: None,
+            engine: EngineConfig::default(),
+            verify: VerifyConfig::default(),
         }
     }
+}
+
+/// The deploy platform, chosen by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProviderConfig {
+    Railway(RailwayConfig),
+    Command(CommandConfig),
+}
+
+impl ProviderConfig {
+    /// How old a deployment may be and still be a rollback target.
+    pub fn retention(&self) -> Option<Duration> {
+        match self {
+            ProviderConfig::Railway(r) => Some(r.retention),
+            ProviderConfig::Command(c) => c.retention,
+        }
+    }
+}
+
+/// Railway's public GraphQL API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RailwayConfig {
+    pub endpoint: String,
+    /// The token; without it RAILWAY_TOKEN (a project token) or
+    /// RAILWAY_API_TOKEN (an account or team token) is read.
+    pub token: Option<Secret>,
+    pub token_kind: Option<TokenKind>,
+    /// Default RAILWAY_PROJECT_ID.
+    pub project_id: Option<String>,
+    /// Default RAILWAY_SERVICE_ID.
+    pub service_id: Option<String>,
+    /// Default RAILWAY_ENVIRONMENT_ID.
+    pub environment_id: Option<String>,
+    #[serde(with = "duration::serde_str")]
+    pub timeout: Duration,
+    /// Railway cannot roll back to deployments older than about two weeks.
+    #[serde(with = "duration::serde_str")]
+    pub retention: Duration,
+}
+
+impl Default for RailwayConfig {
+    fn default() -> Self {
+        RailwayConfig {
+            endpoint: "https://backboard.railway.com/graphql/v2".into(),
+            token: None,
+            token_kind: None,
+            project_id: None,
+            service_id: None,
+            environment_id: None,
+            timeout: Duration::from_secs(15),
+            retention: Duration::from_secs(14 * 24 * 3600),
+        }
+    }
+}
+
+/// How a Railway token is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// `project-access-token: <token>`
+    Project,
+    /// `Authorization: Bearer <token>`
+    Account,
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl RailwayConfig {
+    pub fn token(&self) -> Result<(TokenKind, String), String> {
+        if let Some(token) = &self.token {
+            return Ok((
+                self.token_kind.unwrap_or(TokenKind::Project),
+                token.expose().to_string(),
+            ));
+        }
+        if let Some(token) = env_nonempty("RAILWAY_TOKEN") {
+            return Ok((self.token_kind.unwrap_or(TokenKind::Project), token));
+        }
+        if let Some(token) = env_nonempty("RAILWAY_API_TOKEN") {
+            return Ok((self.token_kind.unwrap_or(TokenKind::Account), token));
+        }
+        Err("provider.token: no Railway token; set provider.token, RAILWAY_TOKEN (a project token) \
+             or RAILWAY_API_TOKEN (an account or team token)"
+            .into())
+    }
+
+    pub fn project_id(&self) -> Result<String, String> {
+        self.project_id
+            .clone()
+            .or_else(|| env_nonempty("RAILWAY_PROJECT_ID"))
+            .ok_or_else(|| "provider.project_id: not set (or set RAILWAY_PROJECT_ID)".into())
+    }
+
+    pub fn service_id(&self) -> Result<String, String> {
+        self.service_id
+            .clone()
+            .or_else(|| env_nonempty("RAILWAY_SERVICE_ID"))
+            .ok_or_else(|| "provider.service_id: not set (or set RAILWAY_SERVICE_ID)".into())
+    }
+
+    pub fn environment_id(&self) -> Option<String> {
+        self.environment_id
+            .clone()
+            .or_else(|| env_nonempty("RAILWAY_ENVIRONMENT_ID"))
+    }
+}
+
+/// Operator commands for list / status / rollback (see `provider::command`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    pub list: Vec<String>,
+    pub status: Vec<String>,
+    pub rollback: Vec<String>,
+    #[serde(with = "duration::serde_str", default = "command_timeout")]
+    pub timeout: Duration,
+    #[serde(with = "duration::opt_serde_str", default)]
+    pub retention: Option<Duration>,
+}
+
+fn command_timeout() -> Duration {
+    crate::provider::command::DEFAULT_TIMEOUT
+}
+
+/// What `confirm` does when nobody answers in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfirmDefault {
+    Reject,
+    Approve,
+}
+
+/// The rollback engine: state, guards and phase budgets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// History, breaker state and the rollback lock live here.
+    pub state_dir: PathBuf,
+    /// Least time between two automatic rollbacks.
+    #[serde(with = "duration::serde_str")]
+    pub cooldown: Duration,
+    /// At most this many automatic rollbacks per `auto_window`.
+    pub max_auto_rollbacks: u32,
+    #[serde(with = "duration::serde_str")]
+    pub auto_window: Duration,
+    /// Roll back automatically only when the live deployment is younger than
+    /// this: an older one cannot be blamed for a new regression.
+    #[serde(with = "duration::serde_str")]
+    pub max_deploy_age: Duration,
+    /// How long a `confirm` rollback waits for an operator.
+    #[serde(with = "duration::serde_str")]
+    pub confirm_timeout: Duration,
+    pub confirm_default: ConfirmDefault,
+    /// The breaker goes from OPEN to HALF_OPEN this long after a successful rollback…
+    #[serde(with = "duration::serde_str")]
+    pub half_open_after: Duration,
+    /// …and to CLOSED once no rule has been pending or firing for this long.
+    #[serde(with = "duration::serde_str")]
+    pub close_after: Duration,
+    /// Rules firing within this window make one rollback.
+    #[serde(with = "duration::serde_str")]
+    pub coalesce: Duration,
+    /// How often a rollback in progress asks the platform for news.
+    #[serde(with = "duration::serde_str")]
+    pub poll_interval: Duration,
+    pub budgets: Budgets,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            state_dir: PathBuf::from("state"),
+            cooldown: Duration::from_secs(15 * 60),
+            max_auto_rollbacks: 3,
+            auto_window: Duration::from_secs(3600),
+            max_deploy_age: Duration::from_secs(2 * 3600),
+            confirm_timeout: Duration::from_secs(15 * 60),
+            confirm_default: ConfirmDefault::Reject,
+            half_open_after: Duration::from_secs(5 * 60),
+            close_after: Duration::from_secs(5 * 60),
+            coalesce: Duration::from_secs(2),
+            poll_interval: Duration::from_secs(3),
+            budgets: Budgets::default(),
+        }
+    }
+}
+
+/// Each phase's maximum time (the seed's budgets).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budgets {
+    #[serde(with = "duration::serde_str")]
+    pub pre_validation: Duration,
+    #[serde(with = "duration::serde_str")]
+    pub database: Duration,
+    #[serde(with = "duration::serde_str")]
+    pub application: Duration,
+    #[serde(with = "duration::serde_str")]
+    pub verification: Duration,
+    #[serde(with = "duration::serde_str")]
+    pub post_rollback: Duration,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            pre_validation: Duration::from_secs(90),
+            database: Duration::from_secs(120),
+            application: Duration::from_secs(180),
+            verification: Duration::from_secs(120),
+            post_rollback: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Health verification after a rollback.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Pause before the first check, for the new deployment to settle.
+    #[serde(with = "duration::serde_str")]
+    pub initial_wait: Duration,
+    /// A check slower than this fails.
+    #[serde(with = "duration::serde_str")]
+    pub check_timeout: Duration,
+    #[serde(with = "duration::serde_str")]
+    pub retry_interval: Duration,
+    pub phases: Vec<HealthPhaseConfig>,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        let phase = |name: &str, endpoints: &[&str], min_healthy: f64| HealthPhaseConfig {
+            name: name.into(),
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            min_healthy,
+        };
+        VerifyConfig {
+            initial_wait: Duration::from_secs(10),
+            check_timeout: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(5),
+            phases: vec![
+                phase("quick", &["/", "/health"], 1.0),
+                phase(
+                    "core",
+                    &["/health/production", "/health/critical-services"],
+                    1.0,
+                ),
+                phase(
+                    "performance",
+                    &["/health/performance", "/health/comprehensive"],
+                    1.0,
+                ),
+                phase(
+                    "external",
+                    &["/health/external-services", "/health/circuit-breakers"],
+                    0.8,
+                ),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthPhaseConfig {
+    pub name: String,
+    /// Paths relative to the service's base URL.
+    pub endpoints: Vec<String>,
+    /// Share of checks that must pass (1.0: all; the external phase: 0.8).
+    #[serde(default = "all")]
+    pub min_healthy: f64,
+}
+
+fn all() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,14 +415,18 @@ impl Default for WatchConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address of rollbackd's own HTTP server (`/metrics`, `/healthz`, `/readyz`).
+    /// Address of rollbackd's own HTTP server (`/metrics`, `/healthz`, `/readyz`, `/api/v1`).
     pub listen: SocketAddr,
+    /// Bearer token for the API's mutating calls (approve, reject, breaker
+    /// reset). Without it those calls are refused.
+    pub api_token: Option<Secret>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            api_token: None,
         }
     }
 }
@@ -263,6 +555,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_engine(&mut problems);
         for key in self.variables.keys() {
             if ["service", "environment", "base_url"].contains(&key.as_str()) {
                 problems.push(format!(
@@ -274,6 +567,65 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn validate_engine(&self, problems: &mut Vec<String>) {
+        let b = &self.engine.budgets;
+        for (name, d) in [
+            ("pre_validation", b.pre_validation),
+            ("database", b.database),
+            ("application", b.application),
+            ("verification", b.verification),
+            ("post_rollback", b.post_rollback),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("engine.budgets.{name}: must be greater than 0s"));
+            }
+        }
+        if self.engine.poll_interval.is_zero() {
+            problems.push("engine.poll_interval: must be greater than 0s".into());
+        }
+        if self.verify.check_timeout.is_zero() {
+            problems.push("verify.check_timeout: must be greater than 0s".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, phase) in self.verify.phases.iter().enumerate() {
+            let at = format!("verify.phases[{i}] ({:?})", phase.name);
+            if phase.name.trim().is_empty() || !names.insert(phase.name.clone()) {
+                problems.push(format!("{at}: needs a unique, non-empty name"));
+            }
+            if phase.endpoints.is_empty() {
+                problems.push(format!("{at}: list at least one endpoint"));
+            }
+            for e in &phase.endpoints {
+                if !e.starts_with('/') {
+                    problems.push(format!(
+                        "{at}: endpoint {e:?} must be a path starting with / (it is joined to the base URL)"
+                    ));
+                }
+            }
+            if !(phase.min_healthy > 0.0 && phase.min_healthy <= 1.0) {
+                problems.push(format!("{at}: min_healthy must be in (0, 1], like 0.8"));
+            }
+        }
+        if let Some(ProviderConfig::Command(c)) = &self.provider {
+            for (name, argv) in [
+                ("list", &c.list),
+                ("status", &c.status),
+                ("rollback", &c.rollback),
+            ] {
+                if argv.is_empty() {
+                    problems.push(format!(
+                        "provider.{name}: give the command as a list, like [\"./deploy.sh\", \"{name}\"]"
+                    ));
+                }
+            }
+        }
+        if let Some(ProviderConfig::Railway(r)) = &self.provider {
+            if reqwest::Url::parse(&r.endpoint).is_err() {
+                problems.push(format!("provider.endpoint: {:?} is not a URL", r.endpoint));
+            }
         }
     }
 

@@ -162,55 +162,53 @@ enum ApiStatus {
     Error,
 }
 
+/// `data` of a success answer, decoded straight into its typed shape.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ApiData {
-    result_type: String,
-    result: serde_json::Value,
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum ApiData {
+    Vector(Vec<VectorItem>),
+    Scalar((f64, String)),
+    Matrix(serde::de::IgnoredAny),
+    String(serde::de::IgnoredAny),
 }
 
 #[derive(Deserialize)]
 struct VectorItem {
     metric: Labels,
     value: Option<(f64, String)>,
-    histogram: Option<serde_json::Value>,
+    histogram: Option<serde::de::IgnoredAny>,
 }
 
 fn decode(data: ApiData) -> Result<Vec<Sample>, SourceError> {
-    match data.result_type.as_str() {
-        "vector" => {
-            let items: Vec<VectorItem> = serde_json::from_value(data.result)
-                .map_err(|e| SourceError::Decode(format!("vector result: {e}")))?;
-            items
-                .into_iter()
-                .map(|item| {
-                    let Some((_, text)) = item.value else {
-                        return Err(SourceError::Unsupported(if item.histogram.is_some() {
-                            "a native histogram sample; wrap it in histogram_quantile() or histogram_count()".into()
-                        } else {
-                            "a vector sample without a value".into()
-                        }));
-                    };
-                    let mut labels = item.metric;
-                    labels.remove("__name__");
-                    Ok(Sample {
-                        labels,
-                        value: parse_value(&text)?,
-                    })
+    match data {
+        ApiData::Vector(items) => items
+            .into_iter()
+            .map(|item| {
+                let Some((_, text)) = item.value else {
+                    return Err(SourceError::Unsupported(if item.histogram.is_some() {
+                        "a native histogram sample; wrap it in histogram_quantile() or histogram_count()".into()
+                    } else {
+                        "a vector sample without a value".into()
+                    }));
+                };
+                let mut labels = item.metric;
+                labels.remove("__name__");
+                Ok(Sample {
+                    labels,
+                    value: parse_value(&text)?,
                 })
-                .collect()
-        }
-        "scalar" => {
-            let (_, text): (f64, String) = serde_json::from_value(data.result)
-                .map_err(|e| SourceError::Decode(format!("scalar result: {e}")))?;
-            Ok(vec![Sample {
-                labels: Labels::new(),
-                value: parse_value(&text)?,
-            }])
-        }
-        other => Err(SourceError::Unsupported(format!(
-            "a {other} result; rules need an instant vector or a scalar"
-        ))),
+            })
+            .collect(),
+        ApiData::Scalar((_, text)) => Ok(vec![Sample {
+            labels: Labels::new(),
+            value: parse_value(&text)?,
+        }]),
+        ApiData::Matrix(_) => Err(SourceError::Unsupported(
+            "a matrix (range vector) result; rules need an instant vector or a scalar".into(),
+        )),
+        ApiData::String(_) => Err(SourceError::Unsupported(
+            "a string result; rules need an instant vector or a scalar".into(),
+        )),
     }
 }
 
@@ -253,10 +251,7 @@ mod tests {
     use super::*;
 
     fn data(kind: &str, result: &str) -> ApiData {
-        ApiData {
-            result_type: kind.into(),
-            result: serde_json::from_str(result).unwrap(),
-        }
+        serde_json::from_str(&format!(r#"{{"resultType":"{kind}","result":{result}}}"#)).unwrap()
     }
 
     #[test]

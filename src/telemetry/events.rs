@@ -20,16 +20,9 @@ pub fn query_failed(group: &str, rule: &str, kind: &'static str, detail: &str) {
     );
 }
 
-/// One rule took `elapsed` to evaluate.
-pub fn rule_evaluated(group: &str, elapsed: Duration) {
-    metrics::histogram!("rollbackd_rule_evaluation_duration_seconds", "group" => group.to_string())
-        .record(elapsed.as_secs_f64());
-}
-
-/// A whole group took `elapsed` to evaluate.
+/// A whole group took `elapsed` to evaluate (the histogram is recorded
+/// through the group's own handle).
 pub fn group_evaluated(group: &str, elapsed: Duration, interval: Duration) {
-    metrics::histogram!("rollbackd_group_evaluation_duration_seconds", "group" => group.to_string())
-        .record(elapsed.as_secs_f64());
     if elapsed > interval {
         warn!(
             group,
@@ -105,4 +98,76 @@ pub fn trigger_received(event: &FiringEvent, action: &'static str, why: &str) {
 pub fn format_labels(labels: &Labels) -> String {
     let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{{{}}}", inner.join(", "))
+}
+
+/// A rollback run began.
+pub fn rollback_started(id: &str, trigger: &str, policy: &str, reason: &str) {
+    warn!(rollback = id, trigger, policy, reason, "rollback started");
+}
+
+/// One phase of a rollback ended.
+pub fn phase_finished(phase: &'static str, result: &'static str, detail: &str, elapsed: Duration) {
+    metrics::histogram!("rollbackd_rollback_phase_duration_seconds", "phase" => phase, "result" => result)
+        .record(elapsed.as_secs_f64());
+    info!(
+        phase,
+        result,
+        elapsed_ms = elapsed.as_millis() as u64,
+        detail,
+        "rollback phase finished"
+    );
+}
+
+/// A rollback run ended.
+pub fn rollback_finished(
+    id: &str,
+    trigger: &'static str,
+    policy: &'static str,
+    success: bool,
+    duration: Duration,
+    error: Option<&str>,
+) {
+    let result = if success { "success" } else { "failure" };
+    metrics::counter!("rollbackd_rollbacks_total", "result" => result, "trigger" => trigger, "policy" => policy)
+        .increment(1);
+    metrics::histogram!("rollbackd_rollback_duration_seconds", "result" => result)
+        .record(duration.as_secs_f64());
+    if success {
+        warn!(
+            rollback = id,
+            duration_s = duration.as_secs_f64(),
+            "rollback succeeded and the service is verified healthy"
+        );
+    } else {
+        error!(
+            rollback = id,
+            duration_s = duration.as_secs_f64(),
+            error = error.unwrap_or(""),
+            "rollback failed"
+        );
+    }
+}
+
+/// A dry run: the plan was made and logged; nothing changed.
+pub fn rollback_planned(trigger: &'static str, plan: &str) {
+    metrics::counter!("rollbackd_rollbacks_total", "result" => "dry_run", "trigger" => trigger, "policy" => "dry_run")
+        .increment(1);
+    warn!(
+        trigger,
+        "dry run: rollbackd would roll back; nothing was changed\n{plan}"
+    );
+}
+
+/// A guard refused a rollback.
+pub fn rollback_blocked(
+    trigger: &'static str,
+    policy: &'static str,
+    guard: &'static str,
+    reason: &str,
+) {
+    metrics::counter!("rollbackd_rollbacks_blocked_total", "guard" => guard).increment(1);
+    warn!(
+        trigger,
+        policy, guard, reason, "rollback refused by a guard"
+    );
 }

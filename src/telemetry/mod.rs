@@ -24,6 +24,7 @@ pub fn init_logging(format: LogFormat, level: tracing::Level) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_span_events(FmtSpan::NONE);
     let _ = match format {
@@ -37,8 +38,9 @@ pub fn init_logging(format: LogFormat, level: tracing::Level) {
 }
 
 /// Buckets for durations from a millisecond to a minute.
-const SECONDS_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+const SECONDS_BUCKETS: [f64; 18] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -103,5 +105,36 @@ fn describe() {
     describe_counter!(
         "rollbackd_triggers_total",
         "Firing events received by the rollback side, by policy and what was done."
+    );
+    describe_counter!(
+        "rollbackd_rollbacks_total",
+        "Rollbacks by result (success, failure, dry_run), trigger (manual, rule, alertmanager) and policy."
+    );
+    describe_histogram!(
+        "rollbackd_rollback_duration_seconds",
+        Unit::Seconds,
+        "Duration of whole rollbacks, by result."
+    );
+    describe_histogram!(
+        "rollbackd_rollback_phase_duration_seconds",
+        Unit::Seconds,
+        "Duration of each rollback phase, by phase and result."
+    );
+    describe_counter!(
+        "rollbackd_rollbacks_blocked_total",
+        "Rollbacks refused, by guard (breaker, same_deployment, cooldown, rate_limit, deploy_age, in_progress, provider, history)."
+    );
+    describe_gauge!(
+        "rollbackd_pending_confirmations",
+        "Rollbacks waiting for an operator."
+    );
+    describe_gauge!(
+        "rollbackd_breaker_state",
+        "Deploy breaker: 0 closed, 1 half-open, 2 open."
+    );
+    describe_histogram!(
+        "rollbackd_health_check_duration_seconds",
+        Unit::Seconds,
+        "Latency of post-rollback health checks, by health phase."
     );
 }

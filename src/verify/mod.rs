@@ -1,8 +1,12 @@
-//! Health checks against the service's own HTTP endpoints. Used by probe rules
-//! now and by post-rollback verification later. A check never panics and
-//! never hangs past its timeout: every failure is a [`CheckResult`].
+//! Health checks against the service's own HTTP endpoints, for probe rules
+//! and for verification after a rollback. A check never panics and never
+//! hangs past its timeout: every failure is a [`CheckResult`].
+
+pub mod phases;
 
 use std::time::{Duration, Instant};
+
+pub use phases::{verify, Verification};
 
 /// The outcome of one HTTP health check.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use super::evaluate::{self, Outcome};
-use super::status::{ActiveSeries, RuleStatus, StatusBoard};
+use super::status::{lock, ActiveSeries, RuleStatus, SharedRules, StatusBoard};
 use super::FiringEvent;
 use crate::rules::{AlertState, Group, Rule, RuleKind, RuleState};
 use crate::source::MetricsSource;
@@ -94,18 +94,15 @@ pub struct GroupContext {
     pub query_timeout: std::time::Duration,
 }
 
-/// Evaluates `rules` every `group.interval` until `stop` flips, then returns
-/// the rules with their state so a reload can carry it over.
+/// Evaluates the group's rules every `group.interval` until `stop` flips,
+/// then returns the rules with their state so a reload can carry it over.
 pub async fn run(
     group: Group,
-    mut rules: Vec<RuleRuntime>,
+    shared: SharedRules,
     ctx: GroupContext,
     mut stop: watch::Receiver<bool>,
 ) -> Vec<RuleRuntime> {
-    ctx.board.group_started(&group.name, group.interval);
-    for rt in &rules {
-        ctx.board.put(rt.status(&group.name));
-    }
+    let histograms = Histograms::new(&group.name);
     let mut ticker = tokio::time::interval(group.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -117,85 +114,119 @@ pub async fn run(
         if *stop.borrow() {
             break;
         }
-        evaluate_once(&group, &mut rules, &ctx, SystemTime::now()).await;
+        evaluate_once(&group, &shared, &ctx, &histograms, SystemTime::now()).await;
         ctx.board.group_evaluated(&group.name);
     }
+    let rules = std::mem::take(&mut *lock(&shared));
     rules
+}
+
+/// Metric handles resolved once per group, not once per evaluation.
+pub struct Histograms {
+    rule: metrics::Histogram,
+    group: metrics::Histogram,
+}
+
+impl Histograms {
+    pub fn new(group: &str) -> Self {
+        Histograms {
+            rule: metrics::histogram!("rollbackd_rule_evaluation_duration_seconds", "group" => group.to_string()),
+            group: metrics::histogram!("rollbackd_group_evaluation_duration_seconds", "group" => group.to_string()),
+        }
+    }
 }
 
 /// One evaluation of every rule of the group at time `now`.
 pub async fn evaluate_once(
     group: &Group,
-    rules: &mut [RuleRuntime],
+    shared: &SharedRules,
     ctx: &GroupContext,
+    histograms: &Histograms,
     now: SystemTime,
 ) {
     let started = Instant::now();
-    let pending: Vec<BoxFuture<'_, evaluate::Answer>> = rules
+    // The definitions never change while the task runs; the runtimes are only
+    // locked while answers are applied, never across an await.
+    let pending: Vec<BoxFuture<'_, evaluate::Answer>> = group
+        .rules
         .iter()
-        .map(|rt| Box::pin(fetch_timed(&group.name, &rt.rule, ctx, now)) as BoxFuture<'_, _>)
+        .map(|rule| Box::pin(fetch_timed(rule, ctx, &histograms.rule, now)) as BoxFuture<'_, _>)
         .collect();
     let answers: Vec<evaluate::Answer> = stream::iter(pending)
         .buffered(ctx.max_concurrent_queries.max(1))
         .collect()
         .await;
 
-    for (rt, answer) in rules.iter_mut().zip(answers) {
-        let evaluation = evaluate::interpret(&rt.rule, answer, &mut rt.consecutive_failures);
-        *rt.evaluations
-            .entry(evaluation.outcome.as_str())
-            .or_default() += 1;
-        if let (Outcome::Error, Some(kind)) = (evaluation.outcome, evaluation.error_kind) {
-            events::query_failed(
-                &group.name,
-                &rt.rule.name,
-                kind,
-                evaluation.detail.as_deref().unwrap_or(""),
-            );
+    let mut fired = Vec::new();
+    {
+        let mut rules = lock(shared);
+        for (rt, answer) in rules.iter_mut().zip(answers) {
+            apply(&group.name, rt, answer, now, &mut fired);
         }
-        let transitions = rt.state.step(now, evaluation.input.clone());
-        for t in &transitions {
-            events::state_changed(&group.name, &rt.rule.name, t, now);
-            if t.to == AlertState::Firing {
-                rt.firing_events += 1;
-                let mut labels = t.labels.clone();
-                labels.extend(rt.rule.labels.clone());
-                let event = FiringEvent {
-                    group: group.name.clone(),
-                    rule: rt.rule.name.clone(),
-                    labels,
-                    value: t.value,
-                    condition: rt.rule.condition_text(),
-                    threshold: rt.rule.threshold(),
-                    policy: rt.rule.policy,
-                    since: t.active_since,
-                    fired_at: now,
-                    annotations: rt.rule.annotations.clone(),
-                };
-                events::fired(&event);
-                if ctx.events.send(event).await.is_err() {
-                    tracing::error!(
-                        group = %group.name,
-                        rule = %rt.rule.name,
-                        "the rollback side is gone; firing event dropped"
-                    );
-                }
-            }
-        }
-        rt.last = Some((now, evaluation));
-        ctx.board.put(rt.status(&group.name));
     }
-    events::group_evaluated(&group.name, started.elapsed(), group.interval);
+    for event in fired {
+        events::fired(&event);
+        if ctx.events.send(event).await.is_err() {
+            tracing::error!(group = %group.name, "the rollback side is gone; firing event dropped");
+        }
+    }
+    let elapsed = started.elapsed();
+    histograms.group.record(elapsed.as_secs_f64());
+    events::group_evaluated(&group.name, elapsed, group.interval);
+}
+
+/// Interprets one answer and steps the rule's state machine.
+fn apply(
+    group: &str,
+    rt: &mut RuleRuntime,
+    answer: evaluate::Answer,
+    now: SystemTime,
+    fired: &mut Vec<FiringEvent>,
+) {
+    let evaluation = evaluate::interpret(&rt.rule, answer, &mut rt.consecutive_failures);
+    *rt.evaluations
+        .entry(evaluation.outcome.as_str())
+        .or_default() += 1;
+    if let (Outcome::Error, Some(kind)) = (evaluation.outcome, evaluation.error_kind) {
+        events::query_failed(
+            group,
+            &rt.rule.name,
+            kind,
+            evaluation.detail.as_deref().unwrap_or(""),
+        );
+    }
+    let transitions = rt.state.step(now, evaluation.input.clone());
+    for t in &transitions {
+        events::state_changed(group, &rt.rule.name, t, now);
+        if t.to == AlertState::Firing {
+            rt.firing_events += 1;
+            let mut labels = t.labels.clone();
+            labels.extend(rt.rule.labels.clone());
+            fired.push(FiringEvent {
+                group: group.to_string(),
+                rule: rt.rule.name.clone(),
+                labels,
+                value: t.value,
+                condition: rt.rule.condition_text(),
+                threshold: rt.rule.threshold(),
+                policy: rt.rule.policy,
+                since: t.active_since,
+                fired_at: now,
+                annotations: rt.rule.annotations.clone(),
+            });
+        }
+    }
+    rt.last = Some((now, evaluation));
 }
 
 async fn fetch_timed(
-    group: &str,
     rule: &Rule,
     ctx: &GroupContext,
+    histogram: &metrics::Histogram,
     now: SystemTime,
 ) -> evaluate::Answer {
     let started = Instant::now();
     let answer = evaluate::fetch(rule, ctx.source.as_ref(), &ctx.http, now).await;
-    events::rule_evaluated(group, started.elapsed());
+    histogram.record(started.elapsed().as_secs_f64());
     answer
 }

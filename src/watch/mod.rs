@@ -100,29 +100,31 @@ impl Watcher {
 
     fn spawn(&mut self, set: RuleSet, mut carried: BTreeMap<(String, String), RuleRuntime>) {
         let mut keep_groups = BTreeSet::new();
-        let mut keep_rules = BTreeSet::new();
         for group in set.groups {
             keep_groups.insert(group.name.clone());
             let runtimes: Vec<RuleRuntime> = group
                 .rules
                 .iter()
-                .map(|rule| {
-                    keep_rules.insert((group.name.clone(), rule.name.clone()));
-                    match carried.remove(&(group.name.clone(), rule.name.clone())) {
+                .map(
+                    |rule| match carried.remove(&(group.name.clone(), rule.name.clone())) {
                         Some(mut old) if old.rule.evaluates_like(rule) => {
                             old.rule = rule.clone();
                             old
                         }
                         _ => RuleRuntime::new(rule.clone()),
-                    }
-                })
+                    },
+                )
                 .collect();
             let (stop, stop_rx) = watch::channel(false);
             let name = group.name.clone();
-            let task = tokio::spawn(group::run(group, runtimes, self.ctx.clone(), stop_rx));
+            let shared = self
+                .ctx
+                .board
+                .register_group(&group.name, group.interval, runtimes);
+            let task = tokio::spawn(group::run(group, shared, self.ctx.clone(), stop_rx));
             self.groups.push(RunningGroup { stop, task, name });
         }
-        self.ctx.board.retain(&keep_groups, &keep_rules);
+        self.ctx.board.retain(&keep_groups);
     }
 
     /// Stops every group and returns their rules with state.

@@ -4,11 +4,12 @@
 //! `/api/v1/rules`. Holds no logic of its own beyond bookkeeping.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use super::RuleRuntime;
 use crate::rules::{AlertState, Labels, Policy};
 
 /// One rule as last seen.
@@ -38,71 +39,85 @@ pub struct ActiveSeries {
     pub state: AlertState,
 }
 
-#[derive(Debug, Clone)]
-struct GroupLiveness {
+/// The rules of one running group, shared between its task (which writes
+/// after each evaluation) and readers (which build [`RuleStatus`] on demand,
+/// so an evaluation costs no copying).
+pub type SharedRules = Arc<Mutex<Vec<RuleRuntime>>>;
+
+#[derive(Debug)]
+struct GroupEntry {
     interval: Duration,
     started: Instant,
     last_completed: Option<Instant>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    rules: BTreeMap<(String, String), RuleStatus>,
-    groups: BTreeMap<String, GroupLiveness>,
+    rules: SharedRules,
 }
 
 /// The shared board.
 #[derive(Debug, Default)]
 pub struct StatusBoard {
-    inner: Mutex<Inner>,
+    groups: Mutex<BTreeMap<String, GroupEntry>>,
+}
+
+/// Locks a mutex even if a panicking thread poisoned it: the data is plain
+/// bookkeeping and still worth serving.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl StatusBoard {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves plain data behind; keep serving it.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn put(&self, status: RuleStatus) {
-        self.lock()
-            .rules
-            .insert((status.group.clone(), status.rule.clone()), status);
-    }
-
-    /// A group (re)started with this interval.
-    pub fn group_started(&self, group: &str, interval: Duration) {
-        self.lock().groups.insert(
+    /// A group (re)started with these rules; returns the shared handle its
+    /// task writes through.
+    pub fn register_group(
+        &self,
+        group: &str,
+        interval: Duration,
+        rules: Vec<RuleRuntime>,
+    ) -> SharedRules {
+        let shared = Arc::new(Mutex::new(rules));
+        lock(&self.groups).insert(
             group.to_string(),
-            GroupLiveness {
+            GroupEntry {
                 interval,
                 started: Instant::now(),
                 last_completed: None,
+                rules: shared.clone(),
             },
         );
+        shared
     }
 
     pub fn group_evaluated(&self, group: &str) {
-        if let Some(g) = self.lock().groups.get_mut(group) {
+        if let Some(g) = lock(&self.groups).get_mut(group) {
             g.last_completed = Some(Instant::now());
         }
     }
 
-    /// Forgets every group and rule not in `keep` (after a reload).
-    pub fn retain(&self, groups: &BTreeSet<String>, rules: &BTreeSet<(String, String)>) {
-        let mut inner = self.lock();
-        inner.groups.retain(|g, _| groups.contains(g));
-        inner.rules.retain(|k, _| rules.contains(k));
+    /// Forgets every group not in `keep` (after a reload).
+    pub fn retain(&self, keep: &BTreeSet<String>) {
+        lock(&self.groups).retain(|g, _| keep.contains(g));
     }
 
+    /// Every rule's status, in group order.
     pub fn rules(&self) -> Vec<RuleStatus> {
-        self.lock().rules.values().cloned().collect()
+        let groups: Vec<(String, SharedRules)> = lock(&self.groups)
+            .iter()
+            .map(|(name, g)| (name.clone(), g.rules.clone()))
+            .collect();
+        groups
+            .iter()
+            .flat_map(|(name, rules)| {
+                lock(rules)
+                    .iter()
+                    .map(|rt| rt.status(name))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Ready once every group has completed one evaluation.
     pub fn ready(&self) -> Result<(), String> {
-        let inner = self.lock();
-        let waiting: Vec<&str> = inner
-            .groups
+        let groups = lock(&self.groups);
+        let waiting: Vec<&str> = groups
             .iter()
             .filter(|(_, g)| g.last_completed.is_none())
             .map(|(n, _)| n.as_str())
@@ -120,10 +135,9 @@ impl StatusBoard {
     /// Live while every group completes evaluations: none may be silent for
     /// three intervals plus `grace` (the query timeout).
     pub fn live(&self, grace: Duration) -> Result<(), String> {
-        let inner = self.lock();
+        let groups = lock(&self.groups);
         let now = Instant::now();
-        let stuck: Vec<&str> = inner
-            .groups
+        let stuck: Vec<&str> = groups
             .iter()
             .filter(|(_, g)| {
                 let since = g.last_completed.unwrap_or(g.started);

@@ -46,6 +46,9 @@ pub struct Knobs {
     pub health_overrides: BTreeMap<String, u16>,
     /// Delay before answering a health check, in milliseconds.
     pub health_delay_ms: u64,
+    /// Request series are spread over this many `route` label values, as a
+    /// real service's are (benchmarks raise it to give Prometheus real work).
+    pub routes: u32,
 }
 
 impl Default for Knobs {
@@ -65,6 +68,7 @@ impl Default for Knobs {
             health_status: 200,
             health_overrides: BTreeMap::new(),
             health_delay_ms: 0,
+            routes: 1,
         }
     }
 }
@@ -126,33 +130,41 @@ impl Inner {
         // Like a real client library, labelled request series appear only
         // after the first request: a service without traffic has none.
         if self.count > 0.0 {
-            out.push_str("# TYPE http_requests_total counter\n");
-            out.push_str(&format!(
-                "http_requests_total{{service=\"{s}\",code=\"200\"}} {}\n",
-                self.ok
-            ));
-            out.push_str(&format!(
-                "http_requests_total{{service=\"{s}\",code=\"500\"}} {}\n",
-                self.errors
-            ));
-            out.push_str("# TYPE http_request_duration_seconds histogram\n");
-            for (le, c) in BUCKETS.iter().zip(self.buckets) {
-                out.push_str(&format!(
-                    "http_request_duration_seconds_bucket{{service=\"{s}\",le=\"{le}\"}} {c}\n"
+            let routes = self.knobs.routes.max(1);
+            let share = 1.0 / f64::from(routes);
+            let mut requests = String::from("# TYPE http_requests_total counter\n");
+            let mut histogram = String::from("# TYPE http_request_duration_seconds histogram\n");
+            for r in 0..routes {
+                let l = format!("service=\"{s}\",route=\"/r{r}\"");
+                requests.push_str(&format!(
+                    "http_requests_total{{{l},code=\"200\"}} {}\n",
+                    self.ok * share
+                ));
+                requests.push_str(&format!(
+                    "http_requests_total{{{l},code=\"500\"}} {}\n",
+                    self.errors * share
+                ));
+                for (le, c) in BUCKETS.iter().zip(self.buckets) {
+                    histogram.push_str(&format!(
+                        "http_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {}\n",
+                        c * share
+                    ));
+                }
+                histogram.push_str(&format!(
+                    "http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}\n",
+                    self.count * share
+                ));
+                histogram.push_str(&format!(
+                    "http_request_duration_seconds_sum{{{l}}} {}\n",
+                    self.sum * share
+                ));
+                histogram.push_str(&format!(
+                    "http_request_duration_seconds_count{{{l}}} {}\n",
+                    self.count * share
                 ));
             }
-            out.push_str(&format!(
-                "http_request_duration_seconds_bucket{{service=\"{s}\",le=\"+Inf\"}} {}\n",
-                self.count
-            ));
-            out.push_str(&format!(
-                "http_request_duration_seconds_sum{{service=\"{s}\"}} {}\n",
-                self.sum
-            ));
-            out.push_str(&format!(
-                "http_request_duration_seconds_count{{service=\"{s}\"}} {}\n",
-                self.count
-            ));
+            out.push_str(&requests);
+            out.push_str(&histogram);
         }
         out.push_str(&format!(
             "# TYPE db_pool_connections_available gauge\ndb_pool_connections_available{{service=\"{s}\"}} {}\n",

@@ -1,0 +1,362 @@
+//! The daemon's decision loop: turns firing events into rollbacks under each
+//! rule's policy, and carries out operators' approvals and rejections.
+//!
+//! - Events arriving within `engine.coalesce` of each other are one incident
+//!   and make at most one rollback; its policy is the most permissive of the
+//!   firing rules' (each of them alone would have acted).
+//! - `dry_run` logs the plan; `confirm` parks a pending rollback that an
+//!   operator approves or rejects, expiring to `engine.confirm_default`;
+//!   `auto` checks the guards and runs.
+//! - One run at a time: an incident while a run is going is refused, and
+//!   says so.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::pending::{PendingRollback, PendingStore};
+use super::{new_id, Blocked, BreakerState, Engine, Progress, RollbackRequest, RunReport, Trigger};
+use crate::config::ConfirmDefault;
+use crate::history::RuleTrigger;
+use crate::rules::{AlertState, Policy};
+use crate::telemetry::events;
+use crate::watch::{FiringEvent, StatusBoard};
+
+/// An operator's decision, sent from the HTTP API.
+pub enum Command {
+    Approve {
+        id: String,
+        force: bool,
+        reply: oneshot::Sender<Result<Approved, ApproveError>>,
+    },
+    Reject {
+        id: String,
+        reply: oneshot::Sender<Result<(), ApproveError>>,
+    },
+}
+
+/// An approval that started a rollback.
+#[derive(Debug, Clone, Serialize)]
+pub struct Approved {
+    pub rollback_id: String,
+    /// What the re-check of the rules found.
+    pub findings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+pub enum ApproveError {
+    #[error("no pending rollback {0} (it may have expired, or been approved or rejected already; `rollbackd pending` lists them)")]
+    NotFound(String),
+    #[error("the rules no longer fire: {}; approve with force to roll back anyway", .0.join("; "))]
+    NoLongerFiring(Vec<String>),
+    #[error("refused by a guard: {0}")]
+    Blocked(String),
+}
+
+/// The dispatcher and what it shares with the API.
+pub struct Dispatcher {
+    engine: Arc<Engine>,
+    board: Arc<StatusBoard>,
+    pending: Arc<PendingStore>,
+    running: Option<(String, JoinHandle<RunReport>)>,
+    /// When the rules were last seen all clear (for closing the breaker).
+    clear_since: Option<Instant>,
+}
+
+impl Dispatcher {
+    pub fn new(engine: Arc<Engine>, board: Arc<StatusBoard>, pending: Arc<PendingStore>) -> Self {
+        Dispatcher {
+            engine,
+            board,
+            pending,
+            running: None,
+            clear_since: None,
+        }
+    }
+
+    /// Runs until both channels close.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<FiringEvent>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    let Some(first) = event else { break };
+                    let mut incident = vec![first];
+                    let window = tokio::time::sleep(self.engine.config.coalesce);
+                    tokio::pin!(window);
+                    loop {
+                        tokio::select! {
+                            _ = &mut window => break,
+                            more = events.recv() => match more {
+                                Some(e) => incident.push(e),
+                                None => break,
+                            },
+                        }
+                    }
+                    self.incident(incident).await;
+                }
+                Some(command) = commands.recv() => self.command(command).await,
+                _ = tick.tick() => self.maintain().await,
+            }
+        }
+    }
+
+    fn busy(&mut self) -> Option<String> {
+        match &self.running {
+            Some((id, task)) if !task.is_finished() => Some(id.clone()),
+            _ => {
+                self.running = None;
+                None
+            }
+        }
+    }
+
+    async fn incident(&mut self, fired: Vec<FiringEvent>) {
+        let policy = fired
+            .iter()
+            .map(|e| e.policy)
+            .max()
+            .unwrap_or(Policy::DryRun);
+        let rules: Vec<RuleTrigger> = fired
+            .iter()
+            .map(|e| RuleTrigger {
+                group: e.group.clone(),
+                rule: e.rule.clone(),
+                value: e.value.is_finite().then_some(e.value),
+                condition: e.condition.clone(),
+            })
+            .collect();
+        let reason = fired
+            .iter()
+            .map(|e| format!("{} {} (value {})", e.rule, e.condition, e.value))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let req = RollbackRequest {
+            trigger: Trigger::Rules(rules),
+            policy,
+            reason: format!("rule fired: {reason}"),
+            deployment_id: None,
+            skip_db: false,
+            base_url: None,
+        };
+        for e in &fired {
+            events::trigger_received(e, policy.as_str(), "handed to the rollback engine");
+        }
+        match policy {
+            Policy::DryRun => match self.engine.plan(&req).await {
+                Ok(plan) => events::rollback_planned(req.trigger.label(), &format!("{plan}")),
+                Err(e) => tracing::warn!(error = %e, "dry run: no rollback could be planned"),
+            },
+            Policy::Confirm => {
+                if let Err(blocked) = self.guards().await {
+                    self.engine.record_blocked(&req, &blocked);
+                    return;
+                }
+                let plan = match self.engine.plan(&req).await {
+                    Ok(plan) => plan.to_string(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no rollback could be planned; nothing to confirm");
+                        return;
+                    }
+                };
+                let now = SystemTime::now();
+                let pending = PendingRollback {
+                    id: new_id("pr"),
+                    created_at: now,
+                    expires_at: now + self.engine.config.confirm_timeout,
+                    rules: req.trigger.rules().to_vec(),
+                    reason: req.reason.clone(),
+                    plan,
+                };
+                tracing::warn!(
+                    pending = %pending.id,
+                    expires_in_s = self.engine.config.confirm_timeout.as_secs(),
+                    "rollback waits for confirmation: `rollbackd approve {}` or `rollbackd reject {}`\n{}",
+                    pending.id,
+                    pending.id,
+                    pending.plan
+                );
+                self.pending.add(pending);
+            }
+            Policy::Auto => {
+                if let Err(blocked) = self.guards().await {
+                    self.engine.record_blocked(&req, &blocked);
+                    return;
+                }
+                self.start(req);
+            }
+        }
+    }
+
+    /// The guards for rollbacks rollbackd starts on its own.
+    async fn guards(&mut self) -> Result<(), Blocked> {
+        if let Some(id) = self.busy() {
+            return Err(Blocked {
+                guard: "in_progress",
+                reason: format!("rollback {id} is already running for this incident"),
+            });
+        }
+        self.engine
+            .check_automatic(SystemTime::now())
+            .await
+            .map(|_| ())
+    }
+
+    fn start(&mut self, req: RollbackRequest) -> String {
+        let engine = self.engine.clone();
+        let (id_tx, id_rx) = std::sync::mpsc::channel();
+        let task = tokio::spawn(async move {
+            engine
+                .run(req, &move |p| {
+                    if let Progress::Started { id } = &p {
+                        let _ = id_tx.send(id.clone());
+                    }
+                })
+                .await
+        });
+        // `run` reports its id before its first await.
+        let id = id_rx
+            .recv_timeout(Duration::from_secs(1))
+            .unwrap_or_else(|_| "rb-?".into());
+        self.running = Some((id.clone(), task));
+        id
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Approve { id, force, reply } => {
+                let _ = reply.send(self.approve(&id, force, "approved by an operator"));
+            }
+            Command::Reject { id, reply } => {
+                let result = match self.pending.take(&id) {
+                    Some(p) => {
+                        tracing::warn!(pending = %p.id, "pending rollback rejected by an operator; nothing was changed");
+                        Ok(())
+                    }
+                    None => Err(ApproveError::NotFound(id)),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Re-checks the rules, then starts the rollback a pending one describes.
+    fn approve(&mut self, id: &str, force: bool, how: &str) -> Result<Approved, ApproveError> {
+        let pending = self
+            .pending
+            .take(id)
+            .ok_or_else(|| ApproveError::NotFound(id.to_string()))?;
+        let statuses = self.board.rules();
+        let mut findings = Vec::new();
+        let mut any_firing = false;
+        for r in &pending.rules {
+            match statuses
+                .iter()
+                .find(|s| s.group == r.group && s.rule == r.rule)
+            {
+                Some(s) => {
+                    let value = s
+                        .value
+                        .map_or("no value".to_string(), |v| format!("value {v}"));
+                    if s.state == AlertState::Firing {
+                        any_firing = true;
+                        findings.push(format!(
+                            "{} is still firing ({value}, {})",
+                            r.rule, s.condition
+                        ));
+                    } else {
+                        findings.push(format!(
+                            "{} is no longer firing (state {}, {value})",
+                            r.rule, s.state
+                        ));
+                    }
+                }
+                None => findings.push(format!("{} is no longer loaded", r.rule)),
+            }
+        }
+        if !any_firing && !force {
+            self.pending.add(pending);
+            return Err(ApproveError::NoLongerFiring(findings));
+        }
+        if let Some(running) = self.busy() {
+            self.pending.add(pending);
+            return Err(ApproveError::Blocked(format!(
+                "rollback {running} is running"
+            )));
+        }
+        tracing::warn!(pending = %pending.id, findings = %findings.join("; "), "{how}");
+        let req = RollbackRequest {
+            trigger: Trigger::Rules(pending.rules.clone()),
+            policy: Policy::Confirm,
+            reason: format!("{} ({how})", pending.reason),
+            deployment_id: None,
+            skip_db: false,
+            base_url: None,
+        };
+        let rollback_id = self.start(req);
+        Ok(Approved {
+            rollback_id,
+            findings,
+        })
+    }
+
+    /// Every second: expire pending rollbacks, move the breaker along.
+    async fn maintain(&mut self) {
+        let now = SystemTime::now();
+        for p in self.pending.take_expired(now) {
+            match self.engine.config.confirm_default {
+                ConfirmDefault::Reject => tracing::warn!(
+                    pending = %p.id,
+                    "pending rollback expired unanswered; rejected (engine.confirm_default = reject); nothing was changed"
+                ),
+                ConfirmDefault::Approve => {
+                    let id = p.id.clone();
+                    self.pending.add(p);
+                    if let Err(e) = self.approve(
+                        &id,
+                        false,
+                        "approved by default after expiring (engine.confirm_default = approve)",
+                    ) {
+                        self.pending.take(&id);
+                        tracing::warn!(pending = %id, error = %e, "pending rollback expired; not rolled back");
+                    }
+                }
+            }
+        }
+        let all_clear = self
+            .board
+            .rules()
+            .iter()
+            .all(|r| r.state == AlertState::Inactive);
+        self.clear_since = match (all_clear, self.clear_since) {
+            (false, _) => None,
+            (true, None) => Some(Instant::now()),
+            (true, since) => since,
+        };
+        if self.engine.breaker_state(now) == BreakerState::HalfOpen
+            && self
+                .clear_since
+                .is_some_and(|t| t.elapsed() >= self.engine.config.close_after)
+        {
+            match self
+                .engine
+                .breaker()
+                .close(now, "rules stayed clear after the rollback")
+            {
+                Ok(()) => {
+                    self.engine.breaker_state(now);
+                    tracing::info!("deploy breaker CLOSED: rules stayed clear after the rollback");
+                }
+                Err(e) => tracing::error!(error = %e, "cannot close the deploy breaker"),
+            }
+        }
+    }
+}

@@ -1,0 +1,847 @@
+//! The rollback engine: five phases, each with a time budget, each returning
+//! its outcome as data; the engine, not the phase, decides what follows.
+//!
+//! 1. pre-validation: pick the target, (database backup), take the rollback
+//!    lock, open the deploy breaker;
+//! 2. database (skipped until a migration tool is configured, or with --skip-db);
+//! 3. application: ask the platform to roll back, follow the new deployment
+//!    until it succeeds, wait for the service to answer /health;
+//! 4. verification: the health phases;
+//! 5. post-rollback: record history and last-known-good, settle the breaker.
+//!
+//! It must never act twice for one request, never roll back without a lock,
+//! and never lose the record of what it did.
+
+pub mod breaker;
+pub mod dispatch;
+pub mod guard;
+pub mod pending;
+pub mod target;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::{Config, EngineConfig, ProviderConfig, VerifyConfig};
+use crate::history::{Event, HistoryStore, LastKnownGood, PhaseRecord, RuleTrigger, StateLock};
+use crate::provider::{command::CommandProvider, railway::Railway, DeployProvider, Deployment};
+use crate::rules::duration::format as fmt_duration;
+use crate::rules::Policy;
+use crate::telemetry::events;
+use crate::verify::{self, Verification};
+
+pub use breaker::{BreakerState, BreakerStore};
+pub use guard::Blocked;
+
+/// The five phases, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    PreValidation,
+    Database,
+    Application,
+    Verification,
+    PostRollback,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::PreValidation,
+        Phase::Database,
+        Phase::Application,
+        Phase::Verification,
+        Phase::PostRollback,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::PreValidation => "pre_validation",
+            Phase::Database => "database",
+            Phase::Application => "application",
+            Phase::Verification => "verification",
+            Phase::PostRollback => "post_rollback",
+        }
+    }
+
+    fn budget(self, c: &EngineConfig) -> Duration {
+        let b = &c.budgets;
+        match self {
+            Phase::PreValidation => b.pre_validation,
+            Phase::Database => b.database,
+            Phase::Application => b.application,
+            Phase::Verification => b.verification,
+            Phase::PostRollback => b.post_rollback,
+        }
+    }
+}
+
+/// What a phase reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PhaseOutcome {
+    Succeeded(String),
+    Failed(String),
+    Skipped(String),
+}
+
+impl PhaseOutcome {
+    pub fn result(&self) -> &'static str {
+        match self {
+            PhaseOutcome::Succeeded(_) => "succeeded",
+            PhaseOutcome::Failed(_) => "failed",
+            PhaseOutcome::Skipped(_) => "skipped",
+        }
+    }
+
+    pub fn detail(&self) -> &str {
+        match self {
+            PhaseOutcome::Succeeded(d) | PhaseOutcome::Failed(d) | PhaseOutcome::Skipped(d) => d,
+        }
+    }
+}
+
+/// What started a rollback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// An operator, from the CLI or the API.
+    Manual,
+    /// Firing rules.
+    Rules(Vec<RuleTrigger>),
+}
+
+impl Trigger {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Rules(_) => "rule",
+        }
+    }
+
+    pub fn rules(&self) -> &[RuleTrigger] {
+        match self {
+            Trigger::Manual => &[],
+            Trigger::Rules(r) => r,
+        }
+    }
+}
+
+/// A request to roll back.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest {
+    pub trigger: Trigger,
+    pub policy: Policy,
+    pub reason: String,
+    pub deployment_id: Option<String>,
+    pub skip_db: bool,
+    pub base_url: Option<String>,
+}
+
+/// Everything a rollback would do, decided before anything is done.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub current: Deployment,
+    pub target: Deployment,
+    pub base_url: String,
+    pub backup: String,
+    pub database: String,
+    pub health_checks: Vec<String>,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let describe = |d: &Deployment| {
+            let mut s = format!("{} ({}", d.id, d.status);
+            if let Some(sha) = &d.git_sha {
+                s.push_str(&format!(", {sha}"));
+            }
+            s.push_str(&format!(
+                ", created {})",
+                humantime::format_rfc3339_seconds(d.created_at)
+            ));
+            s
+        };
+        writeln!(f, "  live now:     {}", describe(&self.current))?;
+        writeln!(f, "  roll back to: {}", describe(&self.target))?;
+        writeln!(f, "  backup:       {}", self.backup)?;
+        writeln!(f, "  database:     {}", self.database)?;
+        writeln!(f, "  verify at:    {}", self.base_url)?;
+        for check in &self.health_checks {
+            writeln!(f, "    {check}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Progress of a run, for the CLI's live output and the logs.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Started {
+        id: String,
+    },
+    PhaseStarted(Phase),
+    PhaseFinished {
+        phase: Phase,
+        outcome: PhaseOutcome,
+        elapsed: Duration,
+    },
+    Note(String),
+}
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub id: String,
+    pub success: bool,
+    pub plan: Option<Plan>,
+    pub phases: Vec<(Phase, PhaseOutcome, Duration)>,
+    pub error: Option<String>,
+    pub duration: Duration,
+    /// Time spent waiting on the platform, the service and pauses: the rest
+    /// of `duration` is rollbackd's own overhead.
+    pub waiting: Duration,
+    pub verification: Option<Verification>,
+    pub event: Event,
+}
+
+/// A fresh id like `rb-1a2b3c4d5e6f`.
+pub fn new_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mixed = (nanos ^ (u64::from(std::process::id()) << 40))
+        .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    format!("{prefix}-{:012x}", mixed & 0xffff_ffff_ffff)
+}
+
+/// The engine.
+pub struct Engine {
+    pub provider: Arc<dyn DeployProvider>,
+    http: reqwest::Client,
+    pub config: EngineConfig,
+    verify: VerifyConfig,
+    retention: Option<Duration>,
+    history: HistoryStore,
+    breaker: BreakerStore,
+    lock_path: PathBuf,
+    base_url: Option<String>,
+}
+
+/// Builds the configured provider.
+pub fn provider_from_config(config: &Config) -> Result<Arc<dyn DeployProvider>, String> {
+    match &config.provider {
+        None => Err(
+            "no [provider] is configured; set provider.type = \"railway\" or \"command\"".into(),
+        ),
+        Some(ProviderConfig::Railway(r)) => Ok(Arc::new(Railway::new(r)?)),
+        Some(ProviderConfig::Command(c)) => Ok(Arc::new(CommandProvider::new(c))),
+    }
+}
+
+impl Engine {
+    pub fn new(config: &Config, provider: Arc<dyn DeployProvider>) -> Result<Engine, String> {
+        let http = verify::client().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let dir = &config.engine.state_dir;
+        Ok(Engine {
+            provider,
+            http,
+            config: config.engine.clone(),
+            verify: config.verify.clone(),
+            retention: config.provider.as_ref().and_then(ProviderConfig::retention),
+            history: HistoryStore::new(dir.join("history.json")),
+            breaker: BreakerStore::new(dir.join("breaker.json")),
+            lock_path: dir.join("rollback.lock"),
+            base_url: config.service.base_url.clone(),
+        })
+    }
+
+    pub fn from_config(config: &Config) -> Result<Engine, String> {
+        Engine::new(config, provider_from_config(config)?)
+    }
+
+    pub fn history(&self) -> &HistoryStore {
+        &self.history
+    }
+
+    pub fn breaker(&self) -> &BreakerStore {
+        &self.breaker
+    }
+
+    /// The breaker's state now.
+    pub fn breaker_state(&self, now: SystemTime) -> BreakerState {
+        let state = self.breaker.state(now, self.config.half_open_after);
+        metrics::gauge!("rollbackd_breaker_state").set(state.gauge());
+        state
+    }
+
+    /// Decides target, database steps and checks without changing anything.
+    pub async fn plan(&self, req: &RollbackRequest) -> Result<Plan, String> {
+        let deployments = self
+            .provider
+            .list(50)
+            .await
+            .map_err(|e| format!("cannot list deployments: {e}"))?;
+        let requested = match &req.deployment_id {
+            None => None,
+            Some(id) => Some(match deployments.iter().find(|d| &d.id == id) {
+                Some(d) => d.clone(),
+                None => self.provider.status(id).await.map_err(|e| e.to_string())?,
+            }),
+        };
+        let history = self.history.load().map_err(|e| e.to_string())?;
+        let moved_away: BTreeSet<String> = history
+            .events
+            .iter()
+            .filter(|e| e.is_rollback() && e.touched_production())
+            .filter_map(|e| e.from_deployment_id.clone())
+            .collect();
+        let selection = target::select(
+            &deployments,
+            requested.as_ref(),
+            &moved_away,
+            SystemTime::now(),
+            self.retention,
+        )?;
+        let base_url = req
+            .base_url
+            .clone()
+            .or_else(|| self.base_url.clone())
+            .ok_or("no service base URL to verify against: set [service] base_url, ROLLBACK_BASE_URL, or pass --base-url")?;
+        let health_checks = self
+            .verify
+            .phases
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: {} ({})",
+                    p.name,
+                    p.endpoints.join(", "),
+                    if p.min_healthy >= 1.0 {
+                        "all must pass".to_string()
+                    } else {
+                        format!("{:.0} % must pass", p.min_healthy * 100.0)
+                    }
+                )
+            })
+            .collect();
+        Ok(Plan {
+            current: selection.current,
+            target: selection.target,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            backup: "skipped: no database is configured".into(),
+            database: if req.skip_db {
+                "skipped: --skip-db".into()
+            } else {
+                "skipped: no migration tool is configured".into()
+            },
+            health_checks,
+        })
+    }
+
+    /// Whether an automatic rollback may start now.
+    pub async fn check_automatic(&self, now: SystemTime) -> Result<Deployment, Blocked> {
+        let deployments = self.provider.list(50).await.map_err(|e| Blocked {
+            guard: "provider",
+            reason: format!("cannot list deployments to check the guards: {e}"),
+        })?;
+        let current = deployments
+            .iter()
+            .find(|d| d.is_success())
+            .cloned()
+            .ok_or_else(|| Blocked {
+                guard: "provider",
+                reason: "no deployment is live (none has status SUCCESS)".into(),
+            })?;
+        let history = self.history.load().map_err(|e| Blocked {
+            guard: "history",
+            reason: e.to_string(),
+        })?;
+        guard::check_automatic(&guard::GuardInput {
+            now,
+            current: &current,
+            history: &history,
+            breaker: self.breaker_state(now),
+            config: &self.config,
+        })?;
+        Ok(current)
+    }
+
+    /// Records a refused rollback in the history, when no rollback holds the lock.
+    pub fn record_blocked(&self, req: &RollbackRequest, blocked: &Blocked) {
+        events::rollback_blocked(
+            req.trigger.label(),
+            req.policy.as_str(),
+            blocked.guard,
+            &blocked.reason,
+        );
+        let Ok(Some(_lock)) = StateLock::try_acquire(&self.lock_path) else {
+            return;
+        };
+        let event = Event {
+            kind: "blocked".into(),
+            id: Some(new_id("rb")),
+            timestamp: breaker::now_text(SystemTime::now()),
+            trigger: req.trigger.label().into(),
+            reason: req.reason.clone(),
+            policy: Some(req.policy.as_str().into()),
+            rules: req.trigger.rules().to_vec(),
+            error: Some(format!("{}: {}", blocked.guard, blocked.reason)),
+            ..Event::default()
+        };
+        if let Err(e) = self.history.append(event, None) {
+            tracing::error!(error = %e, "cannot record the refused rollback");
+        }
+    }
+
+    /// Runs a rollback through all five phases.
+    pub async fn run(
+        &self,
+        req: RollbackRequest,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> RunReport {
+        let id = new_id("rb");
+        let started_at = SystemTime::now();
+        let t0 = Instant::now();
+        let mut waiting = Duration::ZERO;
+        let mut phases: Vec<(Phase, PhaseOutcome, Duration)> = Vec::new();
+        progress(Progress::Started { id: id.clone() });
+        events::rollback_started(&id, req.trigger.label(), req.policy.as_str(), &req.reason);
+
+        // 1. Pre-validation.
+        let mut lock = None;
+        let mut plan = None;
+        let outcome = self
+            .phase(Phase::PreValidation, progress, &mut phases, async {
+                let mut waited = Duration::ZERO;
+                let l = match StateLock::try_acquire(&self.lock_path) {
+                    Ok(Some(l)) => l,
+                    Ok(None) => {
+                        return (
+                            PhaseOutcome::Failed(
+                                "another rollback is running (the rollback lock is held)".into(),
+                            ),
+                            waited,
+                        )
+                    }
+                    Err(e) => {
+                        return (
+                            PhaseOutcome::Failed(format!(
+                                "cannot take the rollback lock {}: {e}",
+                                self.lock_path.display()
+                            )),
+                            waited,
+                        )
+                    }
+                };
+                let p = match timed(&mut waited, self.plan(&req)).await {
+                    Ok(p) => p,
+                    Err(e) => return (PhaseOutcome::Failed(e), waited),
+                };
+                progress(Progress::Note(format!("plan:\n{p}")));
+                if let Err(e) = self.breaker.open(
+                    SystemTime::now(),
+                    &id,
+                    &format!("rollback {id} running: {}", req.reason),
+                ) {
+                    return (
+                        PhaseOutcome::Failed(format!("cannot open the deploy breaker: {e}")),
+                        waited,
+                    );
+                }
+                self.breaker_state(SystemTime::now());
+                let detail = format!(
+                    "target {} (live: {}); {}; deploy breaker OPEN",
+                    p.target.id, p.current.id, p.backup
+                );
+                lock = Some(l);
+                plan = Some(p);
+                (PhaseOutcome::Succeeded(detail), waited)
+            })
+            .await;
+        waiting += outcome.1;
+
+        let mut verification = None;
+        let mut new_deployment = None;
+        if let (Some(plan), Some(_)) = (&plan, &lock) {
+            // 2. Database.
+            let db =
+                PhaseOutcome::Skipped(plan.database.trim_start_matches("skipped: ").to_string());
+            self.record_phase(Phase::Database, progress, &mut phases, db, Duration::ZERO);
+
+            // 3. Application.
+            let (app, waited) = self
+                .phase(
+                    Phase::Application,
+                    progress,
+                    &mut phases,
+                    self.application(plan, progress, &mut new_deployment),
+                )
+                .await;
+            waiting += waited;
+
+            // 4. Verification.
+            if matches!(app, PhaseOutcome::Succeeded(_)) {
+                let (_, waited) = self
+                    .phase(Phase::Verification, progress, &mut phases, async {
+                        let budget = Phase::Verification.budget(&self.config);
+                        let started = Instant::now();
+                        let report = verify::verify(&self.http, &plan.base_url, &self.verify, self.verify.initial_wait, budget, &|p| {
+                            for c in &p.checks {
+                                metrics::histogram!("rollbackd_health_check_duration_seconds", "phase" => p.name.clone())
+                                    .record(c.latency_ms as f64 / 1000.0);
+                            }
+                            progress(Progress::Note(format!(
+                                "health {}: {}/{} healthy (attempt {}){}",
+                                p.name,
+                                p.healthy,
+                                p.total,
+                                p.attempts,
+                                if p.passed { "" } else { ", not enough" }
+                            )));
+                        })
+                        .await;
+                        let outcome = if report.passed {
+                            PhaseOutcome::Succeeded(format!("{} health phases passed", report.phases.len()))
+                        } else {
+                            PhaseOutcome::Failed(report.stopped.clone().unwrap_or_else(|| "health verification failed".into()))
+                        };
+                        verification = Some(report);
+                        (outcome, started.elapsed())
+                    })
+                    .await;
+                waiting += waited;
+            } else {
+                self.record_phase(
+                    Phase::Verification,
+                    progress,
+                    &mut phases,
+                    PhaseOutcome::Skipped("the application rollback did not succeed".into()),
+                    Duration::ZERO,
+                );
+            }
+        } else {
+            for phase in [Phase::Database, Phase::Application, Phase::Verification] {
+                self.record_phase(
+                    phase,
+                    progress,
+                    &mut phases,
+                    PhaseOutcome::Skipped("pre-validation failed; nothing was changed".into()),
+                    Duration::ZERO,
+                );
+            }
+        }
+
+        let success = phases
+            .iter()
+            .all(|(_, o, _)| !matches!(o, PhaseOutcome::Failed(_)))
+            && phases.iter().any(|(p, o, _)| {
+                *p == Phase::Verification && matches!(o, PhaseOutcome::Succeeded(_))
+            });
+        let error = phases.iter().find_map(|(p, o, _)| match o {
+            PhaseOutcome::Failed(why) => Some(format!("{}: {why}", p.as_str())),
+            _ => None,
+        });
+
+        // 5. Post-rollback: always recorded once the lock was taken.
+        let mut event = self.event(
+            &id,
+            &req,
+            plan.as_ref(),
+            started_at,
+            &phases,
+            success,
+            error.clone(),
+            t0.elapsed(),
+        );
+        if lock.is_some() {
+            let post_started = Instant::now();
+            let outcome = self
+                .post(&mut event, plan.as_ref(), success, t0, &phases)
+                .await;
+            self.record_phase(
+                Phase::PostRollback,
+                progress,
+                &mut phases,
+                outcome,
+                post_started.elapsed(),
+            );
+            event.phases = phase_records(&phases);
+        } else {
+            self.record_phase(
+                Phase::PostRollback,
+                progress,
+                &mut phases,
+                PhaseOutcome::Skipped("nothing to record: no rollback ran".into()),
+                Duration::ZERO,
+            );
+            event.phases = phase_records(&phases);
+        }
+        drop(lock);
+        let duration = t0.elapsed();
+        let _ = new_deployment;
+        events::rollback_finished(
+            &id,
+            req.trigger.label(),
+            req.policy.as_str(),
+            success,
+            duration,
+            error.as_deref(),
+        );
+        RunReport {
+            id,
+            success,
+            plan,
+            phases,
+            error,
+            duration,
+            waiting,
+            verification,
+            event,
+        }
+    }
+
+    fn event(
+        &self,
+        id: &str,
+        req: &RollbackRequest,
+        plan: Option<&Plan>,
+        started_at: SystemTime,
+        phases: &[(Phase, PhaseOutcome, Duration)],
+        success: bool,
+        error: Option<String>,
+        elapsed: Duration,
+    ) -> Event {
+        Event {
+            kind: "rollback".into(),
+            id: Some(id.to_string()),
+            timestamp: humantime::format_rfc3339_seconds(started_at).to_string(),
+            target_deployment_id: plan.map(|p| p.target.id.clone()),
+            from_deployment_id: plan.map(|p| p.current.id.clone()),
+            git_sha: plan.and_then(|p| p.target.git_sha.clone()),
+            git_branch: plan.and_then(|p| p.target.git_branch.clone()),
+            trigger: req.trigger.label().into(),
+            reason: req.reason.clone(),
+            duration_seconds: round3(elapsed.as_secs_f64()),
+            success,
+            policy: Some(req.policy.as_str().into()),
+            rules: req.trigger.rules().to_vec(),
+            phases: phase_records(phases),
+            error,
+            ..Event::default()
+        }
+    }
+
+    /// Records history and last-known-good, settles the breaker.
+    async fn post(
+        &self,
+        event: &mut Event,
+        plan: Option<&Plan>,
+        success: bool,
+        t0: Instant,
+        phases: &[(Phase, PhaseOutcome, Duration)],
+    ) -> PhaseOutcome {
+        let now = SystemTime::now();
+        event.duration_seconds = round3(t0.elapsed().as_secs_f64());
+        let mut recorded = event.clone();
+        let mut with_post = phases.to_vec();
+        with_post.push((
+            Phase::PostRollback,
+            PhaseOutcome::Succeeded("recorded".into()),
+            Duration::ZERO,
+        ));
+        recorded.phases = phase_records(&with_post);
+        let last_known_good = (success && plan.is_some()).then(|| LastKnownGood {
+            deployment_id: plan.map(|p| p.target.id.clone()).unwrap_or_default(),
+            timestamp: breaker::now_text(now),
+        });
+        let mut problems = Vec::new();
+        if let Err(e) = self.history.append(recorded, last_known_good) {
+            problems.push(e.to_string());
+        }
+        if let Err(e) = self.breaker.settle(now, success) {
+            problems.push(e.to_string());
+        }
+        self.breaker_state(now);
+        if problems.is_empty() {
+            PhaseOutcome::Succeeded(if success {
+                format!(
+                    "history recorded; last known good is {}; breaker HALF_OPEN in {}",
+                    plan.map(|p| p.target.id.as_str()).unwrap_or("-"),
+                    fmt_duration(self.config.half_open_after)
+                )
+            } else {
+                "history recorded; breaker stays OPEN until `rollbackd breaker reset`".into()
+            })
+        } else {
+            PhaseOutcome::Failed(problems.join("; "))
+        }
+    }
+
+    /// Phase 3: the platform rollback, followed to the end.
+    async fn application(
+        &self,
+        plan: &Plan,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+        new_deployment: &mut Option<String>,
+    ) -> (PhaseOutcome, Duration) {
+        let mut waited = Duration::ZERO;
+        let known: BTreeSet<String> = match timed(&mut waited, self.provider.list(50)).await {
+            Ok(list) => list.into_iter().map(|d| d.id).collect(),
+            Err(e) => {
+                return (
+                    PhaseOutcome::Failed(format!("cannot list deployments: {e}")),
+                    waited,
+                )
+            }
+        };
+        let created = match timed(&mut waited, self.provider.rollback(&plan.target)).await {
+            Ok(created) => created,
+            Err(e) => {
+                return (
+                    PhaseOutcome::Failed(format!("the platform refused the rollback: {e}")),
+                    waited,
+                )
+            }
+        };
+        progress(Progress::Note(format!(
+            "platform accepted the rollback to {}",
+            plan.target.id
+        )));
+        let mut last_error = None;
+        let deployment = loop {
+            timed(&mut waited, tokio::time::sleep(self.config.poll_interval)).await;
+            let found = match &created {
+                Some(id) => timed(&mut waited, self.provider.status(id)).await.map(Some),
+                None => timed(&mut waited, self.provider.list(10))
+                    .await
+                    .map(|list| list.into_iter().find(|d| !known.contains(&d.id))),
+            };
+            match found {
+                Err(e) => {
+                    tracing::warn!(error = %e, "following the rollback deployment failed; trying again");
+                    last_error = Some(e.to_string());
+                }
+                Ok(None) => {}
+                Ok(Some(d)) if d.is_success() => break d,
+                Ok(Some(d)) if d.has_failed() => {
+                    return (
+                        PhaseOutcome::Failed(format!(
+                            "the rollback deployment {} ended {}",
+                            d.id, d.status
+                        )),
+                        waited,
+                    )
+                }
+                Ok(Some(d)) => {
+                    if new_deployment.as_deref() != Some(d.id.as_str()) {
+                        progress(Progress::Note(format!(
+                            "rollback deployment {} is {}",
+                            d.id, d.status
+                        )));
+                    }
+                    *new_deployment = Some(d.id);
+                }
+            }
+            let _ = &last_error;
+        };
+        *new_deployment = Some(deployment.id.clone());
+        progress(Progress::Note(format!(
+            "rollback deployment {} is SUCCESS; waiting for /health",
+            deployment.id
+        )));
+        let url = format!("{}/health", plan.base_url);
+        loop {
+            let check = timed(
+                &mut waited,
+                verify::check(&self.http, &url, self.verify.check_timeout, &[]),
+            )
+            .await;
+            if check.healthy {
+                break;
+            }
+            timed(&mut waited, tokio::time::sleep(self.config.poll_interval)).await;
+        }
+        (
+            PhaseOutcome::Succeeded(format!(
+                "deployment {} is live and answers /health",
+                deployment.id
+            )),
+            waited,
+        )
+    }
+
+    /// Runs one phase under its budget and records it.
+    async fn phase<F>(
+        &self,
+        phase: Phase,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+        phases: &mut Vec<(Phase, PhaseOutcome, Duration)>,
+        work: F,
+    ) -> (PhaseOutcome, Duration)
+    where
+        F: Future<Output = (PhaseOutcome, Duration)>,
+    {
+        progress(Progress::PhaseStarted(phase));
+        let budget = phase.budget(&self.config);
+        let started = Instant::now();
+        let (outcome, waited) = match tokio::time::timeout(budget, work).await {
+            Ok(result) => result,
+            Err(_) => (
+                PhaseOutcome::Failed(format!(
+                    "did not finish within its budget of {}",
+                    fmt_duration(budget)
+                )),
+                budget,
+            ),
+        };
+        self.record_phase(phase, progress, phases, outcome.clone(), started.elapsed());
+        (outcome, waited)
+    }
+
+    fn record_phase(
+        &self,
+        phase: Phase,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+        phases: &mut Vec<(Phase, PhaseOutcome, Duration)>,
+        outcome: PhaseOutcome,
+        elapsed: Duration,
+    ) {
+        events::phase_finished(phase.as_str(), outcome.result(), outcome.detail(), elapsed);
+        progress(Progress::PhaseFinished {
+            phase,
+            outcome: outcome.clone(),
+            elapsed,
+        });
+        phases.push((phase, outcome, elapsed));
+    }
+}
+
+async fn timed<F: Future>(waited: &mut Duration, f: F) -> F::Output {
+    let started = Instant::now();
+    let out = f.await;
+    *waited += started.elapsed();
+    out
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn phase_records(phases: &[(Phase, PhaseOutcome, Duration)]) -> Vec<PhaseRecord> {
+    phases
+        .iter()
+        .map(|(p, o, d)| PhaseRecord {
+            name: p.as_str().into(),
+            result: o.result().into(),
+            duration_seconds: round3(d.as_secs_f64()),
+            detail: o.detail().to_string(),
+        })
+        .collect()
+}

@@ -1,0 +1,66 @@
+//! Rollbacks waiting for an operator (`policy: confirm`). Kept in memory: a
+//! pending confirmation is short-lived by design and expires to the
+//! configured default; the decision itself is recorded in the history.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::history::RuleTrigger;
+use crate::watch::status::lock;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingRollback {
+    pub id: String,
+    #[serde(with = "crate::rules::state::rfc3339")]
+    pub created_at: SystemTime,
+    #[serde(with = "crate::rules::state::rfc3339")]
+    pub expires_at: SystemTime,
+    pub rules: Vec<RuleTrigger>,
+    pub reason: String,
+    /// What would happen, in words (from the plan made when it was created).
+    pub plan: String,
+}
+
+#[derive(Debug, Default)]
+pub struct PendingStore {
+    inner: Mutex<BTreeMap<String, PendingRollback>>,
+}
+
+impl PendingStore {
+    pub fn add(&self, p: PendingRollback) {
+        lock(&self.inner).insert(p.id.clone(), p);
+        self.publish();
+    }
+
+    pub fn take(&self, id: &str) -> Option<PendingRollback> {
+        let p = lock(&self.inner).remove(id);
+        self.publish();
+        p
+    }
+
+    pub fn list(&self) -> Vec<PendingRollback> {
+        lock(&self.inner).values().cloned().collect()
+    }
+
+    /// Removes and returns the ones whose time ran out.
+    pub fn take_expired(&self, now: SystemTime) -> Vec<PendingRollback> {
+        let mut inner = lock(&self.inner);
+        let expired: Vec<String> = inner
+            .values()
+            .filter(|p| p.expires_at <= now)
+            .map(|p| p.id.clone())
+            .collect();
+        let out = expired.iter().filter_map(|id| inner.remove(id)).collect();
+        drop(inner);
+        self.publish();
+        out
+    }
+
+    fn publish(&self) {
+        let n = lock(&self.inner).len();
+        metrics::gauge!("rollbackd_pending_confirmations").set(n as f64);
+    }
+}

@@ -1,0 +1,254 @@
+//! The audit trail: every rollback rollbackd ran, and every one its guards
+//! refused, in the seed scripts' JSON format (`events` + `last_known_good`),
+//! extended with rules, values, policy and per-phase durations.
+//!
+//! It must never lose data: writes are atomic, fields it does not know are
+//! kept as they were, and a file it cannot parse is reported and never
+//! overwritten.
+
+pub mod file;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use file::{write_atomic, StateLock};
+
+/// The whole history file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default)]
+    pub events: Vec<Event>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known_good: Option<LastKnownGood>,
+    /// Keys this version does not know, kept as they were.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One entry. The seed wrote `type`, `timestamp`, `target_deployment_id`,
+/// `git_sha`, `git_branch`, `trigger`, `reason`, `duration_seconds` and
+/// `success`; the rest is rollbackd's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// `rollback`, or `blocked` for a rollback the guards refused.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_deployment_id: Option<String>,
+    /// The deployment that was live before, the one rolled back from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_deployment_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_sha: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_branch: Option<String>,
+    /// `manual`, `rule` or `alertmanager`.
+    #[serde(default)]
+    pub trigger: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub duration_seconds: f64,
+    #[serde(default)]
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleTrigger>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A rule that caused a rollback, with what it saw.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RuleTrigger {
+    pub group: String,
+    pub rule: String,
+    pub value: Option<f64>,
+    pub condition: String,
+}
+
+/// One phase of a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PhaseRecord {
+    pub name: String,
+    /// `succeeded`, `failed` or `skipped`.
+    pub result: String,
+    pub duration_seconds: f64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LastKnownGood {
+    pub deployment_id: String,
+    pub timestamp: String,
+}
+
+impl Event {
+    pub fn is_rollback(&self) -> bool {
+        self.kind == "rollback"
+    }
+
+    /// A successful or failed rollback that rollbackd started on its own.
+    pub fn is_automatic_rollback(&self) -> bool {
+        self.is_rollback() && self.trigger != "manual"
+    }
+
+    /// The run reached the platform: its application phase ran (whatever
+    /// its result). Guards count only these; a run refused before touching
+    /// anything does not use up a rollback.
+    pub fn touched_production(&self) -> bool {
+        self.phases
+            .iter()
+            .any(|p| p.name == "application" && p.result != "skipped")
+    }
+
+    pub fn time(&self) -> Option<std::time::SystemTime> {
+        humantime::parse_rfc3339_weak(&self.timestamp).ok()
+    }
+}
+
+/// Why the history file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("cannot read history file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "history file {} is not valid: {message}. rollbackd will not overwrite it: \
+         fix it, or move it aside to start a new one",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, message: String },
+    #[error("cannot write history file {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The history file on disk.
+#[derive(Debug, Clone)]
+pub struct HistoryStore {
+    path: PathBuf,
+}
+
+impl HistoryStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        HistoryStore { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the file; a missing file is an empty history.
+    pub fn load(&self) -> Result<History, HistoryError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(History::default()),
+            Err(source) => {
+                return Err(HistoryError::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        if text.trim().is_empty() {
+            return Err(HistoryError::Corrupt {
+                path: self.path.clone(),
+                message: "the file is empty".into(),
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| HistoryError::Corrupt {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Adds `event` (and, when given, a new last-known-good deployment).
+    /// Callers hold the rollback lock, so read-modify-write cannot race.
+    pub fn append(
+        &self,
+        event: Event,
+        last_known_good: Option<LastKnownGood>,
+    ) -> Result<(), HistoryError> {
+        let mut history = self.load()?;
+        history.events.push(event);
+        if last_known_good.is_some() {
+            history.last_known_good = last_known_good;
+        }
+        let bytes = serde_json::to_vec_pretty(&history).map_err(|e| HistoryError::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&self.path, &bytes).map_err(|source| HistoryError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"{"events":[{"type":"rollback","timestamp":"2025-01-15T10:30:00Z","target_deployment_id":"abc123","git_sha":"1a2b3c4","git_branch":"main","trigger":"manual","reason":"bad deploy","duration_seconds":285.3,"success":true,"operator":"alice"}],"last_known_good":{"deployment_id":"abc123","timestamp":"2025-01-15T10:35:00Z"},"schema":"seed-v1"}"#;
+
+    #[test]
+    fn reads_the_seed_format_and_keeps_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HistoryStore::new(dir.path().join("history.json"));
+        std::fs::write(store.path(), SEED).unwrap();
+        let h = store.load().unwrap();
+        assert_eq!(h.events[0].target_deployment_id.as_deref(), Some("abc123"));
+        assert_eq!(h.events[0].duration_seconds, 285.3);
+        store
+            .append(
+                Event {
+                    kind: "rollback".into(),
+                    timestamp: "2025-01-16T00:00:00Z".into(),
+                    trigger: "rule".into(),
+                    ..Event::default()
+                },
+                None,
+            )
+            .unwrap();
+        let text = std::fs::read_to_string(store.path()).unwrap();
+        assert!(text.contains("\"operator\": \"alice\""), "{text}");
+        assert!(text.contains("\"schema\": \"seed-v1\""), "{text}");
+        let h = store.load().unwrap();
+        assert_eq!(h.events.len(), 2);
+        assert_eq!(h.last_known_good.unwrap().deployment_id, "abc123");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HistoryStore::new(dir.path().join("history.json"));
+        std::fs::write(store.path(), "{\"events\": [").unwrap();
+        let e = store.load().unwrap_err().to_string();
+        assert!(
+            e.contains("history.json is not valid") && e.contains("will not overwrite"),
+            "{e}"
+        );
+        assert!(store.append(Event::default(), None).is_err());
+        assert_eq!(
+            std::fs::read_to_string(store.path()).unwrap(),
+            "{\"events\": ["
+        );
+    }
+}

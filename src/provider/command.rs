@@ -1,0 +1,162 @@
+//! Operator-supplied commands (`helm rollback`, `kubectl rollout undo`,
+//! `fly`, a script…) behind the provider trait.
+//!
+//! Contract: each command is an argv list, run without a shell. Values reach
+//! it only as environment variables (`ROLLBACKD_LIMIT`,
+//! `ROLLBACKD_DEPLOYMENT_ID`, `ROLLBACKD_TARGET_GIT_SHA`), never interpolated
+//! into a command line. It prints JSON on stdout:
+//! - `list`: an array of deployments, newest first:
+//!   `[{"id": "…", "status": "SUCCESS", "created_at": "2025-01-15T10:30:00Z",
+//!   "git_sha": "…", "git_branch": "…"}]`
+//! - `status`: one such object for `ROLLBACKD_DEPLOYMENT_ID`
+//! - `rollback`: nothing, or `{"deployment_id": "…"}` naming the deployment it created.
+//!
+//! A non-zero exit is a refusal, reported with the end of its stderr.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use tokio::process::Command;
+
+use super::{DeployProvider, Deployment, ProviderError};
+use crate::config::CommandConfig;
+
+#[derive(Debug)]
+pub struct CommandProvider {
+    config: CommandConfig,
+}
+
+impl CommandProvider {
+    pub fn new(config: &CommandConfig) -> Self {
+        CommandProvider {
+            config: config.clone(),
+        }
+    }
+
+    async fn run(
+        &self,
+        which: &str,
+        argv: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<Vec<u8>, ProviderError> {
+        let what = format!("the {which} command");
+        let (program, args) = argv.split_first().ok_or_else(|| ProviderError::Api {
+            what: what.clone(),
+            message: format!("provider.{which} is empty"),
+        })?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().map_err(|e| ProviderError::Unreachable {
+            what: what.clone(),
+            message: format!("cannot start {program:?}: {e}"),
+        })?;
+        let output = tokio::time::timeout(self.config.timeout, child.wait_with_output())
+            .await
+            .map_err(|_| ProviderError::Timeout {
+                what: what.clone(),
+                after: self.config.timeout,
+            })?
+            .map_err(|e| ProviderError::Unreachable {
+                what: what.clone(),
+                message: e.to_string(),
+            })?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: String = stderr
+                .trim()
+                .chars()
+                .rev()
+                .take(300)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(ProviderError::Api {
+                what,
+                message: format!("exited with {}: {tail}", output.status),
+            });
+        }
+        Ok(output.stdout)
+    }
+
+    fn decode<T: for<'de> Deserialize<'de>>(which: &str, bytes: &[u8]) -> Result<T, ProviderError> {
+        serde_json::from_slice(bytes).map_err(|e| ProviderError::Decode {
+            what: format!("the {which} command"),
+            message: format!("{e} (see the JSON contract in the README)"),
+        })
+    }
+}
+
+fn normalize(mut d: Deployment) -> Deployment {
+    d.status = d.status.to_uppercase();
+    d
+}
+
+impl DeployProvider for CommandProvider {
+    fn list(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Deployment>, ProviderError>> {
+        Box::pin(async move {
+            let limit = limit.to_string();
+            let out = self
+                .run("list", &self.config.list, &[("ROLLBACKD_LIMIT", &limit)])
+                .await?;
+            let mut list: Vec<Deployment> = Self::decode("list", &out)?;
+            list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            Ok(list.into_iter().map(normalize).collect())
+        })
+    }
+
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Deployment, ProviderError>> {
+        Box::pin(async move {
+            let out = self
+                .run(
+                    "status",
+                    &self.config.status,
+                    &[("ROLLBACKD_DEPLOYMENT_ID", id)],
+                )
+                .await?;
+            if out.iter().all(u8::is_ascii_whitespace) || out.trim_ascii() == b"null" {
+                return Err(ProviderError::NotFound(id.to_string()));
+            }
+            Self::decode("status", &out).map(normalize)
+        })
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        target: &'a Deployment,
+    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
+        Box::pin(async move {
+            let sha = target.git_sha.clone().unwrap_or_default();
+            let out = self
+                .run(
+                    "rollback",
+                    &self.config.rollback,
+                    &[
+                        ("ROLLBACKD_DEPLOYMENT_ID", &target.id),
+                        ("ROLLBACKD_TARGET_GIT_SHA", &sha),
+                    ],
+                )
+                .await?;
+            if out.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
+            }
+            #[derive(Deserialize)]
+            struct Created {
+                deployment_id: Option<String>,
+            }
+            Ok(Self::decode::<Created>("rollback", &out)?.deployment_id)
+        })
+    }
+}
+
+/// Default command timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

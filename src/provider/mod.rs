@@ -1,0 +1,128 @@
+//! Deploy providers: where deployments are listed and rolled back. One small
+//! trait, [`DeployProvider`]; one file per implementation (`railway`,
+//! `command`). A provider reports what the platform said and never decides
+//! anything: choosing a target and following a rollback is the engine's job.
+
+pub mod command;
+pub mod railway;
+
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+/// One deployment as the platform reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    /// The platform's status in upper case (`SUCCESS`, `FAILED`, `DEPLOYING`…).
+    pub status: String,
+    #[serde(with = "rfc3339")]
+    pub created_at: SystemTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_sha: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_branch: Option<String>,
+    /// Whether the platform says it can still roll back to this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_rollback: Option<bool>,
+}
+
+impl Deployment {
+    pub fn is_success(&self) -> bool {
+        self.status == "SUCCESS"
+    }
+
+    /// A status that will not change into SUCCESS any more.
+    pub fn has_failed(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "FAILED" | "CRASHED" | "REMOVED" | "SKIPPED" | "REMOVING"
+        )
+    }
+
+    pub fn age(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.created_at).unwrap_or_default()
+    }
+}
+
+/// A platform that can list deployments and roll back to one.
+pub trait DeployProvider: Send + Sync {
+    /// Recent deployments, newest first.
+    fn list(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Deployment>, ProviderError>>;
+
+    /// One deployment by id.
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Deployment, ProviderError>>;
+
+    /// Asks the platform to roll back to `target`. Returns the id of the
+    /// deployment the rollback created, when the platform says it.
+    fn rollback<'a>(
+        &'a self,
+        target: &'a Deployment,
+    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>>;
+}
+
+/// Why the platform gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("cannot reach {what}: {message}")]
+    Unreachable { what: String, message: String },
+    #[error("{what} did not answer within {}", crate::rules::duration::format(*.after))]
+    Timeout { what: String, after: Duration },
+    #[error("{what} answered HTTP {status}: {body}")]
+    Http {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{what} refused: {message}")]
+    Api { what: String, message: String },
+    #[error("cannot understand {what}'s answer: {message}")]
+    Decode { what: String, message: String },
+    #[error("deployment {0} does not exist (list candidates with `rollbackd deployments list`)")]
+    NotFound(String),
+}
+
+impl ProviderError {
+    /// A small fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Unreachable { .. } => "unreachable",
+            ProviderError::Timeout { .. } => "timeout",
+            ProviderError::Http { .. } => "http_status",
+            ProviderError::Api { .. } => "refused",
+            ProviderError::Decode { .. } => "decode",
+            ProviderError::NotFound(_) => "not_found",
+        }
+    }
+
+    /// Worth asking again (for reads only: a rollback is never retried blindly).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProviderError::Unreachable { .. } | ProviderError::Timeout { .. } => true,
+            ProviderError::Http { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// RFC 3339 timestamps in provider JSON.
+pub(crate) mod rfc3339 {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_seconds(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339(&text)
+            .or_else(|_| humantime::parse_rfc3339_weak(&text))
+            .map_err(|e| {
+                de::Error::custom(format!(
+                    "{text:?} is not a UTC RFC 3339 time like \"2025-01-15T10:30:00Z\": {e}"
+                ))
+            })
+    }
+}

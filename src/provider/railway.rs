@@ -1,0 +1,296 @@
+//! Railway's public GraphQL API. A project token goes in the
+//! `project-access-token` header, an account or team token as
+//! `Authorization: Bearer`. Reads are retried on transient failures (bounded,
+//! with backoff); `deploymentRollback` is sent once and never retried, so a
+//! lost answer can never roll back twice.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{DeployProvider, Deployment, ProviderError};
+use crate::config::{RailwayConfig, TokenKind};
+
+const WHAT: &str = "Railway";
+const FIELDS: &str = "id status createdAt meta canRollback";
+
+pub struct Railway {
+    client: reqwest::Client,
+    endpoint: String,
+    auth: (HeaderName, HeaderValue),
+    project_id: String,
+    service_id: String,
+    environment_id: Option<String>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Railway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Railway")
+            .field("endpoint", &self.endpoint)
+            .field("project_id", &self.project_id)
+            .field("service_id", &self.service_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Railway {
+    pub fn new(config: &RailwayConfig) -> Result<Self, String> {
+        let (kind, token) = config.token()?;
+        let (name, value) = match kind {
+            TokenKind::Project => (HeaderName::from_static("project-access-token"), token),
+            TokenKind::Account => (AUTHORIZATION, format!("Bearer {token}")),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            "the Railway token contains characters not allowed in an HTTP header".to_string()
+        })?;
+        value.set_sensitive(true);
+        crate::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Railway {
+            client,
+            endpoint: config.endpoint.clone(),
+            auth: (name, value),
+            project_id: config.project_id()?,
+            service_id: config.service_id()?,
+            environment_id: config.environment_id(),
+            timeout: config.timeout,
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        query: &str,
+        variables: Value,
+    ) -> Result<T, ProviderError> {
+        let response = self
+            .client
+            .post(&self.endpoint)
+            .header(self.auth.0.clone(), self.auth.1.clone())
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    ProviderError::Timeout {
+                        what: WHAT.into(),
+                        after: self.timeout,
+                    }
+                } else {
+                    ProviderError::Unreachable {
+                        what: format!("{WHAT} at {}", self.endpoint),
+                        message: describe(&e),
+                    }
+                }
+            })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ProviderError::Unreachable {
+                what: WHAT.into(),
+                message: describe(&e),
+            })?;
+        #[derive(Deserialize)]
+        struct GraphqlError {
+            message: String,
+        }
+        #[derive(Deserialize)]
+        struct Envelope<T> {
+            data: Option<T>,
+            #[serde(default)]
+            errors: Vec<GraphqlError>,
+        }
+        match serde_json::from_slice::<Envelope<T>>(&body) {
+            Ok(envelope) if !envelope.errors.is_empty() => {
+                let message: Vec<String> = envelope.errors.into_iter().map(|e| e.message).collect();
+                let message = message.join("; ");
+                if message.to_lowercase().contains("not found") {
+                    if let Some(id) = variables_id(&variables) {
+                        return Err(ProviderError::NotFound(id));
+                    }
+                }
+                Err(ProviderError::Api {
+                    what: WHAT.into(),
+                    message,
+                })
+            }
+            _ if !status.is_success() => Err(ProviderError::Http {
+                what: WHAT.into(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            }),
+            Ok(Envelope {
+                data: Some(data), ..
+            }) => Ok(data),
+            Ok(_) => Err(ProviderError::Decode {
+                what: WHAT.into(),
+                message: "an answer without data or errors".into(),
+            }),
+            Err(e) => Err(ProviderError::Decode {
+                what: WHAT.into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// A read, retried up to three times on transient failures.
+    async fn read<T: DeserializeOwned>(
+        &self,
+        query: &str,
+        variables: Value,
+    ) -> Result<T, ProviderError> {
+        let mut delay = Duration::from_millis(300);
+        for attempt in 1.. {
+            match self.send(query, variables.clone()).await {
+                Err(e) if e.is_transient() && attempt < 3 => {
+                    tracing::warn!(attempt, error = %e, "Railway read failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 3;
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the loop returns by the third attempt")
+    }
+}
+
+fn variables_id(v: &Value) -> Option<String> {
+    v.get("id").and_then(Value::as_str).map(str::to_string)
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        message = format!("{message}: {inner}");
+        source = inner.source();
+    }
+    message
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Node {
+    id: String,
+    status: String,
+    created_at: String,
+    #[serde(default)]
+    meta: Option<Value>,
+    #[serde(default)]
+    can_rollback: Option<bool>,
+}
+
+impl Node {
+    fn into_deployment(self) -> Result<Deployment, ProviderError> {
+        let created_at = humantime::parse_rfc3339(&self.created_at)
+            .or_else(|_| humantime::parse_rfc3339_weak(&self.created_at))
+            .map_err(|e| ProviderError::Decode {
+                what: WHAT.into(),
+                message: format!("createdAt {:?}: {e}", self.created_at),
+            })?;
+        let meta = self.meta.unwrap_or(Value::Null);
+        let text = |keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| meta.get(*k).and_then(Value::as_str))
+                .map(str::to_string)
+        };
+        Ok(Deployment {
+            id: self.id,
+            status: self.status.to_uppercase(),
+            created_at,
+            git_sha: text(&["commitHash", "commitSha"]),
+            git_branch: text(&["branch"]),
+            can_rollback: self.can_rollback,
+        })
+    }
+}
+
+impl DeployProvider for Railway {
+    fn list(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Deployment>, ProviderError>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Edge {
+                node: Node,
+            }
+            #[derive(Deserialize)]
+            struct Connection {
+                edges: Vec<Edge>,
+            }
+            #[derive(Deserialize)]
+            struct Data {
+                deployments: Connection,
+            }
+            let mut input = json!({ "projectId": self.project_id, "serviceId": self.service_id });
+            if let Some(env) = &self.environment_id {
+                input["environmentId"] = json!(env);
+            }
+            let query = format!(
+                "query deployments($input: DeploymentListInput!, $first: Int) {{ \
+                 deployments(input: $input, first: $first) {{ edges {{ node {{ {FIELDS} }} }} }} }}"
+            );
+            let data: Data = self
+                .read(&query, json!({ "input": input, "first": limit }))
+                .await?;
+            let mut deployments = data
+                .deployments
+                .edges
+                .into_iter()
+                .map(|e| e.node.into_deployment())
+                .collect::<Result<Vec<_>, _>>()?;
+            deployments.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            Ok(deployments)
+        })
+    }
+
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Deployment, ProviderError>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Data {
+                deployment: Option<Node>,
+            }
+            let query =
+                format!("query deployment($id: String!) {{ deployment(id: $id) {{ {FIELDS} }} }}");
+            let data: Data = self.read(&query, json!({ "id": id })).await?;
+            data.deployment
+                .ok_or_else(|| ProviderError::NotFound(id.to_string()))?
+                .into_deployment()
+        })
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        target: &'a Deployment,
+    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Data {
+                deployment_rollback: bool,
+            }
+            let data: Data = self
+                .send(
+                    "mutation deploymentRollback($id: String!) { deploymentRollback(id: $id) }",
+                    json!({ "id": target.id }),
+                )
+                .await?;
+            if data.deployment_rollback {
+                // Railway answers a plain Boolean; the new deployment is found by listing.
+                Ok(None)
+            } else {
+                Err(ProviderError::Api {
+                    what: WHAT.into(),
+                    message: format!("deploymentRollback({}) returned false", target.id),
+                })
+            }
+        })
+    }
+}
