@@ -1,35 +1,79 @@
 //! rollbackd's own HTTP server: `/metrics` for Prometheus, `/healthz` and
-//! `/readyz` for the orchestrator, `/api/v1/rules` for people and scripts.
-//! Read-only for now; it never changes the watcher's state.
+//! `/readyz` for the orchestrator, and `/api/v1` for people and scripts:
+//! rules, rollbacks, pending confirmations and the deploy breaker.
+//!
+//! Reads are open; calls that change something (approve, reject, breaker
+//! reset) need `Authorization: Bearer <server.api_token>`, and are refused
+//! outright while no token is configured. Tokens never reach the logs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::config::Secret;
+use crate::engine::dispatch::{ApproveError, Command};
+use crate::engine::pending::PendingStore;
+use crate::engine::Engine;
+use crate::history::StateLock;
 use crate::telemetry;
 use crate::watch::StatusBoard;
 
+/// What the handlers share.
 #[derive(Clone)]
-struct AppState {
-    board: Arc<StatusBoard>,
+pub struct AppState {
+    pub board: Arc<StatusBoard>,
     /// Slack allowed before a silent group counts as stuck (the query timeout).
-    grace: Duration,
+    pub grace: Duration,
+    pub engine: Option<Arc<Engine>>,
+    pub pending: Arc<PendingStore>,
+    pub commands: Option<mpsc::Sender<Command>>,
+    pub token: Option<Secret>,
+}
+
+impl AppState {
+    /// A read-only state: no engine, no token.
+    pub fn watch_only(board: Arc<StatusBoard>, grace: Duration) -> Self {
+        AppState {
+            board,
+            grace,
+            engine: None,
+            pending: Arc::new(PendingStore::default()),
+            commands: None,
+            token: None,
+        }
+    }
 }
 
 /// The router, separate from binding so tests can drive it directly.
-pub fn router(board: Arc<StatusBoard>, grace: Duration) -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/rules", get(rules))
-        .with_state(AppState { board, grace })
+        .route("/api/v1/rollbacks", get(rollbacks))
+        .route("/api/v1/pending", get(pending))
+        .route("/api/v1/pending/{id}/approve", post(approve))
+        .route("/api/v1/pending/{id}/reject", post(reject))
+        .route("/api/v1/breaker", get(breaker))
+        .route("/api/v1/breaker/reset", post(breaker_reset))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; the API is described in the README",
+            )
+        })
+        .with_state(state)
 }
 
 /// Binds `addr`; the error names the address so a port clash is obvious.
@@ -45,6 +89,43 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, std::io::
 /// Serves until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
     axum::serve(listener, app).await
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Checks the bearer token in constant time.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &state.token else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "this call changes state and the API has no token: set server.api_token (or ROLLBACKD_SERVER__API_TOKEN)",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(given) = given else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "send Authorization: Bearer <server.api_token>",
+        ));
+    };
+    let (a, b) = (given.as_bytes(), expected.expose().as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    if diff == 0 {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::FORBIDDEN,
+            "the bearer token is not server.api_token",
+        ))
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -76,4 +157,196 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn rules(State(state): State<AppState>) -> Response {
     Json(state.board.rules()).into_response()
+}
+
+fn engine(state: &AppState) -> Result<&Arc<Engine>, Response> {
+    state.engine.as_ref().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no [provider] is configured, so this rollbackd only watches",
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn rollbacks(
+    State(state): State<AppState>,
+    query: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let limit = match query {
+        Ok(Query(Limit { limit })) => limit.unwrap_or(50),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e}; use ?limit=N")),
+    };
+    let engine = match engine(&state) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    match engine.history().load() {
+        Ok(h) => Json(h.events.into_iter().rev().take(limit).collect::<Vec<_>>()).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn pending(State(state): State<AppState>) -> Response {
+    Json(state.pending.list()).into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Parses an optional JSON body; an empty body means the defaults.
+fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> Result<T, Response> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+async fn send_command<T>(
+    state: &AppState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, Response> {
+    let Some(commands) = &state.commands else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no [provider] is configured, so nothing can be approved",
+        ));
+    };
+    let (tx, rx) = oneshot::channel();
+    commands.send(make(tx)).await.map_err(|_| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the rollback engine has stopped",
+        )
+    })?;
+    rx.await.map_err(|_| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the rollback engine has stopped",
+        )
+    })
+}
+
+fn approve_error(e: ApproveError) -> Response {
+    let status = match e {
+        ApproveError::NotFound(_) => StatusCode::NOT_FOUND,
+        ApproveError::NoLongerFiring(_) | ApproveError::Blocked(_) => StatusCode::CONFLICT,
+    };
+    error(status, e.to_string())
+}
+
+async fn approve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    let ApproveBody { force } = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match send_command(&state, |reply| Command::Approve { id, force, reply }).await {
+        Err(r) => r,
+        Ok(Ok(approved)) => (StatusCode::ACCEPTED, Json(approved)).into_response(),
+        Ok(Err(e)) => approve_error(e),
+    }
+}
+
+async fn reject(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    let rejected = id.clone();
+    match send_command(&state, |reply| Command::Reject { id, reply }).await {
+        Err(r) => r,
+        Ok(Ok(())) => Json(json!({ "rejected": rejected })).into_response(),
+        Ok(Err(e)) => approve_error(e),
+    }
+}
+
+async fn breaker(State(state): State<AppState>) -> Response {
+    let engine = match engine(&state) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let now = SystemTime::now();
+    let stateful = engine.breaker_state(now);
+    let record = engine.breaker().load().unwrap_or_default();
+    Json(json!({
+        "state": stateful.as_str(),
+        "deploys_allowed": stateful != crate::engine::BreakerState::Open,
+        "since": record.since,
+        "reason": record.reason,
+        "rollback_id": record.rollback_id,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    reason: String,
+}
+
+impl Default for ResetBody {
+    fn default() -> Self {
+        ResetBody {
+            reason: "reset through the API".into(),
+        }
+    }
+}
+
+async fn breaker_reset(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    let ResetBody { reason } = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let engine = match engine(&state) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let lock_path = engine.config.state_dir.join("rollback.lock");
+    let _lock = match StateLock::try_acquire(&lock_path) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return error(
+                StatusCode::CONFLICT,
+                "a rollback is running; reset the breaker after it ends",
+            )
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let now = SystemTime::now();
+    match engine.breaker().close(now, &reason) {
+        Ok(()) => {
+            engine.breaker_state(now);
+            tracing::warn!(reason = %reason, "deploy breaker reset through the API");
+            Json(json!({ "state": "CLOSED", "reason": reason })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }

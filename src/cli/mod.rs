@@ -2,6 +2,8 @@
 //! Each command returns an [`Exit`]; `main` turns it into the process's exit
 //! code. Output meant for people goes to stdout; logs go to stderr.
 
+mod engine_cmd;
+mod remote_cmd;
 mod rules_cmd;
 mod watch_cmd;
 
@@ -64,6 +66,133 @@ pub enum Command {
     /// Work with rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Roll the service back now (asks before acting unless --yes or --dry-run).
+    Rollback(RollbackArgs),
+    /// List deployments, show the previous good one, or one deployment's status.
+    #[command(subcommand)]
+    Deployments(DeploymentsCommand),
+    /// Run the health verification phases against a service and print a table.
+    Validate(ValidateArgs),
+    /// Show the rollback history (the audit trail).
+    History {
+        /// Show at most this many events, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or reset the deploy breaker.
+    #[command(subcommand)]
+    Breaker(BreakerCommand),
+    /// List rollbacks waiting for confirmation (asks the running `rollbackd watch`).
+    Pending {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending rollback: rollbackd re-checks the rules, then rolls back.
+    Approve {
+        /// The pending rollback's id (from `rollbackd pending`).
+        id: String,
+        /// Roll back even if the rules no longer fire.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Reject a pending rollback; nothing is changed.
+    Reject {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// Roll back to this deployment (default: the newest earlier one that ran successfully).
+    #[arg(long, value_name = "ID")]
+    pub deployment_id: Option<String>,
+    /// Leave the database alone (application-only rollback).
+    #[arg(long)]
+    pub skip_db: bool,
+    /// Why, for the history and the notifications.
+    #[arg(long, default_value = "manual rollback")]
+    pub reason: String,
+    /// The service's base URL for health verification (default: [service] base_url).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentsCommand {
+    /// Recent deployments, newest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The deployment a rollback would go back to.
+    Previous {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One deployment's status.
+    Status {
+        #[arg(long, value_name = "ID")]
+        deployment_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// The service's base URL (default: [service] base_url).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Seconds to wait before the first check.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    pub wait: u64,
+    /// Keep retrying failing phases this long (like "30s").
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_for: std::time::Duration,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::rules::duration::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BreakerCommand {
+    /// Print the state; exits 0 when deploys may go ahead (CLOSED or HALF_OPEN), 1 when OPEN.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close the breaker (after a failed rollback has been dealt with).
+    Reset {
+        #[arg(long, default_value = "reset by an operator")]
+        reason: String,
+    },
+}
+
+/// Where the running `rollbackd watch` listens.
+#[derive(Debug, clap::Args)]
+pub struct RemoteArgs {
+    /// rollbackd's API (default: http://<server.listen>).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,5 +248,15 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Rules(RulesCommand::Eval { rule, json }) => {
             rules_cmd::eval(&config, rule.as_deref(), json).await
         }
+        Command::Rollback(args) => engine_cmd::rollback(&config, args).await,
+        Command::Deployments(cmd) => engine_cmd::deployments(&config, cmd).await,
+        Command::Validate(args) => engine_cmd::validate(&config, args).await,
+        Command::History { limit, json } => engine_cmd::history(&config, limit, json),
+        Command::Breaker(cmd) => engine_cmd::breaker(&config, cmd),
+        Command::Pending { remote, json } => remote_cmd::pending(&config, &remote, json).await,
+        Command::Approve { id, force, remote } => {
+            remote_cmd::decide(&config, &remote, &id, Some(force)).await
+        }
+        Command::Reject { id, remote } => remote_cmd::decide(&config, &remote, &id, None).await,
     }
 }

@@ -5,7 +5,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::Exit;
+use crate::api::AppState;
 use crate::config::Config;
+use crate::engine::dispatch::Dispatcher;
+use crate::engine::pending::PendingStore;
+use crate::engine::Engine;
 use crate::source::prometheus::Prometheus;
 use crate::telemetry::{self, events};
 use crate::watch::{FiringEvent, GroupContext, RuleSource, StatusBoard, Watcher};
@@ -39,6 +43,23 @@ pub async fn watch(config: Config) -> Exit {
 
     let board = Arc::new(StatusBoard::default());
     let (events_tx, events_rx) = mpsc::channel(1024);
+    let engine = match &config.provider {
+        None => None,
+        Some(_) => match Engine::from_config(&config) {
+            Ok(engine) => Some(Arc::new(engine)),
+            Err(e) => return Exit::Usage(e),
+        },
+    };
+    if let Some(engine) = &engine {
+        // A history file rollbackd cannot read stops it here, before it could act.
+        if let Err(e) = engine.history().load() {
+            eprintln!("rollbackd: {e}");
+            return Exit::Failed;
+        }
+        engine.breaker_state(std::time::SystemTime::now());
+    }
+    let pending = Arc::new(PendingStore::default());
+    let (commands_tx, commands_rx) = mpsc::channel(16);
     let ctx = GroupContext {
         source: prometheus,
         http,
@@ -47,14 +68,28 @@ pub async fn watch(config: Config) -> Exit {
         max_concurrent_queries: config.watch.max_concurrent_queries,
         query_timeout: config.prometheus.timeout,
     };
-    let app = crate::api::router(board, config.prometheus.timeout);
+    let app = crate::api::router(AppState {
+        board: board.clone(),
+        grace: config.prometheus.timeout,
+        engine: engine.clone(),
+        pending: pending.clone(),
+        commands: engine.as_ref().map(|_| commands_tx),
+        token: config.server.api_token.clone(),
+    });
     tracing::info!(
         listen = %config.server.listen,
         prometheus = %config.prometheus.url,
         "rollbackd watching"
     );
     let server = tokio::spawn(crate::api::serve(listener, app));
-    tokio::spawn(consume(events_rx));
+    match engine {
+        Some(engine) => {
+            tokio::spawn(Dispatcher::new(engine, board, pending).run(events_rx, commands_rx));
+        }
+        None => {
+            tokio::spawn(consume(events_rx));
+        }
+    }
 
     let watcher = Watcher::start(source, initial, ctx);
     let result = watcher
@@ -73,14 +108,14 @@ pub async fn watch(config: Config) -> Exit {
     }
 }
 
-/// Until the rollback engine is part of rollbackd, a firing event is logged
-/// and counted, and nothing is changed.
+/// Without a provider, a firing event is logged and counted, and nothing is
+/// changed.
 async fn consume(mut events: mpsc::Receiver<FiringEvent>) {
     while let Some(event) = events.recv().await {
         events::trigger_received(
             &event,
             "none",
-            "no rollback engine is configured in this build; nothing was changed",
+            "no [provider] is configured, so rollbackd only watches; nothing was changed",
         );
     }
 }

@@ -81,7 +81,8 @@ pub fn reload_failed(reason: &str) {
     );
 }
 
-/// A firing event reached the rollback side, which did `action` with it.
+/// A firing event reached the rollback side, which handles it as `action`
+/// (`none` without a provider, else the incident's policy).
 pub fn trigger_received(event: &FiringEvent, action: &'static str, why: &str) {
     metrics::counter!("rollbackd_triggers_total", "policy" => event.policy.as_str(), "action" => action)
         .increment(1);

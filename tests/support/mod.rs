@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_railway;
 pub mod fake_service;
 
 use std::io::{BufRead, BufReader};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[allow(unused_imports)]
 pub use fake_service::{FakeService, Knobs};
 
 /// A free loopback port (bound, then released).
@@ -203,6 +205,9 @@ pub fn run_rollbackd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, S
     )
 }
 
+/// The API token every test watcher is given.
+pub const API_TOKEN: &str = "test-api-token";
+
 /// `rollbackd watch` running in the background with JSON logs captured.
 pub struct Watcher {
     pub dir: PathBuf,
@@ -216,7 +221,9 @@ impl Watcher {
     /// `dir/rollbackd.toml`; `[server] listen` is set to a free port.
     pub fn start(dir: &Path, config: &str) -> Self {
         let port = free_port();
-        let config = format!("{config}\n[server]\nlisten = \"127.0.0.1:{port}\"\n");
+        let config = format!(
+            "{config}\n[server]\nlisten = \"127.0.0.1:{port}\"\napi_token = \"{API_TOKEN}\"\n"
+        );
         std::fs::write(dir.join("rollbackd.toml"), config).unwrap();
         let mut child = Command::new(rollbackd_bin())
             .current_dir(dir)
@@ -319,6 +326,30 @@ impl Watcher {
         assert!(status.success());
     }
 
+    /// Waits for a log line whose message starts with `prefix`.
+    pub fn wait_for_log(&self, prefix: &str, timeout: Duration) -> Value {
+        wait_for(&format!("log {prefix:?}"), timeout, || {
+            self.logs()
+                .into_iter()
+                .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+        })
+    }
+
+    /// Log lines whose message starts with `prefix`.
+    pub fn logs_starting(&self, prefix: &str) -> Vec<Value> {
+        self.logs()
+            .into_iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+            .collect()
+    }
+
+    /// GET on rollbackd's API, parsed as JSON.
+    pub fn api(&self, path: &str) -> Value {
+        let (status, body) = http_get(&format!("{}{path}", self.url())).expect("the API answers");
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
     /// Dumps the captured logs (for failing tests).
     pub fn dump(&self) -> String {
         self.logs()
@@ -334,6 +365,31 @@ impl Drop for Watcher {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A blocking HTTP POST with an optional bearer token and body.
+pub fn http_post(url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    rollbackd::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut request = reqwest::Client::new()
+            .post(url)
+            .timeout(Duration::from_secs(10));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("the API answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    })
 }
 
 /// Finds `name{...}` with all `labels` in a Prometheus text exposition.

@@ -1,0 +1,384 @@
+//! `rollback`, `deployments`, `validate`, `history` and `breaker`: the
+//! on-call engineer's commands. They run in this process (no daemon needed)
+//! and share the state directory, lock and history with `rollbackd watch`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{BreakerCommand, DeploymentsCommand, Exit, RollbackArgs, ValidateArgs};
+use crate::config::Config;
+use crate::engine::{self, Engine, Phase, PhaseOutcome, Progress, RollbackRequest, Trigger};
+use crate::history::StateLock;
+use crate::provider::Deployment;
+use crate::rules::Policy;
+use crate::verify;
+
+fn engine(config: &Config) -> Result<Engine, Exit> {
+    Engine::from_config(config).map_err(Exit::Usage)
+}
+
+pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
+    let engine = match engine(config) {
+        Ok(e) => e,
+        Err(exit) => return exit,
+    };
+    let req = RollbackRequest {
+        trigger: Trigger::Manual,
+        policy: if args.dry_run {
+            Policy::DryRun
+        } else {
+            Policy::Auto
+        },
+        reason: args.reason.clone(),
+        deployment_id: args.deployment_id.clone(),
+        skip_db: args.skip_db,
+        base_url: args.base_url.clone(),
+    };
+    let plan = match engine.plan(&req).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("rollbackd: cannot plan the rollback: {e}");
+            return Exit::Failed;
+        }
+    };
+    println!("rollback plan:\n{plan}");
+    if args.dry_run {
+        println!("dry run: nothing was changed");
+        return Exit::Ok;
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Exit::Usage("refusing to roll back without confirmation: pass --yes (or --dry-run to only see the plan)".into());
+        }
+        print!(
+            "roll back {} -> {}? [y/N] ",
+            plan.current.id, plan.target.id
+        );
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("not rolled back");
+            return Exit::Failed;
+        }
+    }
+    let started = Instant::now();
+    let report = engine
+        .run(req, &move |p| match p {
+            Progress::Started { id } => println!(
+                "[{:>6.1}s] rollback {id} started",
+                started.elapsed().as_secs_f64()
+            ),
+            Progress::PhaseStarted(phase) => {
+                println!(
+                    "[{:>6.1}s] {} ...",
+                    started.elapsed().as_secs_f64(),
+                    phase.as_str()
+                )
+            }
+            Progress::PhaseFinished {
+                phase,
+                outcome,
+                elapsed,
+            } => println!(
+                "[{:>6.1}s] {} {} in {:.1}s: {}",
+                started.elapsed().as_secs_f64(),
+                phase.as_str(),
+                outcome.result(),
+                elapsed.as_secs_f64(),
+                outcome.detail()
+            ),
+            Progress::Note(text) => {
+                for line in text.lines() {
+                    println!("           {line}");
+                }
+            }
+        })
+        .await;
+    print_timeline(&report.phases);
+    if report.success {
+        println!(
+            "rollback {} succeeded in {:.1}s; the service is verified healthy",
+            report.id,
+            report.duration.as_secs_f64()
+        );
+        Exit::Ok
+    } else {
+        eprintln!(
+            "rollback {} FAILED after {:.1}s: {}",
+            report.id,
+            report.duration.as_secs_f64(),
+            report.error.as_deref().unwrap_or("unknown error")
+        );
+        Exit::Failed
+    }
+}
+
+fn print_timeline(phases: &[(Phase, PhaseOutcome, Duration)]) {
+    println!(
+        "\n{:<16} {:<10} {:>8}  DETAIL",
+        "PHASE", "RESULT", "SECONDS"
+    );
+    for (phase, outcome, elapsed) in phases {
+        println!(
+            "{:<16} {:<10} {:>8.1}  {}",
+            phase.as_str(),
+            outcome.result(),
+            elapsed.as_secs_f64(),
+            outcome.detail()
+        );
+    }
+}
+
+fn deployment_table(list: &[Deployment]) {
+    println!(
+        "{:<28} {:<12} {:<22} {:<12} BRANCH",
+        "ID", "STATUS", "CREATED", "GIT SHA"
+    );
+    for d in list {
+        println!(
+            "{:<28} {:<12} {:<22} {:<12} {}",
+            d.id,
+            d.status,
+            humantime::format_rfc3339_seconds(d.created_at).to_string(),
+            d.git_sha
+                .as_deref()
+                .map(|s| &s[..s.len().min(10)])
+                .unwrap_or("-"),
+            d.git_branch.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Exit {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("rollbackd: cannot encode JSON: {e}");
+            Exit::Failed
+        }
+    }
+}
+
+pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
+    let provider = match engine::provider_from_config(config) {
+        Ok(p) => p,
+        Err(e) => return Exit::Usage(e),
+    };
+    match cmd {
+        DeploymentsCommand::List { limit, json } => {
+            if limit == 0 {
+                return Exit::Usage("--limit must be at least 1".into());
+            }
+            match provider.list(limit).await {
+                Ok(list) if json => print_json(&list),
+                Ok(list) => {
+                    deployment_table(&list);
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("rollbackd: cannot list deployments: {e}");
+                    Exit::Failed
+                }
+            }
+        }
+        DeploymentsCommand::Previous { json } => {
+            let engine = match Engine::new(config, provider) {
+                Ok(e) => Arc::new(e),
+                Err(e) => return Exit::Usage(e),
+            };
+            let req = RollbackRequest {
+                trigger: Trigger::Manual,
+                policy: Policy::DryRun,
+                reason: String::new(),
+                deployment_id: None,
+                skip_db: true,
+                base_url: Some("http://unused".into()),
+            };
+            match engine.plan(&req).await {
+                Ok(plan) if json => print_json(&plan.target),
+                Ok(plan) => {
+                    println!(
+                        "previous good deployment (the one `rollbackd rollback` would go back to):"
+                    );
+                    deployment_table(&[plan.target]);
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("rollbackd: {e}");
+                    Exit::Failed
+                }
+            }
+        }
+        DeploymentsCommand::Status {
+            deployment_id,
+            json,
+        } => match provider.status(&deployment_id).await {
+            Ok(d) if json => print_json(&d),
+            Ok(d) => {
+                deployment_table(&[d]);
+                Exit::Ok
+            }
+            Err(e) => {
+                eprintln!("rollbackd: {e}");
+                Exit::Failed
+            }
+        },
+    }
+}
+
+pub async fn validate(config: &Config, args: ValidateArgs) -> Exit {
+    let Some(base_url) = args
+        .base_url
+        .clone()
+        .or_else(|| config.service.base_url.clone())
+    else {
+        return Exit::Usage(
+            "validate needs --base-url URL (or [service] base_url in the config)".into(),
+        );
+    };
+    match reqwest::Url::parse(&base_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        _ => return Exit::Usage(format!("--base-url {base_url:?} is not an http(s) URL")),
+    }
+    let client = match verify::client() {
+        Ok(c) => c,
+        Err(e) => return Exit::Usage(format!("cannot build the HTTP client: {e}")),
+    };
+    let wait = Duration::from_secs(args.wait);
+    let per_attempt =
+        (config.verify.check_timeout + Duration::from_secs(1)) * config.verify.phases.len() as u32;
+    let budget = wait + args.retry_for + per_attempt;
+    let started = Instant::now();
+    let report = verify::verify(&client, &base_url, &config.verify, wait, budget, &|_| {}).await;
+    if args.json {
+        print_json(&report);
+    } else {
+        print!("{}", verify::phases::table(&report));
+        println!(
+            "{} in {:.1}s",
+            if report.passed { "PASSED" } else { "FAILED" },
+            started.elapsed().as_secs_f64()
+        );
+        if let Some(why) = &report.stopped {
+            println!("{why}");
+        }
+    }
+    if report.passed {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    }
+}
+
+pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
+    let store = crate::history::HistoryStore::new(config.engine.state_dir.join("history.json"));
+    let history = match store.load() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("rollbackd: {e}");
+            return Exit::Failed;
+        }
+    };
+    let events: Vec<_> = history.events.iter().rev().take(limit).cloned().collect();
+    if json {
+        return print_json(&events);
+    }
+    if events.is_empty() {
+        println!("no rollbacks recorded in {}", store.path().display());
+        return Exit::Ok;
+    }
+    println!(
+        "{:<21} {:<9} {:<8} {:<8} {:<16} {:<16} {:>8}  REASON",
+        "TIME", "TYPE", "TRIGGER", "RESULT", "FROM", "TO", "SECONDS"
+    );
+    for e in &events {
+        let result = match (e.kind.as_str(), e.success) {
+            ("rollback", true) => "success",
+            ("rollback", false) => "failed",
+            _ => "refused",
+        };
+        println!(
+            "{:<21} {:<9} {:<8} {:<8} {:<16} {:<16} {:>8.1}  {}",
+            e.timestamp,
+            e.kind,
+            e.trigger,
+            result,
+            e.from_deployment_id.as_deref().unwrap_or("-"),
+            e.target_deployment_id.as_deref().unwrap_or("-"),
+            e.duration_seconds,
+            e.error
+                .as_deref()
+                .map_or(e.reason.clone(), |err| format!("{} ({err})", e.reason))
+        );
+    }
+    if let Some(good) = &history.last_known_good {
+        println!(
+            "last known good: {} (since {})",
+            good.deployment_id, good.timestamp
+        );
+    }
+    Exit::Ok
+}
+
+pub fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
+    let store = engine::BreakerStore::new(config.engine.state_dir.join("breaker.json"));
+    let now = SystemTime::now();
+    match cmd {
+        BreakerCommand::Status { json } => {
+            let record = store.load();
+            let state = store.state(now, config.engine.half_open_after);
+            if json {
+                let record = record.unwrap_or_default();
+                print_json(&serde_json::json!({
+                    "state": state.as_str(),
+                    "since": record.since,
+                    "reason": record.reason,
+                    "rollback_id": record.rollback_id,
+                }));
+            } else {
+                match record {
+                    Ok(r) if r.since.is_empty() => println!("{} (never opened)", state.as_str()),
+                    Ok(r) => println!("{} since {}: {}", state.as_str(), r.since, r.reason),
+                    Err(e) => println!("{}: {e}", state.as_str()),
+                }
+            }
+            if state == engine::BreakerState::Open {
+                Exit::Failed
+            } else {
+                Exit::Ok
+            }
+        }
+        BreakerCommand::Reset { reason } => {
+            let lock_path = config.engine.state_dir.join("rollback.lock");
+            let _lock = match StateLock::try_acquire(&lock_path) {
+                Ok(Some(lock)) => lock,
+                Ok(None) => {
+                    eprintln!("rollbackd: a rollback is running; the breaker cannot be reset until it ends");
+                    return Exit::Failed;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "rollbackd: cannot take the lock {}: {e}",
+                        lock_path.display()
+                    );
+                    return Exit::Failed;
+                }
+            };
+            match store.close(now, &reason) {
+                Ok(()) => {
+                    println!("breaker CLOSED ({reason}); deploys may go ahead");
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("rollbackd: {e}");
+                    Exit::Failed
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `pending`, `approve` and `reject`: they ask the running `rollbackd watch`
+//! through its HTTP API, with the bearer token from `server.api_token`.
+
+use serde_json::Value;
+
+use super::{Exit, RemoteArgs};
+use crate::config::Config;
+
+fn base(config: &Config, remote: &RemoteArgs) -> String {
+    remote
+        .server
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.server.listen))
+        .trim_end_matches('/')
+        .to_string()
+}
+
+fn client() -> Result<reqwest::Client, Exit> {
+    crate::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| Exit::Usage(format!("cannot build the HTTP client: {e}")))
+}
+
+async fn send(request: reqwest::RequestBuilder, base: &str) -> Result<(u16, Value), Exit> {
+    let response = request.send().await.map_err(|e| {
+        eprintln!("rollbackd: cannot reach rollbackd at {base}: {e} (is `rollbackd watch` running? see --server)");
+        Exit::Failed
+    })?;
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    Ok((status, value))
+}
+
+fn message(v: &Value) -> String {
+    v.get("error")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
+}
+
+pub async fn pending(config: &Config, remote: &RemoteArgs, json: bool) -> Exit {
+    let base = base(config, remote);
+    let client = match client() {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let (status, body) = match send(client.get(format!("{base}/api/v1/pending")), &base).await {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if status != 200 {
+        eprintln!("rollbackd: {}", message(&body));
+        return Exit::Failed;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        );
+        return Exit::Ok;
+    }
+    let list = body.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no rollbacks are waiting for confirmation");
+    }
+    for p in list {
+        println!(
+            "{}  expires {}  {}",
+            p["id"].as_str().unwrap_or("?"),
+            p["expires_at"].as_str().unwrap_or("?"),
+            p["reason"].as_str().unwrap_or("")
+        );
+        for line in p["plan"].as_str().unwrap_or("").lines() {
+            println!("    {line}");
+        }
+        println!(
+            "    approve: rollbackd approve {id}    reject: rollbackd reject {id}",
+            id = p["id"].as_str().unwrap_or("?")
+        );
+    }
+    Exit::Ok
+}
+
+/// `approve` (force = Some) or `reject` (force = None).
+pub async fn decide(config: &Config, remote: &RemoteArgs, id: &str, force: Option<bool>) -> Exit {
+    let base = base(config, remote);
+    let client = match client() {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let Some(token) = &config.server.api_token else {
+        return Exit::Usage(
+            "approving and rejecting need the API token: set server.api_token (or ROLLBACKD_SERVER__API_TOKEN)".into(),
+        );
+    };
+    let action = if force.is_some() { "approve" } else { "reject" };
+    let mut request = client
+        .post(format!("{base}/api/v1/pending/{id}/{action}"))
+        .bearer_auth(token.expose());
+    if let Some(force) = force {
+        request = request.json(&serde_json::json!({ "force": force }));
+    }
+    let (status, body) = match send(request, &base).await {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    match (status, force) {
+        (200 | 202, Some(_)) => {
+            println!(
+                "approved: rollback {} started",
+                body["rollback_id"].as_str().unwrap_or("?")
+            );
+            for f in body["findings"].as_array().into_iter().flatten() {
+                println!("  {}", f.as_str().unwrap_or(""));
+            }
+            println!("follow it with `rollbackd history` or the logs");
+            Exit::Ok
+        }
+        (200, None) => {
+            println!("rejected {id}; nothing was changed");
+            Exit::Ok
+        }
+        _ => {
+            eprintln!("rollbackd: {action} {id}: {}", message(&body));
+            Exit::Failed
+        }
+    }
+}
