@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The local demo, end to end: a demo service, a real Prometheus scraping it,
-# and rollbackd watching both. Then a bad deploy (v2 answers 5 % of requests
-# with 500) and rollbackd's rule going pending, then firing.
-# Everything runs on loopback and stops when the script ends.
+# The local demo, end to end: a demo service (which also plays the deploy
+# platform), a real Prometheus scraping it, and rollbackd watching both. Then
+# a bad deploy (v2 answers 5 % of requests with 500): rollbackd's rule goes
+# pending, fires, and rollbackd rolls back to v1, verifies the service healthy
+# and records it. Everything runs on loopback and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -60,11 +61,29 @@ rule_paths = ["$root/examples/demo/rules.yml"]
 [server]
 listen = "127.0.0.1:$rb_port"
 
+api_token = "demo-token"
+
 [service]
 name = "demo"
 environment = "local"
 base_url = "http://127.0.0.1:$svc_port"
+
+[provider]
+type = "command"
+list = ["$root/examples/demo/deploys.sh", "list"]
+status = ["$root/examples/demo/deploys.sh", "status"]
+rollback = ["$root/examples/demo/deploys.sh", "rollback"]
+timeout = "10s"
+
+[engine]
+state_dir = "$work/state"
+poll_interval = "500ms"
+
+[verify]
+initial_wait = "2s"
+retry_interval = "1s"
 TOML
+export DEMO_URL="http://127.0.0.1:$svc_port"
 
 echo "== $(ts) rules"
 "$bin" --config "$work/rollbackd.toml" rules check
@@ -76,24 +95,36 @@ sleep 12
 
 echo
 echo "== $(ts) deploying v2: 5 % of its requests fail"
-curl -fs -X POST -H 'content-type: application/json' \
-  -d '{"version":"v2","error_ratio":0.05}' "http://127.0.0.1:$svc_port/control" >/dev/null
+curl -fsS -X POST -H 'content-type: application/json' \
+  -d '{"version":"v2","error_ratio":0.05}' "$DEMO_URL/deploy" >/dev/null
+"$bin" --config "$work/rollbackd.toml" deployments list
 
-fired=""
-for _ in $(seq 1 60); do
-  if grep -q "rule fired" "$work/rollbackd.log"; then fired=yes; break; fi
+done=""
+for _ in $(seq 1 120); do
+  if grep -qE "rollback succeeded|rollback failed" "$work/rollbackd.log"; then done=yes; break; fi
   sleep 1
 done
-echo "== $(ts) rollbackd's log:"
-grep -E "rule state changed|rule fired|rollback trigger" "$work/rollbackd.log" | sed 's/^/   /'
 echo
-"$bin" --config "$work/rollbackd.toml" rules eval --rule HighErrorRate
+echo "== $(ts) what rollbackd did (its log):"
+grep -E "rule state changed|rule fired|rollback (started|phase finished|succeeded|failed)|would roll back" "$work/rollbackd.log" \
+  | sed -E 's/^[^ ]+ +//' | cut -c1-220 | sed 's/^/   /'
+echo
+echo "== the audit trail (rollbackd history):"
+"$bin" --config "$work/rollbackd.toml" history
+echo
+echo "== deployments now:"
+"$bin" --config "$work/rollbackd.toml" deployments list
+echo
+echo "== the deploy breaker (CI reads GET /api/v1/breaker before deploying):"
+"$bin" --config "$work/rollbackd.toml" breaker status || true
 echo
 echo "== rollbackd's own metrics:"
-curl -fs "http://127.0.0.1:$rb_port/metrics" | grep -E '^rollbackd_(rule_state|rule_value|rule_firing_events_total|triggers_total)' | sed 's/^/   /'
-if [ -z "$fired" ]; then
-  echo "demo: the rule did not fire within 60 s; see $work/rollbackd.log" >&2
+curl -fs "http://127.0.0.1:$rb_port/metrics" \
+  | grep -E '^rollbackd_(rule_state|rule_firing_events_total|rollbacks_total|rollback_duration_seconds_(sum|count)|breaker_state)' \
+  | sed 's/^/   /'
+if ! grep -q "rollback succeeded" "$work/rollbackd.log"; then
+  echo "demo: the bad deploy was not rolled back within 2 minutes; see $work/rollbackd.log" >&2
   exit 1
 fi
 echo
-echo "== $(ts) the bad deploy was detected. (Rolling it back is the rollback engine's job, next in line.)"
+echo "== $(ts) the bad deploy was detected, rolled back to v1 and verified healthy."

@@ -164,7 +164,11 @@ impl BreakerStore {
         let mut record = self.load()?;
         record.settled_at = Some(now_text(now));
         record.failed = !success;
-        if !success {
+        let id = record.rollback_id.clone().unwrap_or_default();
+        if success {
+            record.reason =
+                format!("rollback {id} succeeded; watching the rules before deploys resume");
+        } else {
             record.reason = format!(
                 "{}; the rollback failed: check the service, then `rollbackd breaker reset`",
                 record.reason

@@ -136,7 +136,7 @@ impl Dispatcher {
             .collect();
         let reason = fired
             .iter()
-            .map(|e| format!("{} {} (value {})", e.rule, e.condition, e.value))
+            .map(|e| format!("{} {} (value {})", e.rule, e.condition, short(e.value)))
             .collect::<Vec<_>>()
             .join(", ");
         let req = RollbackRequest {
@@ -358,5 +358,19 @@ impl Dispatcher {
                 Err(e) => tracing::error!(error = %e, "cannot close the deploy breaker"),
             }
         }
+    }
+}
+
+/// A value for messages: at most six decimals, trailing zeros dropped.
+pub fn short(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let text = format!("{v:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text.is_empty() || text == "-" {
+        "0".into()
+    } else {
+        text.to_string()
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,51 @@ struct Inner {
     db_errors: f64,
     health_checks: u64,
     last: Instant,
+    /// A tiny deploy platform for the demo: every deploy is recorded with the
+    /// knobs it brought, and a rollback brings an earlier deploy's knobs back.
+    deployments: Vec<DemoDeployment>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct DemoDeployment {
+    id: String,
+    status: String,
+    created_at: String,
+    git_sha: String,
+    #[serde(skip)]
+    knobs: Knobs,
+    #[serde(skip)]
+    started: Instant,
+}
+
+impl Inner {
+    fn record_deployment(&mut self) {
+        for d in self.deployments.iter_mut() {
+            if d.status == "SUCCESS" {
+                d.status = "REMOVED".into();
+            }
+        }
+        let n = self.deployments.len() + 1;
+        self.deployments.push(DemoDeployment {
+            id: format!("dep-{n}"),
+            status: "SUCCESS".into(),
+            created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            git_sha: format!("{}-{n:04x}", self.knobs.version),
+            knobs: self.knobs.clone(),
+            started: Instant::now(),
+        });
+    }
+
+    /// Deployments newest first; the newest reads DEPLOYING for its first second.
+    fn deployment_list(&self) -> Vec<DemoDeployment> {
+        let mut list: Vec<DemoDeployment> = self.deployments.iter().rev().cloned().collect();
+        if let Some(newest) = list.first_mut() {
+            if newest.started.elapsed() < Duration::from_secs(1) && newest.status == "SUCCESS" {
+                newest.status = "DEPLOYING".into();
+            }
+        }
+        list
+    }
 }
 
 impl Inner {
@@ -218,7 +263,9 @@ impl FakeService {
             db_errors: 0.0,
             health_checks: 0,
             last: Instant::now(),
+            deployments: Vec::new(),
         }));
+        inner.lock().unwrap().record_deployment();
         let listener = std::net::TcpListener::bind(addr)
             .unwrap_or_else(|e| panic!("fake service cannot listen on {addr}: {e}"));
         listener.set_nonblocking(true).unwrap();
@@ -282,6 +329,10 @@ fn router(inner: Shared) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/control", get(get_control).post(post_control))
+        .route("/deploy", post(deploy))
+        .route("/deployments", get(list_deployments))
+        .route("/deployments/{id}", get(get_deployment))
+        .route("/deployments/{id}/rollback", post(rollback_deployment))
         .route("/", get(|s: State<Shared>| health(s, "/".to_string())))
         .route(
             "/health",
@@ -349,4 +400,49 @@ async fn health(State(inner): State<Shared>, path: String) -> Response {
         ),
     )
         .into_response()
+}
+
+/// `POST /deploy {"version": "v2", "error_ratio": 0.05}`: change knobs like
+/// `/control`, and record it as a new deployment.
+async fn deploy(state: State<Shared>, patch: Json<serde_json::Value>) -> Response {
+    let inner = state.0.clone();
+    let response = post_control(state, patch).await;
+    if response.status().is_success() {
+        inner.lock().unwrap().record_deployment();
+    }
+    response
+}
+
+async fn list_deployments(State(inner): State<Shared>) -> Json<Vec<DemoDeployment>> {
+    Json(inner.lock().unwrap().deployment_list())
+}
+
+async fn get_deployment(State(inner): State<Shared>, Path(id): Path<String>) -> Response {
+    match inner
+        .lock()
+        .unwrap()
+        .deployment_list()
+        .into_iter()
+        .find(|d| d.id == id)
+    {
+        Some(d) => Json(d).into_response(),
+        None => Json(serde_json::Value::Null).into_response(),
+    }
+}
+
+/// Redeploys an earlier deployment's knobs as a new deployment.
+async fn rollback_deployment(State(inner): State<Shared>, Path(id): Path<String>) -> Response {
+    let mut guard = inner.lock().unwrap();
+    let Some(target) = guard.deployments.iter().find(|d| d.id == id).cloned() else {
+        return (StatusCode::NOT_FOUND, format!("no deployment {id}\n")).into_response();
+    };
+    guard.advance();
+    guard.knobs = target.knobs;
+    guard.record_deployment();
+    let created = guard
+        .deployments
+        .last()
+        .map(|d| d.id.clone())
+        .unwrap_or_default();
+    Json(serde_json::json!({ "deployment_id": created })).into_response()
 }
