@@ -186,9 +186,15 @@ fn a_bad_deploy_under_auto_is_rolled_back_once_verified_and_recorded() {
         "{refused}"
     );
     assert_eq!(s.railway.rollbacks().len(), 1, "still exactly one rollback");
-    let h = history(s.dir.path());
-    let last = h["events"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["type"], "blocked");
+    let last = wait_for("the refusal in the history", Duration::from_secs(5), || {
+        let h = history(s.dir.path());
+        h["events"]
+            .as_array()
+            .unwrap()
+            .last()
+            .filter(|e| e["type"] == "blocked")
+            .cloned()
+    });
     assert!(
         last["error"].as_str().unwrap().starts_with("breaker:"),
         "{last}"
