@@ -1,31 +1,44 @@
 #!/usr/bin/env bash
-# Installs what rollbackd's demo, tests and benchmarks run against: a real
-# Prometheus (Debian package `prometheus`, with promtool), curl and python3.
+# Installs what rollbackd's demo, tests and benchmarks run against:
+# - Debian packages: a real Prometheus (`prometheus`, with promtool),
+#   PostgreSQL 15 (`postgresql-15`: initdb/pg_ctl under /usr/lib/postgresql/15/bin,
+#   psql, pg_dump, pg_restore), curl, python3 and its venv module;
+# - PyPI packages, in ./.venv: Alembic and psycopg2 for the migration tests.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
-
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client-15)
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need+=(python3-venv)
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    sudo="sudo"
-  else
-    echo "rollbackd: need ${need[*]} but not root and no sudo; install them with: apt-get install -y ${need[*]}" >&2
-    exit 1
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo="sudo"
+    else
+      echo "rollbackd: need ${need[*]} but not root and no sudo; install them with: apt-get install -y ${need[*]}" >&2
+      exit 1
+    fi
   fi
+  echo "rollbackd: installing ${need[*]} (Debian packages)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The Debian packages may start system services (Prometheus on :9090, a
+  # PostgreSQL cluster on :5432); rollbackd's tests start their own on free
+  # ports and never use them.
 fi
 
-echo "rollbackd: installing ${need[*]} (Debian packages)" >&2
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# The Debian package may start a system Prometheus on :9090; rollbackd's
-# tests start their own on free ports and never use it.
+if [ ! -x .venv/bin/alembic ] || ! .venv/bin/python -c 'import psycopg2, alembic' >/dev/null 2>&1; then
+  echo "rollbackd: installing Alembic into .venv (PyPI)" >&2
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check 'alembic>=1.13,<2' 'psycopg2-binary>=2.9,<3'
+fi

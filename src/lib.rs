@@ -12,6 +12,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod engine;
 pub mod history;
 pub mod provider;

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{BreakerCommand, DeploymentsCommand, Exit, RollbackArgs, ValidateArgs};
+use super::{BackupCommand, BreakerCommand, DeploymentsCommand, Exit, RollbackArgs, ValidateArgs};
 use crate::config::Config;
 use crate::engine::{self, Engine, Phase, PhaseOutcome, Progress, RollbackRequest, Trigger};
 use crate::history::StateLock;
@@ -380,5 +380,87 @@ pub fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                 }
             }
         }
+    }
+}
+
+pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
+    let Some(db_config) = &config.database else {
+        return Exit::Usage(
+            "no [database] is configured (set database.url or DATABASE_URL)".into(),
+        );
+    };
+    let dir = db_config
+        .backup_dir
+        .clone()
+        .unwrap_or_else(|| config.engine.state_dir.join("backups"));
+    let tools = crate::db::backup::Tools {
+        pg_dump: db_config.pg_dump.clone(),
+        pg_restore: db_config.pg_restore.clone(),
+    };
+    match cmd {
+        BackupCommand::Create { reason } => {
+            let db = match crate::db::Database::from_config(db_config) {
+                Ok(db) => db,
+                Err(e) => return Exit::Usage(e),
+            };
+            let id = engine::new_id("bk");
+            match crate::db::backup::take(&db, &tools, &dir, &id, "-", &reason).await {
+                Ok(b) => {
+                    crate::db::backup::prune(&dir, db_config.keep_backups);
+                    println!("backup {} verified", b.path.display());
+                    println!("  size {} bytes, sha256 {}", b.size_bytes, b.sha256);
+                    println!(
+                        "  pg_dump {:.2}s, verification {:.2}s",
+                        b.dump_seconds, b.verify_seconds
+                    );
+                    println!("  restore with: {}", b.restore_command);
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("rollbackd: {e}");
+                    Exit::Failed
+                }
+            }
+        }
+        BackupCommand::List { json } => {
+            let mut backups: Vec<crate::db::backup::Backup> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.to_string_lossy().ends_with(".dump.json"))
+                .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
+                .collect();
+            backups.sort_by(|a, b| b.path.cmp(&a.path));
+            if json {
+                return print_json(&backups);
+            }
+            if backups.is_empty() {
+                println!("no backups in {}", dir.display());
+            }
+            for b in backups {
+                println!(
+                    "{}  {} bytes  {}  deployment {}  {}",
+                    b.created_at,
+                    b.size_bytes,
+                    b.path.display(),
+                    b.deployment_id,
+                    b.reason
+                );
+            }
+            Exit::Ok
+        }
+        BackupCommand::Verify { path } => match crate::db::backup::verify(&path, &tools).await {
+            Ok(()) => {
+                println!(
+                    "backup {} is intact (checksum matches, pg_restore can read it)",
+                    path.display()
+                );
+                Exit::Ok
+            }
+            Err(e) => {
+                eprintln!("rollbackd: {e}");
+                Exit::Failed
+            }
+        },
     }
 }

@@ -84,6 +84,9 @@ pub enum Command {
     /// Show or reset the deploy breaker.
     #[command(subcommand)]
     Breaker(BreakerCommand),
+    /// Emergency database backups: take one, list them, verify one.
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// List rollbacks waiting for confirmation (asks the running `rollbackd watch`).
     Pending {
         #[command(flatten)]
@@ -174,6 +177,25 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a verified backup now (pg_dump, SHA-256, pg_restore --list).
+    Create {
+        #[arg(long, default_value = "manual backup")]
+        reason: String,
+    },
+    /// The backups kept, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a backup against its checksum and that pg_restore can read it.
+    Verify {
+        /// The .dump file.
+        path: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BreakerCommand {
     /// Print the state; exits 0 when deploys may go ahead (CLOSED or HALF_OPEN), 1 when OPEN.
     Status {
@@ -253,6 +275,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Validate(args) => engine_cmd::validate(&config, args).await,
         Command::History { limit, json } => engine_cmd::history(&config, limit, json),
         Command::Breaker(cmd) => engine_cmd::breaker(&config, cmd),
+        Command::Backup(cmd) => engine_cmd::backup(&config, cmd).await,
         Command::Pending { remote, json } => remote_cmd::pending(&config, &remote, json).await,
         Command::Approve { id, force, remote } => {
             remote_cmd::decide(&config, &remote, &id, Some(force)).await

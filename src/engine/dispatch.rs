@@ -64,6 +64,8 @@ pub struct Dispatcher {
     running: Option<(String, JoinHandle<RunReport>)>,
     /// When the rules were last seen all clear (for closing the breaker).
     clear_since: Option<Instant>,
+    /// When the live deployment's schema revision was last recorded.
+    revision_checked: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -74,6 +76,7 @@ impl Dispatcher {
             pending,
             running: None,
             clear_since: None,
+            revision_checked: None,
         }
     }
 
@@ -308,9 +311,25 @@ impl Dispatcher {
         })
     }
 
-    /// Every second: expire pending rollbacks, move the breaker along.
+    /// Every second: expire pending rollbacks, move the breaker along, and
+    /// now and then record the live deployment's schema revision.
     async fn maintain(&mut self) {
         let now = SystemTime::now();
+        let interval = self
+            .engine
+            .db
+            .as_ref()
+            .map_or(Duration::MAX, |db| db.config.revision_check_interval);
+        if self.busy().is_none()
+            && self
+                .revision_checked
+                .is_none_or(|t| t.elapsed() >= interval)
+        {
+            self.revision_checked = Some(Instant::now());
+            if let Err(e) = self.engine.record_revision().await {
+                tracing::warn!(error = %e, "cannot record the live deployment's schema revision");
+            }
+        }
         for p in self.pending.take_expired(now) {
             match self.engine.config.confirm_default {
                 ConfirmDefault::Reject => tracing::warn!(

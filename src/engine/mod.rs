@@ -148,7 +148,38 @@ pub struct Plan {
     pub base_url: String,
     pub backup: String,
     pub database: String,
+    /// The schema revision the database is at now, when known.
+    pub current_revision: Option<String>,
+    /// The exact downgrade SQL, when a downgrade is planned (or was refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_sql: Option<String>,
     pub health_checks: Vec<String>,
+    #[serde(skip)]
+    db_step: DbStep,
+}
+
+/// What the database phase will do.
+#[derive(Debug, Clone, Default)]
+enum DbStep {
+    #[default]
+    Nothing,
+    /// Leave the database alone, for this reason; the run goes on.
+    Skip(String),
+    /// Stop the run before the application rollback, for this reason.
+    Stop(String),
+    Downgrade {
+        from: String,
+        to: String,
+    },
+}
+
+/// The database side, when `[database]` is configured.
+pub struct DbSetup {
+    pub database: crate::db::Database,
+    pub config: crate::config::DatabaseConfig,
+    pub tool: Option<Arc<dyn crate::db::migrate::MigrationTool>>,
+    pub revisions: crate::db::revisions::RevisionStore,
+    pub backup_dir: PathBuf,
 }
 
 impl fmt::Display for Plan {
@@ -168,6 +199,11 @@ impl fmt::Display for Plan {
         writeln!(f, "  roll back to: {}", describe(&self.target))?;
         writeln!(f, "  backup:       {}", self.backup)?;
         writeln!(f, "  database:     {}", self.database)?;
+        if let Some(sql) = &self.database_sql {
+            for line in sql.lines().filter(|l| !l.trim().is_empty()) {
+                writeln!(f, "    | {line}")?;
+            }
+        }
         writeln!(f, "  verify at:    {}", self.base_url)?;
         for check in &self.health_checks {
             writeln!(f, "    {check}")?;
@@ -232,6 +268,7 @@ pub struct Engine {
     breaker: BreakerStore,
     lock_path: PathBuf,
     base_url: Option<String>,
+    pub db: Option<DbSetup>,
 }
 
 /// Builds the configured provider.
@@ -259,7 +296,285 @@ impl Engine {
             breaker: BreakerStore::new(dir.join("breaker.json")),
             lock_path: dir.join("rollback.lock"),
             base_url: config.service.base_url.clone(),
+            db: match &config.database {
+                None => None,
+                Some(db) => Some(DbSetup {
+                    database: crate::db::Database::from_config(db)?,
+                    config: db.clone(),
+                    tool: config.migrations.as_ref().map(|m| {
+                        Arc::new(crate::db::migrate::Alembic {
+                            command: m.command.clone(),
+                            config: m.config.clone(),
+                            working_dir: m.working_dir.clone(),
+                            timeout: m.timeout,
+                        }) as Arc<dyn crate::db::migrate::MigrationTool>
+                    }),
+                    revisions: crate::db::revisions::RevisionStore::new(dir.join("revisions.json")),
+                    backup_dir: db.backup_dir.clone().unwrap_or_else(|| dir.join("backups")),
+                }),
+            },
         })
+    }
+
+    /// Records the live deployment's schema revision (the daemon calls this
+    /// periodically, so a later rollback knows what its target expects).
+    pub async fn record_revision(&self) -> Result<Option<(String, String)>, String> {
+        let Some(db) = &self.db else { return Ok(None) };
+        let Some(tool) = &db.tool else {
+            return Ok(None);
+        };
+        let list = self.provider.list(10).await.map_err(|e| e.to_string())?;
+        let Some(live) = list.into_iter().find(|d| d.is_success()) else {
+            return Ok(None);
+        };
+        let Some(revision) = tool
+            .current(&db.database)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        if db.revisions.record(&live.id, &revision)? {
+            tracing::info!(deployment = %live.id, revision = %revision, "recorded the deployment's schema revision");
+        }
+        Ok(Some((live.id, revision)))
+    }
+
+    /// Decides what the database phase will do; reads, never writes.
+    async fn plan_database(
+        &self,
+        req: &RollbackRequest,
+        target: &Deployment,
+    ) -> (String, Option<String>, Option<String>, DbStep) {
+        if req.skip_db {
+            return (
+                "skipped: --skip-db".into(),
+                None,
+                None,
+                DbStep::Skip("--skip-db".into()),
+            );
+        }
+        let Some(db) = &self.db else {
+            return (
+                "skipped: no database is configured".into(),
+                None,
+                None,
+                DbStep::Skip("no database is configured".into()),
+            );
+        };
+        let Some(tool) = &db.tool else {
+            return (
+                "skipped: no migration tool is configured".into(),
+                None,
+                None,
+                DbStep::Skip("no migration tool is configured".into()),
+            );
+        };
+        let current = match tool.current(&db.database).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                let why =
+                    "the database has no alembic_version (not under migration control)".to_string();
+                return (format!("skipped: {why}"), None, None, DbStep::Skip(why));
+            }
+            Err(e) => {
+                let why = format!("cannot read the schema revision: {e}");
+                return (format!("FAILS: {why}"), None, None, DbStep::Stop(why));
+            }
+        };
+        let Some(wanted) = db.revisions.get(&target.id) else {
+            let why = format!(
+                "no schema revision is recorded for deployment {} (rollbackd records each deployment's revision while it watches); the database stays at {current}",
+                target.id
+            );
+            return (
+                format!("skipped: {why}"),
+                Some(current),
+                None,
+                DbStep::Skip(why),
+            );
+        };
+        if wanted == current {
+            let why = format!(
+                "already at revision {current}, the one deployment {} ran",
+                target.id
+            );
+            return (
+                format!("skipped: {why}"),
+                Some(current),
+                None,
+                DbStep::Skip(why),
+            );
+        }
+        let sql = match tool.downgrade_sql(&db.database, &current, &wanted).await {
+            Ok(sql) => sql,
+            Err(e) => {
+                let why = format!("cannot obtain the downgrade SQL {current} -> {wanted}: {e}");
+                return (
+                    format!("FAILS: {why}"),
+                    Some(current),
+                    None,
+                    DbStep::Stop(why),
+                );
+            }
+        };
+        let destructive = crate::db::migrate::destructive_statements(&sql);
+        if !destructive.is_empty() && !db.config.allow_destructive {
+            let why = format!(
+                "the downgrade {current} -> {wanted} is destructive ({}); the database stays at {current} \
+                 (database.allow_destructive allows it)",
+                destructive.join("; ")
+            );
+            if db.config.app_only_if_skipped {
+                return (
+                    format!("skipped: {why}"),
+                    Some(current),
+                    Some(sql),
+                    DbStep::Skip(why),
+                );
+            }
+            let why = format!("{why}, and database.app_only_if_skipped is false, so the application is not rolled back either");
+            return (
+                format!("STOPS: {why}"),
+                Some(current),
+                Some(sql),
+                DbStep::Stop(why),
+            );
+        }
+        (
+            format!(
+                "alembic downgrade {current} -> {wanted} under advisory lock {}",
+                db.config.lock_key
+            ),
+            Some(current.clone()),
+            Some(sql),
+            DbStep::Downgrade {
+                from: current,
+                to: wanted,
+            },
+        )
+    }
+
+    /// Phase 2.
+    async fn database_phase(&self, plan: &Plan) -> (PhaseOutcome, Duration) {
+        let (from, to) = match &plan.db_step {
+            DbStep::Nothing => {
+                return (
+                    PhaseOutcome::Skipped("nothing planned".into()),
+                    Duration::ZERO,
+                )
+            }
+            DbStep::Skip(why) => return (PhaseOutcome::Skipped(why.clone()), Duration::ZERO),
+            DbStep::Stop(why) => return (PhaseOutcome::Failed(why.clone()), Duration::ZERO),
+            DbStep::Downgrade { from, to } => (from, to),
+        };
+        let (Some(db), Some(tool)) = (&self.db, self.db.as_ref().and_then(|d| d.tool.as_ref()))
+        else {
+            return (
+                PhaseOutcome::Failed("no database is configured".into()),
+                Duration::ZERO,
+            );
+        };
+        let mut waited = Duration::ZERO;
+        let lock_wait = (Phase::Database.budget(&self.config) / 2).max(Duration::from_secs(1));
+        let lock = match timed(
+            &mut waited,
+            crate::db::MigrationLock::acquire(&db.database, db.config.lock_key, lock_wait),
+        )
+        .await
+        {
+            Ok(lock) => lock,
+            Err(e) => {
+                return (
+                    PhaseOutcome::Failed(format!(
+                        "{e}; nothing was changed, the database is at {from}"
+                    )),
+                    waited,
+                )
+            }
+        };
+        let result = timed(
+            &mut waited,
+            tool.downgrade(&db.database, to, db.config.statement_timeout),
+        )
+        .await;
+        let now_at = timed(&mut waited, tool.current(&db.database)).await;
+        lock.release().await;
+        let state = match &now_at {
+            Ok(Some(rev)) => format!("the database is at revision {rev}"),
+            Ok(None) => "the database has no alembic_version now".into(),
+            Err(e) => format!("its revision cannot be read: {e}"),
+        };
+        let outcome = match (result, now_at) {
+            (Err(e), _) => {
+                PhaseOutcome::Failed(format!("the downgrade {from} -> {to} failed: {e}; {state}"))
+            }
+            (Ok(()), Ok(Some(rev))) if &rev == to => PhaseOutcome::Succeeded(format!(
+                "downgraded {from} -> {to}; alembic_version verified"
+            )),
+            (Ok(()), _) => PhaseOutcome::Failed(format!(
+                "after the downgrade to {to}, {state}; the application is not rolled back"
+            )),
+        };
+        (outcome, waited)
+    }
+
+    /// Pre-validation's backup step: `Ok(detail)` or, when backups are
+    /// required, `Err(reason)`.
+    async fn backup(
+        &self,
+        id: &str,
+        plan: &Plan,
+        reason: &str,
+        extra: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, String> {
+        let Some(db) = &self.db else {
+            return Ok(plan.backup.clone());
+        };
+        if plan.backup.starts_with("skipped") {
+            return Ok(plan.backup.clone());
+        }
+        let tools = crate::db::backup::Tools {
+            pg_dump: db.config.pg_dump.clone(),
+            pg_restore: db.config.pg_restore.clone(),
+        };
+        match crate::db::backup::take(
+            &db.database,
+            &tools,
+            &db.backup_dir,
+            id,
+            &plan.current.id,
+            reason,
+        )
+        .await
+        {
+            Ok(backup) => {
+                crate::db::backup::prune(&db.backup_dir, db.config.keep_backups);
+                let detail = format!(
+                    "backup {} ({} bytes, sha256 {}) verified; restore with: {}",
+                    backup.path.display(),
+                    backup.size_bytes,
+                    &backup.sha256[..12],
+                    backup.restore_command
+                );
+                extra.insert(
+                    "backup".into(),
+                    serde_json::to_value(&backup).unwrap_or_default(),
+                );
+                Ok(detail)
+            }
+            Err(e) if db.config.backup_required => Err(format!(
+                "the emergency backup failed: {e} (database.backup_required is set)"
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "emergency backup failed; going on without one (database.backup_required is not set)");
+                extra.insert(
+                    "backup_warning".into(),
+                    serde_json::Value::String(e.clone()),
+                );
+                Ok(format!("WARNING: the emergency backup failed: {e}"))
+            }
+        }
     }
 
     pub fn from_config(config: &Config) -> Result<Engine, String> {
@@ -331,17 +646,32 @@ impl Engine {
                 )
             })
             .collect();
+        let (database, current_revision, database_sql, db_step) =
+            self.plan_database(req, &selection.target).await;
+        let backup = match &self.db {
+            _ if req.skip_db => "skipped: --skip-db".to_string(),
+            None => "skipped: no database is configured".to_string(),
+            Some(db) => format!(
+                "pg_dump of {} into {} ({})",
+                db.database.target,
+                db.backup_dir.display(),
+                if db.config.backup_required {
+                    "required"
+                } else {
+                    "a failure is a warning"
+                }
+            ),
+        };
         Ok(Plan {
             current: selection.current,
             target: selection.target,
             base_url: base_url.trim_end_matches('/').to_string(),
-            backup: "skipped: no database is configured".into(),
-            database: if req.skip_db {
-                "skipped: --skip-db".into()
-            } else {
-                "skipped: no migration tool is configured".into()
-            },
+            backup,
+            database,
+            current_revision,
+            database_sql,
             health_checks,
+            db_step,
         })
     }
 
@@ -417,27 +747,23 @@ impl Engine {
         // 1. Pre-validation.
         let mut lock = None;
         let mut plan = None;
+        let mut breaker_opened = false;
+        let mut extra = serde_json::Map::new();
         let outcome = self
             .phase(Phase::PreValidation, progress, &mut phases, async {
                 let mut waited = Duration::ZERO;
                 let l = match StateLock::try_acquire(&self.lock_path) {
                     Ok(Some(l)) => l,
                     Ok(None) => {
-                        return (
-                            PhaseOutcome::Failed(
-                                "another rollback is running (the rollback lock is held)".into(),
-                            ),
-                            waited,
-                        )
+                        let why = "another rollback is running (the rollback lock is held)";
+                        return (PhaseOutcome::Failed(why.into()), waited);
                     }
                     Err(e) => {
-                        return (
-                            PhaseOutcome::Failed(format!(
-                                "cannot take the rollback lock {}: {e}",
-                                self.lock_path.display()
-                            )),
-                            waited,
-                        )
+                        let why = format!(
+                            "cannot take the rollback lock {}: {e}",
+                            self.lock_path.display()
+                        );
+                        return (PhaseOutcome::Failed(why), waited);
                     }
                 };
                 let p = match timed(&mut waited, self.plan(&req)).await {
@@ -445,23 +771,34 @@ impl Engine {
                     Err(e) => return (PhaseOutcome::Failed(e), waited),
                 };
                 progress(Progress::Note(format!("plan:\n{p}")));
-                if let Err(e) = self.breaker.open(
-                    SystemTime::now(),
-                    &id,
-                    &format!("rollback {id} running: {}", req.reason),
-                ) {
+                if let (Some(db), Some(rev)) = (&self.db, &p.current_revision) {
+                    if let Err(e) = db.revisions.record(&p.current.id, rev) {
+                        tracing::warn!(error = %e, "cannot record the live deployment's revision");
+                    }
+                }
+                // From here on the run is recorded in the history, even if it stops.
+                lock = Some(l);
+                let backup =
+                    timed(&mut waited, self.backup(&id, &p, &req.reason, &mut extra)).await;
+                let target = p.target.id.clone();
+                let live = p.current.id.clone();
+                plan = Some(p);
+                let backup = match backup {
+                    Ok(detail) => detail,
+                    Err(why) => return (PhaseOutcome::Failed(why), waited),
+                };
+                progress(Progress::Note(backup.clone()));
+                let reason = format!("rollback {id} running: {}", req.reason);
+                if let Err(e) = self.breaker.open(SystemTime::now(), &id, &reason) {
                     return (
                         PhaseOutcome::Failed(format!("cannot open the deploy breaker: {e}")),
                         waited,
                     );
                 }
+                breaker_opened = true;
                 self.breaker_state(SystemTime::now());
-                let detail = format!(
-                    "target {} (live: {}); {}; deploy breaker OPEN",
-                    p.target.id, p.current.id, p.backup
-                );
-                lock = Some(l);
-                plan = Some(p);
+                let detail =
+                    format!("target {target} (live: {live}); {backup}; deploy breaker OPEN");
                 (PhaseOutcome::Succeeded(detail), waited)
             })
             .await;
@@ -469,72 +806,69 @@ impl Engine {
 
         let mut verification = None;
         let mut new_deployment = None;
-        if let (Some(plan), Some(_)) = (&plan, &lock) {
-            // 2. Database.
-            let db =
-                PhaseOutcome::Skipped(plan.database.trim_start_matches("skipped: ").to_string());
-            self.record_phase(Phase::Database, progress, &mut phases, db, Duration::ZERO);
-
-            // 3. Application.
-            let (app, waited) = self
-                .phase(
-                    Phase::Application,
-                    progress,
-                    &mut phases,
-                    self.application(plan, progress, &mut new_deployment),
-                )
-                .await;
-            waiting += waited;
-
-            // 4. Verification.
-            if matches!(app, PhaseOutcome::Succeeded(_)) {
-                let (_, waited) = self
-                    .phase(Phase::Verification, progress, &mut phases, async {
-                        let budget = Phase::Verification.budget(&self.config);
-                        let started = Instant::now();
-                        let report = verify::verify(&self.http, &plan.base_url, &self.verify, self.verify.initial_wait, budget, &|p| {
-                            for c in &p.checks {
-                                metrics::histogram!("rollbackd_health_check_duration_seconds", "phase" => p.name.clone())
-                                    .record(c.latency_ms as f64 / 1000.0);
-                            }
-                            progress(Progress::Note(format!(
-                                "health {}: {}/{} healthy (attempt {}){}",
-                                p.name,
-                                p.healthy,
-                                p.total,
-                                p.attempts,
-                                if p.passed { "" } else { ", not enough" }
-                            )));
-                        })
-                        .await;
-                        let outcome = if report.passed {
-                            PhaseOutcome::Succeeded(format!("{} health phases passed", report.phases.len()))
-                        } else {
-                            PhaseOutcome::Failed(report.stopped.clone().unwrap_or_else(|| "health verification failed".into()))
-                        };
-                        verification = Some(report);
-                        (outcome, started.elapsed())
-                    })
+        let pre_ok = matches!(outcome.0, PhaseOutcome::Succeeded(_));
+        match (&plan, pre_ok) {
+            (Some(plan), true) => {
+                // 2. Database.
+                let (db, waited) = self
+                    .phase(
+                        Phase::Database,
+                        progress,
+                        &mut phases,
+                        self.database_phase(plan),
+                    )
                     .await;
                 waiting += waited;
-            } else {
-                self.record_phase(
-                    Phase::Verification,
-                    progress,
-                    &mut phases,
-                    PhaseOutcome::Skipped("the application rollback did not succeed".into()),
-                    Duration::ZERO,
-                );
+
+                // 3. Application.
+                let (app, waited) = if matches!(db, PhaseOutcome::Failed(_)) {
+                    let skipped = PhaseOutcome::Skipped(
+                        "the database phase failed; the application was not rolled back".into(),
+                    );
+                    self.record_phase(
+                        Phase::Application,
+                        progress,
+                        &mut phases,
+                        skipped.clone(),
+                        Duration::ZERO,
+                    );
+                    (skipped, Duration::ZERO)
+                } else {
+                    self.phase(
+                        Phase::Application,
+                        progress,
+                        &mut phases,
+                        self.application(plan, progress, &mut new_deployment),
+                    )
+                    .await
+                };
+                waiting += waited;
+
+                // 4. Verification.
+                if matches!(app, PhaseOutcome::Succeeded(_)) {
+                    let (report, waited) = self.verification(plan, progress, &mut phases).await;
+                    verification = Some(report);
+                    waiting += waited;
+                } else {
+                    self.record_phase(
+                        Phase::Verification,
+                        progress,
+                        &mut phases,
+                        PhaseOutcome::Skipped("the application rollback did not succeed".into()),
+                        Duration::ZERO,
+                    );
+                }
             }
-        } else {
-            for phase in [Phase::Database, Phase::Application, Phase::Verification] {
-                self.record_phase(
-                    phase,
-                    progress,
-                    &mut phases,
-                    PhaseOutcome::Skipped("pre-validation failed; nothing was changed".into()),
-                    Duration::ZERO,
-                );
+            _ => {
+                for phase in [Phase::Database, Phase::Application, Phase::Verification] {
+                    self.record_phase(
+                        phase,
+                        progress,
+                        &mut phases,
+                        PhaseOutcome::Skipped("pre-validation failed; nothing was changed".into()),
+                        Duration::ZERO,
+                    );
+                }
             }
         }
 
@@ -560,10 +894,18 @@ impl Engine {
             error.clone(),
             t0.elapsed(),
         );
+        event.extra.extend(extra);
         if lock.is_some() {
             let post_started = Instant::now();
             let outcome = self
-                .post(&mut event, plan.as_ref(), success, t0, &phases)
+                .post(
+                    &mut event,
+                    plan.as_ref(),
+                    success,
+                    breaker_opened,
+                    t0,
+                    &phases,
+                )
                 .await;
             self.record_phase(
                 Phase::PostRollback,
@@ -572,7 +914,6 @@ impl Engine {
                 outcome,
                 post_started.elapsed(),
             );
-            event.phases = phase_records(&phases);
         } else {
             self.record_phase(
                 Phase::PostRollback,
@@ -581,8 +922,8 @@ impl Engine {
                 PhaseOutcome::Skipped("nothing to record: no rollback ran".into()),
                 Duration::ZERO,
             );
-            event.phases = phase_records(&phases);
         }
+        event.phases = phase_records(&phases);
         drop(lock);
         let duration = t0.elapsed();
         let _ = new_deployment;
@@ -644,6 +985,7 @@ impl Engine {
         event: &mut Event,
         plan: Option<&Plan>,
         success: bool,
+        breaker_opened: bool,
         t0: Instant,
         phases: &[(Phase, PhaseOutcome, Duration)],
     ) -> PhaseOutcome {
@@ -665,12 +1007,16 @@ impl Engine {
         if let Err(e) = self.history.append(recorded, last_known_good) {
             problems.push(e.to_string());
         }
-        if let Err(e) = self.breaker.settle(now, success) {
-            problems.push(e.to_string());
+        if breaker_opened {
+            if let Err(e) = self.breaker.settle(now, success) {
+                problems.push(e.to_string());
+            }
         }
         self.breaker_state(now);
         if problems.is_empty() {
-            PhaseOutcome::Succeeded(if success {
+            PhaseOutcome::Succeeded(if !breaker_opened {
+                "history recorded; nothing was changed, the breaker was not touched".into()
+            } else if success {
                 format!(
                     "history recorded; last known good is {}; breaker HALF_OPEN in {}",
                     plan.map(|p| p.target.id.as_str()).unwrap_or("-"),
@@ -682,6 +1028,52 @@ impl Engine {
         } else {
             PhaseOutcome::Failed(problems.join("; "))
         }
+    }
+
+    /// Phase 4: the health phases against the service.
+    async fn verification(
+        &self,
+        plan: &Plan,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+        phases: &mut Vec<(Phase, PhaseOutcome, Duration)>,
+    ) -> (Verification, Duration) {
+        let mut report = None;
+        let (_, waited) = self
+            .phase(Phase::Verification, progress, phases, async {
+                let budget = Phase::Verification.budget(&self.config);
+                let started = Instant::now();
+                let v = verify::verify(&self.http, &plan.base_url, &self.verify, self.verify.initial_wait, budget, &|p| {
+                    for c in &p.checks {
+                        metrics::histogram!("rollbackd_health_check_duration_seconds", "phase" => p.name.clone())
+                            .record(c.latency_ms as f64 / 1000.0);
+                    }
+                    progress(Progress::Note(format!(
+                        "health {}: {}/{} healthy (attempt {}){}",
+                        p.name,
+                        p.healthy,
+                        p.total,
+                        p.attempts,
+                        if p.passed { "" } else { ", not enough" }
+                    )));
+                })
+                .await;
+                let outcome = if v.passed {
+                    PhaseOutcome::Succeeded(format!("{} health phases passed", v.phases.len()))
+                } else {
+                    PhaseOutcome::Failed(v.stopped.clone().unwrap_or_else(|| "health verification failed".into()))
+                };
+                report = Some(v);
+                (outcome, started.elapsed())
+            })
+            .await;
+        let report = report.unwrap_or(Verification {
+            passed: false,
+            phases: Vec::new(),
+            checking: Duration::ZERO,
+            sum_of_latencies: Duration::ZERO,
+            stopped: Some("verification did not finish within its budget".into()),
+        });
+        (report, waited)
     }
 
     /// Phase 3: the platform rollback, followed to the end.

@@ -148,6 +148,17 @@ impl FakeRailway {
         self.inner.lock().unwrap().on_success = Some(Arc::new(hook));
     }
 
+    /// A new deployment goes live (the previous live one becomes REMOVED).
+    pub fn deploy(&self, id: &str) {
+        let mut g = self.inner.lock().unwrap();
+        for d in g.deployments.iter_mut() {
+            if d.status == "SUCCESS" {
+                d.status = "REMOVED".into();
+            }
+        }
+        g.deployments.push(deployment(id, "SUCCESS", 0));
+    }
+
     /// Targets of every `deploymentRollback` received.
     pub fn rollbacks(&self) -> Vec<String> {
         self.inner.lock().unwrap().rollbacks.clone()

@@ -6,6 +6,7 @@
 
 pub mod fake_railway;
 pub mod fake_service;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

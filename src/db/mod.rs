@@ -1,0 +1,228 @@
+//! The database side of a rollback: the emergency backup (`backup`), which
+//! schema revision each deployment ran (`revisions`), and undoing migrations
+//! when that is safe (`migrate`). Nothing here decides whether to act; the
+//! engine's phases do, from what these functions report.
+//!
+//! It must never lose data: a destructive downgrade is refused unless an
+//! operator explicitly allowed it, a downgrade runs only under the migration
+//! advisory lock, and its result is verified.
+
+pub mod backup;
+pub mod migrate;
+pub mod revisions;
+
+use std::time::{Duration, Instant};
+
+use crate::config::{DatabaseConfig, Secret};
+
+/// Why a database step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to the database ({target}): {message}")]
+    Connect { target: String, message: String },
+    #[error("database query failed: {0}")]
+    Query(String),
+    #[error("{0}")]
+    Tool(String),
+    #[error("the migration lock (advisory lock {key}) is held by another session; gave up after {}", crate::rules::duration::format(*waited))]
+    LockBusy { key: i64, waited: Duration },
+}
+
+/// Connection details, parsed once from the URL; the password stays secret.
+#[derive(Clone)]
+pub struct Database {
+    url: Secret,
+    /// `host:port/dbname`, safe to print.
+    pub target: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// From `database.url`, else `DATABASE_URL`.
+    pub fn from_config(config: &DatabaseConfig) -> Result<Database, String> {
+        let url = config
+            .url
+            .clone()
+            .or_else(|| {
+                std::env::var("DATABASE_URL")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .map(Secret::new)
+            })
+            .ok_or("database.url: not set (or set DATABASE_URL)")?;
+        Database::new(url)
+    }
+
+    pub fn new(url: Secret) -> Result<Database, String> {
+        let parsed = reqwest::Url::parse(url.expose())
+            .map_err(|e| format!("database.url is not a postgres:// URL: {e}"))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(format!(
+                "database.url uses {:?}; rollbackd supports PostgreSQL URLs (postgres://user:pass@host:5432/db)",
+                parsed.scheme()
+            ));
+        }
+        let host = parsed.host_str().unwrap_or("localhost").to_string();
+        let port = parsed.port().unwrap_or(5432);
+        let db = parsed.path().trim_start_matches('/').to_string();
+        let mut env = vec![("PGHOST", host.clone()), ("PGPORT", port.to_string())];
+        if !parsed.username().is_empty() {
+            env.push(("PGUSER", decode(parsed.username())));
+        }
+        if let Some(p) = parsed.password() {
+            env.push(("PGPASSWORD", decode(p)));
+        }
+        if !db.is_empty() {
+            env.push(("PGDATABASE", decode(&db)));
+        }
+        for (k, v) in parsed.query_pairs() {
+            if k == "sslmode" {
+                env.push(("PGSSLMODE", v.to_string()));
+            }
+        }
+        Ok(Database {
+            target: format!("{host}:{port}/{db}"),
+            url,
+            env,
+        })
+    }
+
+    /// libpq environment for pg_dump / pg_restore: the password never
+    /// appears on a command line.
+    pub fn libpq_env(&self) -> &[(&'static str, String)] {
+        &self.env
+    }
+
+    /// The URL itself, for the migration tool's `DATABASE_URL`.
+    pub fn url(&self) -> &str {
+        self.url.expose()
+    }
+
+    /// A session, with the connection driven in the background.
+    pub async fn connect(&self, timeout: Duration) -> Result<tokio_postgres::Client, DbError> {
+        let mut config: tokio_postgres::Config =
+            self.url.expose().parse().map_err(|e| DbError::Connect {
+                target: self.target.clone(),
+                message: format!("{e}"),
+            })?;
+        config.connect_timeout(timeout);
+        config.application_name("rollbackd");
+        let (client, connection) =
+            config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| DbError::Connect {
+                    target: self.target.clone(),
+                    message: describe(&e),
+                })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "database connection ended");
+            }
+        });
+        Ok(client)
+    }
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An error with its causes, for messages.
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = inner.source();
+    }
+    message
+}
+
+/// Holds PostgreSQL's session advisory lock until dropped or released.
+pub struct MigrationLock {
+    client: tokio_postgres::Client,
+    key: i64,
+}
+
+impl MigrationLock {
+    /// Tries every 200 ms until `wait` runs out.
+    pub async fn acquire(
+        db: &Database,
+        key: i64,
+        wait: Duration,
+    ) -> Result<MigrationLock, DbError> {
+        let client = db.connect(Duration::from_secs(10)).await?;
+        let started = Instant::now();
+        loop {
+            let row = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(|e| DbError::Query(describe(&e)))?;
+            if row.get::<_, bool>(0) {
+                return Ok(MigrationLock { client, key });
+            }
+            if started.elapsed() + Duration::from_millis(200) > wait {
+                return Err(DbError::LockBusy {
+                    key,
+                    waited: Duration::from_millis(started.elapsed().as_millis() as u64),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn release(self) {
+        let _ = self
+            .client
+            .query_one("SELECT pg_advisory_unlock($1)", &[&self.key])
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_becomes_libpq_environment_and_a_safe_target() {
+        let db = Database::new(Secret::new(
+            "postgres://app:p%40ss@db.internal:6543/shop?sslmode=require",
+        ))
+        .unwrap();
+        assert_eq!(db.target, "db.internal:6543/shop");
+        let env: std::collections::BTreeMap<_, _> = db.libpq_env().iter().cloned().collect();
+        assert_eq!(env["PGPASSWORD"], "p@ss");
+        assert_eq!(env["PGUSER"], "app");
+        assert_eq!(env["PGSSLMODE"], "require");
+        assert!(!format!("{db:?}").contains("p%40ss"));
+        assert!(Database::new(Secret::new("mysql://x@y/z"))
+            .unwrap_err()
+            .contains("PostgreSQL"));
+    }
+}

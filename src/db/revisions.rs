@@ -1,0 +1,76 @@
+//! Which schema revision each deployment ran, recorded as rollbackd sees
+//! deployments go live, so a rollback knows the revision its target expects.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Revisions {
+    #[serde(default)]
+    pub deployments: BTreeMap<String, SeenRevision>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SeenRevision {
+    pub revision: String,
+    pub seen_at: String,
+}
+
+/// `state/revisions.json`.
+#[derive(Debug, Clone)]
+pub struct RevisionStore {
+    path: PathBuf,
+}
+
+impl RevisionStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        RevisionStore { path: path.into() }
+    }
+
+    pub fn load(&self) -> Result<Revisions, String> {
+        match std::fs::read(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Revisions::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "{} is not valid: {e} (fix or remove it)",
+                    self.path.display()
+                )
+            }),
+        }
+    }
+
+    pub fn get(&self, deployment_id: &str) -> Option<String> {
+        self.load()
+            .ok()?
+            .deployments
+            .get(deployment_id)
+            .map(|r| r.revision.clone())
+    }
+
+    /// Records that `deployment_id` runs at `revision` (written only on change).
+    pub fn record(&self, deployment_id: &str, revision: &str) -> Result<bool, String> {
+        let mut all = self.load()?;
+        if all
+            .deployments
+            .get(deployment_id)
+            .is_some_and(|r| r.revision == revision)
+        {
+            return Ok(false);
+        }
+        all.deployments.insert(
+            deployment_id.to_string(),
+            SeenRevision {
+                revision: revision.to_string(),
+                seen_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            },
+        );
+        let bytes = serde_json::to_vec_pretty(&all).map_err(|e| e.to_string())?;
+        crate::history::write_atomic(&self.path, &bytes)
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,440 @@
+//! Database safety against a real PostgreSQL 15 cluster and real Alembic:
+//! the emergency backup, the destructive-downgrade refusal, the advisory
+//! lock, the database going down, and a rollback from revision c to b end to
+//! end through the watcher and the engine.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::fake_railway::{deployment, FakeRailway};
+use support::postgres::{alembic_upgrade, database_toml, Postgres};
+use support::{run_rollbackd, wait_for, FakeService, Prometheus, Watcher};
+
+const LOCK_KEY: i64 = 0x726f_6c6c_6261_636b;
+
+fn dir(
+    railway: &FakeRailway,
+    service: &FakeService,
+    pg: &Postgres,
+    db_extra: &str,
+    engine_extra: &str,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rollbackd.toml"),
+        format!(
+            "[service]\nbase_url = \"{}\"\n\n{}\n[engine]\nstate_dir = \"state\"\npoll_interval = \"100ms\"\n{engine_extra}\n\n\
+             [verify]\ninitial_wait = \"0s\"\nretry_interval = \"200ms\"\ncheck_timeout = \"1s\"\n\n{}",
+            service.url(),
+            railway.provider_toml(),
+            database_toml(pg, db_extra)
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// The revisions rollbackd would have recorded while each deployment was live.
+fn seed_revisions(dir: &Path, pairs: &[(&str, &str)]) {
+    let deployments: serde_json::Map<String, Value> = pairs
+        .iter()
+        .map(|(d, r)| {
+            (
+                d.to_string(),
+                serde_json::json!({ "revision": r, "seen_at": "2030-01-01T00:00:00Z" }),
+            )
+        })
+        .collect();
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    std::fs::write(
+        dir.join("state/revisions.json"),
+        serde_json::to_string(&serde_json::json!({ "deployments": deployments })).unwrap(),
+    )
+    .unwrap();
+}
+
+fn history(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("state/history.json")).unwrap()).unwrap()
+}
+
+fn phase<'a>(event: &'a Value, name: &str) -> &'a Value {
+    event["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap()
+}
+
+fn rollback(dir: &Path) -> (i32, String, String) {
+    run_rollbackd(dir, &["rollback", "--yes", "--reason", "test"], &[])
+}
+
+fn columns(pg: &Postgres) -> String {
+    pg.psql(
+        "app",
+        "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'items'",
+    )
+}
+
+#[test]
+fn a_destructive_downgrade_is_skipped_with_its_reason_and_nothing_is_dropped() {
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "b");
+    pg.psql(
+        "app",
+        "INSERT INTO items (name, note) VALUES ('kept', 'precious note')",
+    );
+    let railway = FakeRailway::start();
+    let service = FakeService::start();
+    let d = dir(&railway, &service, &pg, "", "");
+    seed_revisions(d.path(), &[("d2", "a"), ("d3", "b")]);
+
+    let (code, out, err) = run_rollbackd(d.path(), &["rollback", "--dry-run"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("database:     skipped: the downgrade b -> a is destructive"),
+        "{out}"
+    );
+    assert!(
+        out.contains("| ALTER TABLE items DROP COLUMN note"),
+        "the exact SQL is shown: {out}"
+    );
+
+    let (code, out, err) = rollback(d.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let e = &history(d.path())["events"][0];
+    let db = phase(e, "database");
+    assert_eq!(db["result"], "skipped");
+    assert!(
+        db["detail"].as_str().unwrap().contains("DROP COLUMN note"),
+        "{db}"
+    );
+    assert_eq!(
+        pg.psql("app", "SELECT note FROM items"),
+        "precious note",
+        "nothing was dropped"
+    );
+    assert_eq!(
+        pg.psql("app", "SELECT version_num FROM alembic_version"),
+        "b"
+    );
+    assert_eq!(
+        railway.rollbacks(),
+        ["d2"],
+        "app-only rollback goes ahead (database.app_only_if_skipped)"
+    );
+    assert!(
+        e["backup"]["restore_command"]
+            .as_str()
+            .unwrap()
+            .starts_with("pg_restore"),
+        "{e}"
+    );
+    assert!(Path::new(e["backup"]["path"].as_str().unwrap()).exists());
+
+    // When app-only is not acceptable, the run stops before the application.
+    let railway = FakeRailway::start();
+    let d = dir(&railway, &service, &pg, "app_only_if_skipped = false", "");
+    seed_revisions(d.path(), &[("d2", "a"), ("d3", "b")]);
+    let (code, _, err) = rollback(d.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("app_only_if_skipped is false"), "{err}");
+    assert!(railway.rollbacks().is_empty());
+    assert_eq!(pg.psql("app", "SELECT count(note) FROM items"), "1");
+}
+
+#[test]
+fn the_advisory_lock_makes_the_phase_wait_then_fail_and_a_free_lock_lets_the_downgrade_run() {
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "c");
+    pg.psql(
+        "app",
+        "INSERT INTO items (name, note) VALUES ('one', 'n1'), ('two', 'n2')",
+    );
+    let railway = FakeRailway::start();
+    let service = FakeService::start();
+    let d = dir(
+        &railway,
+        &service,
+        &pg,
+        "",
+        "[engine.budgets]\ndatabase = \"4s\"",
+    );
+    seed_revisions(d.path(), &[("d2", "b"), ("d3", "c")]);
+
+    let mut holder = pg.hold_advisory_lock(LOCK_KEY);
+    let (code, out, err) = rollback(d.path());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    pg.release_advisory_locks();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("held by another session; gave up after"),
+        "{err}"
+    );
+    let e = &history(d.path())["events"][0];
+    let db = phase(e, "database");
+    assert_eq!(db["result"], "failed");
+    assert!(
+        db["duration_seconds"].as_f64().unwrap() >= 1.5,
+        "it waited for the lock: {db}"
+    );
+    assert!(
+        db["duration_seconds"].as_f64().unwrap() < 4.5,
+        "within its budget: {db}"
+    );
+    assert!(
+        db["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the database is at c"),
+        "{db}"
+    );
+    assert_eq!(phase(e, "application")["result"], "skipped");
+    assert!(
+        railway.rollbacks().is_empty(),
+        "no app rollback on an undecided database"
+    );
+    assert_eq!(
+        pg.psql("app", "SELECT version_num FROM alembic_version"),
+        "c"
+    );
+
+    // The lock is free now: the safe downgrade c -> b runs and is verified.
+    let (code, out, err) = rollback(d.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("downgraded c -> b; alembic_version verified"),
+        "{out}"
+    );
+    assert_eq!(
+        pg.psql("app", "SELECT version_num FROM alembic_version"),
+        "b"
+    );
+    assert_eq!(columns(&pg), "id,legacy_code,name,note");
+    assert_eq!(
+        pg.psql(
+            "app",
+            "SELECT string_agg(name || ':' || note, ',' ORDER BY id) FROM items"
+        ),
+        "one:n1,two:n2"
+    );
+    assert_eq!(railway.rollbacks(), ["d2"]);
+}
+
+#[test]
+fn the_database_down_makes_the_backup_a_warning_and_the_database_phase_fail_cleanly() {
+    let mut pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "c");
+    let railway = FakeRailway::start();
+    let service = FakeService::start();
+    let d = dir(&railway, &service, &pg, "", "");
+    seed_revisions(d.path(), &[("d2", "b"), ("d3", "c")]);
+    pg.stop();
+    let (code, out, err) = rollback(d.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("WARNING: the emergency backup failed"),
+        "{out}"
+    );
+    assert!(
+        err.contains("database: cannot read the schema revision"),
+        "{err}"
+    );
+    let e = &history(d.path())["events"][0];
+    assert!(
+        e["backup_warning"]
+            .as_str()
+            .unwrap()
+            .contains("pg_dump failed"),
+        "{e}"
+    );
+    assert_eq!(phase(e, "pre_validation")["result"], "succeeded");
+    assert_eq!(phase(e, "database")["result"], "failed");
+    assert!(railway.rollbacks().is_empty());
+    let (code, _, _) = run_rollbackd(d.path(), &["breaker", "status"], &[]);
+    assert_eq!(code, 1, "the breaker stays OPEN after a failed run");
+
+    // With backups required, the run stops in pre-validation and changes nothing.
+    let d = dir(&railway, &service, &pg, "backup_required = true", "");
+    let (code, _, err) = rollback(d.path());
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("pre_validation: the emergency backup failed"),
+        "{err}"
+    );
+    let (code, out, _) = run_rollbackd(d.path(), &["breaker", "status"], &[]);
+    assert_eq!(
+        code, 0,
+        "nothing changed, so the breaker was not touched: {out}"
+    );
+}
+
+#[test]
+fn a_corrupted_backup_is_detected_by_its_checksum() {
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "c");
+    pg.psql(
+        "app",
+        "INSERT INTO items (name) SELECT 'row ' || g FROM generate_series(1, 1000) g",
+    );
+    let railway = FakeRailway::start();
+    let service = FakeService::start();
+    let d = dir(&railway, &service, &pg, "keep_backups = 2", "");
+    let mut paths = Vec::new();
+    for _ in 0..3 {
+        let (code, out, err) = run_rollbackd(d.path(), &["backup", "create"], &[]);
+        assert_eq!(code, 0, "{out}{err}");
+        let path = out
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches("backup ")
+            .trim_end_matches(" verified")
+            .to_string();
+        assert!(out.contains("restore with: pg_restore"), "{out}");
+        paths.push(path);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    assert!(!Path::new(&paths[0]).exists(), "only the newest 2 are kept");
+    let (code, out, _) = run_rollbackd(d.path(), &["backup", "list"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    let newest = &paths[2];
+    let (code, out, _) = run_rollbackd(d.path(), &["backup", "verify", newest], &[]);
+    assert_eq!(code, 0, "{out}");
+    let mut bytes = std::fs::read(newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(newest, &bytes).unwrap();
+    let (code, _, err) = run_rollbackd(d.path(), &["backup", "verify", newest], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is corrupt: its SHA-256 is"), "{err}");
+
+    // A file whose checksum matches but is not a dump fails pg_restore --list.
+    let fake = d.path().join("state/backups/rollbackd-x.dump");
+    std::fs::write(&fake, b"not a dump").unwrap();
+    let sum: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(b"not a dump")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    std::fs::write(format!("{}.sha256", fake.display()), format!("{sum}  x\n")).unwrap();
+    let (code, _, err) =
+        run_rollbackd(d.path(), &["backup", "verify", fake.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot be read back") && err.contains("pg_restore --list failed"),
+        "{err}"
+    );
+}
+
+/// The whole story: rollbackd records each deployment's revision while it
+/// watches; a bad deploy at revision c is rolled back to the deployment that
+/// ran revision b, schema included, with the rows intact.
+#[test]
+fn a_rollback_from_revision_c_to_b_end_to_end_keeps_the_rows() {
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "b");
+    pg.psql(
+        "app",
+        "INSERT INTO items (name, note) VALUES ('alpha', 'a-note'), ('beta', 'b-note')",
+    );
+    let fake = Arc::new(FakeService::start());
+    let railway = FakeRailway::start_with(vec![
+        deployment("d2", "SUCCESS", 60),
+        deployment("d1", "REMOVED", 180),
+    ]);
+    let healed = fake.clone();
+    railway.on_success(move |_| healed.set(|k| k.error_ratio = 0.0));
+    let prom = Prometheus::start(&[fake.addr], None);
+    prom.wait_for_scrape("app_deployment_info");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("rules")).unwrap();
+    std::fs::write(
+        d.path().join("rules/http.yml"),
+        "groups:\n  - name: http\n    interval: 1s\n    rules:\n      - name: HighErrorRate\n        \
+         expr: '(sum(rate(http_requests_total{code=\"500\"}[3s])) or vector(0)) / sum(rate(http_requests_total[3s]))'\n        \
+         above: 0.1\n        for: 1s\n        policy: auto\n",
+    )
+    .unwrap();
+    let config = format!(
+        "[prometheus]\nurl = \"{}\"\n\n[service]\nbase_url = \"{}\"\n\n[watch]\nrule_paths = [\"rules\"]\n\n{}\n\
+         [engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
+         [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n{}",
+        prom.url(),
+        fake.url(),
+        railway.provider_toml(),
+        database_toml(&pg, "revision_check_interval = \"1s\"")
+    );
+    let w = Watcher::start(d.path(), &config);
+    let revisions = |w: &Watcher| -> Value {
+        std::fs::read_to_string(w.dir.join("state/revisions.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    };
+    wait_for(
+        "d2's revision to be recorded",
+        Duration::from_secs(15),
+        || (revisions(&w)["deployments"]["d2"]["revision"] == "b").then_some(()),
+    );
+
+    // Deploy d3, which migrates to c and then breaks.
+    railway.deploy("d3");
+    alembic_upgrade(&pg.url(), "c");
+    wait_for(
+        "d3's revision to be recorded",
+        Duration::from_secs(15),
+        || (revisions(&w)["deployments"]["d3"]["revision"] == "c").then_some(()),
+    );
+    pg.psql(
+        "app",
+        "INSERT INTO items (name, note) VALUES ('gamma', 'written by d3')",
+    );
+    fake.set(|k| k.error_ratio = 0.5);
+
+    w.wait_for_log("rollback succeeded", Duration::from_secs(60));
+    assert_eq!(railway.rollbacks(), ["d2"]);
+    assert_eq!(
+        pg.psql("app", "SELECT version_num FROM alembic_version"),
+        "b"
+    );
+    assert_eq!(columns(&pg), "id,legacy_code,name,note");
+    assert_eq!(
+        pg.psql(
+            "app",
+            "SELECT string_agg(name || ':' || note, ',' ORDER BY id) FROM items"
+        ),
+        "alpha:a-note,beta:b-note,gamma:written by d3",
+        "every row survives the schema rollback"
+    );
+    let e = &history(d.path())["events"][0];
+    assert_eq!(phase(e, "database")["result"], "succeeded");
+    assert!(phase(e, "database")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("downgraded c -> b"));
+    let backup = Path::new(e["backup"]["path"].as_str().unwrap());
+    assert!(backup.exists());
+    let (code, out, _) = run_rollbackd(
+        d.path(),
+        &[
+            "--config",
+            "rollbackd.toml",
+            "backup",
+            "verify",
+            backup.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+}
