@@ -132,6 +132,12 @@ fn bad_config_gives_a_clear_message_and_exit_2() {
         ("c.toml", "", &[("ROLLBACKD_WATCH__MAX_CONCURRENT_QUERIES", "lots")], &["ROLLBACKD_WATCH__MAX_CONCURRENT_QUERIES"]),
         ("c.toml", "", &[("ROLLBACKD_PROMETHEUS__URLL", "x")], &["ROLLBACKD_PROMETHEUS__URLL", "unknown field"]),
         ("c.toml", "", &[("ROLLBACKD_SERVICE__BASE_URL", "nope")], &["service.base_url"]),
+        ("c.toml", "[database]\nurl = \"mysql://u:hunter2@db/x\"\n", &[], &["database.url", "PostgreSQL"]),
+        ("c.toml", "[database]\nkeep_backups = 0\n", &[], &["database.keep_backups"]),
+        ("c.toml", "[migrations]\ncommand = [\"alembic\"]\n", &[], &["migrations", "[database]"]),
+        ("c.toml", "[migrations]\ntool = \"flyway\"\n", &[], &["flyway", "alembic"]),
+        ("c.toml", "[engine]\ncooldown = 15\n", &[], &["engine.cooldown"]),
+        ("c.toml", "[engine.budgets]\napplication = \"0s\"\n", &[], &["engine.budgets.application"]),
     ];
     for (file, text, env, needles) in cases {
         let dir = dir_with(&[(file, text)]);
@@ -145,6 +151,7 @@ fn bad_config_gives_a_clear_message_and_exit_2() {
         }
         assert!(!err.contains("panicked"), "{err}");
         assert!(!err.contains("t0ken-value"), "secrets never printed: {err}");
+        assert!(!err.contains("hunter2"), "database passwords never printed: {err}");
     }
 }
 
