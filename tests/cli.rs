@@ -151,7 +151,10 @@ fn bad_config_gives_a_clear_message_and_exit_2() {
         }
         assert!(!err.contains("panicked"), "{err}");
         assert!(!err.contains("t0ken-value"), "secrets never printed: {err}");
-        assert!(!err.contains("hunter2"), "database passwords never printed: {err}");
+        assert!(
+            !err.contains("hunter2"),
+            "database passwords never printed: {err}"
+        );
     }
 }
 
