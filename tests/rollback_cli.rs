@@ -39,7 +39,7 @@ fn rollback_dry_run_prints_the_plan_and_changes_nothing() {
     assert!(out.contains("live now:     d3 (SUCCESS, d3-sha"), "{out}");
     assert!(out.contains("roll back to: d2 (REMOVED, d2-sha"), "{out}");
     assert!(
-        out.contains("database:     skipped: no migration tool is configured"),
+        out.contains("database:     skipped: no database is configured"),
         "{out}"
     );
     assert!(out.contains("quick: /, /health (all must pass)"), "{out}");
