@@ -89,6 +89,7 @@ async fn run() {
                     deployment_id: None,
                     skip_db: true,
                     base_url: None,
+                    pending_id: None,
                 },
                 &|_| {},
             )

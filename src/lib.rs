@@ -15,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod engine;
 pub mod history;
+pub mod notify;
 pub mod provider;
 pub mod rules;
 pub mod source;

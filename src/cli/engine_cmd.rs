@@ -34,6 +34,7 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
         deployment_id: args.deployment_id.clone(),
         skip_db: args.skip_db,
         base_url: args.base_url.clone(),
+        pending_id: None,
     };
     let plan = match engine.plan(&req).await {
         Ok(plan) => plan,
@@ -97,6 +98,9 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
         })
         .await;
     print_timeline(&report.phases);
+    if let Some(notifiers) = engine.notifiers() {
+        notifiers.flush(Duration::from_secs(15)).await;
+    }
     if report.success {
         println!(
             "rollback {} succeeded in {:.1}s; the service is verified healthy",
@@ -198,6 +202,7 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
                 deployment_id: None,
                 skip_db: true,
                 base_url: Some("http://unused".into()),
+                pending_id: None,
             };
             match engine.plan(&req).await {
                 Ok(plan) if json => print_json(&plan.target),

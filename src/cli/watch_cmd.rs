@@ -12,7 +12,7 @@ use crate::engine::pending::PendingStore;
 use crate::engine::Engine;
 use crate::source::prometheus::Prometheus;
 use crate::telemetry::{self, events};
-use crate::watch::{FiringEvent, GroupContext, RuleSource, StatusBoard, Watcher};
+use crate::watch::{GroupContext, RuleEvent, RuleSource, StatusBoard, Watcher};
 
 pub async fn watch(config: Config) -> Exit {
     let source = RuleSource::from_config(&config);
@@ -60,6 +60,7 @@ pub async fn watch(config: Config) -> Exit {
     }
     let pending = Arc::new(PendingStore::default());
     let (commands_tx, commands_rx) = mpsc::channel(16);
+    let events_tx_alerts = events_tx.clone();
     let ctx = GroupContext {
         source: prometheus,
         http,
@@ -75,6 +76,14 @@ pub async fn watch(config: Config) -> Exit {
         pending: pending.clone(),
         commands: engine.as_ref().map(|_| commands_tx),
         token: config.server.api_token.clone(),
+        alerts: match (&config.alertmanager, &engine) {
+            (Some(am), Some(_)) => Some(crate::api::AlertIntake {
+                config: am.clone(),
+                events: events_tx_alerts,
+                seen: Default::default(),
+            }),
+            _ => None,
+        },
     });
     tracing::info!(
         listen = %config.server.listen,
@@ -110,8 +119,11 @@ pub async fn watch(config: Config) -> Exit {
 
 /// Without a provider, a firing event is logged and counted, and nothing is
 /// changed.
-async fn consume(mut events: mpsc::Receiver<FiringEvent>) {
+async fn consume(mut events: mpsc::Receiver<RuleEvent>) {
     while let Some(event) = events.recv().await {
+        let RuleEvent::Fired(event) = event else {
+            continue;
+        };
         events::trigger_received(
             &event,
             "none",

@@ -36,6 +36,96 @@ pub struct Config {
     pub database: Option<DatabaseConfig>,
     /// The migration tool; without it the database is backed up but not downgraded.
     pub migrations: Option<MigrationsConfig>,
+    /// Where to tell people (`[[notifiers]]`).
+    pub notifiers: Vec<NotifierConfig>,
+    /// Alertmanager as a trigger source (`POST /api/v1/alertmanager`).
+    pub alertmanager: Option<AlertmanagerConfig>,
+}
+
+/// One notification destination, chosen by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NotifierConfig {
+    Slack(SlackConfig),
+    Pagerduty(PagerDutyConfig),
+    Webhook(WebhookConfig),
+}
+
+/// Retries: `attempts` in all, doubling `backoff` between them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    pub attempts: u32,
+    #[serde(with = "duration::serde_str")]
+    pub backoff: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            attempts: 4,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The incoming webhook URL (a secret: it is never logged).
+    pub url: Secret,
+    /// Which events (default: all).
+    pub events: Option<Vec<crate::notify::NotifyEvent>>,
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyConfig {
+    pub routing_key: Secret,
+    #[serde(default = "pagerduty_url")]
+    pub url: String,
+    /// Default: rollback_pending, rollback_failed, rollback_succeeded, rollback_rejected.
+    pub events: Option<Vec<crate::notify::NotifyEvent>>,
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+fn pagerduty_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: Secret,
+    pub events: Option<Vec<crate::notify::NotifyEvent>>,
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// Alerts from Alertmanager that may trigger a rollback.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertmanagerConfig {
+    /// Label values an alert must carry, like `{ rollback = "true" }`.
+    pub matchers: BTreeMap<String, String>,
+    /// The policy for alerts that match.
+    pub policy: crate::rules::Policy,
+    /// How long a delivered alert is remembered, to recognise redeliveries.
+    #[serde(with = "duration::serde_str")]
+    pub dedupe_for: Duration,
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        AlertmanagerConfig {
+            matchers: BTreeMap::from([("rollback".to_string(), "true".to_string())]),
+            policy: crate::rules::Policy::DryRun,
+            dedupe_for: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// The service's PostgreSQL database.
@@ -136,6 +226,8 @@ impl Default for Config {
             verify: VerifyConfig::default(),
             database: None,
             migrations: None,
+            notifiers: Vec::new(),
+            alertmanager: None,
         }
     }
 }
@@ -732,6 +824,36 @@ impl Config {
             if self.database.is_none() {
                 problems.push(
                     "migrations: needs a [database] section (its url, or DATABASE_URL)".into(),
+                );
+            }
+        }
+        for (i, n) in self.notifiers.iter().enumerate() {
+            let (url, delivery) = match n {
+                NotifierConfig::Slack(c) => (Some(c.url.expose()), &c.delivery),
+                NotifierConfig::Pagerduty(c) => (Some(c.url.as_str()), &c.delivery),
+                NotifierConfig::Webhook(c) => (Some(c.url.expose()), &c.delivery),
+            };
+            if url.is_some_and(|u| {
+                !matches!(
+                    reqwest::Url::parse(u)
+                        .map(|u| u.scheme().to_string())
+                        .as_deref(),
+                    Ok("http" | "https")
+                )
+            }) {
+                problems.push(format!("notifiers[{i}].url: not an http(s) URL"));
+            }
+            if delivery.attempts == 0 || delivery.attempts > 10 {
+                problems.push(format!(
+                    "notifiers[{i}].delivery.attempts: between 1 and 10"
+                ));
+            }
+        }
+        if let Some(am) = &self.alertmanager {
+            if am.matchers.is_empty() {
+                problems.push(
+                    "alertmanager.matchers: give at least one label, like { rollback = \"true\" }, so only alerts meant for rollbackd can roll back"
+                        .into(),
                 );
             }
         }

@@ -21,9 +21,10 @@ use super::pending::{PendingRollback, PendingStore};
 use super::{new_id, Blocked, BreakerState, Engine, Progress, RollbackRequest, RunReport, Trigger};
 use crate::config::ConfirmDefault;
 use crate::history::RuleTrigger;
+use crate::notify::{Notification, NotifyEvent};
 use crate::rules::{AlertState, Policy};
 use crate::telemetry::events;
-use crate::watch::{FiringEvent, StatusBoard};
+use crate::watch::{FiringEvent, RuleEvent, StatusBoard, ALERTMANAGER_GROUP};
 
 /// An operator's decision, sent from the HTTP API.
 pub enum Command {
@@ -66,6 +67,8 @@ pub struct Dispatcher {
     clear_since: Option<Instant>,
     /// When the live deployment's schema revision was last recorded.
     revision_checked: Option<Instant>,
+    /// Alertmanager alerts (by name) firing now, for the approval re-check.
+    alerts_firing: std::collections::BTreeSet<String>,
 }
 
 impl Dispatcher {
@@ -77,13 +80,14 @@ impl Dispatcher {
             running: None,
             clear_since: None,
             revision_checked: None,
+            alerts_firing: std::collections::BTreeSet::new(),
         }
     }
 
     /// Runs until both channels close.
     pub async fn run(
         mut self,
-        mut events: mpsc::Receiver<FiringEvent>,
+        mut events: mpsc::Receiver<RuleEvent>,
         mut commands: mpsc::Receiver<Command>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -104,7 +108,23 @@ impl Dispatcher {
                             },
                         }
                     }
-                    self.incident(incident).await;
+                    let (fired, resolved): (Vec<RuleEvent>, Vec<RuleEvent>) =
+                        incident.into_iter().partition(|e| matches!(e, RuleEvent::Fired(_)));
+                    for e in resolved {
+                        if let RuleEvent::Resolved(e) = e {
+                            self.resolved(e);
+                        }
+                    }
+                    let fired: Vec<FiringEvent> = fired
+                        .into_iter()
+                        .filter_map(|e| match e {
+                            RuleEvent::Fired(e) => Some(e),
+                            RuleEvent::Resolved(_) => None,
+                        })
+                        .collect();
+                    if !fired.is_empty() {
+                        self.incident(fired).await;
+                    }
                 }
                 Some(command) = commands.recv() => self.command(command).await,
                 _ = tick.tick() => self.maintain().await,
@@ -122,33 +142,74 @@ impl Dispatcher {
         }
     }
 
+    /// A firing rule or alert resolved: say so, and cancel the pending
+    /// rollbacks it caused.
+    fn resolved(&mut self, e: FiringEvent) {
+        if e.group == ALERTMANAGER_GROUP {
+            self.alerts_firing.remove(&e.rule);
+        }
+        let mut n = Notification::new(NotifyEvent::RuleResolved, format!("{} resolved", e.rule));
+        n.rules = vec![trigger_of(&e)];
+        self.engine.notify(n);
+        let caused: Vec<String> = self
+            .pending
+            .list()
+            .into_iter()
+            .filter(|p| {
+                p.rules
+                    .iter()
+                    .any(|r| r.group == e.group && r.rule == e.rule)
+            })
+            .map(|p| p.id)
+            .collect();
+        for id in caused {
+            if let Some(p) = self.pending.take(&id) {
+                tracing::warn!(pending = %p.id, rule = %e.rule, "pending rollback cancelled: the alert that caused it resolved; nothing was changed");
+                self.rejected(&p, &format!("cancelled: {} resolved", e.rule));
+            }
+        }
+    }
+
     async fn incident(&mut self, fired: Vec<FiringEvent>) {
+        for e in &fired {
+            if e.group == ALERTMANAGER_GROUP {
+                self.alerts_firing.insert(e.rule.clone());
+            }
+            let mut n = Notification::new(
+                NotifyEvent::RuleFiring,
+                format!("{} fired: {} {}", e.rule, short(e.value), e.condition),
+            );
+            n.rules = vec![trigger_of(e)];
+            n.policy = Some(e.policy.as_str().to_string());
+            self.engine.notify(n);
+        }
         let policy = fired
             .iter()
             .map(|e| e.policy)
             .max()
             .unwrap_or(Policy::DryRun);
-        let rules: Vec<RuleTrigger> = fired
-            .iter()
-            .map(|e| RuleTrigger {
-                group: e.group.clone(),
-                rule: e.rule.clone(),
-                value: e.value.is_finite().then_some(e.value),
-                condition: e.condition.clone(),
-            })
-            .collect();
+        let rules: Vec<RuleTrigger> = fired.iter().map(trigger_of).collect();
+        let from_alertmanager = fired.iter().all(|e| e.group == ALERTMANAGER_GROUP);
         let reason = fired
             .iter()
             .map(|e| format!("{} {} (value {})", e.rule, e.condition, short(e.value)))
             .collect::<Vec<_>>()
             .join(", ");
         let req = RollbackRequest {
-            trigger: Trigger::Rules(rules),
+            trigger: if from_alertmanager {
+                Trigger::Alertmanager(rules)
+            } else {
+                Trigger::Rules(rules)
+            },
             policy,
-            reason: format!("rule fired: {reason}"),
+            reason: format!(
+                "{} fired: {reason}",
+                if from_alertmanager { "alert" } else { "rule" }
+            ),
             deployment_id: None,
             skip_db: false,
             base_url: None,
+            pending_id: None,
         };
         for e in &fired {
             events::trigger_received(e, policy.as_str(), "handed to the rollback engine");
@@ -187,6 +248,20 @@ impl Dispatcher {
                     pending.id,
                     pending.plan
                 );
+                let mut n = Notification::new(NotifyEvent::RollbackPending, req.reason.clone());
+                n.pending_id = Some(pending.id.clone());
+                n.rules = pending.rules.clone();
+                n.policy = Some("confirm".into());
+                n.outcome = Some(format!(
+                    "waits for an operator; expires at {} to {:?}",
+                    humantime::format_rfc3339_seconds(pending.expires_at),
+                    self.engine.config.confirm_default
+                ));
+                n.approve_hint = Some(format!(
+                    "Approve: `rollbackd approve {id}` (or POST /api/v1/pending/{id}/approve) · Reject: `rollbackd reject {id}`",
+                    id = pending.id
+                ));
+                self.engine.notify(n);
                 self.pending.add(pending);
             }
             Policy::Auto => {
@@ -242,6 +317,7 @@ impl Dispatcher {
                 let result = match self.pending.take(&id) {
                     Some(p) => {
                         tracing::warn!(pending = %p.id, "pending rollback rejected by an operator; nothing was changed");
+                        self.rejected(&p, "rejected by an operator");
                         Ok(())
                     }
                     None => Err(ApproveError::NotFound(id)),
@@ -296,13 +372,19 @@ impl Dispatcher {
             )));
         }
         tracing::warn!(pending = %pending.id, findings = %findings.join("; "), "{how}");
+        let from_alertmanager = pending.rules.iter().all(|r| r.group == ALERTMANAGER_GROUP);
         let req = RollbackRequest {
-            trigger: Trigger::Rules(pending.rules.clone()),
+            trigger: if from_alertmanager {
+                Trigger::Alertmanager(pending.rules.clone())
+            } else {
+                Trigger::Rules(pending.rules.clone())
+            },
             policy: Policy::Confirm,
             reason: format!("{} ({how})", pending.reason),
             deployment_id: None,
             skip_db: false,
             base_url: None,
+            pending_id: Some(pending.id.clone()),
         };
         let rollback_id = self.start(req);
         Ok(Approved {
@@ -332,10 +414,13 @@ impl Dispatcher {
         }
         for p in self.pending.take_expired(now) {
             match self.engine.config.confirm_default {
-                ConfirmDefault::Reject => tracing::warn!(
-                    pending = %p.id,
-                    "pending rollback expired unanswered; rejected (engine.confirm_default = reject); nothing was changed"
-                ),
+                ConfirmDefault::Reject => {
+                    tracing::warn!(
+                        pending = %p.id,
+                        "pending rollback expired unanswered; rejected (engine.confirm_default = reject); nothing was changed"
+                    );
+                    self.rejected(&p, "expired unanswered (engine.confirm_default = reject)");
+                }
                 ConfirmDefault::Approve => {
                     let id = p.id.clone();
                     self.pending.add(p);
@@ -377,6 +462,28 @@ impl Dispatcher {
                 Err(e) => tracing::error!(error = %e, "cannot close the deploy breaker"),
             }
         }
+    }
+}
+
+impl Dispatcher {
+    fn rejected(&self, p: &PendingRollback, how: &str) {
+        let mut n = Notification::new(
+            NotifyEvent::RollbackRejected,
+            format!("pending rollback {} {how}", p.id),
+        );
+        n.pending_id = Some(p.id.clone());
+        n.rules = p.rules.clone();
+        n.outcome = Some(format!("{how}; nothing was changed"));
+        self.engine.notify(n);
+    }
+}
+
+fn trigger_of(e: &FiringEvent) -> RuleTrigger {
+    RuleTrigger {
+        group: e.group.clone(),
+        rule: e.rule.clone(),
+        value: e.value.is_finite().then_some(e.value),
+        condition: e.condition.clone(),
     }
 }
 

@@ -111,6 +111,8 @@ pub enum Trigger {
     Manual,
     /// Firing rules.
     Rules(Vec<RuleTrigger>),
+    /// Alerts delivered by Alertmanager.
+    Alertmanager(Vec<RuleTrigger>),
 }
 
 impl Trigger {
@@ -118,13 +120,14 @@ impl Trigger {
         match self {
             Trigger::Manual => "manual",
             Trigger::Rules(_) => "rule",
+            Trigger::Alertmanager(_) => "alertmanager",
         }
     }
 
     pub fn rules(&self) -> &[RuleTrigger] {
         match self {
             Trigger::Manual => &[],
-            Trigger::Rules(r) => r,
+            Trigger::Rules(r) | Trigger::Alertmanager(r) => r,
         }
     }
 }
@@ -138,6 +141,8 @@ pub struct RollbackRequest {
     pub deployment_id: Option<String>,
     pub skip_db: bool,
     pub base_url: Option<String>,
+    /// The pending confirmation this rollback was approved from.
+    pub pending_id: Option<String>,
 }
 
 /// Everything a rollback would do, decided before anything is done.
@@ -269,6 +274,7 @@ pub struct Engine {
     lock_path: PathBuf,
     base_url: Option<String>,
     pub db: Option<DbSetup>,
+    notifiers: Option<Arc<crate::notify::Notifiers>>,
 }
 
 /// Builds the configured provider.
@@ -313,7 +319,45 @@ impl Engine {
                     backup_dir: db.backup_dir.clone().unwrap_or_else(|| dir.join("backups")),
                 }),
             },
+            notifiers: if config.notifiers.is_empty() {
+                None
+            } else {
+                Some(crate::notify::Notifiers::from_config(
+                    &config.notifiers,
+                    &config.service,
+                )?)
+            },
         })
+    }
+
+    /// The notifiers, for the dispatcher and the CLI's final flush.
+    pub fn notifiers(&self) -> Option<&Arc<crate::notify::Notifiers>> {
+        self.notifiers.as_ref()
+    }
+
+    /// Queues a notification (never waits for it).
+    pub fn notify(&self, n: crate::notify::Notification) {
+        if let Some(notifiers) = &self.notifiers {
+            notifiers.send(n);
+        }
+    }
+
+    fn run_notification(
+        &self,
+        event: crate::notify::NotifyEvent,
+        id: &str,
+        req: &RollbackRequest,
+        plan: Option<&Plan>,
+        summary: String,
+    ) -> crate::notify::Notification {
+        let mut n = crate::notify::Notification::new(event, summary);
+        n.rollback_id = Some(id.to_string());
+        n.pending_id = req.pending_id.clone();
+        n.rules = req.trigger.rules().to_vec();
+        n.policy = Some(req.policy.as_str().to_string());
+        n.target_deployment = plan.map(|p| p.target.id.clone());
+        n.from_deployment = plan.map(|p| p.current.id.clone());
+        n
     }
 
     /// Records the live deployment's schema revision (the daemon calls this
@@ -807,6 +851,22 @@ impl Engine {
         let mut verification = None;
         let mut new_deployment = None;
         let pre_ok = matches!(outcome.0, PhaseOutcome::Succeeded(_));
+        if pre_ok {
+            let summary = match &plan {
+                Some(p) => format!(
+                    "rolling back {} -> {}: {}",
+                    p.current.id, p.target.id, req.reason
+                ),
+                None => req.reason.clone(),
+            };
+            self.notify(self.run_notification(
+                crate::notify::NotifyEvent::RollbackStarted,
+                &id,
+                &req,
+                plan.as_ref(),
+                summary,
+            ));
+        }
         match (&plan, pre_ok) {
             (Some(plan), true) => {
                 // 2. Database.
@@ -926,6 +986,35 @@ impl Engine {
         event.phases = phase_records(&phases);
         drop(lock);
         let duration = t0.elapsed();
+        if pre_ok || lock_was_taken(&phases) {
+            let (event_kind, summary, outcome) = if success {
+                (
+                    crate::notify::NotifyEvent::RollbackSucceeded,
+                    format!(
+                        "rolled back and verified healthy in {:.1} s: {}",
+                        duration.as_secs_f64(),
+                        req.reason
+                    ),
+                    "succeeded; the service is verified healthy".to_string(),
+                )
+            } else {
+                (
+                    crate::notify::NotifyEvent::RollbackFailed,
+                    format!(
+                        "rollback failed: {}",
+                        error.as_deref().unwrap_or("unknown error")
+                    ),
+                    format!(
+                        "failed: {}; the deploy breaker stays OPEN",
+                        error.as_deref().unwrap_or("unknown error")
+                    ),
+                )
+            };
+            let mut n = self.run_notification(event_kind, &id, &req, plan.as_ref(), summary);
+            n.duration_seconds = Some(round3(duration.as_secs_f64()));
+            n.outcome = Some(outcome);
+            self.notify(n);
+        }
         let _ = new_deployment;
         events::rollback_finished(
             &id,
@@ -1220,6 +1309,13 @@ async fn timed<F: Future>(waited: &mut Duration, f: F) -> F::Output {
     let out = f.await;
     *waited += started.elapsed();
     out
+}
+
+/// True when post-rollback recorded the run (the lock was held).
+fn lock_was_taken(phases: &[(Phase, PhaseOutcome, Duration)]) -> bool {
+    phases
+        .iter()
+        .any(|(p, o, _)| *p == Phase::PostRollback && !matches!(o, PhaseOutcome::Skipped(_)))
 }
 
 fn round3(x: f64) -> f64 {

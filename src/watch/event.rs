@@ -27,3 +27,15 @@ pub struct FiringEvent {
     pub fired_at: SystemTime,
     pub annotations: Labels,
 }
+
+/// The group name of events that came from Alertmanager rather than a rule.
+pub const ALERTMANAGER_GROUP: &str = "alertmanager";
+
+/// What the watcher (or the Alertmanager endpoint) tells the rollback side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleEvent {
+    /// A series went to firing.
+    Fired(FiringEvent),
+    /// A firing series resolved.
+    Resolved(FiringEvent),
+}

@@ -14,7 +14,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::evaluate::{self, Outcome};
 use super::status::{lock, ActiveSeries, RuleStatus, SharedRules, StatusBoard};
-use super::FiringEvent;
+use super::{FiringEvent, RuleEvent};
 use crate::rules::{AlertState, Group, Rule, RuleKind, RuleState};
 use crate::source::MetricsSource;
 use crate::telemetry::events;
@@ -89,7 +89,7 @@ pub struct GroupContext {
     pub source: Arc<dyn MetricsSource>,
     pub http: reqwest::Client,
     pub board: Arc<StatusBoard>,
-    pub events: mpsc::Sender<FiringEvent>,
+    pub events: mpsc::Sender<RuleEvent>,
     pub max_concurrent_queries: usize,
     pub query_timeout: std::time::Duration,
 }
@@ -165,7 +165,9 @@ pub async fn evaluate_once(
         }
     }
     for event in fired {
-        events::fired(&event);
+        if let RuleEvent::Fired(e) = &event {
+            events::fired(e);
+        }
         if ctx.events.send(event).await.is_err() {
             tracing::error!(group = %group.name, "the rollback side is gone; firing event dropped");
         }
@@ -181,7 +183,7 @@ fn apply(
     rt: &mut RuleRuntime,
     answer: evaluate::Answer,
     now: SystemTime,
-    fired: &mut Vec<FiringEvent>,
+    fired: &mut Vec<RuleEvent>,
 ) {
     let evaluation = evaluate::interpret(&rt.rule, answer, &mut rt.consecutive_failures);
     *rt.evaluations
@@ -198,11 +200,14 @@ fn apply(
     let transitions = rt.state.step(now, evaluation.input.clone());
     for t in &transitions {
         events::state_changed(group, &rt.rule.name, t, now);
-        if t.to == AlertState::Firing {
-            rt.firing_events += 1;
+        let resolved = t.from == AlertState::Firing && t.to == AlertState::Inactive;
+        if t.to == AlertState::Firing || resolved {
+            if t.to == AlertState::Firing {
+                rt.firing_events += 1;
+            }
             let mut labels = t.labels.clone();
             labels.extend(rt.rule.labels.clone());
-            fired.push(FiringEvent {
+            let event = FiringEvent {
                 group: group.to_string(),
                 rule: rt.rule.name.clone(),
                 labels,
@@ -213,6 +218,11 @@ fn apply(
                 since: t.active_since,
                 fired_at: now,
                 annotations: rt.rule.annotations.clone(),
+            };
+            fired.push(if resolved {
+                RuleEvent::Resolved(event)
+            } else {
+                RuleEvent::Fired(event)
             });
         }
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use event::FiringEvent;
+pub use event::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 pub use group::{GroupContext, RuleRuntime};
 pub use status::{RuleStatus, StatusBoard};
 

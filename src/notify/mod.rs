@@ -1,0 +1,328 @@
+//! Telling people: Slack, PagerDuty and a generic JSON webhook behind one
+//! small trait. Which events go where is configured per notifier.
+//!
+//! A notifier never delays or fails a rollback: every delivery runs in its
+//! own task, retried with bounded backoff on 429, 5xx and transport errors
+//! only, then given up and counted. Webhook URLs and keys never reach the
+//! logs (reqwest errors are stripped of their URL).
+
+pub mod pagerduty;
+pub mod slack;
+pub mod webhook;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Delivery, NotifierConfig, ServiceConfig};
+use crate::history::RuleTrigger;
+use crate::watch::status::lock;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    RollbackStarted,
+    /// A `confirm` rollback waits for an operator.
+    RollbackPending,
+    RollbackSucceeded,
+    RollbackFailed,
+    /// A guard refused a rollback.
+    RollbackBlocked,
+    /// A pending rollback was rejected, or expired to reject.
+    RollbackRejected,
+    RuleFiring,
+    RuleResolved,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 8] = [
+        NotifyEvent::RollbackStarted,
+        NotifyEvent::RollbackPending,
+        NotifyEvent::RollbackSucceeded,
+        NotifyEvent::RollbackFailed,
+        NotifyEvent::RollbackBlocked,
+        NotifyEvent::RollbackRejected,
+        NotifyEvent::RuleFiring,
+        NotifyEvent::RuleResolved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::RollbackStarted => "rollback_started",
+            NotifyEvent::RollbackPending => "rollback_pending",
+            NotifyEvent::RollbackSucceeded => "rollback_succeeded",
+            NotifyEvent::RollbackFailed => "rollback_failed",
+            NotifyEvent::RollbackBlocked => "rollback_blocked",
+            NotifyEvent::RollbackRejected => "rollback_rejected",
+            NotifyEvent::RuleFiring => "rule_firing",
+            NotifyEvent::RuleResolved => "rule_resolved",
+        }
+    }
+
+    /// A title for people.
+    pub fn title(self) -> &'static str {
+        match self {
+            NotifyEvent::RollbackStarted => "Rollback started",
+            NotifyEvent::RollbackPending => "Rollback waiting for confirmation",
+            NotifyEvent::RollbackSucceeded => "Rollback succeeded",
+            NotifyEvent::RollbackFailed => "Rollback FAILED",
+            NotifyEvent::RollbackBlocked => "Rollback refused by a guard",
+            NotifyEvent::RollbackRejected => "Pending rollback rejected",
+            NotifyEvent::RuleFiring => "Rule firing",
+            NotifyEvent::RuleResolved => "Rule resolved",
+        }
+    }
+}
+
+/// One message, with everything a notifier may show.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    pub event: NotifyEvent,
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_id: Option<String>,
+    /// The pending confirmation this is about (or that the rollback came from).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleTrigger>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_deployment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_deployment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// For a pending rollback: how to approve or reject it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approve_hint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(with = "crate::rules::state::rfc3339")]
+    pub at: SystemTime,
+}
+
+impl Notification {
+    pub fn new(event: NotifyEvent, summary: impl Into<String>) -> Self {
+        Notification {
+            event,
+            summary: summary.into(),
+            rollback_id: None,
+            pending_id: None,
+            rules: Vec::new(),
+            target_deployment: None,
+            from_deployment: None,
+            policy: None,
+            duration_seconds: None,
+            outcome: None,
+            approve_hint: None,
+            service: None,
+            environment: None,
+            at: SystemTime::now(),
+        }
+    }
+
+    /// `HighErrorRate 0.05 (> 0.00025)`, for each rule.
+    pub fn rules_text(&self) -> String {
+        self.rules
+            .iter()
+            .map(|r| {
+                let value = r
+                    .value
+                    .map_or("no value".to_string(), crate::engine::dispatch::short);
+                format!("{} {value} ({})", r.rule, r.condition)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Why one delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// Worth another try: 429, 5xx, or no answer.
+    #[error("{0}")]
+    Transient(String),
+    /// Not worth another try (4xx other than 429, a bad payload).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// A destination.
+pub trait Notifier: Send + Sync {
+    /// A small fixed label: slack, pagerduty, webhook.
+    fn kind(&self) -> &'static str;
+
+    fn send<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        n: &'a Notification,
+    ) -> BoxFuture<'a, Result<(), NotifyError>>;
+}
+
+/// POSTs `body` as JSON and classifies the answer.
+pub(crate) async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+    what: &str,
+) -> Result<(), NotifyError> {
+    match client.post(url).json(body).send().await {
+        Err(e) => Err(NotifyError::Transient(format!(
+            "{what}: {}",
+            e.without_url()
+        ))),
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => {
+            let status = r.status();
+            let text: String = r
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
+            let message = format!("{what} answered HTTP {}: {text}", status.as_u16());
+            if status.as_u16() == 429 || status.is_server_error() {
+                Err(NotifyError::Transient(message))
+            } else {
+                Err(NotifyError::Permanent(message))
+            }
+        }
+    }
+}
+
+struct Sink {
+    notifier: Arc<dyn Notifier>,
+    events: BTreeSet<NotifyEvent>,
+    delivery: Delivery,
+}
+
+/// Every configured notifier.
+pub struct Notifiers {
+    sinks: Vec<Sink>,
+    client: reqwest::Client,
+    service: ServiceConfig,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Notifiers {
+    pub fn from_config(
+        configs: &[NotifierConfig],
+        service: &ServiceConfig,
+    ) -> Result<Arc<Notifiers>, String> {
+        crate::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let sinks = configs
+            .iter()
+            .map(|c| {
+                let (notifier, events, delivery): (Arc<dyn Notifier>, _, _) = match c {
+                    NotifierConfig::Slack(s) => (
+                        Arc::new(slack::Slack::new(s)),
+                        s.events.clone(),
+                        s.delivery.clone(),
+                    ),
+                    NotifierConfig::Pagerduty(p) => (
+                        Arc::new(pagerduty::PagerDuty::new(p)),
+                        p.events
+                            .clone()
+                            .or_else(|| Some(pagerduty::DEFAULT_EVENTS.to_vec())),
+                        p.delivery.clone(),
+                    ),
+                    NotifierConfig::Webhook(w) => (
+                        Arc::new(webhook::Webhook::new(w)),
+                        w.events.clone(),
+                        w.delivery.clone(),
+                    ),
+                };
+                Sink {
+                    notifier,
+                    events: events
+                        .unwrap_or_else(|| NotifyEvent::ALL.to_vec())
+                        .into_iter()
+                        .collect(),
+                    delivery,
+                }
+            })
+            .collect();
+        Ok(Arc::new(Notifiers {
+            sinks,
+            client,
+            service: service.clone(),
+            tasks: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Queues `n` for every notifier that wants it; returns at once.
+    pub fn send(&self, mut n: Notification) {
+        n.service = n.service.or_else(|| self.service.name.clone());
+        n.environment = n.environment.or_else(|| self.service.environment.clone());
+        let n = Arc::new(n);
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        for sink in self.sinks.iter().filter(|s| s.events.contains(&n.event)) {
+            let notifier = sink.notifier.clone();
+            let client = self.client.clone();
+            let delivery = sink.delivery.clone();
+            let n = n.clone();
+            tasks.push(tokio::spawn(async move {
+                deliver(notifier, client, delivery, n).await
+            }));
+        }
+    }
+
+    /// Waits (at most `timeout`) for queued deliveries; the CLI calls this
+    /// before it exits.
+    pub async fn flush(&self, timeout: Duration) {
+        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        let _ = tokio::time::timeout(timeout, futures_util::future::join_all(tasks)).await;
+    }
+}
+
+async fn deliver(
+    notifier: Arc<dyn Notifier>,
+    client: reqwest::Client,
+    delivery: Delivery,
+    n: Arc<Notification>,
+) {
+    let kind = notifier.kind();
+    let mut backoff = delivery.backoff;
+    for attempt in 1..=delivery.attempts.max(1) {
+        match notifier.send(&client, &n).await {
+            Ok(()) => {
+                metrics::counter!("rollbackd_notifications_total", "notifier" => kind, "result" => "sent").increment(1);
+                tracing::debug!(
+                    notifier = kind,
+                    event = n.event.as_str(),
+                    attempt,
+                    "notification sent"
+                );
+                return;
+            }
+            Err(NotifyError::Transient(why)) if attempt < delivery.attempts => {
+                metrics::counter!("rollbackd_notifications_total", "notifier" => kind, "result" => "retried").increment(1);
+                tracing::warn!(notifier = kind, event = n.event.as_str(), attempt, error = %why, "notification failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                metrics::counter!("rollbackd_notifications_total", "notifier" => kind, "result" => "failed").increment(1);
+                tracing::error!(notifier = kind, event = n.event.as_str(), attempt, error = %e, "notification given up");
+                return;
+            }
+        }
+    }
+}
