@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what rollbackd's demo, tests and benchmarks run against:
-# - Debian packages: a real Prometheus (`prometheus`, with promtool),
+# - Debian packages: a real Prometheus (`prometheus`, with promtool), a real
+#   Alertmanager (`prometheus-alertmanager`),
 #   PostgreSQL 15 (`postgresql-15`: initdb/pg_ctl under /usr/lib/postgresql/15/bin,
 #   psql, pg_dump, pg_restore), curl, python3 and its venv module;
 # - PyPI packages, in ./.venv: Alembic and psycopg2 for the migration tests.
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)

@@ -404,10 +404,11 @@ async fn alertmanager(State(state): State<AppState>, headers: HeaderMap, bytes: 
     let payload: AlertmanagerPayload = match serde_json::from_slice(&bytes) {
         Ok(p) => p,
         Err(e) => {
+            tracing::warn!(error = %e, "refused a request on /api/v1/alertmanager: not an Alertmanager webhook payload");
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("not an Alertmanager webhook payload: {e}"),
-            )
+            );
         }
     };
     if payload.version != "4" {

@@ -177,7 +177,11 @@ impl Dispatcher {
             }
             let mut n = Notification::new(
                 NotifyEvent::RuleFiring,
-                format!("{} fired: {} {}", e.rule, short(e.value), e.condition),
+                if e.value.is_finite() {
+                    format!("{} fired: {} {}", e.rule, short(e.value), e.condition)
+                } else {
+                    format!("{} fired: {}", e.rule, e.condition)
+                },
             );
             n.rules = vec![trigger_of(e)];
             n.policy = Some(e.policy.as_str().to_string());
@@ -192,7 +196,13 @@ impl Dispatcher {
         let from_alertmanager = fired.iter().all(|e| e.group == ALERTMANAGER_GROUP);
         let reason = fired
             .iter()
-            .map(|e| format!("{} {} (value {})", e.rule, e.condition, short(e.value)))
+            .map(|e| {
+                if e.value.is_finite() {
+                    format!("{} {} (value {})", e.rule, e.condition, short(e.value))
+                } else {
+                    format!("{}: {}", e.rule, e.condition)
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let req = RollbackRequest {

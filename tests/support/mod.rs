@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_hooks;
 pub mod fake_railway;
 pub mod fake_service;
 pub mod postgres;
@@ -71,8 +72,13 @@ fn require_binary(name: &str) -> PathBuf {
     });
     found.unwrap_or_else(|| {
         panic!(
-            "`{name}` is not installed. Install it with `apt-get install -y prometheus`, \
-             or run the test suite through scripts/test.sh, which installs it."
+            "`{name}` is not installed. Install it with `apt-get install -y {}`, \
+             or run the test suite through scripts/test.sh, which installs it.",
+            if name == "prometheus-alertmanager" {
+                "prometheus-alertmanager"
+            } else {
+                "prometheus"
+            }
         )
     })
 }
@@ -88,6 +94,15 @@ impl Prometheus {
     /// Starts Prometheus scraping `targets` (1 s scrape and rule interval),
     /// with `alert_rules` (a Prometheus rule file's text) loaded if given.
     pub fn start(targets: &[SocketAddr], alert_rules: Option<&str>) -> Self {
+        Self::start_with_alertmanager(targets, alert_rules, None)
+    }
+
+    /// Like `start`, sending alerts to the Alertmanager on `alertmanager_port`.
+    pub fn start_with_alertmanager(
+        targets: &[SocketAddr],
+        alert_rules: Option<&str>,
+        alertmanager_port: Option<u16>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let mut config = format!(
@@ -98,6 +113,11 @@ impl Prometheus {
         if let Some(rules) = alert_rules {
             std::fs::write(dir.path().join("alerts.yml"), rules).unwrap();
             config.push_str("rule_files: ['alerts.yml']\n");
+        }
+        if let Some(port) = alertmanager_port {
+            config.push_str(&format!(
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{port}']\n"
+            ));
         }
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let mut p = Prometheus {
@@ -180,6 +200,64 @@ impl Drop for Prometheus {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A real Alertmanager (Debian's `prometheus-alertmanager`) delivering to
+/// rollbackd's webhook endpoint.
+pub struct Alertmanager {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Alertmanager {
+    /// Routes every alert to `webhook` with the bearer `token`, grouping by
+    /// alertname, repeating every `repeat` (so rollbackd sees redeliveries).
+    pub fn start(webhook: &str, token: &str, repeat: &str) -> Self {
+        let bin = require_binary("prometheus-alertmanager");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("alertmanager.yml"),
+            format!(
+                "route:\n  receiver: rollbackd\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: {repeat}\n\
+                 receivers:\n  - name: rollbackd\n    webhook_configs:\n      - url: '{webhook}'\n        send_resolved: true\n\
+                 \x20       http_config:\n          authorization:\n            credentials: '{token}'\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("alertmanager.log")).unwrap();
+        let child = Command::new(bin)
+            .current_dir(dir.path())
+            .arg("--config.file=alertmanager.yml")
+            .arg("--storage.path=data")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("alertmanager starts");
+        let am = Alertmanager {
+            port,
+            _dir: dir,
+            child,
+        };
+        wait_for("Alertmanager to be ready", Duration::from_secs(30), || {
+            matches!(
+                http_get(&format!("http://127.0.0.1:{port}/-/ready")),
+                Ok((200, _))
+            )
+            .then_some(())
+        });
+        am
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
