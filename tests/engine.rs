@@ -234,7 +234,14 @@ fn dry_run_logs_the_plan_and_changes_nothing() {
         "nothing recorded as done"
     );
     assert_eq!(
-        w.metric("rollbackd_rollbacks_total", &[("result", "dry_run")]),
+        w.metric(
+            "rollbackd_rollbacks_total",
+            &[
+                ("result", "dry_run"),
+                ("trigger", "rule"),
+                ("policy", "dry_run")
+            ]
+        ),
         Some(1.0)
     );
     assert_eq!(w.api("/api/v1/breaker")["state"], "CLOSED");
@@ -430,7 +437,11 @@ fn a_provider_failing_mid_rollback_leaves_the_breaker_open_and_the_failure_recor
     assert_eq!(
         w.metric(
             "rollbackd_rollbacks_total",
-            &[("result", "failure"), ("trigger", "rule")]
+            &[
+                ("result", "failure"),
+                ("trigger", "rule"),
+                ("policy", "auto")
+            ]
         ),
         Some(1.0)
     );

@@ -59,6 +59,8 @@ pub async fn watch(config: Config) -> Exit {
         engine.breaker_state(std::time::SystemTime::now());
     }
     let pending = Arc::new(PendingStore::default());
+    // Present from the start, so dashboards show 0 rather than no data.
+    metrics::gauge!("rollbackd_pending_confirmations").set(0.0);
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let events_tx_alerts = events_tx.clone();
     let ctx = GroupContext {

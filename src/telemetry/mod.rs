@@ -58,6 +58,7 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         // then that one records and /metrics shows only the per-rule series.
         let _ = metrics::set_global_recorder(recorder);
         describe();
+        register_zeroes();
         metrics::gauge!("rollbackd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })
@@ -74,6 +75,45 @@ pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
             handle.run_upkeep();
         }
     })
+}
+
+/// Creates the rollback series at zero, so the first rollback is a change
+/// that `rate()` and `increase()` see (a series born at 1 looks flat).
+fn register_zeroes() {
+    for result in ["success", "failure", "dry_run"] {
+        for trigger in ["manual", "rule", "alertmanager"] {
+            for policy in ["dry_run", "confirm", "auto"] {
+                metrics::counter!("rollbackd_rollbacks_total", "result" => result, "trigger" => trigger, "policy" => policy)
+                    .absolute(0);
+            }
+        }
+    }
+    for result in ["success", "failure"] {
+        let _ = metrics::histogram!("rollbackd_rollback_duration_seconds", "result" => result);
+    }
+    for phase in [
+        "pre_validation",
+        "database",
+        "application",
+        "verification",
+        "post_rollback",
+    ] {
+        for result in ["succeeded", "failed", "skipped"] {
+            let _ = metrics::histogram!("rollbackd_rollback_phase_duration_seconds", "phase" => phase, "result" => result);
+        }
+    }
+    for guard in [
+        "breaker",
+        "same_deployment",
+        "cooldown",
+        "rate_limit",
+        "deploy_age",
+        "in_progress",
+        "provider",
+        "history",
+    ] {
+        metrics::counter!("rollbackd_rollbacks_blocked_total", "guard" => guard).absolute(0);
+    }
 }
 
 fn describe() {

@@ -129,6 +129,19 @@ impl Prometheus {
         p
     }
 
+    /// Starts Prometheus on `port` with `config` (a whole prometheus.yml).
+    pub fn start_raw(port: u16, config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let mut p = Prometheus {
+            port,
+            dir,
+            child: None,
+        };
+        p.launch();
+        p
+    }
+
     fn launch(&mut self) {
         let bin = require_binary("prometheus");
         let log = std::fs::File::create(self.dir.path().join("prometheus.log")).unwrap();

@@ -1,0 +1,262 @@
+//! What operators deploy: the Grafana dashboard (every query run against a
+//! real Prometheus that scraped rollbackd through a real scenario), the
+//! alerting rules about rollbackd (promtool), and the manifests.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::fake_railway::FakeRailway;
+use support::{free_port, wait_for, FakeService, Prometheus, Watcher};
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Every `expr` in the dashboard.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo("deploy/grafana/rollbackd-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is valid JSON");
+    assert_eq!(dashboard["uid"], "rollbackd");
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
+        for target in panel["targets"].as_array().unwrap() {
+            out.push((
+                panel["title"].as_str().unwrap().to_string(),
+                target["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_dashboard_query_parses_and_returns_data_after_a_real_scenario() {
+    let fake = Arc::new(FakeService::start());
+    let railway = FakeRailway::start();
+    let healed = fake.clone();
+    railway.on_success(move |_| healed.set(|k| k.error_ratio = 0.0));
+    let prom_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/http.yml"),
+        "groups:\n  - name: http\n    interval: 1s\n    rules:\n      - name: HighErrorRate\n        \
+         expr: '(sum(rate(http_requests_total{code=\"500\"}[3s])) or vector(0)) / sum(rate(http_requests_total[3s]))'\n        \
+         above: 0.1\n        for: 1s\n        policy: auto\n",
+    )
+    .unwrap();
+    // Prometheus is not up yet when rollbackd starts: its first queries fail, as they would.
+    let w = Watcher::start(
+        dir.path(),
+        &format!(
+            "[prometheus]\nurl = \"http://127.0.0.1:{prom_port}\"\ntimeout = \"1s\"\n\n[service]\nbase_url = \"{}\"\n\n\
+             [watch]\nrule_paths = [\"rules\"]\n\n{}\n[engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
+             [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n",
+            fake.url(),
+            railway.provider_toml()
+        ),
+    );
+    wait_for("a failed query", Duration::from_secs(10), || {
+        w.metric("rollbackd_prometheus_errors_total", &[("kind", "connect")])
+    });
+    let prom = Prometheus::start_raw(
+        prom_port,
+        &format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: service\n    \
+             static_configs:\n      - targets: ['{}']\n  - job_name: rollbackd\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            fake.addr, w.port
+        ),
+    );
+    wait_for("clean evaluations", Duration::from_secs(20), || {
+        w.metric("rollbackd_rule_evaluations_total", &[("outcome", "ok")])
+            .filter(|v| *v >= 2.0)
+    });
+    // A bad deploy, rolled back; then a second breach the guards refuse.
+    fake.set(|k| k.error_ratio = 0.5);
+    w.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    w.wait_for_state("HighErrorRate", "inactive", Duration::from_secs(20));
+    fake.set(|k| k.error_ratio = 0.5);
+    w.wait_for_log("rollback refused by a guard", Duration::from_secs(20));
+    // Let Prometheus scrape the result.
+    wait_for(
+        "Prometheus to scrape the refusal",
+        Duration::from_secs(20),
+        || {
+            let r = prom.query("rollbackd_rollbacks_blocked_total{guard=\"breaker\"} > 0");
+            r.as_array().is_some_and(|a| !a.is_empty()).then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 12, "{queries:?}");
+    let mut empty = Vec::new();
+    for (title, expr) in &queries {
+        // Prometheus answers an unparsable query with HTTP 400, which `query` turns into a failure.
+        let result = prom.query(expr);
+        let has_data = result.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|s| s["value"][1].as_str().is_some_and(|v| v != "NaN"))
+        });
+        if !has_data {
+            empty.push(format!("{title}: {expr} -> {result}"));
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "queries without data:\n{}",
+        empty.join("\n")
+    );
+}
+
+#[test]
+fn the_alerting_rules_about_rollbackd_pass_promtool() {
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(repo("deploy/prometheus/rollbackd-alerts.yml"))
+        .output()
+        .expect("promtool is installed with the prometheus package (scripts/install-deps.sh)");
+    let out = String::from_utf8_lossy(&promtool.stdout);
+    assert!(
+        promtool.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&promtool.stderr)
+    );
+    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
+    let config = std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(repo("deploy/prometheus/prometheus.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        config.status.success(),
+        "{}",
+        String::from_utf8_lossy(&config.stdout)
+    );
+}
+
+fn yaml_docs(path: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(repo(path)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+#[test]
+fn the_kubernetes_example_runs_rollbackd_as_a_sidecar_with_probes() {
+    let docs = yaml_docs("deploy/kubernetes/rollbackd-sidecar.yaml");
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "ConfigMap",
+            "Secret",
+            "Deployment",
+            "PersistentVolumeClaim"
+        ]
+    );
+    let deployment = &docs[3];
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(containers.len(), 2, "the service and rollbackd in one pod");
+    let rb = containers
+        .iter()
+        .find(|c| c["name"] == "rollbackd")
+        .unwrap();
+    assert_eq!(rb["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(rb["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env: Vec<&str> = rb["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"ROLLBACKD_SERVER__API_TOKEN") && env.contains(&"DATABASE_URL"));
+    assert!(rb["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "rollbackd-secrets");
+    // The embedded config and rules are themselves valid for rollbackd.
+    let dir = tempfile::tempdir().unwrap();
+    let config = docs[1]["data"]["rollbackd.toml"].as_str().unwrap();
+    let rules = docs[0]["data"]["http.yml"].as_str().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/http.yml"), rules).unwrap();
+    std::fs::write(
+        dir.path().join("rollbackd.toml"),
+        config.replace("/etc/rollbackd/rules", "rules"),
+    )
+    .unwrap();
+    let (code, out, err) = support::run_rollbackd(dir.path(), &["check"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn the_compose_systemd_docker_and_grafana_files_parse() {
+    let compose = &yaml_docs("deploy/docker-compose.yml")[0];
+    for service in ["rollbackd", "prometheus", "grafana"] {
+        assert!(compose["services"][service].is_mapping(), "{service}");
+    }
+    for path in [
+        "deploy/grafana/provisioning/dashboards/rollbackd.yml",
+        "deploy/grafana/provisioning/datasources/prometheus.yml",
+    ] {
+        assert_eq!(
+            yaml_docs(path)[0]["apiVersion"],
+            serde_yaml::Value::from(1),
+            "{path}"
+        );
+    }
+
+    let unit = std::fs::read_to_string(repo("deploy/systemd/rollbackd.service")).unwrap();
+    let mut section = String::new();
+    let mut keys = Vec::new();
+    for line in unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        if line.starts_with('[') {
+            assert!(line.ends_with(']'), "{line}");
+            section = line.to_string();
+        } else {
+            let (key, _) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not key=value: {line}"));
+            keys.push(format!("{section}{key}"));
+        }
+    }
+    for key in [
+        "[Unit]Description",
+        "[Service]ExecStart",
+        "[Service]ExecReload",
+        "[Service]User",
+        "[Install]WantedBy",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing: {keys:?}");
+    }
+    assert!(unit.contains("kill -HUP $MAINPID"), "reload is SIGHUP");
+
+    let docker = std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap();
+    let froms: Vec<&str> = docker.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms.len(), 2, "multi-stage: {froms:?}");
+    let user = docker
+        .lines()
+        .filter(|l| l.starts_with("USER "))
+        .last()
+        .expect("a USER line");
+    assert!(
+        !user.contains("root") && !user.ends_with(" 0"),
+        "runs as non-root: {user}"
+    );
+    assert!(docker.contains("--bin rollbackd") && docker.contains("COPY --from=build"));
+}
