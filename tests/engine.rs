@@ -91,6 +91,19 @@ fn a_bad_deploy_under_auto_is_rolled_back_once_verified_and_recorded() {
     w.wait_for_log("rollback succeeded", Duration::from_secs(40));
     assert_eq!(s.railway.rollbacks(), ["d2"], "{}", w.dump());
 
+    // Every log line of the rollback names the rollback and its rule.
+    let phase_lines = w.logs_with("rollback phase finished");
+    assert_eq!(phase_lines.len(), 5);
+    for line in &phase_lines {
+        assert!(
+            line["span"]["rollback"]
+                .as_str()
+                .unwrap()
+                .starts_with("rb-"),
+            "{line}"
+        );
+        assert_eq!(line["span"]["rules"], "HighErrorRate", "{line}");
+    }
     let h = history(s.dir.path());
     let events = h["events"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{h:#}");

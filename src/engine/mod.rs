@@ -780,7 +780,26 @@ impl Engine {
         req: RollbackRequest,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> RunReport {
+        use tracing::Instrument;
         let id = new_id("rb");
+        let rules = req
+            .trigger
+            .rules()
+            .iter()
+            .map(|r| r.rule.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        // Every log line of the run carries the rollback id and its rules.
+        let span = tracing::info_span!("rollback", rollback = %id, rules = %rules);
+        self.run_as(id, req, progress).instrument(span).await
+    }
+
+    async fn run_as(
+        &self,
+        id: String,
+        req: RollbackRequest,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> RunReport {
         let started_at = SystemTime::now();
         let t0 = Instant::now();
         let mut waiting = Duration::ZERO;

@@ -32,7 +32,8 @@ pub fn init_logging(format: LogFormat, level: tracing::Level) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init(),
     };
 }
