@@ -283,3 +283,30 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Reject { id, remote } => remote_cmd::decide(&config, &remote, &id, None).await,
     }
 }
+
+/// What evaluating rules needs: the loaded rules, Prometheus, and the HTTP
+/// client for probes. Shared by `watch` and `rules eval`.
+struct Evaluation {
+    source: crate::watch::RuleSource,
+    rules: crate::rules::RuleSet,
+    prometheus: std::sync::Arc<crate::source::prometheus::Prometheus>,
+    http: reqwest::Client,
+}
+
+fn evaluation_parts(config: &Config) -> Result<Evaluation, Exit> {
+    let source = crate::watch::RuleSource::from_config(config);
+    let rules = source.load().map_err(|e| {
+        eprintln!("{e}");
+        Exit::Failed
+    })?;
+    let prometheus = crate::source::prometheus::Prometheus::new(&config.prometheus)
+        .map_err(|e| Exit::Usage(e.to_string()))?;
+    let http = crate::verify::client()
+        .map_err(|e| Exit::Usage(format!("cannot build the HTTP client: {e}")))?;
+    Ok(Evaluation {
+        source,
+        rules,
+        prometheus: std::sync::Arc::new(prometheus),
+        http,
+    })
+}

@@ -1,7 +1,6 @@
 //! `rollbackd check`, `rollbackd rules check` and `rollbackd rules eval`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -9,7 +8,6 @@ use serde::Serialize;
 use super::Exit;
 use crate::config::Config;
 use crate::rules::{duration::Pretty, AlertState, RuleKind};
-use crate::source::prometheus::Prometheus;
 use crate::watch::evaluate::{self, Outcome};
 use crate::watch::RuleSource;
 
@@ -67,20 +65,14 @@ struct EvalRow {
 
 /// Evaluates every rule once, now, and prints what it found.
 pub async fn eval(config: &Config, only: Option<&str>, json: bool) -> Exit {
-    let set = match RuleSource::from_config(config).load() {
-        Ok(set) => set,
-        Err(e) => {
-            eprintln!("{e}");
-            return Exit::Failed;
-        }
-    };
-    let prometheus = match Prometheus::new(&config.prometheus) {
-        Ok(p) => Arc::new(p),
-        Err(e) => return Exit::Usage(e.to_string()),
-    };
-    let http = match crate::verify::client() {
-        Ok(c) => c,
-        Err(e) => return Exit::Usage(format!("cannot build the HTTP client: {e}")),
+    let super::Evaluation {
+        rules: set,
+        prometheus,
+        http,
+        ..
+    } = match super::evaluation_parts(config) {
+        Ok(parts) => parts,
+        Err(exit) => return exit,
     };
     let now = SystemTime::now();
     let mut rows = Vec::new();

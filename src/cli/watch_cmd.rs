@@ -10,26 +10,18 @@ use crate::config::Config;
 use crate::engine::dispatch::Dispatcher;
 use crate::engine::pending::PendingStore;
 use crate::engine::Engine;
-use crate::source::prometheus::Prometheus;
 use crate::telemetry::{self, events};
-use crate::watch::{GroupContext, RuleEvent, RuleSource, StatusBoard, Watcher};
+use crate::watch::{GroupContext, RuleEvent, StatusBoard, Watcher};
 
 pub async fn watch(config: Config) -> Exit {
-    let source = RuleSource::from_config(&config);
-    let initial = match source.load() {
-        Ok(set) => set,
-        Err(e) => {
-            eprintln!("{e}");
-            return Exit::Failed;
-        }
-    };
-    let prometheus = match Prometheus::new(&config.prometheus) {
-        Ok(p) => Arc::new(p),
-        Err(e) => return Exit::Usage(e.to_string()),
-    };
-    let http = match crate::verify::client() {
-        Ok(c) => c,
-        Err(e) => return Exit::Usage(format!("cannot build the HTTP client: {e}")),
+    let super::Evaluation {
+        source,
+        rules: initial,
+        prometheus,
+        http,
+    } = match super::evaluation_parts(&config) {
+        Ok(parts) => parts,
+        Err(exit) => return exit,
     };
     let listener = match crate::api::bind(config.server.listen).await {
         Ok(l) => l,

@@ -100,26 +100,13 @@ impl FakeRailway {
             on_success: None,
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = Router::new()
-            .route("/graphql/v2", post(graphql))
-            .with_state(inner.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
+        let stop = super::fake_service::serve_in_thread(
+            listener,
+            Router::new()
+                .route("/graphql/v2", post(graphql))
+                .with_state(inner.clone()),
+        );
         FakeRailway {
             addr,
             inner,

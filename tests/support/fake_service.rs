@@ -268,24 +268,8 @@ impl FakeService {
         inner.lock().unwrap().record_deployment();
         let listener = std::net::TcpListener::bind(addr)
             .unwrap_or_else(|e| panic!("fake service cannot listen on {addr}: {e}"));
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = router(inner.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
+        let stop = serve_in_thread(listener, router(inner.clone()));
         FakeService {
             addr,
             inner,
@@ -321,6 +305,31 @@ impl Drop for FakeService {
             let _ = stop.send(());
         }
     }
+}
+
+/// Serves `app` from a thread with its own runtime, so a test can block
+/// while the fake answers; fire or drop the sender to stop it.
+pub fn serve_in_thread(
+    listener: std::net::TcpListener,
+    app: Router,
+) -> tokio::sync::oneshot::Sender<()> {
+    listener.set_nonblocking(true).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+    });
+    stop
 }
 
 type Shared = Arc<Mutex<Inner>>;
