@@ -296,7 +296,17 @@ fn confirm_waits_for_approval_then_rolls_back_once() {
         &[],
     );
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("approved: rollback rb-"), "{out}");
+    let started = out
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("approved: rollback ")
+        .trim_end_matches(" started")
+        .to_string();
+    assert!(
+        started.starts_with("rb-") && started.len() == 15,
+        "the real rollback id: {out}"
+    );
     assert!(
         out.contains("HighErrorRate is still firing"),
         "the re-check says what it found: {out}"
@@ -305,6 +315,11 @@ fn confirm_waits_for_approval_then_rolls_back_once() {
     assert_eq!(s.railway.rollbacks(), ["d2"]);
     let h = history(s.dir.path());
     assert_eq!(h["events"][0]["policy"], "confirm");
+    assert_eq!(
+        h["events"][0]["id"],
+        started.as_str(),
+        "approve reported the id the run has"
+    );
     assert!(w.api("/api/v1/pending").as_array().unwrap().is_empty());
 
     let (code, _, err) = run_rollbackd(

@@ -70,7 +70,7 @@ pub async fn take(
     })?;
     let dump_seconds = started.elapsed().as_secs_f64();
     let verify_started = Instant::now();
-    let sha256 = sha256_file(&path)?;
+    let sha256 = sha256_off_thread(&path).await?;
     let size_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let name = path
         .file_name()
@@ -115,7 +115,7 @@ pub async fn verify(path: &Path, tools: &Tools) -> Result<(), String> {
         )
     })?;
     let recorded = recorded.split_whitespace().next().unwrap_or("").to_string();
-    let actual = sha256_file(path)?;
+    let actual = sha256_off_thread(path).await?;
     if recorded != actual {
         return Err(format!(
             "backup {} is corrupt: its SHA-256 is {actual}, the checksum file says {recorded}",
@@ -160,6 +160,15 @@ pub fn checksum_path(path: &Path) -> PathBuf {
 
 pub fn metadata_path(path: &Path) -> PathBuf {
     PathBuf::from(format!("{}.json", path.display()))
+}
+
+/// Hashes on a blocking thread: a large dump must not stall the watcher or
+/// the health endpoints while it is read.
+async fn sha256_off_thread(path: &Path) -> Result<String, String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || sha256_file(&path))
+        .await
+        .map_err(|e| format!("checksum task failed: {e}"))?
 }
 
 fn sha256_file(path: &Path) -> Result<String, String> {

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::pending::{PendingRollback, PendingStore};
-use super::{new_id, Blocked, BreakerState, Engine, Progress, RollbackRequest, RunReport, Trigger};
+use super::{new_id, Blocked, BreakerState, Engine, RollbackRequest, RunReport, Trigger};
 use crate::config::ConfirmDefault;
 use crate::history::RuleTrigger;
 use crate::notify::{Notification, NotifyEvent};
@@ -300,20 +300,9 @@ impl Dispatcher {
 
     fn start(&mut self, req: RollbackRequest) -> String {
         let engine = self.engine.clone();
-        let (id_tx, id_rx) = std::sync::mpsc::channel();
-        let task = tokio::spawn(async move {
-            engine
-                .run(req, &move |p| {
-                    if let Progress::Started { id } = &p {
-                        let _ = id_tx.send(id.clone());
-                    }
-                })
-                .await
-        });
-        // `run` reports its id before its first await.
-        let id = id_rx
-            .recv_timeout(Duration::from_secs(1))
-            .unwrap_or_else(|_| "rb-?".into());
+        let id = new_id("rb");
+        let run_id = id.clone();
+        let task = tokio::spawn(async move { engine.run_with_id(run_id, req, &|_| {}).await });
         self.running = Some((id.clone(), task));
         id
     }

@@ -780,8 +780,18 @@ impl Engine {
         req: RollbackRequest,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> RunReport {
+        self.run_with_id(new_id("rb"), req, progress).await
+    }
+
+    /// Runs a rollback under an id the caller chose (so it can report the id
+    /// before the run ends).
+    pub async fn run_with_id(
+        &self,
+        id: String,
+        req: RollbackRequest,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> RunReport {
         use tracing::Instrument;
-        let id = new_id("rb");
         let rules = req
             .trigger
             .rules()
