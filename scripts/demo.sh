@@ -121,7 +121,7 @@ echo
 echo "== rollbackd's own metrics:"
 curl -fs "http://127.0.0.1:$rb_port/metrics" \
   | grep -E '^rollbackd_(rule_state|rule_firing_events_total|rollbacks_total|rollback_duration_seconds_(sum|count)|breaker_state)' \
-  | sed 's/^/   /'
+  | grep -v ' 0$' | sed 's/^/   /'
 if ! grep -q "rollback succeeded" "$work/rollbackd.log"; then
   echo "demo: the bad deploy was not rolled back within 2 minutes; see $work/rollbackd.log" >&2
   exit 1
