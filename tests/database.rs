@@ -388,9 +388,9 @@ fn a_rollback_from_revision_c_to_b_end_to_end_keeps_the_rows() {
         || (revisions(&w)["deployments"]["d2"]["revision"] == "b").then_some(()),
     );
 
-    // Deploy d3, which migrates to c and then breaks.
-    railway.deploy("d3");
+    // Deploy d3: its migration to c runs first (a pre-deploy step), then it goes live, then breaks.
     alembic_upgrade(&pg.url(), "c");
+    railway.deploy("d3");
     wait_for(
         "d3's revision to be recorded",
         Duration::from_secs(15),

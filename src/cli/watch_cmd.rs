@@ -85,9 +85,12 @@ pub async fn watch(config: Config) -> Exit {
         "rollbackd watching"
     );
     let server = tokio::spawn(crate::api::serve(listener, app));
+    let mut running = None;
     match engine {
         Some(engine) => {
-            tokio::spawn(Dispatcher::new(engine, board, pending).run(events_rx, commands_rx));
+            let dispatcher = Dispatcher::new(engine, board, pending);
+            running = Some(dispatcher.running());
+            tokio::spawn(dispatcher.run(events_rx, commands_rx));
         }
         None => {
             tokio::spawn(consume(events_rx));
@@ -98,6 +101,12 @@ pub async fn watch(config: Config) -> Exit {
     let result = watcher
         .run_until(config.watch.reload_interval, shutdown_signal())
         .await;
+    if let Some(running) = &running {
+        let b = &config.engine.budgets;
+        let limit =
+            b.pre_validation + b.database + b.application + b.verification + b.post_rollback;
+        crate::engine::dispatch::finish_running(running, limit).await;
+    }
     server.abort();
     match result {
         Ok(()) => {

@@ -56,18 +56,26 @@ pub async fn take(
         .to_string()
         .replace([':', '-'], "");
     let path = dir.join(format!("rollbackd-{stamp}-{rollback_id}.dump"));
+    // pg_dump writes beside the final name; only a complete dump is renamed
+    // into place, so a killed or failed dump never looks like a backup.
+    let partial = PathBuf::from(format!("{}.partial", path.display()));
     let started = Instant::now();
-    run(
+    let dumped = run(
         Command::new(&tools.pg_dump)
             .args(["--format=custom", "--no-password", "--file"])
-            .arg(&path)
+            .arg(&partial)
             .envs(db.libpq_env().iter().map(|(k, v)| (*k, v.as_str()))),
         "pg_dump",
     )
     .await
-    .inspect_err(|_| {
-        let _ = std::fs::remove_file(&path);
-    })?;
+    .and_then(|()| {
+        std::fs::rename(&partial, &path)
+            .map_err(|e| format!("cannot move the dump into place: {e}"))
+    });
+    if let Err(e) = dumped {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
     let dump_seconds = started.elapsed().as_secs_f64();
     let verify_started = Instant::now();
     let sha256 = sha256_off_thread(&path).await?;
@@ -144,6 +152,13 @@ pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
         })
         .collect();
     dumps.sort();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if p.to_string_lossy().ends_with(".dump.partial") {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
     let excess = dumps.len().saturating_sub(keep.max(1));
     let removed: Vec<PathBuf> = dumps.into_iter().take(excess).collect();
     for p in &removed {

@@ -24,6 +24,7 @@ use crate::history::RuleTrigger;
 use crate::notify::{Notification, NotifyEvent};
 use crate::rules::{AlertState, Policy};
 use crate::telemetry::events;
+use crate::watch::status::lock;
 use crate::watch::{FiringEvent, RuleEvent, StatusBoard, ALERTMANAGER_GROUP};
 
 /// An operator's decision, sent from the HTTP API.
@@ -57,30 +58,53 @@ pub enum ApproveError {
     Blocked(String),
 }
 
+/// The rollback the daemon is running, shared so shutdown can wait for it.
+pub type RunningRollback = Arc<std::sync::Mutex<Option<(String, JoinHandle<RunReport>)>>>;
+
+/// Waits (at most `limit`) for a running rollback to end before the process
+/// exits: a rollback cut off midway leaves no record and an unsettled breaker.
+pub async fn finish_running(running: &RunningRollback, limit: Duration) {
+    let task = lock(running).take();
+    if let Some((id, task)) = task {
+        if !task.is_finished() {
+            tracing::warn!(rollback = %id, "shutting down: waiting for the running rollback to finish");
+            if tokio::time::timeout(limit, task).await.is_err() {
+                tracing::error!(rollback = %id, "rollback still running at shutdown; its record may be incomplete");
+            }
+        }
+    }
+}
+
 /// The dispatcher and what it shares with the API.
 pub struct Dispatcher {
     engine: Arc<Engine>,
     board: Arc<StatusBoard>,
     pending: Arc<PendingStore>,
-    running: Option<(String, JoinHandle<RunReport>)>,
+    running: RunningRollback,
     /// When the rules were last seen all clear (for closing the breaker).
     clear_since: Option<Instant>,
     /// When the live deployment's schema revision was last recorded.
     revision_checked: Option<Instant>,
     /// Alertmanager alerts (by name) firing now, for the approval re-check.
-    alerts_firing: std::collections::BTreeSet<String>,
+    alerts_firing:
+        std::collections::BTreeMap<String, std::collections::BTreeSet<crate::rules::Labels>>,
 }
 
 impl Dispatcher {
+    /// The running-rollback slot, for shutdown.
+    pub fn running(&self) -> RunningRollback {
+        self.running.clone()
+    }
+
     pub fn new(engine: Arc<Engine>, board: Arc<StatusBoard>, pending: Arc<PendingStore>) -> Self {
         Dispatcher {
             engine,
             board,
             pending,
-            running: None,
+            running: RunningRollback::default(),
             clear_since: None,
             revision_checked: None,
-            alerts_firing: std::collections::BTreeSet::new(),
+            alerts_firing: std::collections::BTreeMap::new(),
         }
     }
 
@@ -133,10 +157,11 @@ impl Dispatcher {
     }
 
     fn busy(&mut self) -> Option<String> {
-        match &self.running {
+        let mut running = lock(&self.running);
+        match &*running {
             Some((id, task)) if !task.is_finished() => Some(id.clone()),
             _ => {
-                self.running = None;
+                *running = None;
                 None
             }
         }
@@ -146,11 +171,28 @@ impl Dispatcher {
     /// rollbacks it caused.
     fn resolved(&mut self, e: FiringEvent) {
         if e.group == ALERTMANAGER_GROUP {
-            self.alerts_firing.remove(&e.rule);
+            if let Some(set) = self.alerts_firing.get_mut(&e.rule) {
+                set.remove(&e.labels);
+            }
         }
         let mut n = Notification::new(NotifyEvent::RuleResolved, format!("{} resolved", e.rule));
         n.rules = vec![trigger_of(&e)];
         self.engine.notify(n);
+        // Another series of the same rule (or another alert of the same name)
+        // may still fire: then the incident is not over.
+        let still_firing = if e.group == ALERTMANAGER_GROUP {
+            self.alerts_firing
+                .get(&e.rule)
+                .is_some_and(|s| !s.is_empty())
+        } else {
+            self.board
+                .rules()
+                .iter()
+                .any(|r| r.group == e.group && r.rule == e.rule && r.state == AlertState::Firing)
+        };
+        if still_firing {
+            return;
+        }
         let caused: Vec<String> = self
             .pending
             .list()
@@ -173,7 +215,10 @@ impl Dispatcher {
     async fn incident(&mut self, fired: Vec<FiringEvent>) {
         for e in &fired {
             if e.group == ALERTMANAGER_GROUP {
-                self.alerts_firing.insert(e.rule.clone());
+                self.alerts_firing
+                    .entry(e.rule.clone())
+                    .or_default()
+                    .insert(e.labels.clone());
             }
             let mut n = Notification::new(
                 NotifyEvent::RuleFiring,
@@ -303,14 +348,14 @@ impl Dispatcher {
         let id = new_id("rb");
         let run_id = id.clone();
         let task = tokio::spawn(async move { engine.run_with_id(run_id, req, &|_| {}).await });
-        self.running = Some((id.clone(), task));
+        *lock(&self.running) = Some((id.clone(), task));
         id
     }
 
     async fn command(&mut self, command: Command) {
         match command {
             Command::Approve { id, force, reply } => {
-                let _ = reply.send(self.approve(&id, force, "approved by an operator"));
+                let _ = reply.send(self.approve(&id, force, "approved by an operator").await);
             }
             Command::Reject { id, reply } => {
                 let result = match self.pending.take(&id) {
@@ -327,15 +372,84 @@ impl Dispatcher {
     }
 
     /// Re-checks the rules, then starts the rollback a pending one describes.
-    fn approve(&mut self, id: &str, force: bool, how: &str) -> Result<Approved, ApproveError> {
+    async fn approve(
+        &mut self,
+        id: &str,
+        force: bool,
+        how: &str,
+    ) -> Result<Approved, ApproveError> {
         let pending = self
             .pending
             .take(id)
             .ok_or_else(|| ApproveError::NotFound(id.to_string()))?;
+        let (any_firing, findings) = self.recheck(&pending.rules);
+        if !any_firing && !force {
+            self.pending.add(pending);
+            return Err(ApproveError::NoLongerFiring(findings));
+        }
+        if let Some(running) = self.busy() {
+            self.pending.add(pending);
+            return Err(ApproveError::Blocked(format!(
+                "rollback {running} is running"
+            )));
+        }
+        // An approval answers "roll back for this incident?"; the guards still
+        // apply (a stale confirmation must not roll back again after another
+        // rollback). `rollbackd rollback` is the way around them.
+        if let Err(blocked) = self.engine.check_automatic(SystemTime::now()).await {
+            self.pending.add(pending);
+            return Err(ApproveError::Blocked(format!(
+                "{}: {} (a manual `rollbackd rollback` does not check the automatic guards)",
+                blocked.guard, blocked.reason
+            )));
+        }
+        tracing::warn!(pending = %pending.id, findings = %findings.join("; "), "{how}");
+        let from_alertmanager = pending.rules.iter().all(|r| r.group == ALERTMANAGER_GROUP);
+        let req = RollbackRequest {
+            trigger: if from_alertmanager {
+                Trigger::Alertmanager(pending.rules.clone())
+            } else {
+                Trigger::Rules(pending.rules.clone())
+            },
+            policy: Policy::Confirm,
+            reason: format!("{} ({how})", pending.reason),
+            deployment_id: None,
+            skip_db: false,
+            base_url: None,
+            pending_id: Some(pending.id.clone()),
+        };
+        let rollback_id = self.start(req);
+        // Other confirmations were for the state before this rollback.
+        for other in self.pending.list() {
+            if let Some(p) = self.pending.take(&other.id) {
+                self.rejected(&p, &format!("superseded by rollback {rollback_id}"));
+            }
+        }
+        Ok(Approved {
+            rollback_id,
+            findings,
+        })
+    }
+
+    /// Whether the rules behind a pending rollback still fire, in words.
+    fn recheck(&self, rules: &[RuleTrigger]) -> (bool, Vec<String>) {
         let statuses = self.board.rules();
         let mut findings = Vec::new();
         let mut any_firing = false;
-        for r in &pending.rules {
+        for r in rules {
+            if r.group == ALERTMANAGER_GROUP {
+                if self
+                    .alerts_firing
+                    .get(&r.rule)
+                    .is_some_and(|s| !s.is_empty())
+                {
+                    any_firing = true;
+                    findings.push(format!("alert {} is still firing in Alertmanager", r.rule));
+                } else {
+                    findings.push(format!("alert {} has resolved in Alertmanager", r.rule));
+                }
+                continue;
+            }
             match statuses
                 .iter()
                 .find(|s| s.group == r.group && s.rule == r.rule)
@@ -360,36 +474,7 @@ impl Dispatcher {
                 None => findings.push(format!("{} is no longer loaded", r.rule)),
             }
         }
-        if !any_firing && !force {
-            self.pending.add(pending);
-            return Err(ApproveError::NoLongerFiring(findings));
-        }
-        if let Some(running) = self.busy() {
-            self.pending.add(pending);
-            return Err(ApproveError::Blocked(format!(
-                "rollback {running} is running"
-            )));
-        }
-        tracing::warn!(pending = %pending.id, findings = %findings.join("; "), "{how}");
-        let from_alertmanager = pending.rules.iter().all(|r| r.group == ALERTMANAGER_GROUP);
-        let req = RollbackRequest {
-            trigger: if from_alertmanager {
-                Trigger::Alertmanager(pending.rules.clone())
-            } else {
-                Trigger::Rules(pending.rules.clone())
-            },
-            policy: Policy::Confirm,
-            reason: format!("{} ({how})", pending.reason),
-            deployment_id: None,
-            skip_db: false,
-            base_url: None,
-            pending_id: Some(pending.id.clone()),
-        };
-        let rollback_id = self.start(req);
-        Ok(Approved {
-            rollback_id,
-            findings,
-        })
+        (any_firing, findings)
     }
 
     /// Every second: expire pending rollbacks, move the breaker along, and
@@ -423,12 +508,20 @@ impl Dispatcher {
                 ConfirmDefault::Approve => {
                     let id = p.id.clone();
                     self.pending.add(p);
-                    if let Err(e) = self.approve(
-                        &id,
-                        false,
-                        "approved by default after expiring (engine.confirm_default = approve)",
-                    ) {
-                        self.pending.take(&id);
+                    if let Err(e) = self
+                        .approve(
+                            &id,
+                            false,
+                            "approved by default after expiring (engine.confirm_default = approve)",
+                        )
+                        .await
+                    {
+                        if let Some(p) = self.pending.take(&id) {
+                            self.rejected(
+                                &p,
+                                &format!("expired; approval by default refused: {e}"),
+                            );
+                        }
                         tracing::warn!(pending = %id, error = %e, "pending rollback expired; not rolled back");
                     }
                 }
@@ -449,6 +542,10 @@ impl Dispatcher {
                 .clear_since
                 .is_some_and(|t| t.elapsed() >= self.engine.config.close_after)
         {
+            // Closing races a CLI rollback that may have just opened it: take the lock.
+            let Some(_lock) = self.engine.try_lock() else {
+                return;
+            };
             match self
                 .engine
                 .breaker()

@@ -15,7 +15,7 @@ use crate::rules::duration::format as fmt;
 /// A refusal: which guard, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Blocked {
-    /// A small fixed label: breaker, same_deployment, cooldown, rate_limit, deploy_age.
+    /// A small fixed label: breaker, loop, same_deployment, cooldown, rate_limit, deploy_age.
     pub guard: &'static str,
     pub reason: String,
 }
@@ -44,6 +44,19 @@ pub fn check_automatic(input: &GuardInput) -> Result<(), Blocked> {
             reason: "the deploy breaker is OPEN after a recent rollback (see `rollbackd breaker status`; \
                      an operator can `rollbackd breaker reset`)"
                 .into(),
+        });
+    }
+    if let Some(e) = history.events.iter().find(|e| {
+        e.is_rollback() && e.created_deployment_id.as_deref() == Some(current.id.as_str())
+    }) {
+        return Err(Blocked {
+            guard: "loop",
+            reason: format!(
+                "the live deployment {} was created by rollback {}; rolling it back again would loop \
+                 (roll forward, or run `rollbackd rollback` by hand)",
+                current.id,
+                e.id.as_deref().unwrap_or(&e.timestamp)
+            ),
         });
     }
     let automatic: Vec<_> = history
@@ -204,6 +217,14 @@ mod tests {
             assert_eq!(blocked.guard, guard, "{}", blocked.reason);
             assert!(!blocked.reason.is_empty());
         }
+    }
+
+    #[test]
+    fn a_deployment_a_rollback_created_is_never_rolled_back_automatically() {
+        let mut earlier = auto_rollback("d7", 600);
+        earlier.created_deployment_id = Some("d9".into());
+        let blocked = check(vec![earlier], BreakerState::Closed, 10).unwrap_err();
+        assert_eq!(blocked.guard, "loop", "{}", blocked.reason);
     }
 
     #[test]

@@ -368,9 +368,17 @@ impl Engine {
             return Ok(None);
         };
         let list = self.provider.list(10).await.map_err(|e| e.to_string())?;
-        let Some(live) = list.into_iter().find(|d| d.is_success()) else {
+        let Some(live) = list.iter().find(|d| d.is_success()).cloned() else {
             return Ok(None);
         };
+        // While a newer deployment is on its way, its migrations may already
+        // have run: the database no longer says what `live` runs.
+        if list
+            .iter()
+            .any(|d| d.created_at > live.created_at && !d.has_failed() && !d.is_success())
+        {
+            return Ok(None);
+        }
         let Some(revision) = tool
             .current(&db.database)
             .await
@@ -582,16 +590,26 @@ impl Engine {
             pg_dump: db.config.pg_dump.clone(),
             pg_restore: db.config.pg_restore.clone(),
         };
-        match crate::db::backup::take(
-            &db.database,
-            &tools,
-            &db.backup_dir,
-            id,
-            &plan.current.id,
-            reason,
+        let budget = Phase::PreValidation.budget(&self.config) * 2 / 3;
+        let taken = tokio::time::timeout(
+            budget,
+            crate::db::backup::take(
+                &db.database,
+                &tools,
+                &db.backup_dir,
+                id,
+                &plan.current.id,
+                reason,
+            ),
         )
         .await
-        {
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "pg_dump did not finish within {} (two thirds of the pre-validation budget)",
+                fmt_duration(budget)
+            ))
+        });
+        match taken {
             Ok(backup) => {
                 crate::db::backup::prune(&db.backup_dir, db.config.keep_backups);
                 let detail = format!(
@@ -631,6 +649,11 @@ impl Engine {
 
     pub fn breaker(&self) -> &BreakerStore {
         &self.breaker
+    }
+
+    /// The rollback lock, if no rollback (here or in the CLI) holds it.
+    pub fn try_lock(&self) -> Option<StateLock> {
+        StateLock::try_acquire(&self.lock_path).ok().flatten()
     }
 
     /// The breaker's state now.
@@ -984,6 +1007,7 @@ impl Engine {
             t0.elapsed(),
         );
         event.extra.extend(extra);
+        event.created_deployment_id = new_deployment.clone();
         if lock.is_some() {
             let post_started = Instant::now();
             let outcome = self
@@ -1033,10 +1057,30 @@ impl Engine {
                         "rollback failed: {}",
                         error.as_deref().unwrap_or("unknown error")
                     ),
-                    format!(
-                        "failed: {}; the deploy breaker stays OPEN",
-                        error.as_deref().unwrap_or("unknown error")
-                    ),
+                    {
+                        let mut outcome = format!(
+                            "failed: {}; the deploy breaker stays OPEN",
+                            error.as_deref().unwrap_or("unknown error")
+                        );
+                        // The new code may now run on the old schema: say so loudly.
+                        if let Some((_, PhaseOutcome::Succeeded(detail), _)) =
+                            phases.iter().find(|(p, _, _)| *p == Phase::Database)
+                        {
+                            outcome.push_str(&format!(
+                                "; NOTE the database phase already ran ({detail})"
+                            ));
+                            if let Some(cmd) = event
+                                .extra
+                                .get("backup")
+                                .and_then(|b| b["restore_command"].as_str())
+                            {
+                                outcome.push_str(&format!(
+                                    "; the emergency backup restores it: {cmd}"
+                                ));
+                            }
+                        }
+                        outcome
+                    },
                 )
             };
             let mut n = self.run_notification(event_kind, &id, &req, plan.as_ref(), summary);
@@ -1044,7 +1088,6 @@ impl Engine {
             n.outcome = Some(outcome);
             self.notify(n);
         }
-        let _ = new_deployment;
         events::rollback_finished(
             &id,
             req.trigger.label(),
@@ -1224,8 +1267,22 @@ impl Engine {
             "platform accepted the rollback to {}",
             plan.target.id
         )));
-        let mut last_error = None;
+        // Stop a little before the phase budget, so the failure says what was
+        // last seen instead of only "did not finish".
+        let deadline = Instant::now()
+            + Phase::Application
+                .budget(&self.config)
+                .saturating_sub(self.config.poll_interval + Duration::from_secs(1));
+        let mut last_seen = String::from("the new deployment has not appeared yet");
         let deployment = loop {
+            if Instant::now() >= deadline {
+                return (
+                    PhaseOutcome::Failed(format!(
+                        "the rollback deployment did not reach SUCCESS within the application budget; last seen: {last_seen}"
+                    )),
+                    waited,
+                );
+            }
             timed(&mut waited, tokio::time::sleep(self.config.poll_interval)).await;
             let found = match &created {
                 Some(id) => timed(&mut waited, self.provider.status(id)).await.map(Some),
@@ -1236,7 +1293,7 @@ impl Engine {
             match found {
                 Err(e) => {
                     tracing::warn!(error = %e, "following the rollback deployment failed; trying again");
-                    last_error = Some(e.to_string());
+                    last_seen = format!("the platform could not be asked: {e}");
                 }
                 Ok(None) => {}
                 Ok(Some(d)) if d.is_success() => break d,
@@ -1250,6 +1307,7 @@ impl Engine {
                     )
                 }
                 Ok(Some(d)) => {
+                    last_seen = format!("deployment {} was {}", d.id, d.status);
                     if new_deployment.as_deref() != Some(d.id.as_str()) {
                         progress(Progress::Note(format!(
                             "rollback deployment {} is {}",
@@ -1259,7 +1317,6 @@ impl Engine {
                     *new_deployment = Some(d.id);
                 }
             }
-            let _ = &last_error;
         };
         *new_deployment = Some(deployment.id.clone());
         progress(Progress::Note(format!(
@@ -1275,6 +1332,15 @@ impl Engine {
             .await;
             if check.healthy {
                 break;
+            }
+            if Instant::now() >= deadline {
+                return (
+                    PhaseOutcome::Failed(format!(
+                        "deployment {} is SUCCESS but {url} kept failing ({}) until the application budget ran out",
+                        deployment.id, check.reason
+                    )),
+                    waited,
+                );
             }
             timed(&mut waited, tokio::time::sleep(self.config.poll_interval)).await;
         }

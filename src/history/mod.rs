@@ -42,6 +42,10 @@ pub struct Event {
     /// The deployment that was live before, the one rolled back from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_deployment_id: Option<String>,
+    /// The deployment the rollback created on the platform (the redeploy of
+    /// the target), so a later incident never rolls back rollbackd's own work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_deployment_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_sha: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

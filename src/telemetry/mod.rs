@@ -163,7 +163,7 @@ fn describe() {
     );
     describe_counter!(
         "rollbackd_rollbacks_blocked_total",
-        "Rollbacks refused, by guard (breaker, same_deployment, cooldown, rate_limit, deploy_age, in_progress, provider, history)."
+        "Rollbacks refused, by guard (breaker, loop, same_deployment, cooldown, rate_limit, deploy_age, in_progress, provider, history)."
     );
     describe_gauge!(
         "rollbackd_pending_confirmations",
