@@ -388,14 +388,15 @@ fn a_rollback_from_revision_c_to_b_end_to_end_keeps_the_rows() {
         || (revisions(&w)["deployments"]["d2"]["revision"] == "b").then_some(()),
     );
 
-    // Deploy d3: its migration to c runs first (a pre-deploy step), then it goes live, then breaks.
-    alembic_upgrade(&pg.url(), "c");
+    let after_d2 = revisions(&w);
+    // Deploy d3, which migrates to c, then breaks.
     railway.deploy("d3");
-    wait_for(
-        "d3's revision to be recorded",
-        Duration::from_secs(15),
-        || (revisions(&w)["deployments"]["d3"]["revision"] == "c").then_some(()),
-    );
+    alembic_upgrade(&pg.url(), "c");
+    wait_for("d3 to be seen", Duration::from_secs(15), || {
+        revisions(&w)["deployments"]["d3"]["revision"]
+            .as_str()
+            .map(|_| ())
+    });
     pg.psql(
         "app",
         "INSERT INTO items (name, note) VALUES ('gamma', 'written by d3')",
@@ -404,9 +405,13 @@ fn a_rollback_from_revision_c_to_b_end_to_end_keeps_the_rows() {
 
     w.wait_for_log("rollback succeeded", Duration::from_secs(60));
     assert_eq!(railway.rollbacks(), ["d2"]);
+    let e = &history(d.path())["events"][0];
     assert_eq!(
         pg.psql("app", "SELECT version_num FROM alembic_version"),
-        "b"
+        "b",
+        "{}\nrevisions: {}\nafter d2 was seen: {after_d2}",
+        phase(e, "database"),
+        revisions(&w)
     );
     assert_eq!(columns(&pg), "id,legacy_code,name,note");
     assert_eq!(

@@ -519,3 +519,44 @@ fn the_api_refuses_changes_without_a_token_and_reports_the_breaker() {
     );
     assert!(!logs.contains(support::fake_railway::TOKEN));
 }
+
+#[test]
+fn an_approval_still_passes_the_guards() {
+    let s = setup(&[rule("HighErrorRate", 0.1, "confirm")], "", |_| {});
+    let w = &s.watcher;
+    bad_deploy(&s);
+    let pending = wait_for("a pending rollback", Duration::from_secs(20), || {
+        w.api("/api/v1/pending")
+            .as_array()
+            .and_then(|a| a.first().cloned())
+    });
+    let id = pending["id"].as_str().unwrap().to_string();
+    // Meanwhile someone rolled back by hand, and it failed: the breaker is OPEN.
+    s.railway.set(|k| k.rollback_outcome = "FAILED".into());
+    let (code, _, _) = run_rollbackd(
+        s.dir.path(),
+        &["--config", "rollbackd.toml", "rollback", "--yes"],
+        &[],
+    );
+    assert_eq!(code, 1);
+    let (code, _, err) = run_rollbackd(
+        s.dir.path(),
+        &["--config", "rollbackd.toml", "approve", &id],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("breaker") && err.contains("rollbackd rollback"),
+        "{err}"
+    );
+    assert_eq!(
+        s.railway.rollbacks().len(),
+        1,
+        "only the manual attempt reached the platform"
+    );
+    assert_eq!(
+        w.api("/api/v1/pending").as_array().unwrap().len(),
+        1,
+        "the confirmation is still there"
+    );
+}
