@@ -51,14 +51,12 @@ impl RevisionStore {
             .map(|r| r.revision.clone())
     }
 
-    /// Records that `deployment_id` runs at `revision` (written only on change).
+    /// Records that `deployment_id` runs at `revision`. The first sighting
+    /// wins: a later migration (say, a pre-deploy step of the next release)
+    /// must not rewrite what this deployment ran.
     pub fn record(&self, deployment_id: &str, revision: &str) -> Result<bool, String> {
         let mut all = self.load()?;
-        if all
-            .deployments
-            .get(deployment_id)
-            .is_some_and(|r| r.revision == revision)
-        {
+        if all.deployments.contains_key(deployment_id) {
             return Ok(false);
         }
         all.deployments.insert(
@@ -72,5 +70,22 @@ impl RevisionStore {
         crate::history::write_atomic(&self.path, &bytes)
             .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_sighting_of_a_deployment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RevisionStore::new(dir.path().join("revisions.json"));
+        assert!(store.record("d2", "b").unwrap());
+        // The next release's migration ran while d2 was still live.
+        assert!(!store.record("d2", "c").unwrap());
+        assert_eq!(store.get("d2").as_deref(), Some("b"));
+        assert!(store.record("d3", "c").unwrap());
+        assert_eq!(store.get("d3").as_deref(), Some("c"));
     }
 }
