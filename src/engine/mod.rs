@@ -393,45 +393,34 @@ impl Engine {
     }
 
     /// Decides what the database phase will do; reads, never writes.
+    /// Returns the step, the database's current revision and the downgrade
+    /// SQL, when known.
     async fn plan_database(
         &self,
         req: &RollbackRequest,
         target: &Deployment,
-    ) -> (String, Option<String>, Option<String>, DbStep) {
+    ) -> (DbStep, Option<String>, Option<String>) {
+        let skip = |why: &str| (DbStep::Skip(why.to_string()), None, None);
         if req.skip_db {
-            return (
-                "skipped: --skip-db".into(),
-                None,
-                None,
-                DbStep::Skip("--skip-db".into()),
-            );
+            return skip("--skip-db");
         }
         let Some(db) = &self.db else {
-            return (
-                "skipped: no database is configured".into(),
-                None,
-                None,
-                DbStep::Skip("no database is configured".into()),
-            );
+            return skip("no database is configured");
         };
         let Some(tool) = &db.tool else {
-            return (
-                "skipped: no migration tool is configured".into(),
-                None,
-                None,
-                DbStep::Skip("no migration tool is configured".into()),
-            );
+            return skip("no migration tool is configured");
         };
         let current = match tool.current(&db.database).await {
             Ok(Some(c)) => c,
             Ok(None) => {
-                let why =
-                    "the database has no alembic_version (not under migration control)".to_string();
-                return (format!("skipped: {why}"), None, None, DbStep::Skip(why));
+                return skip("the database has no alembic_version (not under migration control)")
             }
             Err(e) => {
-                let why = format!("cannot read the schema revision: {e}");
-                return (format!("FAILS: {why}"), None, None, DbStep::Stop(why));
+                return (
+                    DbStep::Stop(format!("cannot read the schema revision: {e}")),
+                    None,
+                    None,
+                )
             }
         };
         let Some(wanted) = db.revisions.get(&target.id) else {
@@ -439,72 +428,56 @@ impl Engine {
                 "no schema revision is recorded for deployment {} (rollbackd records each deployment's revision while it watches); the database stays at {current}",
                 target.id
             );
-            return (
-                format!("skipped: {why}"),
-                Some(current),
-                None,
-                DbStep::Skip(why),
-            );
+            return (DbStep::Skip(why), Some(current), None);
         };
         if wanted == current {
             let why = format!(
                 "already at revision {current}, the one deployment {} ran",
                 target.id
             );
-            return (
-                format!("skipped: {why}"),
-                Some(current),
-                None,
-                DbStep::Skip(why),
-            );
+            return (DbStep::Skip(why), Some(current), None);
         }
         let sql = match tool.downgrade_sql(&db.database, &current, &wanted).await {
             Ok(sql) => sql,
             Err(e) => {
                 let why = format!("cannot obtain the downgrade SQL {current} -> {wanted}: {e}");
-                return (
-                    format!("FAILS: {why}"),
-                    Some(current),
-                    None,
-                    DbStep::Stop(why),
-                );
+                return (DbStep::Stop(why), Some(current), None);
             }
         };
         let destructive = crate::db::migrate::destructive_statements(&sql);
-        if !destructive.is_empty() && !db.config.allow_destructive {
+        let step = if !destructive.is_empty() && !db.config.allow_destructive {
             let why = format!(
                 "the downgrade {current} -> {wanted} is destructive ({}); the database stays at {current} \
                  (database.allow_destructive allows it)",
                 destructive.join("; ")
             );
             if db.config.app_only_if_skipped {
-                return (
-                    format!("skipped: {why}"),
-                    Some(current),
-                    Some(sql),
-                    DbStep::Skip(why),
-                );
+                DbStep::Skip(why)
+            } else {
+                DbStep::Stop(format!(
+                    "{why}, and database.app_only_if_skipped is false, so the application is not rolled back either"
+                ))
             }
-            let why = format!("{why}, and database.app_only_if_skipped is false, so the application is not rolled back either");
-            return (
-                format!("STOPS: {why}"),
-                Some(current),
-                Some(sql),
-                DbStep::Stop(why),
-            );
-        }
-        (
-            format!(
-                "alembic downgrade {current} -> {wanted} under advisory lock {}",
-                db.config.lock_key
-            ),
-            Some(current.clone()),
-            Some(sql),
+        } else {
             DbStep::Downgrade {
-                from: current,
+                from: current.clone(),
                 to: wanted,
-            },
-        )
+            }
+        };
+        (step, Some(current), Some(sql))
+    }
+
+    /// The plan's one-line account of the database phase.
+    fn database_summary(&self, step: &DbStep) -> String {
+        match step {
+            DbStep::Nothing => "nothing planned".into(),
+            DbStep::Skip(why) => format!("skipped: {why}"),
+            DbStep::Stop(why) => format!("STOPS the rollback: {why}"),
+            DbStep::Downgrade { from, to } => format!(
+                "alembic downgrade {from} -> {to} under advisory lock {}",
+                self.db.as_ref().map_or(0, |d| d.config.lock_key)
+            ),
+        }
     }
 
     /// Phase 2.
@@ -713,8 +686,9 @@ impl Engine {
                 )
             })
             .collect();
-        let (database, current_revision, database_sql, db_step) =
+        let (db_step, current_revision, database_sql) =
             self.plan_database(req, &selection.target).await;
+        let database = self.database_summary(&db_step);
         let backup = match &self.db {
             _ if req.skip_db => "skipped: --skip-db".to_string(),
             None => "skipped: no database is configured".to_string(),

@@ -44,14 +44,19 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
-/// A blocking HTTP GET on loopback (tests stay synchronous and simple).
-pub fn http_get(url: &str) -> Result<(u16, String), String> {
+/// Runs one future to completion, so tests stay synchronous and simple.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
     rollbackd::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+        .block_on(f)
+}
+
+/// A blocking HTTP GET on loopback.
+pub fn http_get(url: &str) -> Result<(u16, String), String> {
+    block_on(async {
         let response = reqwest::Client::new()
             .get(url)
             .timeout(Duration::from_secs(5))
@@ -461,12 +466,7 @@ impl Drop for Watcher {
 
 /// A blocking HTTP POST with an optional bearer token and body.
 pub fn http_post(url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
-    rollbackd::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let mut request = reqwest::Client::new()
             .post(url)
             .timeout(Duration::from_secs(10));
