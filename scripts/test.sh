@@ -8,4 +8,5 @@ scripts/install-deps.sh
 cargo fmt --all -- --check
 # Benchmarks are compiled (so they cannot rot) but only run by `cargo bench`.
 cargo build --locked --benches
-cargo test --locked
+# --no-fail-fast: one failing test binary must not hide the others.
+cargo test --locked --no-fail-fast
