@@ -338,7 +338,7 @@ fn rejection_and_expiry_leave_the_service_alone() {
             rule("ErrorsHigh", 0.1, "confirm"),
             rule("ErrorsVeryHigh", 0.6, "confirm"),
         ],
-        "confirm_timeout = \"3s\"",
+        "confirm_timeout = \"10s\"",
         |_| {},
     );
     let w = &s.watcher;
@@ -393,7 +393,7 @@ fn rejection_and_expiry_leave_the_service_alone() {
     });
     w.wait_for_log(
         "pending rollback expired unanswered; rejected",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
     );
     assert!(w.api("/api/v1/pending").as_array().unwrap().is_empty());
     std::thread::sleep(Duration::from_secs(1));
@@ -413,7 +413,7 @@ fn two_rules_firing_together_make_one_rollback() {
             rule("ErrorsHigh", 0.1, "auto"),
             rule("ErrorsHigher", 0.2, "auto"),
         ],
-        "coalesce = \"3s\"",
+        "coalesce = \"6s\"",
         |_| {},
     );
     let w = &s.watcher;

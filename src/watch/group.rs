@@ -106,15 +106,21 @@ pub async fn run(
     let mut ticker = tokio::time::interval(group.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
-        tokio::select! {
+        let scheduled = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            _ = ticker.tick() => {}
-        }
+            at = ticker.tick() => at,
+        };
         if *stop.borrow() {
             break;
         }
-        evaluate_once(&group, &shared, &ctx, &histograms, SystemTime::now()).await;
+        // Like Prometheus, an evaluation is stamped with its scheduled time,
+        // not with whenever the task woke up: otherwise a `for` that ends
+        // exactly on a tick would fire one interval late about half the time.
+        let now = SystemTime::now()
+            .checked_sub(scheduled.elapsed())
+            .unwrap_or_else(SystemTime::now);
+        evaluate_once(&group, &shared, &ctx, &histograms, now).await;
         ctx.board.group_evaluated(&group.name);
     }
     let rules = std::mem::take(&mut *lock(&shared));

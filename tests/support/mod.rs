@@ -161,7 +161,18 @@ impl Prometheus {
             .expect("prometheus starts");
         self.child = Some(child);
         let url = format!("{}/-/ready", self.url());
+        let log = self.dir.path().join("prometheus.log");
+        let child = self.child.as_mut().unwrap();
         wait_for("Prometheus to be ready", Duration::from_secs(30), || {
+            // Another process answering on the port would look ready: a
+            // Prometheus that exited (say, the port was taken) fails here.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "Prometheus exited ({status}) on port {}:\n{}",
+                    url,
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
             matches!(http_get(&url), Ok((200, _))).then_some(())
         });
     }
@@ -347,18 +358,27 @@ impl Watcher {
                 sink.lock().unwrap().push(value);
             }
         });
-        let w = Watcher {
+        let healthz = format!("http://127.0.0.1:{port}/healthz");
+        wait_for(
+            "rollbackd to serve /healthz",
+            Duration::from_secs(20),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    std::thread::sleep(Duration::from_millis(200));
+                    panic!(
+                        "rollbackd exited ({status}) before serving {healthz}:\n{:#?}",
+                        logs.lock().unwrap()
+                    );
+                }
+                matches!(http_get(&healthz), Ok((200, _))).then_some(())
+            },
+        );
+        Watcher {
             dir: dir.to_path_buf(),
             port,
             child,
             logs,
-        };
-        wait_for(
-            "rollbackd to serve /healthz",
-            Duration::from_secs(20),
-            || http_get(&format!("{}/healthz", w.url())).ok().map(|_| ()),
-        );
-        w
+        }
     }
 
     pub fn url(&self) -> String {
