@@ -418,6 +418,73 @@ fn a_changed_rule_file_is_picked_up_without_a_signal() {
     );
 }
 
+#[test]
+fn queries_asked_together_each_get_their_own_answer() {
+    // One group whose queries all fit one combined request: a vector with a
+    // traffic guard, a scalar, an empty result. A second group holds a query
+    // that fails when Prometheus runs it, next to one that works.
+    let guard = format!("        min_traffic:\n          expr: '{TRAFFIC}'\n          above: 1\n");
+    let rules = format!(
+        "groups:\n  - name: together\n    interval: 1s\n    rules:\n{}{}{}\
+         \x20 - name: broken\n    interval: 1s\n    rules:\n{}{}",
+        ratio_rule("Ratio", &guard),
+        "      - name: Scalar\n        expr: scalar(sum(up))\n        below: 0.5\n",
+        "      - name: Empty\n        expr: sum(no_such_metric_total)\n        above: 1\n",
+        "      - name: Fails\n        expr: sum by (code) (http_requests_total) / on() group_left sum by (code) (http_requests_total)\n        above: 1\n",
+        ratio_rule("Works", ""),
+    );
+    let s = scenario(|k| k.error_ratio = 0.5, &rules, "");
+    let w = &s.watcher;
+    for (rule, outcome) in [
+        ("Ratio", "ok"),
+        ("Scalar", "ok"),
+        ("Empty", "empty"),
+        ("Fails", "error"),
+        ("Works", "ok"),
+    ] {
+        wait_evaluations(w, rule, outcome, 3.0);
+    }
+    let value = |rule: &str| {
+        w.metric("rollbackd_rule_value", &[("rule", rule)])
+            .unwrap_or(f64::NAN)
+    };
+    assert!(
+        (0.3..=0.7).contains(&value("Ratio")),
+        "Ratio {}",
+        value("Ratio")
+    );
+    assert_eq!(value("Scalar"), 1.0, "one scrape target is up");
+    assert!((0.3..=0.7).contains(&value("Works")), "{}", w.dump());
+    assert_eq!(evaluations(w, "Ratio", "error"), 0.0);
+    assert_eq!(evaluations(w, "Works", "error"), 0.0);
+    assert_eq!(evaluations(w, "Fails", "ok"), 0.0);
+    assert!(
+        w.metric(
+            "rollbackd_prometheus_errors_total",
+            &[("kind", "execution")]
+        )
+        .unwrap_or(0.0)
+            >= 3.0
+    );
+    // The working group went out as combined requests. The broken group's
+    // first combined request fell back to single queries; the expression that
+    // failed alone has been asked alone ever since, so that happened once.
+    assert!(
+        w.metric(
+            "rollbackd_prometheus_requests_total",
+            &[("kind", "combined")]
+        )
+        .unwrap_or(0.0)
+            >= 3.0
+    );
+    assert_eq!(
+        w.metric("rollbackd_prometheus_combined_fallbacks_total", &[]),
+        Some(1.0),
+        "{}",
+        w.dump()
+    );
+}
+
 /// The semantic anchor: the same expression loaded into Prometheus as an
 /// alerting rule. Over a scripted scenario, rollbackd's pending/firing
 /// transitions must match Prometheus's own `ALERTS` series, in order, each

@@ -523,6 +523,10 @@ pub struct PrometheusConfig {
     pub bearer_token: Option<Secret>,
     pub bearer_token_file: Option<PathBuf>,
     pub basic_auth: Option<BasicAuth>,
+    /// How many of a group's queries go to Prometheus in one request
+    /// (combined with `or`, each answer told apart by a label); 1 sends each
+    /// query on its own.
+    pub max_queries_per_request: usize,
 }
 
 impl Default for PrometheusConfig {
@@ -530,6 +534,7 @@ impl Default for PrometheusConfig {
         PrometheusConfig {
             url: "http://127.0.0.1:9090".into(),
             timeout: Duration::from_secs(10),
+            max_queries_per_request: 20,
             bearer_token: None,
             bearer_token_file: None,
             basic_auth: None,
@@ -711,6 +716,12 @@ impl Config {
         }
         if self.prometheus.timeout.is_zero() {
             problems.push("prometheus.timeout: must be greater than 0s".into());
+        }
+        if self.prometheus.max_queries_per_request == 0 {
+            problems.push(
+                "prometheus.max_queries_per_request: must be at least 1 (1 sends every query on its own)"
+                    .into(),
+            );
         }
         let auths = [
             self.prometheus.bearer_token.is_some(),
@@ -933,11 +944,16 @@ mod tests {
         let mut config = Config::default();
         config.prometheus.url = "not a url".into();
         config.watch.max_concurrent_queries = 0;
+        config.prometheus.max_queries_per_request = 0;
         config.prometheus.bearer_token = Some(Secret::new("a"));
         config.prometheus.bearer_token_file = Some("/tmp/x".into());
         let text = config.validate().unwrap_err().to_string();
         assert!(text.contains("prometheus.url"), "{text}");
         assert!(text.contains("watch.max_concurrent_queries"), "{text}");
+        assert!(
+            text.contains("prometheus.max_queries_per_request"),
+            "{text}"
+        );
         assert!(text.contains("only one of bearer_token"), "{text}");
     }
 

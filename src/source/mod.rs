@@ -20,18 +20,54 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// What one query gave.
+pub type QueryResult = Result<Vec<Sample>, SourceError>;
+
+/// One expression of a [`MetricsSource::query_many`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub expr: &'a str,
+    /// The expression is scalar-typed (it answers a number, not series).
+    pub scalar: bool,
+}
+
+impl<'a> Query<'a> {
+    /// Reads the expression's type; one that does not parse counts as a
+    /// vector (rules are validated when loaded, so that does not happen).
+    pub fn new(expr: &'a str) -> Self {
+        use promql_parser::parser::{self, value::ValueType};
+        let scalar = parser::parse(expr).is_ok_and(|e| e.value_type() == ValueType::Scalar);
+        Query { expr, scalar }
+    }
+}
+
 /// A source of instant query results.
 pub trait MetricsSource: Send + Sync {
     /// Evaluates `expr` at time `at`.
-    fn query<'a>(
+    fn query<'a>(&'a self, expr: &'a str, at: SystemTime) -> BoxFuture<'a, QueryResult>;
+
+    /// Evaluates every query at the same time `at`, answering in order, at
+    /// most `concurrency` requests at once. A source may answer several
+    /// queries with one request, as long as each answer is the one its own
+    /// query would get.
+    fn query_many<'a>(
         &'a self,
-        expr: &'a str,
+        queries: &'a [Query<'a>],
         at: SystemTime,
-    ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>>;
+        concurrency: usize,
+    ) -> BoxFuture<'a, Vec<QueryResult>> {
+        use futures_util::stream::{self, StreamExt};
+        Box::pin(
+            stream::iter(queries)
+                .map(move |q| self.query(q.expr, at))
+                .buffered(concurrency.max(1))
+                .collect(),
+        )
+    }
 }
 
 /// Why a query gave no answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
     /// Nothing listens at the URL, or the connection broke.
     #[error("cannot reach Prometheus at {url}: {message}")]

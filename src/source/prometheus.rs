@@ -5,13 +5,16 @@
 //! "+Inf", a string result, a native histogram, an error body behind a proxy)
 //! maps to a known outcome instead of a parse failure.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::future::BoxFuture;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use futures_util::future::{join_all, BoxFuture};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
-use super::{MetricsSource, Sample, SourceError};
+use super::{MetricsSource, Query, QueryResult, Sample, SourceError};
 use crate::config::{PrometheusAuth, PrometheusConfig};
 use crate::rules::Labels;
 
@@ -22,6 +25,12 @@ pub struct Prometheus {
     query_url: reqwest::Url,
     base: String,
     timeout: Duration,
+    max_per_request: usize,
+    /// Expressions that failed when asked alone after a combined request
+    /// fell back: asked alone from then on, until one succeeds, so a broken
+    /// or slow expression does not cost its chunk a failed combined request
+    /// on every tick.
+    solo: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Prometheus {
@@ -71,25 +80,108 @@ impl Prometheus {
             query_url,
             base,
             timeout: config.timeout,
+            max_per_request: config.max_queries_per_request.max(1),
+            solo: Arc::default(),
         })
     }
 
-    async fn instant(&self, expr: &str, at: SystemTime) -> Result<Vec<Sample>, SourceError> {
+    /// One query, one GET request.
+    async fn instant(&self, expr: &str, at: SystemTime) -> QueryResult {
         let mut url = self.query_url.clone();
+        url.query_pairs_mut().extend_pairs(self.params(expr, at));
+        metrics::counter!("rollbackd_prometheus_requests_total", "kind" => "single").increment(1);
+        self.answer(self.client.get(url)).await
+    }
+
+    /// Several queries combined into one expression, sent as a form POST
+    /// (the combined text can outgrow what proxies accept in a URL).
+    async fn combined(
+        &self,
+        queries: &[Query<'_>],
+        at: SystemTime,
+    ) -> Result<Vec<Vec<Sample>>, SourceError> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(self.params(&combine(queries), at))
+            .finish();
+        metrics::counter!("rollbackd_prometheus_requests_total", "kind" => "combined").increment(1);
+        let request = self
+            .client
+            .post(self.query_url.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body);
+        split(self.answer(request).await?, queries.len())
+    }
+
+    fn params(&self, expr: &str, at: SystemTime) -> [(&'static str, String); 3] {
         let at = at
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        url.query_pairs_mut()
-            .append_pair("query", expr)
-            .append_pair("time", &format!("{at:.3}"))
-            .append_pair("timeout", &format!("{}ms", self.timeout.as_millis()));
-        let response = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
+        [
+            ("query", expr.to_string()),
+            ("time", format!("{at:.3}")),
+            ("timeout", format!("{}ms", self.timeout.as_millis())),
+        ]
+    }
+
+    /// Answers one chunk of queries: combined when there are several, and
+    /// one by one when the combined request reached Prometheus but did not
+    /// give every answer (one expression failing, or too slow, must not
+    /// decide the others' answers).
+    async fn chunk(
+        &self,
+        queries: &[Query<'_>],
+        at: SystemTime,
+        permits: &Semaphore,
+    ) -> Vec<QueryResult> {
+        if queries.len() > 1 {
+            let combined = {
+                let _permit = permits.acquire().await.ok();
+                self.combined(queries, at).await
+            };
+            match combined {
+                Ok(answers) => return answers.into_iter().map(Ok).collect(),
+                Err(e) if !worth_asking_one_by_one(&e) => {
+                    return queries.iter().map(|_| Err(e.clone())).collect();
+                }
+                Err(e) => {
+                    metrics::counter!("rollbackd_prometheus_combined_fallbacks_total").increment(1);
+                    tracing::debug!(queries = queries.len(), error = %e, "combined query failed; asking one by one");
+                }
+            }
+        }
+        let answers = join_all(queries.iter().map(|q| self.alone(q, at, permits))).await;
+        if queries.len() > 1 {
+            let mut solo = self.solo_set();
+            for (q, answer) in queries.iter().zip(&answers) {
+                if answer.as_ref().is_err_and(worth_asking_one_by_one) {
+                    solo.insert(q.expr.to_string());
+                }
+            }
+        }
+        answers
+    }
+
+    /// One query on its own request; one that succeeds may be combined again.
+    async fn alone(&self, q: &Query<'_>, at: SystemTime, permits: &Semaphore) -> QueryResult {
+        let answer = {
+            let _permit = permits.acquire().await.ok();
+            self.instant(q.expr, at).await
+        };
+        if answer.is_ok() {
+            self.solo_set().remove(q.expr);
+        }
+        answer
+    }
+
+    fn solo_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.solo
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn answer(&self, request: reqwest::RequestBuilder) -> QueryResult {
+        let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| self.transport(e))?;
         match serde_json::from_slice::<ApiResponse>(&body) {
@@ -117,7 +209,8 @@ impl Prometheus {
     }
 
     fn transport(&self, e: reqwest::Error) -> SourceError {
-        if e.is_timeout() {
+        // A connect timeout is "cannot reach", not "the query was slow".
+        if e.is_timeout() && !e.is_connect() {
             SourceError::Timeout {
                 after: self.timeout,
             }
@@ -137,13 +230,109 @@ impl Prometheus {
 }
 
 impl MetricsSource for Prometheus {
-    fn query<'a>(
-        &'a self,
-        expr: &'a str,
-        at: SystemTime,
-    ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
+    fn query<'a>(&'a self, expr: &'a str, at: SystemTime) -> BoxFuture<'a, QueryResult> {
         Box::pin(self.instant(expr, at))
     }
+
+    /// Up to `prometheus.max_queries_per_request` queries per request.
+    fn query_many<'a>(
+        &'a self,
+        queries: &'a [Query<'a>],
+        at: SystemTime,
+        concurrency: usize,
+    ) -> BoxFuture<'a, Vec<QueryResult>> {
+        Box::pin(async move {
+            let permits = Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS));
+            let (alone, together): (Vec<usize>, Vec<usize>) = {
+                let solo = self.solo_set();
+                (0..queries.len()).partition(|&i| solo.contains(queries[i].expr))
+            };
+            let combinable: Vec<Query<'_>> = together.iter().map(|&i| queries[i]).collect();
+            let (alone_answers, chunk_answers) = futures_util::future::join(
+                join_all(alone.iter().map(|&i| self.alone(&queries[i], at, &permits))),
+                join_all(
+                    combinable
+                        .chunks(self.max_per_request)
+                        .map(|chunk| self.chunk(chunk, at, &permits)),
+                ),
+            )
+            .await;
+            // Back into the callers' order.
+            let mut answers: Vec<Option<QueryResult>> = queries.iter().map(|_| None).collect();
+            for (&i, answer) in alone.iter().zip(alone_answers) {
+                answers[i] = Some(answer);
+            }
+            for (&i, answer) in together.iter().zip(chunk_answers.into_iter().flatten()) {
+                answers[i] = Some(answer);
+            }
+            answers
+                .into_iter()
+                .map(|a| {
+                    a.unwrap_or_else(|| Err(SourceError::Decode("no answer for this query".into())))
+                })
+                .collect()
+        })
+    }
+}
+
+/// The label that tells a combined query's answers apart.
+const INDEX_LABEL: &str = "__rollbackd_query__";
+
+/// `label_replace(<q0>, "__rollbackd_query__", "0", "", "") or …`: every
+/// series of query `i` carries the label `i`, so no two queries' series can
+/// match each other under `or`, and each answer comes back whole. A scalar
+/// query is wrapped in `vector()`. Each expression sits on lines of its own,
+/// so a trailing `# comment` in it cannot swallow the closing parenthesis.
+fn combine(queries: &[Query<'_>]) -> String {
+    let mut out = String::new();
+    for (i, q) in queries.iter().enumerate() {
+        if i > 0 {
+            out.push_str("\nor\n");
+        }
+        let (open, close) = if q.scalar {
+            ("vector(", ")")
+        } else {
+            ("(", ")")
+        };
+        out.push_str(&format!(
+            "label_replace({open}\n{}\n{close}, \"{INDEX_LABEL}\", \"{i}\", \"\", \"\")",
+            q.expr
+        ));
+    }
+    out
+}
+
+/// Sorts a combined answer back into one answer per query.
+fn split(samples: Vec<Sample>, queries: usize) -> Result<Vec<Vec<Sample>>, SourceError> {
+    let mut answers = vec![Vec::new(); queries];
+    for mut sample in samples {
+        let index = sample
+            .labels
+            .remove(INDEX_LABEL)
+            .and_then(|i| i.parse::<usize>().ok())
+            .filter(|i| *i < queries)
+            .ok_or_else(|| {
+                SourceError::Decode(format!(
+                    "a combined answer has a series without a valid {INDEX_LABEL} label"
+                ))
+            })?;
+        answers[index].push(sample);
+    }
+    Ok(answers)
+}
+
+/// Whether a failed combined request is worth repeating query by query:
+/// not when Prometheus cannot be reached or says it is overloaded, which
+/// every single query would hear too.
+fn worth_asking_one_by_one(e: &SourceError) -> bool {
+    !matches!(
+        e,
+        SourceError::Connect { .. }
+            | SourceError::Status {
+                status: 401 | 403 | 429 | 502 | 503 | 504,
+                ..
+            }
+    )
 }
 
 #[derive(Deserialize)]
@@ -252,6 +441,95 @@ mod tests {
 
     fn data(kind: &str, result: &str) -> ApiData {
         serde_json::from_str(&format!(r#"{{"resultType":"{kind}","result":{result}}}"#)).unwrap()
+    }
+
+    #[test]
+    fn a_combined_query_parses_and_labels_each_part() {
+        let queries = [
+            Query::new("sum(rate(x[5m])) # a trailing comment"),
+            Query::new("scalar(up)"),
+            Query::new("x > bool 1"),
+        ];
+        assert!(!queries[0].scalar && queries[1].scalar && !queries[2].scalar);
+        let text = combine(&queries);
+        let ast = promql_parser::parser::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            ast.value_type(),
+            promql_parser::parser::value::ValueType::Vector
+        );
+        for i in 0..3 {
+            assert!(
+                text.contains(&format!("\"{INDEX_LABEL}\", \"{i}\"")),
+                "{text}"
+            );
+        }
+        assert!(text.contains("vector(\nscalar(up)\n)"), "{text}");
+    }
+
+    #[test]
+    fn a_combined_answer_is_split_back_per_query() {
+        let sample = |index: Option<&str>, v: f64| Sample {
+            labels: index
+                .map(|i| {
+                    Labels::from([
+                        (INDEX_LABEL.to_string(), i.to_string()),
+                        ("code".into(), "500".into()),
+                    ])
+                })
+                .unwrap_or_default(),
+            value: v,
+        };
+        let answers = split(
+            vec![
+                sample(Some("2"), 1.0),
+                sample(Some("0"), 2.0),
+                sample(Some("2"), 3.0),
+            ],
+            3,
+        )
+        .unwrap();
+        assert_eq!(answers[0].len(), 1);
+        assert!(
+            answers[1].is_empty(),
+            "a query without series has an empty answer"
+        );
+        assert_eq!(
+            answers[2].iter().map(|s| s.value).collect::<Vec<_>>(),
+            [1.0, 3.0]
+        );
+        assert_eq!(
+            answers[2][0].labels,
+            Labels::from([("code".to_string(), "500".to_string())]),
+            "the index label is removed"
+        );
+        for bad in [
+            sample(None, 1.0),
+            sample(Some("3"), 1.0),
+            sample(Some("x"), 1.0),
+        ] {
+            assert!(matches!(split(vec![bad], 3), Err(SourceError::Decode(_))));
+        }
+    }
+
+    #[test]
+    fn only_answers_every_query_would_share_are_not_asked_again() {
+        let connect = SourceError::Connect {
+            url: "u".into(),
+            message: "refused".into(),
+        };
+        let busy = SourceError::Status {
+            status: 503,
+            body: String::new(),
+        };
+        let bad = SourceError::Api {
+            error_type: "execution".into(),
+            message: "many-to-many".into(),
+        };
+        let slow = SourceError::Timeout {
+            after: Duration::from_secs(1),
+        };
+        assert!(!worth_asking_one_by_one(&connect) && !worth_asking_one_by_one(&busy));
+        assert!(worth_asking_one_by_one(&bad) && worth_asking_one_by_one(&slow));
     }
 
     #[test]

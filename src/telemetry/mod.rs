@@ -103,8 +103,13 @@ fn register_zeroes() {
             let _ = metrics::histogram!("rollbackd_rollback_phase_duration_seconds", "phase" => phase, "result" => result);
         }
     }
+    for kind in ["single", "combined"] {
+        metrics::counter!("rollbackd_prometheus_requests_total", "kind" => kind).absolute(0);
+    }
+    metrics::counter!("rollbackd_prometheus_combined_fallbacks_total").absolute(0);
     for guard in [
         "breaker",
+        "loop",
         "same_deployment",
         "cooldown",
         "rate_limit",
@@ -123,7 +128,7 @@ fn describe() {
     describe_histogram!(
         "rollbackd_rule_evaluation_duration_seconds",
         Unit::Seconds,
-        "Time to evaluate one rule (query, guard or probe), by group."
+        "Time to get one rule's answer, by group: for a query rule its group's query time (queries are asked together), for a probe its check."
     );
     describe_histogram!(
         "rollbackd_group_evaluation_duration_seconds",
@@ -133,6 +138,14 @@ fn describe() {
     describe_counter!(
         "rollbackd_prometheus_errors_total",
         "Failed Prometheus queries, by kind (connect, timeout, http_status, bad_data, execution, query_timeout, unsupported_result, decode, api_other)."
+    );
+    describe_counter!(
+        "rollbackd_prometheus_requests_total",
+        "Query requests sent to Prometheus, by kind (single: one query; combined: several of a group's queries in one)."
+    );
+    describe_counter!(
+        "rollbackd_prometheus_combined_fallbacks_total",
+        "Combined requests that did not bring every answer, so their queries were asked again one at a time."
     );
     describe_counter!(
         "rollbackd_rule_reloads_total",

@@ -1,7 +1,8 @@
 //! One group's evaluation loop: on every tick of its interval, evaluate each
-//! rule (queries in flight concurrently, bounded), step each rule's state
-//! machine, log transitions and hand firing events to the engine. A rule that
-//! fails never stops the others; missed ticks are skipped, never burst.
+//! rule (the group's queries asked together, several to a request, requests
+//! in flight concurrently, bounded), step each rule's state machine, log
+//! transitions and hand firing events to the engine. A rule that fails never
+//! stops the others; missed ticks are skipped, never burst.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use super::evaluate::{self, Outcome};
 use super::status::{lock, ActiveSeries, RuleStatus, SharedRules, StatusBoard};
 use super::{FiringEvent, RuleEvent};
 use crate::rules::{AlertState, Group, Rule, RuleKind, RuleState};
-use crate::source::MetricsSource;
+use crate::source::{MetricsSource, Query, QueryResult, SourceError};
 use crate::telemetry::events;
 
 /// A rule with everything the watcher remembers about it between
@@ -103,6 +104,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Vec<RuleRuntime> {
     let histograms = Histograms::new(&group.name);
+    let plan = Plan::new(&group);
     let mut ticker = tokio::time::interval(group.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -120,7 +122,7 @@ pub async fn run(
         let now = SystemTime::now()
             .checked_sub(scheduled.elapsed())
             .unwrap_or_else(SystemTime::now);
-        evaluate_once(&group, &shared, &ctx, &histograms, now).await;
+        evaluate_once(&group, &plan, &shared, &ctx, &histograms, now).await;
         ctx.board.group_evaluated(&group.name);
     }
     let rules = std::mem::take(&mut *lock(&shared));
@@ -142,9 +144,42 @@ impl Histograms {
     }
 }
 
+/// The group's queries, worked out once per run of the group task: every
+/// query rule's expression and traffic guard, in one list that the source
+/// may answer several to a request.
+struct Plan<'g> {
+    queries: Vec<Query<'g>>,
+    /// Per rule, in order: the positions of its expression and guard in
+    /// `queries`, or `None` for a probe rule.
+    slots: Vec<Option<(usize, Option<usize>)>>,
+}
+
+impl<'g> Plan<'g> {
+    fn new(group: &'g Group) -> Self {
+        let mut queries = Vec::new();
+        let mut slots = Vec::new();
+        for rule in &group.rules {
+            slots.push(match &rule.kind {
+                RuleKind::Query(q) => {
+                    queries.push(Query::new(&q.expr));
+                    let expr = queries.len() - 1;
+                    let guard = q.min_traffic.as_ref().map(|g| {
+                        queries.push(Query::new(&g.expr));
+                        queries.len() - 1
+                    });
+                    Some((expr, guard))
+                }
+                RuleKind::Probe(_) => None,
+            });
+        }
+        Plan { queries, slots }
+    }
+}
+
 /// One evaluation of every rule of the group at time `now`.
-pub async fn evaluate_once(
+async fn evaluate_once(
     group: &Group,
+    plan: &Plan<'_>,
     shared: &SharedRules,
     ctx: &GroupContext,
     histograms: &Histograms,
@@ -153,21 +188,61 @@ pub async fn evaluate_once(
     let started = Instant::now();
     // The definitions never change while the task runs; the runtimes are only
     // locked while answers are applied, never across an await.
-    let pending: Vec<BoxFuture<'_, evaluate::Answer>> = group
+    let queries = async {
+        let results = ctx
+            .source
+            .query_many(&plan.queries, now, ctx.max_concurrent_queries)
+            .await;
+        (results, started.elapsed())
+    };
+    let probes: Vec<BoxFuture<'_, (usize, evaluate::Answer)>> = group
         .rules
         .iter()
-        .map(|rule| Box::pin(fetch_timed(rule, ctx, &histograms.rule, now)) as BoxFuture<'_, _>)
+        .enumerate()
+        .filter(|(_, rule)| matches!(rule.kind, RuleKind::Probe(_)))
+        .map(|(i, rule)| {
+            Box::pin(async move { (i, fetch_timed(rule, ctx, &histograms.rule, now).await) })
+                as BoxFuture<'_, _>
+        })
         .collect();
-    let answers: Vec<evaluate::Answer> = stream::iter(pending)
-        .buffered(ctx.max_concurrent_queries.max(1))
-        .collect()
-        .await;
+    let probes = stream::iter(probes)
+        .buffer_unordered(ctx.max_concurrent_queries.max(1))
+        .collect::<Vec<_>>();
+    let ((results, took), probed) = futures_util::future::join(queries, probes).await;
+
+    let mut answers: Vec<Option<evaluate::Answer>> = group.rules.iter().map(|_| None).collect();
+    for (i, answer) in probed {
+        answers[i] = Some(answer);
+    }
+    let mut results: Vec<Option<QueryResult>> = results.into_iter().map(Some).collect();
+    let mut take = |i: usize| {
+        results
+            .get_mut(i)
+            .and_then(Option::take)
+            .unwrap_or_else(|| {
+                Err(SourceError::Decode(
+                    "the source gave no answer to this query".into(),
+                ))
+            })
+    };
+    for (slot, answer) in plan.slots.iter().zip(answers.iter_mut()) {
+        if let Some((expr, guard)) = slot {
+            histograms.rule.record(took.as_secs_f64());
+            let result = take(*expr);
+            let guard = guard.map(&mut take);
+            // The guard matters only when the expression has data.
+            let guard = guard.filter(|_| result.as_ref().is_ok_and(|s| !s.is_empty()));
+            *answer = Some(evaluate::Answer::Query { result, guard });
+        }
+    }
 
     let mut fired = Vec::new();
     {
         let mut rules = lock(shared);
         for (rt, answer) in rules.iter_mut().zip(answers) {
-            apply(&group.name, rt, answer, now, &mut fired);
+            if let Some(answer) = answer {
+                apply(&group.name, rt, answer, now, &mut fired);
+            }
         }
     }
     for event in fired {
