@@ -174,6 +174,27 @@ impl Prometheus {
         answer
     }
 
+    /// The queries in their order, in chunks of up to `max_per_request`;
+    /// a query that is asked alone is a chunk of its own.
+    fn chunks<'q>(&self, queries: &[Query<'q>]) -> Vec<Vec<Query<'q>>> {
+        let solo = self.solo_set();
+        let mut chunks: Vec<Vec<Query<'q>>> = Vec::new();
+        for q in queries {
+            let alone = solo.contains(q.expr);
+            match chunks.last_mut() {
+                Some(last)
+                    if !alone
+                        && last.len() < self.max_per_request
+                        && !solo.contains(last[0].expr) =>
+                {
+                    last.push(*q)
+                }
+                _ => chunks.push(vec![*q]),
+            }
+        }
+        chunks
+    }
+
     fn solo_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.solo
             .lock()
@@ -243,33 +264,11 @@ impl MetricsSource for Prometheus {
     ) -> BoxFuture<'a, Vec<QueryResult>> {
         Box::pin(async move {
             let permits = Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS));
-            let (alone, together): (Vec<usize>, Vec<usize>) = {
-                let solo = self.solo_set();
-                (0..queries.len()).partition(|&i| solo.contains(queries[i].expr))
-            };
-            let combinable: Vec<Query<'_>> = together.iter().map(|&i| queries[i]).collect();
-            let (alone_answers, chunk_answers) = futures_util::future::join(
-                join_all(alone.iter().map(|&i| self.alone(&queries[i], at, &permits))),
-                join_all(
-                    combinable
-                        .chunks(self.max_per_request)
-                        .map(|chunk| self.chunk(chunk, at, &permits)),
-                ),
-            )
-            .await;
-            // Back into the callers' order.
-            let mut answers: Vec<Option<QueryResult>> = queries.iter().map(|_| None).collect();
-            for (&i, answer) in alone.iter().zip(alone_answers) {
-                answers[i] = Some(answer);
-            }
-            for (&i, answer) in together.iter().zip(chunk_answers.into_iter().flatten()) {
-                answers[i] = Some(answer);
-            }
-            answers
+            let chunks = self.chunks(queries);
+            join_all(chunks.iter().map(|chunk| self.chunk(chunk, at, &permits)))
+                .await
                 .into_iter()
-                .map(|a| {
-                    a.unwrap_or_else(|| Err(SourceError::Decode("no answer for this query".into())))
-                })
+                .flatten()
                 .collect()
         })
     }
@@ -509,6 +508,21 @@ mod tests {
         ] {
             assert!(matches!(split(vec![bad], 3), Err(SourceError::Decode(_))));
         }
+    }
+
+    #[test]
+    fn a_query_asked_alone_is_a_chunk_of_its_own_and_order_is_kept() {
+        let mut config = PrometheusConfig::default();
+        config.max_queries_per_request = 2;
+        let prometheus = Prometheus::new(&config).unwrap();
+        prometheus.solo_set().insert("b".into());
+        let queries = ["a", "b", "c", "d", "e"].map(Query::new);
+        let chunks: Vec<Vec<&str>> = prometheus
+            .chunks(&queries)
+            .iter()
+            .map(|c| c.iter().map(|q| q.expr).collect())
+            .collect();
+        assert_eq!(chunks, [vec!["a"], vec!["b"], vec!["c", "d"], vec!["e"]]);
     }
 
     #[test]

@@ -229,9 +229,8 @@ async fn evaluate_once(
         if let Some((expr, guard)) = slot {
             histograms.rule.record(took.as_secs_f64());
             let result = take(*expr);
+            // Interpreting looks at the guard only when the expression has data.
             let guard = guard.map(&mut take);
-            // The guard matters only when the expression has data.
-            let guard = guard.filter(|_| result.as_ref().is_ok_and(|s| !s.is_empty()));
             *answer = Some(evaluate::Answer::Query { result, guard });
         }
     }
