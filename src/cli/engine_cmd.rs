@@ -8,14 +8,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{BackupCommand, BreakerCommand, DeploymentsCommand, Exit, RollbackArgs, ValidateArgs};
 use crate::config::Config;
-use crate::engine::{self, Engine, Phase, PhaseOutcome, Progress, RollbackRequest, Trigger};
+use crate::engine::{self, Engine, PhaseStep, Progress, RollbackRequest, Trigger};
 use crate::history::StateLock;
 use crate::provider::Deployment;
 use crate::rules::Policy;
 use crate::verify;
 
 fn engine(config: &Config) -> Result<Engine, Exit> {
-    Engine::from_config(config).map_err(Exit::Usage)
+    Engine::from_config(config).map_err(|e| Exit::Usage(e.to_string()))
 }
 
 pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
@@ -86,7 +86,7 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
                 "[{:>6.1}s] {} {} in {:.1}s: {}",
                 started.elapsed().as_secs_f64(),
                 phase.as_str(),
-                outcome.result(),
+                outcome.result_label(),
                 elapsed.as_secs_f64(),
                 outcome.detail()
             ),
@@ -119,18 +119,18 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
     }
 }
 
-fn print_timeline(phases: &[(Phase, PhaseOutcome, Duration)]) {
+fn print_timeline(steps: &[PhaseStep]) {
     println!(
         "\n{:<16} {:<10} {:>8}  DETAIL",
         "PHASE", "RESULT", "SECONDS"
     );
-    for (phase, outcome, elapsed) in phases {
+    for step in steps {
         println!(
             "{:<16} {:<10} {:>8.1}  {}",
-            phase.as_str(),
-            outcome.result(),
-            elapsed.as_secs_f64(),
-            outcome.detail()
+            step.phase.as_str(),
+            step.outcome.result_label(),
+            step.elapsed.as_secs_f64(),
+            step.outcome.detail()
         );
     }
 }
@@ -171,7 +171,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> Exit {
 pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
     let provider = match engine::provider_from_config(config) {
         Ok(p) => p,
-        Err(e) => return Exit::Usage(e),
+        Err(e) => return Exit::Usage(e.to_string()),
     };
     match cmd {
         DeploymentsCommand::List { limit, json } => {
@@ -193,7 +193,7 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
         DeploymentsCommand::Previous { json } => {
             let engine = match Engine::new(config, provider) {
                 Ok(e) => Arc::new(e),
-                Err(e) => return Exit::Usage(e),
+                Err(e) => return Exit::Usage(e.to_string()),
             };
             let req = RollbackRequest {
                 trigger: Trigger::Manual,
@@ -406,7 +406,7 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
         BackupCommand::Create { reason } => {
             let db = match crate::db::Database::from_config(db_config) {
                 Ok(db) => db,
-                Err(e) => return Exit::Usage(e),
+                Err(e) => return Exit::Usage(e.to_string()),
             };
             let id = engine::new_id("bk");
             match crate::db::backup::take(&db, &tools, &dir, &id, "-", &reason).await {

@@ -39,7 +39,7 @@ pub async fn watch(config: Config) -> Exit {
         None => None,
         Some(_) => match Engine::from_config(&config) {
             Ok(engine) => Some(Arc::new(engine)),
-            Err(e) => return Exit::Usage(e),
+            Err(e) => return Exit::Usage(e.to_string()),
         },
     };
     if let Some(engine) = &engine {

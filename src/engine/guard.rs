@@ -127,7 +127,7 @@ pub fn check_automatic(input: &GuardInput) -> Result<(), Blocked> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Event, PhaseRecord};
+    use crate::history::{Event, EventKind, PhaseName, PhaseRecord, PhaseResult, TriggerKind};
 
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -146,17 +146,20 @@ mod tests {
 
     fn auto_rollback(from: &str, minutes_ago: u64) -> Event {
         Event {
-            kind: "rollback".into(),
+            kind: EventKind::Rollback,
             id: Some(format!("rb-{from}")),
             timestamp: humantime::format_rfc3339(now() - Duration::from_secs(minutes_ago * 60))
                 .to_string(),
             from_deployment_id: Some(from.into()),
-            trigger: "rule".into(),
+            trigger: TriggerKind::Rule,
             success: true,
             phases: vec![PhaseRecord {
-                name: "application".into(),
-                result: "succeeded".into(),
-                ..PhaseRecord::default()
+                name: PhaseName::Application,
+                result: PhaseResult::Succeeded,
+                duration_seconds: 1.0,
+                detail: String::new(),
+                reason: None,
+                extra: Default::default(),
             }],
             ..Event::default()
         }
@@ -230,7 +233,7 @@ mod tests {
     #[test]
     fn manual_and_untouched_rollbacks_do_not_count() {
         let mut manual = auto_rollback("d9", 1);
-        manual.trigger = "manual".into();
+        manual.trigger = TriggerKind::Manual;
         let mut refused = auto_rollback("d9", 1);
         refused.phases.clear();
         assert_eq!(

@@ -17,6 +17,17 @@ pub struct Selection {
 
 const HOW_TO_LIST: &str = "list candidates with `rollbackd deployments list`";
 
+/// There is nothing to roll back to, in words that say how to find one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoTarget(pub String);
+
+impl NoTarget {
+    pub fn contains(&self, needle: &str) -> bool {
+        self.0.contains(needle)
+    }
+}
+
 /// True for a deployment that once ran and can run again: SUCCESS, or
 /// REMOVED (Railway marks a deployment REMOVED once a newer one replaces it)
 /// unless the platform says it can no longer be rolled back to.
@@ -37,35 +48,39 @@ pub fn select(
     moved_away: &BTreeSet<String>,
     now: SystemTime,
     retention: Option<Duration>,
-) -> Result<Selection, String> {
+) -> Result<Selection, NoTarget> {
     let current = deployments
         .iter()
         .find(|d| d.is_success())
         .cloned()
-        .ok_or_else(|| format!("no deployment is live (none has status SUCCESS); {HOW_TO_LIST}"))?;
+        .ok_or_else(|| {
+            NoTarget(format!(
+                "no deployment is live (none has status SUCCESS); {HOW_TO_LIST}"
+            ))
+        })?;
     let within_retention = |d: &Deployment| retention.is_none_or(|r| d.age(now) <= r);
     if let Some(target) = requested {
         if target.id == current.id {
-            return Err(format!(
+            return Err(NoTarget(format!(
                 "deployment {} is the one running now; {HOW_TO_LIST}",
                 target.id
-            ));
+            )));
         }
         if !is_candidate(target) {
-            return Err(format!(
+            return Err(NoTarget(format!(
                 "deployment {} has status {}{}; only deployments that ran successfully can be rolled back to; {HOW_TO_LIST}",
                 target.id,
                 target.status,
                 if target.can_rollback == Some(false) { " and the platform says it cannot be rolled back to" } else { "" }
-            ));
+            )));
         }
         if !within_retention(target) {
-            return Err(format!(
+            return Err(NoTarget(format!(
                 "deployment {} is {} old, past the provider's retention of {}; {HOW_TO_LIST}",
                 target.id,
                 fmt(Duration::from_secs(target.age(now).as_secs())),
                 fmt(retention.unwrap_or_default())
-            ));
+            )));
         }
         return Ok(Selection {
             current,
@@ -79,11 +94,11 @@ pub fn select(
         .find(|d| within_retention(d))
         .cloned()
         .ok_or_else(|| {
-            format!(
+            NoTarget(format!(
                 "no earlier deployment to roll back to (it must have run successfully, be within the \
                  provider's retention and not be one an earlier rollback moved away from); \
                  pass --deployment-id to choose one; {HOW_TO_LIST}"
-            )
+            ))
         })?;
     Ok(Selection { current, target })
 }

@@ -31,9 +31,8 @@ pub struct History {
 /// `success`; the rest is rollbackd's.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Event {
-    /// `rollback`, or `blocked` for a rollback the guards refused.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EventKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub timestamp: String,
@@ -50,9 +49,8 @@ pub struct Event {
     pub git_sha: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_branch: Option<String>,
-    /// `manual`, `rule` or `alertmanager`.
     #[serde(default)]
-    pub trigger: String,
+    pub trigger: TriggerKind,
     #[serde(default)]
     pub reason: String,
     #[serde(default)]
@@ -81,14 +79,20 @@ pub struct RuleTrigger {
 }
 
 /// One phase of a run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PhaseRecord {
-    pub name: String,
-    /// `succeeded`, `failed` or `skipped`.
-    pub result: String,
+    pub name: PhaseName,
+    pub result: PhaseResult,
     pub duration_seconds: f64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// Why it failed or was skipped, as a small fixed label
+    /// (`platform_refused`, `skip_db`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Keys this version does not know, kept as they were.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -97,14 +101,118 @@ pub struct LastKnownGood {
     pub timestamp: String,
 }
 
+/// Defines an enum written as one of a fixed set of strings, that keeps any
+/// other string it reads (a file written by a newer rollbackd, or by hand) as
+/// `Other` and writes it back unchanged: the history never loses a value.
+macro_rules! recorded_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(from = "String", into = "String")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+            /// A value this version does not know, kept as it was.
+            Other(String),
+        }
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $text,)+
+                    $name::Other(text) => text,
+                }
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(text: String) -> Self {
+                match text.as_str() {
+                    $($text => $name::$variant,)+
+                    _ => $name::Other(text),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                match value {
+                    $name::Other(text) => text,
+                    known => known.as_str().to_string(),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+recorded_enum! {
+    /// What an entry records (`type`).
+    EventKind {
+        /// A rollback ran (whatever its result).
+        Rollback = "rollback",
+        /// The guards refused a rollback; nothing was changed.
+        Blocked = "blocked",
+    }
+}
+
+recorded_enum! {
+    /// What started a rollback (`trigger`).
+    TriggerKind {
+        /// An operator, from the CLI or the API.
+        Manual = "manual",
+        /// rollbackd's own rules.
+        Rule = "rule",
+        /// Alerts delivered by Alertmanager.
+        Alertmanager = "alertmanager",
+    }
+}
+
+recorded_enum! {
+    /// How a phase ended (`result`).
+    PhaseResult {
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Skipped = "skipped",
+    }
+}
+
+recorded_enum! {
+    /// Which phase a record is about (`name`).
+    PhaseName {
+        PreValidation = "pre_validation",
+        Database = "database",
+        Application = "application",
+        Verification = "verification",
+        PostRollback = "post_rollback",
+    }
+}
+
+impl Default for EventKind {
+    fn default() -> Self {
+        EventKind::Rollback
+    }
+}
+
+/// A missing `trigger` (hand-written files) counts as automatic, as before.
+impl Default for TriggerKind {
+    fn default() -> Self {
+        TriggerKind::Other(String::new())
+    }
+}
+
 impl Event {
     pub fn is_rollback(&self) -> bool {
-        self.kind == "rollback"
+        self.kind == EventKind::Rollback
     }
 
     /// A successful or failed rollback that rollbackd started on its own.
     pub fn is_automatic_rollback(&self) -> bool {
-        self.is_rollback() && self.trigger != "manual"
+        self.is_rollback() && self.trigger != TriggerKind::Manual
     }
 
     /// The run reached the platform: its application phase ran (whatever
@@ -113,11 +221,11 @@ impl Event {
     pub fn touched_production(&self) -> bool {
         self.phases
             .iter()
-            .any(|p| p.name == "application" && p.result != "skipped")
+            .any(|p| p.name == PhaseName::Application && p.result != PhaseResult::Skipped)
     }
 
     pub fn time(&self) -> Option<std::time::SystemTime> {
-        humantime::parse_rfc3339_weak(&self.timestamp).ok()
+        crate::clock::parse(&self.timestamp)
     }
 }
 
@@ -223,9 +331,9 @@ mod tests {
         store
             .append(
                 Event {
-                    kind: "rollback".into(),
+                    kind: EventKind::Rollback,
                     timestamp: "2025-01-16T00:00:00Z".into(),
-                    trigger: "rule".into(),
+                    trigger: TriggerKind::Rule,
                     ..Event::default()
                 },
                 None,
@@ -254,5 +362,32 @@ mod tests {
             std::fs::read_to_string(store.path()).unwrap(),
             "{\"events\": ["
         );
+    }
+
+    #[test]
+    fn values_this_version_does_not_know_are_kept_as_they_were() {
+        let text = r#"{"events":[{"type":"drill","timestamp":"2025-01-15T10:30:00Z","trigger":"schedule","reason":"","duration_seconds":0.0,"success":false,"phases":[{"name":"resume","result":"unknown","duration_seconds":1.0,"journal":"j-1"}]}]}"#;
+        let h: History = serde_json::from_str(text).unwrap();
+        let e = &h.events[0];
+        assert_eq!(e.kind, EventKind::Other("drill".into()));
+        assert!(!e.is_rollback());
+        assert_eq!(e.trigger, TriggerKind::Other("schedule".into()));
+        assert_eq!(e.phases[0].name, PhaseName::Other("resume".into()));
+        let back: serde_json::Value = serde_json::to_value(&h).unwrap();
+        let original: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(back, original);
+    }
+
+    #[test]
+    fn known_values_are_written_as_the_seed_wrote_them() {
+        let e = Event {
+            kind: EventKind::Blocked,
+            trigger: TriggerKind::Manual,
+            timestamp: "2025-01-15T10:30:00Z".into(),
+            ..Event::default()
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "blocked");
+        assert_eq!(v["trigger"], "manual");
     }
 }

@@ -106,13 +106,25 @@ pub fn rollback_started(id: &str, trigger: &str, policy: &str, reason: &str) {
     warn!(rollback = id, trigger, policy, reason, "rollback started");
 }
 
-/// One phase of a rollback ended.
-pub fn phase_finished(phase: &'static str, result: &'static str, detail: &str, elapsed: Duration) {
+/// One phase of a rollback ended; a failure is also counted by its kind
+/// (`reason`, a small fixed set such as `platform_refused`).
+pub fn phase_finished(
+    phase: &'static str,
+    result: &'static str,
+    reason: Option<&'static str>,
+    detail: &str,
+    elapsed: Duration,
+) {
     metrics::histogram!("rollbackd_rollback_phase_duration_seconds", "phase" => phase, "result" => result)
         .record(elapsed.as_secs_f64());
+    if let (Some(reason), "failed") = (reason, result) {
+        metrics::counter!("rollbackd_rollback_phase_failures_total", "phase" => phase, "reason" => reason)
+            .increment(1);
+    }
     info!(
         phase,
         result,
+        reason = reason.unwrap_or(""),
         elapsed_ms = elapsed.as_millis() as u64,
         detail,
         "rollback phase finished"

@@ -6,6 +6,8 @@ pub mod phases;
 
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
+
 pub use phases::{verify, Verification};
 
 /// The outcome of one HTTP health check.
@@ -63,6 +65,19 @@ pub async fn check(
                 "request failed".to_string()
             },
         },
+    }
+}
+
+/// How health endpoints are asked: the real HTTP client, or a scripted
+/// fake in tests (the verification logic is the same either way).
+pub trait HealthProbe: Send + Sync {
+    /// GETs `url` within `timeout`; healthy on any 2xx.
+    fn get<'a>(&'a self, url: &'a str, timeout: Duration) -> BoxFuture<'a, CheckResult>;
+}
+
+impl HealthProbe for reqwest::Client {
+    fn get<'a>(&'a self, url: &'a str, timeout: Duration) -> BoxFuture<'a, CheckResult> {
+        Box::pin(check(self, url, timeout, &[]))
     }
 }
 

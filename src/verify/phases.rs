@@ -4,11 +4,13 @@
 //! `min_healthy` of its checks are healthy (1.0 for critical phases); a failed
 //! phase is retried every `retry_interval` until the budget runs out.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 
-use super::{check, CheckResult};
+use super::{CheckResult, HealthProbe};
 use crate::config::{HealthPhaseConfig, VerifyConfig};
 
 /// One check's result, for tables and reports.
@@ -52,7 +54,7 @@ pub struct Verification {
 /// Runs every phase against `base_url` within `budget`, calling `progress`
 /// after each phase attempt.
 pub async fn verify(
-    client: &reqwest::Client,
+    probe: &dyn HealthProbe,
     base_url: &str,
     config: &VerifyConfig,
     initial_wait: std::time::Duration,
@@ -74,7 +76,7 @@ pub async fn verify(
         let result = loop {
             attempts += 1;
             let started = Instant::now();
-            let results = run_phase(client, base, phase, config.check_timeout).await;
+            let results = run_phase(probe, base, phase, config.check_timeout).await;
             report.checking += started.elapsed();
             report.sum_of_latencies += results.iter().map(|(_, r)| r.latency).sum::<Duration>();
             let phase_report = summarize(phase, attempts, results);
@@ -105,14 +107,14 @@ async fn sleep_until_or(deadline: Instant, wait: Duration) {
 }
 
 async fn run_phase(
-    client: &reqwest::Client,
+    probe: &dyn HealthProbe,
     base: &str,
     phase: &HealthPhaseConfig,
     timeout: Duration,
 ) -> Vec<(String, CheckResult)> {
     let checks = phase.endpoints.iter().map(|endpoint| async move {
         let url = format!("{base}{endpoint}");
-        (endpoint.clone(), check(client, &url, timeout, &[]).await)
+        (endpoint.clone(), probe.get(&url, timeout).await)
     });
     futures_util::future::join_all(checks).await
 }

@@ -1,0 +1,112 @@
+//! rollbackd's notion of "now", and the one way it writes and reads times.
+//!
+//! Everything that decides by wall time (guards, confirmation expiry, the
+//! breaker) asks a [`Clock`] instead of `SystemTime::now()`, so the same code
+//! runs on tokio's paused clock in tests: [`Clock::tokio`] is wall time that
+//! advances with tokio's clock. Production uses [`Clock::system`]. Times are
+//! written as RFC 3339 in UTC, and read back in the same forms.
+
+use std::time::SystemTime;
+
+/// Where "now" comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// A wall time and the tokio instant it corresponds to; `None` reads the
+    /// system clock.
+    anchor: Option<(SystemTime, tokio::time::Instant)>,
+}
+
+impl Clock {
+    /// The system's wall clock.
+    pub fn system() -> Clock {
+        Clock { anchor: None }
+    }
+
+    /// Wall time that moves with tokio's clock, starting from the system's
+    /// time now (tests pause tokio's clock and let it jump).
+    pub fn tokio() -> Clock {
+        Clock {
+            anchor: Some((SystemTime::now(), tokio::time::Instant::now())),
+        }
+    }
+
+    pub fn now(&self) -> SystemTime {
+        match self.anchor {
+            None => SystemTime::now(),
+            Some((wall, instant)) => wall + instant.elapsed(),
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+/// `2025-01-15T10:30:00.123Z`: state files and logs.
+pub fn millis(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// `2025-01-15T10:30:00Z`: the history's timestamps (the seed's format).
+pub fn seconds(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Reads any RFC 3339 time rollbackd or the seed wrote (with or without
+/// fractional seconds; `Z` or no offset).
+pub fn parse(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(text)
+        .or_else(|_| humantime::parse_rfc3339_weak(text))
+        .ok()
+}
+
+/// `#[serde(with = "crate::clock::rfc3339")]`: a time written with milliseconds.
+pub mod rfc3339 {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse(&text).ok_or_else(|| {
+            de::Error::custom(format!(
+                "{text:?} is not a UTC RFC 3339 time like \"2025-01-15T10:30:00Z\""
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tokio_clock_moves_with_paused_time() {
+        let clock = Clock::tokio();
+        let before = clock.now();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let after = clock.now();
+        assert_eq!(
+            after.duration_since(before).unwrap(),
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn times_read_back_as_written() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_736_937_000_123);
+        assert_eq!(parse(&millis(t)), Some(t));
+        assert_eq!(seconds(t), "2025-01-15T10:30:00Z");
+        assert_eq!(
+            parse("2025-01-15T10:30:00Z"),
+            Some(t - Duration::from_millis(123))
+        );
+        assert_eq!(parse("yesterday"), None);
+    }
+}

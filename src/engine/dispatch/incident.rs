@@ -1,0 +1,127 @@
+//! An incident: the rules (or alerts) that fired together, turned into one
+//! rollback request under the most permissive of their policies; and a rule
+//! that resolved, which cancels the confirmations it caused.
+
+use super::{short, trigger_of, Dispatcher};
+use crate::engine::{Blocked, RollbackRequest, Trigger};
+use crate::history::RuleTrigger;
+use crate::notify::{Notification, NotifyEvent};
+use crate::rules::{AlertState, Policy};
+use crate::telemetry::events;
+use crate::watch::{FiringEvent, ALERTMANAGER_GROUP};
+
+impl Dispatcher {
+    /// A firing rule or alert resolved: say so, and cancel the pending
+    /// rollbacks it caused.
+    pub(super) fn resolved(&mut self, e: FiringEvent) {
+        self.alerts.resolved(&e);
+        let mut n = Notification::new(NotifyEvent::RuleResolved, format!("{} resolved", e.rule));
+        n.rules = vec![trigger_of(&e)];
+        self.engine.notify(n);
+        // Another series of the same rule (or another alert of the same name)
+        // may still fire: then the incident is not over.
+        let still_firing = if e.group == ALERTMANAGER_GROUP {
+            self.alerts.firing(&e.rule)
+        } else {
+            self.board
+                .rules()
+                .iter()
+                .any(|r| r.group == e.group && r.rule == e.rule && r.state == AlertState::Firing)
+        };
+        if !still_firing {
+            self.cancel_caused_by(&e.group, &e.rule);
+        }
+    }
+
+    pub(super) async fn incident(&mut self, fired: Vec<FiringEvent>) {
+        for e in &fired {
+            self.alerts.fired(e);
+            let mut n = Notification::new(
+                NotifyEvent::RuleFiring,
+                if e.value.is_finite() {
+                    format!("{} fired: {} {}", e.rule, short(e.value), e.condition)
+                } else {
+                    format!("{} fired: {}", e.rule, e.condition)
+                },
+            );
+            n.rules = vec![trigger_of(e)];
+            n.policy = Some(e.policy.as_str().to_string());
+            self.engine.notify(n);
+        }
+        let req = request_for(&fired);
+        for e in &fired {
+            events::trigger_received(e, req.policy.as_str(), "handed to the rollback engine");
+        }
+        match req.policy {
+            Policy::DryRun => match self.engine.plan(&req).await {
+                Ok(plan) => events::rollback_planned(req.trigger.label(), &format!("{plan}")),
+                Err(e) => tracing::warn!(error = %e, "dry run: no rollback could be planned"),
+            },
+            Policy::Confirm => {
+                if let Err(blocked) = self.guards().await {
+                    self.engine.record_blocked(&req, &blocked);
+                    return;
+                }
+                self.park(req).await;
+            }
+            Policy::Auto => {
+                if let Err(blocked) = self.guards().await {
+                    self.engine.record_blocked(&req, &blocked);
+                    return;
+                }
+                self.start(req);
+            }
+        }
+    }
+
+    /// The guards for rollbacks rollbackd starts on its own.
+    pub(super) async fn guards(&mut self) -> Result<(), Blocked> {
+        if let Some(id) = self.busy() {
+            return Err(Blocked {
+                guard: "in_progress",
+                reason: format!("rollback {id} is already running for this incident"),
+            });
+        }
+        let now = self.engine.clock.now();
+        self.engine.check_automatic(now).await.map(|_| ())
+    }
+}
+
+/// The request for rules that fired together: the most permissive policy,
+/// every rule with its value, a trigger that says where they came from.
+fn request_for(fired: &[FiringEvent]) -> RollbackRequest {
+    let policy = fired
+        .iter()
+        .map(|e| e.policy)
+        .max()
+        .unwrap_or(Policy::DryRun);
+    let rules: Vec<RuleTrigger> = fired.iter().map(trigger_of).collect();
+    let from_alertmanager = fired.iter().all(|e| e.group == ALERTMANAGER_GROUP);
+    let reason = fired
+        .iter()
+        .map(|e| {
+            if e.value.is_finite() {
+                format!("{} {} (value {})", e.rule, e.condition, short(e.value))
+            } else {
+                format!("{}: {}", e.rule, e.condition)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    RollbackRequest {
+        trigger: if from_alertmanager {
+            Trigger::Alertmanager(rules)
+        } else {
+            Trigger::Rules(rules)
+        },
+        policy,
+        reason: format!(
+            "{} fired: {reason}",
+            if from_alertmanager { "alert" } else { "rule" }
+        ),
+        deployment_id: None,
+        skip_db: false,
+        base_url: None,
+        pending_id: None,
+    }
+}

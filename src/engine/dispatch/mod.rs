@@ -1,0 +1,206 @@
+//! The daemon's decision loop: turns firing events into rollbacks under each
+//! rule's policy, and carries out operators' approvals and rejections.
+//!
+//! - Events arriving within `engine.coalesce` of each other are one incident
+//!   and make at most one rollback; its policy is the most permissive of the
+//!   firing rules' (each of them alone would have acted). (`incident.rs`)
+//! - `dry_run` logs the plan; `confirm` parks a pending rollback that an
+//!   operator approves or rejects, expiring to `engine.confirm_default`
+//!   (`confirm.rs`); `auto` checks the guards and runs.
+//! - Alertmanager alerts are remembered while they fire, so a resolved alert
+//!   cancels what it caused and an approval can re-check it (`alerts.rs`).
+//! - Every second: expire confirmations, close the breaker once the rules
+//!   stay clear, record the live deployment's schema revision (`upkeep.rs`).
+//! - One run at a time: an incident while a run is going is refused, and
+//!   says so.
+//!
+//! Time comes from the engine's clock and tokio's, so the whole loop runs on
+//! tokio's paused clock in tests.
+
+mod alerts;
+mod confirm;
+mod incident;
+#[cfg(test)]
+mod tests;
+mod upkeep;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::pending::PendingStore;
+use super::{new_id, Engine, RollbackRequest, RunReport};
+use crate::watch::{FiringEvent, RuleEvent, StatusBoard};
+
+pub use confirm::{ApproveError, Approved};
+
+/// An operator's decision, sent from the HTTP API.
+pub enum Command {
+    Approve {
+        id: String,
+        force: bool,
+        reply: oneshot::Sender<Result<Approved, ApproveError>>,
+    },
+    Reject {
+        id: String,
+        reply: oneshot::Sender<Result<(), ApproveError>>,
+    },
+}
+
+/// The rollback the daemon is running, shared so shutdown can wait for it.
+pub type RunningRollback = Arc<Mutex<Option<(String, JoinHandle<RunReport>)>>>;
+
+/// Waits (at most `limit`) for a running rollback to end before the process
+/// exits: a rollback cut off midway leaves no record and an unsettled breaker.
+pub async fn finish_running(running: &RunningRollback, limit: Duration) {
+    let task = running
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some((id, task)) = task {
+        if !task.is_finished() {
+            tracing::warn!(rollback = %id, "shutting down: waiting for the running rollback to finish");
+            if tokio::time::timeout(limit, task).await.is_err() {
+                tracing::error!(rollback = %id, "rollback still running at shutdown; its record may be incomplete");
+            }
+        }
+    }
+}
+
+/// The dispatcher and what it shares with the API.
+pub struct Dispatcher {
+    engine: Arc<Engine>,
+    board: Arc<StatusBoard>,
+    pending: Arc<PendingStore>,
+    running: RunningRollback,
+    /// When the rules were last seen all clear (for closing the breaker).
+    clear_since: Option<Instant>,
+    /// When the live deployment's schema revision was last recorded.
+    revision_checked: Option<Instant>,
+    alerts: alerts::FiringAlerts,
+}
+
+impl Dispatcher {
+    pub fn new(engine: Arc<Engine>, board: Arc<StatusBoard>, pending: Arc<PendingStore>) -> Self {
+        Dispatcher {
+            engine,
+            board,
+            pending,
+            running: RunningRollback::default(),
+            clear_since: None,
+            revision_checked: None,
+            alerts: alerts::FiringAlerts::default(),
+        }
+    }
+
+    /// The running-rollback slot, for shutdown.
+    pub fn running(&self) -> RunningRollback {
+        self.running.clone()
+    }
+
+    /// Runs until both channels close.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<RuleEvent>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    let Some(first) = event else { break };
+                    let incident = coalesce(first, &mut events, self.engine.config.coalesce).await;
+                    self.handle(incident).await;
+                }
+                Some(command) = commands.recv() => self.command(command).await,
+                _ = tick.tick() => self.upkeep().await,
+            }
+        }
+    }
+
+    /// One coalesced batch of events: resolutions first (they may cancel
+    /// confirmations), then the firing rules as one incident.
+    async fn handle(&mut self, incident: Vec<RuleEvent>) {
+        let mut fired: Vec<FiringEvent> = Vec::new();
+        for event in incident {
+            match event {
+                RuleEvent::Resolved(e) => self.resolved(e),
+                RuleEvent::Fired(e) => fired.push(e),
+            }
+        }
+        if !fired.is_empty() {
+            self.incident(fired).await;
+        }
+    }
+
+    /// The id of the rollback running now, if any.
+    fn busy(&mut self) -> Option<String> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*running {
+            Some((id, task)) if !task.is_finished() => Some(id.clone()),
+            _ => {
+                *running = None;
+                None
+            }
+        }
+    }
+
+    /// Starts a rollback in its own task and returns its id at once.
+    fn start(&mut self, req: RollbackRequest) -> String {
+        let engine = self.engine.clone();
+        let id = new_id("rb");
+        let run_id = id.clone();
+        let task = tokio::spawn(async move { engine.run_with_id(run_id, req, &|_| {}).await });
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some((id.clone(), task));
+        id
+    }
+}
+
+/// Collects the events that arrive within `window` of the first one.
+async fn coalesce(
+    first: RuleEvent,
+    events: &mut mpsc::Receiver<RuleEvent>,
+    window: Duration,
+) -> Vec<RuleEvent> {
+    let mut incident = vec![first];
+    let window = tokio::time::sleep(window);
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            _ = &mut window => break,
+            more = events.recv() => match more {
+                Some(e) => incident.push(e),
+                None => break,
+            },
+        }
+    }
+    incident
+}
+
+/// A value for messages: at most six decimals, trailing zeros dropped.
+pub fn short(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let text = format!("{v:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text.is_empty() || text == "-" {
+        "0".into()
+    } else {
+        text.to_string()
+    }
+}
+
+/// A firing event as the history records it.
+fn trigger_of(e: &FiringEvent) -> crate::history::RuleTrigger {
+    crate::history::RuleTrigger {
+        group: e.group.clone(),
+        rule: e.rule.clone(),
+        value: e.value.is_finite().then_some(e.value),
+        condition: e.condition.clone(),
+    }
+}

@@ -1,0 +1,319 @@
+//! The dispatcher on fakes and tokio's paused clock: coalescing, the guards,
+//! confirmations (expiry to each default, approval, supersede, cancel) and
+//! the breaker's automatic close. Each test asserts on what the platform
+//! received and when, so a late or doubled action would show.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::sleep;
+
+use super::{ApproveError, Approved, Command, Dispatcher};
+use crate::config::ConfirmDefault;
+use crate::engine::pending::PendingStore;
+use crate::engine::testing::Rig;
+use crate::engine::BreakerState;
+use crate::history::EventKind;
+use crate::rules::{Labels, Policy};
+use crate::watch::{FiringEvent, RuleEvent, StatusBoard, ALERTMANAGER_GROUP};
+
+struct Daemon {
+    rig: Rig,
+    pending: Arc<PendingStore>,
+    events: mpsc::Sender<RuleEvent>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Daemon {
+    fn start(tweak: impl FnOnce(&mut crate::config::Config)) -> Daemon {
+        let rig = Rig::new(tweak);
+        let pending = Arc::new(PendingStore::default());
+        let dispatcher = Dispatcher::new(
+            rig.engine.clone(),
+            Arc::new(StatusBoard::default()),
+            pending.clone(),
+        );
+        let (events, events_rx) = mpsc::channel(16);
+        let (commands, commands_rx) = mpsc::channel(16);
+        tokio::spawn(dispatcher.run(events_rx, commands_rx));
+        Daemon {
+            rig,
+            pending,
+            events,
+            commands,
+        }
+    }
+
+    async fn fire(&self, rule: &str, group: &str, policy: Policy) {
+        self.events
+            .send(RuleEvent::Fired(event(rule, group, policy)))
+            .await
+            .unwrap();
+    }
+
+    async fn resolve(&self, rule: &str, group: &str, policy: Policy) {
+        self.events
+            .send(RuleEvent::Resolved(event(rule, group, policy)))
+            .await
+            .unwrap();
+    }
+
+    async fn approve(&self, id: &str) -> Result<Approved, ApproveError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Approve {
+                id: id.into(),
+                force: false,
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap()
+    }
+
+    fn rollbacks(&self) -> usize {
+        self.rig.platform.rollbacks().len()
+    }
+
+    fn pending_ids(&self) -> Vec<String> {
+        self.pending.list().into_iter().map(|p| p.id).collect()
+    }
+
+    fn breaker(&self) -> BreakerState {
+        self.rig.engine.breaker_state(self.rig.engine.clock.now())
+    }
+}
+
+fn event(rule: &str, group: &str, policy: Policy) -> FiringEvent {
+    FiringEvent {
+        group: group.into(),
+        rule: rule.into(),
+        labels: Labels::from([("alertname".to_string(), rule.to_string())]),
+        value: 0.05,
+        condition: "> 0.00025".into(),
+        threshold: 0.00025,
+        policy,
+        since: SystemTime::UNIX_EPOCH,
+        fired_at: SystemTime::UNIX_EPOCH,
+        annotations: Labels::new(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rules_firing_within_the_coalesce_window_make_one_rollback() {
+    let d = Daemon::start(|_| {});
+    d.fire("HighErrorRate", "service", Policy::Auto).await;
+    sleep(Duration::from_millis(500)).await;
+    d.fire("HighLatency", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(d.rollbacks(), 1);
+    let history = d.rig.history();
+    assert_eq!(history.events.len(), 1);
+    let rules: Vec<&str> = history.events[0]
+        .rules
+        .iter()
+        .map(|r| r.rule.as_str())
+        .collect();
+    assert_eq!(rules, ["HighErrorRate", "HighLatency"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_firing_while_a_rollback_runs_starts_no_second_one() {
+    let d = Daemon::start(|_| {});
+    d.rig.platform.set_latency(Duration::from_secs(5));
+    d.fire("HighErrorRate", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(10)).await;
+    d.fire("HighLatency", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(600)).await;
+    assert_eq!(d.rollbacks(), 1);
+    // The refusal while the run held the lock is not recorded (it belongs to
+    // that incident); only the run is.
+    let kinds: Vec<EventKind> = d.rig.history().events.into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Rollback]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_rollback_the_breaker_refuses_the_next_incident_and_says_so() {
+    let d = Daemon::start(|_| {});
+    d.fire("HighErrorRate", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(d.rollbacks(), 1);
+    d.fire("HighErrorRate", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(d.rollbacks(), 1);
+    let history = d.rig.history();
+    assert_eq!(history.events[1].kind, EventKind::Blocked);
+    assert!(
+        history.events[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("breaker:"),
+        "{:?}",
+        history.events[1].error
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_rule_never_rolls_back() {
+    let d = Daemon::start(|_| {});
+    d.fire("HighErrorRate", "service", Policy::DryRun).await;
+    sleep(Duration::from_secs(600)).await;
+    assert_eq!(d.rollbacks(), 0);
+    assert!(d.rig.history().events.is_empty());
+    assert!(d.pending_ids().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirmation_nobody_answers_expires_to_reject() {
+    let d = Daemon::start(|c| c.engine.confirm_timeout = Duration::from_secs(900));
+    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(890)).await;
+    assert_eq!(d.pending_ids().len(), 1, "still pending before the timeout");
+    sleep(Duration::from_secs(15)).await;
+    assert!(d.pending_ids().is_empty(), "expired after the timeout");
+    sleep(Duration::from_secs(600)).await;
+    assert_eq!(d.rollbacks(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirmation_nobody_answers_expires_to_approve_when_configured() {
+    let d = Daemon::start(|c| {
+        c.engine.confirm_timeout = Duration::from_secs(900);
+        c.engine.confirm_default = ConfirmDefault::Approve;
+    });
+    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(890)).await;
+    assert_eq!(d.rollbacks(), 0, "nothing before the timeout");
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(d.rollbacks(), 1, "approved by default once expired");
+    assert!(d.pending_ids().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_approval_by_default_still_needs_the_alert_firing() {
+    let d = Daemon::start(|c| {
+        c.engine.confirm_timeout = Duration::from_secs(60);
+        c.engine.confirm_default = ConfirmDefault::Approve;
+    });
+    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(d.pending_ids().len(), 1);
+    // Another label set of the alert resolves: the alert as a whole still fires.
+    d.events
+        .send(RuleEvent::Resolved({
+            let mut e = event("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm);
+            e.labels.insert("instance".into(), "b".into());
+            e
+        }))
+        .await
+        .unwrap();
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(d.rollbacks(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn approving_one_confirmation_supersedes_the_others() {
+    let d = Daemon::start(|_| {});
+    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(5)).await;
+    d.fire("HighLatency", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(5)).await;
+    let ids = d.pending_ids();
+    assert_eq!(ids.len(), 2);
+    let approved = d.approve(&ids[0]).await.expect("approved");
+    assert!(approved.rollback_id.starts_with("rb-"));
+    assert!(
+        approved.findings[0].contains("still firing"),
+        "{:?}",
+        approved.findings
+    );
+    assert!(
+        d.pending_ids().is_empty(),
+        "the other confirmation is superseded"
+    );
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(d.rollbacks(), 1);
+    assert!(matches!(
+        d.approve(&ids[1]).await,
+        Err(ApproveError::NotFound(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolved_alert_cancels_its_confirmation_and_approval_then_finds_nothing() {
+    let d = Daemon::start(|_| {});
+    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(5)).await;
+    let ids = d.pending_ids();
+    d.resolve("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(5)).await;
+    assert!(d.pending_ids().is_empty());
+    assert!(matches!(
+        d.approve(&ids[0]).await,
+        Err(ApproveError::NotFound(_))
+    ));
+    sleep(Duration::from_secs(600)).await;
+    assert_eq!(d.rollbacks(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_still_passes_the_guards() {
+    let d = Daemon::start(|_| {});
+    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(5)).await;
+    let id = d.pending_ids().remove(0);
+    // Meanwhile an operator's manual rollback opened the breaker.
+    let now = d.rig.engine.clock.now();
+    d.rig
+        .engine
+        .breaker()
+        .open(now, "rb-manual", "manual rollback")
+        .unwrap();
+    let refused = d.approve(&id).await.unwrap_err();
+    assert!(refused.to_string().contains("breaker"), "{refused}");
+    assert_eq!(
+        d.pending_ids(),
+        vec![id],
+        "a refused approval stays pending"
+    );
+    sleep(Duration::from_secs(60)).await;
+    assert_eq!(d.rollbacks(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_goes_half_open_then_closes_once_the_rules_stay_clear() {
+    let d = Daemon::start(|c| {
+        c.engine.half_open_after = Duration::from_secs(300);
+        c.engine.close_after = Duration::from_secs(300);
+    });
+    d.fire("HighErrorRate", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(60)).await;
+    assert_eq!(d.rollbacks(), 1);
+    assert_eq!(d.breaker(), BreakerState::Open);
+    sleep(Duration::from_secs(200)).await;
+    assert_eq!(
+        d.breaker(),
+        BreakerState::Open,
+        "not before half_open_after"
+    );
+    // HALF_OPEN, and the rules have been clear for longer than close_after
+    // (nothing fires on this board): the next upkeep closes it.
+    sleep(Duration::from_secs(60)).await;
+    assert_eq!(d.breaker(), BreakerState::Closed);
+    let record = d.rig.engine.breaker().load().unwrap();
+    assert!(
+        record.reason.contains("rules stayed clear"),
+        "{}",
+        record.reason
+    );
+}

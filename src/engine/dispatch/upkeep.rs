@@ -1,0 +1,74 @@
+//! What the dispatcher does every second: expire confirmations, move the
+//! breaker from HALF_OPEN to CLOSED once the rules stayed clear, and now and
+//! then record the live deployment's schema revision.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Dispatcher;
+use crate::engine::BreakerState;
+use crate::rules::AlertState;
+
+impl Dispatcher {
+    pub(super) async fn upkeep(&mut self) {
+        self.record_revision().await;
+        self.expire_confirmations().await;
+        self.close_breaker_when_clear();
+    }
+
+    async fn record_revision(&mut self) {
+        let interval = self
+            .engine
+            .db
+            .as_ref()
+            .map_or(Duration::MAX, |db| db.config.revision_check_interval);
+        if self.busy().is_some()
+            || self
+                .revision_checked
+                .is_some_and(|t| t.elapsed() < interval)
+        {
+            return;
+        }
+        self.revision_checked = Some(Instant::now());
+        if let Err(e) = self.engine.record_revision().await {
+            tracing::warn!(error = %e, "cannot record the live deployment's schema revision");
+        }
+    }
+
+    fn close_breaker_when_clear(&mut self) {
+        let all_clear = self
+            .board
+            .rules()
+            .iter()
+            .all(|r| r.state == AlertState::Inactive);
+        self.clear_since = match (all_clear, self.clear_since) {
+            (false, _) => None,
+            (true, None) => Some(Instant::now()),
+            (true, since) => since,
+        };
+        let now = self.engine.clock.now();
+        if self.engine.breaker_state(now) != BreakerState::HalfOpen
+            || !self
+                .clear_since
+                .is_some_and(|t| t.elapsed() >= self.engine.config.close_after)
+        {
+            return;
+        }
+        // Closing races a CLI rollback that may have just opened it: take the lock.
+        let Some(_lock) = self.engine.try_lock() else {
+            return;
+        };
+        match self
+            .engine
+            .breaker()
+            .close(now, "rules stayed clear after the rollback")
+        {
+            Ok(()) => {
+                self.engine.breaker_state(now);
+                tracing::info!("deploy breaker CLOSED: rules stayed clear after the rollback");
+            }
+            Err(e) => tracing::error!(error = %e, "cannot close the deploy breaker"),
+        }
+    }
+}

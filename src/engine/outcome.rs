@@ -1,0 +1,246 @@
+//! What a phase reports, as data: succeeded (with what it did), failed (with
+//! a [`FailureKind`]) or skipped (with a [`SkipReason`]), each with the
+//! words an operator reads. The orchestrator decides what follows from the
+//! kind, never from the words.
+
+use std::time::Duration;
+
+use crate::history::{PhaseName, PhaseRecord, PhaseResult};
+
+/// The five phases, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Pick the target, take the rollback lock, back up, open the breaker.
+    PreValidation,
+    /// Undo the deploy's migrations, when that is safe.
+    Database,
+    /// Ask the platform to roll back and follow it until the service answers.
+    Application,
+    /// The health phases against the service.
+    Verification,
+    /// Record the run, settle the breaker.
+    PostRollback,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::PreValidation,
+        Phase::Database,
+        Phase::Application,
+        Phase::Verification,
+        Phase::PostRollback,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::PreValidation => "pre_validation",
+            Phase::Database => "database",
+            Phase::Application => "application",
+            Phase::Verification => "verification",
+            Phase::PostRollback => "post_rollback",
+        }
+    }
+}
+
+impl From<Phase> for PhaseName {
+    fn from(phase: Phase) -> PhaseName {
+        match phase {
+            Phase::PreValidation => PhaseName::PreValidation,
+            Phase::Database => PhaseName::Database,
+            Phase::Application => PhaseName::Application,
+            Phase::Verification => PhaseName::Verification,
+            Phase::PostRollback => PhaseName::PostRollback,
+        }
+    }
+}
+
+/// Why a phase failed: a small fixed set, also a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Another rollback holds the rollback lock.
+    RollbackLocked,
+    /// The rollback lock file cannot be used.
+    LockError,
+    /// No target, no base URL, or the platform could not list deployments.
+    NoPlan,
+    /// The emergency backup failed and `database.backup_required` is set.
+    BackupFailed,
+    /// The breaker file cannot be written.
+    BreakerError,
+    /// The plan says the run must stop before touching the database.
+    DatabaseRefused,
+    /// The migration advisory lock was not free in time.
+    MigrationLock,
+    /// The downgrade itself failed.
+    DowngradeFailed,
+    /// After the downgrade, the schema is not at the target revision.
+    DowngradeUnverified,
+    /// The platform could not be asked.
+    ProviderError,
+    /// The platform refused the rollback call.
+    PlatformRefused,
+    /// The rollback deployment ended in a failed state.
+    DeploymentFailed,
+    /// The rollback deployment did not reach SUCCESS in time.
+    DeploymentTimeout,
+    /// The deployment is live but the service's /health kept failing.
+    ServiceUnhealthy,
+    /// A health phase did not pass.
+    VerificationFailed,
+    /// The phase ran out of its time budget.
+    BudgetExceeded,
+    /// The history or breaker could not be written.
+    RecordFailed,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::RollbackLocked => "rollback_locked",
+            FailureKind::LockError => "lock_error",
+            FailureKind::NoPlan => "no_plan",
+            FailureKind::BackupFailed => "backup_failed",
+            FailureKind::BreakerError => "breaker_error",
+            FailureKind::DatabaseRefused => "database_refused",
+            FailureKind::MigrationLock => "migration_lock",
+            FailureKind::DowngradeFailed => "downgrade_failed",
+            FailureKind::DowngradeUnverified => "downgrade_unverified",
+            FailureKind::ProviderError => "provider_error",
+            FailureKind::PlatformRefused => "platform_refused",
+            FailureKind::DeploymentFailed => "deployment_failed",
+            FailureKind::DeploymentTimeout => "deployment_timeout",
+            FailureKind::ServiceUnhealthy => "service_unhealthy",
+            FailureKind::VerificationFailed => "verification_failed",
+            FailureKind::BudgetExceeded => "budget_exceeded",
+            FailureKind::RecordFailed => "record_failed",
+        }
+    }
+}
+
+/// Why a phase was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `--skip-db`.
+    SkipDb,
+    NoDatabase,
+    NoMigrationTool,
+    /// The database has no `alembic_version`.
+    NotUnderMigrationControl,
+    /// rollbackd never saw the target live, so it does not know its revision.
+    NoRecordedRevision,
+    AlreadyAtRevision,
+    /// The downgrade would destroy data and `allow_destructive` is not set.
+    Destructive,
+    NothingPlanned,
+    PreValidationFailed,
+    DatabaseFailed,
+    ApplicationFailed,
+    /// The lock was never taken: nothing to record.
+    NothingRan,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::SkipDb => "skip_db",
+            SkipReason::NoDatabase => "no_database",
+            SkipReason::NoMigrationTool => "no_migration_tool",
+            SkipReason::NotUnderMigrationControl => "not_under_migration_control",
+            SkipReason::NoRecordedRevision => "no_recorded_revision",
+            SkipReason::AlreadyAtRevision => "already_at_revision",
+            SkipReason::Destructive => "destructive",
+            SkipReason::NothingPlanned => "nothing_planned",
+            SkipReason::PreValidationFailed => "pre_validation_failed",
+            SkipReason::DatabaseFailed => "database_failed",
+            SkipReason::ApplicationFailed => "application_failed",
+            SkipReason::NothingRan => "nothing_ran",
+        }
+    }
+}
+
+/// What a phase reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PhaseOutcome {
+    Succeeded(String),
+    Failed(FailureKind, String),
+    Skipped(SkipReason, String),
+}
+
+impl PhaseOutcome {
+    pub fn failed(kind: FailureKind, detail: impl Into<String>) -> PhaseOutcome {
+        PhaseOutcome::Failed(kind, detail.into())
+    }
+
+    pub fn skipped(reason: SkipReason, detail: impl Into<String>) -> PhaseOutcome {
+        PhaseOutcome::Skipped(reason, detail.into())
+    }
+
+    pub fn result(&self) -> PhaseResult {
+        match self {
+            PhaseOutcome::Succeeded(_) => PhaseResult::Succeeded,
+            PhaseOutcome::Failed(..) => PhaseResult::Failed,
+            PhaseOutcome::Skipped(..) => PhaseResult::Skipped,
+        }
+    }
+
+    /// `succeeded`, `failed` or `skipped`, for logs and metrics.
+    pub fn result_label(&self) -> &'static str {
+        match self {
+            PhaseOutcome::Succeeded(_) => "succeeded",
+            PhaseOutcome::Failed(..) => "failed",
+            PhaseOutcome::Skipped(..) => "skipped",
+        }
+    }
+
+    /// The failure kind or skip reason, as a label.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            PhaseOutcome::Succeeded(_) => None,
+            PhaseOutcome::Failed(kind, _) => Some(kind.as_str()),
+            PhaseOutcome::Skipped(reason, _) => Some(reason.as_str()),
+        }
+    }
+
+    pub fn detail(&self) -> &str {
+        match self {
+            PhaseOutcome::Succeeded(d)
+            | PhaseOutcome::Failed(_, d)
+            | PhaseOutcome::Skipped(_, d) => d,
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, PhaseOutcome::Succeeded(_))
+    }
+
+    pub fn is_failure(&self) -> bool {
+        matches!(self, PhaseOutcome::Failed(..))
+    }
+}
+
+/// One phase as it ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseStep {
+    pub phase: Phase,
+    pub outcome: PhaseOutcome,
+    pub elapsed: Duration,
+}
+
+impl PhaseStep {
+    pub fn record(&self) -> PhaseRecord {
+        PhaseRecord {
+            name: self.phase.into(),
+            result: self.outcome.result(),
+            duration_seconds: round3(self.elapsed.as_secs_f64()),
+            detail: self.outcome.detail().to_string(),
+            reason: self.outcome.reason().map(str::to_string),
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
+/// Seconds with millisecond precision, as the history writes them.
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

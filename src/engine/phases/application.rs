@@ -1,0 +1,118 @@
+//! Phase 3: ask the platform to roll back to the target, follow the
+//! deployment that creates until it succeeds, then wait for the service to
+//! answer `/health`. The platform call is made exactly once: a refused or
+//! lost call is a failure, never a retry.
+
+use std::collections::BTreeSet;
+
+use tokio::time::Instant;
+
+use super::super::outcome::{FailureKind, Phase, PhaseOutcome};
+use super::super::run::{budget, Run};
+
+pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
+    let engine = run.engine;
+    let Some(plan) = run.plan.clone() else {
+        return PhaseOutcome::failed(FailureKind::NoPlan, "no plan");
+    };
+    let known: BTreeSet<String> = match run.wait(engine.provider.list(50)).await {
+        Ok(list) => list.into_iter().map(|d| d.id).collect(),
+        Err(e) => {
+            return PhaseOutcome::failed(
+                FailureKind::ProviderError,
+                format!("cannot list deployments: {e}"),
+            )
+        }
+    };
+    let created = match run.wait(engine.provider.rollback(&plan.target)).await {
+        Ok(created) => created,
+        Err(e) => {
+            return PhaseOutcome::failed(
+                FailureKind::PlatformRefused,
+                format!("the platform refused the rollback: {e}"),
+            )
+        }
+    };
+    if created.is_some() {
+        run.created_deployment = created.clone();
+    }
+    run.note(format!(
+        "platform accepted the rollback to {}",
+        plan.target.id
+    ));
+    // Stop a little before the phase budget, so the failure says what was
+    // last seen instead of only "did not finish".
+    let poll = engine.config.poll_interval;
+    let deadline = Instant::now()
+        + budget(&engine.config, Phase::Application)
+            .saturating_sub(poll + std::time::Duration::from_secs(1));
+    let mut last_seen = String::from("the new deployment has not appeared yet");
+    let deployment = loop {
+        if Instant::now() >= deadline {
+            return PhaseOutcome::failed(
+                FailureKind::DeploymentTimeout,
+                format!(
+                    "the rollback deployment did not reach SUCCESS within the application budget; last seen: {last_seen}"
+                ),
+            );
+        }
+        run.wait(tokio::time::sleep(poll)).await;
+        let found = match &created {
+            Some(id) => run.wait(engine.provider.status(id)).await.map(Some),
+            None => run
+                .wait(engine.provider.list(10))
+                .await
+                .map(|list| list.into_iter().find(|d| !known.contains(&d.id))),
+        };
+        match found {
+            Err(e) => {
+                tracing::warn!(error = %e, "following the rollback deployment failed; trying again");
+                last_seen = format!("the platform could not be asked: {e}");
+            }
+            Ok(None) => {}
+            Ok(Some(d)) if d.is_success() => break d,
+            Ok(Some(d)) if d.has_failed() => {
+                run.created_deployment = Some(d.id.clone());
+                return PhaseOutcome::failed(
+                    FailureKind::DeploymentFailed,
+                    format!("the rollback deployment {} ended {}", d.id, d.status),
+                );
+            }
+            Ok(Some(d)) => {
+                last_seen = format!("deployment {} was {}", d.id, d.status);
+                if run.created_deployment.as_deref() != Some(d.id.as_str()) {
+                    run.note(format!("rollback deployment {} is {}", d.id, d.status));
+                }
+                run.created_deployment = Some(d.id);
+            }
+        }
+    };
+    run.created_deployment = Some(deployment.id.clone());
+    run.note(format!(
+        "rollback deployment {} is SUCCESS; waiting for /health",
+        deployment.id
+    ));
+    let url = format!("{}/health", plan.base_url);
+    loop {
+        let check = run
+            .wait(engine.health.get(&url, engine.verify.check_timeout))
+            .await;
+        if check.healthy {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return PhaseOutcome::failed(
+                FailureKind::ServiceUnhealthy,
+                format!(
+                    "deployment {} is SUCCESS but {url} kept failing ({}) until the application budget ran out",
+                    deployment.id, check.reason
+                ),
+            );
+        }
+        run.wait(tokio::time::sleep(poll)).await;
+    }
+    PhaseOutcome::Succeeded(format!(
+        "deployment {} is live and answers /health",
+        deployment.id
+    ))
+}

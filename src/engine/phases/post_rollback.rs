@@ -1,0 +1,57 @@
+//! Phase 5: record the run in the history (and the new last-known-good on
+//! success), and settle the breaker this run opened: HALF_OPEN later after a
+//! success, OPEN until an operator resets it after a failure. Runs whenever
+//! the run held the lock, whatever happened before.
+
+use super::super::outcome::{FailureKind, Phase, PhaseOutcome, PhaseStep};
+use super::super::run::Run;
+use crate::history::LastKnownGood;
+
+pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
+    let engine = run.engine;
+    let now = engine.clock.now();
+    let success = run.success();
+    // The entry records this phase as succeeded: if writing it fails, the
+    // entry does not exist to say otherwise.
+    let mut recorded = run.event();
+    recorded.phases.push(
+        PhaseStep {
+            phase: Phase::PostRollback,
+            outcome: PhaseOutcome::Succeeded("recorded".into()),
+            elapsed: std::time::Duration::ZERO,
+        }
+        .record(),
+    );
+    let target = run.plan.as_ref().map(|p| p.target.id.clone());
+    let last_known_good = match (&target, success) {
+        (Some(id), true) => Some(LastKnownGood {
+            deployment_id: id.clone(),
+            timestamp: crate::clock::millis(now),
+        }),
+        _ => None,
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = engine.history.append(recorded, last_known_good) {
+        problems.push(e.to_string());
+    }
+    if run.breaker_opened {
+        if let Err(e) = engine.breaker.settle(now, success) {
+            problems.push(e.to_string());
+        }
+    }
+    engine.breaker_state(now);
+    if !problems.is_empty() {
+        return PhaseOutcome::failed(FailureKind::RecordFailed, problems.join("; "));
+    }
+    PhaseOutcome::Succeeded(if !run.breaker_opened {
+        "history recorded; nothing was changed, the breaker was not touched".into()
+    } else if success {
+        format!(
+            "history recorded; last known good is {}; breaker HALF_OPEN in {}",
+            target.as_deref().unwrap_or("-"),
+            crate::rules::duration::format(engine.config.half_open_after)
+        )
+    } else {
+        "history recorded; breaker stays OPEN until `rollbackd breaker reset`".into()
+    })
+}

@@ -1,0 +1,132 @@
+//! Phase 1: take the rollback lock, make the plan, take the emergency
+//! backup, open the deploy breaker. Nothing in production changes here; from
+//! the moment the plan exists the run holds the lock and will be recorded.
+
+use super::super::outcome::{FailureKind, PhaseOutcome};
+use super::super::run::Run;
+use crate::history::StateLock;
+
+pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
+    let engine = run.engine;
+    let lock = match StateLock::try_acquire(&engine.lock_path) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            return PhaseOutcome::failed(
+                FailureKind::RollbackLocked,
+                "another rollback is running (the rollback lock is held)",
+            )
+        }
+        Err(e) => {
+            return PhaseOutcome::failed(
+                FailureKind::LockError,
+                format!(
+                    "cannot take the rollback lock {}: {e}",
+                    engine.lock_path.display()
+                ),
+            )
+        }
+    };
+    let req = run.req.clone();
+    let plan = match run.wait(engine.plan(&req)).await {
+        Ok(plan) => plan,
+        Err(e) => return PhaseOutcome::failed(FailureKind::NoPlan, e.to_string()),
+    };
+    run.note(format!("plan:\n{plan}"));
+    if let (Some(db), Some(rev)) = (&engine.db, &plan.current_revision) {
+        if let Err(e) = db.revisions.record(&plan.current.id, rev) {
+            tracing::warn!(error = %e, "cannot record the live deployment's revision");
+        }
+    }
+    // From here on the run is recorded in the history, even if it stops.
+    run.lock = Some(lock);
+    let target = plan.target.id.clone();
+    let live = plan.current.id.clone();
+    run.plan = Some(plan);
+    let backup = match backup(run).await {
+        Ok(detail) => detail,
+        Err(why) => return PhaseOutcome::failed(FailureKind::BackupFailed, why),
+    };
+    run.note(backup.clone());
+    let now = engine.clock.now();
+    let reason = format!("rollback {} running: {}", run.id, run.req.reason);
+    if let Err(e) = engine.breaker.open(now, &run.id, &reason) {
+        return PhaseOutcome::failed(
+            FailureKind::BreakerError,
+            format!("cannot open the deploy breaker: {e}"),
+        );
+    }
+    run.breaker_opened = true;
+    engine.breaker_state(now);
+    PhaseOutcome::Succeeded(format!(
+        "target {target} (live: {live}); {backup}; deploy breaker OPEN"
+    ))
+}
+
+/// The emergency backup: `Ok(detail)`, or `Err(reason)` when it failed and
+/// backups are required. A failed backup that is not required is a warning
+/// in the detail and in the history.
+async fn backup(run: &mut Run<'_>) -> Result<String, String> {
+    let engine = run.engine;
+    let Some(plan) = run.plan.as_ref() else {
+        return Ok("no plan".into());
+    };
+    let Some(db) = &engine.db else {
+        return Ok(plan.backup.clone());
+    };
+    if plan.backup.starts_with("skipped") {
+        return Ok(plan.backup.clone());
+    }
+    let tools = crate::db::backup::Tools {
+        pg_dump: db.config.pg_dump.clone(),
+        pg_restore: db.config.pg_restore.clone(),
+    };
+    // The backup must leave time for the rest of pre-validation.
+    let budget =
+        super::super::run::budget(&engine.config, super::super::Phase::PreValidation) * 2 / 3;
+    let (id, live, reason) = (
+        run.id.clone(),
+        plan.current.id.clone(),
+        run.req.reason.clone(),
+    );
+    let taken = run
+        .wait(tokio::time::timeout(
+            budget,
+            crate::db::backup::take(&db.database, &tools, &db.backup_dir, &id, &live, &reason),
+        ))
+        .await;
+    let taken = match taken {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "pg_dump did not finish within {} (two thirds of the pre-validation budget)",
+            crate::rules::duration::format(budget)
+        )),
+    };
+    match taken {
+        Ok(backup) => {
+            crate::db::backup::prune(&db.backup_dir, db.config.keep_backups);
+            let detail = format!(
+                "backup {} ({} bytes, sha256 {}) verified; restore with: {}",
+                backup.path.display(),
+                backup.size_bytes,
+                &backup.sha256[..12],
+                backup.restore_command
+            );
+            run.extra.insert(
+                "backup".into(),
+                serde_json::to_value(&backup).unwrap_or_default(),
+            );
+            Ok(detail)
+        }
+        Err(e) if db.config.backup_required => Err(format!(
+            "the emergency backup failed: {e} (database.backup_required is set)"
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "emergency backup failed; going on without one (database.backup_required is not set)");
+            run.extra.insert(
+                "backup_warning".into(),
+                serde_json::Value::String(e.clone()),
+            );
+            Ok(format!("WARNING: the emergency backup failed: {e}"))
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Everything a rollback would do, decided before anything is done: the
+//! target, the backup, the database step, the checks. Planning reads the
+//! platform, the history and the database, and never writes anything: a dry
+//! run and the first step of a real run are the same code.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::outcome::SkipReason;
+use super::target::{self, NoTarget};
+use super::{Engine, RollbackRequest};
+use crate::history::HistoryError;
+use crate::provider::{Deployment, ProviderError};
+
+/// Everything a rollback would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub current: Deployment,
+    pub target: Deployment,
+    pub base_url: String,
+    pub backup: String,
+    pub database: String,
+    /// The schema revision the database is at now, when known.
+    pub current_revision: Option<String>,
+    /// The exact downgrade SQL, when a downgrade is planned (or was refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_sql: Option<String>,
+    pub health_checks: Vec<String>,
+    #[serde(skip)]
+    pub(crate) db_step: DbStep,
+}
+
+/// What the database phase will do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum DbStep {
+    #[default]
+    Nothing,
+    /// Leave the database alone, for this reason; the run goes on.
+    Skip(SkipReason, String),
+    /// Stop the run before the application rollback, for this reason.
+    Stop(String),
+    Downgrade {
+        from: String,
+        to: String,
+    },
+}
+
+/// Why no plan could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The platform could not list its deployments.
+    #[error("cannot list deployments: {0}")]
+    List(#[source] ProviderError),
+    /// The requested deployment could not be looked up.
+    #[error(transparent)]
+    Requested(ProviderError),
+    /// The history cannot be read, so the targets to avoid are unknown.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// Nothing to roll back to.
+    #[error(transparent)]
+    NoTarget(#[from] NoTarget),
+    #[error("no service base URL to verify against: set [service] base_url, ROLLBACK_BASE_URL, or pass --base-url")]
+    NoBaseUrl,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let describe = |d: &Deployment| {
+            let mut s = format!("{} ({}", d.id, d.status);
+            if let Some(sha) = &d.git_sha {
+                s.push_str(&format!(", {sha}"));
+            }
+            s.push_str(&format!(
+                ", created {})",
+                crate::clock::seconds(d.created_at)
+            ));
+            s
+        };
+        writeln!(f, "  live now:     {}", describe(&self.current))?;
+        writeln!(f, "  roll back to: {}", describe(&self.target))?;
+        writeln!(f, "  backup:       {}", self.backup)?;
+        writeln!(f, "  database:     {}", self.database)?;
+        if let Some(sql) = &self.database_sql {
+            for line in sql.lines().filter(|l| !l.trim().is_empty()) {
+                writeln!(f, "    | {line}")?;
+            }
+        }
+        writeln!(f, "  verify at:    {}", self.base_url)?;
+        for check in &self.health_checks {
+            writeln!(f, "    {check}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Decides target, database steps and checks without changing anything.
+    pub async fn plan(&self, req: &RollbackRequest) -> Result<Plan, PlanError> {
+        let deployments = self.provider.list(50).await.map_err(PlanError::List)?;
+        let requested = match &req.deployment_id {
+            None => None,
+            Some(id) => Some(match deployments.iter().find(|d| &d.id == id) {
+                Some(d) => d.clone(),
+                None => self
+                    .provider
+                    .status(id)
+                    .await
+                    .map_err(PlanError::Requested)?,
+            }),
+        };
+        let history = self.history.load()?;
+        let moved_away: BTreeSet<String> = history
+            .events
+            .iter()
+            .filter(|e| e.is_rollback() && e.touched_production())
+            .filter_map(|e| e.from_deployment_id.clone())
+            .collect();
+        let selection = target::select(
+            &deployments,
+            requested.as_ref(),
+            &moved_away,
+            self.clock.now(),
+            self.retention,
+        )?;
+        let base_url = req
+            .base_url
+            .clone()
+            .or_else(|| self.base_url.clone())
+            .ok_or(PlanError::NoBaseUrl)?;
+        let health_checks = self
+            .verify
+            .phases
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: {} ({})",
+                    p.name,
+                    p.endpoints.join(", "),
+                    if p.min_healthy >= 1.0 {
+                        "all must pass".to_string()
+                    } else {
+                        format!("{:.0} % must pass", p.min_healthy * 100.0)
+                    }
+                )
+            })
+            .collect();
+        let (db_step, current_revision, database_sql) =
+            self.plan_database(req, &selection.target).await;
+        let database = self.database_summary(&db_step);
+        let backup = match &self.db {
+            _ if req.skip_db => "skipped: --skip-db".to_string(),
+            None => "skipped: no database is configured".to_string(),
+            Some(db) => format!(
+                "pg_dump of {} into {} ({})",
+                db.database.target,
+                db.backup_dir.display(),
+                if db.config.backup_required {
+                    "required"
+                } else {
+                    "a failure is a warning"
+                }
+            ),
+        };
+        Ok(Plan {
+            current: selection.current,
+            target: selection.target,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            backup,
+            database,
+            current_revision,
+            database_sql,
+            health_checks,
+            db_step,
+        })
+    }
+
+    /// Decides what the database phase will do; reads, never writes.
+    /// Returns the step, the database's current revision and the downgrade
+    /// SQL, when known.
+    async fn plan_database(
+        &self,
+        req: &RollbackRequest,
+        target: &Deployment,
+    ) -> (DbStep, Option<String>, Option<String>) {
+        let skip = |reason, why: &str| (DbStep::Skip(reason, why.to_string()), None, None);
+        if req.skip_db {
+            return skip(SkipReason::SkipDb, "--skip-db");
+        }
+        let Some(db) = &self.db else {
+            return skip(SkipReason::NoDatabase, "no database is configured");
+        };
+        let Some(tool) = &db.tool else {
+            return skip(
+                SkipReason::NoMigrationTool,
+                "no migration tool is configured",
+            );
+        };
+        let current = match tool.current(&db.database).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return skip(
+                    SkipReason::NotUnderMigrationControl,
+                    "the database has no alembic_version (not under migration control)",
+                )
+            }
+            Err(e) => {
+                let why = format!("cannot read the schema revision: {e}");
+                return (DbStep::Stop(why), None, None);
+            }
+        };
+        let Some(wanted) = db.revisions.get(&target.id) else {
+            let why = format!(
+                "no schema revision is recorded for deployment {} (rollbackd records each deployment's revision while it watches); the database stays at {current}",
+                target.id
+            );
+            return (
+                DbStep::Skip(SkipReason::NoRecordedRevision, why),
+                Some(current),
+                None,
+            );
+        };
+        if wanted == current {
+            let why = format!(
+                "already at revision {current}, the one deployment {} ran",
+                target.id
+            );
+            return (
+                DbStep::Skip(SkipReason::AlreadyAtRevision, why),
+                Some(current),
+                None,
+            );
+        }
+        let sql = match tool.downgrade_sql(&db.database, &current, &wanted).await {
+            Ok(sql) => sql,
+            Err(e) => {
+                let why = format!("cannot obtain the downgrade SQL {current} -> {wanted}: {e}");
+                return (DbStep::Stop(why), Some(current), None);
+            }
+        };
+        let destructive = crate::db::migrate::destructive_statements(&sql);
+        let step = if !destructive.is_empty() && !db.config.allow_destructive {
+            let why = format!(
+                "the downgrade {current} -> {wanted} is destructive ({}); the database stays at {current} \
+                 (database.allow_destructive allows it)",
+                destructive.join("; ")
+            );
+            if db.config.app_only_if_skipped {
+                DbStep::Skip(SkipReason::Destructive, why)
+            } else {
+                DbStep::Stop(format!(
+                    "{why}, and database.app_only_if_skipped is false, so the application is not rolled back either"
+                ))
+            }
+        } else {
+            DbStep::Downgrade {
+                from: current.clone(),
+                to: wanted,
+            }
+        };
+        (step, Some(current), Some(sql))
+    }
+
+    /// The plan's one-line account of the database phase.
+    fn database_summary(&self, step: &DbStep) -> String {
+        match step {
+            DbStep::Nothing => "nothing planned".into(),
+            DbStep::Skip(_, why) => format!("skipped: {why}"),
+            DbStep::Stop(why) => format!("STOPS the rollback: {why}"),
+            DbStep::Downgrade { from, to } => format!(
+                "alembic downgrade {from} -> {to} under advisory lock {}",
+                self.db.as_ref().map_or(0, |d| d.config.lock_key)
+            ),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! A request to roll back: who asked, under which policy, and what for.
+
+use std::time::SystemTime;
+
+use crate::history::{RuleTrigger, TriggerKind};
+use crate::rules::Policy;
+
+/// What started a rollback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// An operator, from the CLI or the API.
+    Manual,
+    /// Firing rules.
+    Rules(Vec<RuleTrigger>),
+    /// Alerts delivered by Alertmanager.
+    Alertmanager(Vec<RuleTrigger>),
+}
+
+impl Trigger {
+    pub fn kind(&self) -> TriggerKind {
+        match self {
+            Trigger::Manual => TriggerKind::Manual,
+            Trigger::Rules(_) => TriggerKind::Rule,
+            Trigger::Alertmanager(_) => TriggerKind::Alertmanager,
+        }
+    }
+
+    /// `manual`, `rule` or `alertmanager`: a metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Rules(_) => "rule",
+            Trigger::Alertmanager(_) => "alertmanager",
+        }
+    }
+
+    pub fn rules(&self) -> &[RuleTrigger] {
+        match self {
+            Trigger::Manual => &[],
+            Trigger::Rules(r) | Trigger::Alertmanager(r) => r,
+        }
+    }
+}
+
+/// A request to roll back.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest {
+    pub trigger: Trigger,
+    pub policy: Policy,
+    pub reason: String,
+    pub deployment_id: Option<String>,
+    pub skip_db: bool,
+    pub base_url: Option<String>,
+    /// The pending confirmation this rollback was approved from.
+    pub pending_id: Option<String>,
+}
+
+/// A fresh id like `rb-1a2b3c4d5e6f`.
+pub fn new_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mixed = (nanos ^ (u64::from(std::process::id()) << 40))
+        .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    format!("{prefix}-{:012x}", mixed & 0xffff_ffff_ffff)
+}

@@ -1,0 +1,413 @@
+//! The orchestrator: walks the table of phases, gives each its budget,
+//! records each step, and turns the steps into the run's report, history
+//! entry and notifications.
+//!
+//! It decides what follows from each outcome's kind (a failed pre-validation
+//! skips everything that changes the world; a failed database phase skips
+//! the application; only a succeeded application is verified), never from
+//! the words. It must never act twice for one request, never roll back
+//! without the lock, and never lose the record of what it did: once the lock
+//! is taken, post-rollback always runs.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::outcome::{round3, FailureKind, Phase, PhaseOutcome, PhaseStep, SkipReason};
+use super::phases;
+use super::plan::Plan;
+use super::{Engine, RollbackRequest};
+use crate::history::{Event, EventKind, StateLock};
+use crate::notify::{Notification, NotifyEvent};
+use crate::telemetry::events;
+use crate::verify::Verification;
+
+/// Progress of a run, for the CLI's live output and the logs.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Started {
+        id: String,
+    },
+    PhaseStarted(Phase),
+    PhaseFinished {
+        phase: Phase,
+        outcome: PhaseOutcome,
+        elapsed: Duration,
+    },
+    Note(String),
+}
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub id: String,
+    pub success: bool,
+    pub plan: Option<Plan>,
+    pub phases: Vec<PhaseStep>,
+    pub error: Option<String>,
+    pub duration: Duration,
+    /// Time spent waiting on the platform, the service and pauses: the rest
+    /// of `duration` is rollbackd's own overhead.
+    pub waiting: Duration,
+    pub verification: Option<Verification>,
+    pub event: Event,
+}
+
+/// One run in progress: what the phases read and what they leave for the
+/// phases after them.
+pub(crate) struct Run<'a> {
+    pub engine: &'a Engine,
+    pub id: String,
+    pub req: RollbackRequest,
+    pub progress: &'a (dyn Fn(Progress) + Send + Sync),
+    pub started_at: SystemTime,
+    pub t0: Instant,
+    /// Set by pre-validation once a plan exists.
+    pub plan: Option<Plan>,
+    /// Held from the moment the run will be recorded until it is.
+    pub lock: Option<StateLock>,
+    /// Pre-validation opened the breaker; post-rollback settles it.
+    pub breaker_opened: bool,
+    /// Extra history fields (the backup's metadata, warnings).
+    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// The deployment the platform created for the rollback, once known.
+    pub created_deployment: Option<String>,
+    pub verification: Option<Verification>,
+    /// Time spent waiting on others (see [`RunReport::waiting`]).
+    pub waited: Duration,
+    pub steps: Vec<PhaseStep>,
+}
+
+impl Run<'_> {
+    pub fn note(&self, text: impl Into<String>) {
+        (self.progress)(Progress::Note(text.into()));
+    }
+
+    /// Awaits `f`, counting the time as waiting on others.
+    pub async fn wait<F: std::future::Future>(&mut self, f: F) -> F::Output {
+        let started = Instant::now();
+        let out = f.await;
+        self.waited += started.elapsed();
+        out
+    }
+
+    fn outcome(&self, phase: Phase) -> Option<&PhaseOutcome> {
+        self.steps
+            .iter()
+            .find(|s| s.phase == phase)
+            .map(|s| &s.outcome)
+    }
+
+    /// Every phase but post-rollback has run and none failed, and the
+    /// service was verified.
+    pub fn success(&self) -> bool {
+        self.steps.iter().all(|s| !s.outcome.is_failure())
+            && self
+                .outcome(Phase::Verification)
+                .is_some_and(PhaseOutcome::is_success)
+    }
+
+    /// The first failure, as `phase: why`.
+    pub fn error(&self) -> Option<String> {
+        self.steps.iter().find_map(|s| match &s.outcome {
+            PhaseOutcome::Failed(_, why) => Some(format!("{}: {why}", s.phase.as_str())),
+            _ => None,
+        })
+    }
+
+    /// The history entry for the run as it stands.
+    pub fn event(&self) -> Event {
+        let plan = self.plan.as_ref();
+        Event {
+            kind: EventKind::Rollback,
+            id: Some(self.id.clone()),
+            timestamp: crate::clock::seconds(self.started_at),
+            target_deployment_id: plan.map(|p| p.target.id.clone()),
+            from_deployment_id: plan.map(|p| p.current.id.clone()),
+            created_deployment_id: self.created_deployment.clone(),
+            git_sha: plan.and_then(|p| p.target.git_sha.clone()),
+            git_branch: plan.and_then(|p| p.target.git_branch.clone()),
+            trigger: self.req.trigger.kind(),
+            reason: self.req.reason.clone(),
+            duration_seconds: round3(self.t0.elapsed().as_secs_f64()),
+            success: self.success(),
+            policy: Some(self.req.policy.as_str().into()),
+            rules: self.req.trigger.rules().to_vec(),
+            phases: self.steps.iter().map(PhaseStep::record).collect(),
+            error: self.error(),
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// A notification about this run.
+    pub fn notification(&self, event: NotifyEvent, summary: String) -> Notification {
+        let mut n = Notification::new(event, summary);
+        n.rollback_id = Some(self.id.clone());
+        n.pending_id = self.req.pending_id.clone();
+        n.rules = self.req.trigger.rules().to_vec();
+        n.policy = Some(self.req.policy.as_str().to_string());
+        n.target_deployment = self.plan.as_ref().map(|p| p.target.id.clone());
+        n.from_deployment = self.plan.as_ref().map(|p| p.current.id.clone());
+        n
+    }
+}
+
+/// Whether `phase` runs, given the steps before it; `Some` is the skip to
+/// record instead.
+fn gate(phase: Phase, run: &Run<'_>) -> Option<PhaseOutcome> {
+    let pre_ok = run
+        .outcome(Phase::PreValidation)
+        .is_some_and(PhaseOutcome::is_success);
+    let nothing_changed = || {
+        PhaseOutcome::skipped(
+            SkipReason::PreValidationFailed,
+            "pre-validation failed; nothing was changed",
+        )
+    };
+    match phase {
+        Phase::PreValidation => None,
+        Phase::Database if !pre_ok => Some(nothing_changed()),
+        Phase::Application if !pre_ok => Some(nothing_changed()),
+        Phase::Application
+            if run
+                .outcome(Phase::Database)
+                .is_some_and(PhaseOutcome::is_failure) =>
+        {
+            Some(PhaseOutcome::skipped(
+                SkipReason::DatabaseFailed,
+                "the database phase failed; the application was not rolled back",
+            ))
+        }
+        Phase::Verification if !pre_ok => Some(nothing_changed()),
+        Phase::Verification
+            if !run
+                .outcome(Phase::Application)
+                .is_some_and(PhaseOutcome::is_success) =>
+        {
+            Some(PhaseOutcome::skipped(
+                SkipReason::ApplicationFailed,
+                "the application rollback did not succeed",
+            ))
+        }
+        Phase::PostRollback if run.lock.is_none() => Some(PhaseOutcome::skipped(
+            SkipReason::NothingRan,
+            "nothing to record: no rollback ran",
+        )),
+        _ => None,
+    }
+}
+
+/// A phase's maximum time.
+pub(crate) fn budget(config: &crate::config::EngineConfig, phase: Phase) -> Duration {
+    let b = &config.budgets;
+    match phase {
+        Phase::PreValidation => b.pre_validation,
+        Phase::Database => b.database,
+        Phase::Application => b.application,
+        Phase::Verification => b.verification,
+        Phase::PostRollback => b.post_rollback,
+    }
+}
+
+impl Engine {
+    /// Runs a rollback through all five phases.
+    pub async fn run(
+        &self,
+        req: RollbackRequest,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> RunReport {
+        self.run_with_id(super::new_id("rb"), req, progress).await
+    }
+
+    /// Runs a rollback under an id the caller chose (so it can report the id
+    /// before the run ends).
+    pub async fn run_with_id(
+        &self,
+        id: String,
+        req: RollbackRequest,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> RunReport {
+        use tracing::Instrument;
+        let rules = req
+            .trigger
+            .rules()
+            .iter()
+            .map(|r| r.rule.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        // Every log line of the run carries the rollback id and its rules.
+        let span = tracing::info_span!("rollback", rollback = %id, rules = %rules);
+        self.walk(id, req, progress).instrument(span).await
+    }
+
+    async fn walk(
+        &self,
+        id: String,
+        req: RollbackRequest,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> RunReport {
+        let mut run = Run {
+            engine: self,
+            id,
+            req,
+            progress,
+            started_at: self.clock.now(),
+            t0: Instant::now(),
+            plan: None,
+            lock: None,
+            breaker_opened: false,
+            extra: serde_json::Map::new(),
+            created_deployment: None,
+            verification: None,
+            waited: Duration::ZERO,
+            steps: Vec::new(),
+        };
+        progress(Progress::Started { id: run.id.clone() });
+        events::rollback_started(
+            &run.id,
+            run.req.trigger.label(),
+            run.req.policy.as_str(),
+            &run.req.reason,
+        );
+        for phase in Phase::ALL {
+            let started = Instant::now();
+            let outcome = match gate(phase, &run) {
+                Some(skipped) => skipped,
+                None => {
+                    progress(Progress::PhaseStarted(phase));
+                    self.under_budget(phase, &mut run).await
+                }
+            };
+            let step = PhaseStep {
+                phase,
+                outcome,
+                elapsed: started.elapsed(),
+            };
+            events::phase_finished(
+                phase.as_str(),
+                step.outcome.result_label(),
+                step.outcome.reason(),
+                step.outcome.detail(),
+                step.elapsed,
+            );
+            progress(Progress::PhaseFinished {
+                phase,
+                outcome: step.outcome.clone(),
+                elapsed: step.elapsed,
+            });
+            let pre_ok = phase == Phase::PreValidation && step.outcome.is_success();
+            run.steps.push(step);
+            if pre_ok {
+                let summary = match &run.plan {
+                    Some(p) => format!(
+                        "rolling back {} -> {}: {}",
+                        p.current.id, p.target.id, run.req.reason
+                    ),
+                    None => run.req.reason.clone(),
+                };
+                self.notify(run.notification(NotifyEvent::RollbackStarted, summary));
+            }
+        }
+        self.finish(run)
+    }
+
+    /// Runs one phase under its budget. A phase cut off by its budget is a
+    /// failure that says so; what it did before is kept in the run.
+    async fn under_budget(&self, phase: Phase, run: &mut Run<'_>) -> PhaseOutcome {
+        let budget = budget(&self.config, phase);
+        let waited_before = run.waited;
+        let work = async {
+            match phase {
+                Phase::PreValidation => phases::pre_validation::run(run).await,
+                Phase::Database => phases::database::run(run).await,
+                Phase::Application => phases::application::run(run).await,
+                Phase::Verification => phases::verification::run(run).await,
+                Phase::PostRollback => phases::post_rollback::run(run).await,
+            }
+        };
+        match tokio::time::timeout(budget, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                run.waited = waited_before + budget;
+                PhaseOutcome::failed(
+                    FailureKind::BudgetExceeded,
+                    format!(
+                        "did not finish within its budget of {}",
+                        crate::rules::duration::format(budget)
+                    ),
+                )
+            }
+        }
+    }
+
+    /// The report, the final notification and the run's metrics.
+    fn finish(&self, run: Run<'_>) -> RunReport {
+        let duration = run.t0.elapsed();
+        let success = run.success();
+        let error = run.error();
+        let mut event = run.event();
+        event.duration_seconds = round3(duration.as_secs_f64());
+        let pre_ok = run
+            .outcome(Phase::PreValidation)
+            .is_some_and(PhaseOutcome::is_success);
+        let recorded = run
+            .outcome(Phase::PostRollback)
+            .is_some_and(|o| !matches!(o, PhaseOutcome::Skipped(..)));
+        if pre_ok || recorded {
+            let why = error.as_deref().unwrap_or("unknown error");
+            let n = if success {
+                let mut n = run.notification(
+                    NotifyEvent::RollbackSucceeded,
+                    format!(
+                        "rolled back and verified healthy in {:.1} s: {}",
+                        duration.as_secs_f64(),
+                        run.req.reason
+                    ),
+                );
+                n.outcome = Some("succeeded; the service is verified healthy".into());
+                n
+            } else {
+                let mut outcome = format!("failed: {why}; the deploy breaker stays OPEN");
+                // The new code may now run on the old schema: say so loudly.
+                if let Some(PhaseOutcome::Succeeded(detail)) = run.outcome(Phase::Database) {
+                    outcome.push_str(&format!("; NOTE the database phase already ran ({detail})"));
+                    if let Some(cmd) = run
+                        .extra
+                        .get("backup")
+                        .and_then(|b| b["restore_command"].as_str())
+                    {
+                        outcome.push_str(&format!("; the emergency backup restores it: {cmd}"));
+                    }
+                }
+                let mut n = run.notification(
+                    NotifyEvent::RollbackFailed,
+                    format!("rollback failed: {why}"),
+                );
+                n.outcome = Some(outcome);
+                n
+            };
+            let mut n = n;
+            n.duration_seconds = Some(round3(duration.as_secs_f64()));
+            self.notify(n);
+        }
+        events::rollback_finished(
+            &run.id,
+            run.req.trigger.label(),
+            run.req.policy.as_str(),
+            success,
+            duration,
+            error.as_deref(),
+        );
+        RunReport {
+            id: run.id,
+            success,
+            plan: run.plan,
+            phases: run.steps,
+            error,
+            duration,
+            waiting: run.waited,
+            verification: run.verification,
+            event,
+        }
+    }
+}

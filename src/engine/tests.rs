@@ -1,0 +1,289 @@
+//! The engine's decisions on fakes and tokio's paused clock: every phase's
+//! outcome, the budgets, the lock, and what the history keeps.
+
+use std::time::Duration;
+
+use super::testing::{Call, Rig, RollbackBehaviour};
+use super::{FailureKind, Phase, PhaseOutcome, RollbackRequest, SkipReason, Trigger};
+use crate::engine::BreakerState;
+use crate::history::{EventKind, TriggerKind};
+use crate::rules::Policy;
+
+fn automatic() -> RollbackRequest {
+    RollbackRequest {
+        trigger: Trigger::Rules(vec![crate::history::RuleTrigger {
+            group: "service".into(),
+            rule: "HighErrorRate".into(),
+            value: Some(0.05),
+            condition: "> 0.00025".into(),
+        }]),
+        policy: Policy::Auto,
+        reason: "rule fired".into(),
+        deployment_id: None,
+        skip_db: false,
+        base_url: None,
+        pending_id: None,
+    }
+}
+
+fn outcomes(report: &super::RunReport) -> Vec<(Phase, &'static str, Option<&'static str>)> {
+    report
+        .phases
+        .iter()
+        .map(|s| (s.phase, s.outcome.result_label(), s.outcome.reason()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_runs_every_phase_and_records_the_deployment_it_created() {
+    let rig = Rig::new(|_| {});
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert!(report.success, "{:?}", report.error);
+    assert_eq!(
+        outcomes(&report),
+        vec![
+            (Phase::PreValidation, "succeeded", None),
+            (Phase::Database, "skipped", Some("no_database")),
+            (Phase::Application, "succeeded", None),
+            (Phase::Verification, "succeeded", None),
+            (Phase::PostRollback, "succeeded", None),
+        ]
+    );
+    assert_eq!(rig.platform.rollbacks(), vec!["d1".to_string()]);
+    let created = rig.platform.live().expect("the redeploy is live");
+    let history = rig.history();
+    let event = &history.events[0];
+    assert_eq!(history.events.len(), 1);
+    assert_eq!(event.kind, EventKind::Rollback);
+    assert_eq!(event.trigger, TriggerKind::Rule);
+    assert_eq!(event.from_deployment_id.as_deref(), Some("d2"));
+    assert_eq!(event.target_deployment_id.as_deref(), Some("d1"));
+    assert_eq!(
+        event.created_deployment_id.as_deref(),
+        Some(created.as_str())
+    );
+    assert!(event.touched_production());
+    assert_eq!(history.last_known_good.unwrap().deployment_id, "d1");
+    let now = rig.engine.clock.now();
+    assert_eq!(rig.engine.breaker_state(now), BreakerState::Open);
+    assert_eq!(
+        rig.engine
+            .breaker_state(now + rig.engine.config.half_open_after),
+        BreakerState::HalfOpen
+    );
+    // The service was asked for /health and then for every verification endpoint.
+    let checks = rig.service.checks();
+    assert_eq!(checks[0], "http://service.test/health");
+    assert!(checks.len() > 8, "{checks:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deployment_a_rollback_created_is_never_rolled_back_automatically() {
+    let rig = Rig::new(|_| {});
+    assert!(rig.engine.run(automatic(), &|_| {}).await.success);
+    // Long after the breaker and the cooldown: only the loop guard is left.
+    let later = rig.engine.clock.now() + Duration::from_secs(3600);
+    rig.engine.breaker().close(later, "test").unwrap();
+    let blocked = rig.engine.check_automatic(later).await.unwrap_err();
+    assert_eq!(blocked.guard, "loop", "{}", blocked.reason);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_platform_call_fails_and_keeps_the_breaker_open() {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_behaviour(RollbackBehaviour::Refuse);
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert!(!report.success);
+    assert_eq!(
+        outcomes(&report)[2..],
+        [
+            (Phase::Application, "failed", Some("platform_refused")),
+            (Phase::Verification, "skipped", Some("application_failed")),
+            (Phase::PostRollback, "succeeded", None),
+        ]
+    );
+    assert!(report
+        .error
+        .unwrap()
+        .starts_with("application: the platform refused"));
+    let history = rig.history();
+    assert!(history.events[0].touched_production());
+    assert!(history.last_known_good.is_none());
+    let much_later = rig.engine.clock.now() + Duration::from_secs(86_400);
+    assert_eq!(rig.engine.breaker_state(much_later), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deployment_that_ends_failed_fails_the_application_phase() {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_behaviour(RollbackBehaviour::Fail);
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert_eq!(
+        outcomes(&report)[2],
+        (Phase::Application, "failed", Some("deployment_failed"))
+    );
+    assert!(rig.history().events[0].created_deployment_id.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deployment_that_never_succeeds_fails_before_the_budget_with_what_was_seen() {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_behaviour(RollbackBehaviour::Hang);
+    let started = tokio::time::Instant::now();
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    let step = &report.phases[2];
+    assert_eq!(
+        step.outcome.reason(),
+        Some(FailureKind::DeploymentTimeout.as_str())
+    );
+    assert!(
+        step.outcome.detail().contains("was DEPLOYING"),
+        "{:?}",
+        step.outcome
+    );
+    assert!(started.elapsed() < rig.engine.config.budgets.application + Duration::from_secs(90));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_platform_exceeds_the_pre_validation_budget_and_nothing_changes() {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_latency(Duration::from_secs(120));
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert_eq!(
+        outcomes(&report),
+        vec![
+            (Phase::PreValidation, "failed", Some("budget_exceeded")),
+            (Phase::Database, "skipped", Some("pre_validation_failed")),
+            (Phase::Application, "skipped", Some("pre_validation_failed")),
+            (
+                Phase::Verification,
+                "skipped",
+                Some("pre_validation_failed")
+            ),
+            (Phase::PostRollback, "skipped", Some("nothing_ran")),
+        ]
+    );
+    assert!(rig.platform.rollbacks().is_empty());
+    assert!(rig.history().events.is_empty());
+    let now = rig.engine.clock.now();
+    assert_eq!(rig.engine.breaker_state(now), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_platform_slower_than_the_application_budget_is_cut_off_and_recorded() {
+    let rig = Rig::new(|c| c.engine.budgets.application = Duration::from_secs(30));
+    let report = {
+        let platform = rig.platform.clone();
+        // Planning is quick; every call after the plan takes a minute.
+        let engine = rig.engine.clone();
+        let slow_after_plan = async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            platform.set_latency(Duration::from_secs(60));
+        };
+        let (report, ()) = tokio::join!(engine.run(automatic(), &|_| {}), slow_after_plan);
+        report
+    };
+    assert_eq!(
+        outcomes(&report)[2],
+        (Phase::Application, "failed", Some("budget_exceeded"))
+    );
+    assert_eq!(
+        rig.history().events.len(),
+        1,
+        "a cut-off run is still recorded"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_service_fails_verification_within_its_budget() {
+    let rig = Rig::new(|_| {});
+    let service = rig.service.clone();
+    let engine = rig.engine.clone();
+    let report = engine
+        .run(automatic(), &move |p| {
+            // Healthy for the application phase's /health, then failing.
+            if let super::Progress::PhaseStarted(Phase::Verification) = p {
+                service.set_unhealthy(true);
+            }
+        })
+        .await;
+    assert_eq!(
+        outcomes(&report)[3],
+        (Phase::Verification, "failed", Some("verification_failed"))
+    );
+    assert!(report.verification.is_some_and(|v| !v.passed));
+    assert!(report.phases[3].elapsed <= rig.engine.config.budgets.verification);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_slower_than_the_verification_budget_is_cut_off() {
+    let rig = Rig::new(|c| {
+        c.engine.budgets.verification = Duration::from_secs(3);
+        c.verify.initial_wait = Duration::ZERO;
+    });
+    let service = rig.service.clone();
+    let report = rig
+        .engine
+        .run(automatic(), &move |p| {
+            if let super::Progress::PhaseStarted(Phase::Verification) = p {
+                service.set_latency(Duration::from_secs(4));
+            }
+        })
+        .await;
+    assert!(matches!(
+        report.phases[3].outcome,
+        PhaseOutcome::Failed(
+            FailureKind::BudgetExceeded | FailureKind::VerificationFailed,
+            _
+        )
+    ));
+    assert!(!report.success);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_run_while_the_lock_is_held_changes_nothing() {
+    let rig = Rig::new(|_| {});
+    let held = rig.engine.try_lock().expect("the lock is free");
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert_eq!(
+        outcomes(&report)[0],
+        (Phase::PreValidation, "failed", Some("rollback_locked"))
+    );
+    assert_eq!(
+        report.phases[4].outcome.reason(),
+        Some(SkipReason::NothingRan.as_str())
+    );
+    assert!(rig.platform.rollbacks().is_empty());
+    assert!(rig.history().events.is_empty());
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn planning_reads_and_never_acts() {
+    let rig = Rig::new(|_| {});
+    let plan = rig.engine.plan(&automatic()).await.unwrap();
+    assert_eq!(
+        (plan.current.id.as_str(), plan.target.id.as_str()),
+        ("d2", "d1")
+    );
+    assert!(rig.platform.calls().iter().all(|c| *c == Call::List));
+    assert!(rig.history().events.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_recorded_as_blocked_not_as_a_rollback() {
+    let rig = Rig::new(|_| {});
+    let blocked = super::Blocked {
+        guard: "cooldown",
+        reason: "too soon".into(),
+    };
+    rig.engine.record_blocked(&automatic(), &blocked);
+    let history = rig.history();
+    assert_eq!(history.events[0].kind, EventKind::Blocked);
+    assert!(!history.events[0].touched_production());
+    assert!(rig
+        .engine
+        .check_automatic(rig.engine.clock.now())
+        .await
+        .is_ok());
+}
