@@ -18,9 +18,11 @@ mod fake_service;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rollbackd::config::{Config, ProviderConfig, RailwayConfig, Secret};
+use rollbackd::config::Config;
 use rollbackd::engine::{Engine, RollbackRequest, Trigger};
+use rollbackd::provider::config::{ProviderConfig, RailwayConfig};
 use rollbackd::rules::Policy;
+use rollbackd::secret::Secret;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -6,8 +6,9 @@
 //! (Prometheus), `watch` (evaluation loop and reload), `engine` (the rollback
 //! phases, guards, breaker, confirmations), `provider` (Railway, commands),
 //! `verify` (HTTP health checks), `history` (the audit trail), `api`
-//! (rollbackd's own HTTP server), `telemetry` (logs and metrics), `config`,
-//! `cli`.
+//! (rollbackd's own HTTP server), `telemetry` (logs and metrics), `secret`
+//! and `service` (leaves every section may hold), `config` (assembles each
+//! subsystem's own `config` section), `cli`.
 
 pub mod api;
 pub mod cli;
@@ -18,6 +19,8 @@ pub mod history;
 pub mod notify;
 pub mod provider;
 pub mod rules;
+pub mod secret;
+pub mod service;
 pub mod source;
 pub mod telemetry;
 pub mod verify;

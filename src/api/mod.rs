@@ -6,6 +6,8 @@
 //! reset) need `Authorization: Bearer <server.api_token>`, and are refused
 //! outright while no token is configured. Tokens never reach the logs.
 
+pub mod config;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,11 +22,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Secret;
 use crate::engine::dispatch::{ApproveError, Command};
 use crate::engine::pending::PendingStore;
 use crate::engine::Engine;
 use crate::history::StateLock;
+use crate::secret::Secret;
 use crate::telemetry;
 use crate::watch::{FiringEvent, RuleEvent, StatusBoard, ALERTMANAGER_GROUP};
 
@@ -46,7 +48,7 @@ pub struct AppState {
 /// what was delivered recently (Alertmanager delivers at least once).
 #[derive(Clone)]
 pub struct AlertIntake {
-    pub config: crate::config::AlertmanagerConfig,
+    pub config: config::AlertmanagerConfig,
     pub events: mpsc::Sender<RuleEvent>,
     pub seen: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }

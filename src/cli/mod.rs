@@ -294,7 +294,7 @@ struct Evaluation {
 }
 
 fn evaluation_parts(config: &Config) -> Result<Evaluation, Exit> {
-    let source = crate::watch::RuleSource::from_config(config);
+    let source = crate::watch::RuleSource::from_config(&config.watch, config.template_variables());
     let rules = source.load().map_err(|e| {
         eprintln!("{e}");
         Exit::Failed

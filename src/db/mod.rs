@@ -8,12 +8,14 @@
 //! advisory lock, and its result is verified.
 
 pub mod backup;
+pub mod config;
 pub mod migrate;
 pub mod revisions;
 
 use std::time::{Duration, Instant};
 
-use crate::config::{DatabaseConfig, Secret};
+use crate::secret::Secret;
+use config::DatabaseConfig;
 
 /// Why a database step failed.
 #[derive(Debug, thiserror::Error)]

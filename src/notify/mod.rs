@@ -6,6 +6,7 @@
 //! only, then given up and counted. Webhook URLs and keys never reach the
 //! logs (reqwest errors are stripped of their URL).
 
+pub mod config;
 pub mod pagerduty;
 pub mod slack;
 pub mod webhook;
@@ -17,9 +18,10 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Delivery, NotifierConfig, ServiceConfig};
 use crate::history::RuleTrigger;
+use crate::service::ServiceConfig;
 use crate::watch::status::lock;
+use config::{Delivery, NotifierConfig};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -3,8 +3,9 @@
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
+use super::config::SlackConfig;
 use super::{post_json, Notification, Notifier, NotifyError, NotifyEvent};
-use crate::config::{Secret, SlackConfig};
+use crate::secret::Secret;
 
 pub struct Slack {
     url: Secret,

@@ -4,6 +4,7 @@
 //! anything: choosing a target and following a rollback is the engine's job.
 
 pub mod command;
+pub mod config;
 pub mod railway;
 
 use std::time::{Duration, SystemTime};

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::config::{RailwayConfig, TokenKind};
 use super::{DeployProvider, Deployment, ProviderError};
-use crate::config::{RailwayConfig, TokenKind};
 
 const WHAT: &str = "Railway";
 const FIELDS: &str = "id status createdAt meta canRollback";

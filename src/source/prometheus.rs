@@ -14,8 +14,8 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+use super::config::{PrometheusAuth, PrometheusConfig};
 use super::{MetricsSource, Query, QueryResult, Sample, SourceError};
-use crate::config::{PrometheusAuth, PrometheusConfig};
 use crate::rules::Labels;
 
 /// A Prometheus server reached over HTTP.

@@ -2,6 +2,7 @@
 //! and for verification after a rollback. A check never panics and never
 //! hangs past its timeout: every failure is a [`CheckResult`].
 
+pub mod config;
 pub mod phases;
 
 use std::time::{Duration, Instant};

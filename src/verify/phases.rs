@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::config::{HealthPhaseConfig, VerifyConfig};
 use super::{check, CheckResult};
-use crate::config::{HealthPhaseConfig, VerifyConfig};
 
 /// One check's result, for tables and reports.
 #[derive(Debug, Clone, Serialize)]
