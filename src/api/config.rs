@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::rules::duration;
+use crate::duration;
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Deserialize)]

@@ -26,9 +26,10 @@ use crate::engine::dispatch::{ApproveError, Command};
 use crate::engine::pending::PendingStore;
 use crate::engine::Engine;
 use crate::history::StateLock;
+use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 use crate::secret::Secret;
 use crate::telemetry;
-use crate::watch::{FiringEvent, RuleEvent, StatusBoard, ALERTMANAGER_GROUP};
+use crate::watch::StatusBoard;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -439,7 +440,10 @@ async fn alertmanager(State(state): State<AppState>, headers: HeaderMap, bytes: 
             payload.group_key, alert.fingerprint, alert.status, alert.starts_at
         );
         {
-            let mut seen = crate::watch::status::lock(&intake.seen);
+            let mut seen = intake
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             seen.retain(|_, t| now.duration_since(*t) < intake.config.dedupe_for);
             if seen.insert(key, now).is_some() {
                 duplicates += 1;

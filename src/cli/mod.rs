@@ -173,7 +173,7 @@ pub struct ValidateArgs {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    crate::rules::duration::parse(s).map_err(|e| e.to_string())
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]

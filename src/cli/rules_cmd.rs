@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::Exit;
 use crate::config::Config;
-use crate::rules::{duration::Pretty, AlertState, RuleKind};
+use crate::duration::Pretty;
+use crate::rules::{AlertState, RuleKind};
 use crate::watch::evaluate::{self, Outcome};
 use crate::watch::RuleSource;
 

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::config::{AlertmanagerConfig, ServerConfig};
 use crate::db::config::MigrationsConfig;
+use crate::duration;
 use crate::notify::config::NotifierConfig;
-use crate::rules::duration;
 use crate::service::ServiceConfig;
 use crate::source::config::PrometheusConfig;
 use crate::watch::config::WatchConfig;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::rules::duration;
+use crate::duration;
 use crate::secret::Secret;
 
 /// The service's PostgreSQL database.

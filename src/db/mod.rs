@@ -26,7 +26,7 @@ pub enum DbError {
     Query(String),
     #[error("{0}")]
     Tool(String),
-    #[error("the migration lock (advisory lock {key}) is held by another session; gave up after {}", crate::rules::duration::format(*waited))]
+    #[error("the migration lock (advisory lock {key}) is held by another session; gave up after {}", crate::duration::format(*waited))]
     LockBusy { key: i64, waited: Duration },
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::NotifyEvent;
-use crate::rules::duration;
+use crate::duration;
 use crate::secret::Secret;
 
 /// One notification destination, chosen by `type`.

@@ -31,7 +31,7 @@ pub fn payload(n: &Notification) -> Value {
     for r in &n.rules {
         let value = r
             .value
-            .map_or("no value".to_string(), crate::engine::dispatch::short);
+            .map_or("no value".to_string(), crate::rules::value::short);
         field("Rule", r.rule.clone());
         field("Value", format!("{value} (threshold {})", r.condition));
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::rules::duration;
+use crate::duration;
 use crate::secret::Secret;
 
 /// The deploy platform, chosen by `type`.

@@ -12,9 +12,9 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, Expr};
 use serde::Deserialize;
 
-use super::duration;
 use super::model::*;
 use super::template;
+use crate::duration;
 
 /// Template variables available to rule files (`{{service}}` and friends).
 pub type Variables = BTreeMap<String, String>;

@@ -74,7 +74,7 @@ pub enum SourceError {
     #[error("cannot reach Prometheus at {url}: {message}")]
     Connect { url: String, message: String },
     /// No answer within the query timeout.
-    #[error("Prometheus did not answer within {}", crate::rules::duration::format(*.after))]
+    #[error("Prometheus did not answer within {}", crate::duration::format(*.after))]
     Timeout { after: Duration },
     /// An HTTP status without a Prometheus error body (a proxy, a 401…).
     #[error("Prometheus answered HTTP {status}: {body}")]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::rules::duration;
+use crate::duration;
 
 /// Health verification after a rollback.
 #[derive(Debug, Clone, Deserialize)]

@@ -54,10 +54,7 @@ pub async fn check(
             status: None,
             latency,
             reason: if e.is_timeout() {
-                format!(
-                    "no answer within {}",
-                    crate::rules::duration::format(timeout)
-                )
+                format!("no answer within {}", crate::duration::format(timeout))
             } else if e.is_connect() {
                 "connection refused or unreachable".to_string()
             } else {

@@ -91,7 +91,7 @@ pub async fn verify(
             report.stopped = Some(format!(
                 "phase {} did not pass within the verification budget ({})",
                 phase.name,
-                crate::rules::duration::format(budget)
+                crate::duration::format(budget)
             ));
             break;
         }

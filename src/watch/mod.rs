@@ -6,7 +6,6 @@
 
 pub mod config;
 pub mod evaluate;
-pub mod event;
 pub mod group;
 pub mod status;
 
@@ -17,9 +16,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use event::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
+// shim: src/engine imports this; removed after the merge
+pub use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 pub use group::{GroupContext, RuleRuntime};
-pub use status::{RuleStatus, StatusBoard};
+pub use status::StatusBoard;
 
 use crate::rules::{self, load::rule_files, LoadError, RuleSet};
 use crate::telemetry::events;

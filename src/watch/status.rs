@@ -4,40 +4,11 @@
 //! `/api/v1/rules`. Holds no logic of its own beyond bookkeeping.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
-
-use serde::Serialize;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::RuleRuntime;
-use crate::rules::{AlertState, Labels, Policy};
-
-/// One rule as last seen.
-#[derive(Debug, Clone, Serialize)]
-pub struct RuleStatus {
-    pub group: String,
-    pub rule: String,
-    pub kind: &'static str,
-    pub policy: Policy,
-    pub condition: String,
-    pub threshold: f64,
-    pub state: AlertState,
-    pub value: Option<f64>,
-    pub outcome: Option<&'static str>,
-    pub detail: Option<String>,
-    /// Evaluations so far, by outcome.
-    pub evaluations: BTreeMap<&'static str, u64>,
-    pub firing_events: u64,
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_rfc3339")]
-    pub last_evaluation: Option<SystemTime>,
-    pub active_series: Vec<ActiveSeries>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ActiveSeries {
-    pub labels: Labels,
-    pub state: AlertState,
-}
+use crate::rules::RuleStatus;
 
 /// The rules of one running group, shared between its task (which writes
 /// after each evaluation) and readers (which build [`RuleStatus`] on demand,
@@ -52,12 +23,14 @@ struct GroupEntry {
     rules: SharedRules,
 }
 
-/// The shared board.
+/// The shared board. Its locks are taken even when poisoned: a panicking
+/// reader leaves plain bookkeeping that is still worth serving.
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     groups: Mutex<BTreeMap<String, GroupEntry>>,
 }
 
+// shim: src/engine imports this; removed after the merge
 /// Locks a mutex even if a panicking thread poisoned it: the data is plain
 /// bookkeeping and still worth serving.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,39 +47,55 @@ impl StatusBoard {
         rules: Vec<RuleRuntime>,
     ) -> SharedRules {
         let shared = Arc::new(Mutex::new(rules));
-        lock(&self.groups).insert(
-            group.to_string(),
-            GroupEntry {
-                interval,
-                started: Instant::now(),
-                last_completed: None,
-                rules: shared.clone(),
-            },
-        );
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                group.to_string(),
+                GroupEntry {
+                    interval,
+                    started: Instant::now(),
+                    last_completed: None,
+                    rules: shared.clone(),
+                },
+            );
         shared
     }
 
     pub fn group_evaluated(&self, group: &str) {
-        if let Some(g) = lock(&self.groups).get_mut(group) {
+        if let Some(g) = self
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(group)
+        {
             g.last_completed = Some(Instant::now());
         }
     }
 
     /// Forgets every group not in `keep` (after a reload).
     pub fn retain(&self, keep: &BTreeSet<String>) {
-        lock(&self.groups).retain(|g, _| keep.contains(g));
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|g, _| keep.contains(g));
     }
 
     /// Every rule's status, in group order.
     pub fn rules(&self) -> Vec<RuleStatus> {
-        let groups: Vec<(String, SharedRules)> = lock(&self.groups)
+        let groups: Vec<(String, SharedRules)> = self
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(name, g)| (name.clone(), g.rules.clone()))
             .collect();
         groups
             .iter()
             .flat_map(|(name, rules)| {
-                lock(rules)
+                rules
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
                     .iter()
                     .map(|rt| rt.status(name))
                     .collect::<Vec<_>>()
@@ -116,7 +105,7 @@ impl StatusBoard {
 
     /// Ready once every group has completed one evaluation.
     pub fn ready(&self) -> Result<(), String> {
-        let groups = lock(&self.groups);
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         let waiting: Vec<&str> = groups
             .iter()
             .filter(|(_, g)| g.last_completed.is_none())
@@ -135,7 +124,7 @@ impl StatusBoard {
     /// Live while every group completes evaluations: none may be silent for
     /// three intervals plus `grace` (the query timeout).
     pub fn live(&self, grace: Duration) -> Result<(), String> {
-        let groups = lock(&self.groups);
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let stuck: Vec<&str> = groups
             .iter()
@@ -152,18 +141,6 @@ impl StatusBoard {
                 "no evaluation completed recently in group(s): {}",
                 stuck.join(", ")
             ))
-        }
-    }
-}
-
-mod opt_rfc3339 {
-    use serde::Serializer;
-    use std::time::SystemTime;
-
-    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
-            None => s.serialize_none(),
         }
     }
 }
