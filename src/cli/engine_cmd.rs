@@ -435,7 +435,9 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                 .filter(|p| p.to_string_lossy().ends_with(".dump.json"))
                 .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
                 .collect();
-            backups.sort_by(|a, b| b.path.cmp(&a.path));
+            backups.sort_by_cached_key(|b| {
+                std::cmp::Reverse(crate::db::backup::chronological_key(&b.path))
+            });
             if json {
                 return print_json(&backups);
             }

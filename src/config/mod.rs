@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml, Yaml};
+use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,8 @@ pub use crate::db::config::DatabaseConfig;
 pub use crate::provider::config::ProviderConfig;
 // shim: src/engine imports this; removed after the merge
 pub use crate::verify::config::VerifyConfig;
+
+mod yaml;
 
 /// Environment variables that belong to the command line, not to the config.
 const CLI_ENV: [&str; 3] = ["config", "log_format", "log_level"];
@@ -197,7 +199,7 @@ impl Config {
                     Some("yaml" | "yml")
                 );
                 figment = if is_yaml {
-                    figment.merge(Yaml::file_exact(path))
+                    figment.merge(yaml::YamlFile::new(path))
                 } else {
                     figment.merge(Toml::file_exact(path))
                 };
@@ -376,5 +378,33 @@ mod tests {
         let vars = config.template_variables();
         assert_eq!(vars["service"], "web");
         assert_eq!(vars["base_url"], "http://127.0.0.1:8000");
+    }
+
+    #[test]
+    fn a_yaml_config_with_a_type_error_names_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollbackd.yaml");
+        std::fs::write(&path, "prometheus:\n  timeout: [1]\n").unwrap();
+        let text = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("prometheus.timeout"), "{text}");
+    }
+
+    #[test]
+    fn a_yaml_config_is_read_like_a_toml_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollbackd.yml");
+        std::fs::write(
+            &path,
+            "# comments are fine\nprometheus:\n  url: http://prom:9090\n  timeout: 3s\nwatch:\n  max_concurrent_queries: 2\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.prometheus.url, "http://prom:9090");
+        assert_eq!(config.prometheus.timeout, Duration::from_secs(3));
+        assert_eq!(config.watch.max_concurrent_queries, 2);
+        let empty = dir.path().join("empty.yaml");
+        std::fs::write(&empty, "# nothing set\n").unwrap();
+        Config::load(Some(&empty)).unwrap();
     }
 }

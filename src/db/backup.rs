@@ -52,10 +52,7 @@ pub async fn take(
     // Absolute, so the restore command works from anywhere.
     let dir = &std::path::absolute(dir)
         .map_err(|e| format!("backup directory {}: {e}", dir.display()))?;
-    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
-        .to_string()
-        .replace([':', '-'], "");
-    let path = dir.join(format!("rollbackd-{stamp}-{rollback_id}.dump"));
+    let path = dir.join(file_name(SystemTime::now(), rollback_id));
     // pg_dump writes beside the final name; only a complete dump is renamed
     // into place, so a killed or failed dump never looks like a backup.
     let partial = PathBuf::from(format!("{}.partial", path.display()));
@@ -138,6 +135,49 @@ pub async fn verify(path: &Path, tools: &Tools) -> Result<(), String> {
     .map_err(|e| format!("backup {} cannot be read back: {e}", path.display()))
 }
 
+/// `rollbackd-<stamp>-<rollback id>.dump`. The stamp is UTC to the
+/// nanosecond (`20250102T030405.123456789Z`): with whole seconds, backups
+/// taken in the same second were told apart only by their random ids.
+fn file_name(at: SystemTime, rollback_id: &str) -> String {
+    let stamp = humantime::format_rfc3339_nanos(at)
+        .to_string()
+        .replace([':', '-'], "");
+    format!("rollbackd-{stamp}-{rollback_id}.dump")
+}
+
+/// When a backup was taken, from its file name: the stamp in the name (to
+/// the nanosecond; older names carry whole seconds), then the file's
+/// modification time for names from the same second, then the name, so
+/// the order is total. Sort by this, never by the name alone.
+pub fn chronological_key(path: &Path) -> (Option<SystemTime>, Option<SystemTime>, PathBuf) {
+    let stamp = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("rollbackd-"))
+        .and_then(|n| n.split('-').next())
+        .and_then(parse_stamp);
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    (stamp, modified, path.to_path_buf())
+}
+
+/// `20250102T030405Z` or `20250102T030405.123456789Z` back to a time.
+fn parse_stamp(stamp: &str) -> Option<SystemTime> {
+    let (date, time) = stamp.split_once('T')?;
+    if date.len() != 8 || time.len() < 7 || !date.is_ascii() || !time.is_ascii() {
+        return None;
+    }
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}",
+        &date[..4],
+        &date[4..6],
+        &date[6..],
+        &time[..2],
+        &time[2..4],
+        &time[4..]
+    );
+    humantime::parse_rfc3339(&rfc3339).ok()
+}
+
 /// Deletes all but the newest `keep` backups (and their checksum and metadata files).
 pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -151,7 +191,7 @@ pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
                 .is_some_and(|n| n.starts_with("rollbackd-") && n.ends_with(".dump"))
         })
         .collect();
-    dumps.sort();
+    dumps.sort_by_cached_key(|p| chronological_key(p));
     if let Ok(entries) = std::fs::read_dir(dir) {
         for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             if p.to_string_lossy().ends_with(".dump.partial") {
@@ -258,5 +298,59 @@ mod tests {
             sha256_file(&p).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    fn dump(dir: &Path, name: &str, written: SystemTime) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, b"x").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(written)
+            .unwrap();
+        p
+    }
+
+    #[test]
+    fn backups_taken_in_the_same_second_are_pruned_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let second = humantime::parse_rfc3339("2025-01-01T00:00:00Z").unwrap();
+        // The earlier backup has the id that sorts last.
+        let first = file_name(second + std::time::Duration::from_millis(100), "rb-zz");
+        let second_one = file_name(second + std::time::Duration::from_millis(900), "rb-aa");
+        dump(dir.path(), &first, SystemTime::now());
+        dump(dir.path(), &second_one, SystemTime::now());
+        let removed = prune(dir.path(), 1);
+        assert_eq!(removed, vec![dir.path().join(&first)]);
+        assert!(dir.path().join(&second_one).exists());
+    }
+
+    #[test]
+    fn old_backup_names_from_the_same_second_are_pruned_in_the_order_they_were_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = humantime::parse_rfc3339("2025-01-01T00:00:00Z").unwrap();
+        let later = earlier + std::time::Duration::from_millis(400);
+        let older = dump(dir.path(), "rollbackd-20250101T000000Z-rb-zz.dump", earlier);
+        let newer = dump(dir.path(), "rollbackd-20250101T000000Z-rb-aa.dump", later);
+        // A new-style name from a later second is newer than both.
+        let newest = dump(
+            dir.path(),
+            &file_name(earlier + std::time::Duration::from_secs(1), "rb-0"),
+            earlier,
+        );
+        assert_eq!(prune(dir.path(), 2), vec![older]);
+        assert!(newer.exists() && newest.exists());
+    }
+
+    #[test]
+    fn backup_names_keep_their_time_to_the_nanosecond() {
+        let at = humantime::parse_rfc3339("2025-01-02T03:04:05.123456789Z").unwrap();
+        let name = file_name(at, "rb-1");
+        assert_eq!(name, "rollbackd-20250102T030405.123456789Z-rb-1.dump");
+        let (stamp, _, _) = chronological_key(Path::new(&name));
+        assert_eq!(stamp, Some(at));
+        let (old, _, _) = chronological_key(Path::new("rollbackd-20250102T030405Z-rb-1.dump"));
+        assert_eq!(old, humantime::parse_rfc3339("2025-01-02T03:04:05Z").ok());
     }
 }

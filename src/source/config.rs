@@ -47,21 +47,59 @@ pub enum PrometheusAuth {
     Basic { username: String, password: String },
 }
 
+/// Why the configured credentials cannot be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// `bearer_token_file` is missing or unreadable.
+    #[error(
+        "prometheus.bearer_token_file {}: {source}; fix bearer_token_file (the file must exist and be readable by rollbackd) or set prometheus.bearer_token instead",
+        path.display()
+    )]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `bearer_token_file` holds nothing but whitespace.
+    #[error("prometheus.bearer_token_file {}: the file is empty; put the token in it", path.display())]
+    EmptyTokenFile { path: PathBuf },
+}
+
 impl PrometheusConfig {
     /// The credentials to send, reading `bearer_token_file` if set.
-    pub fn auth(&self) -> Result<Option<PrometheusAuth>, String> {
+    pub fn auth(&self) -> Result<Option<PrometheusAuth>, AuthError> {
         if let Some(token) = &self.bearer_token {
             return Ok(Some(PrometheusAuth::Bearer(token.expose().to_string())));
         }
         if let Some(path) = &self.bearer_token_file {
-            let token = std::fs::read_to_string(path)
-                .map_err(|e| format!("prometheus.bearer_token_file {}: {e}", path.display()))?;
-            return Ok(Some(PrometheusAuth::Bearer(token.trim().to_string())));
+            let token = std::fs::read_to_string(path).map_err(|source| AuthError::TokenFile {
+                path: path.clone(),
+                source,
+            })?;
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(AuthError::EmptyTokenFile { path: path.clone() });
+            }
+            return Ok(Some(PrometheusAuth::Bearer(token.to_string())));
         }
         Ok(self.basic_auth.as_ref().map(|b| PrometheusAuth::Basic {
             username: b.username.clone(),
             password: b.password.expose().to_string(),
         }))
+    }
+
+    /// The key that holds the credentials rollbackd sends, if any, for
+    /// messages that tell the operator what to fix.
+    pub fn auth_key(&self) -> Option<&'static str> {
+        if self.bearer_token.is_some() {
+            Some("prometheus.bearer_token")
+        } else if self.bearer_token_file.is_some() {
+            Some("prometheus.bearer_token_file")
+        } else if self.basic_auth.is_some() {
+            Some("prometheus.basic_auth")
+        } else {
+            None
+        }
     }
 
     /// Adds a message per unusable value to `problems`; no I/O.
