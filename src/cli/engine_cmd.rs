@@ -406,10 +406,10 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
         BackupCommand::Create { reason } => {
             let db = match crate::db::Database::from_config(db_config) {
                 Ok(db) => db,
-                Err(e) => return Exit::Usage(e),
+                Err(e) => return Exit::Usage(e.to_string()),
             };
             let id = engine::new_id("bk");
-            match crate::db::backup::take(&db, &tools, &dir, &id, "-", &reason).await {
+            match crate::db::backup::create(&db, &tools, &dir, &id, "-", &reason).await {
                 Ok(b) => {
                     crate::db::backup::prune(&dir, db_config.keep_backups);
                     println!("backup {} verified", b.path.display());

@@ -31,6 +31,82 @@ pub struct Backup {
     pub verify_seconds: f64,
 }
 
+/// Why a backup could not be taken or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The backup directory cannot be created.
+    #[error("cannot create the backup directory {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backup directory cannot be made absolute.
+    #[error("backup directory {}: {source}", dir.display())]
+    Absolute {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// pg_dump or pg_restore could not be started.
+    #[error("cannot run {what}: {source} (is the PostgreSQL client installed?)")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// pg_dump or pg_restore ran and failed.
+    #[error("{what} failed ({status}): {stderr}")]
+    Failed {
+        what: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    /// The finished dump cannot be renamed to its final name.
+    #[error("cannot move the dump into place: {0}")]
+    Rename(#[source] std::io::Error),
+    /// A file cannot be read while hashing it.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hashing task ended abnormally.
+    #[error("checksum task failed: {0}")]
+    HashTask(#[source] tokio::task::JoinError),
+    /// The checksum file cannot be written.
+    #[error("cannot write the checksum: {0}")]
+    WriteChecksum(#[source] std::io::Error),
+    /// The metadata cannot be turned into JSON.
+    #[error("{0}")]
+    Encode(#[source] serde_json::Error),
+    /// The metadata file cannot be written.
+    #[error("cannot write the backup metadata: {0}")]
+    WriteMetadata(#[source] std::io::Error),
+    /// The checksum file beside a backup cannot be read.
+    #[error("backup {}: cannot read its checksum file: {source}", path.display())]
+    ReadChecksum {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backup's bytes do not match its checksum file.
+    #[error("backup {} is corrupt: its SHA-256 is {actual}, the checksum file says {recorded}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        actual: String,
+        recorded: String,
+    },
+    /// `pg_restore --list` cannot read the backup.
+    #[error("backup {} cannot be read back: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: Box<BackupError>,
+    },
+}
+
 /// The programs used.
 #[derive(Debug, Clone)]
 pub struct Tools {
@@ -38,7 +114,8 @@ pub struct Tools {
     pub pg_restore: String,
 }
 
-/// Takes, checksums and verifies a backup of `db` into `dir`.
+/// [`create`] with its error in words.
+// shim: src/engine calls this; removed after the merge
 pub async fn take(
     db: &Database,
     tools: &Tools,
@@ -47,11 +124,29 @@ pub async fn take(
     deployment_id: &str,
     reason: &str,
 ) -> Result<Backup, String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create the backup directory {}: {e}", dir.display()))?;
+    create(db, tools, dir, rollback_id, deployment_id, reason)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Takes, checksums and verifies a backup of `db` into `dir`.
+pub async fn create(
+    db: &Database,
+    tools: &Tools,
+    dir: &Path,
+    rollback_id: &str,
+    deployment_id: &str,
+    reason: &str,
+) -> Result<Backup, BackupError> {
+    std::fs::create_dir_all(dir).map_err(|source| BackupError::CreateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     // Absolute, so the restore command works from anywhere.
-    let dir = &std::path::absolute(dir)
-        .map_err(|e| format!("backup directory {}: {e}", dir.display()))?;
+    let dir = &std::path::absolute(dir).map_err(|source| BackupError::Absolute {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let path = dir.join(file_name(SystemTime::now(), rollback_id));
     // pg_dump writes beside the final name; only a complete dump is renamed
     // into place, so a killed or failed dump never looks like a backup.
@@ -65,10 +160,7 @@ pub async fn take(
         "pg_dump",
     )
     .await
-    .and_then(|()| {
-        std::fs::rename(&partial, &path)
-            .map_err(|e| format!("cannot move the dump into place: {e}"))
-    });
+    .and_then(|()| std::fs::rename(&partial, &path).map_err(BackupError::Rename));
     if let Err(e) = dumped {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
@@ -86,7 +178,7 @@ pub async fn take(
         &checksum_path(&path),
         format!("{sha256}  {name}\n").as_bytes(),
     )
-    .map_err(|e| format!("cannot write the checksum: {e}"))?;
+    .map_err(BackupError::WriteChecksum)?;
     let mut backup = Backup {
         restore_command: format!(
             "pg_restore --clean --if-exists --no-owner --dbname \"$DATABASE_URL\" {}",
@@ -104,35 +196,39 @@ pub async fn take(
     };
     verify(&backup.path, tools).await?;
     backup.verify_seconds = verify_started.elapsed().as_secs_f64();
-    let meta = serde_json::to_vec_pretty(&backup).map_err(|e| e.to_string())?;
+    let meta = serde_json::to_vec_pretty(&backup).map_err(BackupError::Encode)?;
     crate::history::write_atomic(&metadata_path(&backup.path), &meta)
-        .map_err(|e| format!("cannot write the backup metadata: {e}"))?;
+        .map_err(BackupError::WriteMetadata)?;
     Ok(backup)
 }
 
 /// Checks a backup: its checksum file matches its bytes, and `pg_restore
 /// --list` can read it.
-pub async fn verify(path: &Path, tools: &Tools) -> Result<(), String> {
-    let recorded = std::fs::read_to_string(checksum_path(path)).map_err(|e| {
-        format!(
-            "backup {}: cannot read its checksum file: {e}",
-            path.display()
-        )
+pub async fn verify(path: &Path, tools: &Tools) -> Result<(), BackupError> {
+    let recorded = std::fs::read_to_string(checksum_path(path)).map_err(|source| {
+        BackupError::ReadChecksum {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     let recorded = recorded.split_whitespace().next().unwrap_or("").to_string();
     let actual = sha256_off_thread(path).await?;
     if recorded != actual {
-        return Err(format!(
-            "backup {} is corrupt: its SHA-256 is {actual}, the checksum file says {recorded}",
-            path.display()
-        ));
+        return Err(BackupError::Corrupt {
+            path: path.to_path_buf(),
+            actual,
+            recorded,
+        });
     }
     run(
         Command::new(&tools.pg_restore).arg("--list").arg(path),
         "pg_restore --list",
     )
     .await
-    .map_err(|e| format!("backup {} cannot be read back: {e}", path.display()))
+    .map_err(|e| BackupError::Unreadable {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
 }
 
 /// `rollbackd-<stamp>-<rollback id>.dump`. The stamp is UTC to the
@@ -219,22 +315,23 @@ pub fn metadata_path(path: &Path) -> PathBuf {
 
 /// Hashes on a blocking thread: a large dump must not stall the watcher or
 /// the health endpoints while it is read.
-async fn sha256_off_thread(path: &Path) -> Result<String, String> {
+async fn sha256_off_thread(path: &Path) -> Result<String, BackupError> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || sha256_file(&path))
         .await
-        .map_err(|e| format!("checksum task failed: {e}"))?
+        .map_err(BackupError::HashTask)?
 }
 
-fn sha256_file(path: &Path) -> Result<String, String> {
-    let mut file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn sha256_file(path: &Path) -> Result<String, BackupError> {
+    let read_error = |source| BackupError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let n = file.read(&mut buf).map_err(read_error)?;
         if n == 0 {
             break;
         }
@@ -247,7 +344,7 @@ fn sha256_file(path: &Path) -> Result<String, String> {
         .collect())
 }
 
-async fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+async fn run(cmd: &mut Command, what: &str) -> Result<(), BackupError> {
     let output = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -255,16 +352,18 @@ async fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| format!("cannot run {what}: {e} (is the PostgreSQL client installed?)"))?;
+        .map_err(|source| BackupError::Spawn {
+            what: what.to_string(),
+            source,
+        })?;
     if output.status.success() {
         Ok(())
     } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(format!(
-            "{what} failed ({}): {}",
-            output.status,
-            stderr.trim()
-        ))
+        Err(BackupError::Failed {
+            what: what.to_string(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -352,5 +451,28 @@ mod tests {
         assert_eq!(stamp, Some(at));
         let (old, _, _) = chronological_key(Path::new("rollbackd-20250102T030405Z-rb-1.dump"));
         assert_eq!(old, humantime::parse_rfc3339("2025-01-02T03:04:05Z").ok());
+    }
+
+    #[tokio::test]
+    async fn a_backup_that_does_not_match_its_checksum_is_reported_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rollbackd-20250101T000000Z-rb-1.dump");
+        std::fs::write(&p, b"abc").unwrap();
+        std::fs::write(checksum_path(&p), b"0000  x.dump\n").unwrap();
+        let tools = Tools {
+            pg_dump: "pg_dump".into(),
+            pg_restore: "pg_restore".into(),
+        };
+        let e = verify(&p, &tools).await.unwrap_err();
+        assert!(matches!(e, BackupError::Corrupt { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "backup {} is corrupt: its SHA-256 is \
+                 ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad, \
+                 the checksum file says 0000",
+                p.display()
+            )
+        );
     }
 }

@@ -67,7 +67,7 @@ impl DatabaseConfig {
     pub fn validate(&self, problems: &mut Vec<String>) {
         if let Some(url) = &self.url {
             if let Err(e) = super::Database::new(url.clone()) {
-                problems.push(e);
+                problems.push(e.to_string());
             }
         }
         if self.keep_backups == 0 {

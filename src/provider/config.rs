@@ -82,12 +82,29 @@ pub enum TokenKind {
     Account,
 }
 
+/// A Railway setting that is neither in the config nor in the environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MissingSetting {
+    /// No token in `provider.token`, RAILWAY_TOKEN or RAILWAY_API_TOKEN.
+    #[error(
+        "provider.token: no Railway token; set provider.token, RAILWAY_TOKEN (a project token) \
+         or RAILWAY_API_TOKEN (an account or team token)"
+    )]
+    Token,
+    /// No `provider.project_id` or RAILWAY_PROJECT_ID.
+    #[error("provider.project_id: not set (or set RAILWAY_PROJECT_ID)")]
+    ProjectId,
+    /// No `provider.service_id` or RAILWAY_SERVICE_ID.
+    #[error("provider.service_id: not set (or set RAILWAY_SERVICE_ID)")]
+    ServiceId,
+}
+
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 impl RailwayConfig {
-    pub fn token(&self) -> Result<(TokenKind, String), String> {
+    pub fn token(&self) -> Result<(TokenKind, String), MissingSetting> {
         if let Some(token) = &self.token {
             return Ok((
                 self.token_kind.unwrap_or(TokenKind::Project),
@@ -100,23 +117,21 @@ impl RailwayConfig {
         if let Some(token) = env_nonempty("RAILWAY_API_TOKEN") {
             return Ok((self.token_kind.unwrap_or(TokenKind::Account), token));
         }
-        Err("provider.token: no Railway token; set provider.token, RAILWAY_TOKEN (a project token) \
-             or RAILWAY_API_TOKEN (an account or team token)"
-            .into())
+        Err(MissingSetting::Token)
     }
 
-    pub fn project_id(&self) -> Result<String, String> {
+    pub fn project_id(&self) -> Result<String, MissingSetting> {
         self.project_id
             .clone()
             .or_else(|| env_nonempty("RAILWAY_PROJECT_ID"))
-            .ok_or_else(|| "provider.project_id: not set (or set RAILWAY_PROJECT_ID)".into())
+            .ok_or(MissingSetting::ProjectId)
     }
 
-    pub fn service_id(&self) -> Result<String, String> {
+    pub fn service_id(&self) -> Result<String, MissingSetting> {
         self.service_id
             .clone()
             .or_else(|| env_nonempty("RAILWAY_SERVICE_ID"))
-            .ok_or_else(|| "provider.service_id: not set (or set RAILWAY_SERVICE_ID)".into())
+            .ok_or(MissingSetting::ServiceId)
     }
 
     pub fn environment_id(&self) -> Option<String> {
@@ -168,5 +183,23 @@ impl CommandConfig {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_railway_settings_read_as_before() {
+        assert_eq!(
+            MissingSetting::Token.to_string(),
+            "provider.token: no Railway token; set provider.token, RAILWAY_TOKEN (a project token) \
+             or RAILWAY_API_TOKEN (an account or team token)"
+        );
+        assert_eq!(
+            MissingSetting::ServiceId.to_string(),
+            "provider.service_id: not set (or set RAILWAY_SERVICE_ID)"
+        );
     }
 }

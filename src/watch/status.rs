@@ -10,6 +10,17 @@ use std::time::{Duration, Instant};
 use super::RuleRuntime;
 use crate::rules::RuleStatus;
 
+/// Why the watcher is not ready or not live; the groups concerned, by name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HealthError {
+    /// Some groups have not completed their first evaluation.
+    #[error("waiting for the first evaluation of group(s): {}", .0.join(", "))]
+    Waiting(Vec<String>),
+    /// Some groups have been silent for three intervals plus the grace.
+    #[error("no evaluation completed recently in group(s): {}", .0.join(", "))]
+    Stuck(Vec<String>),
+}
+
 /// The rules of one running group, shared between its task (which writes
 /// after each evaluation) and readers (which build [`RuleStatus`] on demand,
 /// so an evaluation costs no copying).
@@ -104,43 +115,57 @@ impl StatusBoard {
     }
 
     /// Ready once every group has completed one evaluation.
-    pub fn ready(&self) -> Result<(), String> {
+    pub fn ready(&self) -> Result<(), HealthError> {
         let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-        let waiting: Vec<&str> = groups
+        let waiting: Vec<String> = groups
             .iter()
             .filter(|(_, g)| g.last_completed.is_none())
-            .map(|(n, _)| n.as_str())
+            .map(|(n, _)| n.clone())
             .collect();
         if waiting.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "waiting for the first evaluation of group(s): {}",
-                waiting.join(", ")
-            ))
+            Err(HealthError::Waiting(waiting))
         }
     }
 
     /// Live while every group completes evaluations: none may be silent for
     /// three intervals plus `grace` (the query timeout).
-    pub fn live(&self, grace: Duration) -> Result<(), String> {
+    pub fn live(&self, grace: Duration) -> Result<(), HealthError> {
         let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let stuck: Vec<&str> = groups
+        let stuck: Vec<String> = groups
             .iter()
             .filter(|(_, g)| {
                 let since = g.last_completed.unwrap_or(g.started);
                 now.duration_since(since) > g.interval * 3 + grace
             })
-            .map(|(n, _)| n.as_str())
+            .map(|(n, _)| n.clone())
             .collect();
         if stuck.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "no evaluation completed recently in group(s): {}",
-                stuck.join(", ")
-            ))
+            Err(HealthError::Stuck(stuck))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_without_a_first_evaluation_keeps_the_watcher_unready() {
+        let board = StatusBoard::default();
+        board.register_group("api", Duration::from_secs(15), Vec::new());
+        board.register_group("db", Duration::from_secs(15), Vec::new());
+        assert_eq!(
+            board.ready().unwrap_err().to_string(),
+            "waiting for the first evaluation of group(s): api, db"
+        );
+        board.group_evaluated("api");
+        board.group_evaluated("db");
+        board.ready().unwrap();
+        board.live(Duration::from_secs(10)).unwrap();
     }
 }
