@@ -18,9 +18,11 @@ mod fake_service;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rollbackd::config::{Config, ProviderConfig, RailwayConfig, Secret};
-use rollbackd::engine::{Engine, RollbackRequest, Trigger};
+use rollbackd::config::Config;
+use rollbackd::engine::{RollbackRequest, Trigger};
+use rollbackd::provider::config::{ProviderConfig, RailwayConfig};
 use rollbackd::rules::Policy;
+use rollbackd::secret::Secret;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -79,7 +81,7 @@ async fn run() {
             service_id: Some("s1".into()),
             ..RailwayConfig::default()
         }));
-        let engine = Arc::new(Engine::from_config(&config).unwrap());
+        let engine = Arc::new(rollbackd::cli::wiring::engine(&config).unwrap());
         let report = engine
             .run(
                 RollbackRequest {

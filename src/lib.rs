@@ -6,19 +6,24 @@
 //! (Prometheus), `watch` (evaluation loop and reload), `engine` (the rollback
 //! phases, guards, breaker, confirmations), `provider` (Railway, commands),
 //! `verify` (HTTP health checks), `history` (the audit trail), `api`
-//! (rollbackd's own HTTP server), `telemetry` (logs and metrics), `config`,
-//! `cli`.
+//! (rollbackd's own HTTP server), `telemetry` (logs and metrics), `duration`
+//! (Prometheus-style durations), `secret` and `service` (leaves every
+//! section may hold), `config` (assembles each subsystem's own `config`
+//! section), `cli`.
 
 pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod duration;
 pub mod engine;
 pub mod history;
 pub mod notify;
 pub mod provider;
 pub mod rules;
+pub mod secret;
+pub mod service;
 pub mod source;
 pub mod telemetry;
 pub mod verify;

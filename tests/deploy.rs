@@ -144,11 +144,11 @@ fn the_alerting_rules_about_rollbackd_pass_promtool() {
     );
 }
 
-fn yaml_docs(path: &str) -> Vec<serde_yaml::Value> {
+fn yaml_docs(path: &str) -> Vec<serde_norway::Value> {
     use serde::Deserialize;
     let text = std::fs::read_to_string(repo(path)).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_norway::Value::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
         .collect()
 }
 
@@ -212,7 +212,7 @@ fn the_compose_systemd_docker_and_grafana_files_parse() {
     ] {
         assert_eq!(
             yaml_docs(path)[0]["apiVersion"],
-            serde_yaml::Value::from(1),
+            serde_norway::Value::from(1),
             "{path}"
         );
     }

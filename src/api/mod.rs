@@ -6,6 +6,8 @@
 //! reset) need `Authorization: Bearer <server.api_token>`, and are refused
 //! outright while no token is configured. Tokens never reach the logs.
 
+pub mod config;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,13 +22,14 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Secret;
 use crate::engine::dispatch::{ApproveError, Command};
 use crate::engine::pending::PendingStore;
 use crate::engine::Engine;
 use crate::history::StateLock;
+use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
+use crate::secret::Secret;
 use crate::telemetry;
-use crate::watch::{FiringEvent, RuleEvent, StatusBoard, ALERTMANAGER_GROUP};
+use crate::watch::StatusBoard;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -46,7 +49,7 @@ pub struct AppState {
 /// what was delivered recently (Alertmanager delivers at least once).
 #[derive(Clone)]
 pub struct AlertIntake {
-    pub config: crate::config::AlertmanagerConfig,
+    pub config: config::AlertmanagerConfig,
     pub events: mpsc::Sender<RuleEvent>,
     pub seen: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
@@ -437,7 +440,10 @@ async fn alertmanager(State(state): State<AppState>, headers: HeaderMap, bytes: 
             payload.group_key, alert.fingerprint, alert.status, alert.starts_at
         );
         {
-            let mut seen = crate::watch::status::lock(&intake.seen);
+            let mut seen = intake
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             seen.retain(|_, t| now.duration_since(*t) < intake.config.dedupe_for);
             if seen.insert(key, now).is_some() {
                 duplicates += 1;

@@ -15,7 +15,7 @@ use crate::rules::Policy;
 use crate::verify;
 
 fn engine(config: &Config) -> Result<Engine, Exit> {
-    Engine::from_config(config).map_err(|e| Exit::Usage(e.to_string()))
+    super::wiring::engine(config).map_err(|e| Exit::Usage(e.to_string()))
 }
 
 pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
@@ -169,7 +169,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> Exit {
 }
 
 pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
-    let provider = match engine::provider_from_config(config) {
+    let provider = match super::wiring::provider(config) {
         Ok(p) => p,
         Err(e) => return Exit::Usage(e.to_string()),
     };
@@ -191,7 +191,7 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
             }
         }
         DeploymentsCommand::Previous { json } => {
-            let engine = match Engine::new(config, provider) {
+            let engine = match super::wiring::engine_with(config, provider) {
                 Ok(e) => Arc::new(e),
                 Err(e) => return Exit::Usage(e.to_string()),
             };
@@ -409,7 +409,7 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                 Err(e) => return Exit::Usage(e.to_string()),
             };
             let id = engine::new_id("bk");
-            match crate::db::backup::take(&db, &tools, &dir, &id, "-", &reason).await {
+            match crate::db::backup::create(&db, &tools, &dir, &id, "-", &reason).await {
                 Ok(b) => {
                     crate::db::backup::prune(&dir, db_config.keep_backups);
                     println!("backup {} verified", b.path.display());
@@ -435,7 +435,9 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                 .filter(|p| p.to_string_lossy().ends_with(".dump.json"))
                 .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
                 .collect();
-            backups.sort_by(|a, b| b.path.cmp(&a.path));
+            backups.sort_by_cached_key(|b| {
+                std::cmp::Reverse(crate::db::backup::chronological_key(&b.path))
+            });
             if json {
                 return print_json(&backups);
             }

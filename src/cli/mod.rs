@@ -6,6 +6,7 @@ mod engine_cmd;
 mod remote_cmd;
 mod rules_cmd;
 mod watch_cmd;
+pub mod wiring;
 
 use std::path::PathBuf;
 
@@ -173,7 +174,7 @@ pub struct ValidateArgs {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    crate::rules::duration::parse(s).map_err(|e| e.to_string())
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,7 +295,7 @@ struct Evaluation {
 }
 
 fn evaluation_parts(config: &Config) -> Result<Evaluation, Exit> {
-    let source = crate::watch::RuleSource::from_config(config);
+    let source = crate::watch::RuleSource::from_config(&config.watch, config.template_variables());
     let rules = source.load().map_err(|e| {
         eprintln!("{e}");
         Exit::Failed

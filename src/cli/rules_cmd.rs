@@ -7,13 +7,14 @@ use serde::Serialize;
 
 use super::Exit;
 use crate::config::Config;
-use crate::rules::{duration::Pretty, AlertState, RuleKind};
+use crate::duration::Pretty;
+use crate::rules::{AlertState, RuleKind};
 use crate::watch::evaluate::{self, Outcome};
 use crate::watch::RuleSource;
 
 /// Validates rule files (and, for `rollbackd check`, says the config is fine).
 pub fn check(config: &Config, paths: &[PathBuf], whole_config: bool) -> Exit {
-    let mut source = RuleSource::from_config(config);
+    let mut source = RuleSource::from_config(&config.watch, config.template_variables());
     if !paths.is_empty() {
         source.paths = paths.to_vec();
     }

@@ -9,9 +9,9 @@ use crate::api::AppState;
 use crate::config::Config;
 use crate::engine::dispatch::Dispatcher;
 use crate::engine::pending::PendingStore;
-use crate::engine::Engine;
+use crate::rules::RuleEvent;
 use crate::telemetry::{self, events};
-use crate::watch::{GroupContext, RuleEvent, StatusBoard, Watcher};
+use crate::watch::{GroupContext, StatusBoard, Watcher};
 
 pub async fn watch(config: Config) -> Exit {
     let super::Evaluation {
@@ -37,7 +37,7 @@ pub async fn watch(config: Config) -> Exit {
     let (events_tx, events_rx) = mpsc::channel(1024);
     let engine = match &config.provider {
         None => None,
-        Some(_) => match Engine::from_config(&config) {
+        Some(_) => match super::wiring::engine(&config) {
             Ok(engine) => Some(Arc::new(engine)),
             Err(e) => return Exit::Usage(e.to_string()),
         },

@@ -31,6 +31,82 @@ pub struct Backup {
     pub verify_seconds: f64,
 }
 
+/// Why a backup could not be taken or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The backup directory cannot be created.
+    #[error("cannot create the backup directory {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backup directory cannot be made absolute.
+    #[error("backup directory {}: {source}", dir.display())]
+    Absolute {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// pg_dump or pg_restore could not be started.
+    #[error("cannot run {what}: {source} (is the PostgreSQL client installed?)")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// pg_dump or pg_restore ran and failed.
+    #[error("{what} failed ({status}): {stderr}")]
+    Failed {
+        what: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    /// The finished dump cannot be renamed to its final name.
+    #[error("cannot move the dump into place: {0}")]
+    Rename(#[source] std::io::Error),
+    /// A file cannot be read while hashing it.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hashing task ended abnormally.
+    #[error("checksum task failed: {0}")]
+    HashTask(#[source] tokio::task::JoinError),
+    /// The checksum file cannot be written.
+    #[error("cannot write the checksum: {0}")]
+    WriteChecksum(#[source] std::io::Error),
+    /// The metadata cannot be turned into JSON.
+    #[error("{0}")]
+    Encode(#[source] serde_json::Error),
+    /// The metadata file cannot be written.
+    #[error("cannot write the backup metadata: {0}")]
+    WriteMetadata(#[source] std::io::Error),
+    /// The checksum file beside a backup cannot be read.
+    #[error("backup {}: cannot read its checksum file: {source}", path.display())]
+    ReadChecksum {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backup's bytes do not match its checksum file.
+    #[error("backup {} is corrupt: its SHA-256 is {actual}, the checksum file says {recorded}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        actual: String,
+        recorded: String,
+    },
+    /// `pg_restore --list` cannot read the backup.
+    #[error("backup {} cannot be read back: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: Box<BackupError>,
+    },
+}
+
 /// The programs used.
 #[derive(Debug, Clone)]
 pub struct Tools {
@@ -39,23 +115,24 @@ pub struct Tools {
 }
 
 /// Takes, checksums and verifies a backup of `db` into `dir`.
-pub async fn take(
+pub async fn create(
     db: &Database,
     tools: &Tools,
     dir: &Path,
     rollback_id: &str,
     deployment_id: &str,
     reason: &str,
-) -> Result<Backup, String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create the backup directory {}: {e}", dir.display()))?;
+) -> Result<Backup, BackupError> {
+    std::fs::create_dir_all(dir).map_err(|source| BackupError::CreateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     // Absolute, so the restore command works from anywhere.
-    let dir = &std::path::absolute(dir)
-        .map_err(|e| format!("backup directory {}: {e}", dir.display()))?;
-    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
-        .to_string()
-        .replace([':', '-'], "");
-    let path = dir.join(format!("rollbackd-{stamp}-{rollback_id}.dump"));
+    let dir = &std::path::absolute(dir).map_err(|source| BackupError::Absolute {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join(file_name(SystemTime::now(), rollback_id));
     // pg_dump writes beside the final name; only a complete dump is renamed
     // into place, so a killed or failed dump never looks like a backup.
     let partial = PathBuf::from(format!("{}.partial", path.display()));
@@ -68,10 +145,7 @@ pub async fn take(
         "pg_dump",
     )
     .await
-    .and_then(|()| {
-        std::fs::rename(&partial, &path)
-            .map_err(|e| format!("cannot move the dump into place: {e}"))
-    });
+    .and_then(|()| std::fs::rename(&partial, &path).map_err(BackupError::Rename));
     if let Err(e) = dumped {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
@@ -89,7 +163,7 @@ pub async fn take(
         &checksum_path(&path),
         format!("{sha256}  {name}\n").as_bytes(),
     )
-    .map_err(|e| format!("cannot write the checksum: {e}"))?;
+    .map_err(BackupError::WriteChecksum)?;
     let mut backup = Backup {
         restore_command: format!(
             "pg_restore --clean --if-exists --no-owner --dbname \"$DATABASE_URL\" {}",
@@ -107,35 +181,82 @@ pub async fn take(
     };
     verify(&backup.path, tools).await?;
     backup.verify_seconds = verify_started.elapsed().as_secs_f64();
-    let meta = serde_json::to_vec_pretty(&backup).map_err(|e| e.to_string())?;
+    let meta = serde_json::to_vec_pretty(&backup).map_err(BackupError::Encode)?;
     crate::history::write_atomic(&metadata_path(&backup.path), &meta)
-        .map_err(|e| format!("cannot write the backup metadata: {e}"))?;
+        .map_err(BackupError::WriteMetadata)?;
     Ok(backup)
 }
 
 /// Checks a backup: its checksum file matches its bytes, and `pg_restore
 /// --list` can read it.
-pub async fn verify(path: &Path, tools: &Tools) -> Result<(), String> {
-    let recorded = std::fs::read_to_string(checksum_path(path)).map_err(|e| {
-        format!(
-            "backup {}: cannot read its checksum file: {e}",
-            path.display()
-        )
+pub async fn verify(path: &Path, tools: &Tools) -> Result<(), BackupError> {
+    let recorded = std::fs::read_to_string(checksum_path(path)).map_err(|source| {
+        BackupError::ReadChecksum {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     let recorded = recorded.split_whitespace().next().unwrap_or("").to_string();
     let actual = sha256_off_thread(path).await?;
     if recorded != actual {
-        return Err(format!(
-            "backup {} is corrupt: its SHA-256 is {actual}, the checksum file says {recorded}",
-            path.display()
-        ));
+        return Err(BackupError::Corrupt {
+            path: path.to_path_buf(),
+            actual,
+            recorded,
+        });
     }
     run(
         Command::new(&tools.pg_restore).arg("--list").arg(path),
         "pg_restore --list",
     )
     .await
-    .map_err(|e| format!("backup {} cannot be read back: {e}", path.display()))
+    .map_err(|e| BackupError::Unreadable {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
+}
+
+/// `rollbackd-<stamp>-<rollback id>.dump`. The stamp is UTC to the
+/// nanosecond (`20250102T030405.123456789Z`): with whole seconds, backups
+/// taken in the same second were told apart only by their random ids.
+fn file_name(at: SystemTime, rollback_id: &str) -> String {
+    let stamp = humantime::format_rfc3339_nanos(at)
+        .to_string()
+        .replace([':', '-'], "");
+    format!("rollbackd-{stamp}-{rollback_id}.dump")
+}
+
+/// When a backup was taken, from its file name: the stamp in the name (to
+/// the nanosecond; older names carry whole seconds), then the file's
+/// modification time for names from the same second, then the name, so
+/// the order is total. Sort by this, never by the name alone.
+pub fn chronological_key(path: &Path) -> (Option<SystemTime>, Option<SystemTime>, PathBuf) {
+    let stamp = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("rollbackd-"))
+        .and_then(|n| n.split('-').next())
+        .and_then(parse_stamp);
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    (stamp, modified, path.to_path_buf())
+}
+
+/// `20250102T030405Z` or `20250102T030405.123456789Z` back to a time.
+fn parse_stamp(stamp: &str) -> Option<SystemTime> {
+    let (date, time) = stamp.split_once('T')?;
+    if date.len() != 8 || time.len() < 7 || !date.is_ascii() || !time.is_ascii() {
+        return None;
+    }
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}",
+        &date[..4],
+        &date[4..6],
+        &date[6..],
+        &time[..2],
+        &time[2..4],
+        &time[4..]
+    );
+    humantime::parse_rfc3339(&rfc3339).ok()
 }
 
 /// Deletes all but the newest `keep` backups (and their checksum and metadata files).
@@ -151,7 +272,7 @@ pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
                 .is_some_and(|n| n.starts_with("rollbackd-") && n.ends_with(".dump"))
         })
         .collect();
-    dumps.sort();
+    dumps.sort_by_cached_key(|p| chronological_key(p));
     if let Ok(entries) = std::fs::read_dir(dir) {
         for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             if p.to_string_lossy().ends_with(".dump.partial") {
@@ -179,22 +300,23 @@ pub fn metadata_path(path: &Path) -> PathBuf {
 
 /// Hashes on a blocking thread: a large dump must not stall the watcher or
 /// the health endpoints while it is read.
-async fn sha256_off_thread(path: &Path) -> Result<String, String> {
+async fn sha256_off_thread(path: &Path) -> Result<String, BackupError> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || sha256_file(&path))
         .await
-        .map_err(|e| format!("checksum task failed: {e}"))?
+        .map_err(BackupError::HashTask)?
 }
 
-fn sha256_file(path: &Path) -> Result<String, String> {
-    let mut file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn sha256_file(path: &Path) -> Result<String, BackupError> {
+    let read_error = |source| BackupError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let n = file.read(&mut buf).map_err(read_error)?;
         if n == 0 {
             break;
         }
@@ -207,7 +329,7 @@ fn sha256_file(path: &Path) -> Result<String, String> {
         .collect())
 }
 
-async fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+async fn run(cmd: &mut Command, what: &str) -> Result<(), BackupError> {
     let output = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -215,16 +337,18 @@ async fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| format!("cannot run {what}: {e} (is the PostgreSQL client installed?)"))?;
+        .map_err(|source| BackupError::Spawn {
+            what: what.to_string(),
+            source,
+        })?;
     if output.status.success() {
         Ok(())
     } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(format!(
-            "{what} failed ({}): {}",
-            output.status,
-            stderr.trim()
-        ))
+        Err(BackupError::Failed {
+            what: what.to_string(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -257,6 +381,83 @@ mod tests {
         assert_eq!(
             sha256_file(&p).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    fn dump(dir: &Path, name: &str, written: SystemTime) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, b"x").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(written)
+            .unwrap();
+        p
+    }
+
+    #[test]
+    fn backups_taken_in_the_same_second_are_pruned_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let second = humantime::parse_rfc3339("2025-01-01T00:00:00Z").unwrap();
+        // The earlier backup has the id that sorts last.
+        let first = file_name(second + std::time::Duration::from_millis(100), "rb-zz");
+        let second_one = file_name(second + std::time::Duration::from_millis(900), "rb-aa");
+        dump(dir.path(), &first, SystemTime::now());
+        dump(dir.path(), &second_one, SystemTime::now());
+        let removed = prune(dir.path(), 1);
+        assert_eq!(removed, vec![dir.path().join(&first)]);
+        assert!(dir.path().join(&second_one).exists());
+    }
+
+    #[test]
+    fn old_backup_names_from_the_same_second_are_pruned_in_the_order_they_were_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = humantime::parse_rfc3339("2025-01-01T00:00:00Z").unwrap();
+        let later = earlier + std::time::Duration::from_millis(400);
+        let older = dump(dir.path(), "rollbackd-20250101T000000Z-rb-zz.dump", earlier);
+        let newer = dump(dir.path(), "rollbackd-20250101T000000Z-rb-aa.dump", later);
+        // A new-style name from a later second is newer than both.
+        let newest = dump(
+            dir.path(),
+            &file_name(earlier + std::time::Duration::from_secs(1), "rb-0"),
+            earlier,
+        );
+        assert_eq!(prune(dir.path(), 2), vec![older]);
+        assert!(newer.exists() && newest.exists());
+    }
+
+    #[test]
+    fn backup_names_keep_their_time_to_the_nanosecond() {
+        let at = humantime::parse_rfc3339("2025-01-02T03:04:05.123456789Z").unwrap();
+        let name = file_name(at, "rb-1");
+        assert_eq!(name, "rollbackd-20250102T030405.123456789Z-rb-1.dump");
+        let (stamp, _, _) = chronological_key(Path::new(&name));
+        assert_eq!(stamp, Some(at));
+        let (old, _, _) = chronological_key(Path::new("rollbackd-20250102T030405Z-rb-1.dump"));
+        assert_eq!(old, humantime::parse_rfc3339("2025-01-02T03:04:05Z").ok());
+    }
+
+    #[tokio::test]
+    async fn a_backup_that_does_not_match_its_checksum_is_reported_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rollbackd-20250101T000000Z-rb-1.dump");
+        std::fs::write(&p, b"abc").unwrap();
+        std::fs::write(checksum_path(&p), b"0000  x.dump\n").unwrap();
+        let tools = Tools {
+            pg_dump: "pg_dump".into(),
+            pg_restore: "pg_restore".into(),
+        };
+        let e = verify(&p, &tools).await.unwrap_err();
+        assert!(matches!(e, BackupError::Corrupt { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "backup {} is corrupt: its SHA-256 is \
+                 ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad, \
+                 the checksum file says 0000",
+                p.display()
+            )
         );
     }
 }

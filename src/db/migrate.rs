@@ -82,7 +82,7 @@ impl Alembic {
             .map_err(|_| {
                 DbError::Tool(format!(
                     "{what} did not finish within {}",
-                    crate::rules::duration::format(self.timeout)
+                    crate::duration::format(self.timeout)
                 ))
             })?
             .map_err(|e| {

@@ -8,24 +8,50 @@
 //! advisory lock, and its result is verified.
 
 pub mod backup;
+pub mod config;
 pub mod migrate;
 pub mod revisions;
 
 use std::time::{Duration, Instant};
 
-use crate::config::{DatabaseConfig, Secret};
+use crate::secret::Secret;
+use config::DatabaseConfig;
 
-/// Why a database step failed.
+/// The URL parser's error, named through reqwest so rollbackd needs no
+/// direct dependency on the `url` crate.
+pub type UrlError = <reqwest::Url as std::str::FromStr>::Err;
+
+/// Why a database step failed, or the database cannot be used at all.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// No `database.url` and no DATABASE_URL.
+    #[error("database.url: not set (or set DATABASE_URL)")]
+    NoUrl,
+    /// `database.url` does not parse as a URL.
+    #[error("database.url is not a postgres:// URL: {0}")]
+    BadUrl(#[source] UrlError),
+    /// `database.url` names another database system.
+    #[error("database.url uses {0:?}; rollbackd supports PostgreSQL URLs (postgres://user:pass@host:5432/db)")]
+    NotPostgres(String),
+    /// The server could not be reached or refused the session.
     #[error("cannot connect to the database ({target}): {message}")]
     Connect { target: String, message: String },
+    /// A statement failed.
     #[error("database query failed: {0}")]
     Query(String),
+    /// The migration tool failed or could not be run.
     #[error("{0}")]
     Tool(String),
-    #[error("the migration lock (advisory lock {key}) is held by another session; gave up after {}", crate::rules::duration::format(*waited))]
+    /// Another session holds the migration lock.
+    #[error("the migration lock (advisory lock {key}) is held by another session; gave up after {}", crate::duration::format(*waited))]
     LockBusy { key: i64, waited: Duration },
+}
+
+// shim: src/engine expects String errors from Database::from_config; removed after the merge
+impl From<DbError> for String {
+    fn from(e: DbError) -> String {
+        e.to_string()
+    }
 }
 
 /// Connection details, parsed once from the URL; the password stays secret.
@@ -47,7 +73,7 @@ impl std::fmt::Debug for Database {
 
 impl Database {
     /// From `database.url`, else `DATABASE_URL`.
-    pub fn from_config(config: &DatabaseConfig) -> Result<Database, String> {
+    pub fn from_config(config: &DatabaseConfig) -> Result<Database, DbError> {
         let url = config
             .url
             .clone()
@@ -57,18 +83,14 @@ impl Database {
                     .filter(|u| !u.is_empty())
                     .map(Secret::new)
             })
-            .ok_or("database.url: not set (or set DATABASE_URL)")?;
+            .ok_or(DbError::NoUrl)?;
         Database::new(url)
     }
 
-    pub fn new(url: Secret) -> Result<Database, String> {
-        let parsed = reqwest::Url::parse(url.expose())
-            .map_err(|e| format!("database.url is not a postgres:// URL: {e}"))?;
+    pub fn new(url: Secret) -> Result<Database, DbError> {
+        let parsed = reqwest::Url::parse(url.expose()).map_err(DbError::BadUrl)?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-            return Err(format!(
-                "database.url uses {:?}; rollbackd supports PostgreSQL URLs (postgres://user:pass@host:5432/db)",
-                parsed.scheme()
-            ));
+            return Err(DbError::NotPostgres(parsed.scheme().to_string()));
         }
         let host = parsed.host_str().unwrap_or("localhost").to_string();
         let port = parsed.port().unwrap_or(5432);
@@ -223,6 +245,7 @@ mod tests {
         assert!(!format!("{db:?}").contains("p%40ss"));
         assert!(Database::new(Secret::new("mysql://x@y/z"))
             .unwrap_err()
+            .to_string()
             .contains("PostgreSQL"));
     }
 }

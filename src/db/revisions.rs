@@ -7,6 +7,42 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+/// Why the revision file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RevisionError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not the JSON rollbackd writes.
+    #[error("{} is not valid: {source} (fix or remove it)", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The revisions could not be turned into JSON.
+    #[error("{0}")]
+    Encode(#[source] serde_json::Error),
+    /// The file cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+// shim: src/engine expects String errors from RevisionStore::record; removed after the merge
+impl From<RevisionError> for String {
+    fn from(e: RevisionError) -> String {
+        e.to_string()
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Revisions {
     #[serde(default)]
@@ -30,15 +66,16 @@ impl RevisionStore {
         RevisionStore { path: path.into() }
     }
 
-    pub fn load(&self) -> Result<Revisions, String> {
+    pub fn load(&self) -> Result<Revisions, RevisionError> {
         match std::fs::read(&self.path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Revisions::default()),
-            Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                format!(
-                    "{} is not valid: {e} (fix or remove it)",
-                    self.path.display()
-                )
+            Err(source) => Err(RevisionError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| RevisionError::Invalid {
+                path: self.path.clone(),
+                source,
             }),
         }
     }
@@ -54,7 +91,7 @@ impl RevisionStore {
     /// Records that `deployment_id` runs at `revision`. The first sighting
     /// wins: a later migration (say, a pre-deploy step of the next release)
     /// must not rewrite what this deployment ran.
-    pub fn record(&self, deployment_id: &str, revision: &str) -> Result<bool, String> {
+    pub fn record(&self, deployment_id: &str, revision: &str) -> Result<bool, RevisionError> {
         let mut all = self.load()?;
         if all.deployments.contains_key(deployment_id) {
             return Ok(false);
@@ -66,9 +103,13 @@ impl RevisionStore {
                 seen_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             },
         );
-        let bytes = serde_json::to_vec_pretty(&all).map_err(|e| e.to_string())?;
-        crate::history::write_atomic(&self.path, &bytes)
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        let bytes = serde_json::to_vec_pretty(&all).map_err(RevisionError::Encode)?;
+        crate::history::write_atomic(&self.path, &bytes).map_err(|source| {
+            RevisionError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
         Ok(true)
     }
 }
@@ -87,5 +128,20 @@ mod tests {
         assert_eq!(store.get("d2").as_deref(), Some("b"));
         assert!(store.record("d3", "c").unwrap());
         assert_eq!(store.get("d3").as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn a_broken_revision_file_says_how_to_fix_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revisions.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        let e = RevisionStore::new(&path).load().unwrap_err();
+        assert!(matches!(e, RevisionError::Invalid { .. }));
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("{} is not valid: ", path.display())),
+            "{text}"
+        );
+        assert!(text.ends_with("(fix or remove it)"), "{text}");
     }
 }

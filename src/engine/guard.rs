@@ -7,10 +7,10 @@
 use std::time::{Duration, SystemTime};
 
 use super::breaker::BreakerState;
-use crate::config::EngineConfig;
+use crate::duration::format as fmt;
+use crate::engine::config::EngineConfig;
 use crate::history::History;
 use crate::provider::Deployment;
-use crate::rules::duration::format as fmt;
 
 /// A refusal: which guard, and why.
 #[derive(Debug, Clone, PartialEq)]

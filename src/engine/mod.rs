@@ -18,6 +18,7 @@
 //! and never lose the record of what it did.
 
 pub mod breaker;
+pub mod config;
 pub mod dispatch;
 pub mod guard;
 pub mod outcome;
@@ -37,13 +38,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::clock::Clock;
-use crate::config::{Config, EngineConfig, ProviderConfig, VerifyConfig};
 use crate::history::{Event, EventKind, HistoryStore, StateLock};
-use crate::provider::{command::CommandProvider, railway::Railway, DeployProvider, Deployment};
+use crate::provider::{DeployProvider, Deployment};
 use crate::telemetry::events;
+use crate::verify::config::VerifyConfig;
 use crate::verify::HealthProbe;
 
 pub use breaker::{BreakerState, BreakerStore};
+pub use config::{ConfirmDefault, EngineConfig};
 pub use guard::Blocked;
 pub use outcome::{FailureKind, Phase, PhaseOutcome, PhaseStep, SkipReason};
 pub use plan::{Plan, PlanError};
@@ -70,7 +72,7 @@ pub enum EngineError {
 /// The database side, when `[database]` is configured.
 pub struct DbSetup {
     pub database: crate::db::Database,
-    pub config: crate::config::DatabaseConfig,
+    pub config: crate::db::config::DatabaseConfig,
     pub tool: Option<Arc<dyn crate::db::migrate::MigrationTool>>,
     pub revisions: crate::db::revisions::RevisionStore,
     pub backup_dir: PathBuf,
@@ -93,57 +95,38 @@ pub struct Engine {
     pub clock: Clock,
 }
 
-/// Builds the configured provider.
-pub fn provider_from_config(config: &Config) -> Result<Arc<dyn DeployProvider>, EngineError> {
-    match &config.provider {
-        None => Err(EngineError::NoProvider),
-        Some(ProviderConfig::Railway(r)) => Ok(Arc::new(
-            Railway::new(r).map_err(|e| EngineError::Provider(e.into()))?,
-        )),
-        Some(ProviderConfig::Command(c)) => Ok(Arc::new(CommandProvider::new(c))),
-    }
+/// What an engine is built from; the command line assembles it from the
+/// configuration (`cli::wiring`), tests from fakes.
+pub struct EngineSetup {
+    pub config: EngineConfig,
+    pub verify: VerifyConfig,
+    /// The provider's retention: older deployments cannot be rolled back to.
+    pub retention: Option<std::time::Duration>,
+    /// The service's base URL, for verification.
+    pub base_url: Option<String>,
+    pub db: Option<DbSetup>,
+    pub notifiers: Option<Arc<crate::notify::Notifiers>>,
 }
 
 impl Engine {
-    pub fn new(config: &Config, provider: Arc<dyn DeployProvider>) -> Result<Engine, EngineError> {
+    pub fn new(
+        setup: EngineSetup,
+        provider: Arc<dyn DeployProvider>,
+    ) -> Result<Engine, EngineError> {
         let http = crate::verify::client().map_err(EngineError::HttpClient)?;
-        let dir = &config.engine.state_dir;
+        let dir = &setup.config.state_dir;
         Ok(Engine {
             provider,
             health: Arc::new(http),
-            config: config.engine.clone(),
-            verify: config.verify.clone(),
-            retention: config.provider.as_ref().and_then(ProviderConfig::retention),
             history: HistoryStore::new(dir.join("history.json")),
             breaker: BreakerStore::new(dir.join("breaker.json")),
             lock_path: dir.join("rollback.lock"),
-            base_url: config.service.base_url.clone(),
-            db: match &config.database {
-                None => None,
-                Some(db) => Some(DbSetup {
-                    database: crate::db::Database::from_config(db)
-                        .map_err(|e| EngineError::Database(e.into()))?,
-                    config: db.clone(),
-                    tool: config.migrations.as_ref().map(|m| {
-                        Arc::new(crate::db::migrate::Alembic {
-                            command: m.command.clone(),
-                            config: m.config.clone(),
-                            working_dir: m.working_dir.clone(),
-                            timeout: m.timeout,
-                        }) as Arc<dyn crate::db::migrate::MigrationTool>
-                    }),
-                    revisions: crate::db::revisions::RevisionStore::new(dir.join("revisions.json")),
-                    backup_dir: db.backup_dir.clone().unwrap_or_else(|| dir.join("backups")),
-                }),
-            },
-            notifiers: if config.notifiers.is_empty() {
-                None
-            } else {
-                Some(
-                    crate::notify::Notifiers::from_config(&config.notifiers, &config.service)
-                        .map_err(|e| EngineError::Notifiers(e.into()))?,
-                )
-            },
+            config: setup.config,
+            verify: setup.verify,
+            retention: setup.retention,
+            base_url: setup.base_url,
+            db: setup.db,
+            notifiers: setup.notifiers,
             clock: Clock::system(),
         })
     }
@@ -194,10 +177,6 @@ impl Engine {
             tracing::info!(deployment = %live.id, revision = %revision, "recorded the deployment's schema revision");
         }
         Ok(Some((live.id, revision)))
-    }
-
-    pub fn from_config(config: &Config) -> Result<Engine, EngineError> {
-        Engine::new(config, provider_from_config(config)?)
     }
 
     pub fn history(&self) -> &HistoryStore {

@@ -3,20 +3,19 @@
 //! configured default; the decision itself is recorded in the history.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use serde::Serialize;
 
 use crate::history::RuleTrigger;
-use crate::watch::status::lock;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PendingRollback {
     pub id: String,
-    #[serde(with = "crate::rules::state::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub created_at: SystemTime,
-    #[serde(with = "crate::rules::state::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub expires_at: SystemTime,
     pub rules: Vec<RuleTrigger>,
     pub reason: String,
@@ -31,23 +30,35 @@ pub struct PendingStore {
 
 impl PendingStore {
     pub fn add(&self, p: PendingRollback) {
-        lock(&self.inner).insert(p.id.clone(), p);
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(p.id.clone(), p);
         self.publish();
     }
 
     pub fn take(&self, id: &str) -> Option<PendingRollback> {
-        let p = lock(&self.inner).remove(id);
+        let p = self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
         self.publish();
         p
     }
 
     pub fn list(&self) -> Vec<PendingRollback> {
-        lock(&self.inner).values().cloned().collect()
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Removes and returns the ones whose time ran out.
     pub fn take_expired(&self, now: SystemTime) -> Vec<PendingRollback> {
-        let mut inner = lock(&self.inner);
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let expired: Vec<String> = inner
             .values()
             .filter(|p| p.expires_at <= now)
@@ -60,7 +71,11 @@ impl PendingStore {
     }
 
     fn publish(&self) {
-        let n = lock(&self.inner).len();
+        let n = self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
         metrics::gauge!("rollbackd_pending_confirmations").set(n as f64);
     }
 }

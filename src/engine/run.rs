@@ -197,18 +197,6 @@ fn gate(phase: Phase, run: &Run<'_>) -> Option<PhaseOutcome> {
     }
 }
 
-/// A phase's maximum time.
-pub(crate) fn budget(config: &crate::config::EngineConfig, phase: Phase) -> Duration {
-    let b = &config.budgets;
-    match phase {
-        Phase::PreValidation => b.pre_validation,
-        Phase::Database => b.database,
-        Phase::Application => b.application,
-        Phase::Verification => b.verification,
-        Phase::PostRollback => b.post_rollback,
-    }
-}
-
 impl Engine {
     /// Runs a rollback through all five phases.
     pub async fn run(
@@ -314,7 +302,7 @@ impl Engine {
     /// Runs one phase under its budget. A phase cut off by its budget is a
     /// failure that says so; what it did before is kept in the run.
     async fn under_budget(&self, phase: Phase, run: &mut Run<'_>) -> PhaseOutcome {
-        let budget = budget(&self.config, phase);
+        let budget = self.config.budget(phase);
         let waited_before = run.waited;
         let work = async {
             match phase {
@@ -333,7 +321,7 @@ impl Engine {
                     FailureKind::BudgetExceeded,
                     format!(
                         "did not finish within its budget of {}",
-                        crate::rules::duration::format(budget)
+                        crate::duration::format(budget)
                     ),
                 )
             }

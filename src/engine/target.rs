@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
+use crate::duration::format as fmt;
 use crate::provider::Deployment;
-use crate::rules::duration::format as fmt;
 
 /// The deployment running now and the one to go back to.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 
-use super::Engine;
+use super::{Engine, EngineConfig, EngineSetup};
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::provider::{DeployProvider, Deployment, ProviderError};
+use crate::verify::config::VerifyConfig;
 use crate::verify::{CheckResult, HealthProbe};
 
 /// One call the platform received, in order.
@@ -282,26 +282,32 @@ pub struct Rig {
     _state: tempfile::TempDir,
 }
 
-/// A config for the rig: state in `dir`, the service at a fake base URL,
-/// short verification pauses (the clock is paused anyway).
-pub fn config(dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.engine.state_dir = dir.to_path_buf();
-    config.service.base_url = Some("http://service.test".into());
-    config.verify.initial_wait = Duration::from_secs(1);
-    config
+/// The rig's setup: default engine config with its state in `dir`, the
+/// service at a fake base URL, a short initial verification wait.
+pub fn setup(dir: &std::path::Path) -> EngineSetup {
+    let mut setup = EngineSetup {
+        config: EngineConfig::default(),
+        verify: VerifyConfig::default(),
+        retention: None,
+        base_url: Some("http://service.test".into()),
+        db: None,
+        notifiers: None,
+    };
+    setup.config.state_dir = dir.to_path_buf();
+    setup.verify.initial_wait = Duration::from_secs(1);
+    setup
 }
 
 impl Rig {
     /// Must be called inside a tokio runtime (the clock anchors to it).
-    pub fn new(tweak: impl FnOnce(&mut Config)) -> Rig {
+    pub fn new(tweak: impl FnOnce(&mut EngineSetup)) -> Rig {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut config = config(dir.path());
-        tweak(&mut config);
+        let mut setup = setup(dir.path());
+        tweak(&mut setup);
         let clock = Clock::tokio();
         let platform = FakePlatform::new(clock.now());
         let service = Arc::new(FakeService::default());
-        let engine = Engine::new(&config, platform.clone())
+        let engine = Engine::new(setup, platform.clone())
             .expect("the engine builds from the rig's config")
             .with_parts(service.clone(), clock);
         Rig {

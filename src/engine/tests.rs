@@ -171,7 +171,7 @@ async fn a_slow_platform_exceeds_the_pre_validation_budget_and_nothing_changes()
 
 #[tokio::test(start_paused = true)]
 async fn a_platform_slower_than_the_application_budget_is_cut_off_and_recorded() {
-    let rig = Rig::new(|c| c.engine.budgets.application = Duration::from_secs(30));
+    let rig = Rig::new(|c| c.config.budgets.application = Duration::from_secs(30));
     let report = {
         let platform = rig.platform.clone();
         // Planning is quick; every call after the plan takes a minute.
@@ -218,7 +218,7 @@ async fn an_unhealthy_service_fails_verification_within_its_budget() {
 #[tokio::test(start_paused = true)]
 async fn a_service_slower_than_the_verification_budget_is_cut_off() {
     let rig = Rig::new(|c| {
-        c.engine.budgets.verification = Duration::from_secs(3);
+        c.config.budgets.verification = Duration::from_secs(3);
         c.verify.initial_wait = Duration::ZERO;
     });
     let service = rig.service.clone();

@@ -6,20 +6,21 @@
 //! only, then given up and counted. Webhook URLs and keys never reach the
 //! logs (reqwest errors are stripped of their URL).
 
+pub mod config;
 pub mod pagerduty;
 pub mod slack;
 pub mod webhook;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Delivery, NotifierConfig, ServiceConfig};
 use crate::history::RuleTrigger;
-use crate::watch::status::lock;
+use crate::service::ServiceConfig;
+use config::{Delivery, NotifierConfig};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -138,7 +139,7 @@ impl Notification {
             .map(|r| {
                 let value = r
                     .value
-                    .map_or("no value".to_string(), crate::engine::dispatch::short);
+                    .map_or("no value".to_string(), crate::rules::value::short);
                 format!("{} {value} ({})", r.rule, r.condition)
             })
             .collect::<Vec<_>>()
@@ -212,6 +213,8 @@ pub struct Notifiers {
     sinks: Vec<Sink>,
     client: reqwest::Client,
     service: ServiceConfig,
+    /// Taken even when poisoned: a list of handles stays usable after a
+    /// panic elsewhere, and losing it would drop deliveries at shutdown.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -271,7 +274,7 @@ impl Notifiers {
         n.service = n.service.or_else(|| self.service.name.clone());
         n.environment = n.environment.or_else(|| self.service.environment.clone());
         let n = Arc::new(n);
-        let mut tasks = lock(&self.tasks);
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         tasks.retain(|t| !t.is_finished());
         for sink in self.sinks.iter().filter(|s| s.events.contains(&n.event)) {
             let notifier = sink.notifier.clone();
@@ -287,7 +290,12 @@ impl Notifiers {
     /// Waits (at most `timeout`) for queued deliveries; the CLI calls this
     /// before it exits.
     pub async fn flush(&self, timeout: Duration) {
-        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        let tasks: Vec<_> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
         let _ = tokio::time::timeout(timeout, futures_util::future::join_all(tasks)).await;
     }
 }

@@ -5,8 +5,9 @@
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
+use super::config::PagerDutyConfig;
 use super::{post_json, Notification, Notifier, NotifyError, NotifyEvent};
-use crate::config::{PagerDutyConfig, Secret};
+use crate::secret::Secret;
 
 /// The events PagerDuty acts on.
 pub const DEFAULT_EVENTS: [NotifyEvent; 4] = [

@@ -3,8 +3,9 @@
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
+use super::config::SlackConfig;
 use super::{post_json, Notification, Notifier, NotifyError, NotifyEvent};
-use crate::config::{Secret, SlackConfig};
+use crate::secret::Secret;
 
 pub struct Slack {
     url: Secret,
@@ -30,7 +31,7 @@ pub fn payload(n: &Notification) -> Value {
     for r in &n.rules {
         let value = r
             .value
-            .map_or("no value".to_string(), crate::engine::dispatch::short);
+            .map_or("no value".to_string(), crate::rules::value::short);
         field("Rule", r.rule.clone());
         field("Value", format!("{value} (threshold {})", r.condition));
     }

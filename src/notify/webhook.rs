@@ -2,8 +2,9 @@
 
 use futures_util::future::BoxFuture;
 
+use super::config::WebhookConfig;
 use super::{post_json, Notification, Notifier, NotifyError};
-use crate::config::{Secret, WebhookConfig};
+use crate::secret::Secret;
 
 pub struct Webhook {
     url: Secret,

@@ -20,8 +20,8 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use tokio::process::Command;
 
+use super::config::CommandConfig;
 use super::{DeployProvider, Deployment, ProviderError};
-use crate::config::CommandConfig;
 
 #[derive(Debug)]
 pub struct CommandProvider {

@@ -4,6 +4,7 @@
 //! anything: choosing a target and following a rollback is the engine's job.
 
 pub mod command;
+pub mod config;
 pub mod railway;
 
 use std::time::{Duration, SystemTime};
@@ -67,7 +68,7 @@ pub trait DeployProvider: Send + Sync {
 pub enum ProviderError {
     #[error("cannot reach {what}: {message}")]
     Unreachable { what: String, message: String },
-    #[error("{what} did not answer within {}", crate::rules::duration::format(*.after))]
+    #[error("{what} did not answer within {}", crate::duration::format(*.after))]
     Timeout { what: String, after: Duration },
     #[error("{what} answered HTTP {status}: {body}")]
     Http {

@@ -12,11 +12,32 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::config::{MissingSetting, RailwayConfig, TokenKind};
 use super::{DeployProvider, Deployment, ProviderError};
-use crate::config::{RailwayConfig, TokenKind};
 
 const WHAT: &str = "Railway";
 const FIELDS: &str = "id status createdAt meta canRollback";
+
+/// Why a Railway client could not be built from `[provider]`.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A setting is neither in the config nor in the environment.
+    #[error(transparent)]
+    Missing(#[from] MissingSetting),
+    /// The token cannot travel in an HTTP header.
+    #[error("the Railway token contains characters not allowed in an HTTP header")]
+    Header,
+    /// The HTTP client itself could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+// shim: src/engine expects String errors from Railway::new; removed after the merge
+impl From<SetupError> for String {
+    fn from(e: SetupError) -> String {
+        e.to_string()
+    }
+}
 
 pub struct Railway {
     client: reqwest::Client,
@@ -39,22 +60,20 @@ impl std::fmt::Debug for Railway {
 }
 
 impl Railway {
-    pub fn new(config: &RailwayConfig) -> Result<Self, String> {
+    pub fn new(config: &RailwayConfig) -> Result<Self, SetupError> {
         let (kind, token) = config.token()?;
         let (name, value) = match kind {
             TokenKind::Project => (HeaderName::from_static("project-access-token"), token),
             TokenKind::Account => (AUTHORIZATION, format!("Bearer {token}")),
         };
-        let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            "the Railway token contains characters not allowed in an HTTP header".to_string()
-        })?;
+        let mut value = HeaderValue::from_str(&value).map_err(|_| SetupError::Header)?;
         value.set_sensitive(true);
         crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(SetupError::Client)?;
         Ok(Railway {
             client,
             endpoint: config.endpoint.clone(),

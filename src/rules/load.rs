@@ -12,9 +12,9 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, Expr};
 use serde::Deserialize;
 
-use super::duration;
 use super::model::*;
 use super::template;
+use crate::duration;
 
 /// Template variables available to rule files (`{{service}}` and friends).
 pub type Variables = BTreeMap<String, String>;
@@ -151,7 +151,7 @@ struct RawGroup {
     name: String,
     interval: Option<String>,
     #[serde(default)]
-    rules: Vec<serde_yaml::Value>,
+    rules: Vec<serde_norway::Value>,
 }
 
 #[derive(Deserialize)]
@@ -288,7 +288,7 @@ fn parse_file(
     if text.trim().is_empty() {
         return;
     }
-    let raw: RawFile = match serde_yaml::from_str(text) {
+    let raw: RawFile = match serde_norway::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
             errors.push(file_error(format!(
@@ -340,7 +340,7 @@ fn parse_file(
             if !names.insert(label.clone()) {
                 ctx.error("another rule in this group has the same name; names must be unique within a group");
             }
-            match serde_yaml::from_value::<RawRule>(value) {
+            match serde_norway::from_value::<RawRule>(value) {
                 Err(e) => ctx.error(e.to_string()),
                 Ok(raw) => {
                     if let Some(rule) = validate_rule(raw, vars, &mut ctx) {

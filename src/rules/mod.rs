@@ -1,13 +1,19 @@
 //! Rules: their types, how they are loaded and checked from files kept in git,
-//! and the pure pending/firing state machine. Nothing here talks to
-//! Prometheus or reads the clock; the watcher supplies both.
+//! the pure pending/firing state machine, and the rules' domain data that
+//! other subsystems share: firing events, rule status, value formatting.
+//! Nothing here talks to Prometheus or reads the clock; the watcher supplies
+//! both.
 
-pub mod duration;
+pub mod event;
 pub mod load;
 pub mod model;
 pub mod state;
+pub mod status;
 pub mod template;
+pub mod value;
 
+pub use event::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 pub use load::{load_paths, LoadError, RuleError, Variables};
 pub use model::*;
 pub use state::{AlertState, Input, RuleState, Transition};
+pub use status::{ActiveSeries, RuleStatus};

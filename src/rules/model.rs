@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::duration::Pretty;
+use crate::duration::Pretty;
 
 /// Label set of one series, as Prometheus returned it (without `__name__`).
 pub type Labels = BTreeMap<String, String>;

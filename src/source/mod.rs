@@ -4,7 +4,10 @@
 //! query returned nothing": a failure is a [`SourceError`], an empty result is
 //! an empty `Vec`.
 
+pub mod config;
 pub mod prometheus;
+
+use config::AuthError;
 
 use std::time::{Duration, SystemTime};
 
@@ -73,7 +76,7 @@ pub enum SourceError {
     #[error("cannot reach Prometheus at {url}: {message}")]
     Connect { url: String, message: String },
     /// No answer within the query timeout.
-    #[error("Prometheus did not answer within {}", crate::rules::duration::format(*.after))]
+    #[error("Prometheus did not answer within {}", crate::duration::format(*.after))]
     Timeout { after: Duration },
     /// An HTTP status without a Prometheus error body (a proxy, a 401…).
     #[error("Prometheus answered HTTP {status}: {body}")]
@@ -84,9 +87,80 @@ pub enum SourceError {
     /// A result rollbackd cannot use (a range vector, a string, a native histogram).
     #[error("unsupported result: {0}")]
     Unsupported(String),
+    /// HTTP 401 or 403 (from Prometheus or a proxy in front of it): the
+    /// credentials are missing or wrong. `auth_key` is the key that holds
+    /// the credentials sent, if any.
+    #[error("{}", unauthorized(*.status, *.auth_key, .body))]
+    Unauthorized {
+        status: u16,
+        auth_key: Option<&'static str>,
+        body: String,
+    },
+    /// A web page where Prometheus's JSON was expected: most often the login
+    /// page of a proxy that wants credentials, sometimes a wrong URL.
+    #[error("{}", web_page(*.auth_key))]
+    WebPage { auth_key: Option<&'static str> },
     /// A body that is not Prometheus's JSON.
     #[error("cannot decode Prometheus's answer: {0}")]
     Decode(String),
+}
+
+/// Which keys to fix when Prometheus refuses rollbackd.
+fn credentials_hint(auth_key: Option<&'static str>) -> String {
+    match auth_key {
+        None => "rollbackd sends no credentials; set prometheus.bearer_token, bearer_token_file or basic_auth".into(),
+        Some(key) => format!("fix {key} (or, if a proxy needs another kind, set bearer_token, bearer_token_file or basic_auth instead)"),
+    }
+}
+
+fn unauthorized(status: u16, auth_key: Option<&'static str>, body: &str) -> String {
+    let refused = if auth_key.is_some() {
+        "refused rollbackd's credentials"
+    } else {
+        "wants credentials"
+    };
+    let body = if body.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", body.trim())
+    };
+    format!(
+        "Prometheus (or a proxy in front of it) {refused}: HTTP {status}{body}; {}",
+        credentials_hint(auth_key)
+    )
+}
+
+fn web_page(auth_key: Option<&'static str>) -> String {
+    format!(
+        "Prometheus's address answered with a web page, not Prometheus's JSON: a proxy's login page? \
+         If so, {}; otherwise check prometheus.url",
+        credentials_hint(auth_key)
+    )
+}
+
+/// The URL parser's error, named through reqwest so rollbackd needs no
+/// direct dependency on the `url` crate.
+pub type UrlError = <reqwest::Url as std::str::FromStr>::Err;
+
+/// Why a Prometheus client could not be built from `[prometheus]`.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `prometheus.url` does not make an API URL.
+    #[error("prometheus.url {url:?} is not a URL: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: UrlError,
+    },
+    /// The configured credentials cannot be read.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The credentials cannot travel in an HTTP header.
+    #[error("{key}: the Prometheus credentials contain characters not allowed in an HTTP header (a stray newline or control character?)")]
+    Header { key: &'static str },
+    /// The HTTP client itself could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
 }
 
 impl SourceError {
@@ -95,7 +169,7 @@ impl SourceError {
         match self {
             SourceError::Connect { .. } => "connect",
             SourceError::Timeout { .. } => "timeout",
-            SourceError::Status { .. } => "http_status",
+            SourceError::Status { .. } | SourceError::Unauthorized { .. } => "http_status",
             SourceError::Api { error_type, .. } => match error_type.as_str() {
                 "bad_data" => "bad_data",
                 "timeout" | "canceled" => "query_timeout",
@@ -103,7 +177,7 @@ impl SourceError {
                 _ => "api_other",
             },
             SourceError::Unsupported(_) => "unsupported_result",
-            SourceError::Decode(_) => "decode",
+            SourceError::WebPage { .. } | SourceError::Decode(_) => "decode",
         }
     }
 }

@@ -14,8 +14,8 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::{MetricsSource, Query, QueryResult, Sample, SourceError};
-use crate::config::{PrometheusAuth, PrometheusConfig};
+use super::config::{PrometheusAuth, PrometheusConfig};
+use super::{MetricsSource, Query, QueryResult, Sample, SetupError, SourceError};
 use crate::rules::Labels;
 
 /// A Prometheus server reached over HTTP.
@@ -26,6 +26,8 @@ pub struct Prometheus {
     base: String,
     timeout: Duration,
     max_per_request: usize,
+    /// The key holding the credentials sent, named when Prometheus refuses them.
+    auth_key: Option<&'static str>,
     /// Expressions that failed when asked alone after a combined request
     /// fell back: asked alone from then on, until one succeeds, so a broken
     /// or slow expression does not cost its chunk a failed combined request
@@ -45,24 +47,25 @@ impl std::fmt::Debug for Prometheus {
 impl Prometheus {
     /// Builds a client from validated config. Fails only when the client
     /// itself cannot be built (for example an unreadable token file).
-    pub fn new(config: &PrometheusConfig) -> Result<Self, SourceError> {
+    pub fn new(config: &PrometheusConfig) -> Result<Self, SetupError> {
         let base = config.url.trim_end_matches('/').to_string();
-        let query_url = reqwest::Url::parse(&format!("{base}/api/v1/query")).map_err(|e| {
-            SourceError::Decode(format!("prometheus.url {:?} is not a URL: {e}", config.url))
+        let query_url = reqwest::Url::parse(&format!("{base}/api/v1/query")).map_err(|source| {
+            SetupError::Url {
+                url: config.url.clone(),
+                source,
+            }
         })?;
         let mut headers = HeaderMap::new();
-        if let Some(auth) = config.auth().map_err(SourceError::Decode)? {
+        let auth_key = config.auth_key();
+        if let Some(auth) = config.auth()? {
             let value = match auth {
                 PrometheusAuth::Bearer(token) => format!("Bearer {token}"),
                 PrometheusAuth::Basic { username, password } => {
                     format!("Basic {}", base64(&format!("{username}:{password}")))
                 }
             };
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                SourceError::Decode(
-                    "the Prometheus credentials contain characters not allowed in an HTTP header"
-                        .into(),
-                )
+            let mut value = HeaderValue::from_str(&value).map_err(|_| SetupError::Header {
+                key: auth_key.unwrap_or("prometheus"),
             })?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
@@ -74,13 +77,14 @@ impl Prometheus {
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| SourceError::Decode(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(SetupError::Client)?;
         Ok(Prometheus {
             client,
             query_url,
             base,
             timeout: config.timeout,
             max_per_request: config.max_queries_per_request.max(1),
+            auth_key,
             solo: Arc::default(),
         })
     }
@@ -220,11 +224,19 @@ impl Prometheus {
                 error_type: error_type.unwrap_or_else(|| "unknown".into()),
                 message: error.unwrap_or_default(),
             }),
+            _ if matches!(status.as_u16(), 401 | 403) => Err(SourceError::Unauthorized {
+                status: status.as_u16(),
+                auth_key: self.auth_key,
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            }),
             _ if !status.is_success() => Err(SourceError::Status {
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&body).chars().take(200).collect(),
             }),
             Ok(_) => Err(SourceError::Decode("a success answer without data".into())),
+            Err(_) if looks_like_a_web_page(&body) => Err(SourceError::WebPage {
+                auth_key: self.auth_key,
+            }),
             Err(e) => Err(SourceError::Decode(e.to_string())),
         }
     }
@@ -320,6 +332,16 @@ fn split(samples: Vec<Sample>, queries: usize) -> Result<Vec<Vec<Sample>>, Sourc
     Ok(answers)
 }
 
+/// HTML where JSON was expected: a proxy's login page after a redirect
+/// answers 200, so only the body tells it apart.
+fn looks_like_a_web_page(body: &[u8]) -> bool {
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map_or(&[][..], |i| &body[i..]);
+    start.starts_with(b"<")
+}
+
 /// Whether a failed combined request is worth repeating query by query:
 /// not when Prometheus cannot be reached or says it is overloaded, which
 /// every single query would hear too.
@@ -327,6 +349,8 @@ fn worth_asking_one_by_one(e: &SourceError) -> bool {
     !matches!(
         e,
         SourceError::Connect { .. }
+            | SourceError::Unauthorized { .. }
+            | SourceError::WebPage { .. }
             | SourceError::Status {
                 status: 401 | 403 | 429 | 502 | 503 | 504,
                 ..
@@ -437,6 +461,7 @@ fn base64(input: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::config::BasicAuth;
 
     fn data(kind: &str, result: &str) -> ApiData {
         serde_json::from_str(&format!(r#"{{"resultType":"{kind}","result":{result}}}"#)).unwrap()
@@ -590,5 +615,99 @@ mod tests {
         assert_eq!(base64("user:pass"), "dXNlcjpwYXNz");
         assert_eq!(base64("a"), "YQ==");
         assert_eq!(base64("ab"), "YWI=");
+    }
+
+    /// Answers one HTTP request with `response`, on a thread of its own.
+    fn answer_once(response: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = conn.write_all(response.as_bytes());
+        });
+        url
+    }
+
+    async fn ask(config: PrometheusConfig) -> SourceError {
+        let prometheus = Prometheus::new(&config).unwrap();
+        prometheus.query("up", SystemTime::now()).await.unwrap_err()
+    }
+
+    #[test]
+    fn an_unreadable_bearer_token_file_names_the_key_to_fix() {
+        let config = PrometheusConfig {
+            bearer_token_file: Some("/nonexistent/rollbackd/token".into()),
+            ..PrometheusConfig::default()
+        };
+        let text = Prometheus::new(&config).unwrap_err().to_string();
+        assert!(text.contains("prometheus.bearer_token_file"), "{text}");
+        assert!(text.contains("/nonexistent/rollbackd/token"), "{text}");
+        assert!(!text.contains("decode"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_401_names_the_credentials_key_to_fix() {
+        let url = answer_once(
+            "HTTP/1.1 401 Unauthorized\r\ncontent-length: 12\r\nconnection: close\r\n\r\nUnauthorized",
+        );
+        let e = ask(PrometheusConfig {
+            url,
+            bearer_token: Some(crate::secret::Secret::new("wrong")),
+            ..PrometheusConfig::default()
+        })
+        .await;
+        let text = e.to_string();
+        assert!(
+            matches!(e, SourceError::Unauthorized { status: 401, .. }),
+            "{text}"
+        );
+        assert!(text.contains("fix prometheus.bearer_token"), "{text}");
+        assert!(!text.contains("decode"), "{text}");
+        assert!(!worth_asking_one_by_one(&e));
+    }
+
+    #[tokio::test]
+    async fn a_403_without_credentials_says_which_keys_to_set() {
+        let url =
+            answer_once("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let text = ask(PrometheusConfig {
+            url,
+            ..PrometheusConfig::default()
+        })
+        .await
+        .to_string();
+        assert!(text.contains("HTTP 403"), "{text}");
+        assert!(
+            text.contains("set prometheus.bearer_token, bearer_token_file or basic_auth"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_login_page_instead_of_json_points_at_the_credentials() {
+        let url = answer_once(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 26\r\nconnection: close\r\n\r\n<html><form>login</form>\n\n",
+        );
+        let e = ask(PrometheusConfig {
+            url,
+            basic_auth: Some(BasicAuth {
+                username: "u".into(),
+                password: crate::secret::Secret::new("p"),
+            }),
+            ..PrometheusConfig::default()
+        })
+        .await;
+        let text = e.to_string();
+        assert!(matches!(e, SourceError::WebPage { .. }), "{text}");
+        assert!(text.contains("fix prometheus.basic_auth"), "{text}");
     }
 }

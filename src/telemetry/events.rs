@@ -5,8 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{error, info, warn};
 
-use crate::rules::{Labels, Transition};
-use crate::watch::FiringEvent;
+use crate::rules::{FiringEvent, Labels, Transition};
 
 /// A query to Prometheus failed.
 pub fn query_failed(group: &str, rule: &str, kind: &'static str, detail: &str) {

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::watch::RuleStatus;
+use crate::rules::RuleStatus;
 
 /// Appends the per-rule families in the Prometheus text format.
 pub fn render(rules: &[RuleStatus], out: &mut String) {

@@ -2,6 +2,7 @@
 //! and for verification after a rollback. A check never panics and never
 //! hangs past its timeout: every failure is a [`CheckResult`].
 
+pub mod config;
 pub mod phases;
 
 use std::time::{Duration, Instant};
@@ -55,10 +56,7 @@ pub async fn check(
             status: None,
             latency,
             reason: if e.is_timeout() {
-                format!(
-                    "no answer within {}",
-                    crate::rules::duration::format(timeout)
-                )
+                format!("no answer within {}", crate::duration::format(timeout))
             } else if e.is_connect() {
                 "connection refused or unreachable".to_string()
             } else {

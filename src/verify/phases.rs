@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use serde::Serialize;
 
+use super::config::{HealthPhaseConfig, VerifyConfig};
 use super::{CheckResult, HealthProbe};
-use crate::config::{HealthPhaseConfig, VerifyConfig};
 
 /// One check's result, for tables and reports.
 #[derive(Debug, Clone, Serialize)]
@@ -93,7 +93,7 @@ pub async fn verify(
             report.stopped = Some(format!(
                 "phase {} did not pass within the verification budget ({})",
                 phase.name,
-                crate::rules::duration::format(budget)
+                crate::duration::format(budget)
             ));
             break;
         }

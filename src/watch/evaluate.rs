@@ -113,13 +113,37 @@ pub async fn fetch(
 
 /// Interprets an answer for `rule`; `consecutive_failures` is the probe
 /// counter carried between evaluations.
+///
+/// An answer of the other kind (a query answer for a probe rule, or the
+/// reverse) is a rollbackd bug, say a rule whose kind changed under a
+/// reload while its answer was in flight. It must not end the group's task,
+/// which would stop every rule of the group for good: the rule holds its
+/// state for this evaluation, which counts as an error.
 pub fn interpret(rule: &Rule, answer: Answer, consecutive_failures: &mut u32) -> Evaluation {
     match (&rule.kind, answer) {
         (RuleKind::Query(q), Answer::Query { result, guard }) => interpret_query(q, result, guard),
         (RuleKind::Probe(p), Answer::Probe(check)) => {
             interpret_probe(p, &check, consecutive_failures)
         }
-        _ => unreachable!("fetch answers in the rule's own kind"),
+        (kind, answer) => {
+            let (rule_kind, answer_kind) = match (kind, answer) {
+                (RuleKind::Query(_), _) => ("query", "probe"),
+                (RuleKind::Probe(_), _) => ("probe", "query"),
+            };
+            let detail = format!(
+                "rollbackd bug: a {answer_kind} answer reached the {rule_kind} rule {:?}; \
+                 the rule holds its state",
+                rule.name
+            );
+            tracing::error!(rule = %rule.name, "{detail}");
+            Evaluation {
+                outcome: Outcome::Error,
+                input: Input::Hold,
+                value: None,
+                detail: Some(detail),
+                error_kind: None,
+            }
+        }
     }
 }
 
@@ -462,5 +486,30 @@ mod tests {
             .map(|c| interpret_probe(&rule, c, &mut n).breaching())
             .collect();
         assert_eq!(breaches, [false, false, false, false, false, true]);
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_kind_holds_the_rule_instead_of_ending_its_group() {
+        let rule = Rule {
+            name: "ErrorRate".into(),
+            kind: RuleKind::Query(rule()),
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            labels: Labels::new(),
+            annotations: Labels::new(),
+            policy: crate::rules::Policy::DryRun,
+        };
+        let probe_answer = Answer::Probe(CheckResult {
+            healthy: false,
+            status: Some(503),
+            latency: Duration::ZERO,
+            reason: "HTTP 503".into(),
+        });
+        let mut failures = 0;
+        let e = interpret(&rule, probe_answer, &mut failures);
+        assert_eq!(e.outcome, Outcome::Error);
+        assert_eq!(e.input, Input::Hold);
+        assert!(e.detail.unwrap().contains("ErrorRate"));
+        assert_eq!(failures, 0);
     }
 }

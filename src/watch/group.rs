@@ -5,7 +5,7 @@
 //! stops the others; missed ticks are skipped, never burst.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use futures_util::future::BoxFuture;
@@ -14,9 +14,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use super::evaluate::{self, Outcome};
-use super::status::{lock, ActiveSeries, RuleStatus, SharedRules, StatusBoard};
-use super::{FiringEvent, RuleEvent};
-use crate::rules::{AlertState, Group, Rule, RuleKind, RuleState};
+use super::status::{SharedRules, StatusBoard};
+use crate::rules::{
+    ActiveSeries, AlertState, FiringEvent, Group, Rule, RuleEvent, RuleKind, RuleState, RuleStatus,
+};
 use crate::source::{MetricsSource, Query, QueryResult, SourceError};
 use crate::telemetry::events;
 
@@ -125,7 +126,7 @@ pub async fn run(
         evaluate_once(&group, &plan, &shared, &ctx, &histograms, now).await;
         ctx.board.group_evaluated(&group.name);
     }
-    let rules = std::mem::take(&mut *lock(&shared));
+    let rules = std::mem::take(&mut *shared.lock().unwrap_or_else(PoisonError::into_inner));
     rules
 }
 
@@ -237,7 +238,7 @@ async fn evaluate_once(
 
     let mut fired = Vec::new();
     {
-        let mut rules = lock(shared);
+        let mut rules = shared.lock().unwrap_or_else(PoisonError::into_inner);
         for (rt, answer) in rules.iter_mut().zip(answers) {
             if let Some(answer) = answer {
                 apply(&group.name, rt, answer, now, &mut fired);

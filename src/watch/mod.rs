@@ -4,8 +4,8 @@
 //! any error the running rules stay and the error is logged and counted; on
 //! success unchanged rules keep their pending/firing state.
 
+pub mod config;
 pub mod evaluate;
-pub mod event;
 pub mod group;
 pub mod status;
 
@@ -16,11 +16,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use event::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 pub use group::{GroupContext, RuleRuntime};
-pub use status::{RuleStatus, StatusBoard};
+pub use status::StatusBoard;
 
-use crate::config::Config;
 use crate::rules::{self, load::rule_files, LoadError, RuleSet};
 use crate::telemetry::events;
 
@@ -33,11 +31,12 @@ pub struct RuleSource {
 }
 
 impl RuleSource {
-    pub fn from_config(config: &Config) -> Self {
+    /// `variables` are the template variables (see `Config::template_variables`).
+    pub fn from_config(watch: &config::WatchConfig, variables: rules::Variables) -> Self {
         RuleSource {
-            paths: config.watch.rule_paths.clone(),
-            variables: config.template_variables(),
-            default_interval: config.watch.evaluation_interval,
+            paths: watch.rule_paths.clone(),
+            variables,
+            default_interval: watch.evaluation_interval,
         }
     }
 

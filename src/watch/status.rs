@@ -4,39 +4,21 @@
 //! `/api/v1/rules`. Holds no logic of its own beyond bookkeeping.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
-
-use serde::Serialize;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::RuleRuntime;
-use crate::rules::{AlertState, Labels, Policy};
+use crate::rules::RuleStatus;
 
-/// One rule as last seen.
-#[derive(Debug, Clone, Serialize)]
-pub struct RuleStatus {
-    pub group: String,
-    pub rule: String,
-    pub kind: &'static str,
-    pub policy: Policy,
-    pub condition: String,
-    pub threshold: f64,
-    pub state: AlertState,
-    pub value: Option<f64>,
-    pub outcome: Option<&'static str>,
-    pub detail: Option<String>,
-    /// Evaluations so far, by outcome.
-    pub evaluations: BTreeMap<&'static str, u64>,
-    pub firing_events: u64,
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_rfc3339")]
-    pub last_evaluation: Option<SystemTime>,
-    pub active_series: Vec<ActiveSeries>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ActiveSeries {
-    pub labels: Labels,
-    pub state: AlertState,
+/// Why the watcher is not ready or not live; the groups concerned, by name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HealthError {
+    /// Some groups have not completed their first evaluation.
+    #[error("waiting for the first evaluation of group(s): {}", .0.join(", "))]
+    Waiting(Vec<String>),
+    /// Some groups have been silent for three intervals plus the grace.
+    #[error("no evaluation completed recently in group(s): {}", .0.join(", "))]
+    Stuck(Vec<String>),
 }
 
 /// The rules of one running group, shared between its task (which writes
@@ -52,16 +34,11 @@ struct GroupEntry {
     rules: SharedRules,
 }
 
-/// The shared board.
+/// The shared board. Its locks are taken even when poisoned: a panicking
+/// reader leaves plain bookkeeping that is still worth serving.
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     groups: Mutex<BTreeMap<String, GroupEntry>>,
-}
-
-/// Locks a mutex even if a panicking thread poisoned it: the data is plain
-/// bookkeeping and still worth serving.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl StatusBoard {
@@ -74,39 +51,55 @@ impl StatusBoard {
         rules: Vec<RuleRuntime>,
     ) -> SharedRules {
         let shared = Arc::new(Mutex::new(rules));
-        lock(&self.groups).insert(
-            group.to_string(),
-            GroupEntry {
-                interval,
-                started: Instant::now(),
-                last_completed: None,
-                rules: shared.clone(),
-            },
-        );
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                group.to_string(),
+                GroupEntry {
+                    interval,
+                    started: Instant::now(),
+                    last_completed: None,
+                    rules: shared.clone(),
+                },
+            );
         shared
     }
 
     pub fn group_evaluated(&self, group: &str) {
-        if let Some(g) = lock(&self.groups).get_mut(group) {
+        if let Some(g) = self
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(group)
+        {
             g.last_completed = Some(Instant::now());
         }
     }
 
     /// Forgets every group not in `keep` (after a reload).
     pub fn retain(&self, keep: &BTreeSet<String>) {
-        lock(&self.groups).retain(|g, _| keep.contains(g));
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|g, _| keep.contains(g));
     }
 
     /// Every rule's status, in group order.
     pub fn rules(&self) -> Vec<RuleStatus> {
-        let groups: Vec<(String, SharedRules)> = lock(&self.groups)
+        let groups: Vec<(String, SharedRules)> = self
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(name, g)| (name.clone(), g.rules.clone()))
             .collect();
         groups
             .iter()
             .flat_map(|(name, rules)| {
-                lock(rules)
+                rules
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
                     .iter()
                     .map(|rt| rt.status(name))
                     .collect::<Vec<_>>()
@@ -115,55 +108,57 @@ impl StatusBoard {
     }
 
     /// Ready once every group has completed one evaluation.
-    pub fn ready(&self) -> Result<(), String> {
-        let groups = lock(&self.groups);
-        let waiting: Vec<&str> = groups
+    pub fn ready(&self) -> Result<(), HealthError> {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let waiting: Vec<String> = groups
             .iter()
             .filter(|(_, g)| g.last_completed.is_none())
-            .map(|(n, _)| n.as_str())
+            .map(|(n, _)| n.clone())
             .collect();
         if waiting.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "waiting for the first evaluation of group(s): {}",
-                waiting.join(", ")
-            ))
+            Err(HealthError::Waiting(waiting))
         }
     }
 
     /// Live while every group completes evaluations: none may be silent for
     /// three intervals plus `grace` (the query timeout).
-    pub fn live(&self, grace: Duration) -> Result<(), String> {
-        let groups = lock(&self.groups);
+    pub fn live(&self, grace: Duration) -> Result<(), HealthError> {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let stuck: Vec<&str> = groups
+        let stuck: Vec<String> = groups
             .iter()
             .filter(|(_, g)| {
                 let since = g.last_completed.unwrap_or(g.started);
                 now.duration_since(since) > g.interval * 3 + grace
             })
-            .map(|(n, _)| n.as_str())
+            .map(|(n, _)| n.clone())
             .collect();
         if stuck.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "no evaluation completed recently in group(s): {}",
-                stuck.join(", ")
-            ))
+            Err(HealthError::Stuck(stuck))
         }
     }
 }
 
-mod opt_rfc3339 {
-    use serde::Serializer;
-    use std::time::SystemTime;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
-            None => s.serialize_none(),
-        }
+    #[test]
+    fn a_group_without_a_first_evaluation_keeps_the_watcher_unready() {
+        let board = StatusBoard::default();
+        board.register_group("api", Duration::from_secs(15), Vec::new());
+        board.register_group("db", Duration::from_secs(15), Vec::new());
+        assert_eq!(
+            board.ready().unwrap_err().to_string(),
+            "waiting for the first evaluation of group(s): api, db"
+        );
+        board.group_evaluated("api");
+        board.group_evaluated("db");
+        board.ready().unwrap();
+        board.live(Duration::from_secs(10)).unwrap();
     }
 }

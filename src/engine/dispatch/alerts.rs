@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::rules::Labels;
-use crate::watch::{FiringEvent, ALERTMANAGER_GROUP};
+use crate::rules::{FiringEvent, ALERTMANAGER_GROUP};
 
 #[derive(Debug, Default)]
 pub(super) struct FiringAlerts {

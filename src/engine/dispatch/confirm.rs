@@ -6,13 +6,13 @@
 use serde::Serialize;
 
 use super::{Command, Dispatcher};
-use crate::config::ConfirmDefault;
+use crate::engine::config::ConfirmDefault;
 use crate::engine::pending::PendingRollback;
 use crate::engine::{new_id, RollbackRequest, Trigger};
 use crate::history::RuleTrigger;
 use crate::notify::{Notification, NotifyEvent};
+use crate::rules::ALERTMANAGER_GROUP;
 use crate::rules::{AlertState, Policy};
-use crate::watch::ALERTMANAGER_GROUP;
 
 /// An approval that started a rollback.
 #[derive(Debug, Clone, Serialize)]

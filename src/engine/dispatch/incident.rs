@@ -2,13 +2,14 @@
 //! rollback request under the most permissive of their policies; and a rule
 //! that resolved, which cancels the confirmations it caused.
 
-use super::{short, trigger_of, Dispatcher};
+use super::{trigger_of, Dispatcher};
 use crate::engine::{Blocked, RollbackRequest, Trigger};
 use crate::history::RuleTrigger;
 use crate::notify::{Notification, NotifyEvent};
+use crate::rules::value::short;
 use crate::rules::{AlertState, Policy};
+use crate::rules::{FiringEvent, ALERTMANAGER_GROUP};
 use crate::telemetry::events;
-use crate::watch::{FiringEvent, ALERTMANAGER_GROUP};
 
 impl Dispatcher {
     /// A firing rule or alert resolved: say so, and cancel the pending

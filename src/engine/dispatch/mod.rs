@@ -33,7 +33,8 @@ use tokio::time::Instant;
 
 use super::pending::PendingStore;
 use super::{new_id, Engine, RollbackRequest, RunReport};
-use crate::watch::{FiringEvent, RuleEvent, StatusBoard};
+use crate::rules::{FiringEvent, RuleEvent};
+use crate::watch::StatusBoard;
 
 pub use confirm::{ApproveError, Approved};
 
@@ -179,20 +180,6 @@ async fn coalesce(
         }
     }
     incident
-}
-
-/// A value for messages: at most six decimals, trailing zeros dropped.
-pub fn short(v: f64) -> String {
-    if !v.is_finite() {
-        return v.to_string();
-    }
-    let text = format!("{v:.6}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text.is_empty() || text == "-" {
-        "0".into()
-    } else {
-        text.to_string()
-    }
 }
 
 /// A firing event as the history records it.

@@ -10,13 +10,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep;
 
 use super::{ApproveError, Approved, Command, Dispatcher};
-use crate::config::ConfirmDefault;
+use crate::engine::config::ConfirmDefault;
 use crate::engine::pending::PendingStore;
 use crate::engine::testing::Rig;
 use crate::engine::BreakerState;
 use crate::history::EventKind;
+use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 use crate::rules::{Labels, Policy};
-use crate::watch::{FiringEvent, RuleEvent, StatusBoard, ALERTMANAGER_GROUP};
+use crate::watch::StatusBoard;
 
 struct Daemon {
     rig: Rig,
@@ -26,7 +27,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(tweak: impl FnOnce(&mut crate::config::Config)) -> Daemon {
+    fn start(tweak: impl FnOnce(&mut crate::engine::EngineSetup)) -> Daemon {
         let rig = Rig::new(tweak);
         let pending = Arc::new(PendingStore::default());
         let dispatcher = Dispatcher::new(
@@ -167,7 +168,7 @@ async fn a_dry_run_rule_never_rolls_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_confirmation_nobody_answers_expires_to_reject() {
-    let d = Daemon::start(|c| c.engine.confirm_timeout = Duration::from_secs(900));
+    let d = Daemon::start(|c| c.config.confirm_timeout = Duration::from_secs(900));
     d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
         .await;
     sleep(Duration::from_secs(890)).await;
@@ -181,8 +182,8 @@ async fn a_confirmation_nobody_answers_expires_to_reject() {
 #[tokio::test(start_paused = true)]
 async fn a_confirmation_nobody_answers_expires_to_approve_when_configured() {
     let d = Daemon::start(|c| {
-        c.engine.confirm_timeout = Duration::from_secs(900);
-        c.engine.confirm_default = ConfirmDefault::Approve;
+        c.config.confirm_timeout = Duration::from_secs(900);
+        c.config.confirm_default = ConfirmDefault::Approve;
     });
     d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
         .await;
@@ -196,8 +197,8 @@ async fn a_confirmation_nobody_answers_expires_to_approve_when_configured() {
 #[tokio::test(start_paused = true)]
 async fn an_expired_approval_by_default_still_needs_the_alert_firing() {
     let d = Daemon::start(|c| {
-        c.engine.confirm_timeout = Duration::from_secs(60);
-        c.engine.confirm_default = ConfirmDefault::Approve;
+        c.config.confirm_timeout = Duration::from_secs(60);
+        c.config.confirm_default = ConfirmDefault::Approve;
     });
     d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
         .await;
@@ -293,8 +294,8 @@ async fn an_approval_still_passes_the_guards() {
 #[tokio::test(start_paused = true)]
 async fn the_breaker_goes_half_open_then_closes_once_the_rules_stay_clear() {
     let d = Daemon::start(|c| {
-        c.engine.half_open_after = Duration::from_secs(300);
-        c.engine.close_after = Duration::from_secs(300);
+        c.config.half_open_after = Duration::from_secs(300);
+        c.config.close_after = Duration::from_secs(300);
     });
     d.fire("HighErrorRate", "service", Policy::Auto).await;
     sleep(Duration::from_secs(60)).await;

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use tokio::time::Instant;
 
 use super::super::outcome::{FailureKind, Phase, PhaseOutcome};
-use super::super::run::{budget, Run};
+use super::super::run::Run;
 
 pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     let engine = run.engine;
@@ -44,7 +44,9 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     // last seen instead of only "did not finish".
     let poll = engine.config.poll_interval;
     let deadline = Instant::now()
-        + budget(&engine.config, Phase::Application)
+        + engine
+            .config
+            .budget(Phase::Application)
             .saturating_sub(poll + std::time::Duration::from_secs(1));
     let mut last_seen = String::from("the new deployment has not appeared yet");
     let deployment = loop {

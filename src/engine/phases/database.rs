@@ -4,7 +4,7 @@
 
 use super::super::outcome::{FailureKind, Phase, PhaseOutcome, SkipReason};
 use super::super::plan::DbStep;
-use super::super::run::{budget, Run};
+use super::super::run::Run;
 
 pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     let engine = run.engine;
@@ -32,7 +32,7 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         );
     };
     let lock_wait =
-        (budget(&engine.config, Phase::Database) / 2).max(std::time::Duration::from_secs(1));
+        (engine.config.budget(Phase::Database) / 2).max(std::time::Duration::from_secs(1));
     let lock = match run
         .wait(crate::db::MigrationLock::acquire(
             &db.database,

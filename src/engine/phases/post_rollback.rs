@@ -49,7 +49,7 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         format!(
             "history recorded; last known good is {}; breaker HALF_OPEN in {}",
             target.as_deref().unwrap_or("-"),
-            crate::rules::duration::format(engine.config.half_open_after)
+            crate::duration::format(engine.config.half_open_after)
         )
     } else {
         "history recorded; breaker stays OPEN until `rollbackd breaker reset`".into()

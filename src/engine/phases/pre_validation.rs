@@ -81,8 +81,7 @@ async fn backup(run: &mut Run<'_>) -> Result<String, String> {
         pg_restore: db.config.pg_restore.clone(),
     };
     // The backup must leave time for the rest of pre-validation.
-    let budget =
-        super::super::run::budget(&engine.config, super::super::Phase::PreValidation) * 2 / 3;
+    let budget = engine.config.budget(super::super::Phase::PreValidation) * 2 / 3;
     let (id, live, reason) = (
         run.id.clone(),
         plan.current.id.clone(),
@@ -91,14 +90,14 @@ async fn backup(run: &mut Run<'_>) -> Result<String, String> {
     let taken = run
         .wait(tokio::time::timeout(
             budget,
-            crate::db::backup::take(&db.database, &tools, &db.backup_dir, &id, &live, &reason),
+            crate::db::backup::create(&db.database, &tools, &db.backup_dir, &id, &live, &reason),
         ))
         .await;
     let taken = match taken {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err(format!(
             "pg_dump did not finish within {} (two thirds of the pre-validation budget)",
-            crate::rules::duration::format(budget)
+            crate::duration::format(budget)
         )),
     };
     match taken {

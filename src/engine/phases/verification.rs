@@ -2,7 +2,7 @@
 //! performance, external), retried within the budget. It only reads.
 
 use super::super::outcome::{FailureKind, Phase, PhaseOutcome};
-use super::super::run::{budget, Progress, Run};
+use super::super::run::{Progress, Run};
 
 pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     let engine = run.engine;
@@ -16,7 +16,7 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
             &base_url,
             &engine.verify,
             engine.verify.initial_wait,
-            budget(&engine.config, Phase::Verification),
+            engine.config.budget(Phase::Verification),
             &|p| {
                 for c in &p.checks {
                     metrics::histogram!("rollbackd_health_check_duration_seconds", "phase" => p.name.clone())

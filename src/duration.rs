@@ -103,7 +103,7 @@ impl fmt::Display for Pretty {
     }
 }
 
-/// Serde support for config fields (`#[serde(with = "crate::rules::duration::serde_str")]`).
+/// Serde support for config fields (`#[serde(with = "crate::duration::serde_str")]`).
 pub mod serde_str {
     use super::*;
     use serde::{de, Deserializer, Serializer};

@@ -1,10 +1,13 @@
-//! The seam between the watcher and whatever acts on a firing rule.
+//! The rules' domain events: a rule series fired or resolved. The seam
+//! between whatever produces them (the watcher, the Alertmanager endpoint)
+//! and whatever acts on them (the rollback engine, logs, notifications).
+//! Plain data: nothing here may act on an event.
 
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::rules::{Labels, Policy};
+use super::model::{Labels, Policy};
 
 /// One rule series went to firing. Produced exactly once per firing episode
 /// of a series; consumed by the rollback engine.

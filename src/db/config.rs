@@ -1,0 +1,122 @@
+//! `[database]` and `[migrations]`: the service's PostgreSQL database, where
+//! backups go, and the migration tool. Data and its checks only; nothing here
+//! connects or runs a program.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration;
+use crate::secret::Secret;
+
+/// The service's PostgreSQL database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:pass@host:5432/db`; default `DATABASE_URL`.
+    pub url: Option<Secret>,
+    /// Default `<engine.state_dir>/backups`.
+    pub backup_dir: Option<PathBuf>,
+    /// Backups kept (the newest).
+    pub keep_backups: usize,
+    /// Stop the rollback when the backup fails (default: record a warning and go on, as the seed did).
+    pub backup_required: bool,
+    pub pg_dump: String,
+    pub pg_restore: String,
+    /// The advisory lock key migrations share (the application's own
+    /// migration runs should take the same key).
+    pub lock_key: i64,
+    /// Statement timeout for the downgrade's SQL.
+    #[serde(with = "duration::serde_str")]
+    pub statement_timeout: Duration,
+    /// Run downgrades that drop tables or columns, truncate or delete.
+    pub allow_destructive: bool,
+    /// When the database rollback is skipped as destructive, still roll the
+    /// application back (the seed's behaviour); false stops the run instead.
+    pub app_only_if_skipped: bool,
+    /// How often `rollbackd watch` records the live deployment's schema revision.
+    #[serde(with = "duration::serde_str")]
+    pub revision_check_interval: Duration,
+}
+
+/// The advisory lock key rollbackd takes around a downgrade: `rollback` in ASCII.
+pub const DEFAULT_MIGRATION_LOCK_KEY: i64 = 0x726f_6c6c_6261_636b;
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            backup_dir: None,
+            keep_backups: 5,
+            backup_required: false,
+            pg_dump: "pg_dump".into(),
+            pg_restore: "pg_restore".into(),
+            lock_key: DEFAULT_MIGRATION_LOCK_KEY,
+            statement_timeout: Duration::from_secs(60),
+            allow_destructive: false,
+            app_only_if_skipped: true,
+            revision_check_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// Adds a message per unusable value to `problems`; no I/O (the URL is
+    /// parsed, not dialled).
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if let Some(url) = &self.url {
+            if let Err(e) = super::Database::new(url.clone()) {
+                problems.push(e.to_string());
+            }
+        }
+        if self.keep_backups == 0 {
+            problems.push("database.keep_backups: keep at least 1".into());
+        }
+    }
+}
+
+/// The migration tool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationsConfig {
+    /// Only `alembic` for now.
+    pub tool: MigrationToolKind,
+    /// The command, as a list: `["alembic"]`, `[".venv/bin/alembic"]`.
+    pub command: Vec<String>,
+    /// Passed as `-c`.
+    pub config: Option<PathBuf>,
+    /// Where the command runs (where alembic.ini lives).
+    pub working_dir: Option<PathBuf>,
+    #[serde(with = "duration::serde_str")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationToolKind {
+    Alembic,
+}
+
+impl Default for MigrationsConfig {
+    fn default() -> Self {
+        MigrationsConfig {
+            tool: MigrationToolKind::Alembic,
+            command: vec!["alembic".into()],
+            config: None,
+            working_dir: None,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl MigrationsConfig {
+    /// Adds a message per unusable value to `problems`; no I/O. That
+    /// migrations need a `[database]` is checked where both are assembled.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if self.command.is_empty() {
+            problems
+                .push("migrations.command: give the command as a list, like [\"alembic\"]".into());
+        }
+    }
+}
