@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
 # Benchmarks are compiled (so they cannot rot) but only run by `cargo bench`.
 cargo build --locked --benches
 # --no-fail-fast: one failing test binary must not hide the others.

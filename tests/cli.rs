@@ -109,11 +109,14 @@ fn a_missing_rule_path_is_named() {
     );
 }
 
+/// A config mistake: file name, its text, environment, and what the message must name.
+type ConfigCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+
 /// Every config mistake: exit 2, and a message naming the key and the file
 /// or environment variable it came from.
 #[test]
 fn bad_config_gives_a_clear_message_and_exit_2() {
-    let cases: &[(&str, &str, &[(&str, &str)], &[&str])] = &[
+    let cases: &[ConfigCase] = &[
         ("c.toml", "[prometheus]\nurll = \"x\"\n", &[], &["c.toml", "prometheus.urll", "unknown field"]),
         ("c.toml", "[promethus]\n", &[], &["c.toml", "unknown field", "promethus"]),
         ("c.toml", "[prometheus]\ntimeout = \"fast\"\n", &[], &["prometheus.timeout", "is not a duration"]),

@@ -251,8 +251,7 @@ fn the_compose_systemd_docker_and_grafana_files_parse() {
     assert_eq!(froms.len(), 2, "multi-stage: {froms:?}");
     let user = docker
         .lines()
-        .filter(|l| l.starts_with("USER "))
-        .last()
+        .rfind(|l| l.starts_with("USER "))
         .expect("a USER line");
     assert!(
         !user.contains("root") && !user.ends_with(" 0"),

@@ -32,7 +32,7 @@ mod yaml;
 /// Environment variables that belong to the command line, not to the config.
 const CLI_ENV: [&str; 3] = ["config", "log_format", "log_level"];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub prometheus: PrometheusConfig,
@@ -54,25 +54,6 @@ pub struct Config {
     pub notifiers: Vec<NotifierConfig>,
     /// Alertmanager as a trigger source (`POST /api/v1/alertmanager`).
     pub alertmanager: Option<AlertmanagerConfig>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            prometheus: PrometheusConfig::default(),
-            watch: WatchConfig::default(),
-            server: ServerConfig::default(),
-            service: ServiceConfig::default(),
-            variables: BTreeMap::new(),
-            provider: None,
-            engine: EngineConfig::default(),
-            verify: VerifyConfig::default(),
-            database: None,
-            migrations: None,
-            notifiers: Vec::new(),
-            alertmanager: None,
-        }
-    }
 }
 
 /// Why the configuration could not be used.
@@ -172,8 +153,6 @@ impl Config {
             Err(ConfigError::Invalid(problems))
         }
     }
-
-    /// `[engine]` stays here until the engine owns its section.
 
     /// Template variables for rule files: `[service]` fields plus `[variables]`.
     pub fn template_variables(&self) -> BTreeMap<String, String> {

@@ -192,6 +192,8 @@ recorded_enum! {
     }
 }
 
+// Written out: the variants come from a macro, which cannot mark one `#[default]`.
+#[allow(clippy::derivable_impls)]
 impl Default for EventKind {
     fn default() -> Self {
         EventKind::Rollback

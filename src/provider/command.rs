@@ -109,7 +109,7 @@ impl DeployProvider for CommandProvider {
                 .run("list", &self.config.list, &[("ROLLBACKD_LIMIT", &limit)])
                 .await?;
             let mut list: Vec<Deployment> = Self::decode("list", &out)?;
-            list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            list.sort_by_key(|d| std::cmp::Reverse(d.created_at));
             Ok(list.into_iter().map(normalize).collect())
         })
     }

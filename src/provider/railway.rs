@@ -265,7 +265,7 @@ impl DeployProvider for Railway {
                 .into_iter()
                 .map(|e| e.node.into_deployment())
                 .collect::<Result<Vec<_>, _>>()?;
-            deployments.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            deployments.sort_by_key(|d| std::cmp::Reverse(d.created_at));
             Ok(deployments)
         })
     }

@@ -537,8 +537,10 @@ mod tests {
 
     #[test]
     fn a_query_asked_alone_is_a_chunk_of_its_own_and_order_is_kept() {
-        let mut config = PrometheusConfig::default();
-        config.max_queries_per_request = 2;
+        let config = PrometheusConfig {
+            max_queries_per_request: 2,
+            ..PrometheusConfig::default()
+        };
         let prometheus = Prometheus::new(&config).unwrap();
         prometheus.solo_set().insert("b".into());
         let queries = ["a", "b", "c", "d", "e"].map(Query::new);

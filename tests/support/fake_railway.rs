@@ -223,7 +223,7 @@ async fn graphql(
         }
         let first = vars["first"].as_u64().unwrap_or(10) as usize;
         let mut list = g.deployments.clone();
-        list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        list.sort_by_key(|d| std::cmp::Reverse(d.created_at));
         let edges: Vec<Value> = list
             .iter()
             .take(first)

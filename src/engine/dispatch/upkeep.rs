@@ -48,11 +48,10 @@ impl Dispatcher {
             (true, since) => since,
         };
         let now = self.engine.clock.now();
-        if self.engine.breaker_state(now) != BreakerState::HalfOpen
-            || !self
-                .clear_since
-                .is_some_and(|t| t.elapsed() >= self.engine.config.close_after)
-        {
+        let clear_long_enough = self
+            .clear_since
+            .is_some_and(|t| t.elapsed() >= self.engine.config.close_after);
+        if self.engine.breaker_state(now) != BreakerState::HalfOpen || !clear_long_enough {
             return;
         }
         // Closing races a CLI rollback that may have just opened it: take the lock.
