@@ -44,14 +44,21 @@ impl Default for Clock {
     }
 }
 
+/// The last time RFC 3339 can write (9999-12-31T23:59:59Z); later times are
+/// written as this one rather than failing.
+fn writable(t: SystemTime) -> SystemTime {
+    const LAST: u64 = 253_402_300_799;
+    t.min(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(LAST))
+}
+
 /// `2025-01-15T10:30:00.123Z`: state files and logs.
 pub fn millis(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    humantime::format_rfc3339_millis(writable(t)).to_string()
 }
 
 /// `2025-01-15T10:30:00Z`: the history's timestamps (the seed's format).
 pub fn seconds(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    humantime::format_rfc3339_seconds(writable(t)).to_string()
 }
 
 /// Reads any RFC 3339 time rollbackd or the seed wrote (with or without
@@ -68,7 +75,7 @@ pub mod rfc3339 {
     use std::time::SystemTime;
 
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_millis(*t))
+        s.collect_str(&super::millis(*t))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
@@ -108,5 +115,13 @@ mod tests {
             Some(t - Duration::from_millis(123))
         );
         assert_eq!(parse("yesterday"), None);
+    }
+
+    /// Regression: a time past the year 9999 made formatting panic.
+    #[test]
+    fn times_past_the_year_9999_are_written_as_its_last_second() {
+        let far = SystemTime::now() + Duration::from_secs(u64::MAX / 4);
+        assert_eq!(seconds(far), "9999-12-31T23:59:59Z");
+        assert_eq!(millis(far), "9999-12-31T23:59:59.000Z");
     }
 }

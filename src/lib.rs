@@ -25,6 +25,7 @@ pub mod rules;
 pub mod secret;
 pub mod service;
 pub mod source;
+pub mod state;
 pub mod telemetry;
 pub mod verify;
 pub mod watch;

@@ -29,9 +29,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::dispatch::{ApproveError, Command};
 use crate::engine::pending::PendingStore;
 use crate::engine::Engine;
-use crate::history::StateLock;
 use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 use crate::secret::Secret;
+use crate::state::StateLock;
 use crate::telemetry;
 use crate::watch::StatusBoard;
 
@@ -349,7 +349,7 @@ async fn breaker_reset(
         Ok(e) => e,
         Err(r) => return r,
     };
-    let lock_path = engine.config.state_dir.join("rollback.lock");
+    let lock_path = crate::state::StateDir::new(&engine.config.state_dir).rollback_lock();
     let _lock = match StateLock::try_acquire(&lock_path) {
         Ok(Some(l)) => l,
         Ok(None) => {

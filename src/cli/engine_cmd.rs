@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{BackupCommand, BreakerCommand, DeploymentsCommand, Exit, RollbackArgs, ValidateArgs};
 use crate::config::Config;
 use crate::engine::{self, Engine, PhaseStep, Progress, RollbackRequest, Trigger};
-use crate::history::StateLock;
 use crate::provider::Deployment;
 use crate::rules::Policy;
+use crate::state::{StateDir, StateLock};
 use crate::verify;
 
 fn engine(config: &Config) -> Result<Engine, Exit> {
@@ -281,7 +281,8 @@ pub async fn validate(config: &Config, args: ValidateArgs) -> Exit {
 }
 
 pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
-    let store = crate::history::HistoryStore::new(config.engine.state_dir.join("history.json"));
+    let store =
+        crate::history::HistoryStore::new(StateDir::new(&config.engine.state_dir).history());
     let history = match store.load() {
         Ok(h) => h,
         Err(e) => {
@@ -331,7 +332,7 @@ pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
 }
 
 pub fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
-    let store = engine::BreakerStore::new(config.engine.state_dir.join("breaker.json"));
+    let store = engine::BreakerStore::new(StateDir::new(&config.engine.state_dir).breaker());
     let now = SystemTime::now();
     match cmd {
         BreakerCommand::Status { json } => {
@@ -359,7 +360,7 @@ pub fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
             }
         }
         BreakerCommand::Reset { reason } => {
-            let lock_path = config.engine.state_dir.join("rollback.lock");
+            let lock_path = StateDir::new(&config.engine.state_dir).rollback_lock();
             let _lock = match StateLock::try_acquire(&lock_path) {
                 Ok(Some(lock)) => lock,
                 Ok(None) => {
@@ -397,7 +398,7 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
     let dir = db_config
         .backup_dir
         .clone()
-        .unwrap_or_else(|| config.engine.state_dir.join("backups"));
+        .unwrap_or_else(|| StateDir::new(&config.engine.state_dir).backups());
     let tools = crate::db::backup::Tools {
         pg_dump: db_config.pg_dump.clone(),
         pg_restore: db_config.pg_restore.clone(),

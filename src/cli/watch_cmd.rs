@@ -62,6 +62,7 @@ pub async fn watch(config: Config) -> Exit {
         events: events_tx,
         max_concurrent_queries: config.watch.max_concurrent_queries,
         query_timeout: config.prometheus.timeout,
+        clock: crate::clock::Clock::system(),
     };
     let app = crate::api::router(AppState {
         board: board.clone(),

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::engine::{DbSetup, Engine, EngineError, EngineSetup};
 use crate::provider::config::ProviderConfig;
 use crate::provider::{command::CommandProvider, railway::Railway, DeployProvider};
+use crate::state::StateDir;
 
 /// Builds the configured provider.
 pub fn provider(config: &Config) -> Result<Arc<dyn DeployProvider>, EngineError> {
@@ -30,7 +31,7 @@ pub fn engine_with(
     config: &Config,
     provider: Arc<dyn DeployProvider>,
 ) -> Result<Engine, EngineError> {
-    let dir = &config.engine.state_dir;
+    let dir = StateDir::new(&config.engine.state_dir);
     let db = match &config.database {
         None => None,
         Some(db) => Some(DbSetup {
@@ -45,8 +46,8 @@ pub fn engine_with(
                     timeout: m.timeout,
                 }) as Arc<dyn crate::db::migrate::MigrationTool>
             }),
-            revisions: crate::db::revisions::RevisionStore::new(dir.join("revisions.json")),
-            backup_dir: db.backup_dir.clone().unwrap_or_else(|| dir.join("backups")),
+            revisions: crate::db::revisions::RevisionStore::new(dir.revisions()),
+            backup_dir: db.backup_dir.clone().unwrap_or_else(|| dir.backups()),
         }),
     };
     let notifiers = if config.notifiers.is_empty() {

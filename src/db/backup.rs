@@ -159,7 +159,7 @@ pub async fn create(
         .and_then(|n| n.to_str())
         .unwrap_or_default()
         .to_string();
-    crate::history::write_atomic(
+    crate::state::write_atomic(
         &checksum_path(&path),
         format!("{sha256}  {name}\n").as_bytes(),
     )
@@ -182,7 +182,7 @@ pub async fn create(
     verify(&backup.path, tools).await?;
     backup.verify_seconds = verify_started.elapsed().as_secs_f64();
     let meta = serde_json::to_vec_pretty(&backup).map_err(BackupError::Encode)?;
-    crate::history::write_atomic(&metadata_path(&backup.path), &meta)
+    crate::state::write_atomic(&metadata_path(&backup.path), &meta)
         .map_err(BackupError::WriteMetadata)?;
     Ok(backup)
 }

@@ -47,13 +47,6 @@ pub enum DbError {
     LockBusy { key: i64, waited: Duration },
 }
 
-// shim: src/engine expects String errors from Database::from_config; removed after the merge
-impl From<DbError> for String {
-    fn from(e: DbError) -> String {
-        e.to_string()
-    }
-}
-
 /// Connection details, parsed once from the URL; the password stays secret.
 #[derive(Clone)]
 pub struct Database {

@@ -36,13 +36,6 @@ pub enum RevisionError {
     },
 }
 
-// shim: src/engine expects String errors from RevisionStore::record; removed after the merge
-impl From<RevisionError> for String {
-    fn from(e: RevisionError) -> String {
-        e.to_string()
-    }
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Revisions {
     #[serde(default)]
@@ -104,11 +97,9 @@ impl RevisionStore {
             },
         );
         let bytes = serde_json::to_vec_pretty(&all).map_err(RevisionError::Encode)?;
-        crate::history::write_atomic(&self.path, &bytes).map_err(|source| {
-            RevisionError::Write {
-                path: self.path.clone(),
-                source,
-            }
+        crate::state::write_atomic(&self.path, &bytes).map_err(|source| RevisionError::Write {
+            path: self.path.clone(),
+            source,
         })?;
         Ok(true)
     }

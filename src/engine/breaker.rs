@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::write_atomic;
+use crate::state::write_atomic;
 
 /// What CI and operators see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -241,4 +241,38 @@ mod tests {
             Ok(())
         );
     }
+
+    #[test]
+    fn the_cooldown_ends_exactly_when_it_has_passed() {
+        // engine.cooldown is 15m.
+        assert_eq!(
+            check(vec![auto_rollback("d7", 15)], BreakerState::Closed, 10),
+            Ok(())
+        );
+        let blocked = check(vec![auto_rollback("d7", 14)], BreakerState::Closed, 10).unwrap_err();
+        assert_eq!(blocked.guard, "cooldown");
+    }
+
+    #[test]
+    fn the_rate_limit_counts_only_rollbacks_inside_its_window() {
+        // At most 3 per 1h: one exactly an hour ago is outside the window.
+        let history = |oldest: u64| {
+            vec![
+                auto_rollback("d1", 20),
+                auto_rollback("d2", 35),
+                auto_rollback("d3", oldest),
+            ]
+        };
+        assert_eq!(check(history(60), BreakerState::Closed, 10), Ok(()));
+        let blocked = check(history(59), BreakerState::Closed, 10).unwrap_err();
+        assert_eq!(blocked.guard, "rate_limit");
+    }
+
+    #[test]
+    fn a_deployment_exactly_max_deploy_age_old_can_still_be_blamed() {
+        // engine.max_deploy_age is 2h.
+        assert_eq!(check(vec![], BreakerState::Closed, 120), Ok(()));
+        let blocked = check(vec![], BreakerState::Closed, 121).unwrap_err();
+        assert_eq!(blocked.guard, "deploy_age");
+    }
 }

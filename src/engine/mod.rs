@@ -38,8 +38,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::clock::Clock;
-use crate::history::{Event, EventKind, HistoryStore, StateLock};
+use crate::history::{Event, EventKind, HistoryStore};
 use crate::provider::{DeployProvider, Deployment};
+use crate::state::{StateDir, StateLock};
 use crate::telemetry::events;
 use crate::verify::config::VerifyConfig;
 use crate::verify::HealthProbe;
@@ -114,13 +115,13 @@ impl Engine {
         provider: Arc<dyn DeployProvider>,
     ) -> Result<Engine, EngineError> {
         let http = crate::verify::client().map_err(EngineError::HttpClient)?;
-        let dir = &setup.config.state_dir;
+        let dir = StateDir::new(&setup.config.state_dir);
         Ok(Engine {
             provider,
             health: Arc::new(http),
-            history: HistoryStore::new(dir.join("history.json")),
-            breaker: BreakerStore::new(dir.join("breaker.json")),
-            lock_path: dir.join("rollback.lock"),
+            history: HistoryStore::new(dir.history()),
+            breaker: BreakerStore::new(dir.breaker()),
+            lock_path: dir.rollback_lock(),
             config: setup.config,
             verify: setup.verify,
             retention: setup.retention,

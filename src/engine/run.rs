@@ -17,8 +17,9 @@ use super::outcome::{round3, FailureKind, Phase, PhaseOutcome, PhaseStep, SkipRe
 use super::phases;
 use super::plan::Plan;
 use super::{Engine, RollbackRequest};
-use crate::history::{Event, EventKind, StateLock};
+use crate::history::{Event, EventKind};
 use crate::notify::{Notification, NotifyEvent};
+use crate::state::StateLock;
 use crate::telemetry::events;
 use crate::verify::Verification;
 
@@ -98,10 +99,16 @@ impl Run<'_> {
             .map(|s| &s.outcome)
     }
 
-    /// Every phase but post-rollback has run and none failed, and the
-    /// service was verified.
+    /// The steps that decide the result: all but post-rollback, whose own
+    /// failure (the record could not be written) is reported on its own and
+    /// does not undo a rollback that happened.
+    fn deciding_steps(&self) -> impl Iterator<Item = &PhaseStep> {
+        self.steps.iter().filter(|s| s.phase != Phase::PostRollback)
+    }
+
+    /// No phase failed, and the service was verified.
     pub fn success(&self) -> bool {
-        self.steps.iter().all(|s| !s.outcome.is_failure())
+        self.deciding_steps().all(|s| !s.outcome.is_failure())
             && self
                 .outcome(Phase::Verification)
                 .is_some_and(PhaseOutcome::is_success)
@@ -109,7 +116,7 @@ impl Run<'_> {
 
     /// The first failure, as `phase: why`.
     pub fn error(&self) -> Option<String> {
-        self.steps.iter().find_map(|s| match &s.outcome {
+        self.deciding_steps().find_map(|s| match &s.outcome {
             PhaseOutcome::Failed(_, why) => Some(format!("{}: {why}", s.phase.as_str())),
             _ => None,
         })
@@ -333,8 +340,7 @@ impl Engine {
         let duration = run.t0.elapsed();
         let success = run.success();
         let error = run.error();
-        let mut event = run.event();
-        event.duration_seconds = round3(duration.as_secs_f64());
+        let event = run.event();
         let pre_ok = run
             .outcome(Phase::PreValidation)
             .is_some_and(PhaseOutcome::is_success);
@@ -376,6 +382,14 @@ impl Engine {
             };
             let mut n = n;
             n.duration_seconds = Some(round3(duration.as_secs_f64()));
+            // The rollback happened, but its record did not: say so loudly.
+            if let Some(PhaseOutcome::Failed(_, why)) = run.outcome(Phase::PostRollback) {
+                tracing::error!(error = %why, "the rollback's history record or breaker could not be written");
+                let outcome = n.outcome.take().unwrap_or_default();
+                n.outcome = Some(format!(
+                    "{outcome}; WARNING the record could not be written: {why}"
+                ));
+            }
             self.notify(n);
         }
         events::rollback_finished(

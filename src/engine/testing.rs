@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 
 use super::{Engine, EngineConfig, EngineSetup};
 use crate::clock::Clock;
+use crate::notify::{Notification, Notifier, Notifiers, NotifyError, NotifyEvent};
 use crate::provider::{DeployProvider, Deployment, ProviderError};
 use crate::verify::config::VerifyConfig;
 use crate::verify::{CheckResult, HealthProbe};
@@ -25,8 +26,11 @@ pub enum Call {
 /// What the fake platform does with a rollback call.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RollbackBehaviour {
-    /// Creates a deployment that is SUCCESS after `polls` status calls.
+    /// Creates a deployment that is SUCCESS after `polls` calls.
     Succeed { polls: u32 },
+    /// As `Succeed`, but does not say which deployment it created (as
+    /// Railway's `deploymentRollback`, a plain Boolean).
+    SucceedSilently { polls: u32 },
     /// Creates a deployment that ends FAILED.
     Fail,
     /// Refuses the call.
@@ -130,13 +134,9 @@ impl DeployProvider for FakePlatform {
     fn list(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Deployment>, ProviderError>> {
         Box::pin(async move {
             self.call(Call::List).await;
-            Ok(self
-                .state()
-                .deployments
-                .iter()
-                .take(limit)
-                .cloned()
-                .collect())
+            let mut s = self.state();
+            advance(&mut s);
+            Ok(s.deployments.iter().take(limit).cloned().collect())
         })
     }
 
@@ -144,29 +144,12 @@ impl DeployProvider for FakePlatform {
         Box::pin(async move {
             self.call(Call::Status(id.to_string())).await;
             let mut s = self.state();
-            s.polled += 1;
-            let (behaviour, polled) = (s.behaviour, s.polled);
-            let Some(index) = s.deployments.iter().position(|d| d.id == id) else {
-                return Err(ProviderError::NotFound(id.to_string()));
-            };
-            if s.deployments[index].status == "DEPLOYING" {
-                let next = match behaviour {
-                    RollbackBehaviour::Succeed { polls } if polled >= polls => Some("SUCCESS"),
-                    RollbackBehaviour::Fail => Some("FAILED"),
-                    _ => None,
-                };
-                if next == Some("SUCCESS") {
-                    for d in &mut s.deployments {
-                        if d.is_success() {
-                            d.status = "REMOVED".into();
-                        }
-                    }
-                }
-                if let Some(next) = next {
-                    s.deployments[index].status = next.into();
-                }
-            }
-            Ok(s.deployments[index].clone())
+            advance(&mut s);
+            s.deployments
+                .iter()
+                .find(|d| d.id == id)
+                .cloned()
+                .ok_or_else(|| ProviderError::NotFound(id.to_string()))
         })
     }
 
@@ -177,6 +160,7 @@ impl DeployProvider for FakePlatform {
         Box::pin(async move {
             self.call(Call::Rollback(target.id.clone())).await;
             let mut s = self.state();
+            let silent = matches!(s.behaviour, RollbackBehaviour::SucceedSilently { .. });
             if s.behaviour == RollbackBehaviour::Refuse {
                 return Err(ProviderError::Api {
                     what: "the fake platform".into(),
@@ -198,8 +182,35 @@ impl DeployProvider for FakePlatform {
                 },
             );
             s.polled = 0;
-            Ok(Some(id))
+            Ok((!silent).then_some(id))
         })
+    }
+}
+
+/// One look at the platform: a deployment on its way moves along.
+fn advance(s: &mut PlatformState) {
+    let Some(index) = s.deployments.iter().position(|d| d.status == "DEPLOYING") else {
+        return;
+    };
+    s.polled += 1;
+    let next = match s.behaviour {
+        RollbackBehaviour::Succeed { polls } | RollbackBehaviour::SucceedSilently { polls }
+            if s.polled >= polls =>
+        {
+            Some("SUCCESS")
+        }
+        RollbackBehaviour::Fail => Some("FAILED"),
+        _ => None,
+    };
+    if next == Some("SUCCESS") {
+        for d in &mut s.deployments {
+            if d.is_success() {
+                d.status = "REMOVED".into();
+            }
+        }
+    }
+    if let Some(next) = next {
+        s.deployments[index].status = next.into();
     }
 }
 
@@ -273,11 +284,36 @@ impl HealthProbe for FakeService {
     }
 }
 
+/// A notifier that remembers what it was sent, in order.
+#[derive(Default)]
+pub struct RecordingNotifier {
+    sent: Mutex<Vec<NotifyEvent>>,
+}
+
+impl Notifier for RecordingNotifier {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn send<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+        n: &'a Notification,
+    ) -> BoxFuture<'a, Result<(), NotifyError>> {
+        self.sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(n.event);
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// An engine on fakes, with its state in a temporary directory.
 pub struct Rig {
     pub engine: Arc<Engine>,
     pub platform: Arc<FakePlatform>,
     pub service: Arc<FakeService>,
+    pub notices: Arc<RecordingNotifier>,
     /// The state directory, removed when the rig is dropped.
     _state: tempfile::TempDir,
 }
@@ -302,7 +338,12 @@ impl Rig {
     /// Must be called inside a tokio runtime (the clock anchors to it).
     pub fn new(tweak: impl FnOnce(&mut EngineSetup)) -> Rig {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let notices = Arc::new(RecordingNotifier::default());
         let mut setup = setup(dir.path());
+        setup.notifiers = Some(Notifiers::from_notifiers(
+            vec![notices.clone()],
+            &crate::service::ServiceConfig::default(),
+        ));
         tweak(&mut setup);
         let clock = Clock::tokio();
         let platform = FakePlatform::new(clock.now());
@@ -314,11 +355,128 @@ impl Rig {
             engine: Arc::new(engine),
             platform,
             service,
+            notices,
             _state: dir,
         }
     }
 
+    /// What the notifiers were sent so far, in order (deliveries are tasks:
+    /// let them run first, e.g. with a short sleep on the paused clock).
+    pub fn notices(&self) -> Vec<NotifyEvent> {
+        self.notices
+            .sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn history(&self) -> crate::history::History {
         self.engine.history().load().expect("a readable history")
+    }
+}
+
+/// A status board with one group `service` holding `rules`, each a
+/// `(name, firing)` pair: what the watcher would show.
+pub fn board(rules: &[(&str, bool)]) -> Arc<crate::watch::StatusBoard> {
+    use crate::rules::{Input, Labels};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut yaml = String::from("groups:\n  - name: service\n    interval: 10s\n    rules:\n");
+    for (name, _) in rules {
+        yaml.push_str(&format!(
+            "      - name: {name}\n        expr: sum(rate(errors_total[1m]))\n        above: 0.1\n        policy: auto\n"
+        ));
+    }
+    let path = dir.path().join("rules.yml");
+    std::fs::write(&path, yaml).expect("the rule file is written");
+    let set = crate::rules::load_paths(&[path], &Default::default(), Duration::from_secs(10))
+        .expect("the board's rules load");
+    let group = set.groups.into_iter().next().expect("one group");
+    let now = SystemTime::now();
+    let runtimes = group
+        .rules
+        .iter()
+        .zip(rules)
+        .map(|(rule, (_, firing))| {
+            let mut rt = crate::watch::RuleRuntime::new(rule.clone());
+            if *firing {
+                // No `for`: one breach fires it.
+                rt.state.step(now, Input::breach(Labels::new(), 0.5));
+            }
+            rt
+        })
+        .collect();
+    let board = Arc::new(crate::watch::StatusBoard::default());
+    board.register_group(&group.name, group.interval, runtimes);
+    board
+}
+
+/// A migration tool in memory: the database is at `current`; asking for the
+/// downgrade SQL fails when `sql` is `None`.
+pub struct FakeMigrations {
+    pub current: Mutex<Option<String>>,
+    pub sql: Option<String>,
+}
+
+impl crate::db::migrate::MigrationTool for FakeMigrations {
+    fn current<'a>(
+        &'a self,
+        _db: &'a crate::db::Database,
+    ) -> BoxFuture<'a, Result<Option<String>, crate::db::DbError>> {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Box::pin(async move { Ok(current) })
+    }
+
+    fn downgrade_sql<'a>(
+        &'a self,
+        _db: &'a crate::db::Database,
+        _from: &'a str,
+        _to: &'a str,
+    ) -> BoxFuture<'a, Result<String, crate::db::DbError>> {
+        let sql = self
+            .sql
+            .clone()
+            .ok_or_else(|| crate::db::DbError::Tool("alembic: cannot locate revision".into()));
+        Box::pin(async move { sql })
+    }
+
+    fn downgrade<'a>(
+        &'a self,
+        _db: &'a crate::db::Database,
+        _to: &'a str,
+        _statement_timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), crate::db::DbError>> {
+        Box::pin(async { Err(crate::db::DbError::Tool("the fake never downgrades".into())) })
+    }
+}
+
+/// A database section for the rig: nothing listens at its URL, and its
+/// `pg_dump` does not exist, so a backup fails at once (a warning unless
+/// `backup_required`). Revisions are recorded in `state`.
+pub fn database(
+    state: &std::path::Path,
+    tool: Arc<FakeMigrations>,
+    tweak: impl FnOnce(&mut crate::db::config::DatabaseConfig),
+) -> super::DbSetup {
+    let mut config = crate::db::config::DatabaseConfig {
+        pg_dump: "/nonexistent/rollbackd-test/pg_dump".into(),
+        ..Default::default()
+    };
+    tweak(&mut config);
+    let database = crate::db::Database::new(crate::secret::Secret::new(
+        "postgres://rollbackd@127.0.0.1:9/app",
+    ))
+    .expect("a valid URL");
+    super::DbSetup {
+        database,
+        config,
+        tool: Some(tool),
+        revisions: crate::db::revisions::RevisionStore::new(
+            crate::state::StateDir::new(state).revisions(),
+        ),
+        backup_dir: crate::state::StateDir::new(state).backups(),
     }
 }

@@ -142,6 +142,12 @@ async fn a_deployment_that_never_succeeds_fails_before_the_budget_with_what_was_
         step.outcome
     );
     assert!(started.elapsed() < rig.engine.config.budgets.application + Duration::from_secs(90));
+    // It gives up before the budget would cut it off, to say what it saw.
+    assert!(
+        step.elapsed < rig.engine.config.budgets.application,
+        "{:?}",
+        step.elapsed
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -286,4 +292,206 @@ async fn a_refusal_is_recorded_as_blocked_not_as_a_rollback() {
         .check_automatic(rig.engine.clock.now())
         .await
         .is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_shows_the_plan_and_each_step_as_it_happens() {
+    let rig = Rig::new(|_| {});
+    let seen = std::sync::Mutex::new(Vec::new());
+    let report = rig
+        .engine
+        .run(automatic(), &|p| {
+            let line = match p {
+                super::Progress::Started { .. } => "started".to_string(),
+                super::Progress::PhaseStarted(phase) => format!("start {}", phase.as_str()),
+                super::Progress::PhaseFinished { phase, .. } => format!("end {}", phase.as_str()),
+                super::Progress::Note(text) => {
+                    format!("note {}", text.lines().next().unwrap_or(""))
+                }
+            };
+            seen.lock().unwrap().push(line);
+        })
+        .await;
+    assert!(report.success);
+    let seen = seen.into_inner().unwrap();
+    let position = |needle: &str| {
+        seen.iter()
+            .position(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {seen:?}"))
+    };
+    assert_eq!(seen[0], "started");
+    assert!(position("start pre_validation") < position("note plan:"));
+    assert!(position("note plan:") < position("end pre_validation"));
+    assert!(position("start application") < position("note platform accepted the rollback to d1"));
+    assert!(position("note rollback deployment") < position("end application"));
+    assert!(position("note health quick") < position("end verification"));
+    assert_eq!(seen.last().unwrap(), "end post_rollback");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_announces_its_start_then_its_end_and_a_refused_one_nothing() {
+    use crate::notify::NotifyEvent::*;
+    let rig = Rig::new(|_| {});
+    assert!(rig.engine.run(automatic(), &|_| {}).await.success);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(rig.notices(), [RollbackStarted, RollbackSucceeded]);
+
+    let rig = Rig::new(|_| {});
+    rig.platform.set_behaviour(RollbackBehaviour::Refuse);
+    assert!(!rig.engine.run(automatic(), &|_| {}).await.success);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(rig.notices(), [RollbackStarted, RollbackFailed]);
+
+    let rig = Rig::new(|_| {});
+    let held = rig.engine.try_lock();
+    assert!(!rig.engine.run(automatic(), &|_| {}).await.success);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(rig.notices().is_empty(), "nothing ran, nothing to announce");
+    drop(held);
+}
+
+fn migrations(current: &str, sql: Option<&str>) -> std::sync::Arc<super::testing::FakeMigrations> {
+    std::sync::Arc::new(super::testing::FakeMigrations {
+        current: std::sync::Mutex::new(Some(current.into())),
+        sql: sql.map(str::to_string),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_database_step_that_must_stop_the_run_leaves_the_application_alone() {
+    let rig = Rig::new(|s| {
+        let state = s.config.state_dir.clone();
+        let db = super::testing::database(&state, migrations("c3", None), |_| {});
+        db.revisions.record("d1", "b2").unwrap();
+        s.db = Some(db);
+    });
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert_eq!(
+        outcomes(&report)[1..4],
+        [
+            (Phase::Database, "failed", Some("database_refused")),
+            (Phase::Application, "skipped", Some("database_failed")),
+            (Phase::Verification, "skipped", Some("application_failed")),
+        ]
+    );
+    assert!(report.phases[1]
+        .outcome
+        .detail()
+        .contains("cannot obtain the downgrade SQL c3 -> b2"));
+    assert!(
+        rig.platform.rollbacks().is_empty(),
+        "the application was not rolled back"
+    );
+    // A failed backup that is not required is a warning, kept in the history.
+    let event = &rig.history().events[0];
+    assert!(event.extra.contains_key("backup_warning"), "{event:?}");
+    assert!(!event.touched_production());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_destructive_downgrade_is_skipped_and_the_application_still_rolls_back() {
+    let rig = Rig::new(|s| {
+        let state = s.config.state_dir.clone();
+        let tool = migrations("c3", Some("ALTER TABLE items DROP COLUMN note;\n"));
+        let db = super::testing::database(&state, tool, |_| {});
+        db.revisions.record("d1", "b2").unwrap();
+        s.db = Some(db);
+    });
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert!(report.success, "{:?}", report.error);
+    assert_eq!(
+        outcomes(&report)[1],
+        (Phase::Database, "skipped", Some("destructive"))
+    );
+    assert_eq!(rig.platform.rollbacks(), ["d1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_required_backup_that_fails_stops_the_run_and_says_so() {
+    use crate::notify::NotifyEvent::*;
+    let rig = Rig::new(|s| {
+        let state = s.config.state_dir.clone();
+        let db = super::testing::database(&state, migrations("c3", None), |c| {
+            c.backup_required = true;
+        });
+        s.db = Some(db);
+    });
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert_eq!(
+        outcomes(&report)[0],
+        (Phase::PreValidation, "failed", Some("backup_failed"))
+    );
+    assert!(report.phases[0]
+        .outcome
+        .detail()
+        .contains("database.backup_required"));
+    assert!(rig.platform.rollbacks().is_empty());
+    // The lock was held, so the run is recorded, and people hear that it failed.
+    assert_eq!(rig.history().events.len(), 1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(rig.notices(), [RollbackFailed]);
+    let now = rig.engine.clock.now();
+    assert_eq!(
+        rig.engine.breaker_state(now),
+        BreakerState::Closed,
+        "never opened"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_live_deployments_revision_is_recorded_once_and_not_while_a_deploy_is_on_its_way() {
+    let tool = migrations("c3", None);
+    let rig = Rig::new(|s| {
+        let state = s.config.state_dir.clone();
+        s.db = Some(super::testing::database(&state, tool.clone(), |_| {}));
+    });
+    let recorded = rig.engine.record_revision().await.unwrap();
+    assert_eq!(recorded, Some(("d2".to_string(), "c3".to_string())));
+    // The first sighting wins: a later migration does not rewrite d2's revision.
+    *tool.current.lock().unwrap() = Some("d4".into());
+    rig.engine.record_revision().await.unwrap();
+    let db = rig.engine.db.as_ref().unwrap();
+    assert_eq!(db.revisions.get("d2").as_deref(), Some("c3"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_platform_that_does_not_name_the_deployment_it_made_is_followed_by_listing() {
+    let rig = Rig::new(|_| {});
+    rig.platform
+        .set_behaviour(RollbackBehaviour::SucceedSilently { polls: 3 });
+    let notes = std::sync::Mutex::new(Vec::new());
+    let report = rig
+        .engine
+        .run(automatic(), &|p| {
+            if let super::Progress::Note(text) = p {
+                notes.lock().unwrap().push(text);
+            }
+        })
+        .await;
+    assert!(report.success, "{:?}", report.error);
+    let created = rig.platform.live().unwrap();
+    assert_ne!(created, "d1");
+    assert_eq!(
+        rig.history().events[0].created_deployment_id.as_deref(),
+        Some(created.as_str())
+    );
+    // Each status it went through is said once.
+    let notes = notes.into_inner().unwrap();
+    let deploying = format!("rollback deployment {created} is DEPLOYING");
+    assert_eq!(
+        notes.iter().filter(|n| **n == deploying).count(),
+        1,
+        "{notes:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_rollback_says_what_it_recorded() {
+    let rig = Rig::new(|_| {});
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    let detail = report.phases[4].outcome.detail();
+    assert!(
+        detail.contains("last known good is d1") && detail.contains("HALF_OPEN in 5m"),
+        "{detail}"
+    );
 }

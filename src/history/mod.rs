@@ -6,13 +6,9 @@
 //! kept as they were, and a file it cannot parse is reported and never
 //! overwritten.
 
-pub mod file;
-
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-
-pub use file::{write_atomic, StateLock};
 
 /// The whole history file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -144,7 +140,8 @@ macro_rules! recorded_enum {
 
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
+                // `pad`, so tables can give it a width.
+                f.pad(self.as_str())
             }
         }
     };
@@ -309,7 +306,7 @@ impl HistoryStore {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
-        write_atomic(&self.path, &bytes).map_err(|source| HistoryError::Write {
+        crate::state::write_atomic(&self.path, &bytes).map_err(|source| HistoryError::Write {
             path: self.path.clone(),
             source,
         })

@@ -269,6 +269,28 @@ impl Notifiers {
         }))
     }
 
+    /// Every event to each of `notifiers`, with the default delivery (an
+    /// embedding program's own notifiers, or a test's recording one).
+    pub fn from_notifiers(
+        notifiers: Vec<Arc<dyn Notifier>>,
+        service: &ServiceConfig,
+    ) -> Arc<Notifiers> {
+        crate::install_crypto_provider();
+        Arc::new(Notifiers {
+            sinks: notifiers
+                .into_iter()
+                .map(|notifier| Sink {
+                    notifier,
+                    events: NotifyEvent::ALL.iter().copied().collect(),
+                    delivery: Delivery::default(),
+                })
+                .collect(),
+            client: reqwest::Client::new(),
+            service: service.clone(),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
     /// Queues `n` for every notifier that wants it; returns at once.
     pub fn send(&self, mut n: Notification) {
         n.service = n.service.or_else(|| self.service.name.clone());

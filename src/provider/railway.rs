@@ -32,13 +32,6 @@ pub enum SetupError {
     Client(#[source] reqwest::Error),
 }
 
-// shim: src/engine expects String errors from Railway::new; removed after the merge
-impl From<SetupError> for String {
-    fn from(e: SetupError) -> String {
-        e.to_string()
-    }
-}
-
 pub struct Railway {
     client: reqwest::Client,
     endpoint: String,

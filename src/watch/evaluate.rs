@@ -3,6 +3,9 @@
 //! the rule's policies. The turning is pure ([`interpret_query`],
 //! [`interpret_probe`]) so every mapping of data to decision is unit-tested
 //! without a server.
+//!
+//! Longer than 500 lines because its tests (one per outcome) live beside the
+//! interpretation; the code itself is about 320 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;

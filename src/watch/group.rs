@@ -94,6 +94,8 @@ pub struct GroupContext {
     pub events: mpsc::Sender<RuleEvent>,
     pub max_concurrent_queries: usize,
     pub query_timeout: std::time::Duration,
+    /// Wall time for the evaluations' timestamps (tokio's in tests).
+    pub clock: crate::clock::Clock,
 }
 
 /// Evaluates the group's rules every `group.interval` until `stop` flips,
@@ -120,9 +122,8 @@ pub async fn run(
         // Like Prometheus, an evaluation is stamped with its scheduled time,
         // not with whenever the task woke up: otherwise a `for` that ends
         // exactly on a tick would fire one interval late about half the time.
-        let now = SystemTime::now()
-            .checked_sub(scheduled.elapsed())
-            .unwrap_or_else(SystemTime::now);
+        let wall = ctx.clock.now();
+        let now = wall.checked_sub(scheduled.elapsed()).unwrap_or(wall);
         evaluate_once(&group, &plan, &shared, &ctx, &histograms, now).await;
         ctx.board.group_evaluated(&group.name);
     }

@@ -8,6 +8,8 @@ pub mod config;
 pub mod evaluate;
 pub mod group;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -14,6 +14,9 @@ use crate::notify::{Notification, NotifyEvent};
 use crate::rules::ALERTMANAGER_GROUP;
 use crate::rules::{AlertState, Policy};
 
+/// The longest a confirmation waits, whatever `engine.confirm_timeout` says.
+const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
 /// An approval that started a rollback.
 #[derive(Debug, Clone, Serialize)]
 pub struct Approved {
@@ -48,9 +51,7 @@ impl Dispatcher {
             id: new_id("pr"),
             created_at: now,
             // A timeout too large to add to a time counts as a century.
-            expires_at: now
-                .checked_add(timeout)
-                .unwrap_or(now + std::time::Duration::from_secs(100 * 365 * 86_400)),
+            expires_at: now.checked_add(timeout.min(CENTURY)).unwrap_or(now),
             rules: req.trigger.rules().to_vec(),
             reason: req.reason.clone(),
             plan,

@@ -12,9 +12,10 @@ use tokio::time::sleep;
 use super::{ApproveError, Approved, Command, Dispatcher};
 use crate::engine::config::ConfirmDefault;
 use crate::engine::pending::PendingStore;
-use crate::engine::testing::Rig;
+use crate::engine::testing::{board, Rig};
 use crate::engine::BreakerState;
 use crate::history::EventKind;
+use crate::notify::NotifyEvent;
 use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 use crate::rules::{Labels, Policy};
 use crate::watch::StatusBoard;
@@ -28,13 +29,17 @@ struct Daemon {
 
 impl Daemon {
     fn start(tweak: impl FnOnce(&mut crate::engine::EngineSetup)) -> Daemon {
+        Daemon::watching(Arc::new(StatusBoard::default()), tweak)
+    }
+
+    /// A daemon whose watcher shows `board`.
+    fn watching(
+        board: Arc<StatusBoard>,
+        tweak: impl FnOnce(&mut crate::engine::EngineSetup),
+    ) -> Daemon {
         let rig = Rig::new(tweak);
         let pending = Arc::new(PendingStore::default());
-        let dispatcher = Dispatcher::new(
-            rig.engine.clone(),
-            Arc::new(StatusBoard::default()),
-            pending.clone(),
-        );
+        let dispatcher = Dispatcher::new(rig.engine.clone(), board, pending.clone());
         let (events, events_rx) = mpsc::channel(16);
         let (commands, commands_rx) = mpsc::channel(16);
         tokio::spawn(dispatcher.run(events_rx, commands_rx));
@@ -293,9 +298,11 @@ async fn an_approval_still_passes_the_guards() {
 
 #[tokio::test(start_paused = true)]
 async fn the_breaker_goes_half_open_then_closes_once_the_rules_stay_clear() {
-    let d = Daemon::start(|c| {
+    // An inactive rule on the board; clear for long enough well before
+    // HALF_OPEN, which must still wait for half_open_after.
+    let d = Daemon::watching(board(&[("HighErrorRate", false)]), |c| {
         c.config.half_open_after = Duration::from_secs(300);
-        c.config.close_after = Duration::from_secs(300);
+        c.config.close_after = Duration::from_secs(60);
     });
     d.fire("HighErrorRate", "service", Policy::Auto).await;
     sleep(Duration::from_secs(60)).await;
@@ -317,4 +324,164 @@ async fn the_breaker_goes_half_open_then_closes_once_the_rules_stay_clear() {
         "{}",
         record.reason
     );
+}
+
+/// Regression: a `confirm_timeout` too large to add to the time panicked
+/// inside the dispatcher, which then dropped every later firing event.
+#[tokio::test(start_paused = true)]
+async fn a_confirmation_timeout_too_large_to_add_leaves_the_dispatcher_working() {
+    let d = Daemon::start(|c| c.config.confirm_timeout = Duration::from_secs(u64::MAX / 4));
+    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(5)).await;
+    let ids = d.pending_ids();
+    assert_eq!(ids.len(), 1);
+    d.approve(&ids[0])
+        .await
+        .expect("the dispatcher still answers");
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(d.rollbacks(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn people_hear_of_a_confirmation_and_of_its_expiry() {
+    let d = Daemon::start(|c| c.config.confirm_timeout = Duration::from_secs(60));
+    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(
+        d.rig.notices(),
+        [
+            NotifyEvent::RuleFiring,
+            NotifyEvent::RollbackPending,
+            NotifyEvent::RollbackRejected
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn people_hear_of_a_rollback_a_guard_refused() {
+    let d = Daemon::start(|_| {});
+    let now = d.rig.engine.clock.now();
+    d.rig
+        .engine
+        .breaker()
+        .open(now, "rb-manual", "manual rollback")
+        .unwrap();
+    d.fire("HighErrorRate", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        d.rig.notices(),
+        [NotifyEvent::RuleFiring, NotifyEvent::RollbackBlocked]
+    );
+    assert_eq!(d.rollbacks(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_rechecks_the_rule_on_the_watchers_board() {
+    for (firing, approved) in [(true, true), (false, false)] {
+        let d = Daemon::watching(board(&[("HighErrorRate", firing)]), |_| {});
+        d.fire("HighErrorRate", "service", Policy::Confirm).await;
+        sleep(Duration::from_secs(5)).await;
+        let id = d.pending_ids().remove(0);
+        let answer = d.approve(&id).await;
+        assert_eq!(answer.is_ok(), approved, "firing {firing}: {answer:?}");
+        if !approved {
+            let findings = match answer {
+                Err(ApproveError::NoLongerFiring(f)) => f,
+                other => panic!("{other:?}"),
+            };
+            assert!(findings[0].contains("no longer firing"), "{findings:?}");
+        }
+        sleep(Duration::from_secs(120)).await;
+        assert_eq!(d.rollbacks(), usize::from(approved));
+        if approved {
+            let trigger = d.rig.history().events[0].trigger.clone();
+            assert_eq!(trigger, crate::history::TriggerKind::Rule);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_that_resolves_cancels_its_confirmation_only_once_it_no_longer_fires() {
+    // One series resolved, but the watcher still shows the rule firing.
+    let d = Daemon::watching(board(&[("HighErrorRate", true)]), |_| {});
+    d.fire("HighErrorRate", "service", Policy::Confirm).await;
+    sleep(Duration::from_secs(5)).await;
+    d.resolve("HighErrorRate", "service", Policy::Confirm).await;
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(d.pending_ids().len(), 1, "still firing: still pending");
+
+    // Resolved, and the watcher shows it inactive.
+    let d = Daemon::watching(board(&[("HighErrorRate", false)]), |_| {});
+    d.fire("HighErrorRate", "service", Policy::Confirm).await;
+    sleep(Duration::from_secs(5)).await;
+    d.resolve("HighErrorRate", "service", Policy::Confirm).await;
+    sleep(Duration::from_secs(5)).await;
+    assert!(d.pending_ids().is_empty(), "resolved: cancelled");
+    assert!(d.rig.notices().contains(&NotifyEvent::RollbackRejected));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approved_alert_is_recorded_as_triggered_by_alertmanager() {
+    let d = Daemon::start(|_| {});
+    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(5)).await;
+    let id = d.pending_ids().remove(0);
+    d.approve(&id).await.unwrap();
+    sleep(Duration::from_secs(120)).await;
+    let history = d.rig.history();
+    assert_eq!(
+        history.events[0].trigger,
+        crate::history::TriggerKind::Alertmanager
+    );
+    assert_eq!(history.events[0].policy.as_deref(), Some("confirm"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_firing_rule_keeps_the_breaker_from_closing() {
+    let d = Daemon::watching(board(&[("HighErrorRate", true)]), |c| {
+        c.config.half_open_after = Duration::from_secs(60);
+        c.config.close_after = Duration::from_secs(60);
+    });
+    let now = d.rig.engine.clock.now();
+    d.rig
+        .engine
+        .breaker()
+        .open(now, "rb-1", "rollback rb-1")
+        .unwrap();
+    d.rig.engine.breaker().settle(now, true).unwrap();
+    sleep(Duration::from_secs(600)).await;
+    assert_eq!(d.breaker(), BreakerState::HalfOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_live_deployments_revision_is_checked_on_its_interval() {
+    let tool = Arc::new(crate::engine::testing::FakeMigrations {
+        current: std::sync::Mutex::new(Some("c3".into())),
+        sql: None,
+    });
+    let d = Daemon::start(|s| {
+        let state = s.config.state_dir.clone();
+        s.db = Some(crate::engine::testing::database(
+            &state,
+            tool.clone(),
+            |c| {
+                c.revision_check_interval = Duration::from_secs(60);
+            },
+        ));
+    });
+    sleep(Duration::from_millis(150_500)).await;
+    // At 0 s, 60 s and 120 s: one listing each.
+    let lists = d
+        .rig
+        .platform
+        .calls()
+        .iter()
+        .filter(|c| **c == crate::engine::testing::Call::List)
+        .count();
+    assert_eq!(lists, 3, "{:?}", d.rig.platform.calls());
+    let db = d.rig.engine.db.as_ref().unwrap();
+    assert_eq!(db.revisions.get("d2").as_deref(), Some("c3"));
 }

@@ -49,6 +49,8 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
             .budget(Phase::Application)
             .saturating_sub(poll + std::time::Duration::from_secs(1));
     let mut last_seen = String::from("the new deployment has not appeared yet");
+    // What the progress output last said about the deployment.
+    let mut announced: Option<(String, String)> = None;
     let deployment = loop {
         if Instant::now() >= deadline {
             return PhaseOutcome::failed(
@@ -82,8 +84,10 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
             }
             Ok(Some(d)) => {
                 last_seen = format!("deployment {} was {}", d.id, d.status);
-                if run.created_deployment.as_deref() != Some(d.id.as_str()) {
+                let now = Some((d.id.clone(), d.status.clone()));
+                if announced != now {
                     run.note(format!("rollback deployment {} is {}", d.id, d.status));
+                    announced = now;
                 }
                 run.created_deployment = Some(d.id);
             }

@@ -4,7 +4,7 @@
 
 use super::super::outcome::{FailureKind, PhaseOutcome};
 use super::super::run::Run;
-use crate::history::StateLock;
+use crate::state::StateLock;
 
 pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     let engine = run.engine;
