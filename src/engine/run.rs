@@ -172,7 +172,6 @@ fn gate(phase: Phase, run: &Run<'_>) -> Option<PhaseOutcome> {
         )
     };
     match phase {
-        Phase::PreValidation => None,
         Phase::Database if !pre_ok => Some(nothing_changed()),
         Phase::Application if !pre_ok => Some(nothing_changed()),
         Phase::Application

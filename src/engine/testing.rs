@@ -223,6 +223,8 @@ pub struct FakeService {
 #[derive(Default)]
 struct ServiceState {
     unhealthy: bool,
+    /// The next this many checks fail, whatever `unhealthy` says.
+    failing_checks: u32,
     latency: Duration,
     checks: Vec<String>,
 }
@@ -242,6 +244,14 @@ impl FakeService {
             .latency = latency;
     }
 
+    /// The next `n` checks fail (a service still starting).
+    pub fn fail_next(&self, n: u32) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .failing_checks = n;
+    }
+
     /// The URLs asked so far.
     pub fn checks(&self) -> Vec<String> {
         self.state
@@ -258,7 +268,9 @@ impl HealthProbe for FakeService {
             let (unhealthy, latency) = {
                 let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 s.checks.push(url.to_string());
-                (s.unhealthy, s.latency)
+                let starting = s.failing_checks > 0;
+                s.failing_checks = s.failing_checks.saturating_sub(1);
+                (s.unhealthy || starting, s.latency)
             };
             if latency >= timeout {
                 tokio::time::sleep(timeout).await;

@@ -495,3 +495,40 @@ async fn post_rollback_says_what_it_recorded() {
         "{detail}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_application_phase_waits_for_health_to_answer_then_gives_up_in_time() {
+    // Still starting for a few checks: the phase waits.
+    let rig = Rig::new(|_| {});
+    rig.service.fail_next(3);
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert_eq!(
+        outcomes(&report)[2],
+        (Phase::Application, "succeeded", None)
+    );
+    let health = rig
+        .service
+        .checks()
+        .iter()
+        .filter(|u| u.as_str() == "http://service.test/health")
+        .count();
+    assert!(health >= 4, "asked /health {health} times");
+
+    // Never healthy: it says so before the budget cuts it off.
+    let rig = Rig::new(|_| {});
+    rig.service.set_unhealthy(true);
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    let step = &report.phases[2];
+    assert_eq!(step.outcome.reason(), Some("service_unhealthy"));
+    assert!(
+        step.outcome.detail().contains("kept failing (HTTP 503)"),
+        "{:?}",
+        step.outcome
+    );
+    assert!(step.elapsed < rig.engine.config.budgets.application);
+    assert!(
+        step.elapsed > Duration::from_secs(150),
+        "it kept trying: {:?}",
+        step.elapsed
+    );
+}

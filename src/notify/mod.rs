@@ -147,6 +147,13 @@ impl Notification {
     }
 }
 
+/// Why the notifiers could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot build the HTTP client for notifications: {0}")]
+    HttpClient(#[source] reqwest::Error),
+}
+
 /// Why one delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
@@ -222,13 +229,13 @@ impl Notifiers {
     pub fn from_config(
         configs: &[NotifierConfig],
         service: &ServiceConfig,
-    ) -> Result<Arc<Notifiers>, String> {
+    ) -> Result<Arc<Notifiers>, SetupError> {
         crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(SetupError::HttpClient)?;
         let sinks = configs
             .iter()
             .map(|c| {

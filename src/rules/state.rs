@@ -388,4 +388,16 @@ mod tests {
             state.series().map(|(l, s)| (l.clone(), s)).collect();
         assert_eq!(listed, vec![(series(), Pending)]);
     }
+
+    #[test]
+    fn keep_firing_for_keeps_only_firing_series_not_pending_ones() {
+        let mut state = RuleState::new(Duration::from_secs(20), Duration::from_secs(30));
+        state.step(at(0), Input::breach(series(), 0.5));
+        let t = state.step(at(10), Input::clear());
+        assert_eq!(
+            t.iter().map(|t| (t.from, t.to)).collect::<Vec<_>>(),
+            [(Pending, Inactive)]
+        );
+        assert_eq!(state.overall(), Inactive);
+    }
 }

@@ -122,6 +122,18 @@ async fn rules_firing_within_the_coalesce_window_make_one_rollback() {
         .map(|r| r.rule.as_str())
         .collect();
     assert_eq!(rules, ["HighErrorRate", "HighLatency"]);
+    assert_eq!(history.events[0].trigger, crate::history::TriggerKind::Rule);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_automatic_rollback_for_an_alert_is_recorded_as_triggered_by_alertmanager() {
+    let d = Daemon::start(|_| {});
+    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Auto)
+        .await;
+    sleep(Duration::from_secs(120)).await;
+    let event = &d.rig.history().events[0];
+    assert_eq!(event.trigger, crate::history::TriggerKind::Alertmanager);
+    assert!(event.reason.starts_with("alert fired"), "{}", event.reason);
 }
 
 #[tokio::test(start_paused = true)]
@@ -472,7 +484,19 @@ async fn the_live_deployments_revision_is_checked_on_its_interval() {
             },
         ));
     });
-    sleep(Duration::from_millis(150_500)).await;
+    let lists = |d: &Daemon| {
+        d.rig
+            .platform
+            .calls()
+            .iter()
+            .filter(|c| **c == crate::engine::testing::Call::List)
+            .count()
+    };
+    sleep(Duration::from_millis(59_500)).await;
+    assert_eq!(lists(&d), 1, "at 0 s");
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(lists(&d), 2, "at 60 s, not later");
+    sleep(Duration::from_secs(90)).await;
     // At 0 s, 60 s and 120 s: one listing each.
     let lists = d
         .rig
@@ -484,4 +508,38 @@ async fn the_live_deployments_revision_is_checked_on_its_interval() {
     assert_eq!(lists, 3, "{:?}", d.rig.platform.calls());
     let db = d.rig.engine.db.as_ref().unwrap();
     assert_eq!(db.revisions.get("d2").as_deref(), Some("c3"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_rechecks_the_very_rule_not_its_neighbour() {
+    // The group's other rule fires; the one behind the confirmation does not.
+    let d = Daemon::watching(
+        board(&[("HighLatency", true), ("HighErrorRate", false)]),
+        |_| {},
+    );
+    d.fire("HighErrorRate", "service", Policy::Confirm).await;
+    sleep(Duration::from_secs(5)).await;
+    let id = d.pending_ids().remove(0);
+    assert!(matches!(
+        d.approve(&id).await,
+        Err(ApproveError::NoLongerFiring(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolved_alert_cancels_only_the_confirmation_it_caused() {
+    let d = Daemon::start(|_| {});
+    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(5)).await;
+    d.fire("HighLatency", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(d.pending_ids().len(), 2);
+    d.resolve("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+        .await;
+    sleep(Duration::from_secs(5)).await;
+    let left = d.pending.list();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].rules[0].rule, "HighLatency");
 }
