@@ -346,9 +346,15 @@ async fn a_confirmation_timeout_too_large_to_add_leaves_the_dispatcher_working()
     d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
         .await;
     sleep(Duration::from_secs(5)).await;
-    let ids = d.pending_ids();
-    assert_eq!(ids.len(), 1);
-    d.approve(&ids[0])
+    let pending = d.pending.list();
+    assert_eq!(pending.len(), 1);
+    // It waits a century at most.
+    let waits = pending[0]
+        .expires_at
+        .duration_since(pending[0].created_at)
+        .unwrap();
+    assert_eq!(waits, Duration::from_secs(100 * 365 * 86_400));
+    d.approve(&pending[0].id)
         .await
         .expect("the dispatcher still answers");
     sleep(Duration::from_secs(120)).await;
