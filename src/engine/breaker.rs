@@ -248,4 +248,45 @@ mod tests {
             .to_string()
             .contains("counts as OPEN"));
     }
+
+    #[test]
+    fn states_read_as_ci_expects_and_gauge_in_order() {
+        let all = [
+            BreakerState::Closed,
+            BreakerState::HalfOpen,
+            BreakerState::Open,
+        ];
+        assert_eq!(
+            all.map(BreakerState::as_str),
+            ["CLOSED", "HALF_OPEN", "OPEN"]
+        );
+        assert_eq!(all.map(BreakerState::gauge), [0.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn a_breaker_file_that_cannot_be_read_counts_as_open() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be: reading fails, not "missing".
+        let store = BreakerStore::new(dir.path().to_path_buf());
+        assert!(store.load().is_err());
+        assert_eq!(
+            store.state(SystemTime::now(), Duration::ZERO),
+            BreakerState::Open
+        );
+    }
+
+    #[test]
+    fn closing_says_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BreakerStore::new(dir.path().join("breaker.json"));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        store.open(t0, "rb-1", "rollback rb-1").unwrap();
+        store.close(t0 + Duration::from_secs(60), "stable").unwrap();
+        let record = store.load().unwrap();
+        assert!(!record.open);
+        assert_eq!(
+            crate::clock::parse(&record.since),
+            Some(t0 + Duration::from_secs(60))
+        );
+    }
 }

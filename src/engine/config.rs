@@ -129,3 +129,26 @@ impl EngineConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_budget_or_poll_interval_is_named() {
+        let mut config = EngineConfig::default();
+        let mut problems = Vec::new();
+        config.validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        config.budgets.application = Duration::ZERO;
+        config.poll_interval = Duration::ZERO;
+        config.validate(&mut problems);
+        assert_eq!(
+            problems,
+            [
+                "engine.budgets.application: must be greater than 0s",
+                "engine.poll_interval: must be greater than 0s"
+            ]
+        );
+    }
+}

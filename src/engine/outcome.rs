@@ -244,3 +244,24 @@ impl PhaseStep {
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_recorded_with_millisecond_seconds_and_its_reason() {
+        let step = PhaseStep {
+            phase: Phase::Application,
+            outcome: PhaseOutcome::failed(FailureKind::PlatformRefused, "no"),
+            elapsed: Duration::from_micros(1_234_567),
+        };
+        let record = step.record();
+        assert_eq!(record.duration_seconds, 1.235);
+        assert_eq!(record.name, PhaseName::Application);
+        assert_eq!(record.result, PhaseResult::Failed);
+        assert_eq!(record.reason.as_deref(), Some("platform_refused"));
+        assert_eq!(round3(0.0004), 0.0);
+        assert_eq!(round3(2.0), 2.0);
+    }
+}

@@ -68,3 +68,33 @@ pub fn new_id(prefix: &str) -> String {
         .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     format!("{prefix}-{:012x}", mixed & 0xffff_ffff_ffff)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_are_labelled_as_the_history_and_metrics_name_them() {
+        let rules = vec![RuleTrigger::default()];
+        assert_eq!(
+            [
+                Trigger::Manual,
+                Trigger::Rules(rules.clone()),
+                Trigger::Alertmanager(rules)
+            ]
+            .map(|t| (t.label(), t.kind().as_str().to_string())),
+            [
+                ("manual", "manual".to_string()),
+                ("rule", "rule".to_string()),
+                ("alertmanager", "alertmanager".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn ids_are_unique_and_short() {
+        let ids: std::collections::BTreeSet<String> = (0..1000).map(|_| new_id("rb")).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| id.len() == 15 && id.starts_with("rb-")));
+    }
+}

@@ -22,12 +22,6 @@ const HOW_TO_LIST: &str = "list candidates with `rollbackd deployments list`";
 #[error("{0}")]
 pub struct NoTarget(pub String);
 
-impl NoTarget {
-    pub fn contains(&self, needle: &str) -> bool {
-        self.0.contains(needle)
-    }
-}
-
 /// True for a deployment that once ran and can run again: SUCCESS, or
 /// REMOVED (Railway marks a deployment REMOVED once a newer one replaces it)
 /// unless the platform says it can no longer be rolled back to.
@@ -161,11 +155,27 @@ mod tests {
         ] {
             let e = select(&list, Some(req), &BTreeSet::new(), now(), retention).unwrap_err();
             assert!(
-                e.contains(needle) && e.contains("rollbackd deployments list"),
+                e.0.contains(needle) && e.0.contains("rollbackd deployments list"),
                 "{e}"
             );
         }
         let e = select(&list, None, &BTreeSet::new(), now(), retention).unwrap_err();
-        assert!(e.contains("no earlier deployment"), "{e}");
+        assert!(e.0.contains("no earlier deployment"), "{e}");
+    }
+
+    #[test]
+    fn only_deployments_older_than_the_live_one_are_candidates() {
+        // A newer deployment that was replaced, and one made in the same second
+        // as the live one, are not "the previous version".
+        let mut same_second = d("d3b", "REMOVED", 10);
+        same_second.created_at = d("d3", "SUCCESS", 10).created_at;
+        let list = [
+            d("d4", "REMOVED", 5),
+            d("d3", "SUCCESS", 10),
+            same_second,
+            d("d2", "REMOVED", 60),
+        ];
+        let s = select(&list, None, &BTreeSet::new(), now(), None).unwrap();
+        assert_eq!(s.target.id, "d2");
     }
 }

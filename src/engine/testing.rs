@@ -110,6 +110,23 @@ impl FakePlatform {
             .collect()
     }
 
+    /// A newer deployment starts and is still on its way (`status`).
+    pub fn begin_deploy(&self, id: &str, status: &str) {
+        let mut s = self.state();
+        let created_at = s.deployments[0].created_at + Duration::from_secs(60);
+        s.deployments.insert(
+            0,
+            Deployment {
+                id: id.into(),
+                status: status.into(),
+                created_at,
+                git_sha: None,
+                git_branch: None,
+                can_rollback: None,
+            },
+        );
+    }
+
     pub fn live(&self) -> Option<String> {
         self.state()
             .deployments

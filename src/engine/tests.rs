@@ -285,8 +285,16 @@ async fn a_refusal_is_recorded_as_blocked_not_as_a_rollback() {
     };
     rig.engine.record_blocked(&automatic(), &blocked);
     let history = rig.history();
-    assert_eq!(history.events[0].kind, EventKind::Blocked);
-    assert!(!history.events[0].touched_production());
+    let event = &history.events[0];
+    assert_eq!(event.kind, EventKind::Blocked);
+    assert!(!event.touched_production());
+    assert!(event.id.as_deref().is_some_and(|id| id.starts_with("rb-")));
+    assert!(event.time().is_some(), "{}", event.timestamp);
+    assert_eq!(event.trigger, TriggerKind::Rule);
+    assert_eq!(event.reason, "rule fired");
+    assert_eq!(event.policy.as_deref(), Some("auto"));
+    assert_eq!(event.rules[0].rule, "HighErrorRate");
+    assert_eq!(event.error.as_deref(), Some("cooldown: too soon"));
     assert!(rig
         .engine
         .check_automatic(rig.engine.clock.now())
@@ -530,5 +538,147 @@ async fn the_application_phase_waits_for_health_to_answer_then_gives_up_in_time(
         step.elapsed > Duration::from_secs(150),
         "it kept trying: {:?}",
         step.elapsed
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_revision_is_recorded_while_a_newer_deploy_is_on_its_way() {
+    let rig = Rig::new(|s| {
+        let state = s.config.state_dir.clone();
+        s.db = Some(super::testing::database(
+            &state,
+            migrations("c3", None),
+            |_| {},
+        ));
+    });
+    // Its migrations may already have run: the database no longer says what d2 runs.
+    rig.platform.begin_deploy("d3", "BUILDING");
+    assert_eq!(rig.engine.record_revision().await.unwrap(), None);
+    // A newer deploy that failed does not stand in the way.
+    let rig = Rig::new(|s| {
+        let state = s.config.state_dir.clone();
+        s.db = Some(super::testing::database(
+            &state,
+            migrations("c3", None),
+            |_| {},
+        ));
+    });
+    rig.platform.begin_deploy("d3", "FAILED");
+    assert_eq!(
+        rig.engine.record_revision().await.unwrap(),
+        Some(("d2".to_string(), "c3".to_string()))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_plan_reads_as_the_operator_sees_it() {
+    let rig = Rig::new(|s| {
+        let state = s.config.state_dir.clone();
+        let tool = migrations("c3", Some("ALTER TABLE items DROP COLUMN note;\n\n"));
+        let db = super::testing::database(&state, tool, |_| {});
+        db.revisions.record("d1", "b2").unwrap();
+        s.db = Some(db);
+    });
+    let text = rig.engine.plan(&automatic()).await.unwrap().to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("  live now:     d2 (SUCCESS, sha-d2, created "),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("  roll back to: d1 (REMOVED, sha-d1, created "),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("  backup:       pg_dump of 127.0.0.1:9/app"),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("  database:     skipped: the downgrade c3 -> b2 is destructive"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[4], "    | ALTER TABLE items DROP COLUMN note;",
+        "{text}"
+    );
+    assert_eq!(lines[5], "  verify at:    http://service.test");
+    assert!(
+        lines[6].starts_with("    quick: /, /health (all must pass)"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_downgrade_that_destroys_nothing_is_planned_and_a_destructive_one_when_allowed() {
+    for (sql, allow, planned) in [
+        ("UPDATE alembic_version SET version_num='b2';", false, true),
+        ("ALTER TABLE items DROP COLUMN note;", true, true),
+        ("ALTER TABLE items DROP COLUMN note;", false, false),
+    ] {
+        let rig = Rig::new(|s| {
+            let state = s.config.state_dir.clone();
+            let db = super::testing::database(&state, migrations("c3", Some(sql)), |c| {
+                c.allow_destructive = allow;
+            });
+            db.revisions.record("d1", "b2").unwrap();
+            s.db = Some(db);
+        });
+        let plan = rig.engine.plan(&automatic()).await.unwrap();
+        assert_eq!(
+            plan.database
+                .starts_with("alembic downgrade c3 -> b2 under advisory lock"),
+            planned,
+            "{sql} (allow_destructive {allow}): {}",
+            plan.database
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn skip_db_skips_the_backup_and_the_database_even_when_configured() {
+    let rig = Rig::new(|s| {
+        let state = s.config.state_dir.clone();
+        s.db = Some(super::testing::database(
+            &state,
+            migrations("c3", None),
+            |_| {},
+        ));
+    });
+    let mut req = automatic();
+    req.skip_db = true;
+    let report = rig.engine.run(req, &|_| {}).await;
+    assert!(report.success, "{:?}", report.error);
+    let plan = report.plan.as_ref().unwrap();
+    assert_eq!(plan.backup, "skipped: --skip-db");
+    assert_eq!(
+        outcomes(&report)[1],
+        (Phase::Database, "skipped", Some("skip_db"))
+    );
+    assert!(
+        !report.event.extra.contains_key("backup_warning"),
+        "no backup was tried"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_requested_deployment_is_the_target_and_untouched_runs_do_not_rule_one_out() {
+    let rig = Rig::new(|_| {});
+    // An earlier run from d1 that never reached the platform.
+    let mut untouched = crate::history::Event {
+        kind: EventKind::Rollback,
+        timestamp: crate::clock::seconds(rig.engine.clock.now()),
+        from_deployment_id: Some("d1".into()),
+        ..Default::default()
+    };
+    untouched.trigger = TriggerKind::Rule;
+    rig.engine.history().append(untouched, None).unwrap();
+    let mut req = automatic();
+    req.deployment_id = Some("d1".into());
+    let plan = rig.engine.plan(&req).await.unwrap();
+    assert_eq!(plan.target.id, "d1");
+    let plan = rig.engine.plan(&automatic()).await.unwrap();
+    assert_eq!(
+        plan.target.id, "d1",
+        "a run that changed nothing moved nothing away"
     );
 }

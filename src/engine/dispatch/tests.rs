@@ -23,6 +23,7 @@ use crate::watch::StatusBoard;
 struct Daemon {
     rig: Rig,
     pending: Arc<PendingStore>,
+    running: super::RunningRollback,
     events: mpsc::Sender<RuleEvent>,
     commands: mpsc::Sender<Command>,
 }
@@ -40,12 +41,14 @@ impl Daemon {
         let rig = Rig::new(tweak);
         let pending = Arc::new(PendingStore::default());
         let dispatcher = Dispatcher::new(rig.engine.clone(), board, pending.clone());
+        let running = dispatcher.running();
         let (events, events_rx) = mpsc::channel(16);
         let (commands, commands_rx) = mpsc::channel(16);
         tokio::spawn(dispatcher.run(events_rx, commands_rx));
         Daemon {
             rig,
             pending,
+            running,
             events,
             commands,
         }
@@ -548,4 +551,24 @@ async fn a_resolved_alert_cancels_only_the_confirmation_it_caused() {
     let left = d.pending.list();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].rules[0].rule, "HighLatency");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_the_running_rollback_not_for_a_refused_incident() {
+    let d = Daemon::start(|_| {});
+    d.rig.platform.set_latency(Duration::from_secs(5));
+    d.fire("HighErrorRate", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(10)).await;
+    // Refused while the first runs (in_progress).
+    d.fire("HighLatency", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(5)).await;
+    assert!(
+        d.rig.history().events.is_empty(),
+        "the rollback is still running"
+    );
+    super::finish_running(&d.running, Duration::from_secs(600)).await;
+    let history = d.rig.history();
+    assert_eq!(history.events.len(), 1, "shutdown waited for it");
+    assert!(history.events[0].success);
+    assert_eq!(d.rollbacks(), 1);
 }
