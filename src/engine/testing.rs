@@ -33,6 +33,8 @@ pub enum RollbackBehaviour {
     SucceedSilently { polls: u32 },
     /// Creates a deployment that ends FAILED.
     Fail,
+    /// As `Fail`, but does not say which deployment it created.
+    FailSilently,
     /// Refuses the call.
     Refuse,
     /// Creates a deployment that never leaves DEPLOYING.
@@ -110,6 +112,13 @@ impl FakePlatform {
             .collect()
     }
 
+    /// An older deployment, `age` before now.
+    pub fn push_old(&self, id: &str, status: &str, age: Duration, now: SystemTime) {
+        self.state()
+            .deployments
+            .push(deployment(id, status, age, now));
+    }
+
     /// A newer deployment starts and is still on its way (`status`).
     pub fn begin_deploy(&self, id: &str, status: &str) {
         let mut s = self.state();
@@ -177,7 +186,10 @@ impl DeployProvider for FakePlatform {
         Box::pin(async move {
             self.call(Call::Rollback(target.id.clone())).await;
             let mut s = self.state();
-            let silent = matches!(s.behaviour, RollbackBehaviour::SucceedSilently { .. });
+            let silent = matches!(
+                s.behaviour,
+                RollbackBehaviour::SucceedSilently { .. } | RollbackBehaviour::FailSilently
+            );
             if s.behaviour == RollbackBehaviour::Refuse {
                 return Err(ProviderError::Api {
                     what: "the fake platform".into(),
@@ -216,7 +228,7 @@ fn advance(s: &mut PlatformState) {
         {
             Some("SUCCESS")
         }
-        RollbackBehaviour::Fail => Some("FAILED"),
+        RollbackBehaviour::Fail | RollbackBehaviour::FailSilently => Some("FAILED"),
         _ => None,
     };
     if next == Some("SUCCESS") {

@@ -572,3 +572,16 @@ async fn shutdown_waits_for_the_running_rollback_not_for_a_refused_incident() {
     assert!(history.events[0].success);
     assert_eq!(d.rollbacks(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_confirmation_whose_rule_stopped_firing_is_not_approved_by_default() {
+    let d = Daemon::watching(board(&[("HighErrorRate", false)]), |c| {
+        c.config.confirm_timeout = Duration::from_secs(60);
+        c.config.confirm_default = ConfirmDefault::Approve;
+    });
+    d.fire("HighErrorRate", "service", Policy::Confirm).await;
+    sleep(Duration::from_secs(180)).await;
+    assert!(d.pending_ids().is_empty());
+    assert_eq!(d.rollbacks(), 0);
+    assert_eq!(d.rig.notices().last(), Some(&NotifyEvent::RollbackRejected));
+}
