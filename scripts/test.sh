@@ -10,4 +10,7 @@ cargo clippy --locked --all-targets -- -D warnings
 # Benchmarks are compiled (so they cannot rot) but only run by `cargo bench`.
 cargo build --locked --benches
 # --no-fail-fast: one failing test binary must not hide the others.
-cargo test --locked --no-fail-fast
+# Four test threads on two cores: the integration tests mostly wait on the
+# real services they start; the decision logic is tested on tokio's paused
+# clock and does not depend on it.
+cargo test --locked --no-fail-fast -- --test-threads 4
