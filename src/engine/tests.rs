@@ -385,6 +385,22 @@ async fn a_run_announces_its_start_then_its_end_and_a_refused_one_nothing() {
     drop(held);
 }
 
+/// A rig whose database is at `current`, whose downgrade SQL is `sql`, and
+/// which recorded revision b2 for d1 (the target).
+fn rig_with_database(
+    current: &str,
+    sql: Option<&str>,
+    tweak: impl FnOnce(&mut crate::db::config::DatabaseConfig),
+) -> Rig {
+    let tool = migrations(current, sql);
+    Rig::new(|s| {
+        let state = s.config.state_dir.clone();
+        let db = super::testing::database(&state, tool, tweak);
+        db.revisions.record("d1", "b2").unwrap();
+        s.db = Some(db);
+    })
+}
+
 fn migrations(current: &str, sql: Option<&str>) -> std::sync::Arc<super::testing::FakeMigrations> {
     std::sync::Arc::new(super::testing::FakeMigrations {
         current: std::sync::Mutex::new(Some(current.into())),
@@ -394,12 +410,7 @@ fn migrations(current: &str, sql: Option<&str>) -> std::sync::Arc<super::testing
 
 #[tokio::test(start_paused = true)]
 async fn a_database_step_that_must_stop_the_run_leaves_the_application_alone() {
-    let rig = Rig::new(|s| {
-        let state = s.config.state_dir.clone();
-        let db = super::testing::database(&state, migrations("c3", None), |_| {});
-        db.revisions.record("d1", "b2").unwrap();
-        s.db = Some(db);
-    });
+    let rig = rig_with_database("c3", None, |_| {});
     let report = rig.engine.run(automatic(), &|_| {}).await;
     assert_eq!(
         outcomes(&report)[1..4],
@@ -425,13 +436,7 @@ async fn a_database_step_that_must_stop_the_run_leaves_the_application_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn a_destructive_downgrade_is_skipped_and_the_application_still_rolls_back() {
-    let rig = Rig::new(|s| {
-        let state = s.config.state_dir.clone();
-        let tool = migrations("c3", Some("ALTER TABLE items DROP COLUMN note;\n"));
-        let db = super::testing::database(&state, tool, |_| {});
-        db.revisions.record("d1", "b2").unwrap();
-        s.db = Some(db);
-    });
+    let rig = rig_with_database("c3", Some("ALTER TABLE items DROP COLUMN note;\n"), |_| {});
     let report = rig.engine.run(automatic(), &|_| {}).await;
     assert!(report.success, "{:?}", report.error);
     assert_eq!(
@@ -444,13 +449,7 @@ async fn a_destructive_downgrade_is_skipped_and_the_application_still_rolls_back
 #[tokio::test(start_paused = true)]
 async fn a_required_backup_that_fails_stops_the_run_and_says_so() {
     use crate::notify::NotifyEvent::*;
-    let rig = Rig::new(|s| {
-        let state = s.config.state_dir.clone();
-        let db = super::testing::database(&state, migrations("c3", None), |c| {
-            c.backup_required = true;
-        });
-        s.db = Some(db);
-    });
+    let rig = rig_with_database("c3", None, |c| c.backup_required = true);
     let report = rig.engine.run(automatic(), &|_| {}).await;
     assert_eq!(
         outcomes(&report)[0],
@@ -570,26 +569,12 @@ async fn the_application_phase_waits_for_health_to_answer_then_gives_up_in_time(
 
 #[tokio::test(start_paused = true)]
 async fn no_revision_is_recorded_while_a_newer_deploy_is_on_its_way() {
-    let rig = Rig::new(|s| {
-        let state = s.config.state_dir.clone();
-        s.db = Some(super::testing::database(
-            &state,
-            migrations("c3", None),
-            |_| {},
-        ));
-    });
+    let rig = rig_with_database("c3", None, |_| {});
     // Its migrations may already have run: the database no longer says what d2 runs.
     rig.platform.begin_deploy("d3", "BUILDING");
     assert_eq!(rig.engine.record_revision().await.unwrap(), None);
     // A newer deploy that failed does not stand in the way.
-    let rig = Rig::new(|s| {
-        let state = s.config.state_dir.clone();
-        s.db = Some(super::testing::database(
-            &state,
-            migrations("c3", None),
-            |_| {},
-        ));
-    });
+    let rig = rig_with_database("c3", None, |_| {});
     rig.platform.begin_deploy("d3", "FAILED");
     assert_eq!(
         rig.engine.record_revision().await.unwrap(),
@@ -599,13 +584,11 @@ async fn no_revision_is_recorded_while_a_newer_deploy_is_on_its_way() {
 
 #[tokio::test(start_paused = true)]
 async fn the_plan_reads_as_the_operator_sees_it() {
-    let rig = Rig::new(|s| {
-        let state = s.config.state_dir.clone();
-        let tool = migrations("c3", Some("ALTER TABLE items DROP COLUMN note;\n\n"));
-        let db = super::testing::database(&state, tool, |_| {});
-        db.revisions.record("d1", "b2").unwrap();
-        s.db = Some(db);
-    });
+    let rig = rig_with_database(
+        "c3",
+        Some("ALTER TABLE items DROP COLUMN note;\n\n"),
+        |_| {},
+    );
     let text = rig.engine.plan(&automatic()).await.unwrap().to_string();
     let lines: Vec<&str> = text.lines().collect();
     assert!(
@@ -642,14 +625,7 @@ async fn a_downgrade_that_destroys_nothing_is_planned_and_a_destructive_one_when
         ("ALTER TABLE items DROP COLUMN note;", true, true),
         ("ALTER TABLE items DROP COLUMN note;", false, false),
     ] {
-        let rig = Rig::new(|s| {
-            let state = s.config.state_dir.clone();
-            let db = super::testing::database(&state, migrations("c3", Some(sql)), |c| {
-                c.allow_destructive = allow;
-            });
-            db.revisions.record("d1", "b2").unwrap();
-            s.db = Some(db);
-        });
+        let rig = rig_with_database("c3", Some(sql), |c| c.allow_destructive = allow);
         let plan = rig.engine.plan(&automatic()).await.unwrap();
         assert_eq!(
             plan.database
@@ -663,14 +639,7 @@ async fn a_downgrade_that_destroys_nothing_is_planned_and_a_destructive_one_when
 
 #[tokio::test(start_paused = true)]
 async fn skip_db_skips_the_backup_and_the_database_even_when_configured() {
-    let rig = Rig::new(|s| {
-        let state = s.config.state_dir.clone();
-        s.db = Some(super::testing::database(
-            &state,
-            migrations("c3", None),
-            |_| {},
-        ));
-    });
+    let rig = rig_with_database("c3", None, |_| {});
     let mut req = automatic();
     req.skip_db = true;
     let report = rig.engine.run(req, &|_| {}).await;

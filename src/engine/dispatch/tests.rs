@@ -81,6 +81,20 @@ impl Daemon {
         answer.await.unwrap()
     }
 
+    /// Fires `rule` under `confirm` and returns the pending rollback it made.
+    async fn park(&self, rule: &str, group: &str) -> String {
+        let before = self.pending_ids();
+        self.fire(rule, group, Policy::Confirm).await;
+        sleep(Duration::from_secs(5)).await;
+        let mut made: Vec<String> = self
+            .pending_ids()
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
+        assert_eq!(made.len(), 1, "one confirmation for {rule}");
+        made.remove(0)
+    }
+
     fn rollbacks(&self) -> usize {
         self.rig.platform.rollbacks().len()
     }
@@ -152,6 +166,17 @@ async fn a_rule_firing_while_a_rollback_runs_starts_no_second_one() {
     // that incident); only the run is.
     let kinds: Vec<EventKind> = d.rig.history().events.into_iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [EventKind::Rollback]);
+    // Three listings: the first incident's guards, the run's plan, and the
+    // run before its platform call. The second incident was refused without
+    // asking the platform anything.
+    let lists = d
+        .rig
+        .platform
+        .calls()
+        .iter()
+        .filter(|c| **c == crate::engine::testing::Call::List)
+        .count();
+    assert_eq!(lists, 3, "{:?}", d.rig.platform.calls());
 }
 
 #[tokio::test(start_paused = true)]
@@ -240,12 +265,8 @@ async fn an_expired_approval_by_default_still_needs_the_alert_firing() {
 #[tokio::test(start_paused = true)]
 async fn approving_one_confirmation_supersedes_the_others() {
     let d = Daemon::start(|_| {});
-    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
-    sleep(Duration::from_secs(5)).await;
-    d.fire("HighLatency", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
-    sleep(Duration::from_secs(5)).await;
+    d.park("HighErrorRate", ALERTMANAGER_GROUP).await;
+    d.park("HighLatency", ALERTMANAGER_GROUP).await;
     let ids = d.pending_ids();
     assert_eq!(ids.len(), 2);
     let approved = d.approve(&ids[0]).await.expect("approved");
@@ -289,10 +310,7 @@ async fn a_resolved_alert_cancels_its_confirmation_and_approval_then_finds_nothi
 #[tokio::test(start_paused = true)]
 async fn an_approval_still_passes_the_guards() {
     let d = Daemon::start(|_| {});
-    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
-    sleep(Duration::from_secs(5)).await;
-    let id = d.pending_ids().remove(0);
+    let id = d.park("HighErrorRate", ALERTMANAGER_GROUP).await;
     // Meanwhile an operator's manual rollback opened the breaker.
     let now = d.rig.engine.clock.now();
     d.rig
@@ -402,9 +420,7 @@ async fn people_hear_of_a_rollback_a_guard_refused() {
 async fn an_approval_rechecks_the_rule_on_the_watchers_board() {
     for (firing, approved) in [(true, true), (false, false)] {
         let d = Daemon::watching(board(&[("HighErrorRate", firing)]), |_| {});
-        d.fire("HighErrorRate", "service", Policy::Confirm).await;
-        sleep(Duration::from_secs(5)).await;
-        let id = d.pending_ids().remove(0);
+        let id = d.park("HighErrorRate", "service").await;
         let answer = d.approve(&id).await;
         assert_eq!(answer.is_ok(), approved, "firing {firing}: {answer:?}");
         if !approved {
@@ -446,10 +462,7 @@ async fn a_rule_that_resolves_cancels_its_confirmation_only_once_it_no_longer_fi
 #[tokio::test(start_paused = true)]
 async fn an_approved_alert_is_recorded_as_triggered_by_alertmanager() {
     let d = Daemon::start(|_| {});
-    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
-    sleep(Duration::from_secs(5)).await;
-    let id = d.pending_ids().remove(0);
+    let id = d.park("HighErrorRate", ALERTMANAGER_GROUP).await;
     d.approve(&id).await.unwrap();
     sleep(Duration::from_secs(120)).await;
     let history = d.rig.history();
@@ -526,9 +539,7 @@ async fn an_approval_rechecks_the_very_rule_not_its_neighbour() {
         board(&[("HighLatency", true), ("HighErrorRate", false)]),
         |_| {},
     );
-    d.fire("HighErrorRate", "service", Policy::Confirm).await;
-    sleep(Duration::from_secs(5)).await;
-    let id = d.pending_ids().remove(0);
+    let id = d.park("HighErrorRate", "service").await;
     assert!(matches!(
         d.approve(&id).await,
         Err(ApproveError::NoLongerFiring(_))
@@ -538,12 +549,8 @@ async fn an_approval_rechecks_the_very_rule_not_its_neighbour() {
 #[tokio::test(start_paused = true)]
 async fn a_resolved_alert_cancels_only_the_confirmation_it_caused() {
     let d = Daemon::start(|_| {});
-    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
-    sleep(Duration::from_secs(5)).await;
-    d.fire("HighLatency", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
-    sleep(Duration::from_secs(5)).await;
+    d.park("HighErrorRate", ALERTMANAGER_GROUP).await;
+    d.park("HighLatency", ALERTMANAGER_GROUP).await;
     assert_eq!(d.pending_ids().len(), 2);
     d.resolve("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
         .await;
