@@ -123,17 +123,8 @@ impl FakePlatform {
     pub fn begin_deploy(&self, id: &str, status: &str) {
         let mut s = self.state();
         let created_at = s.deployments[0].created_at + Duration::from_secs(60);
-        s.deployments.insert(
-            0,
-            Deployment {
-                id: id.into(),
-                status: status.into(),
-                created_at,
-                git_sha: None,
-                git_branch: None,
-                can_rollback: None,
-            },
-        );
+        s.deployments
+            .insert(0, deployment(id, status, Duration::ZERO, created_at));
     }
 
     pub fn live(&self) -> Option<String> {

@@ -108,6 +108,14 @@ impl Daemon {
     }
 }
 
+/// Confirmations expire after `seconds`, approved by default.
+fn approving_after(seconds: u64) -> impl FnOnce(&mut crate::engine::EngineSetup) {
+    move |c| {
+        c.config.confirm_timeout = Duration::from_secs(seconds);
+        c.config.confirm_default = ConfirmDefault::Approve;
+    }
+}
+
 fn event(rule: &str, group: &str, policy: Policy) -> FiringEvent {
     FiringEvent {
         group: group.into(),
@@ -226,10 +234,7 @@ async fn a_confirmation_nobody_answers_expires_to_reject() {
 
 #[tokio::test(start_paused = true)]
 async fn a_confirmation_nobody_answers_expires_to_approve_when_configured() {
-    let d = Daemon::start(|c| {
-        c.config.confirm_timeout = Duration::from_secs(900);
-        c.config.confirm_default = ConfirmDefault::Approve;
-    });
+    let d = Daemon::start(approving_after(900));
     d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
         .await;
     sleep(Duration::from_secs(890)).await;
@@ -241,10 +246,7 @@ async fn a_confirmation_nobody_answers_expires_to_approve_when_configured() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_approval_by_default_still_needs_the_alert_firing() {
-    let d = Daemon::start(|c| {
-        c.config.confirm_timeout = Duration::from_secs(60);
-        c.config.confirm_default = ConfirmDefault::Approve;
-    });
+    let d = Daemon::start(approving_after(60));
     d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
         .await;
     sleep(Duration::from_secs(5)).await;
@@ -582,10 +584,7 @@ async fn shutdown_waits_for_the_running_rollback_not_for_a_refused_incident() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_confirmation_whose_rule_stopped_firing_is_not_approved_by_default() {
-    let d = Daemon::watching(board(&[("HighErrorRate", false)]), |c| {
-        c.config.confirm_timeout = Duration::from_secs(60);
-        c.config.confirm_default = ConfirmDefault::Approve;
-    });
+    let d = Daemon::watching(board(&[("HighErrorRate", false)]), approving_after(60));
     d.fire("HighErrorRate", "service", Policy::Confirm).await;
     sleep(Duration::from_secs(180)).await;
     assert!(d.pending_ids().is_empty());
