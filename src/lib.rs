@@ -7,11 +7,12 @@
 //! phases, guards, breaker, confirmations), `provider` (Railway, commands),
 //! `verify` (HTTP health checks), `history` (the audit trail), `api`
 //! (rollbackd's own HTTP server), `telemetry` (logs and metrics), `duration`
-//! (Prometheus-style durations), `secret` and `service` (leaves every
+//! (Prometheus-style durations), `child` (commands that die with rollbackd), `secret` and `service` (leaves every
 //! section may hold), `config` (assembles each subsystem's own `config`
 //! section), `cli`.
 
 pub mod api;
+pub mod child;
 pub mod cli;
 pub mod clock;
 pub mod config;

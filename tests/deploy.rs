@@ -171,6 +171,12 @@ fn the_kubernetes_example_runs_rollbackd_as_a_sidecar_with_probes() {
         .as_sequence()
         .unwrap();
     assert_eq!(containers.len(), 2, "the service and rollbackd in one pod");
+    // SIGTERM lets a rollback finish its phase: the largest phase budget
+    // (application, 180 s) and post-rollback's (60 s) must fit.
+    let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(30);
+    assert!(grace >= 240, "terminationGracePeriodSeconds is {grace}");
     let rb = containers
         .iter()
         .find(|c| c["name"] == "rollbackd")

@@ -23,6 +23,31 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
         Ok(e) => e,
         Err(exit) => return exit,
     };
+    if !args.dry_run {
+        // A rollback a killed rollbackd left unfinished is settled first: the
+        // target of this one depends on what that one did.
+        match engine.recover().await {
+            Err(e) => {
+                eprintln!("rollbackd: {e}");
+                return Exit::Failed;
+            }
+            Ok(settled) => {
+                for s in &settled {
+                    println!("{}", s.summary());
+                }
+                if settled
+                    .iter()
+                    .any(|s| matches!(s, engine::Settled::Resumed { .. }))
+                {
+                    if let Some(notifiers) = engine.notifiers() {
+                        notifiers.flush(Duration::from_secs(15)).await;
+                    }
+                    eprintln!("rollbackd: a rollback left unfinished was finished first (see above); nothing else was done. Check the service, then run the command again if it is still needed");
+                    return Exit::Failed;
+                }
+            }
+        }
+    }
     let req = RollbackRequest {
         trigger: Trigger::Manual,
         policy: if args.dry_run {
@@ -36,6 +61,14 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
         base_url: args.base_url.clone(),
         pending_id: None,
     };
+    if args.dry_run {
+        for left in engine.unfinished().unwrap_or_default() {
+            println!(
+                "NOTE: rollback {} was left unfinished by a stopped rollbackd; a real run settles it first, and the plan may change",
+                left.id
+            );
+        }
+    }
     let plan = match engine.plan(&req).await {
         Ok(plan) => plan,
         Err(e) => {
@@ -299,19 +332,26 @@ pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
         return Exit::Ok;
     }
     println!(
-        "{:<21} {:<9} {:<8} {:<8} {:<16} {:<16} {:>8}  REASON",
+        "{:<21} {:<11} {:<8} {:<8} {:<16} {:<16} {:>8}  REASON",
         "TIME", "TYPE", "TRIGGER", "RESULT", "FROM", "TO", "SECONDS"
     );
     for e in &events {
         let result = match (e.kind.as_str(), e.success) {
             ("rollback", true) => "success",
             ("rollback", false) => "failed",
+            ("interrupted", _) => "-",
             _ => "refused",
         };
+        // A run finished by a restarted rollbackd says so.
+        let kind = if e.extra.get("resumed") == Some(&serde_json::Value::Bool(true)) {
+            "resumed".to_string()
+        } else {
+            e.kind.to_string()
+        };
         println!(
-            "{:<21} {:<9} {:<8} {:<8} {:<16} {:<16} {:>8.1}  {}",
+            "{:<21} {:<11} {:<8} {:<8} {:<16} {:<16} {:>8.1}  {}",
             e.timestamp,
-            e.kind,
+            kind,
             e.trigger,
             result,
             e.from_deployment_id.as_deref().unwrap_or("-"),
@@ -331,7 +371,7 @@ pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
     Exit::Ok
 }
 
-pub fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
+pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
     let store = engine::BreakerStore::new(StateDir::new(&config.engine.state_dir).breaker());
     let now = SystemTime::now();
     match cmd {
@@ -360,6 +400,37 @@ pub fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
             }
         }
         BreakerCommand::Reset { reason } => {
+            // A rollback a killed rollbackd left unfinished is settled first:
+            // resetting its breaker would let deploys go ahead over it.
+            let journals =
+                engine::journal::JournalStore::new(StateDir::new(&config.engine.state_dir).runs());
+            match journals.unfinished() {
+                Ok(left) if left.is_empty() => {}
+                Ok(left) => {
+                    let engine = match engine(config) {
+                        Ok(e) => e,
+                        Err(_) => {
+                            eprintln!("rollbackd: rollback {} was left unfinished by a stopped rollbackd; start `rollbackd watch` to settle it, then reset the breaker", left[0].id);
+                            return Exit::Failed;
+                        }
+                    };
+                    match engine.recover().await {
+                        Ok(settled) => {
+                            for s in &settled {
+                                println!("{}", s.summary());
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("rollbackd: {e}");
+                            return Exit::Failed;
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("rollbackd: {e}");
+                    return Exit::Failed;
+                }
+            }
             let lock_path = StateDir::new(&config.engine.state_dir).rollback_lock();
             let _lock = match StateLock::try_acquire(&lock_path) {
                 Ok(Some(lock)) => lock,

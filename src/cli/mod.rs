@@ -275,7 +275,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Deployments(cmd) => engine_cmd::deployments(&config, cmd).await,
         Command::Validate(args) => engine_cmd::validate(&config, args).await,
         Command::History { limit, json } => engine_cmd::history(&config, limit, json),
-        Command::Breaker(cmd) => engine_cmd::breaker(&config, cmd),
+        Command::Breaker(cmd) => engine_cmd::breaker(&config, cmd).await,
         Command::Backup(cmd) => engine_cmd::backup(&config, cmd).await,
         Command::Pending { remote, json } => remote_cmd::pending(&config, &remote, json).await,
         Command::Approve { id, force, remote } => {

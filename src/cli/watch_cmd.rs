@@ -48,6 +48,19 @@ pub async fn watch(config: Config) -> Exit {
             eprintln!("rollbackd: {e}");
             return Exit::Failed;
         }
+        // A rollback a killed rollbackd left unfinished is settled before
+        // anything else; a journal it cannot read stops it, as the history does.
+        match engine.recover().await {
+            Ok(settled) => {
+                for s in &settled {
+                    tracing::warn!(rollback = %s.id(), "{}", s.summary());
+                }
+            }
+            Err(e) => {
+                eprintln!("rollbackd: {e}");
+                return Exit::Failed;
+            }
+        }
         engine.breaker_state(std::time::SystemTime::now());
     }
     let pending = Arc::new(PendingStore::default());
@@ -87,6 +100,7 @@ pub async fn watch(config: Config) -> Exit {
     );
     let server = tokio::spawn(crate::api::serve(listener, app));
     let mut running = None;
+    let stopping = engine.clone();
     match engine {
         Some(engine) => {
             let dispatcher = Dispatcher::new(engine, board, pending);
@@ -102,10 +116,16 @@ pub async fn watch(config: Config) -> Exit {
     let result = watcher
         .run_until(config.watch.reload_interval, shutdown_signal())
         .await;
-    if let Some(running) = &running {
+    if let (Some(running), Some(engine)) = (&running, &stopping) {
+        // The running rollback finishes the phase it is in (bounded by that
+        // phase's budget), journals it and stops; the next start finishes it.
+        engine.stop();
         let b = &config.engine.budgets;
-        let limit =
-            b.pre_validation + b.database + b.application + b.verification + b.post_rollback;
+        let limit = [b.pre_validation, b.database, b.application, b.verification]
+            .into_iter()
+            .max()
+            .unwrap_or_default()
+            + b.post_rollback;
         crate::engine::dispatch::finish_running(running, limit).await;
     }
     server.abort();

@@ -5,7 +5,6 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -138,7 +137,7 @@ pub async fn create(
     let partial = PathBuf::from(format!("{}.partial", path.display()));
     let started = Instant::now();
     let dumped = run(
-        Command::new(&tools.pg_dump)
+        crate::child::command(&tools.pg_dump)
             .args(["--format=custom", "--no-password", "--file"])
             .arg(&partial)
             .envs(db.libpq_env().iter().map(|(k, v)| (*k, v.as_str()))),
@@ -206,7 +205,9 @@ pub async fn verify(path: &Path, tools: &Tools) -> Result<(), BackupError> {
         });
     }
     run(
-        Command::new(&tools.pg_restore).arg("--list").arg(path),
+        crate::child::command(&tools.pg_restore)
+            .arg("--list")
+            .arg(path),
         "pg_restore --list",
     )
     .await
@@ -330,16 +331,14 @@ fn sha256_file(path: &Path) -> Result<String, BackupError> {
 }
 
 async fn run(cmd: &mut Command, what: &str) -> Result<(), BackupError> {
-    let output = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
+    let output = crate::child::output(cmd, None)
         .await
-        .map_err(|source| BackupError::Spawn {
+        .map_err(|e| BackupError::Spawn {
             what: what.to_string(),
-            source,
+            source: match e {
+                crate::child::ChildError::Spawn(e) | crate::child::ChildError::Wait(e) => e,
+                timeout => std::io::Error::other(timeout.to_string()),
+            },
         })?;
     if output.status.success() {
         Ok(())

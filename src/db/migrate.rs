@@ -7,11 +7,9 @@
 //! taking the shared advisory lock that rollbackd already holds.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::process::Command;
 
 use super::{describe, Database, DbError};
 
@@ -59,17 +57,12 @@ impl Alembic {
             .command
             .split_first()
             .ok_or_else(|| DbError::Tool("migrations.command is empty".into()))?;
-        let mut cmd = Command::new(program);
+        let mut cmd = crate::child::command(program);
         cmd.args(prefix);
         if let Some(config) = &self.config {
             cmd.arg("-c").arg(config);
         }
-        cmd.args(args)
-            .env("DATABASE_URL", db.url())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.args(args).env("DATABASE_URL", db.url());
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -77,18 +70,13 @@ impl Alembic {
             cmd.current_dir(dir);
         }
         let what = format!("alembic {}", args.join(" "));
-        let output = tokio::time::timeout(self.timeout, cmd.output())
+        let output = crate::child::output(&mut cmd, Some(self.timeout))
             .await
-            .map_err(|_| {
-                DbError::Tool(format!(
-                    "{what} did not finish within {}",
-                    crate::duration::format(self.timeout)
-                ))
-            })?
-            .map_err(|e| {
-                DbError::Tool(format!(
+            .map_err(|e| match e {
+                crate::child::ChildError::Timeout(_) => DbError::Tool(format!("{what} {e}")),
+                e => DbError::Tool(format!(
                     "cannot run {program:?}: {e} (set migrations.command)"
-                ))
+                )),
             })?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);

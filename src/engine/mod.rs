@@ -11,6 +11,8 @@
 //!
 //! Layout: `plan.rs` decides (reads only), `phases/` act (one file each),
 //! `run.rs` walks the table of phases, `outcome.rs` holds the typed results,
+//! `journal.rs` keeps each run on disk step by step and `recovery.rs` settles
+//! the runs a killed rollbackd left behind,
 //! `guard.rs`, `breaker.rs` and `target.rs` are pure policy, `dispatch/` turns
 //! firing rules and operators' answers into runs.
 //!
@@ -21,10 +23,12 @@ pub mod breaker;
 pub mod config;
 pub mod dispatch;
 pub mod guard;
+pub mod journal;
 pub mod outcome;
 pub mod pending;
 mod phases;
 pub mod plan;
+mod recovery;
 pub mod request;
 pub mod run;
 pub mod target;
@@ -50,6 +54,7 @@ pub use config::{ConfirmDefault, EngineConfig};
 pub use guard::Blocked;
 pub use outcome::{FailureKind, Phase, PhaseOutcome, PhaseStep, SkipReason};
 pub use plan::{Plan, PlanError};
+pub use recovery::Settled;
 pub use request::{new_id, RollbackRequest, Trigger};
 pub use run::{Progress, RunReport};
 
@@ -89,7 +94,10 @@ pub struct Engine {
     retention: Option<std::time::Duration>,
     history: HistoryStore,
     breaker: BreakerStore,
+    journal: journal::JournalStore,
     lock_path: PathBuf,
+    /// Set on SIGTERM: a run stops between phases, its journal kept.
+    stopping: std::sync::atomic::AtomicBool,
     base_url: Option<String>,
     pub db: Option<DbSetup>,
     notifiers: Option<Arc<crate::notify::Notifiers>>,
@@ -121,7 +129,9 @@ impl Engine {
             health: Arc::new(http),
             history: HistoryStore::new(dir.history()),
             breaker: BreakerStore::new(dir.breaker()),
+            journal: journal::JournalStore::new(dir.runs()),
             lock_path: dir.rollback_lock(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             config: setup.config,
             verify: setup.verify,
             retention: setup.retention,
@@ -178,6 +188,17 @@ impl Engine {
             tracing::info!(deployment = %live.id, revision = %revision, "recorded the deployment's schema revision");
         }
         Ok(Some((live.id, revision)))
+    }
+
+    /// Asks a running rollback to stop after the step it is in (SIGTERM):
+    /// its journal is kept and the next start settles it.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn history(&self) -> &HistoryStore {

@@ -92,6 +92,10 @@ pub enum FailureKind {
     BudgetExceeded,
     /// The history or breaker could not be written.
     RecordFailed,
+    /// The run journal could not be written, so the step was not taken.
+    JournalFailed,
+    /// rollbackd died during a step whose result it cannot know.
+    OutcomeUnknown,
 }
 
 impl FailureKind {
@@ -114,8 +118,32 @@ impl FailureKind {
             FailureKind::VerificationFailed => "verification_failed",
             FailureKind::BudgetExceeded => "budget_exceeded",
             FailureKind::RecordFailed => "record_failed",
+            FailureKind::JournalFailed => "journal_failed",
+            FailureKind::OutcomeUnknown => "outcome_unknown",
         }
     }
+
+    pub const ALL: [FailureKind; 19] = [
+        FailureKind::RollbackLocked,
+        FailureKind::LockError,
+        FailureKind::NoPlan,
+        FailureKind::BackupFailed,
+        FailureKind::BreakerError,
+        FailureKind::DatabaseRefused,
+        FailureKind::MigrationLock,
+        FailureKind::DowngradeFailed,
+        FailureKind::DowngradeUnverified,
+        FailureKind::ProviderError,
+        FailureKind::PlatformRefused,
+        FailureKind::DeploymentFailed,
+        FailureKind::DeploymentTimeout,
+        FailureKind::ServiceUnhealthy,
+        FailureKind::VerificationFailed,
+        FailureKind::BudgetExceeded,
+        FailureKind::RecordFailed,
+        FailureKind::JournalFailed,
+        FailureKind::OutcomeUnknown,
+    ];
 }
 
 /// Why a phase was skipped.
@@ -157,6 +185,21 @@ impl SkipReason {
             SkipReason::NothingRan => "nothing_ran",
         }
     }
+
+    pub const ALL: [SkipReason; 12] = [
+        SkipReason::SkipDb,
+        SkipReason::NoDatabase,
+        SkipReason::NoMigrationTool,
+        SkipReason::NotUnderMigrationControl,
+        SkipReason::NoRecordedRevision,
+        SkipReason::AlreadyAtRevision,
+        SkipReason::Destructive,
+        SkipReason::NothingPlanned,
+        SkipReason::PreValidationFailed,
+        SkipReason::DatabaseFailed,
+        SkipReason::ApplicationFailed,
+        SkipReason::NothingRan,
+    ];
 }
 
 /// What a phase reports.
@@ -228,6 +271,40 @@ pub struct PhaseStep {
 }
 
 impl PhaseStep {
+    /// The step a record was written from (a journal read back after a
+    /// restart); `None` for a phase this version does not know. A reason it
+    /// does not know reads as [`FailureKind::OutcomeUnknown`] or
+    /// [`SkipReason::NothingRan`], never as a success.
+    pub fn from_record(record: &PhaseRecord) -> Option<PhaseStep> {
+        let phase = Phase::ALL
+            .into_iter()
+            .find(|p| PhaseName::from(*p) == record.name)?;
+        let reason = record.reason.as_deref().unwrap_or_default();
+        let detail = record.detail.clone();
+        let outcome = match record.result {
+            PhaseResult::Succeeded => PhaseOutcome::Succeeded(detail),
+            PhaseResult::Skipped => PhaseOutcome::Skipped(
+                SkipReason::ALL
+                    .into_iter()
+                    .find(|r| r.as_str() == reason)
+                    .unwrap_or(SkipReason::NothingRan),
+                detail,
+            ),
+            _ => PhaseOutcome::Failed(
+                FailureKind::ALL
+                    .into_iter()
+                    .find(|k| k.as_str() == reason)
+                    .unwrap_or(FailureKind::OutcomeUnknown),
+                detail,
+            ),
+        };
+        Some(PhaseStep {
+            phase,
+            outcome,
+            elapsed: Duration::from_secs_f64(record.duration_seconds.max(0.0)),
+        })
+    }
+
     pub fn record(&self) -> PhaseRecord {
         PhaseRecord {
             name: self.phase.into(),
@@ -262,6 +339,38 @@ mod tests {
         assert_eq!(record.result, PhaseResult::Failed);
         assert_eq!(record.reason.as_deref(), Some("platform_refused"));
         assert_eq!(round3(0.0004), 0.0);
+        let back = PhaseStep::from_record(&record).unwrap();
+        assert_eq!((back.phase, back.outcome), (step.phase, step.outcome));
+    }
+
+    #[test]
+    fn every_outcome_reads_back_from_its_record_and_unknown_reasons_are_never_success() {
+        let outcomes = FailureKind::ALL
+            .map(|k| PhaseOutcome::failed(k, "x"))
+            .into_iter()
+            .chain(SkipReason::ALL.map(|r| PhaseOutcome::skipped(r, "y")))
+            .chain([PhaseOutcome::Succeeded("z".into())]);
+        for outcome in outcomes {
+            let step = PhaseStep {
+                phase: Phase::Database,
+                outcome,
+                elapsed: Duration::from_millis(5),
+            };
+            assert_eq!(PhaseStep::from_record(&step.record()), Some(step));
+        }
+        let mut odd = PhaseStep {
+            phase: Phase::Application,
+            outcome: PhaseOutcome::failed(FailureKind::NoPlan, "x"),
+            elapsed: Duration::ZERO,
+        }
+        .record();
+        odd.reason = Some("from_a_newer_rollbackd".into());
+        assert_eq!(
+            PhaseStep::from_record(&odd).unwrap().outcome,
+            PhaseOutcome::failed(FailureKind::OutcomeUnknown, "x")
+        );
+        odd.name = PhaseName::Other("canary".into());
+        assert_eq!(PhaseStep::from_record(&odd), None);
         assert_eq!(round3(2.0), 2.0);
     }
 }

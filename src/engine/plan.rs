@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::outcome::SkipReason;
 use super::target::{self, NoTarget};
@@ -15,7 +15,7 @@ use crate::history::HistoryError;
 use crate::provider::{Deployment, ProviderError};
 
 /// Everything a rollback would do.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub current: Deployment,
     pub target: Deployment,
@@ -25,7 +25,7 @@ pub struct Plan {
     /// The schema revision the database is at now, when known.
     pub current_revision: Option<String>,
     /// The exact downgrade SQL, when a downgrade is planned (or was refused).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_sql: Option<String>,
     pub health_checks: Vec<String>,
     #[serde(skip)]

@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::breaker::BreakerRecord;
+use super::journal::{Journal, JournalError, Mark, RequestRecord, Step};
 use super::outcome::{round3, FailureKind, Phase, PhaseOutcome, PhaseStep, SkipReason};
 use super::phases;
 use super::plan::Plan;
@@ -77,9 +79,104 @@ pub(crate) struct Run<'a> {
     /// Time spent waiting on others (see [`RunReport::waiting`]).
     pub waited: Duration,
     pub steps: Vec<PhaseStep>,
+    /// What the journal says was done, in order.
+    pub marks: Vec<Mark>,
+    /// The breaker before this run opened it.
+    pub breaker_before: Option<BreakerRecord>,
+    /// The deployments listed just before the platform call.
+    pub known_deployments: Vec<String>,
+    /// A restarted rollbackd finishes a run whose platform call may have
+    /// been made: the application phase follows that call instead of making one.
+    pub follow_only: bool,
+    /// This process is stopping and left the run for the next start.
+    pub stopped: bool,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A run that has not started yet.
+    pub fn new(
+        engine: &'a Engine,
+        id: String,
+        req: RollbackRequest,
+        progress: &'a (dyn Fn(Progress) + Send + Sync),
+    ) -> Run<'a> {
+        Run {
+            engine,
+            id,
+            req,
+            progress,
+            started_at: engine.clock.now(),
+            t0: Instant::now(),
+            plan: None,
+            lock: None,
+            breaker_opened: false,
+            extra: serde_json::Map::new(),
+            created_deployment: None,
+            verification: None,
+            waited: Duration::ZERO,
+            steps: Vec::new(),
+            marks: Vec::new(),
+            breaker_before: None,
+            known_deployments: Vec::new(),
+            follow_only: false,
+            stopped: false,
+        }
+    }
+
+    /// The run as its journal holds it.
+    pub fn journal(&self) -> Journal {
+        Journal {
+            version: super::journal::VERSION,
+            id: self.id.clone(),
+            pid: std::process::id(),
+            steps: self.marks.clone(),
+            breaker_before: self.breaker_before.clone(),
+            plan: self.plan.clone(),
+            known_deployments: self.known_deployments.clone(),
+            request: RequestRecord {
+                deployment_id: self.req.deployment_id.clone(),
+                skip_db: self.req.skip_db,
+                base_url: self.req.base_url.clone(),
+                pending_id: self.req.pending_id.clone(),
+            },
+            event: self.event(),
+        }
+    }
+
+    /// Journals `step`. Before a step that changes the world, an error
+    /// means the step must not be taken.
+    pub fn mark(&mut self, step: Step, detail: impl Into<String>) -> Result<(), JournalError> {
+        self.marks.push(Mark {
+            step,
+            at: crate::clock::millis(self.engine.clock.now()),
+            detail: detail.into(),
+        });
+        self.save()
+    }
+
+    /// Journals a step that already happened: a failed write is logged (the
+    /// next write may succeed) and the run goes on.
+    pub fn mark_done(&mut self, step: Step, detail: impl Into<String>) {
+        if let Err(e) = self.mark(step, detail) {
+            tracing::error!(error = %e, step = step.as_str(), "cannot journal a step that happened");
+        }
+    }
+
+    /// Rewrites the journal as the run stands.
+    pub fn save(&self) -> Result<(), JournalError> {
+        self.engine.journal.write(&self.journal())
+    }
+
+    pub fn has(&self, step: Step) -> bool {
+        self.marks.iter().any(|m| m.step == step)
+    }
+
+    /// Whether anything this run did reached production: a downgrade was
+    /// started, or the platform may have been asked to roll back.
+    pub fn reached_production(&self) -> bool {
+        self.has(Step::DowngradeStarted) || self.has(Step::PlatformCallStarted)
+    }
+
     pub fn note(&self, text: impl Into<String>) {
         (self.progress)(Progress::Note(text.into()));
     }
@@ -92,7 +189,7 @@ impl Run<'_> {
         out
     }
 
-    fn outcome(&self, phase: Phase) -> Option<&PhaseOutcome> {
+    pub(crate) fn outcome(&self, phase: Phase) -> Option<&PhaseOutcome> {
         self.steps
             .iter()
             .find(|s| s.phase == phase)
@@ -240,22 +337,7 @@ impl Engine {
         req: RollbackRequest,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> RunReport {
-        let mut run = Run {
-            engine: self,
-            id,
-            req,
-            progress,
-            started_at: self.clock.now(),
-            t0: Instant::now(),
-            plan: None,
-            lock: None,
-            breaker_opened: false,
-            extra: serde_json::Map::new(),
-            created_deployment: None,
-            verification: None,
-            waited: Duration::ZERO,
-            steps: Vec::new(),
-        };
+        let run = Run::new(self, id, req, progress);
         progress(Progress::Started { id: run.id.clone() });
         events::rollback_started(
             &run.id,
@@ -263,7 +345,26 @@ impl Engine {
             run.req.policy.as_str(),
             &run.req.reason,
         );
-        for phase in Phase::ALL {
+        self.walk_from(run, Phase::PreValidation).await
+    }
+
+    /// Walks the phases from `first` on (a restarted rollbackd resumes a
+    /// run part of the way through).
+    pub(crate) async fn walk_from(&self, mut run: Run<'_>, first: Phase) -> RunReport {
+        let progress = run.progress;
+        for phase in Phase::ALL.into_iter().skip_while(|p| *p != first) {
+            // SIGTERM: stop between phases, never inside one. Post-rollback
+            // still runs when nothing reached production; otherwise the
+            // journal stays for the next start to finish the run.
+            if self.is_stopping() && run.lock.is_some() && phase != Phase::PostRollback {
+                run.mark_done(Step::Stopped, format!("before {}", phase.as_str()));
+                if run.reached_production() {
+                    run.stopped = true;
+                    tracing::warn!(rollback = %run.id, phase = phase.as_str(), "rollbackd is stopping: the rollback stops here; the next start finishes it from its journal");
+                    return self.finish(run);
+                }
+                return self.settle_interrupted(run).await;
+            }
             let started = Instant::now();
             let outcome = match gate(phase, &run) {
                 Some(skipped) => skipped,
@@ -291,6 +392,11 @@ impl Engine {
             });
             let pre_ok = phase == Phase::PreValidation && step.outcome.is_success();
             run.steps.push(step);
+            if run.lock.is_some() && phase != Phase::PostRollback {
+                if let Err(e) = run.save() {
+                    tracing::error!(error = %e, "cannot journal the finished phase");
+                }
+            }
             if pre_ok {
                 let summary = match &run.plan {
                     Some(p) => format!(
@@ -338,8 +444,24 @@ impl Engine {
     fn finish(&self, run: Run<'_>) -> RunReport {
         let duration = run.t0.elapsed();
         let success = run.success();
-        let error = run.error();
         let event = run.event();
+        if run.stopped {
+            // Not over: the next start finishes it, and reports it then.
+            return RunReport {
+                id: run.id,
+                success: false,
+                plan: run.plan,
+                phases: run.steps,
+                error: Some(
+                    "rollbackd is stopping: the rollback stopped between phases; the next start finishes it from its journal".into(),
+                ),
+                duration,
+                waiting: run.waited,
+                verification: run.verification,
+                event,
+            };
+        }
+        let error = run.error();
         let pre_ok = run
             .outcome(Phase::PreValidation)
             .is_some_and(PhaseOutcome::is_success);

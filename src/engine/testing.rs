@@ -405,6 +405,25 @@ impl Rig {
     pub fn history(&self) -> crate::history::History {
         self.engine.history().load().expect("a readable history")
     }
+
+    /// A new engine on the same state directory, platform, service and
+    /// notifiers, with the rig's database (if any) given again: rollbackd
+    /// after a restart.
+    pub fn restarted(&self, db: Option<super::DbSetup>) -> Engine {
+        let mut setup = setup(self._state.path());
+        setup.notifiers = Some(Notifiers::from_notifiers(
+            vec![self.notices.clone()],
+            &crate::service::ServiceConfig::default(),
+        ));
+        setup.db = db;
+        Engine::new(setup, self.platform.clone())
+            .expect("the engine builds from the rig's config")
+            .with_parts(self.service.clone(), self.engine.clock)
+    }
+
+    pub fn state_dir(&self) -> &std::path::Path {
+        self._state.path()
+    }
 }
 
 /// A status board with one group `service` holding `rules`, each a

@@ -154,6 +154,10 @@ recorded_enum! {
         Rollback = "rollback",
         /// The guards refused a rollback; nothing was changed.
         Blocked = "blocked",
+        /// rollbackd stopped (killed, or SIGTERM) during a rollback before
+        /// anything reached production; settled when it started again. Not
+        /// counted as a rollback by the guards.
+        Interrupted = "interrupted",
     }
 }
 

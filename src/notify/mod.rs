@@ -35,18 +35,25 @@ pub enum NotifyEvent {
     RollbackBlocked,
     /// A pending rollback was rejected, or expired to reject.
     RollbackRejected,
+    /// A restarted rollbackd is finishing a rollback it was killed during.
+    RollbackResumed,
+    /// A rollback was stopped before anything reached production; the
+    /// rules decide again.
+    RollbackInterrupted,
     RuleFiring,
     RuleResolved,
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 8] = [
+    pub const ALL: [NotifyEvent; 10] = [
         NotifyEvent::RollbackStarted,
         NotifyEvent::RollbackPending,
         NotifyEvent::RollbackSucceeded,
         NotifyEvent::RollbackFailed,
         NotifyEvent::RollbackBlocked,
         NotifyEvent::RollbackRejected,
+        NotifyEvent::RollbackResumed,
+        NotifyEvent::RollbackInterrupted,
         NotifyEvent::RuleFiring,
         NotifyEvent::RuleResolved,
     ];
@@ -59,6 +66,8 @@ impl NotifyEvent {
             NotifyEvent::RollbackFailed => "rollback_failed",
             NotifyEvent::RollbackBlocked => "rollback_blocked",
             NotifyEvent::RollbackRejected => "rollback_rejected",
+            NotifyEvent::RollbackResumed => "rollback_resumed",
+            NotifyEvent::RollbackInterrupted => "rollback_interrupted",
             NotifyEvent::RuleFiring => "rule_firing",
             NotifyEvent::RuleResolved => "rule_resolved",
         }
@@ -73,6 +82,8 @@ impl NotifyEvent {
             NotifyEvent::RollbackFailed => "Rollback FAILED",
             NotifyEvent::RollbackBlocked => "Rollback refused by a guard",
             NotifyEvent::RollbackRejected => "Pending rollback rejected",
+            NotifyEvent::RollbackResumed => "Rollback resumed after a restart",
+            NotifyEvent::RollbackInterrupted => "Rollback interrupted before it changed anything",
             NotifyEvent::RuleFiring => "Rule firing",
             NotifyEvent::RuleResolved => "Rule resolved",
         }

@@ -11,14 +11,14 @@
 //! - `status`: one such object for `ROLLBACKD_DEPLOYMENT_ID`
 //! - `rollback`: nothing, or `{"deployment_id": "…"}` naming the deployment it created.
 //!
-//! A non-zero exit is a refusal, reported with the end of its stderr.
+//! A non-zero exit is a refusal, reported with the end of its stderr. Each
+//! command runs in its own process group and dies with rollbackd (`child`).
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use crate::child::ChildError;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
-use tokio::process::Command;
 
 use super::config::CommandConfig;
 use super::{DeployProvider, Deployment, ProviderError};
@@ -46,28 +46,26 @@ impl CommandProvider {
             what: what.clone(),
             message: format!("provider.{which} is empty"),
         })?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut cmd = crate::child::command(program);
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().map_err(|e| ProviderError::Unreachable {
-            what: what.clone(),
-            message: format!("cannot start {program:?}: {e}"),
-        })?;
-        let output = tokio::time::timeout(self.config.timeout, child.wait_with_output())
+        let output = crate::child::output(&mut cmd, Some(self.config.timeout))
             .await
-            .map_err(|_| ProviderError::Timeout {
-                what: what.clone(),
-                after: self.config.timeout,
-            })?
-            .map_err(|e| ProviderError::Unreachable {
-                what: what.clone(),
-                message: e.to_string(),
+            .map_err(|e| match e {
+                ChildError::Timeout(after) => ProviderError::Timeout {
+                    what: what.clone(),
+                    after,
+                },
+                ChildError::Spawn(e) => ProviderError::Unreachable {
+                    what: what.clone(),
+                    message: format!("cannot start {program:?}: {e}"),
+                },
+                ChildError::Wait(e) => ProviderError::Unreachable {
+                    what: what.clone(),
+                    message: e.to_string(),
+                },
             })?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);

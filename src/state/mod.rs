@@ -9,6 +9,7 @@
 //!   breaker.json    the deploy breaker (engine::breaker)
 //!   revisions.json  each deployment's schema revision (db::revisions)
 //!   rollback.lock   held while a rollback runs, by the daemon or the CLI
+//!   runs/           one journal per rollback in progress (engine::journal)
 //!   backups/        emergency backups, unless database.backup_dir is set
 //! ```
 
@@ -47,6 +48,11 @@ impl StateDir {
 
     pub fn rollback_lock(&self) -> PathBuf {
         self.root.join("rollback.lock")
+    }
+
+    /// The journals of rollbacks in progress.
+    pub fn runs(&self) -> PathBuf {
+        self.root.join("runs")
     }
 
     /// Where backups go when `database.backup_dir` is not set.

@@ -81,7 +81,7 @@ pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
 /// Creates the rollback series at zero, so the first rollback is a change
 /// that `rate()` and `increase()` see (a series born at 1 looks flat).
 fn register_zeroes() {
-    for result in ["success", "failure", "dry_run"] {
+    for result in ["success", "failure", "dry_run", "interrupted"] {
         for trigger in ["manual", "rule", "alertmanager"] {
             for policy in ["dry_run", "confirm", "auto"] {
                 metrics::counter!("rollbackd_rollbacks_total", "result" => result, "trigger" => trigger, "policy" => policy)
@@ -89,6 +89,7 @@ fn register_zeroes() {
             }
         }
     }
+    metrics::counter!("rollbackd_rollbacks_resumed_total").absolute(0);
     for result in ["success", "failure"] {
         let _ = metrics::histogram!("rollbackd_rollback_duration_seconds", "result" => result);
     }
@@ -162,7 +163,11 @@ fn describe() {
     );
     describe_counter!(
         "rollbackd_rollbacks_total",
-        "Rollbacks by result (success, failure, dry_run), trigger (manual, rule, alertmanager) and policy."
+        "Rollbacks by result (success, failure, dry_run, interrupted), trigger (manual, rule, alertmanager) and policy."
+    );
+    describe_counter!(
+        "rollbackd_rollbacks_resumed_total",
+        "Rollbacks a restarted rollbackd finished from their journal."
     );
     describe_histogram!(
         "rollbackd_rollback_duration_seconds",

@@ -92,6 +92,8 @@ struct Inner {
     /// A tiny deploy platform for the demo: every deploy is recorded with the
     /// knobs it brought, and a rollback brings an earlier deploy's knobs back.
     deployments: Vec<DemoDeployment>,
+    /// Rollbacks asked through `POST /deployments/{id}/rollback`.
+    rollback_calls: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -264,6 +266,7 @@ impl FakeService {
             health_checks: 0,
             last: Instant::now(),
             deployments: Vec::new(),
+            rollback_calls: 0,
         }));
         inner.lock().unwrap().record_deployment();
         let listener = std::net::TcpListener::bind(addr)
@@ -291,6 +294,20 @@ impl FakeService {
 
     pub fn knobs(&self) -> Knobs {
         self.inner.lock().unwrap().knobs.clone()
+    }
+
+    /// Changes the knobs and records it as a new deployment (what `POST
+    /// /deploy` does).
+    pub fn deploy(&self, change: impl FnOnce(&mut Knobs)) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.advance();
+        change(&mut inner.knobs);
+        inner.record_deployment();
+    }
+
+    /// How many times its deploy list was asked to roll back.
+    pub fn rollback_calls(&self) -> u32 {
+        self.inner.lock().unwrap().rollback_calls
     }
 
     /// Health checks answered so far.
@@ -445,6 +462,7 @@ async fn rollback_deployment(State(inner): State<Shared>, Path(id): Path<String>
     let Some(target) = guard.deployments.iter().find(|d| d.id == id).cloned() else {
         return (StatusCode::NOT_FOUND, format!("no deployment {id}\n")).into_response();
     };
+    guard.rollback_calls += 1;
     guard.advance();
     guard.knobs = target.knobs;
     guard.record_deployment();

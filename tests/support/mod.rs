@@ -328,6 +328,11 @@ impl Watcher {
     /// Starts `rollbackd watch` in `dir` with `config` (TOML) written to
     /// `dir/rollbackd.toml`; `[server] listen` is set to a free port.
     pub fn start(dir: &Path, config: &str) -> Self {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// As `start`, with extra environment variables (its commands inherit them).
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let config = format!(
             "{config}\n[server]\nlisten = \"127.0.0.1:{port}\"\napi_token = \"{API_TOKEN}\"\n"
@@ -343,6 +348,7 @@ impl Watcher {
                 "watch",
             ])
             .env_remove("ROLLBACKD_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -435,6 +441,29 @@ impl Watcher {
         metric_value(&self.metrics(), name, labels)
     }
 
+    /// `kill -9`: rollbackd dies at once, as in an OOM kill or a lost node.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL is delivered");
+        let status = self.child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{status}"
+        );
+    }
+
+    /// SIGTERM, then waits (at most `timeout`) for rollbackd to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_for("rollbackd to exit after SIGTERM", timeout, || {
+            self.child.try_wait().unwrap()
+        })
+    }
+
     pub fn sighup(&self) {
         let status = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
@@ -482,6 +511,30 @@ impl Drop for Watcher {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Live processes (zombies do not count) whose environment holds
+/// `name=value`: started by a process given that variable, or by its
+/// children. A test sets a unique one on rollbackd to find what outlived it.
+pub fn processes_with_env(name: &str, value: &str) -> Vec<u32> {
+    let needle = format!("{name}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|s| !s.trim_start().starts_with('Z'))
+            });
+            alive
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
+        })
+        .collect()
 }
 
 /// A blocking HTTP POST with an optional bearer token and body.

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use tokio::time::Instant;
 
+use super::super::journal::Step;
 use super::super::outcome::{FailureKind, Phase, PhaseOutcome};
 use super::super::run::Run;
 
@@ -15,31 +16,53 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     let Some(plan) = run.plan.clone() else {
         return PhaseOutcome::failed(FailureKind::NoPlan, "no plan");
     };
-    let known: BTreeSet<String> = match run.wait(engine.provider.list(50)).await {
-        Ok(list) => list.into_iter().map(|d| d.id).collect(),
-        Err(e) => {
+    let (known, created) = if run.follow_only {
+        // A restarted rollbackd finishing this run: the call may have been
+        // made, so it is never made again; follow what it created.
+        run.note("resuming: following the rollback the platform was asked for before the restart");
+        let known: BTreeSet<String> = run.known_deployments.iter().cloned().collect();
+        (known, run.created_deployment.clone())
+    } else {
+        let known: BTreeSet<String> = match run.wait(engine.provider.list(50)).await {
+            Ok(list) => list.into_iter().map(|d| d.id).collect(),
+            Err(e) => {
+                return PhaseOutcome::failed(
+                    FailureKind::ProviderError,
+                    format!("cannot list deployments: {e}"),
+                )
+            }
+        };
+        run.known_deployments = known.iter().cloned().collect();
+        // From this line on, the platform may have been asked.
+        if let Err(e) = run.mark(Step::PlatformCallStarted, plan.target.id.clone()) {
             return PhaseOutcome::failed(
-                FailureKind::ProviderError,
-                format!("cannot list deployments: {e}"),
-            )
+                FailureKind::JournalFailed,
+                format!("{e}; the platform was not asked to roll back"),
+            );
         }
-    };
-    let created = match run.wait(engine.provider.rollback(&plan.target)).await {
-        Ok(created) => created,
-        Err(e) => {
-            return PhaseOutcome::failed(
-                FailureKind::PlatformRefused,
-                format!("the platform refused the rollback: {e}"),
-            )
+        let created = match run.wait(engine.provider.rollback(&plan.target)).await {
+            Ok(created) => created,
+            Err(e) => {
+                run.mark_done(Step::PlatformCallAnswered, format!("refused: {e}"));
+                return PhaseOutcome::failed(
+                    FailureKind::PlatformRefused,
+                    format!("the platform refused the rollback: {e}"),
+                );
+            }
+        };
+        if created.is_some() {
+            run.created_deployment = created.clone();
         }
+        run.mark_done(
+            Step::PlatformCallAnswered,
+            created.clone().unwrap_or_else(|| "accepted".into()),
+        );
+        run.note(format!(
+            "platform accepted the rollback to {}",
+            plan.target.id
+        ));
+        (known, created)
     };
-    if created.is_some() {
-        run.created_deployment = created.clone();
-    }
-    run.note(format!(
-        "platform accepted the rollback to {}",
-        plan.target.id
-    ));
     // Stop a little before the phase budget, so the failure says what was
     // last seen instead of only "did not finish".
     let poll = engine.config.poll_interval;

@@ -2,6 +2,7 @@
 //! the run, or downgrade under the migration advisory lock and verify the
 //! revision after. It never downgrades what the plan did not approve.
 
+use super::super::journal::Step;
 use super::super::outcome::{FailureKind, Phase, PhaseOutcome, SkipReason};
 use super::super::plan::DbStep;
 use super::super::run::Run;
@@ -49,11 +50,28 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
             )
         }
     };
+    // Until the downgrade is journaled as finished, a restarted rollbackd
+    // cannot know what state it left the schema in, and says so.
+    if let Err(e) = run.mark(Step::DowngradeStarted, format!("{from} -> {to}")) {
+        lock.release().await;
+        return PhaseOutcome::failed(
+            FailureKind::JournalFailed,
+            format!("{e}; the downgrade was not started, the database is at {from}"),
+        );
+    }
     let result = run
         .wait(tool.downgrade(&db.database, &to, db.config.statement_timeout))
         .await;
     let now_at = run.wait(tool.current(&db.database)).await;
     lock.release().await;
+    run.mark_done(
+        Step::DowngradeFinished,
+        match (&result, &now_at) {
+            (Ok(()), Ok(Some(rev))) => format!("ok; at {rev}"),
+            (Err(e), _) => format!("failed: {e}"),
+            _ => "ok; revision not verified".into(),
+        },
+    );
     let state = match &now_at {
         Ok(Some(rev)) => format!("the database is at revision {rev}"),
         Ok(None) => "the database has no alembic_version now".into(),

@@ -11,10 +11,12 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     let engine = run.engine;
     let now = engine.clock.now();
     let success = run.success();
-    // The entry records this phase as succeeded: if writing it fails, the
-    // entry does not exist to say otherwise.
-    let mut recorded = run.event();
-    recorded.phases.push(
+    // The entry is the journal's, with this phase recorded as succeeded: if
+    // writing it fails, the entry does not exist to say otherwise. The
+    // journal goes once the history holds the run; until then a restarted
+    // rollbackd records it from there.
+    let mut journal = run.journal();
+    journal.event.phases.push(
         PhaseStep {
             phase: Phase::PostRollback,
             outcome: PhaseOutcome::Succeeded("recorded".into()),
@@ -22,6 +24,10 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         }
         .record(),
     );
+    if let Err(e) = engine.journal.write(&journal) {
+        tracing::error!(error = %e, "cannot journal the run's record before writing it");
+    }
+    let recorded = journal.event;
     let target = run.plan.as_ref().map(|p| p.target.id.clone());
     let last_known_good = match (&target, success) {
         (Some(id), true) => Some(LastKnownGood {
@@ -31,11 +37,17 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         _ => None,
     };
     let mut problems = Vec::new();
-    if let Err(e) = engine.history.append(recorded, last_known_good) {
+    let appended = engine.history.append(recorded, last_known_good);
+    if let Err(e) = &appended {
         problems.push(e.to_string());
     }
     if run.breaker_opened {
         if let Err(e) = engine.breaker.settle(now, success) {
+            problems.push(e.to_string());
+        }
+    }
+    if appended.is_ok() {
+        if let Err(e) = engine.journal.remove(&run.id) {
             problems.push(e.to_string());
         }
     }

@@ -2,6 +2,7 @@
 //! backup, open the deploy breaker. Nothing in production changes here; from
 //! the moment the plan exists the run holds the lock and will be recorded.
 
+use super::super::journal::Step;
 use super::super::outcome::{FailureKind, PhaseOutcome};
 use super::super::run::Run;
 use crate::state::StateLock;
@@ -37,15 +38,26 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
             tracing::warn!(error = %e, "cannot record the live deployment's revision");
         }
     }
-    // From here on the run is recorded in the history, even if it stops.
+    // From here on the run is journaled and recorded in the history, even if
+    // it stops, and even if rollbackd dies.
     run.lock = Some(lock);
     let target = plan.target.id.clone();
     let live = plan.current.id.clone();
     run.plan = Some(plan);
+    run.breaker_before = engine.breaker.load().ok();
+    if let Err(e) = run.mark(Step::Started, format!("{live} -> {target}")) {
+        return PhaseOutcome::failed(
+            FailureKind::JournalFailed,
+            format!("{e}; nothing was changed"),
+        );
+    }
     let backup = match backup(run).await {
         Ok(detail) => detail,
         Err(why) => return PhaseOutcome::failed(FailureKind::BackupFailed, why),
     };
+    if run.extra.contains_key("backup") {
+        run.mark_done(Step::BackupTaken, backup.clone());
+    }
     run.note(backup.clone());
     let now = engine.clock.now();
     let reason = format!("rollback {} running: {}", run.id, run.req.reason);
@@ -56,6 +68,7 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         );
     }
     run.breaker_opened = true;
+    run.mark_done(Step::BreakerOpened, reason);
     engine.breaker_state(now);
     PhaseOutcome::Succeeded(format!(
         "target {target} (live: {live}); {backup}; deploy breaker OPEN"

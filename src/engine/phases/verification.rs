@@ -1,6 +1,7 @@
 //! Phase 4: the health phases against the service (quick, core,
 //! performance, external), retried within the budget. It only reads.
 
+use super::super::journal::Step;
 use super::super::outcome::{FailureKind, Phase, PhaseOutcome};
 use super::super::run::{Progress, Run};
 
@@ -9,6 +10,7 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     let Some(base_url) = run.plan.as_ref().map(|p| p.base_url.clone()) else {
         return PhaseOutcome::failed(FailureKind::NoPlan, "no plan");
     };
+    run.mark_done(Step::VerificationStarted, base_url.clone());
     let progress = run.progress;
     let report = run
         .wait(crate::verify::verify(

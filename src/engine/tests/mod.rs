@@ -3,6 +3,7 @@
 //! history keeps. Planning and the database side are in `plan.rs`.
 
 mod plan;
+mod recovery;
 
 use std::time::Duration;
 

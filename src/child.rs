@@ -1,0 +1,177 @@
+//! Child processes that never outlive rollbackd: provider commands,
+//! `pg_dump`, `pg_restore`, Alembic.
+//!
+//! Each runs in a process group of its own, so a command's own children
+//! (a shell script's `curl`, `helm`'s plugins) go with it. The whole group is
+//! killed when rollbackd stops waiting: on a timeout, when the run is
+//! dropped (shutdown), and after the command exits (nothing it started in
+//! the background lives on). When rollbackd itself dies, even by `kill -9`,
+//! the kernel kills the command: a parent-death signal (`PR_SET_PDEATHSIG`,
+//! SIGKILL) is set between fork and exec. Without this, a provider's
+//! `rollback` command kept running after rollbackd was killed and rolled the
+//! service back unrecorded.
+//!
+//! The parent-death signal fires when the *thread* that forked exits; every
+//! command here is started from a tokio worker (or the CLI's main thread),
+//! which lives as long as the process.
+
+use std::io;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+/// A command prepared to die with rollbackd, with stdin closed and its
+/// output captured.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // rollbackd died between fork and prctl: the signal will never
+            // come, so do not start at all.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Why a command gave no output.
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    #[error("cannot start it: {0}")]
+    Spawn(#[source] io::Error),
+    #[error("did not finish within {}; it was killed with everything it started", crate::duration::format(*.0))]
+    Timeout(Duration),
+    #[error("{0}")]
+    Wait(#[source] io::Error),
+}
+
+/// Runs `cmd` (made by [`command`]) to completion, or until `timeout`;
+/// either way, nothing it started is left running.
+pub async fn output(cmd: &mut Command, timeout: Option<Duration>) -> Result<Output, ChildError> {
+    let child = cmd.spawn().map_err(ChildError::Spawn)?;
+    let _group = child.id().map(|pid| Group(pid as libc::pid_t));
+    let waiting = child.wait_with_output();
+    match timeout {
+        None => waiting.await.map_err(ChildError::Wait),
+        Some(limit) => tokio::time::timeout(limit, waiting)
+            .await
+            .map_err(|_| ChildError::Timeout(limit))?
+            .map_err(ChildError::Wait),
+    }
+}
+
+/// A process group, killed when dropped.
+struct Group(libc::pid_t);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: a plain system call; ESRCH (the group is gone) is fine.
+        unsafe {
+            libc::killpg(self.0, libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(pid: i32) -> bool {
+        // A zombie is dead; anything else in /proc is alive.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|s| !s.trim_start().starts_with('Z'))
+        })
+    }
+
+    fn read_pid(path: &std::path::Path) -> i32 {
+        for _ in 0..100 {
+            if let Some(pid) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return pid;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} was never written", path.display());
+    }
+
+    #[tokio::test]
+    async fn a_command_runs_in_its_own_group_and_its_output_is_captured() {
+        let out = output(
+            command("sh").args(["-c", "echo $$ $(ps -o pgid= -p $$)"]),
+            None,
+        )
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ids: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(ids.len(), 2, "{text}");
+        assert_eq!(ids[0], ids[1], "the command leads its own process group");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_command_and_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let err = output(
+            command("sh").args(["-c", &script]),
+            Some(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("did not finish within"), "{err}");
+        let grandchild = read_pid(&pidfile);
+        for _ in 0..50 {
+            if !alive(grandchild) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the command's own child {grandchild} survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn background_processes_do_not_outlive_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("background");
+        let script = format!("sleep 30 >/dev/null 2>&1 & echo $! > {}", pidfile.display());
+        let out = output(command("sh").args(["-c", &script]), None)
+            .await
+            .unwrap();
+        assert!(out.status.success());
+        let background = read_pid(&pidfile);
+        for _ in 0..50 {
+            if !alive(background) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{background} outlived the command that started it");
+    }
+}

@@ -1,0 +1,288 @@
+//! The run journal: one file per run in `state/runs/`, rewritten whole and
+//! atomically before every step that changes the world (breaker opened,
+//! backup taken, downgrade started and finished, platform call about to be
+//! made and answered, verification started) and after every phase. It holds
+//! the history entry as it stands, so the entry post-rollback records is the
+//! journal's, and what a restarted rollbackd settles from (`recovery.rs`).
+//! The file is removed once the history holds the run.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::breaker::BreakerRecord;
+use super::plan::Plan;
+use crate::history::Event;
+use crate::state::write_atomic;
+
+/// The journal format's version; a newer one is refused, never rewritten.
+pub const VERSION: u32 = 1;
+
+/// A step that changes the world, or says how far one got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The run holds the lock and has a plan.
+    Started,
+    BreakerOpened,
+    BackupTaken,
+    /// Alembic was started; until `DowngradeFinished` the schema's state is unknown.
+    DowngradeStarted,
+    DowngradeFinished,
+    /// The platform is about to be asked to roll back: from here on it may have been.
+    PlatformCallStarted,
+    /// The platform answered (`detail`: what it created, or why it refused).
+    PlatformCallAnswered,
+    VerificationStarted,
+    /// rollbackd was asked to stop (SIGTERM) and stopped between phases.
+    Stopped,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Started => "started",
+            Step::BreakerOpened => "breaker_opened",
+            Step::BackupTaken => "backup_taken",
+            Step::DowngradeStarted => "downgrade_started",
+            Step::DowngradeFinished => "downgrade_finished",
+            Step::PlatformCallStarted => "platform_call_started",
+            Step::PlatformCallAnswered => "platform_call_answered",
+            Step::VerificationStarted => "verification_started",
+            Step::Stopped => "stopped",
+        }
+    }
+}
+
+/// One journaled step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mark {
+    pub step: Step,
+    /// RFC 3339.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// What a request carried that the history entry does not.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    #[serde(default)]
+    pub skip_db: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_id: Option<String>,
+}
+
+/// A run's journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    pub id: String,
+    /// The process that ran it.
+    pub pid: u32,
+    pub steps: Vec<Mark>,
+    /// The breaker before the run opened it (`None`: there was no breaker
+    /// file), restored when the run is settled as interrupted.
+    pub breaker_before: Option<BreakerRecord>,
+    pub plan: Option<Plan>,
+    /// The deployments the platform listed just before the rollback call, so
+    /// the one the call created can be found when its answer was lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_deployments: Vec<String>,
+    pub request: RequestRecord,
+    /// The history entry as it stands.
+    pub event: Event,
+}
+
+impl Journal {
+    pub fn has(&self, step: Step) -> bool {
+        self.steps.iter().any(|m| m.step == step)
+    }
+}
+
+/// Why a journal cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot read the run journal directory {}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "run journal {} cannot be read: {message}. rollbackd does not know how far that \
+         rollback got and will not overwrite the file: check the service, the database \
+         and the platform, then move the file out of the state directory",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, message: String },
+    #[error("cannot write the run journal {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The journal directory.
+#[derive(Debug, Clone)]
+pub struct JournalStore {
+    dir: PathBuf,
+}
+
+impl JournalStore {
+    pub fn new(dir: impl Into<PathBuf>) -> JournalStore {
+        JournalStore { dir: dir.into() }
+    }
+
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn write(&self, journal: &Journal) -> Result<(), JournalError> {
+        let path = self.path(&journal.id);
+        let bytes = serde_json::to_vec_pretty(journal).map_err(|e| JournalError::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&path, &bytes).map_err(|source| JournalError::Write { path, source })
+    }
+
+    /// Removes a settled run's journal.
+    pub fn remove(&self, id: &str) -> Result<(), JournalError> {
+        let path = self.path(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(JournalError::Write { path, source }),
+        }
+    }
+
+    /// Every journal left in the directory, oldest first; a missing
+    /// directory has none. Any file that cannot be read is an error naming it.
+    pub fn unfinished(&self) -> Result<Vec<Journal>, JournalError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(JournalError::Dir {
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                // Temporary files of an interrupted atomic write are not journals.
+                p.extension().is_some_and(|e| e == "json")
+                    && !p
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with('.'))
+            })
+            .collect();
+        paths.sort();
+        let mut journals = paths
+            .iter()
+            .map(|p| read(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        journals.sort_by(|a, b| a.event.timestamp.cmp(&b.event.timestamp));
+        Ok(journals)
+    }
+}
+
+fn read(path: &Path) -> Result<Journal, JournalError> {
+    let corrupt = |message: String| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| corrupt(e.to_string()))?;
+    let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if journal.version > VERSION {
+        return Err(corrupt(format!(
+            "it was written by a newer rollbackd (journal version {}, this one reads {VERSION})",
+            journal.version
+        )));
+    }
+    Ok(journal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(id: &str, timestamp: &str) -> Journal {
+        Journal {
+            version: VERSION,
+            id: id.into(),
+            pid: 1,
+            steps: vec![Mark {
+                step: Step::Started,
+                at: "2026-01-01T00:00:00Z".into(),
+                detail: String::new(),
+            }],
+            breaker_before: None,
+            plan: None,
+            known_deployments: vec![],
+            request: RequestRecord::default(),
+            event: Event {
+                id: Some(id.into()),
+                timestamp: timestamp.into(),
+                ..Event::default()
+            },
+        }
+    }
+
+    #[test]
+    fn journals_are_written_read_back_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::new(dir.path().join("runs"));
+        assert!(
+            store.unfinished().unwrap().is_empty(),
+            "no directory, no journal"
+        );
+        store
+            .write(&journal("rb-2", "2026-01-01T00:00:02Z"))
+            .unwrap();
+        store
+            .write(&journal("rb-1", "2026-01-01T00:00:01Z"))
+            .unwrap();
+        std::fs::write(dir.path().join("runs/.rb-3.json.77.tmp"), "{").unwrap();
+        let found = store.unfinished().unwrap();
+        assert_eq!(
+            found.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            ["rb-1", "rb-2"],
+            "oldest first; temporary files ignored"
+        );
+        assert!(found[0].has(Step::Started) && !found[0].has(Step::BreakerOpened));
+        store.remove("rb-1").unwrap();
+        store.remove("rb-1").unwrap();
+        assert_eq!(store.unfinished().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_or_newer_journal_is_named_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::new(dir.path());
+        let path = store.path("rb-1");
+        std::fs::write(&path, "{\"version\": 1, \"id\": \"rb-").unwrap();
+        let err = store.unfinished().unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("will not overwrite"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"version\": 1, \"id\": \"rb-"
+        );
+        let mut newer = journal("rb-1", "2026-01-01T00:00:01Z");
+        newer.version = VERSION + 1;
+        store.write(&newer).unwrap();
+        let err = store.unfinished().unwrap_err().to_string();
+        assert!(err.contains("newer rollbackd"), "{err}");
+    }
+}

@@ -1,0 +1,433 @@
+//! Settling the runs a stopped or killed rollbackd left behind, from their
+//! journals, before it does anything else:
+//!
+//! - the history already holds the run: only the journal (and perhaps the
+//!   breaker) were left; tidy them;
+//! - nothing reached production (no downgrade started, the platform never
+//!   asked, or asked and it lists nothing the call created): record the run
+//!   as `interrupted` (guards do not count it), restore the breaker it
+//!   opened, and let the rules decide again;
+//! - the platform may have been asked: never ask again; find what the call
+//!   created (from the journal, or the platform's list), follow it, verify,
+//!   record the run once, marked `resumed`;
+//! - killed during a downgrade: what the schema holds is unknown; record the
+//!   run as failed saying exactly that, keep the breaker OPEN, page.
+//!
+//! A run still going in another process holds the rollback lock; its
+//! journal is left to it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::journal::{Journal, JournalError, Step};
+use super::outcome::{FailureKind, Phase, PhaseOutcome, PhaseStep};
+use super::run::{Progress, Run, RunReport};
+use super::{Engine, RollbackRequest, Trigger};
+use crate::history::{EventKind, HistoryError, TriggerKind};
+use crate::notify::NotifyEvent;
+use crate::rules::Policy;
+use crate::state::StateLock;
+
+/// How a left-over run was settled.
+#[derive(Debug)]
+pub enum Settled {
+    /// The history already held it.
+    Recorded { id: String },
+    /// Nothing had reached production; recorded as `interrupted`.
+    Interrupted { id: String, report: RunReport },
+    /// Finished from where it stopped (or failed with what is unknown),
+    /// recorded once, marked `resumed`.
+    Resumed { id: String, report: RunReport },
+}
+
+impl Settled {
+    pub fn id(&self) -> &str {
+        match self {
+            Settled::Recorded { id }
+            | Settled::Interrupted { id, .. }
+            | Settled::Resumed { id, .. } => id,
+        }
+    }
+
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        match self {
+            Settled::Recorded { id } => {
+                format!("rollback {id} was already recorded; its journal was removed")
+            }
+            Settled::Interrupted { id, .. } => format!(
+                "rollback {id} was interrupted before anything reached production; recorded as interrupted, the breaker restored"
+            ),
+            Settled::Resumed { id, report } if report.success => {
+                format!("rollback {id} was resumed and succeeded; the service is verified healthy")
+            }
+            Settled::Resumed { id, report } => format!(
+                "rollback {id} was resumed and FAILED: {}",
+                report.error.as_deref().unwrap_or("unknown error")
+            ),
+        }
+    }
+}
+
+/// Why recovery could not look at the left-over runs.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+/// What to do with a left-over run.
+enum Decision {
+    Interrupt,
+    /// Walk on from this phase.
+    Resume(Phase),
+    /// Record this phase's outcome as unknown, then walk on (the gate skips
+    /// what must not run after it).
+    Unknown(Phase, String),
+}
+
+impl Engine {
+    /// Settles every run a stopped or killed rollbackd left unfinished. The
+    /// daemon calls this before it watches, the CLI before a rollback.
+    pub async fn recover(&self) -> Result<Vec<Settled>, RecoveryError> {
+        let mut settled = Vec::new();
+        for journal in self.journal.unfinished()? {
+            let Some(lock) = self.try_lock() else {
+                tracing::info!(rollback = %journal.id, "a rollback is running in another process; its journal is left to it");
+                break;
+            };
+            settled.push(self.settle(journal, lock).await?);
+        }
+        Ok(settled)
+    }
+
+    /// The runs left unfinished (a dry run warns about them: the plan may
+    /// change once they are settled).
+    pub fn unfinished(&self) -> Result<Vec<Journal>, JournalError> {
+        self.journal.unfinished()
+    }
+
+    async fn settle(&self, journal: Journal, lock: StateLock) -> Result<Settled, RecoveryError> {
+        let id = journal.id.clone();
+        let history = self.history.load()?;
+        if let Some(recorded) = history
+            .events
+            .iter()
+            .find(|e| e.id.as_deref() == Some(id.as_str()))
+        {
+            // Killed between writing the record and tidying up.
+            let record = self.breaker.load();
+            if record.is_ok_and(|r| r.rollback_id.as_deref() == Some(&id) && r.settled_at.is_none())
+            {
+                if let Err(e) = self.breaker.settle(self.clock.now(), recorded.success) {
+                    tracing::error!(error = %e, "cannot settle the breaker of a recorded rollback");
+                }
+            }
+            self.journal.remove(&id)?;
+            tracing::warn!(rollback = %id, settled = "recorded", "found the journal of a rollback the history already holds; removed it");
+            return Ok(Settled::Recorded { id });
+        }
+        let progress = |p: Progress| {
+            if let Progress::Note(text) = p {
+                tracing::info!("{text}");
+            }
+        };
+        let mut run = self.run_from(&journal, &progress);
+        run.lock = Some(lock);
+        let decision = self.decide(&mut run).await;
+        let phase = first_unfinished(&run);
+        match decision {
+            Decision::Interrupt => {
+                let report = self.settle_interrupted(run).await;
+                Ok(Settled::Interrupted { id, report })
+            }
+            Decision::Resume(from) => {
+                self.announce_resume(&mut run, phase);
+                let report = self.walk_from(run, from).await;
+                Ok(Settled::Resumed { id, report })
+            }
+            Decision::Unknown(at, why) => {
+                self.announce_resume(&mut run, phase);
+                tracing::error!(rollback = %id, phase = at.as_str(), "{why}");
+                run.steps.push(PhaseStep {
+                    phase: at,
+                    outcome: PhaseOutcome::failed(FailureKind::OutcomeUnknown, why),
+                    elapsed: Duration::ZERO,
+                });
+                let next = Phase::ALL
+                    .into_iter()
+                    .skip_while(|p| *p != at)
+                    .nth(1)
+                    .unwrap_or(Phase::PostRollback);
+                let report = self.walk_from(run, next).await;
+                Ok(Settled::Resumed { id, report })
+            }
+        }
+    }
+
+    /// The run as its journal left it.
+    fn run_from<'a>(
+        &'a self,
+        journal: &Journal,
+        progress: &'a (dyn Fn(Progress) + Send + Sync),
+    ) -> Run<'a> {
+        let event = &journal.event;
+        let rules = event.rules.clone();
+        let trigger = match event.trigger {
+            TriggerKind::Manual => Trigger::Manual,
+            TriggerKind::Alertmanager => Trigger::Alertmanager(rules),
+            _ => Trigger::Rules(rules),
+        };
+        let policy = match event.policy.as_deref() {
+            Some("dry_run") => Policy::DryRun,
+            Some("confirm") => Policy::Confirm,
+            _ => Policy::Auto,
+        };
+        let req = RollbackRequest {
+            trigger,
+            policy,
+            reason: event.reason.clone(),
+            deployment_id: journal.request.deployment_id.clone(),
+            skip_db: journal.request.skip_db,
+            base_url: journal.request.base_url.clone(),
+            pending_id: journal.request.pending_id.clone(),
+        };
+        let mut run = Run::new(self, journal.id.clone(), req, progress);
+        let now = self.clock.now();
+        if let Some(started) = event.time() {
+            run.started_at = started;
+            // The run's duration counts the time rollbackd was down.
+            let since = now.duration_since(started).unwrap_or_default();
+            run.t0 = Instant::now()
+                .checked_sub(since)
+                .unwrap_or_else(Instant::now);
+        }
+        run.plan = journal.plan.clone();
+        run.extra = event.extra.clone();
+        run.created_deployment = event.created_deployment_id.clone();
+        run.steps = event
+            .phases
+            .iter()
+            .filter_map(PhaseStep::from_record)
+            // Post-rollback runs again: its record is what is missing.
+            .filter(|s| s.phase != Phase::PostRollback)
+            .collect();
+        run.marks = journal.steps.clone();
+        run.breaker_before = journal.breaker_before.clone();
+        run.known_deployments = journal.known_deployments.clone();
+        run.breaker_opened = journal.has(Step::BreakerOpened)
+            || self
+                .breaker
+                .load()
+                .is_ok_and(|r| r.rollback_id.as_deref() == Some(journal.id.as_str()));
+        run
+    }
+
+    async fn decide(&self, run: &mut Run<'_>) -> Decision {
+        let db_changed = run
+            .outcome(Phase::Database)
+            .is_some_and(PhaseOutcome::is_success);
+        match first_unfinished(run) {
+            Phase::PreValidation => Decision::Interrupt,
+            Phase::Database if run.has(Step::DowngradeStarted) => {
+                Decision::Unknown(Phase::Database, self.downgrade_unknown(run).await)
+            }
+            Phase::Database => Decision::Interrupt,
+            Phase::Application if !run.has(Step::PlatformCallStarted) => {
+                if db_changed {
+                    // The schema is already the target's; finishing the
+                    // rollback is what the run was for.
+                    Decision::Resume(Phase::Application)
+                } else {
+                    Decision::Interrupt
+                }
+            }
+            Phase::Application => match self.find_created(run).await {
+                Ok(Some(created)) => {
+                    run.created_deployment = Some(created);
+                    run.follow_only = true;
+                    Decision::Resume(Phase::Application)
+                }
+                Ok(None) if !db_changed => Decision::Interrupt,
+                Ok(None) => Decision::Unknown(
+                    Phase::Application,
+                    format!(
+                        "rollbackd was killed while asking the platform to roll back to {}, and the platform lists no deployment the call created; the database was already downgraded, so the live code may not match its schema: finish the rollback by hand",
+                        target(run)
+                    ),
+                ),
+                Err(e) => Decision::Unknown(
+                    Phase::Application,
+                    format!(
+                        "rollbackd was killed while asking the platform to roll back to {}, and the platform cannot be asked what the call did ({e}): check the platform's deployments by hand",
+                        target(run)
+                    ),
+                ),
+            },
+            phase => Decision::Resume(phase),
+        }
+    }
+
+    /// What the platform created for this run's call: from the journal, or
+    /// the first deployment it lists that was not there before the call.
+    /// `Ok(None)`: the call never reached it.
+    async fn find_created(&self, run: &Run<'_>) -> Result<Option<String>, String> {
+        if let Some(id) = &run.created_deployment {
+            return Ok(Some(id.clone()));
+        }
+        let poll = self.config.poll_interval;
+        let deadline = Instant::now() + self.config.budget(Phase::Application) / 2;
+        // A call that reached the platform shows in its list at once; asking
+        // twice covers a list taken just as it was being written.
+        let mut empty_lists = 0;
+        loop {
+            match self.provider.list(50).await {
+                Ok(list) => {
+                    if let Some(d) = list
+                        .iter()
+                        .rev()
+                        .find(|d| !run.known_deployments.contains(&d.id))
+                    {
+                        return Ok(Some(d.id.clone()));
+                    }
+                    empty_lists += 1;
+                    if empty_lists >= 2 {
+                        return Ok(None);
+                    }
+                }
+                Err(e) if Instant::now() + poll >= deadline => return Err(e.to_string()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list deployments to find what the interrupted rollback created; trying again")
+                }
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// What can be said about a downgrade rollbackd was killed during.
+    async fn downgrade_unknown(&self, run: &Run<'_>) -> String {
+        let started = run.marks.iter().find(|m| m.step == Step::DowngradeStarted);
+        let what = started.map_or("?".into(), |m| m.detail.clone());
+        let at = started.map_or("?".into(), |m| m.at.clone());
+        let now = match self
+            .db
+            .as_ref()
+            .and_then(|db| db.tool.as_ref().map(|t| (db, t)))
+        {
+            Some((db, tool)) => match tool.current(&db.database).await {
+                Ok(Some(rev)) => format!("the database now reports revision {rev}"),
+                Ok(None) => "the database has no alembic_version now".into(),
+                Err(e) => format!("the database's revision cannot be read ({e})"),
+            },
+            None => "the database is no longer configured, so its revision cannot be read".into(),
+        };
+        let restore = run
+            .extra
+            .get("backup")
+            .and_then(|b| b["restore_command"].as_str())
+            .map(|cmd| format!("; the emergency backup restores it: {cmd}"))
+            .unwrap_or_default();
+        format!(
+            "rollbackd was killed during the downgrade {what} (started {at}); whether it finished, and what the schema holds, is unknown: {now}. Check the schema before anything else; the application was not rolled back{restore}"
+        )
+    }
+
+    fn announce_resume(&self, run: &mut Run<'_>, phase: Phase) {
+        run.extra
+            .insert("resumed".into(), serde_json::Value::Bool(true));
+        run.extra.insert(
+            "resumed_at_phase".into(),
+            serde_json::Value::String(phase.as_str().into()),
+        );
+        metrics::counter!("rollbackd_rollbacks_resumed_total").increment(1);
+        tracing::warn!(rollback = %run.id, phase = phase.as_str(), settled = "resumed", "resuming a rollback rollbackd was stopped during");
+        let n = run.notification(
+            NotifyEvent::RollbackResumed,
+            format!(
+                "rollbackd restarted during rollback {} ({}) and is finishing it: {}",
+                run.id,
+                phase.as_str(),
+                run.req.reason
+            ),
+        );
+        self.notify(n);
+    }
+
+    /// Records a run stopped before anything reached production as
+    /// `interrupted`, gives the breaker back what it was, and removes the
+    /// journal. The rules decide again.
+    pub(crate) async fn settle_interrupted(&self, run: Run<'_>) -> RunReport {
+        let phase = first_unfinished(&run);
+        let now = self.clock.now();
+        let why = format!(
+            "rollbackd stopped during {} before anything reached production; nothing was changed and the rules decide again",
+            phase.as_str()
+        );
+        let mut event = run.event();
+        event.kind = EventKind::Interrupted;
+        event.success = false;
+        event.error = Some(why.clone());
+        let mut problems = Vec::new();
+        match self.history.append(event.clone(), None) {
+            Ok(()) => {
+                if let Err(e) = self.journal.remove(&run.id) {
+                    problems.push(e.to_string());
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+        let opened_here = self
+            .breaker
+            .load()
+            .is_ok_and(|r| r.rollback_id.as_deref() == Some(run.id.as_str()));
+        if opened_here {
+            let restored = match &run.breaker_before {
+                Some(before) => self.breaker.save(before),
+                // The breaker file could not be read before: keep it OPEN.
+                None => self.breaker.settle(now, false),
+            };
+            if let Err(e) = restored {
+                problems.push(e.to_string());
+            }
+        }
+        self.breaker_state(now);
+        metrics::counter!("rollbackd_rollbacks_total", "result" => "interrupted", "trigger" => run.req.trigger.label(), "policy" => run.req.policy.as_str())
+            .increment(1);
+        if problems.is_empty() {
+            tracing::warn!(rollback = %run.id, phase = phase.as_str(), settled = "interrupted", "recorded an interrupted rollback: nothing had reached production; the breaker is as it was before it");
+        } else {
+            tracing::error!(rollback = %run.id, problems = %problems.join("; "), "cannot settle the interrupted rollback; its journal stays for the next start");
+        }
+        let mut n = run.notification(NotifyEvent::RollbackInterrupted, why.clone());
+        n.outcome = Some("nothing was changed; the rules decide again".into());
+        self.notify(n);
+        RunReport {
+            id: run.id.clone(),
+            success: false,
+            plan: run.plan.clone(),
+            phases: run.steps.clone(),
+            error: Some(why),
+            duration: run.t0.elapsed(),
+            waiting: run.waited,
+            verification: None,
+            event,
+        }
+    }
+}
+
+/// The phase the run was in (or about to start) when it stopped.
+fn first_unfinished(run: &Run<'_>) -> Phase {
+    Phase::ALL
+        .into_iter()
+        .find(|p| run.outcome(*p).is_none())
+        .unwrap_or(Phase::PostRollback)
+}
+
+fn target(run: &Run<'_>) -> String {
+    run.plan
+        .as_ref()
+        .map_or("its target".into(), |p| p.target.id.clone())
+}

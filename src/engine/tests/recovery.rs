@@ -1,0 +1,475 @@
+//! A run cut off at each boundary (its future dropped: what the state
+//! directory sees when rollbackd is killed), then settled by a restarted
+//! engine: exactly one platform call, one record, the breaker never stuck on
+//! a dead run. The same with real processes and `kill -9` is in
+//! `tests/crash.rs`.
+
+use std::time::Duration;
+
+use super::{automatic, outcomes};
+use crate::engine::journal::{Journal, JournalStore, Step};
+use crate::engine::testing::{Rig, RollbackBehaviour};
+use crate::engine::{BreakerState, Phase, Settled};
+use crate::history::EventKind;
+use crate::notify::NotifyEvent;
+use crate::state::StateDir;
+
+/// Runs `automatic()` and drops it `after` in: the run's journal.
+async fn killed_after(rig: &Rig, after: Duration) -> Journal {
+    let cut = tokio::time::timeout(after, rig.engine.run(automatic(), &|_| {})).await;
+    assert!(cut.is_err(), "the run ended before it was cut off");
+    let mut left = journals(rig).unfinished().unwrap();
+    assert_eq!(left.len(), 1, "exactly one journal is left");
+    left.remove(0)
+}
+
+fn journals(rig: &Rig) -> JournalStore {
+    JournalStore::new(StateDir::new(rig.state_dir()).runs())
+}
+
+fn steps(journal: &Journal) -> Vec<Step> {
+    journal.steps.iter().map(|m| m.step).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn killed_before_the_platform_call_the_run_is_interrupted_and_the_breaker_given_back() {
+    let rig = Rig::new(|_| {});
+    // Every platform call takes 10 s: cut off during the application
+    // phase's listing, after the breaker opened.
+    rig.platform.set_latency(Duration::from_secs(10));
+    let journal = killed_after(&rig, Duration::from_secs(15)).await;
+    assert_eq!(steps(&journal), [Step::Started, Step::BreakerOpened]);
+    let now = rig.engine.clock.now();
+    assert_eq!(rig.engine.breaker_state(now), BreakerState::Open);
+
+    let restarted = rig.restarted(None);
+    let settled = restarted.recover().await.unwrap();
+    assert!(
+        matches!(&settled[..], [Settled::Interrupted { .. }]),
+        "{settled:?}"
+    );
+    assert!(rig.platform.rollbacks().is_empty());
+    let history = rig.history();
+    assert_eq!(history.events.len(), 1);
+    let event = &history.events[0];
+    assert_eq!(event.kind, EventKind::Interrupted);
+    assert_eq!(event.id.as_deref(), Some(journal.id.as_str()));
+    assert!(event
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("stopped during application before anything reached production"));
+    assert_eq!(restarted.breaker_state(now), BreakerState::Closed);
+    assert!(journals(&rig).unfinished().unwrap().is_empty());
+    // Not counted as a rollback: the next incident is handled normally.
+    rig.platform.set_latency(Duration::ZERO);
+    assert!(restarted.check_automatic(now).await.is_ok());
+    let report = restarted.run(automatic(), &|_| {}).await;
+    assert!(report.success, "{:?}", report.error);
+    assert_eq!(rig.platform.rollbacks(), ["d1"]);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(rig.notices().contains(&NotifyEvent::RollbackInterrupted));
+}
+
+#[tokio::test(start_paused = true)]
+async fn killed_while_following_the_deployment_the_run_is_resumed_without_a_second_call() {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_behaviour(RollbackBehaviour::Hang);
+    let journal = killed_after(&rig, Duration::from_secs(30)).await;
+    assert!(steps(&journal).ends_with(&[Step::PlatformCallStarted, Step::PlatformCallAnswered]));
+    assert_eq!(rig.platform.rollbacks(), ["d1"]);
+
+    // While rollbackd was down, the deployment went live.
+    rig.platform
+        .set_behaviour(RollbackBehaviour::Succeed { polls: 1 });
+    let restarted = rig.restarted(None);
+    let settled = restarted.recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert!(report.success, "{:?}", report.error);
+    assert_eq!(
+        rig.platform.rollbacks(),
+        ["d1"],
+        "the platform was asked once"
+    );
+    let history = rig.history();
+    assert_eq!(history.events.len(), 1);
+    let event = &history.events[0];
+    assert_eq!(event.kind, EventKind::Rollback);
+    assert!(event.success);
+    assert_eq!(event.extra["resumed"], true);
+    assert_eq!(event.extra["resumed_at_phase"], "application");
+    assert_eq!(
+        event.created_deployment_id.as_deref(),
+        rig.platform.live().as_deref()
+    );
+    assert_eq!(
+        history.last_known_good.map(|g| g.deployment_id).as_deref(),
+        Some("d1")
+    );
+    // The run counts from its start, the time rollbackd was down included.
+    assert!(event.duration_seconds >= 30.0, "{}", event.duration_seconds);
+    let now = rig.engine.clock.now();
+    assert_eq!(restarted.breaker_state(now), BreakerState::Open);
+    assert_eq!(
+        restarted.breaker_state(now + Duration::from_secs(301)),
+        BreakerState::HalfOpen
+    );
+    assert!(journals(&rig).unfinished().unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let notices = rig.notices();
+    assert!(
+        notices.contains(&NotifyEvent::RollbackResumed),
+        "{notices:?}"
+    );
+    assert!(
+        notices.contains(&NotifyEvent::RollbackSucceeded),
+        "{notices:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_answer_was_lost_the_deployment_the_call_made_is_found_by_listing() {
+    let rig = Rig::new(|_| {});
+    rig.platform
+        .set_behaviour(RollbackBehaviour::SucceedSilently { polls: 1000 });
+    let journal = killed_after(&rig, Duration::from_secs(30)).await;
+    assert!(journal.event.created_deployment_id.is_none());
+    assert!(!journal.known_deployments.is_empty());
+    rig.platform
+        .set_behaviour(RollbackBehaviour::SucceedSilently { polls: 1 });
+    let restarted = rig.restarted(None);
+    let settled = restarted.recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert!(report.success, "{:?}", report.error);
+    assert_eq!(rig.platform.rollbacks(), ["d1"]);
+    assert_eq!(
+        rig.history().events[0].created_deployment_id.as_deref(),
+        Some("d1-redeploy-3")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn killed_during_the_call_that_never_reached_the_platform_the_run_is_interrupted() {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_latency(Duration::from_secs(10));
+    // Plan (10 s), the application's list (10 s), then the call itself.
+    let journal = killed_after(&rig, Duration::from_secs(25)).await;
+    assert_eq!(steps(&journal).last(), Some(&Step::PlatformCallStarted));
+    rig.platform.set_latency(Duration::ZERO);
+    let restarted = rig.restarted(None);
+    let settled = restarted.recover().await.unwrap();
+    assert!(
+        matches!(&settled[..], [Settled::Interrupted { .. }]),
+        "{settled:?}"
+    );
+    assert_eq!(rig.history().events[0].kind, EventKind::Interrupted);
+    assert_eq!(
+        restarted.breaker_state(rig.engine.clock.now()),
+        BreakerState::Closed
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn killed_during_verification_only_verification_runs_again() {
+    let rig = Rig::new(|_| {});
+    // /health answers while the application phase waits for it; the health
+    // phases fail from the moment verification starts, until the cut.
+    let engine = rig.engine.clone();
+    let service = rig.service.clone();
+    let run = tokio::spawn(async move { engine.run(automatic(), &|_| {}).await });
+    let journal = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let left = journals(&rig).unfinished().unwrap();
+        if let Some(j) = left.into_iter().find(|j| j.has(Step::VerificationStarted)) {
+            service.set_unhealthy(true);
+            break j;
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    run.abort();
+    let _ = run.await;
+    assert!(
+        journal.event.phases.len() >= 3,
+        "{:?}",
+        journal.event.phases
+    );
+    rig.service.set_unhealthy(false);
+    let restarted = rig.restarted(None);
+    let settled = restarted.recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert!(report.success, "{:?}", report.error);
+    assert_eq!(
+        outcomes(report)
+            .iter()
+            .map(|(p, r, _)| (*p, *r))
+            .collect::<Vec<_>>(),
+        [
+            (Phase::PreValidation, "succeeded"),
+            (Phase::Database, "skipped"),
+            (Phase::Application, "succeeded"),
+            (Phase::Verification, "succeeded"),
+            (Phase::PostRollback, "succeeded"),
+        ]
+    );
+    assert_eq!(rig.platform.rollbacks(), ["d1"]);
+    assert_eq!(
+        rig.history().events[0].extra["resumed_at_phase"],
+        "verification"
+    );
+}
+
+/// Writes the journal of a run that planned the downgrade c3 -> b2, took
+/// the lock, opened the breaker, journaled `steps` after those and finished
+/// `phases` after pre-validation, then died: what the migration lock, held
+/// in PostgreSQL, keeps these tests from reaching by running.
+async fn leave_journal(rig: &Rig, steps: &[Step], phases: &[(Phase, crate::engine::PhaseOutcome)]) {
+    let plan = rig.engine.plan(&automatic()).await.unwrap();
+    assert_eq!(
+        plan.db_step,
+        crate::engine::plan::DbStep::Downgrade {
+            from: "c3".into(),
+            to: "b2".into()
+        }
+    );
+    let mut event = crate::history::Event {
+        id: Some("rb-killed".into()),
+        timestamp: crate::clock::seconds(rig.engine.clock.now()),
+        rules: automatic().trigger.rules().to_vec(),
+        ..Default::default()
+    };
+    let pre = (
+        Phase::PreValidation,
+        crate::engine::PhaseOutcome::Succeeded("target d1".into()),
+    );
+    for (phase, outcome) in std::iter::once(&pre).chain(phases) {
+        event.phases.push(
+            crate::engine::PhaseStep {
+                phase: *phase,
+                outcome: outcome.clone(),
+                elapsed: Duration::from_secs(1),
+            }
+            .record(),
+        );
+    }
+    let mark = |step: Step| crate::engine::journal::Mark {
+        step,
+        at: "2026-01-01T00:00:00Z".into(),
+        detail: if step == Step::DowngradeStarted {
+            "c3 -> b2".into()
+        } else {
+            String::new()
+        },
+    };
+    let mut marks = vec![mark(Step::Started), mark(Step::BreakerOpened)];
+    marks.extend(steps.iter().copied().map(mark));
+    journals(rig)
+        .write(&Journal {
+            version: 1,
+            id: "rb-killed".into(),
+            pid: 1,
+            steps: marks,
+            breaker_before: None,
+            plan: Some(plan),
+            known_deployments: vec![],
+            request: Default::default(),
+            event,
+        })
+        .unwrap();
+    rig.engine
+        .breaker()
+        .open(
+            rig.engine.clock.now(),
+            "rb-killed",
+            "rollback rb-killed running",
+        )
+        .unwrap();
+}
+
+/// A rig whose database is at c3 and which recorded b2 for d1 (the target).
+fn rig_with_database() -> (Rig, std::sync::Arc<crate::engine::testing::FakeMigrations>) {
+    let tool = std::sync::Arc::new(crate::engine::testing::FakeMigrations {
+        current: std::sync::Mutex::new(Some("c3".into())),
+        sql: Some("ALTER TABLE items ADD COLUMN note text;\n".into()),
+    });
+    let db_tool = tool.clone();
+    let rig = Rig::new(|s| {
+        let state = s.config.state_dir.clone();
+        let db = crate::engine::testing::database(&state, db_tool, |_| {});
+        db.revisions.record("d1", "b2").unwrap();
+        s.db = Some(db);
+    });
+    (rig, tool)
+}
+
+#[tokio::test(start_paused = true)]
+async fn killed_after_the_downgrade_before_the_platform_call_the_rollback_is_finished() {
+    let (rig, tool) = rig_with_database();
+    leave_journal(
+        &rig,
+        &[Step::DowngradeStarted, Step::DowngradeFinished],
+        &[(
+            Phase::Database,
+            crate::engine::PhaseOutcome::Succeeded("downgraded c3 -> b2".into()),
+        )],
+    )
+    .await;
+    let db = crate::engine::testing::database(rig.state_dir(), tool, |_| {});
+    let settled = rig.restarted(Some(db)).recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert!(report.success, "{:?}", report.error);
+    assert_eq!(
+        rig.platform.rollbacks(),
+        ["d1"],
+        "asked once, after the restart"
+    );
+    let event = &rig.history().events[0];
+    assert_eq!(event.extra["resumed_at_phase"], "application");
+    assert_eq!(event.phases[1].detail, "downgraded c3 -> b2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn killed_during_a_downgrade_the_run_fails_saying_what_is_unknown_and_the_breaker_stays_open()
+{
+    let (rig, tool) = rig_with_database();
+    // The migration lock is PostgreSQL's (tests/crash.rs kills a real
+    // Alembic): write the journal a run killed during the downgrade leaves.
+    leave_journal(&rig, &[Step::DowngradeStarted], &[]).await;
+    let db = crate::engine::testing::database(rig.state_dir(), tool, |_| {});
+    let restarted = rig.restarted(Some(db));
+    let settled = restarted.recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert!(!report.success);
+    assert_eq!(
+        outcomes(report)[1..4],
+        [
+            (Phase::Database, "failed", Some("outcome_unknown")),
+            (Phase::Application, "skipped", Some("database_failed")),
+            (Phase::Verification, "skipped", Some("application_failed")),
+        ]
+    );
+    let detail = report.phases[1].outcome.detail();
+    assert!(
+        detail.contains("killed during the downgrade c3 -> b2")
+            && detail.contains("the database now reports revision c3"),
+        "{detail}"
+    );
+    assert!(rig.platform.rollbacks().is_empty());
+    let history = rig.history();
+    assert_eq!(history.events.len(), 1);
+    assert!(!history.events[0].success);
+    let later = rig.engine.clock.now() + Duration::from_secs(86_400);
+    assert_eq!(restarted.breaker_state(later), BreakerState::Open);
+    assert!(restarted
+        .breaker()
+        .load()
+        .unwrap()
+        .reason
+        .contains("breaker reset"));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(rig.notices().contains(&NotifyEvent::RollbackFailed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_the_history_already_holds_only_has_its_journal_and_breaker_tidied() {
+    let rig = Rig::new(|_| {});
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert!(report.success);
+    // As if killed after the record was written, before the tidying.
+    let event = rig.history().events[0].clone();
+    let journal = Journal {
+        version: 1,
+        id: report.id.clone(),
+        pid: 1,
+        steps: vec![],
+        breaker_before: None,
+        plan: None,
+        known_deployments: vec![],
+        request: Default::default(),
+        event,
+    };
+    journals(&rig).write(&journal).unwrap();
+    let now = rig.engine.clock.now();
+    rig.engine
+        .breaker()
+        .open(now, &report.id, "rollback running")
+        .unwrap();
+    let settled = rig.restarted(None).recover().await.unwrap();
+    assert!(
+        matches!(&settled[..], [Settled::Recorded { .. }]),
+        "{settled:?}"
+    );
+    assert_eq!(rig.history().events.len(), 1, "recorded once");
+    assert!(journals(&rig).unfinished().unwrap().is_empty());
+    let breaker = rig.engine.breaker().load().unwrap();
+    assert!(
+        breaker.settled_at.is_some() && !breaker.failed,
+        "{breaker:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_between_phases_keeps_the_journal_once_production_was_touched() {
+    let rig = Rig::new(|_| {});
+    rig.platform
+        .set_behaviour(RollbackBehaviour::Succeed { polls: 3 });
+    let engine = rig.engine.clone();
+    let run = tokio::spawn(async move { engine.run(automatic(), &|_| {}).await });
+    // SIGTERM while the application phase follows the deployment.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    rig.engine.stop();
+    let report = run.await.unwrap();
+    assert!(!report.success);
+    assert!(report.error.unwrap().contains("next start finishes it"));
+    assert!(rig.history().events.is_empty(), "not recorded yet");
+    let left = journals(&rig).unfinished().unwrap();
+    assert_eq!(steps(&left[0]).last(), Some(&Step::Stopped));
+    let settled = rig.restarted(None).recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert!(report.success, "{:?}", report.error);
+    assert_eq!(rig.platform.rollbacks(), ["d1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_before_production_was_touched_settles_the_run_at_once() {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_latency(Duration::from_secs(10));
+    let engine = rig.engine.clone();
+    let run = tokio::spawn(async move { engine.run(automatic(), &|_| {}).await });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    rig.engine.stop();
+    let report = run.await.unwrap();
+    assert!(!report.success);
+    assert_eq!(rig.history().events[0].kind, EventKind::Interrupted);
+    assert!(journals(&rig).unfinished().unwrap().is_empty());
+    assert!(rig.platform.rollbacks().is_empty());
+    assert_eq!(
+        rig.engine.breaker_state(rig.engine.clock.now()),
+        BreakerState::Closed
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_journal_stops_recovery_naming_it_and_is_left_alone() {
+    let rig = Rig::new(|_| {});
+    let path = journals(&rig).path("rb-0123");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "{\"version\": 1, \"id\"").unwrap();
+    let err = rig.engine.recover().await.unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"version\": 1, \"id\""
+    );
+}

@@ -1,0 +1,552 @@
+//! rollbackd killed for real (`kill -9`) in the middle of a rollback, at each
+//! boundary, then started again: a real Prometheus, the fake service and its
+//! deploy list behind the `command` provider, whose gates stop rollbackd at
+//! an exact point (`support/gated_platform.py`). Each asserts what the
+//! platform received (exactly one rollback call in total), the history
+//! (one record for the incident, with the right result), the breaker, and
+//! that no command rollbackd started outlived it.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::fake_hooks::FakeHooks;
+use support::postgres::{alembic_upgrade, database_toml, Postgres};
+use support::{processes_with_env, wait_for, FakeService, Prometheus, Watcher};
+
+const RATIO: &str = r#"(sum(rate(http_requests_total{service="{{service}}",code="500"}[3s])) or vector(0)) / sum(rate(http_requests_total{service="{{service}}"}[3s]))"#;
+
+/// The environment variable every rollbackd here is started with; whatever
+/// it starts inherits it, so a process holding it after a `kill -9` is a
+/// survivor.
+const MARKER: &str = "CRASH_TEST_MARKER";
+
+struct Crash {
+    fake: FakeService,
+    _prom: Prometheus,
+    dir: tempfile::TempDir,
+    config: String,
+    marker: String,
+    env: Vec<(String, String)>,
+}
+
+impl Crash {
+    /// The service live at dep-1 (healthy), rollbackd's config with `extra`
+    /// sections and verification's `initial_wait`.
+    fn setup(extra: &str, initial_wait: &str) -> Crash {
+        let fake = FakeService::start();
+        let prom = Prometheus::start(&[fake.addr], None);
+        prom.wait_for_scrape("app_deployment_info");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(
+            dir.path().join("rules/http.yml"),
+            format!(
+                "groups:\n  - name: http\n    interval: 1s\n    rules:\n      - name: HighErrorRate\n        expr: '{RATIO}'\n        above: 0.1\n        for: 1s\n        policy: auto\n"
+            ),
+        )
+        .unwrap();
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/gated_platform.py");
+        let command = |what: &str| {
+            format!(
+                "[\"python3\", \"{}\", \"{}\", \"{}\", \"{what}\"]",
+                script.display(),
+                dir.path().display(),
+                fake.url()
+            )
+        };
+        let config = format!(
+            "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n\n[service]\nname = \"demo\"\nbase_url = \"{}\"\n\n\
+             [watch]\nrule_paths = [\"rules\"]\n\n\
+             [provider]\ntype = \"command\"\nlist = {}\nstatus = {}\nrollback = {}\ntimeout = \"60s\"\n\n\
+             [engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
+             [verify]\ninitial_wait = \"{initial_wait}\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n{extra}",
+            prom.url(),
+            fake.url(),
+            command("list"),
+            command("status"),
+            command("rollback"),
+        );
+        let marker = format!("{}-{}", std::process::id(), support::free_port());
+        Crash {
+            fake,
+            _prom: prom,
+            dir,
+            config,
+            marker,
+            env: Vec::new(),
+        }
+    }
+
+    fn start(&self) -> Watcher {
+        let mut env: Vec<(&str, &str)> = vec![(MARKER, &self.marker)];
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Watcher::start_with_env(self.dir.path(), &self.config, &env)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn hold(&self, gate: &str) {
+        std::fs::write(self.path(&format!("hold-{gate}")), "").unwrap();
+    }
+
+    fn release(&self, gate: &str) {
+        let _ = std::fs::remove_file(self.path(&format!("hold-{gate}")));
+    }
+
+    /// Waits until a command stops at `gate`.
+    fn wait_at(&self, gate: &str, w: &Watcher) {
+        wait_for(
+            &format!("a command waiting at {gate}"),
+            Duration::from_secs(40),
+            || {
+                std::fs::metadata(self.path(&format!("waiting-{gate}")))
+                    .ok()
+                    .map(|_| ())
+            },
+        );
+        assert!(
+            w.logs_starting("rollback succeeded").is_empty(),
+            "{}",
+            w.dump()
+        );
+    }
+
+    /// A deploy that answers 500 to half its requests.
+    fn bad_deploy(&self, w: &Watcher) {
+        wait_for("a first clean evaluation", Duration::from_secs(20), || {
+            w.metric("rollbackd_rule_evaluations_total", &[("outcome", "ok")])
+                .filter(|v| *v >= 1.0)
+        });
+        self.fake.deploy(|k| {
+            k.version = "v2".into();
+            k.error_ratio = 0.5;
+        });
+    }
+
+    /// The journals left in the state directory.
+    fn journals(&self) -> Vec<Value> {
+        let Ok(entries) = std::fs::read_dir(self.path("state/runs")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// Waits for the journal to record `step`; the journal.
+    fn wait_for_step(&self, step: &str) -> Value {
+        wait_for(
+            &format!("the journal to record {step}"),
+            Duration::from_secs(40),
+            || {
+                self.journals().into_iter().find(|j| {
+                    j["steps"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|s| s["step"] == step)
+                })
+            },
+        )
+    }
+
+    fn history(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path("state/history.json"))
+            .ok()
+            .map(|t| serde_json::from_str::<Value>(&t).unwrap()["events"].clone())
+            .and_then(|e| e.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    fn breaker(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.path("state/breaker.json")).unwrap())
+            .unwrap()
+    }
+
+    /// `kill -9`, then: nothing rollbackd started is still running.
+    fn kill9(&self, w: &mut Watcher) {
+        w.kill9();
+        wait_for(
+            "every command rollbackd started to die with it",
+            Duration::from_secs(5),
+            || {
+                processes_with_env(MARKER, &self.marker)
+                    .is_empty()
+                    .then_some(())
+            },
+        );
+    }
+}
+
+fn steps(journal: &Value) -> Vec<String> {
+    journal["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn kinds(history: &[Value]) -> Vec<(String, bool)> {
+    history
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["success"] == true,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn killed_just_before_the_platform_call_the_run_is_interrupted_and_the_rules_roll_back_once() {
+    let c = Crash::setup("", "0s");
+    c.hold("rollback-before");
+    let mut w = c.start();
+    c.bad_deploy(&w);
+    c.wait_at("rollback-before", &w);
+    let journal = c.wait_for_step("platform_call_started");
+    assert_eq!(
+        steps(&journal),
+        ["started", "breaker_opened", "platform_call_started"]
+    );
+    c.kill9(&mut w);
+    assert_eq!(
+        c.fake.rollback_calls(),
+        0,
+        "the command died before the call"
+    );
+    assert!(c.history().is_empty());
+    assert_eq!(c.breaker()["open"], true, "the dead run's breaker");
+
+    c.release("rollback-before");
+    let w = c.start();
+    w.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    let settled = w.logs_starting("recorded an interrupted rollback");
+    assert_eq!(settled.len(), 1, "{}", w.dump());
+    assert_eq!(settled[0]["rollback"], journal["id"]);
+    let history = c.history();
+    assert_eq!(
+        kinds(&history),
+        [("interrupted".into(), false), ("rollback".into(), true)],
+        "{history:#?}"
+    );
+    assert_eq!(history[0]["id"], journal["id"]);
+    assert_eq!(c.fake.rollback_calls(), 1);
+    assert!(c.journals().is_empty());
+    let breaker = c.breaker();
+    assert_eq!(breaker["rollback_id"], history[1]["id"], "{breaker}");
+    assert_eq!(breaker["failed"], false);
+    assert_eq!(
+        w.metric(
+            "rollbackd_rollbacks_total",
+            &[
+                ("result", "interrupted"),
+                ("trigger", "rule"),
+                ("policy", "auto")
+            ]
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn killed_just_after_the_platform_call_the_run_is_resumed_and_recorded_once() {
+    let c = Crash::setup("", "0s");
+    c.hold("rollback-after");
+    let mut w = c.start();
+    c.bad_deploy(&w);
+    c.wait_at("rollback-after", &w);
+    c.kill9(&mut w);
+    assert_eq!(c.fake.rollback_calls(), 1, "the call reached the platform");
+    let journal = &c.journals()[0];
+    assert_eq!(steps(journal).last().unwrap(), "platform_call_started");
+    assert!(
+        c.history().is_empty(),
+        "the answer, and the record, were lost"
+    );
+
+    c.release("rollback-after");
+    let w = c.start();
+    w.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    assert_eq!(
+        w.logs_starting("resuming a rollback rollbackd was stopped during")
+            .len(),
+        1
+    );
+    // The service is healthy again: nothing more happens.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.fake.rollback_calls(), 1, "{}", w.dump());
+    let history = c.history();
+    assert_eq!(kinds(&history), [("rollback".into(), true)], "{history:#?}");
+    let event = &history[0];
+    assert_eq!(event["id"], journal["id"]);
+    assert_eq!(event["resumed"], true);
+    assert_eq!(event["resumed_at_phase"], "application");
+    assert_eq!(event["created_deployment_id"], "dep-3");
+    assert_eq!(event["target_deployment_id"], "dep-1");
+    assert!(c.journals().is_empty());
+    let breaker = c.breaker();
+    assert!(
+        breaker["settled_at"].is_string() && breaker["failed"] == false,
+        "{breaker}"
+    );
+    // `rollbackd history` says so.
+    let (code, out, err) = support::run_rollbackd(
+        c.dir.path(),
+        &["--config", "rollbackd.toml", "history"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("resumed"), "{out}");
+}
+
+#[test]
+fn killed_during_verification_only_verification_runs_again() {
+    let c = Crash::setup("", "2s");
+    let mut w = c.start();
+    c.bad_deploy(&w);
+    c.wait_for_step("verification_started");
+    // The health phases fail from now until rollbackd is killed.
+    c.fake.set(|k| {
+        k.health_status = 503;
+        k.health_overrides.insert("/health".into(), 200);
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    c.kill9(&mut w);
+    assert!(c.history().is_empty(), "{}", w.dump());
+    c.fake.set(|k| {
+        k.health_status = 200;
+        k.health_overrides.clear();
+    });
+
+    let w = c.start();
+    w.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    assert_eq!(c.fake.rollback_calls(), 1);
+    let history = c.history();
+    assert_eq!(kinds(&history), [("rollback".into(), true)], "{history:#?}");
+    assert_eq!(history[0]["resumed_at_phase"], "verification");
+    let phases: Vec<(&str, &str)> = history[0]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("pre_validation", "succeeded"),
+            ("database", "skipped"),
+            ("application", "succeeded"),
+            ("verification", "succeeded"),
+            ("post_rollback", "succeeded"),
+        ]
+    );
+}
+
+#[test]
+fn killed_after_the_backup_and_the_breaker_nothing_reached_production_and_the_breaker_is_given_back(
+) {
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "b");
+    let c = Crash::setup(&database_toml(&pg, "backup_required = true"), "0s");
+    c.hold("list-in-run");
+    let mut w = c.start();
+    c.bad_deploy(&w);
+    c.wait_at("list-in-run", &w);
+    let journal = c.wait_for_step("breaker_opened");
+    assert_eq!(
+        steps(&journal),
+        ["started", "backup_taken", "breaker_opened"]
+    );
+    c.kill9(&mut w);
+    c.release("list-in-run");
+    let backups = || {
+        std::fs::read_dir(c.path("state/backups"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".dump")
+            })
+            .count()
+    };
+    assert_eq!(backups(), 1);
+
+    let w = c.start();
+    w.wait_for_log("rollback succeeded", Duration::from_secs(60));
+    assert_eq!(c.fake.rollback_calls(), 1);
+    let history = c.history();
+    assert_eq!(
+        kinds(&history),
+        [("interrupted".into(), false), ("rollback".into(), true)],
+        "{history:#?}"
+    );
+    // The interrupted record keeps its backup.
+    assert!(history[0]["backup"]["path"].is_string(), "{:#}", history[0]);
+    assert_eq!(backups(), 2);
+}
+
+#[test]
+fn killed_during_a_downgrade_the_run_fails_with_what_is_unknown_the_breaker_stays_open_and_pages() {
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "b");
+    let hooks = FakeHooks::start();
+    let notifier = format!(
+        "[[notifiers]]\ntype = \"pagerduty\"\nrouting_key = \"crash-test\"\nurl = \"{}\"\n",
+        hooks.url("pagerduty/v2/enqueue")
+    );
+    let mut c = Crash::setup(
+        &format!(
+            "{}\n{notifier}",
+            database_toml(&pg, "revision_check_interval = \"1h\"")
+        ),
+        "0s",
+    );
+    // The fixture's c -> b downgrade pauses in PostgreSQL this long.
+    c.env.push(("FIXTURE_DOWNGRADE_PAUSE".into(), "8".into()));
+    // What rollbackd recorded while dep-1 was live.
+    std::fs::create_dir_all(c.path("state")).unwrap();
+    std::fs::write(
+        c.path("state/revisions.json"),
+        r#"{"deployments": {"dep-1": {"revision": "b", "seen_at": "2030-01-01T00:00:00Z"}}}"#,
+    )
+    .unwrap();
+    let mut w = c.start();
+    // The bad deploy migrated to c.
+    alembic_upgrade(&pg.url(), "c");
+    c.bad_deploy(&w);
+    c.wait_for_step("downgrade_started");
+    std::thread::sleep(Duration::from_millis(1000));
+    c.kill9(&mut w);
+    assert_eq!(c.fake.rollback_calls(), 0);
+
+    let w = c.start();
+    w.wait_for_log("rollback failed", Duration::from_secs(40));
+    let history = c.history();
+    assert_eq!(
+        kinds(&history),
+        [("rollback".into(), false)],
+        "{history:#?}"
+    );
+    let database = history[0]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "database")
+        .unwrap()
+        .clone();
+    assert_eq!(database["reason"], "outcome_unknown", "{database:#}");
+    let detail = database["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("killed during the downgrade c -> b")
+            && detail.contains("the database now reports revision c"),
+        "{detail}"
+    );
+    assert_eq!(c.fake.rollback_calls(), 0, "the application was left alone");
+    let breaker = c.breaker();
+    assert_eq!(
+        (breaker["open"].clone(), breaker["failed"].clone()),
+        (Value::Bool(true), Value::Bool(true)),
+        "{breaker}"
+    );
+    wait_for("PagerDuty to be paged", Duration::from_secs(10), || {
+        hooks
+            .received("pagerduty/v2/enqueue")
+            .into_iter()
+            .find(|e| e["event_action"] == "trigger")
+    });
+    // The next incident meets the OPEN breaker, as any failed rollback leaves it.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.fake.rollback_calls(), 0);
+}
+
+#[test]
+fn sigterm_finishes_the_step_in_progress_and_the_next_start_finishes_the_run() {
+    let c = Crash::setup("", "0s");
+    c.hold("status");
+    let mut w = c.start();
+    c.bad_deploy(&w);
+    c.wait_at("status", &w);
+    // Asked to stop while following the rollback deployment: the phase
+    // finishes (the command is released a second later), then rollbackd exits.
+    let release = std::thread::spawn({
+        let hold = c.path("hold-status");
+        move || {
+            std::thread::sleep(Duration::from_secs(1));
+            std::fs::remove_file(hold).unwrap();
+        }
+    });
+    let status = w.terminate(Duration::from_secs(30));
+    release.join().unwrap();
+    assert!(status.success(), "{status}\n{}", w.dump());
+    assert_eq!(
+        w.logs_starting("rollbackd is stopping").len(),
+        1,
+        "{}",
+        w.dump()
+    );
+    let journal = &c.journals()[0];
+    assert_eq!(steps(journal).last().unwrap(), "stopped");
+    assert!(c.history().is_empty());
+    assert_eq!(c.fake.rollback_calls(), 1);
+
+    let w = c.start();
+    w.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    assert_eq!(c.fake.rollback_calls(), 1);
+    let history = c.history();
+    assert_eq!(kinds(&history), [("rollback".into(), true)], "{history:#?}");
+    assert_eq!(history[0]["resumed_at_phase"], "verification");
+}
+
+#[test]
+fn a_manual_rollback_after_a_crash_settles_the_lost_run_first_and_never_targets_the_bad_deploy() {
+    let c = Crash::setup("", "0s");
+    c.hold("rollback-after");
+    let mut w = c.start();
+    c.bad_deploy(&w);
+    c.wait_at("rollback-after", &w);
+    c.kill9(&mut w);
+    c.release("rollback-after");
+    assert_eq!(c.fake.rollback_calls(), 1);
+    // The redeploy reads DEPLOYING for its first second.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--config", "rollbackd.toml"];
+        all.extend_from_slice(args);
+        support::run_rollbackd(c.dir.path(), &all, &[])
+    };
+    let (code, out, err) = cli(&["rollback", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("left unfinished by a stopped rollbackd"),
+        "{out}"
+    );
+    // The lost run is settled (followed, verified, recorded) and nothing else is done.
+    let (code, out, err) = cli(&["rollback", "--yes", "--reason", "on-call"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("was resumed and succeeded") && err.contains("nothing else was done"),
+        "{out}{err}"
+    );
+    assert_eq!(c.fake.rollback_calls(), 1);
+    let history = c.history();
+    assert_eq!(kinds(&history), [("rollback".into(), true)], "{history:#?}");
+    assert_eq!(history[0]["from_deployment_id"], "dep-2");
+    // dep-2, the bad deploy, is never a target now that the history knows.
+    let (code, out, err) = cli(&["rollback", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("roll back to: dep-1 ("), "{out}");
+}
