@@ -11,9 +11,16 @@
 //! `rollback` command kept running after rollbackd was killed and rolled the
 //! service back unrecorded.
 //!
-//! The parent-death signal fires when the *thread* that forked exits; every
-//! command here is started from a tokio worker (or the CLI's main thread),
-//! which lives as long as the process.
+//! The parent-death signal reaches the command itself, not what *it*
+//! started (a script's `curl`): every command started during a rollback
+//! carries `ROLLBACKD_RUN_ID` in its environment, and a restarted rollbackd
+//! kills whatever still carries a dead run's id ([`kill_run`]) before it
+//! decides anything about that run.
+//!
+//! The parent-death signal fires when the *thread* that forked exits: every
+//! command here is started from the runtime's thread (rollbackd runs a
+//! current-thread runtime on its main thread), which lives as long as the
+//! process. Never start one from `spawn_blocking`, whose threads come and go.
 
 use std::io;
 use std::process::{Output, Stdio};
@@ -21,10 +28,26 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+/// The environment variable naming the rollback a command was started for.
+pub const RUN_ID_VAR: &str = "ROLLBACKD_RUN_ID";
+
+tokio::task_local! {
+    /// The rollback the current task runs (set by the engine around a run).
+    static RUN_ID: String;
+}
+
+/// Runs `f` with every command it starts marked as started for `run_id`.
+pub async fn for_run<F: std::future::Future>(run_id: String, f: F) -> F::Output {
+    RUN_ID.scope(run_id, f).await
+}
+
 /// A command prepared to die with rollbackd, with stdin closed and its
 /// output captured.
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
+    if let Ok(id) = RUN_ID.try_with(String::clone) {
+        cmd.env(RUN_ID_VAR, id);
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -82,6 +105,35 @@ pub async fn output(cmd: &mut Command, timeout: Option<Duration>) -> Result<Outp
     }
 }
 
+/// Kills every process (but this one) whose environment says it was started
+/// for rollback `run_id`: what a killed rollbackd's commands started and the
+/// parent-death signal did not reach. Returns how many were killed.
+pub fn kill_run(run_id: &str) -> usize {
+    let needle = format!("{RUN_ID_VAR}={run_id}");
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for pid in entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+    {
+        // Only this user's processes can be read, and killed.
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
+            // SAFETY: a plain system call.
+            if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+    }
+    killed
+}
+
 /// A process group, killed when dropped.
 struct Group(libc::pid_t);
 
@@ -118,6 +170,48 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("{} was never written", path.display());
+    }
+
+    #[tokio::test]
+    async fn commands_of_a_run_carry_its_id_and_can_be_killed_by_it() {
+        let out = for_run("rb-test-env".into(), async {
+            output(command("sh").args(["-c", "echo $ROLLBACKD_RUN_ID"]), None).await
+        })
+        .await
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "rb-test-env");
+        let outside = output(
+            command("sh").args(["-c", "echo -${ROLLBACKD_RUN_ID:-}-"]),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&outside.stdout).trim(), "--");
+
+        // A process left over from a run (a command's own child), outside
+        // any group rollbackd would kill.
+        let id = format!("rb-left-{}", std::process::id());
+        let mut left = std::process::Command::new("sleep")
+            .arg("30")
+            .env(RUN_ID_VAR, &id)
+            .spawn()
+            .unwrap();
+        for _ in 0..50 {
+            // /proc shows the environment once exec is done.
+            if std::fs::read(format!("/proc/{}/environ", left.id()))
+                .is_ok_and(|e| e.windows(id.len()).any(|w| w == id.as_bytes()))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(kill_run(&id), 1);
+        let status = left.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        assert_eq!(kill_run(&id), 0);
     }
 
     #[tokio::test]

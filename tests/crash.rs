@@ -195,9 +195,13 @@ fn steps(journal: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The history's rollbacks and interrupted runs, with their result. A
+/// refusal by the guards (the rule still firing for a moment after the
+/// rollback, meeting the breaker) is not a rollback and is left out.
 fn kinds(history: &[Value]) -> Vec<(String, bool)> {
     history
         .iter()
+        .filter(|e| e["type"] != "blocked")
         .map(|e| {
             (
                 e["type"].as_str().unwrap().to_string(),
@@ -549,4 +553,58 @@ fn a_manual_rollback_after_a_crash_settles_the_lost_run_first_and_never_targets_
     let (code, out, err) = cli(&["rollback", "--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("roll back to: dep-1 ("), "{out}");
+}
+
+#[test]
+fn what_a_killed_rollback_command_started_is_killed_before_the_run_is_settled() {
+    let mut c = Crash::setup("", "0s");
+    // A `rollback` command that is a shell running the real work as its own
+    // child: the parent-death signal reaches the shell, not its child.
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/gated_platform.py");
+    let wrapped = format!(
+        "rollback = [\"sh\", \"-c\", \"python3 \\\"$0\\\" \\\"$1\\\" \\\"$2\\\" rollback; true\", \"{}\", \"{}\", \"{}\"]",
+        script.display(),
+        c.dir.path().display(),
+        c.fake.url()
+    );
+    c.config = c
+        .config
+        .lines()
+        .map(|l| {
+            if l.starts_with("rollback = ") {
+                wrapped.as_str()
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    c.hold("rollback-before");
+    let mut w = c.start();
+    c.bad_deploy(&w);
+    c.wait_at("rollback-before", &w);
+    let id = c.journals()[0]["id"].as_str().unwrap().to_string();
+    w.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let orphans = processes_with_env("ROLLBACKD_RUN_ID", &id);
+    assert!(
+        !orphans.is_empty(),
+        "the shell's child outlives a kill -9 of rollbackd (what this test is about)"
+    );
+
+    // Still held: the orphan would make the call the moment it is released.
+    let w = c.start();
+    w.wait_for_log(
+        "killed processes the stopped rollbackd's commands had started",
+        Duration::from_secs(20),
+    );
+    assert!(processes_with_env("ROLLBACKD_RUN_ID", &id).is_empty());
+    w.wait_for_log("recorded an interrupted rollback", Duration::from_secs(20));
+    c.release("rollback-before");
+    w.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    assert_eq!(c.fake.rollback_calls(), 1, "{}", w.dump());
+    assert_eq!(
+        kinds(&c.history()),
+        [("interrupted".into(), false), ("rollback".into(), true)]
+    );
 }

@@ -419,6 +419,13 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                             for s in &settled {
                                 println!("{}", s.summary());
                             }
+                            if settled
+                                .iter()
+                                .any(|s| matches!(s, engine::Settled::Resumed { .. }))
+                            {
+                                eprintln!("rollbackd: a rollback left unfinished was finished first (see above) and the breaker was not reset: check the service, then reset it again");
+                                return Exit::Failed;
+                            }
                         }
                         Err(e) => {
                             eprintln!("rollbackd: {e}");

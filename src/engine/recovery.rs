@@ -99,7 +99,8 @@ impl Engine {
                 tracing::info!(rollback = %journal.id, "a rollback is running in another process; its journal is left to it");
                 break;
             };
-            settled.push(self.settle(journal, lock).await?);
+            let id = journal.id.clone();
+            settled.push(crate::child::for_run(id, self.settle(journal, lock)).await?);
         }
         Ok(settled)
     }
@@ -112,6 +113,12 @@ impl Engine {
 
     async fn settle(&self, journal: Journal, lock: StateLock) -> Result<Settled, RecoveryError> {
         let id = journal.id.clone();
+        // What the dead rollbackd's commands started and the parent-death
+        // signal did not reach (a script's `curl`) must not act after this.
+        let killed = crate::child::kill_run(&id);
+        if killed > 0 {
+            tracing::warn!(rollback = %id, killed, "killed processes the stopped rollbackd's commands had started");
+        }
         let history = self.history.load()?;
         if let Some(recorded) = history
             .events
@@ -119,10 +126,17 @@ impl Engine {
             .find(|e| e.id.as_deref() == Some(id.as_str()))
         {
             // Killed between writing the record and tidying up.
-            let record = self.breaker.load();
-            if record.is_ok_and(|r| r.rollback_id.as_deref() == Some(&id) && r.settled_at.is_none())
-            {
-                if let Err(e) = self.breaker.settle(self.clock.now(), recorded.success) {
+            let opened_here = self
+                .breaker
+                .load()
+                .is_ok_and(|r| r.rollback_id.as_deref() == Some(&id) && r.settled_at.is_none());
+            if opened_here {
+                let settled = if recorded.kind == EventKind::Interrupted {
+                    self.restore_breaker(journal.breaker_before.as_ref())
+                } else {
+                    self.breaker.settle(self.clock.now(), recorded.success)
+                };
+                if let Err(e) = settled {
                     tracing::error!(error = %e, "cannot settle the breaker of a recorded rollback");
                 }
             }
@@ -227,48 +241,138 @@ impl Engine {
     }
 
     async fn decide(&self, run: &mut Run<'_>) -> Decision {
-        let db_changed = run
-            .outcome(Phase::Database)
-            .is_some_and(PhaseOutcome::is_success);
+        // A downgrade was started: the schema may differ from what the
+        // live code expects, whatever else happened.
+        let db_touched = run.has(Step::DowngradeStarted);
         match first_unfinished(run) {
             Phase::PreValidation => Decision::Interrupt,
-            Phase::Database if run.has(Step::DowngradeStarted) => {
-                Decision::Unknown(Phase::Database, self.downgrade_unknown(run).await)
-            }
+            Phase::Database if db_touched => self.downgrade_left(run).await,
             Phase::Database => Decision::Interrupt,
             Phase::Application if !run.has(Step::PlatformCallStarted) => {
-                if db_changed {
-                    // The schema is already the target's; finishing the
-                    // rollback is what the run was for.
-                    Decision::Resume(Phase::Application)
-                } else {
-                    Decision::Interrupt
+                if !db_touched {
+                    return Decision::Interrupt;
+                }
+                // The database phase ended: a failed downgrade is recorded as
+                // failed (the gate skips the application); after a good one,
+                // finishing the rollback is what the run was for, unless the
+                // live deployment changed while rollbackd was down.
+                if !run
+                    .outcome(Phase::Database)
+                    .is_some_and(PhaseOutcome::is_success)
+                {
+                    return Decision::Resume(Phase::Application);
+                }
+                match self.live_changed(run).await {
+                    None => Decision::Resume(Phase::Application),
+                    Some(why) => Decision::Unknown(Phase::Application, why),
                 }
             }
-            Phase::Application => match self.find_created(run).await {
-                Ok(Some(created)) => {
-                    run.created_deployment = Some(created);
-                    run.follow_only = true;
-                    Decision::Resume(Phase::Application)
+            Phase::Application => {
+                if let Some(refusal) = run.marks.iter().find(|m| {
+                    m.step == Step::PlatformCallAnswered && m.detail.starts_with("refused")
+                }) {
+                    // The platform said no: record it as the run would have.
+                    let why = format!("the platform {}", refusal.detail);
+                    run.steps.push(PhaseStep {
+                        phase: Phase::Application,
+                        outcome: PhaseOutcome::failed(FailureKind::PlatformRefused, why),
+                        elapsed: Duration::ZERO,
+                    });
+                    return Decision::Resume(Phase::Verification);
                 }
-                Ok(None) if !db_changed => Decision::Interrupt,
-                Ok(None) => Decision::Unknown(
-                    Phase::Application,
-                    format!(
-                        "rollbackd was killed while asking the platform to roll back to {}, and the platform lists no deployment the call created; the database was already downgraded, so the live code may not match its schema: finish the rollback by hand",
-                        target(run)
+                match self.find_created(run).await {
+                    Ok(Some(created)) => {
+                        run.created_deployment = Some(created);
+                        run.follow_only = true;
+                        Decision::Resume(Phase::Application)
+                    }
+                    Ok(None) if !db_touched => Decision::Interrupt,
+                    Ok(None) => Decision::Unknown(
+                        Phase::Application,
+                        format!(
+                            "rollbackd was killed while asking the platform to roll back to {}, and the platform lists no deployment the call created; the database was already downgraded, so the live code may not match its schema: finish the rollback by hand",
+                            target(run)
+                        ),
                     ),
-                ),
-                Err(e) => Decision::Unknown(
-                    Phase::Application,
-                    format!(
-                        "rollbackd was killed while asking the platform to roll back to {}, and the platform cannot be asked what the call did ({e}): check the platform's deployments by hand",
-                        target(run)
+                    Err(e) => Decision::Unknown(
+                        Phase::Application,
+                        format!(
+                            "rollbackd was killed while asking the platform to roll back to {}, and the platform cannot be asked what the call did ({e}): check the platform's deployments by hand",
+                            target(run)
+                        ),
                     ),
-                ),
-            },
+                }
+            }
             phase => Decision::Resume(phase),
         }
+    }
+
+    /// Killed during the database phase, after the downgrade started: if the
+    /// journal says it finished and the database is at its target now, the
+    /// run goes on; anything else is unknown.
+    async fn downgrade_left(&self, run: &mut Run<'_>) -> Decision {
+        let started = run
+            .marks
+            .iter()
+            .find(|m| m.step == Step::DowngradeStarted)
+            .map(|m| m.detail.clone())
+            .unwrap_or_default();
+        let finished_ok = run
+            .marks
+            .iter()
+            .any(|m| m.step == Step::DowngradeFinished && m.detail.starts_with("ok"));
+        let to = started
+            .rsplit(" -> ")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if finished_ok && !to.is_empty() && self.database_revision().await == Ok(Some(to.clone())) {
+            run.steps.push(PhaseStep {
+                phase: Phase::Database,
+                outcome: PhaseOutcome::Succeeded(format!(
+                    "downgraded {started}; alembic_version verified after the restart"
+                )),
+                elapsed: Duration::ZERO,
+            });
+            return match self.live_changed(run).await {
+                None => Decision::Resume(Phase::Application),
+                Some(why) => Decision::Unknown(Phase::Application, why),
+            };
+        }
+        Decision::Unknown(Phase::Database, self.downgrade_unknown(run).await)
+    }
+
+    /// The database's schema revision now.
+    async fn database_revision(&self) -> Result<Option<String>, String> {
+        match self
+            .db
+            .as_ref()
+            .and_then(|db| db.tool.as_ref().map(|t| (db, t)))
+        {
+            Some((db, tool)) => tool.current(&db.database).await.map_err(|e| e.to_string()),
+            None => Err("the database is no longer configured".into()),
+        }
+    }
+
+    /// `Some(why)` when the platform's live deployment is no longer the one
+    /// the run planned to roll back from (someone deployed while rollbackd
+    /// was down), or cannot be known: never roll back over that.
+    async fn live_changed(&self, run: &Run<'_>) -> Option<String> {
+        let planned = run.plan.as_ref().map(|p| p.current.id.clone())?;
+        let live = match self.provider.list(50).await {
+            Ok(list) => list.into_iter().find(|d| d.is_success()).map(|d| d.id),
+            Err(e) => {
+                return Some(format!(
+                    "the database was downgraded, and the platform cannot be asked which deployment is live ({e}): rollbackd did not roll the application back; check by hand"
+                ))
+            }
+        };
+        (live.as_deref() != Some(planned.as_str())).then(|| {
+            format!(
+                "the database was downgraded, but while rollbackd was down the live deployment changed from {planned} to {}: rollbackd did not roll back over it; check the schema against the live code by hand",
+                live.as_deref().unwrap_or("none")
+            )
+        })
     }
 
     /// What the platform created for this run's call: from the journal, or
@@ -280,9 +384,13 @@ impl Engine {
         }
         let poll = self.config.poll_interval;
         let deadline = Instant::now() + self.config.budget(Phase::Application) / 2;
-        // A call that reached the platform shows in its list at once; asking
-        // twice covers a list taken just as it was being written.
-        let mut empty_lists = 0;
+        // A call that reached the platform shows in its list at once (Railway
+        // creates the deployment before it answers; the commands that could
+        // still act were just killed). Lists are taken for a few seconds
+        // anyway, to cover a platform that lists a little late.
+        let settle_for = (poll * 3).max(Duration::from_secs(5));
+        let first = Instant::now();
+        let mut listed = false;
         loop {
             match self.provider.list(50).await {
                 Ok(list) => {
@@ -293,12 +401,13 @@ impl Engine {
                     {
                         return Ok(Some(d.id.clone()));
                     }
-                    empty_lists += 1;
-                    if empty_lists >= 2 {
+                    listed = true;
+                    if first.elapsed() >= settle_for {
                         return Ok(None);
                     }
                 }
-                Err(e) if Instant::now() + poll >= deadline => return Err(e.to_string()),
+                Err(e) if Instant::now() + poll >= deadline && !listed => return Err(e.to_string()),
+                Err(_) if listed && first.elapsed() >= settle_for => return Ok(None),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list deployments to find what the interrupted rollback created; trying again")
                 }
@@ -312,17 +421,10 @@ impl Engine {
         let started = run.marks.iter().find(|m| m.step == Step::DowngradeStarted);
         let what = started.map_or("?".into(), |m| m.detail.clone());
         let at = started.map_or("?".into(), |m| m.at.clone());
-        let now = match self
-            .db
-            .as_ref()
-            .and_then(|db| db.tool.as_ref().map(|t| (db, t)))
-        {
-            Some((db, tool)) => match tool.current(&db.database).await {
-                Ok(Some(rev)) => format!("the database now reports revision {rev}"),
-                Ok(None) => "the database has no alembic_version now".into(),
-                Err(e) => format!("the database's revision cannot be read ({e})"),
-            },
-            None => "the database is no longer configured, so its revision cannot be read".into(),
+        let now = match self.database_revision().await {
+            Ok(Some(rev)) => format!("the database now reports revision {rev}"),
+            Ok(None) => "the database has no alembic_version now".into(),
+            Err(e) => format!("the database's revision cannot be read ({e})"),
         };
         let restore = run
             .extra
@@ -370,26 +472,23 @@ impl Engine {
         event.kind = EventKind::Interrupted;
         event.success = false;
         event.error = Some(why.clone());
+        // History first, then the breaker, and the journal only once both
+        // hold: killed in between, the next start finishes the tidying.
         let mut problems = Vec::new();
-        match self.history.append(event.clone(), None) {
-            Ok(()) => {
-                if let Err(e) = self.journal.remove(&run.id) {
-                    problems.push(e.to_string());
-                }
-            }
-            Err(e) => problems.push(e.to_string()),
+        if let Err(e) = self.history.append(event.clone(), None) {
+            problems.push(e.to_string());
         }
         let opened_here = self
             .breaker
             .load()
             .is_ok_and(|r| r.rollback_id.as_deref() == Some(run.id.as_str()));
-        if opened_here {
-            let restored = match &run.breaker_before {
-                Some(before) => self.breaker.save(before),
-                // The breaker file could not be read before: keep it OPEN.
-                None => self.breaker.settle(now, false),
-            };
-            if let Err(e) = restored {
+        if problems.is_empty() && opened_here {
+            if let Err(e) = self.restore_breaker(run.breaker_before.as_ref()) {
+                problems.push(e.to_string());
+            }
+        }
+        if problems.is_empty() {
+            if let Err(e) = self.journal.remove(&run.id) {
                 problems.push(e.to_string());
             }
         }
@@ -414,6 +513,20 @@ impl Engine {
             waiting: run.waited,
             verification: None,
             event,
+        }
+    }
+}
+
+impl Engine {
+    /// Gives the breaker back what it was before an interrupted run opened
+    /// it; one that could not be read then stays OPEN, failed.
+    fn restore_breaker(
+        &self,
+        before: Option<&super::breaker::BreakerRecord>,
+    ) -> Result<(), super::breaker::BreakerError> {
+        match before {
+            Some(before) => self.breaker.save(before),
+            None => self.breaker.settle(self.clock.now(), false),
         }
     }
 }

@@ -328,7 +328,8 @@ impl Engine {
             .join(",");
         // Every log line of the run carries the rollback id and its rules.
         let span = tracing::info_span!("rollback", rollback = %id, rules = %rules);
-        self.walk(id, req, progress).instrument(span).await
+        let run_id = id.clone();
+        crate::child::for_run(run_id, self.walk(id, req, progress).instrument(span)).await
     }
 
     async fn walk(
@@ -356,7 +357,13 @@ impl Engine {
             // SIGTERM: stop between phases, never inside one. Post-rollback
             // still runs when nothing reached production; otherwise the
             // journal stays for the next start to finish the run.
-            if self.is_stopping() && run.lock.is_some() && phase != Phase::PostRollback {
+            // A phase the gate skips anyway (after a failure) costs nothing:
+            // the run goes on to its record.
+            if self.is_stopping()
+                && run.lock.is_some()
+                && phase != Phase::PostRollback
+                && gate(phase, &run).is_none()
+            {
                 run.mark_done(Step::Stopped, format!("before {}", phase.as_str()));
                 if run.reached_production() {
                     run.stopped = true;

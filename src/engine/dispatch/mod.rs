@@ -10,7 +10,8 @@
 //! - Alertmanager alerts are remembered while they fire, so a resolved alert
 //!   cancels what it caused and an approval can re-check it (`alerts.rs`).
 //! - Every second: expire confirmations, close the breaker once the rules
-//!   stay clear, record the live deployment's schema revision (`upkeep.rs`).
+//!   stay clear, record the live deployment's schema revision, settle a
+//!   rollback a killed CLI left unfinished (`upkeep.rs`).
 //! - One run at a time: an incident while a run is going is refused, and
 //!   says so.
 //!
@@ -82,6 +83,10 @@ pub struct Dispatcher {
     /// When the live deployment's schema revision was last recorded.
     revision_checked: Option<Instant>,
     alerts: alerts::FiringAlerts,
+    /// When journals left by a dead process were last looked for, and the
+    /// task settling them.
+    orphans_checked: Option<Instant>,
+    settling: Option<JoinHandle<()>>,
 }
 
 impl Dispatcher {
@@ -94,6 +99,8 @@ impl Dispatcher {
             clear_since: None,
             revision_checked: None,
             alerts: alerts::FiringAlerts::default(),
+            orphans_checked: None,
+            settling: None,
         }
     }
 

@@ -591,3 +591,35 @@ async fn an_expired_confirmation_whose_rule_stopped_firing_is_not_approved_by_de
     assert_eq!(d.rollbacks(), 0);
     assert_eq!(d.rig.notices().last(), Some(&NotifyEvent::RollbackRejected));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_a_killed_cli_left_unfinished_is_settled_by_the_running_daemon() {
+    let d = Daemon::start(|_| {});
+    // `rollbackd rollback` beside the daemon, killed during the application
+    // phase's listing (its future dropped: its lock goes, its journal stays).
+    let cli = d.rig.restarted(None);
+    d.rig.platform.set_latency(Duration::from_secs(10));
+    let manual = crate::engine::RollbackRequest {
+        trigger: crate::engine::Trigger::Manual,
+        policy: Policy::Auto,
+        reason: "on-call".into(),
+        deployment_id: None,
+        skip_db: false,
+        base_url: None,
+        pending_id: None,
+    };
+    let cut = tokio::time::timeout(Duration::from_secs(15), cli.run(manual, &|_| {})).await;
+    assert!(cut.is_err(), "cut off mid-run");
+    let now = d.rig.engine.clock.now();
+    assert_eq!(d.rig.engine.breaker_state(now), BreakerState::Open);
+    d.rig.platform.set_latency(Duration::ZERO);
+    sleep(Duration::from_secs(12)).await;
+    let history = d.rig.history();
+    assert_eq!(history.events.len(), 1, "{history:?}");
+    assert_eq!(history.events[0].kind, EventKind::Interrupted);
+    assert_eq!(
+        d.rig.engine.breaker_state(d.rig.engine.clock.now()),
+        BreakerState::Closed
+    );
+    assert!(d.rig.platform.rollbacks().is_empty());
+}

@@ -1,6 +1,7 @@
 //! What the dispatcher does every second: expire confirmations, move the
 //! breaker from HALF_OPEN to CLOSED once the rules stayed clear, and now and
-//! then record the live deployment's schema revision.
+//! then record the live deployment's schema revision and settle a rollback a
+//! killed CLI left unfinished.
 
 use std::time::Duration;
 
@@ -15,6 +16,41 @@ impl Dispatcher {
         self.record_revision().await;
         self.expire_confirmations().await;
         self.close_breaker_when_clear();
+        self.settle_orphans();
+    }
+
+    /// A journal no live run holds the lock for belongs to a dead process
+    /// (a `rollbackd rollback` killed while the daemon runs): settle it as a
+    /// restart would, in a task of its own, every 10 s at most.
+    fn settle_orphans(&mut self) {
+        if self
+            .orphans_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.orphans_checked = Some(Instant::now());
+        if self.busy().is_some() || self.settling.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        if !self
+            .engine
+            .unfinished()
+            .is_ok_and(|journals| !journals.is_empty())
+        {
+            return;
+        }
+        let engine = self.engine.clone();
+        self.settling = Some(tokio::spawn(async move {
+            match engine.recover().await {
+                Ok(settled) => {
+                    for s in &settled {
+                        tracing::warn!(rollback = %s.id(), "{}", s.summary());
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot settle a rollback left unfinished"),
+            }
+        }));
     }
 
     async fn record_revision(&mut self) {

@@ -224,18 +224,24 @@ async fn killed_during_verification_only_verification_runs_again() {
     );
 }
 
-/// Writes the journal of a run that planned the downgrade c3 -> b2, took
+/// Writes the journal of a run that planned (with the rig's database) the
+/// downgrade c3 -> b2, took
 /// the lock, opened the breaker, journaled `steps` after those and finished
 /// `phases` after pre-validation, then died: what the migration lock, held
 /// in PostgreSQL, keeps these tests from reaching by running.
-async fn leave_journal(rig: &Rig, steps: &[Step], phases: &[(Phase, crate::engine::PhaseOutcome)]) {
+async fn leave_journal(
+    rig: &Rig,
+    steps: &[(Step, &str)],
+    phases: &[(Phase, crate::engine::PhaseOutcome)],
+) {
     let plan = rig.engine.plan(&automatic()).await.unwrap();
-    assert_eq!(
-        plan.db_step,
-        crate::engine::plan::DbStep::Downgrade {
-            from: "c3".into(),
-            to: "b2".into()
-        }
+    assert!(
+        rig.engine.db.is_none()
+            || plan.db_step
+                == crate::engine::plan::DbStep::Downgrade {
+                    from: "c3".into(),
+                    to: "b2".into()
+                }
     );
     let mut event = crate::history::Event {
         id: Some("rb-killed".into()),
@@ -257,16 +263,15 @@ async fn leave_journal(rig: &Rig, steps: &[Step], phases: &[(Phase, crate::engin
             .record(),
         );
     }
-    let mark = |step: Step| crate::engine::journal::Mark {
+    let mark = |(step, detail): (Step, &str)| crate::engine::journal::Mark {
         step,
         at: "2026-01-01T00:00:00Z".into(),
-        detail: if step == Step::DowngradeStarted {
-            "c3 -> b2".into()
-        } else {
-            String::new()
-        },
+        detail: detail.into(),
     };
-    let mut marks = vec![mark(Step::Started), mark(Step::BreakerOpened)];
+    let mut marks = vec![
+        mark((Step::Started, "d2 -> d1")),
+        mark((Step::BreakerOpened, "")),
+    ];
     marks.extend(steps.iter().copied().map(mark));
     journals(rig)
         .write(&Journal {
@@ -312,7 +317,10 @@ async fn killed_after_the_downgrade_before_the_platform_call_the_rollback_is_fin
     let (rig, tool) = rig_with_database();
     leave_journal(
         &rig,
-        &[Step::DowngradeStarted, Step::DowngradeFinished],
+        &[
+            (Step::DowngradeStarted, "c3 -> b2"),
+            (Step::DowngradeFinished, "ok; at b2"),
+        ],
         &[(
             Phase::Database,
             crate::engine::PhaseOutcome::Succeeded("downgraded c3 -> b2".into()),
@@ -341,7 +349,7 @@ async fn killed_during_a_downgrade_the_run_fails_saying_what_is_unknown_and_the_
     let (rig, tool) = rig_with_database();
     // The migration lock is PostgreSQL's (tests/crash.rs kills a real
     // Alembic): write the journal a run killed during the downgrade leaves.
-    leave_journal(&rig, &[Step::DowngradeStarted], &[]).await;
+    leave_journal(&rig, &[(Step::DowngradeStarted, "c3 -> b2")], &[]).await;
     let db = crate::engine::testing::database(rig.state_dir(), tool, |_| {});
     let restarted = rig.restarted(Some(db));
     let settled = restarted.recover().await.unwrap();
@@ -472,4 +480,175 @@ async fn a_corrupt_journal_stops_recovery_naming_it_and_is_left_alone() {
         std::fs::read_to_string(&path).unwrap(),
         "{\"version\": 1, \"id\""
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_downgrade_journaled_as_finished_whose_phase_was_not_is_verified_then_finished() {
+    let (rig, tool) = rig_with_database();
+    leave_journal(
+        &rig,
+        &[
+            (Step::DowngradeStarted, "c3 -> b2"),
+            (Step::DowngradeFinished, "ok; at b2"),
+        ],
+        &[],
+    )
+    .await;
+    // The database is where the journal says the downgrade left it.
+    *tool.current.lock().unwrap() = Some("b2".into());
+    let db = crate::engine::testing::database(rig.state_dir(), tool.clone(), |_| {});
+    let settled = rig.restarted(Some(db)).recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert!(report.success, "{:?}", report.error);
+    assert!(report.phases[1]
+        .outcome
+        .detail()
+        .contains("verified after the restart"));
+    assert_eq!(rig.platform.rollbacks(), ["d1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_downgrade_left_by_a_stop_is_recorded_as_failed_never_as_interrupted() {
+    let (rig, tool) = rig_with_database();
+    leave_journal(
+        &rig,
+        &[
+            (Step::DowngradeStarted, "c3 -> b2"),
+            (Step::DowngradeFinished, "failed: alembic exited 1"),
+            (Step::Stopped, "before application"),
+        ],
+        &[(
+            Phase::Database,
+            crate::engine::PhaseOutcome::failed(
+                crate::engine::FailureKind::DowngradeFailed,
+                "the downgrade c3 -> b2 failed",
+            ),
+        )],
+    )
+    .await;
+    let db = crate::engine::testing::database(rig.state_dir(), tool, |_| {});
+    let restarted = rig.restarted(Some(db));
+    let settled = restarted.recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert!(!report.success);
+    assert_eq!(
+        outcomes(report)[1..3],
+        [
+            (Phase::Database, "failed", Some("downgrade_failed")),
+            (Phase::Application, "skipped", Some("database_failed")),
+        ]
+    );
+    assert!(rig.platform.rollbacks().is_empty());
+    assert_eq!(rig.history().events[0].kind, EventKind::Rollback);
+    let later = rig.engine.clock.now() + Duration::from_secs(86_400);
+    assert_eq!(restarted.breaker_state(later), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_downgrade_a_deploy_made_while_rollbackd_was_down_is_never_rolled_back_over() {
+    let (rig, tool) = rig_with_database();
+    leave_journal(
+        &rig,
+        &[
+            (Step::DowngradeStarted, "c3 -> b2"),
+            (Step::DowngradeFinished, "ok; at b2"),
+        ],
+        &[(
+            Phase::Database,
+            crate::engine::PhaseOutcome::Succeeded("downgraded c3 -> b2".into()),
+        )],
+    )
+    .await;
+    // An operator deployed a fix while rollbackd was down.
+    rig.platform.begin_deploy("d3", "SUCCESS");
+    let db = crate::engine::testing::database(rig.state_dir(), tool, |_| {});
+    let settled = rig.restarted(Some(db)).recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert!(!report.success);
+    assert_eq!(
+        outcomes(report)[2],
+        (Phase::Application, "failed", Some("outcome_unknown"))
+    );
+    assert!(report.phases[2]
+        .outcome
+        .detail()
+        .contains("live deployment changed from d2 to d3"));
+    assert!(rig.platform.rollbacks().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_journaled_before_the_phase_ended_is_recorded_as_the_refusal() {
+    let rig = Rig::new(|_| {});
+    leave_journal(
+        &rig,
+        &[
+            (Step::PlatformCallStarted, "d1"),
+            (Step::PlatformCallAnswered, "refused: quota exceeded"),
+        ],
+        &[(
+            Phase::Database,
+            crate::engine::PhaseOutcome::skipped(crate::engine::SkipReason::NoDatabase, "no db"),
+        )],
+    )
+    .await;
+    let settled = rig.restarted(None).recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert_eq!(
+        outcomes(report)[2],
+        (Phase::Application, "failed", Some("platform_refused"))
+    );
+    assert!(report.error.as_deref().unwrap().contains("quota exceeded"));
+    assert!(rig.platform.rollbacks().is_empty(), "never asked again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_run_recorded_before_its_journal_went_gets_its_breaker_back() {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_latency(Duration::from_secs(10));
+    let journal = killed_after(&rig, Duration::from_secs(15)).await;
+    // As if killed after the interrupted record was written, before the
+    // breaker was given back and the journal removed.
+    let mut event = journal.event.clone();
+    event.kind = EventKind::Interrupted;
+    rig.engine.history().append(event, None).unwrap();
+    let restarted = rig.restarted(None);
+    let settled = restarted.recover().await.unwrap();
+    assert!(
+        matches!(&settled[..], [Settled::Recorded { .. }]),
+        "{settled:?}"
+    );
+    assert_eq!(
+        restarted.breaker_state(rig.engine.clock.now()),
+        BreakerState::Closed
+    );
+    assert_eq!(rig.history().events.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_after_a_failed_phase_records_the_failure_at_once() {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_latency(Duration::from_secs(10));
+    rig.platform.set_behaviour(RollbackBehaviour::Refuse);
+    let engine = rig.engine.clone();
+    let run = tokio::spawn(async move { engine.run(automatic(), &|_| {}).await });
+    // Stopped while the application phase lists, before the refused call.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    rig.engine.stop();
+    let report = run.await.unwrap();
+    // The application phase was running: it ends (refused), the rest is
+    // skipped, and the failure is recorded, not left for the next start.
+    assert_eq!(
+        outcomes(&report)[2],
+        (Phase::Application, "failed", Some("platform_refused"))
+    );
+    assert_eq!(rig.history().events[0].kind, EventKind::Rollback);
+    assert!(journals(&rig).unfinished().unwrap().is_empty());
 }
