@@ -105,16 +105,18 @@ pub async fn output(cmd: &mut Command, timeout: Option<Duration>) -> Result<Outp
     }
 }
 
-/// Kills every process (but this one) whose environment says it was started
-/// for rollback `run_id`: what a killed rollbackd's commands started and the
-/// parent-death signal did not reach. Returns how many were killed.
+/// Kills every process of this user (but this one) whose environment says
+/// it was started for rollback `run_id`: what a killed rollbackd's commands
+/// started and the parent-death signal did not reach. Waits (at most 2 s)
+/// until they are gone. Returns how many were killed. A process that cleared
+/// its environment, or runs as another user, is out of its reach.
 pub fn kill_run(run_id: &str) -> usize {
     let needle = format!("{RUN_ID_VAR}={run_id}");
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
-    let mut killed = 0;
+    let mut killed = Vec::new();
     for pid in entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -127,11 +129,26 @@ pub fn kill_run(run_id: &str) -> usize {
         if env.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
             // SAFETY: a plain system call.
             if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
-                killed += 1;
+                killed.push(pid);
             }
         }
     }
-    killed
+    // SIGKILL is delivered at once; the process is gone (a zombie at most)
+    // when its /proc entry says so.
+    let gone = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with(['Z', 'X']))
+        })
+    };
+    for _ in 0..100 {
+        if killed.iter().all(gone) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    killed.len()
 }
 
 /// A process group, killed when dropped.

@@ -414,7 +414,12 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                             return Exit::Failed;
                         }
                     };
-                    match engine.recover().await {
+                    let settled = engine.recover().await;
+                    // What settling sent (a page for an unknown outcome) goes out first.
+                    if let Some(notifiers) = engine.notifiers() {
+                        notifiers.flush(Duration::from_secs(15)).await;
+                    }
+                    match settled {
                         Ok(settled) => {
                             for s in &settled {
                                 println!("{}", s.summary());

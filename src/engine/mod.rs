@@ -197,7 +197,7 @@ impl Engine {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    fn is_stopping(&self) -> bool {
+    pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 

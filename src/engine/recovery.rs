@@ -26,6 +26,7 @@ use super::run::{Progress, Run, RunReport};
 use super::{Engine, RollbackRequest, Trigger};
 use crate::history::{EventKind, HistoryError, TriggerKind};
 use crate::notify::NotifyEvent;
+use crate::provider::Deployment;
 use crate::rules::Policy;
 use crate::state::StateLock;
 
@@ -151,8 +152,8 @@ impl Engine {
         };
         let mut run = self.run_from(&journal, &progress);
         run.lock = Some(lock);
-        let decision = self.decide(&mut run).await;
         let phase = first_unfinished(&run);
+        let decision = self.decide(&mut run).await;
         match decision {
             Decision::Interrupt => {
                 let report = self.settle_interrupted(run).await;
@@ -244,7 +245,13 @@ impl Engine {
         // A downgrade was started: the schema may differ from what the
         // live code expects, whatever else happened.
         let db_touched = run.has(Step::DowngradeStarted);
-        match first_unfinished(run) {
+        let next = first_unfinished(run);
+        // A phase already failed: what is left is recorded as the run would
+        // have recorded it (the gate skips the phases after a failure).
+        if next != Phase::PreValidation && run.steps.iter().any(|s| s.outcome.is_failure()) {
+            return Decision::Resume(next);
+        }
+        match next {
             Phase::PreValidation => Decision::Interrupt,
             Phase::Database if db_touched => self.downgrade_left(run).await,
             Phase::Database => Decision::Interrupt,
@@ -280,12 +287,21 @@ impl Engine {
                     });
                     return Decision::Resume(Phase::Verification);
                 }
+                // The platform said yes (Railway's answer names nothing).
+                let accepted = run.has(Step::PlatformCallAnswered);
                 match self.find_created(run).await {
                     Ok(Some(created)) => {
                         run.created_deployment = Some(created);
                         run.follow_only = true;
                         Decision::Resume(Phase::Application)
                     }
+                    Ok(None) if accepted => Decision::Unknown(
+                        Phase::Application,
+                        format!(
+                            "the platform accepted the rollback to {} before rollbackd was killed, but lists no deployment it created: check the platform's deployments by hand",
+                            target(run)
+                        ),
+                    ),
                     Ok(None) if !db_touched => Decision::Interrupt,
                     Ok(None) => Decision::Unknown(
                         Phase::Application,
@@ -297,7 +313,7 @@ impl Engine {
                     Err(e) => Decision::Unknown(
                         Phase::Application,
                         format!(
-                            "rollbackd was killed while asking the platform to roll back to {}, and the platform cannot be asked what the call did ({e}): check the platform's deployments by hand",
+                            "rollbackd was killed while asking the platform to roll back to {}, and cannot tell what the call did: {e}; check the platform's deployments by hand",
                             target(run)
                         ),
                     ),
@@ -376,8 +392,11 @@ impl Engine {
     }
 
     /// What the platform created for this run's call: from the journal, or
-    /// the first deployment it lists that was not there before the call.
-    /// `Ok(None)`: the call never reached it.
+    /// the one deployment it lists that was not there before the call (of
+    /// the target's commit, when both say). `Ok(None)`: nothing new appeared,
+    /// the call never reached it. `Err`: it cannot be told (the platform
+    /// cannot be asked, or several new deployments could be the call's, or
+    /// none of them is of the target's commit): never guess.
     async fn find_created(&self, run: &Run<'_>) -> Result<Option<String>, String> {
         if let Some(id) = &run.created_deployment {
             return Ok(Some(id.clone()));
@@ -394,12 +413,12 @@ impl Engine {
         loop {
             match self.provider.list(50).await {
                 Ok(list) => {
-                    if let Some(d) = list
+                    let new: Vec<&Deployment> = list
                         .iter()
-                        .rev()
-                        .find(|d| !run.known_deployments.contains(&d.id))
-                    {
-                        return Ok(Some(d.id.clone()));
+                        .filter(|d| !run.known_deployments.contains(&d.id))
+                        .collect();
+                    if !new.is_empty() {
+                        return the_calls(&new, run);
                     }
                     listed = true;
                     if first.elapsed() >= settle_for {
@@ -528,6 +547,35 @@ impl Engine {
             Some(before) => self.breaker.save(before),
             None => self.breaker.settle(self.clock.now(), false),
         }
+    }
+}
+
+/// Which of the deployments that appeared since the call is the call's.
+fn the_calls(new: &[&Deployment], run: &Run<'_>) -> Result<Option<String>, String> {
+    let sha = run.plan.as_ref().and_then(|p| p.target.git_sha.as_deref());
+    let ours: Vec<&&Deployment> = new
+        .iter()
+        .filter(|d| match (d.git_sha.as_deref(), sha) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        })
+        .collect();
+    let ids = |list: &[&Deployment]| {
+        list.iter()
+            .map(|d| d.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match ours.as_slice() {
+        [one] => Ok(Some(one.id.clone())),
+        [] => Err(format!(
+            "the platform lists new deployments ({}), none of the target's commit",
+            ids(new)
+        )),
+        _ => Err(format!(
+            "the platform lists several new deployments that could be the call's ({})",
+            ids(new)
+        )),
     }
 }
 

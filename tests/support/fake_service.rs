@@ -466,6 +466,10 @@ async fn rollback_deployment(State(inner): State<Shared>, Path(id): Path<String>
     guard.advance();
     guard.knobs = target.knobs;
     guard.record_deployment();
+    // A redeploy of the target's commit.
+    if let Some(created) = guard.deployments.last_mut() {
+        created.git_sha = target.git_sha.clone();
+    }
     let created = guard
         .deployments
         .last()

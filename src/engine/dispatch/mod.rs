@@ -86,7 +86,11 @@ pub struct Dispatcher {
     /// When journals left by a dead process were last looked for, and the
     /// task settling them.
     orphans_checked: Option<Instant>,
-    settling: Option<JoinHandle<()>>,
+    /// The task settling them; it says whether some could not be settled.
+    settling: Option<JoinHandle<bool>>,
+    /// How often to look: 10 s, doubling (to 10 min) while a journal cannot
+    /// be settled, so a failure is not retried, and announced, every 10 s.
+    orphans_every: Duration,
 }
 
 impl Dispatcher {
@@ -101,6 +105,7 @@ impl Dispatcher {
             alerts: alerts::FiringAlerts::default(),
             orphans_checked: None,
             settling: None,
+            orphans_every: Duration::from_secs(10),
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::Dispatcher;
@@ -23,14 +24,26 @@ impl Dispatcher {
     /// (a `rollbackd rollback` killed while the daemon runs): settle it as a
     /// restart would, in a task of its own, every 10 s at most.
     fn settle_orphans(&mut self) {
+        if self.settling.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        if let Some(done) = self.settling.take() {
+            // Finished: its answer is ready.
+            let stuck = done.now_or_never().and_then(Result::ok).unwrap_or(false);
+            self.orphans_every = if stuck {
+                (self.orphans_every * 2).min(Duration::from_secs(600))
+            } else {
+                Duration::from_secs(10)
+            };
+        }
         if self
             .orphans_checked
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+            .is_some_and(|t| t.elapsed() < self.orphans_every)
         {
             return;
         }
         self.orphans_checked = Some(Instant::now());
-        if self.busy().is_some() || self.settling.as_ref().is_some_and(|t| !t.is_finished()) {
+        if self.engine.is_stopping() || self.busy().is_some() {
             return;
         }
         if !self
@@ -43,12 +56,18 @@ impl Dispatcher {
         let engine = self.engine.clone();
         self.settling = Some(tokio::spawn(async move {
             match engine.recover().await {
+                // Nothing settled: the lock was held, the run is alive.
+                Ok(settled) if settled.is_empty() => false,
                 Ok(settled) => {
                     for s in &settled {
                         tracing::warn!(rollback = %s.id(), "{}", s.summary());
                     }
+                    engine.unfinished().is_ok_and(|left| !left.is_empty())
                 }
-                Err(e) => tracing::error!(error = %e, "cannot settle a rollback left unfinished"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot settle a rollback left unfinished");
+                    true
+                }
             }
         }));
     }

@@ -281,7 +281,7 @@ async fn leave_journal(
             steps: marks,
             breaker_before: None,
             plan: Some(plan),
-            known_deployments: vec![],
+            known_deployments: ["d2", "d1"].map(String::from).to_vec(),
             request: Default::default(),
             event,
         })
@@ -651,4 +651,68 @@ async fn stopping_after_a_failed_phase_records_the_failure_at_once() {
     );
     assert_eq!(rig.history().events[0].kind, EventKind::Rollback);
     assert!(journals(&rig).unfinished().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_accepted_call_whose_deployment_never_shows_is_unknown_and_never_made_again() {
+    let rig = Rig::new(|_| {});
+    leave_journal(
+        &rig,
+        &[
+            (Step::PlatformCallStarted, "d1"),
+            (Step::PlatformCallAnswered, "accepted"),
+        ],
+        &[(
+            Phase::Database,
+            crate::engine::PhaseOutcome::skipped(crate::engine::SkipReason::NoDatabase, "no db"),
+        )],
+    )
+    .await;
+    let restarted = rig.restarted(None);
+    let settled = restarted.recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert_eq!(
+        outcomes(report)[2],
+        (Phase::Application, "failed", Some("outcome_unknown"))
+    );
+    assert!(report.phases[2]
+        .outcome
+        .detail()
+        .contains("accepted the rollback to d1"));
+    assert!(rig.platform.rollbacks().is_empty());
+    let later = rig.engine.clock.now() + Duration::from_secs(86_400);
+    assert_eq!(restarted.breaker_state(later), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deploy_made_while_rollbackd_was_down_is_never_taken_for_the_rollbacks_own() {
+    let rig = Rig::new(|_| {});
+    leave_journal(
+        &rig,
+        &[(Step::PlatformCallStarted, "d1")],
+        &[(
+            Phase::Database,
+            crate::engine::PhaseOutcome::skipped(crate::engine::SkipReason::NoDatabase, "no db"),
+        )],
+    )
+    .await;
+    // The call never reached the platform; an operator deployed another commit.
+    rig.platform.begin_deploy("d3", "SUCCESS");
+    let settled = rig.restarted(None).recover().await.unwrap();
+    let [Settled::Resumed { report, .. }] = &settled[..] else {
+        panic!("{settled:?}");
+    };
+    assert!(!report.success);
+    let detail = report.phases[2].outcome.detail();
+    assert!(detail.contains("none of the target's commit"), "{detail}");
+    assert!(rig.platform.rollbacks().is_empty());
+    assert_ne!(
+        rig.history()
+            .last_known_good
+            .map(|g| g.deployment_id)
+            .as_deref(),
+        Some("d1")
+    );
 }
