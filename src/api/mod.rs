@@ -31,7 +31,6 @@ use crate::engine::pending::PendingStore;
 use crate::engine::Engine;
 use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 use crate::secret::Secret;
-use crate::state::StateLock;
 use crate::telemetry;
 use crate::watch::StatusBoard;
 
@@ -349,8 +348,7 @@ async fn breaker_reset(
         Ok(e) => e,
         Err(r) => return r,
     };
-    let lock_path = crate::state::StateDir::new(&engine.config.state_dir).rollback_lock();
-    let _lock = match StateLock::try_acquire(&lock_path) {
+    let _lock = match engine.state().try_lock() {
         Ok(Some(l)) => l,
         Ok(None) => {
             return error(

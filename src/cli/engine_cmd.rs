@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::engine::{self, Engine, PhaseStep, Progress, RollbackRequest, Trigger};
 use crate::provider::Deployment;
 use crate::rules::Policy;
-use crate::state::{StateDir, StateLock};
+use crate::state::{Doc, StateDir};
 use crate::verify;
 
 fn engine(config: &Config) -> Result<Engine, Exit> {
@@ -314,8 +314,10 @@ pub async fn validate(config: &Config, args: ValidateArgs) -> Exit {
 }
 
 pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
-    let store =
-        crate::history::HistoryStore::new(StateDir::new(&config.engine.state_dir).history());
+    let store = crate::history::HistoryStore::new(Doc::new(
+        super::wiring::state(config),
+        StateDir::HISTORY,
+    ));
     let history = match store.load() {
         Ok(h) => h,
         Err(e) => {
@@ -372,7 +374,8 @@ pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
 }
 
 pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
-    let store = engine::BreakerStore::new(StateDir::new(&config.engine.state_dir).breaker());
+    let state = super::wiring::state(config);
+    let store = engine::BreakerStore::new(Doc::new(state.clone(), StateDir::BREAKER));
     let now = SystemTime::now();
     match cmd {
         BreakerCommand::Status { json } => {
@@ -402,8 +405,7 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
         BreakerCommand::Reset { reason } => {
             // A rollback a killed rollbackd left unfinished is settled first:
             // resetting its breaker would let deploys go ahead over it.
-            let journals =
-                engine::journal::JournalStore::new(StateDir::new(&config.engine.state_dir).runs());
+            let journals = engine::journal::JournalStore::new(state.clone());
             match journals.unfinished() {
                 Ok(left) if left.is_empty() => {}
                 Ok(left) => {
@@ -443,8 +445,7 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                     return Exit::Failed;
                 }
             }
-            let lock_path = StateDir::new(&config.engine.state_dir).rollback_lock();
-            let _lock = match StateLock::try_acquire(&lock_path) {
+            let _lock = match state.try_lock() {
                 Ok(Some(lock)) => lock,
                 Ok(None) => {
                     eprintln!("rollbackd: a rollback is running; the breaker cannot be reset until it ends");
@@ -453,7 +454,7 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                 Err(e) => {
                     eprintln!(
                         "rollbackd: cannot take the lock {}: {e}",
-                        lock_path.display()
+                        state.location(StateDir::LOCK).display()
                     );
                     return Exit::Failed;
                 }

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::engine::{DbSetup, Engine, EngineError, EngineSetup};
 use crate::provider::config::ProviderConfig;
 use crate::provider::{command::CommandProvider, railway::Railway, DeployProvider};
-use crate::state::StateDir;
+use crate::state::{Doc, FileStore, StateDir, StateStore};
 
 /// Builds the configured provider.
 pub fn provider(config: &Config) -> Result<Arc<dyn DeployProvider>, EngineError> {
@@ -32,6 +32,7 @@ pub fn engine_with(
     provider: Arc<dyn DeployProvider>,
 ) -> Result<Engine, EngineError> {
     let dir = StateDir::new(&config.engine.state_dir);
+    let state = state(config);
     let db = match &config.database {
         None => None,
         Some(db) => Some(DbSetup {
@@ -46,7 +47,10 @@ pub fn engine_with(
                     timeout: m.timeout,
                 }) as Arc<dyn crate::db::migrate::MigrationTool>
             }),
-            revisions: crate::db::revisions::RevisionStore::new(dir.revisions()),
+            revisions: crate::db::revisions::RevisionStore::new(Doc::new(
+                state.clone(),
+                StateDir::REVISIONS,
+            )),
             backup_dir: db.backup_dir.clone().unwrap_or_else(|| dir.backups()),
         }),
     };
@@ -66,7 +70,13 @@ pub fn engine_with(
             base_url: config.service.base_url.clone(),
             db,
             notifiers,
+            state: Some(state),
         },
         provider,
     )
+}
+
+/// Where the state lives, as configured.
+pub fn state(config: &Config) -> Arc<dyn StateStore> {
+    Arc::new(FileStore::new(StateDir::new(&config.engine.state_dir)))
 }

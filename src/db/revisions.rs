@@ -7,6 +7,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::Doc;
+
 /// Why the revision file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum RevisionError {
@@ -51,23 +53,23 @@ pub struct SeenRevision {
 /// `state/revisions.json`.
 #[derive(Debug, Clone)]
 pub struct RevisionStore {
-    path: PathBuf,
+    doc: Doc,
 }
 
 impl RevisionStore {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        RevisionStore { path: path.into() }
+    pub fn new(doc: Doc) -> Self {
+        RevisionStore { doc }
     }
 
     pub fn load(&self) -> Result<Revisions, RevisionError> {
-        match std::fs::read(&self.path) {
+        match self.doc.read() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Revisions::default()),
             Err(source) => Err(RevisionError::Read {
-                path: self.path.clone(),
+                path: self.doc.path(),
                 source,
             }),
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| RevisionError::Invalid {
-                path: self.path.clone(),
+                path: self.doc.path(),
                 source,
             }),
         }
@@ -97,10 +99,12 @@ impl RevisionStore {
             },
         );
         let bytes = serde_json::to_vec_pretty(&all).map_err(RevisionError::Encode)?;
-        crate::state::write_atomic(&self.path, &bytes).map_err(|source| RevisionError::Write {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.doc
+            .write(&bytes)
+            .map_err(|source| RevisionError::Write {
+                path: self.doc.path(),
+                source,
+            })?;
         Ok(true)
     }
 }
@@ -112,7 +116,7 @@ mod tests {
     #[test]
     fn the_first_sighting_of_a_deployment_wins() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RevisionStore::new(dir.path().join("revisions.json"));
+        let store = RevisionStore::new(Doc::file(dir.path().join("revisions.json")));
         assert!(store.record("d2", "b").unwrap());
         // The next release's migration ran while d2 was still live.
         assert!(!store.record("d2", "c").unwrap());
@@ -126,7 +130,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("revisions.json");
         std::fs::write(&path, b"{not json").unwrap();
-        let e = RevisionStore::new(&path).load().unwrap_err();
+        let e = RevisionStore::new(Doc::file(&path)).load().unwrap_err();
         assert!(matches!(e, RevisionError::Invalid { .. }));
         let text = e.to_string();
         assert!(

@@ -6,12 +6,12 @@
 //! it to HALF_OPEN after `half_open_after`, and rollbackd closes it once no
 //! rule has been pending or firing for `close_after`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::write_atomic;
+use crate::state::Doc;
 
 /// What CI and operators see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -89,7 +89,7 @@ pub fn now_text(now: SystemTime) -> String {
 /// The breaker file.
 #[derive(Debug, Clone)]
 pub struct BreakerStore {
-    path: PathBuf,
+    doc: Doc,
 }
 
 /// The breaker file exists but cannot be read; rollbackd then treats the
@@ -102,24 +102,25 @@ pub struct BreakerError {
 }
 
 impl BreakerStore {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        BreakerStore { path: path.into() }
+    pub fn new(doc: Doc) -> Self {
+        BreakerStore { doc }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where it is (a path, or the table and key), for messages.
+    pub fn path(&self) -> PathBuf {
+        self.doc.path()
     }
 
     /// The record; a missing file is a closed breaker.
     pub fn load(&self) -> Result<BreakerRecord, BreakerError> {
-        match std::fs::read(&self.path) {
+        match self.doc.read() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BreakerRecord::default()),
             Err(e) => Err(BreakerError {
-                path: self.path.clone(),
+                path: self.path(),
                 message: e.to_string(),
             }),
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| BreakerError {
-                path: self.path.clone(),
+                path: self.path(),
                 message: e.to_string(),
             }),
         }
@@ -134,11 +135,11 @@ impl BreakerStore {
 
     pub fn save(&self, record: &BreakerRecord) -> Result<(), BreakerError> {
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| BreakerError {
-            path: self.path.clone(),
+            path: self.path(),
             message: e.to_string(),
         })?;
-        write_atomic(&self.path, &bytes).map_err(|e| BreakerError {
-            path: self.path.clone(),
+        self.doc.write(&bytes).map_err(|e| BreakerError {
+            path: self.path(),
             message: e.to_string(),
         })
     }
@@ -194,7 +195,7 @@ mod tests {
     #[test]
     fn open_then_half_open_after_a_successful_rollback() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BreakerStore::new(dir.path().join("breaker.json"));
+        let store = BreakerStore::new(Doc::file(dir.path().join("breaker.json")));
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let five = Duration::from_secs(300);
         assert_eq!(store.state(t0, five), BreakerState::Closed);
@@ -221,7 +222,7 @@ mod tests {
     #[test]
     fn a_failed_rollback_keeps_it_open() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BreakerStore::new(dir.path().join("breaker.json"));
+        let store = BreakerStore::new(Doc::file(dir.path().join("breaker.json")));
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         store.open(t0, "rb-1", "rollback rb-1").unwrap();
         store.settle(t0, false).unwrap();
@@ -236,7 +237,7 @@ mod tests {
     #[test]
     fn an_unreadable_file_counts_as_open() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BreakerStore::new(dir.path().join("breaker.json"));
+        let store = BreakerStore::new(Doc::file(dir.path().join("breaker.json")));
         std::fs::write(store.path(), "not json").unwrap();
         assert_eq!(
             store.state(SystemTime::now(), Duration::ZERO),
@@ -267,7 +268,7 @@ mod tests {
     fn a_breaker_file_that_cannot_be_read_counts_as_open() {
         let dir = tempfile::tempdir().unwrap();
         // A directory where the file should be: reading fails, not "missing".
-        let store = BreakerStore::new(dir.path().to_path_buf());
+        let store = BreakerStore::new(Doc::file(dir.path().to_path_buf()));
         assert!(store.load().is_err());
         assert_eq!(
             store.state(SystemTime::now(), Duration::ZERO),
@@ -278,7 +279,7 @@ mod tests {
     #[test]
     fn closing_says_when() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BreakerStore::new(dir.path().join("breaker.json"));
+        let store = BreakerStore::new(Doc::file(dir.path().join("breaker.json")));
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         store.open(t0, "rb-1", "rollback rb-1").unwrap();
         store.close(t0 + Duration::from_secs(60), "stable").unwrap();

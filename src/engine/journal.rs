@@ -6,14 +6,15 @@
 //! journal's, and what a restarted rollbackd settles from (`recovery.rs`).
 //! The file is removed once the history holds the run.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::breaker::BreakerRecord;
 use super::plan::Plan;
 use crate::history::Event;
-use crate::state::write_atomic;
+use crate::state::StateStore;
 
 /// The journal format's version; a newer one is refused, never rewritten.
 pub const VERSION: u32 = 1;
@@ -128,19 +129,26 @@ pub enum JournalError {
     },
 }
 
-/// The journal directory.
+/// The journals, `runs/<id>.json` in the state store.
 #[derive(Debug, Clone)]
 pub struct JournalStore {
-    dir: PathBuf,
+    store: Arc<dyn StateStore>,
 }
 
+const DIR: &str = "runs";
+
 impl JournalStore {
-    pub fn new(dir: impl Into<PathBuf>) -> JournalStore {
-        JournalStore { dir: dir.into() }
+    pub fn new(store: Arc<dyn StateStore>) -> JournalStore {
+        JournalStore { store }
     }
 
+    fn name(id: &str) -> String {
+        format!("{DIR}/{id}.json")
+    }
+
+    /// Where a run's journal is, for messages.
     pub fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.json"))
+        self.store.location(&Self::name(id))
     }
 
     pub fn write(&self, journal: &Journal) -> Result<(), JournalError> {
@@ -149,73 +157,66 @@ impl JournalStore {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        write_atomic(&path, &bytes).map_err(|source| JournalError::Write { path, source })
+        self.store
+            .write(&Self::name(&journal.id), &bytes)
+            .map_err(|source| JournalError::Write { path, source })
     }
 
     /// Removes a settled run's journal.
     pub fn remove(&self, id: &str) -> Result<(), JournalError> {
-        let path = self.path(id);
-        match std::fs::remove_file(&path) {
+        match self.store.remove(&Self::name(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(JournalError::Write { path, source }),
+            Err(source) => Err(JournalError::Write {
+                path: self.path(id),
+                source,
+            }),
         }
     }
 
-    /// Every journal left in the directory, oldest first; a missing
-    /// directory has none. Any file that cannot be read is an error naming it.
+    /// Every journal left, oldest first. Any that cannot be read is an
+    /// error naming it.
     pub fn unfinished(&self) -> Result<Vec<Journal>, JournalError> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(JournalError::Dir {
-                    path: self.dir.clone(),
-                    source,
-                })
-            }
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                // Temporary files of an interrupted atomic write are not journals.
-                p.extension().is_some_and(|e| e == "json")
-                    && !p
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with('.'))
-            })
-            .collect();
-        paths.sort();
-        let mut journals = paths
+        let names = self.store.list(DIR).map_err(|source| JournalError::Dir {
+            path: self.store.location(DIR),
+            source,
+        })?;
+        let mut journals = names
             .iter()
-            .map(|p| read(p))
+            .filter(|n| n.ends_with(".json"))
+            .map(|n| self.read(n))
             .collect::<Result<Vec<_>, _>>()?;
         journals.sort_by(|a, b| a.event.timestamp.cmp(&b.event.timestamp));
         Ok(journals)
     }
-}
 
-fn read(path: &Path) -> Result<Journal, JournalError> {
-    let corrupt = |message: String| JournalError::Corrupt {
-        path: path.to_path_buf(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|e| corrupt(e.to_string()))?;
-    let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    if journal.version > VERSION {
-        return Err(corrupt(format!(
-            "it was written by a newer rollbackd (journal version {}, this one reads {VERSION})",
-            journal.version
-        )));
+    fn read(&self, name: &str) -> Result<Journal, JournalError> {
+        let corrupt = |message: String| JournalError::Corrupt {
+            path: self.store.location(name),
+            message,
+        };
+        let bytes = self.store.read(name).map_err(|e| corrupt(e.to_string()))?;
+        let journal: Journal =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if journal.version > VERSION {
+            return Err(corrupt(format!(
+                "it was written by a newer rollbackd (journal version {}, this one reads {VERSION})",
+                journal.version
+            )));
+        }
+        Ok(journal)
     }
-    Ok(journal)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn files(dir: &std::path::Path) -> Arc<dyn StateStore> {
+        Arc::new(crate::state::FileStore::new(crate::state::StateDir::new(
+            dir,
+        )))
+    }
 
     fn journal(id: &str, timestamp: &str) -> Journal {
         Journal {
@@ -242,7 +243,7 @@ mod tests {
     #[test]
     fn journals_are_written_read_back_and_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = JournalStore::new(dir.path().join("runs"));
+        let store = JournalStore::new(files(dir.path()));
         assert!(
             store.unfinished().unwrap().is_empty(),
             "no directory, no journal"
@@ -269,8 +270,9 @@ mod tests {
     #[test]
     fn a_corrupt_or_newer_journal_is_named_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let store = JournalStore::new(dir.path());
+        let store = JournalStore::new(files(dir.path()));
         let path = store.path("rb-1");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "{\"version\": 1, \"id\": \"rb-").unwrap();
         let err = store.unfinished().unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");

@@ -44,7 +44,7 @@ use std::time::SystemTime;
 use crate::clock::Clock;
 use crate::history::{Event, EventKind, HistoryStore};
 use crate::provider::{DeployProvider, Deployment};
-use crate::state::{StateDir, StateLock};
+use crate::state::{Doc, FileStore, StateDir, StateLock, StateStore};
 use crate::telemetry::events;
 use crate::verify::config::VerifyConfig;
 use crate::verify::HealthProbe;
@@ -95,7 +95,7 @@ pub struct Engine {
     history: HistoryStore,
     breaker: BreakerStore,
     journal: journal::JournalStore,
-    lock_path: PathBuf,
+    state: Arc<dyn StateStore>,
     /// Set on SIGTERM: a run stops between phases, its journal kept.
     stopping: std::sync::atomic::AtomicBool,
     base_url: Option<String>,
@@ -115,6 +115,8 @@ pub struct EngineSetup {
     pub base_url: Option<String>,
     pub db: Option<DbSetup>,
     pub notifiers: Option<Arc<crate::notify::Notifiers>>,
+    /// Where the state lives; `None`: the state directory (`config.state_dir`).
+    pub state: Option<Arc<dyn StateStore>>,
 }
 
 impl Engine {
@@ -123,14 +125,17 @@ impl Engine {
         provider: Arc<dyn DeployProvider>,
     ) -> Result<Engine, EngineError> {
         let http = crate::verify::client().map_err(EngineError::HttpClient)?;
-        let dir = StateDir::new(&setup.config.state_dir);
+        let state = setup
+            .state
+            .clone()
+            .unwrap_or_else(|| Arc::new(FileStore::new(StateDir::new(&setup.config.state_dir))));
         Ok(Engine {
             provider,
             health: Arc::new(http),
-            history: HistoryStore::new(dir.history()),
-            breaker: BreakerStore::new(dir.breaker()),
-            journal: journal::JournalStore::new(dir.runs()),
-            lock_path: dir.rollback_lock(),
+            history: HistoryStore::new(Doc::new(state.clone(), StateDir::HISTORY)),
+            breaker: BreakerStore::new(Doc::new(state.clone(), StateDir::BREAKER)),
+            journal: journal::JournalStore::new(state.clone()),
+            state,
             stopping: std::sync::atomic::AtomicBool::new(false),
             config: setup.config,
             verify: setup.verify,
@@ -209,9 +214,14 @@ impl Engine {
         &self.breaker
     }
 
+    /// Where the state lives.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
     /// The rollback lock, if no rollback (here or in the CLI) holds it.
     pub fn try_lock(&self) -> Option<StateLock> {
-        StateLock::try_acquire(&self.lock_path).ok().flatten()
+        self.state.try_lock().ok().flatten()
     }
 
     /// The breaker's state now.
@@ -257,7 +267,7 @@ impl Engine {
             blocked.guard,
             &blocked.reason,
         );
-        let Ok(Some(_lock)) = StateLock::try_acquire(&self.lock_path) else {
+        let Some(_lock) = self.try_lock() else {
             return;
         };
         let event = Event {

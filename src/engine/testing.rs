@@ -360,6 +360,7 @@ pub fn setup(dir: &std::path::Path) -> EngineSetup {
         base_url: Some("http://service.test".into()),
         db: None,
         notifiers: None,
+        state: None,
     };
     setup.config.state_dir = dir.to_path_buf();
     setup.verify.initial_wait = Duration::from_secs(1);
@@ -525,9 +526,9 @@ pub fn database(
         database,
         config,
         tool: Some(tool),
-        revisions: crate::db::revisions::RevisionStore::new(
+        revisions: crate::db::revisions::RevisionStore::new(crate::state::Doc::file(
             crate::state::StateDir::new(state).revisions(),
-        ),
+        )),
         backup_dir: crate::state::StateDir::new(state).backups(),
     }
 }

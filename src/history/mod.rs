@@ -6,7 +6,9 @@
 //! kept as they were, and a file it cannot parse is reported and never
 //! overwritten.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::state::Doc;
 
 use serde::{Deserialize, Serialize};
 
@@ -258,38 +260,42 @@ pub enum HistoryError {
 /// The history file on disk.
 #[derive(Debug, Clone)]
 pub struct HistoryStore {
-    path: PathBuf,
+    doc: Doc,
 }
 
 impl HistoryStore {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        HistoryStore { path: path.into() }
+    pub fn new(doc: Doc) -> Self {
+        HistoryStore { doc }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where it is (a path, or the table and key), for messages.
+    pub fn path(&self) -> PathBuf {
+        self.doc.path()
     }
 
     /// Reads the file; a missing file is an empty history.
     pub fn load(&self) -> Result<History, HistoryError> {
-        let text = match std::fs::read_to_string(&self.path) {
+        let text = match self.doc.read().and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        }) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(History::default()),
             Err(source) => {
                 return Err(HistoryError::Read {
-                    path: self.path.clone(),
+                    path: self.path(),
                     source,
                 })
             }
         };
         if text.trim().is_empty() {
             return Err(HistoryError::Corrupt {
-                path: self.path.clone(),
+                path: self.path(),
                 message: "the file is empty".into(),
             });
         }
         serde_json::from_str(&text).map_err(|e| HistoryError::Corrupt {
-            path: self.path.clone(),
+            path: self.path(),
             message: e.to_string(),
         })
     }
@@ -307,13 +313,15 @@ impl HistoryStore {
             history.last_known_good = last_known_good;
         }
         let bytes = serde_json::to_vec_pretty(&history).map_err(|e| HistoryError::Write {
-            path: self.path.clone(),
+            path: self.path(),
             source: std::io::Error::other(e),
         })?;
-        crate::state::write_atomic(&self.path, &bytes).map_err(|source| HistoryError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        self.doc
+            .write(&bytes)
+            .map_err(|source| HistoryError::Write {
+                path: self.path(),
+                source,
+            })
     }
 }
 
@@ -326,7 +334,7 @@ mod tests {
     #[test]
     fn reads_the_seed_format_and_keeps_unknown_fields() {
         let dir = tempfile::tempdir().unwrap();
-        let store = HistoryStore::new(dir.path().join("history.json"));
+        let store = HistoryStore::new(crate::state::Doc::file(dir.path().join("history.json")));
         std::fs::write(store.path(), SEED).unwrap();
         let h = store.load().unwrap();
         assert_eq!(h.events[0].target_deployment_id.as_deref(), Some("abc123"));
@@ -353,7 +361,7 @@ mod tests {
     #[test]
     fn a_corrupt_file_is_reported_and_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
-        let store = HistoryStore::new(dir.path().join("history.json"));
+        let store = HistoryStore::new(crate::state::Doc::file(dir.path().join("history.json")));
         std::fs::write(store.path(), "{\"events\": [").unwrap();
         let e = store.load().unwrap_err().to_string();
         assert!(

@@ -30,22 +30,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-/// An exclusive lock on a file in the state directory, released on drop.
+/// The rollback lock, released on drop: an exclusive lock on a file in the
+/// state directory, or what another backend holds (a PostgreSQL session).
 #[derive(Debug)]
 pub struct StateLock {
-    _file: File,
+    _held: Box<dyn std::fmt::Debug + Send + Sync>,
     pub path: PathBuf,
 }
 
 impl StateLock {
+    /// A lock `held` keeps until it is dropped; `path` says where, for messages.
+    pub fn held(held: impl std::fmt::Debug + Send + Sync + 'static, path: PathBuf) -> StateLock {
+        StateLock {
+            _held: Box::new(held),
+            path,
+        }
+    }
+
     /// Takes the lock if it is free; `Ok(None)` when another process or task holds it.
     pub fn try_acquire(path: &Path) -> io::Result<Option<StateLock>> {
         let file = open_lock_file(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(StateLock {
-                _file: file,
-                path: path.to_path_buf(),
-            })),
+            Ok(()) => Ok(Some(StateLock::held(file, path.to_path_buf()))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }

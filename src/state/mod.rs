@@ -14,10 +14,12 @@
 //! ```
 
 mod file;
+mod store;
 
 use std::path::{Path, PathBuf};
 
 pub use file::{write_atomic, StateLock};
+pub use store::{Doc, FileStore, StateStore};
 
 /// The state directory's layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,12 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// The documents' names, in any backend.
+    pub const HISTORY: &str = "history.json";
+    pub const BREAKER: &str = "breaker.json";
+    pub const REVISIONS: &str = "revisions.json";
+    pub const LOCK: &str = "rollback.lock";
+
     pub fn new(root: impl Into<PathBuf>) -> StateDir {
         StateDir { root: root.into() }
     }
@@ -35,19 +43,19 @@ impl StateDir {
     }
 
     pub fn history(&self) -> PathBuf {
-        self.root.join("history.json")
+        self.root.join(Self::HISTORY)
     }
 
     pub fn breaker(&self) -> PathBuf {
-        self.root.join("breaker.json")
+        self.root.join(Self::BREAKER)
     }
 
     pub fn revisions(&self) -> PathBuf {
-        self.root.join("revisions.json")
+        self.root.join(Self::REVISIONS)
     }
 
     pub fn rollback_lock(&self) -> PathBuf {
-        self.root.join("rollback.lock")
+        self.root.join(Self::LOCK)
     }
 
     /// The journals of rollbacks in progress.

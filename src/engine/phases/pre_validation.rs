@@ -5,11 +5,10 @@
 use super::super::journal::Step;
 use super::super::outcome::{FailureKind, PhaseOutcome};
 use super::super::run::Run;
-use crate::state::StateLock;
 
 pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     let engine = run.engine;
-    let lock = match StateLock::try_acquire(&engine.lock_path) {
+    let lock = match engine.state.try_lock() {
         Ok(Some(lock)) => lock,
         Ok(None) => {
             return PhaseOutcome::failed(
@@ -22,7 +21,10 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
                 FailureKind::LockError,
                 format!(
                     "cannot take the rollback lock {}: {e}",
-                    engine.lock_path.display()
+                    engine
+                        .state
+                        .location(crate::state::StateDir::LOCK)
+                        .display()
                 ),
             )
         }

@@ -12,7 +12,6 @@ use crate::engine::testing::{Rig, RollbackBehaviour};
 use crate::engine::{BreakerState, Phase, Settled};
 use crate::history::EventKind;
 use crate::notify::NotifyEvent;
-use crate::state::StateDir;
 
 /// Runs `automatic()` and drops it `after` in: the run's journal.
 async fn killed_after(rig: &Rig, after: Duration) -> Journal {
@@ -24,7 +23,7 @@ async fn killed_after(rig: &Rig, after: Duration) -> Journal {
 }
 
 fn journals(rig: &Rig) -> JournalStore {
-    JournalStore::new(StateDir::new(rig.state_dir()).runs())
+    JournalStore::new(rig.engine.state().clone())
 }
 
 fn steps(journal: &Journal) -> Vec<Step> {
