@@ -141,6 +141,10 @@ fn bad_config_gives_a_clear_message_and_exit_2() {
         ("c.toml", "[migrations]\ntool = \"flyway\"\n", &[], &["flyway", "alembic"]),
         ("c.toml", "[engine]\ncooldown = 15\n", &[], &["engine.cooldown"]),
         ("c.toml", "[engine.budgets]\napplication = \"0s\"\n", &[], &["engine.budgets.application"]),
+        ("c.toml", "[state]\nbackend = \"redis\"\n", &[], &["state.backend", "file", "postgres"]),
+        ("c.toml", "[state]\nbackend = \"postgres\"\nschema = \"My-State\"\n", &[], &["state.schema", "plain PostgreSQL name"]),
+        ("c.toml", "[state]\nleader_check = \"10ms\"\n", &[], &["state.leader_check", "100ms to 60s"]),
+        ("c.toml", "[state]\nurl = \"postgres://u:hunter2@db/x\"\n", &[], &["state.url", "backend = \"postgres\""]),
     ];
     for (file, text, env, needles) in cases {
         let dir = dir_with(&[(file, text)]);
@@ -332,4 +336,23 @@ fn rules_eval_reports_an_unreachable_prometheus_per_rule() {
         out.contains("error") && out.contains("cannot reach Prometheus"),
         "{out}"
     );
+}
+
+#[test]
+fn the_postgres_state_without_a_url_says_where_to_put_one() {
+    let dir = dir_with(&[("c.toml", "[state]\nbackend = \"postgres\"\n")]);
+    for args in [
+        &["--config", "c.toml", "history"][..],
+        &["--config", "c.toml", "breaker", "status"][..],
+    ] {
+        let (code, out, err) = run_rollbackd(dir.path(), args, &[("DATABASE_URL", "")]);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains(
+                "state.backend = \"postgres\" needs state.url (or database.url, or DATABASE_URL)"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }

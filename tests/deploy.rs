@@ -156,16 +156,7 @@ fn yaml_docs(path: &str) -> Vec<serde_norway::Value> {
 fn the_kubernetes_example_runs_rollbackd_as_a_sidecar_with_probes() {
     let docs = yaml_docs("deploy/kubernetes/rollbackd-sidecar.yaml");
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(
-        kinds,
-        [
-            "ConfigMap",
-            "ConfigMap",
-            "Secret",
-            "Deployment",
-            "PersistentVolumeClaim"
-        ]
-    );
+    assert_eq!(kinds, ["ConfigMap", "ConfigMap", "Secret", "Deployment",]);
     let deployment = &docs[3];
     let containers = deployment["spec"]["template"]["spec"]["containers"]
         .as_sequence()

@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/pending/{id}/approve", post(approve))
         .route("/api/v1/pending/{id}/reject", post(reject))
         .route("/api/v1/breaker", get(breaker))
+        .route("/api/v1/leader", get(leader))
         .route("/api/v1/breaker/reset", post(breaker_reset))
         .route("/api/v1/alertmanager", post(alertmanager))
         .fallback(|| async {
@@ -259,7 +260,9 @@ async fn send_command<T>(
 fn approve_error(e: ApproveError) -> Response {
     let status = match e {
         ApproveError::NotFound(_) => StatusCode::NOT_FOUND,
-        ApproveError::NoLongerFiring(_) | ApproveError::Blocked(_) => StatusCode::CONFLICT,
+        ApproveError::NoLongerFiring(_) | ApproveError::Blocked(_) | ApproveError::NotLeader => {
+            StatusCode::CONFLICT
+        }
     };
     error(status, e.to_string())
 }
@@ -314,6 +317,21 @@ async fn breaker(State(state): State<AppState>) -> Response {
         "since": record.since,
         "reason": record.reason,
         "rollback_id": record.rollback_id,
+    }))
+    .into_response()
+}
+
+/// Whether this replica leads (beside several replicas sharing PostgreSQL,
+/// only the leader acts; a single instance always leads).
+async fn leader(State(state): State<AppState>) -> Response {
+    let engine = match engine(&state) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let leadership = engine.leadership();
+    Json(json!({
+        "leader": leadership.is_leader(),
+        "epoch": leadership.epoch(),
     }))
     .into_response()
 }

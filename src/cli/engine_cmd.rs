@@ -224,7 +224,7 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
             }
         }
         DeploymentsCommand::Previous { json } => {
-            let engine = match super::wiring::engine_with(config, provider) {
+            let engine = match super::wiring::engine_with(config, provider, None) {
                 Ok(e) => Arc::new(e),
                 Err(e) => return Exit::Usage(e.to_string()),
             };
@@ -314,10 +314,11 @@ pub async fn validate(config: &Config, args: ValidateArgs) -> Exit {
 }
 
 pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
-    let store = crate::history::HistoryStore::new(Doc::new(
-        super::wiring::state(config),
-        StateDir::HISTORY,
-    ));
+    let state = match super::wiring::state(config) {
+        Ok((state, _)) => state,
+        Err(e) => return Exit::Usage(e.to_string()),
+    };
+    let store = crate::history::HistoryStore::new(Doc::new(state, StateDir::HISTORY));
     let history = match store.load() {
         Ok(h) => h,
         Err(e) => {
@@ -374,7 +375,10 @@ pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
 }
 
 pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
-    let state = super::wiring::state(config);
+    let state = match super::wiring::state(config) {
+        Ok((state, _)) => state,
+        Err(e) => return Exit::Usage(e.to_string()),
+    };
     let store = engine::BreakerStore::new(Doc::new(state.clone(), StateDir::BREAKER));
     let now = SystemTime::now();
     match cmd {

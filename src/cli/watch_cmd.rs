@@ -37,7 +37,7 @@ pub async fn watch(config: Config) -> Exit {
     let (events_tx, events_rx) = mpsc::channel(1024);
     let engine = match &config.provider {
         None => None,
-        Some(_) => match super::wiring::engine(&config) {
+        Some(_) => match super::wiring::daemon_engine(&config) {
             Ok(engine) => Some(Arc::new(engine)),
             Err(e) => return Exit::Usage(e.to_string()),
         },
@@ -49,8 +49,15 @@ pub async fn watch(config: Config) -> Exit {
             return Exit::Failed;
         }
         // A rollback a killed rollbackd left unfinished is settled before
-        // anything else; a journal it cannot read stops it, as the history does.
-        match engine.recover().await {
+        // anything else; a journal it cannot read stops it, as the history
+        // does. Beside several replicas, the leader settles them when it
+        // takes over (the dispatcher's upkeep).
+        let recovered = if config.state.backend == crate::state::config::Backend::File {
+            engine.recover().await
+        } else {
+            engine.unfinished().map(|_| Vec::new()).map_err(Into::into)
+        };
+        match recovered {
             Ok(settled) => {
                 for s in &settled {
                     tracing::warn!(rollback = %s.id(), "{}", s.summary());

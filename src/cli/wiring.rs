@@ -8,6 +8,8 @@ use crate::config::Config;
 use crate::engine::{DbSetup, Engine, EngineError, EngineSetup};
 use crate::provider::config::ProviderConfig;
 use crate::provider::{command::CommandProvider, railway::Railway, DeployProvider};
+use crate::state::config::Backend;
+use crate::state::postgres::PgStore;
 use crate::state::{Doc, FileStore, StateDir, StateStore};
 
 /// Builds the configured provider.
@@ -23,16 +25,40 @@ pub fn provider(config: &Config) -> Result<Arc<dyn DeployProvider>, EngineError>
 
 /// The engine with the configured provider.
 pub fn engine(config: &Config) -> Result<Engine, EngineError> {
-    engine_with(config, provider(config)?)
+    engine_with(config, provider(config)?, None)
+}
+
+/// The engine of `rollbackd watch`: beside several replicas sharing
+/// PostgreSQL, it takes part in leader election and acts only while it leads.
+pub fn daemon_engine(config: &Config) -> Result<Engine, EngineError> {
+    let leadership = state(config)?
+        .1
+        .map(|pg| pg.elect(&replica_name(), config.state.leader_check));
+    engine_with(config, provider(config)?, leadership)
+}
+
+/// Who this replica is, for `GET /api/v1/leader` and the leader row.
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "rollbackd".into());
+    format!("{host} (pid {})", std::process::id())
 }
 
 /// The engine with `provider`.
 pub fn engine_with(
     config: &Config,
     provider: Arc<dyn DeployProvider>,
+    leadership: Option<crate::state::postgres::Leadership>,
 ) -> Result<Engine, EngineError> {
     let dir = StateDir::new(&config.engine.state_dir);
-    let state = state(config);
+    let state = state(config)?.0;
     let db = match &config.database {
         None => None,
         Some(db) => Some(DbSetup {
@@ -71,12 +97,51 @@ pub fn engine_with(
             db,
             notifiers,
             state: Some(state),
+            leadership,
         },
         provider,
     )
 }
 
+/// The state store and, with the postgres backend, the store itself (for
+/// leader election). One per process: every caller shares its connections.
+type Shared = (Arc<dyn StateStore>, Option<Arc<PgStore>>);
+
 /// Where the state lives, as configured.
-pub fn state(config: &Config) -> Arc<dyn StateStore> {
-    Arc::new(FileStore::new(StateDir::new(&config.engine.state_dir)))
+pub fn state(config: &Config) -> Result<Shared, EngineError> {
+    static PG: std::sync::OnceLock<Arc<PgStore>> = std::sync::OnceLock::new();
+    match config.state.backend {
+        Backend::File => Ok((
+            Arc::new(FileStore::new(StateDir::new(&config.engine.state_dir))),
+            None,
+        )),
+        Backend::Postgres => {
+            if let Some(pg) = PG.get() {
+                return Ok((pg.clone() as Arc<dyn StateStore>, Some(pg.clone())));
+            }
+            let url = config
+                .state
+                .url
+                .clone()
+                .or_else(|| config.database.as_ref().and_then(|d| d.url.clone()))
+                .or_else(|| {
+                    std::env::var("DATABASE_URL")
+                        .ok()
+                        .filter(|u| !u.is_empty())
+                        .map(crate::secret::Secret::new)
+                })
+                .ok_or_else(|| {
+                    EngineError::State(
+                        "state.backend = \"postgres\" needs state.url (or database.url, or DATABASE_URL)"
+                            .into(),
+                    )
+                })?;
+            let database = crate::db::Database::new(url)
+                .map_err(|e| EngineError::State(format!("state.url: {e}")))?;
+            let pg = PG
+                .get_or_init(|| Arc::new(PgStore::new(database, &config.state.schema)))
+                .clone();
+            Ok((pg.clone() as Arc<dyn StateStore>, Some(pg)))
+        }
+    }
 }

@@ -54,6 +54,8 @@ pub struct Config {
     pub notifiers: Vec<NotifierConfig>,
     /// Alertmanager as a trigger source (`POST /api/v1/alertmanager`).
     pub alertmanager: Option<AlertmanagerConfig>,
+    /// Where the state lives (`[state]`): the state directory, or PostgreSQL.
+    pub state: crate::state::config::StateConfig,
 }
 
 /// Why the configuration could not be used.
@@ -120,6 +122,7 @@ impl Config {
         self.service.validate(&mut problems);
         self.engine.validate(&mut problems);
         self.verify.validate(&mut problems);
+        self.state.validate(&mut problems);
         if let Some(provider) = &self.provider {
             provider.validate(&mut problems);
         }

@@ -130,6 +130,15 @@ impl Database {
             })?;
         config.connect_timeout(timeout);
         config.application_name("rollbackd");
+        // A peer that vanished (a partition, a dead node) is noticed in
+        // about 10 s rather than the kernel's default two hours: the state
+        // store's leader stops acting by then (`state::postgres`).
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(10));
         let (client, connection) =
             config
                 .connect(tokio_postgres::NoTls)

@@ -44,6 +44,7 @@ use std::time::SystemTime;
 use crate::clock::Clock;
 use crate::history::{Event, EventKind, HistoryStore};
 use crate::provider::{DeployProvider, Deployment};
+use crate::state::postgres::Leadership;
 use crate::state::{Doc, FileStore, StateDir, StateLock, StateStore};
 use crate::telemetry::events;
 use crate::verify::config::VerifyConfig;
@@ -73,6 +74,9 @@ pub enum EngineError {
     Database(#[source] BoxError),
     #[error("{0}")]
     Notifiers(#[source] BoxError),
+    /// `[state]` cannot be used.
+    #[error("{0}")]
+    State(String),
 }
 
 /// The database side, when `[database]` is configured.
@@ -96,6 +100,7 @@ pub struct Engine {
     breaker: BreakerStore,
     journal: journal::JournalStore,
     state: Arc<dyn StateStore>,
+    leadership: Leadership,
     /// Set on SIGTERM: a run stops between phases, its journal kept.
     stopping: std::sync::atomic::AtomicBool,
     base_url: Option<String>,
@@ -117,6 +122,8 @@ pub struct EngineSetup {
     pub notifiers: Option<Arc<crate::notify::Notifiers>>,
     /// Where the state lives; `None`: the state directory (`config.state_dir`).
     pub state: Option<Arc<dyn StateStore>>,
+    /// Whether this replica leads; `None`: a single instance, always.
+    pub leadership: Option<Leadership>,
 }
 
 impl Engine {
@@ -136,6 +143,7 @@ impl Engine {
             breaker: BreakerStore::new(Doc::new(state.clone(), StateDir::BREAKER)),
             journal: journal::JournalStore::new(state.clone()),
             state,
+            leadership: setup.leadership.clone().unwrap_or_else(Leadership::alone),
             stopping: std::sync::atomic::AtomicBool::new(false),
             config: setup.config,
             verify: setup.verify,
@@ -217,6 +225,16 @@ impl Engine {
     /// Where the state lives.
     pub fn state(&self) -> &Arc<dyn StateStore> {
         &self.state
+    }
+
+    /// Whether this replica acts: a single instance always does; beside
+    /// several replicas sharing PostgreSQL, only the leader.
+    pub fn is_leader(&self) -> bool {
+        self.leadership.is_leader()
+    }
+
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
     }
 
     /// The rollback lock, if no rollback (here or in the CLI) holds it.

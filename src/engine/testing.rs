@@ -361,6 +361,7 @@ pub fn setup(dir: &std::path::Path) -> EngineSetup {
         db: None,
         notifiers: None,
         state: None,
+        leadership: None,
     };
     setup.config.state_dir = dir.to_path_buf();
     setup.verify.initial_wait = Duration::from_secs(1);

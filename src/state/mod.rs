@@ -13,7 +13,9 @@
 //!   backups/        emergency backups, unless database.backup_dir is set
 //! ```
 
+pub mod config;
 mod file;
+pub mod postgres;
 mod store;
 
 use std::path::{Path, PathBuf};

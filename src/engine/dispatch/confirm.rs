@@ -33,6 +33,8 @@ pub enum ApproveError {
     NoLongerFiring(Vec<String>),
     #[error("refused by a guard: {0}")]
     Blocked(String),
+    #[error("this replica follows: pending rollbacks are the leader's (`GET /api/v1/leader` on each replica says which leads); send it there")]
+    NotLeader,
 }
 
 impl Dispatcher {
@@ -82,6 +84,17 @@ impl Dispatcher {
     }
 
     pub(super) async fn command(&mut self, command: Command) {
+        if !self.engine.is_leader() {
+            match command {
+                Command::Approve { reply, .. } => {
+                    let _ = reply.send(Err(ApproveError::NotLeader));
+                }
+                Command::Reject { reply, .. } => {
+                    let _ = reply.send(Err(ApproveError::NotLeader));
+                }
+            }
+            return;
+        }
         match command {
             Command::Approve { id, force, reply } => {
                 let _ = reply.send(self.approve(&id, force, "approved by an operator").await);

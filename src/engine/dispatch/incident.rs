@@ -16,6 +16,9 @@ impl Dispatcher {
     /// rollbacks it caused.
     pub(super) fn resolved(&mut self, e: FiringEvent) {
         self.alerts.resolved(&e);
+        if !self.engine.is_leader() {
+            return;
+        }
         let mut n = Notification::new(NotifyEvent::RuleResolved, format!("{} resolved", e.rule));
         n.rules = vec![trigger_of(&e)];
         self.engine.notify(n);
@@ -35,6 +38,18 @@ impl Dispatcher {
     }
 
     pub(super) async fn incident(&mut self, fired: Vec<FiringEvent>) {
+        // Beside several replicas, only the leader tells people and acts.
+        if !self.engine.is_leader() {
+            for e in &fired {
+                self.alerts.fired(e);
+                events::trigger_received(
+                    e,
+                    e.policy.as_str(),
+                    "this replica follows: the leader acts on it",
+                );
+            }
+            return;
+        }
         for e in &fired {
             self.alerts.fired(e);
             let mut n = Notification::new(

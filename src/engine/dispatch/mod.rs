@@ -91,6 +91,8 @@ pub struct Dispatcher {
     /// How often to look: 10 s, doubling (to 10 min) while a journal cannot
     /// be settled, so a failure is not retried, and announced, every 10 s.
     orphans_every: Duration,
+    /// Whether this replica led at the last upkeep.
+    was_leader: bool,
 }
 
 impl Dispatcher {
@@ -106,6 +108,7 @@ impl Dispatcher {
             orphans_checked: None,
             settling: None,
             orphans_every: Duration::from_secs(10),
+            was_leader: false,
         }
     }
 

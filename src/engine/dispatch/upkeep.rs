@@ -14,6 +14,17 @@ use crate::rules::AlertState;
 
 impl Dispatcher {
     pub(super) async fn upkeep(&mut self) {
+        // Only the leader keeps things; one that just took over first settles
+        // what the previous leader left.
+        let leader = self.engine.is_leader();
+        if leader != self.was_leader {
+            self.was_leader = leader;
+            self.orphans_checked = None;
+            self.orphans_every = Duration::from_secs(10);
+        }
+        if !leader {
+            return;
+        }
         self.record_revision().await;
         self.expire_confirmations().await;
         self.close_breaker_when_clear();

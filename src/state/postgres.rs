@@ -1,0 +1,610 @@
+//! The state in PostgreSQL (`[state] backend = "postgres"`), shared by the
+//! rollbackd beside every replica of a service.
+//!
+//! - Documents live in `<schema>.documents` (name, body), the same JSON the
+//!   state directory holds, so the history keeps the seed's format.
+//! - The rollback lock is a session advisory lock held on a connection of
+//!   its own, released when the lock is dropped or the session dies.
+//! - Leadership ([`Leadership`]) is a session advisory lock too, taken by
+//!   one replica; taking it bumps `<schema>.leader.epoch`. A daemon's writes
+//!   are **fenced**: each runs in a transaction that share-locks the leader
+//!   row and commits only while the epoch is the one this process was given
+//!   when it became leader. Once another replica has taken over, a deposed
+//!   leader can write nothing, so it can journal no step, and a rollback step
+//!   is taken only after it was journaled: a run started under epoch N never
+//!   asks the platform once the epoch has moved on.
+//! - Tables are created and upgraded by rollbackd (versioned in
+//!   `<schema>.meta`) under a transaction advisory lock, so replicas starting
+//!   at once do it once.
+//!
+//! The stores call it synchronously (they are read and written whole and
+//! rarely); the connections live on a thread of their own with its own
+//! runtime, and every call has a deadline.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::file::StateLock;
+use super::store::StateStore;
+use crate::db::Database;
+
+/// The schema version this rollbackd creates and reads.
+const SCHEMA_VERSION: i32 = 1;
+
+/// How long a call waits for PostgreSQL before it fails.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes are not fenced (the CLI: it holds the rollback lock).
+const UNFENCED: i64 = i64::MIN;
+/// A daemon that is not the leader: every write is refused.
+const FOLLOWER: i64 = -1;
+
+/// Who leads, as this process sees it.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    leader: Arc<AtomicBool>,
+    epoch: Arc<AtomicI64>,
+}
+
+impl Leadership {
+    /// A single instance (the file backend): always the leader.
+    pub fn alone() -> Leadership {
+        metrics::gauge!("rollbackd_leader").set(1.0);
+        Leadership {
+            leader: Arc::new(AtomicBool::new(true)),
+            epoch: Arc::new(AtomicI64::new(UNFENCED)),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
+    }
+
+    /// The fencing epoch this process leads under (0 when alone or following).
+    pub fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst).max(0)
+    }
+
+    fn lead(&self, epoch: i64) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+        self.leader.store(true, Ordering::SeqCst);
+        metrics::gauge!("rollbackd_leader").set(1.0);
+    }
+
+    fn follow(&self) {
+        // Fence first: from here on no write of this process commits.
+        self.epoch.store(FOLLOWER, Ordering::SeqCst);
+        self.leader.store(false, Ordering::SeqCst);
+        metrics::gauge!("rollbackd_leader").set(0.0);
+    }
+}
+
+enum Request {
+    Read(String, std_mpsc::Sender<io::Result<Vec<u8>>>),
+    Write(String, Vec<u8>, i64, std_mpsc::Sender<io::Result<()>>),
+    Remove(String, i64, std_mpsc::Sender<io::Result<()>>),
+    List(String, std_mpsc::Sender<io::Result<Vec<String>>>),
+    Lock(std_mpsc::Sender<io::Result<Option<u64>>>),
+    Unlock(u64),
+    Elect(Leadership, String, Duration),
+}
+
+/// The PostgreSQL backend.
+#[derive(Debug)]
+pub struct PgStore {
+    tx: mpsc::UnboundedSender<Request>,
+    schema: String,
+    target: String,
+    /// [`UNFENCED`], [`FOLLOWER`] or the leader's epoch.
+    epoch: Arc<AtomicI64>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Request")
+    }
+}
+
+/// The advisory lock keys of a schema: one rollbackd deployment per schema.
+fn key(schema: &str, what: &str) -> i64 {
+    // FNV-1a: stable across versions and platforms.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("rollbackd:{schema}:{what}").bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+impl PgStore {
+    /// Connects lazily: nothing fails here; the first call says what is wrong.
+    pub fn new(database: Database, schema: &str) -> PgStore {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = Worker {
+            database: database.clone(),
+            schema: schema.to_string(),
+            client: None,
+            locks: HashMap::new(),
+            next_lock: 0,
+        };
+        std::thread::Builder::new()
+            .name("rollbackd-state".into())
+            .spawn(move || worker.run(rx))
+            .expect("a thread for the state store");
+        PgStore {
+            tx,
+            schema: schema.to_string(),
+            target: database.target.clone(),
+            epoch: Arc::new(AtomicI64::new(UNFENCED)),
+        }
+    }
+
+    /// Takes part in leader election (a daemon): from now on this process
+    /// writes only while it leads, under its epoch. `name` says who leads.
+    pub fn elect(&self, name: &str, check_every: Duration) -> Leadership {
+        let leadership = Leadership {
+            leader: Arc::new(AtomicBool::new(false)),
+            epoch: self.epoch.clone(),
+        };
+        leadership.follow();
+        let _ = self.tx.send(Request::Elect(
+            leadership.clone(),
+            name.to_string(),
+            check_every,
+        ));
+        leadership
+    }
+
+    fn call<T>(
+        &self,
+        make: impl FnOnce(std_mpsc::Sender<io::Result<T>>) -> Request,
+    ) -> io::Result<T> {
+        let (reply, answer) = std_mpsc::channel();
+        self.tx
+            .send(make(reply))
+            .map_err(|_| io::Error::other("the state store's connection thread is gone"))?;
+        answer
+            .recv_timeout(CALL_TIMEOUT + Duration::from_secs(1))
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("PostgreSQL at {} did not answer in time", self.target),
+                )
+            })?
+    }
+}
+
+impl StateStore for PgStore {
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        self.call(|r| Request::Read(name.to_string(), r))
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        self.call(|r| Request::Write(name.to_string(), bytes.to_vec(), epoch, r))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        self.call(|r| Request::Remove(name.to_string(), epoch, r))
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        self.call(|r| Request::List(dir.to_string(), r))
+    }
+
+    fn location(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!(
+            "postgres://{}/{}.documents/{name}",
+            self.target, self.schema
+        ))
+    }
+
+    fn try_lock(&self) -> io::Result<Option<StateLock>> {
+        let id = self.call(Request::Lock)?;
+        Ok(id.map(|id| {
+            StateLock::held(
+                PgLock {
+                    id,
+                    tx: self.tx.clone(),
+                },
+                self.location("rollback.lock"),
+            )
+        }))
+    }
+}
+
+/// A held rollback lock: its session closes when dropped.
+struct PgLock {
+    id: u64,
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl std::fmt::Debug for PgLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgLock({})", self.id)
+    }
+}
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Request::Unlock(self.id));
+    }
+}
+
+struct Worker {
+    database: Database,
+    schema: String,
+    client: Option<tokio_postgres::Client>,
+    /// Sessions holding the rollback lock.
+    locks: HashMap<u64, tokio_postgres::Client>,
+    next_lock: u64,
+}
+
+fn pg_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn fenced(epoch: i64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        if epoch == FOLLOWER {
+            "this replica is not the leader: it changes nothing".to_string()
+        } else {
+            format!("fenced: leadership moved on from epoch {epoch}; this replica changes nothing")
+        },
+    )
+}
+
+impl Worker {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the state store's runtime");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            while let Some(request) = rx.recv().await {
+                self.handle(request).await;
+            }
+        });
+    }
+
+    async fn handle(&mut self, request: Request) {
+        match request {
+            Request::Read(name, reply) => {
+                let result = within(self.read(name)).await;
+                let _ = reply.send(self.settled(result));
+            }
+            Request::Write(name, bytes, epoch, reply) => {
+                let result = within(self.write(name, bytes, epoch)).await;
+                let _ = reply.send(self.settled(result));
+            }
+            Request::Remove(name, epoch, reply) => {
+                let result = within(self.remove(name, epoch)).await;
+                let _ = reply.send(self.settled(result));
+            }
+            Request::List(dir, reply) => {
+                let result = within(self.list(dir)).await;
+                let _ = reply.send(self.settled(result));
+            }
+            Request::Lock(reply) => {
+                let result = within(self.lock()).await;
+                let _ = reply.send(self.settled(result));
+            }
+            Request::Unlock(id) => {
+                // Closing the session releases its advisory lock.
+                self.locks.remove(&id);
+            }
+            Request::Elect(leadership, name, every) => {
+                let election = Election {
+                    database: self.database.clone(),
+                    schema: self.schema.clone(),
+                    leadership,
+                    name,
+                    every,
+                };
+                tokio::spawn(election.run());
+            }
+        }
+    }
+
+    /// After a failed call the session may be broken, or mid-transaction:
+    /// the next call opens a new one. (A document that does not exist, or a
+    /// fenced write, leaves it fine.)
+    fn settled<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result {
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ) {
+                self.client = None;
+            }
+        }
+        result
+    }
+
+    /// The session, connected (and the tables made) if needed.
+    async fn session(&mut self) -> io::Result<&mut tokio_postgres::Client> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(connect(&self.database, &self.schema).await?);
+        }
+        Ok(self.client.as_mut().expect("connected"))
+    }
+
+    async fn read(&mut self, name: String) -> io::Result<Vec<u8>> {
+        let sql = format!("SELECT body FROM {}.documents WHERE name = $1", self.schema);
+        let row = self
+            .session()
+            .await?
+            .query_opt(&sql, &[&name])
+            .await
+            .map_err(pg_error)?;
+        row.map(|r| r.get(0))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no document {name}")))
+    }
+
+    async fn write(&mut self, name: String, bytes: Vec<u8>, epoch: i64) -> io::Result<()> {
+        let schema = self.schema.clone();
+        let client = self.session().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        check_epoch(&tx, &schema, epoch).await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {schema}.documents (name, body, updated_at) VALUES ($1, $2, now())
+                 ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body, updated_at = now()"
+            ),
+            &[&name, &bytes],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn remove(&mut self, name: String, epoch: i64) -> io::Result<()> {
+        let schema = self.schema.clone();
+        let client = self.session().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        check_epoch(&tx, &schema, epoch).await?;
+        let removed = tx
+            .execute(
+                &format!("DELETE FROM {schema}.documents WHERE name = $1"),
+                &[&name],
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        if removed == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no document {name}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn list(&mut self, dir: String) -> io::Result<Vec<String>> {
+        let sql = format!(
+            "SELECT name FROM {}.documents WHERE starts_with(name, $1) ORDER BY name",
+            self.schema
+        );
+        let rows = self
+            .session()
+            .await?
+            .query(&sql, &[&format!("{dir}/")])
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The rollback lock, on a session of its own.
+    async fn lock(&mut self) -> io::Result<Option<u64>> {
+        let client = connect(&self.database, &self.schema).await?;
+        let row = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1)",
+                &[&key(&self.schema, "rollback")],
+            )
+            .await
+            .map_err(pg_error)?;
+        if !row.get::<_, bool>(0) {
+            return Ok(None);
+        }
+        self.next_lock += 1;
+        self.locks.insert(self.next_lock, client);
+        Ok(Some(self.next_lock))
+    }
+}
+
+/// In a write's transaction: the leader row, share-locked (so leadership
+/// cannot move until the write commits), must still carry this process's
+/// epoch.
+async fn check_epoch(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    epoch: i64,
+) -> io::Result<()> {
+    if epoch == UNFENCED {
+        return Ok(());
+    }
+    if epoch == FOLLOWER {
+        return Err(fenced(epoch));
+    }
+    let now: i64 = tx
+        .query_one(
+            &format!("SELECT epoch FROM {schema}.leader WHERE id = 1 FOR SHARE"),
+            &[],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if now != epoch {
+        return Err(fenced(epoch));
+    }
+    Ok(())
+}
+
+/// `call`, or a timeout error once [`CALL_TIMEOUT`] has passed.
+async fn within<T>(call: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "PostgreSQL did not answer in time",
+            ))
+        })
+}
+
+/// A session, with the tables rollbackd needs. PostgreSQL is asked to
+/// notice a vanished client about as fast as the client notices it, so the
+/// advisory locks of a partitioned leader go in about 10 s, not the server's
+/// default of hours.
+async fn connect(database: &Database, schema: &str) -> io::Result<tokio_postgres::Client> {
+    let mut client = database.connect(CALL_TIMEOUT).await.map_err(pg_error)?;
+    client
+        .batch_execute(
+            "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
+             SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000",
+        )
+        .await
+        .map_err(pg_error)?;
+    ensure_schema(&mut client, schema).await?;
+    Ok(client)
+}
+
+/// Creates or upgrades rollbackd's tables, once, however many replicas
+/// start at the same moment.
+async fn ensure_schema(client: &mut tokio_postgres::Client, schema: &str) -> io::Result<()> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&key(schema, "schema")],
+    )
+    .await
+    .map_err(pg_error)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.meta (
+             id int PRIMARY KEY CHECK (id = 1),
+             version int NOT NULL);
+         CREATE TABLE IF NOT EXISTS {schema}.documents (
+             name text PRIMARY KEY,
+             body bytea NOT NULL,
+             updated_at timestamptz NOT NULL DEFAULT now());
+         CREATE TABLE IF NOT EXISTS {schema}.leader (
+             id int PRIMARY KEY CHECK (id = 1),
+             epoch bigint NOT NULL,
+             holder text,
+             since timestamptz);
+         INSERT INTO {schema}.leader (id, epoch) VALUES (1, 0) ON CONFLICT DO NOTHING;"
+    ))
+    .await
+    .map_err(pg_error)?;
+    let version: Option<i32> = tx
+        .query_opt(
+            &format!("SELECT version FROM {schema}.meta WHERE id = 1"),
+            &[],
+        )
+        .await
+        .map_err(pg_error)?
+        .map(|r| r.get(0));
+    match version {
+        None => {
+            tx.execute(
+                &format!("INSERT INTO {schema}.meta (id, version) VALUES (1, $1)"),
+                &[&SCHEMA_VERSION],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(io::Error::other(format!(
+                "the tables in schema {schema} were made by a newer rollbackd (version {v}, this one knows {SCHEMA_VERSION}); upgrade this rollbackd"
+            )))
+        }
+        Some(_) => {}
+    }
+    tx.commit().await.map_err(pg_error)
+}
+
+/// One replica's part in leader election.
+struct Election {
+    database: Database,
+    schema: String,
+    leadership: Leadership,
+    name: String,
+    every: Duration,
+}
+
+impl Election {
+    async fn run(self) {
+        let mut session: Option<tokio_postgres::Client> = None;
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.round(&mut session).await {
+                if self.leadership.is_leader() {
+                    tracing::error!(error = %e, "lost the database session that held leadership; this replica stops acting");
+                }
+                self.leadership.follow();
+                session = None;
+            }
+        }
+    }
+
+    /// One look: a leader checks its session is alive; a follower tries to
+    /// take the lock and, when it does, bumps the epoch.
+    async fn round(&self, session: &mut Option<tokio_postgres::Client>) -> io::Result<()> {
+        let deadline = self.every.max(Duration::from_secs(1)) * 2;
+        let work = async {
+            if session.as_ref().is_none_or(|c| c.is_closed()) {
+                *session = Some(connect(&self.database, &self.schema).await?);
+            }
+            let client = session.as_ref().expect("connected");
+            if self.leadership.is_leader() {
+                client.simple_query("SELECT 1").await.map_err(pg_error)?;
+                return Ok(());
+            }
+            let row = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1)",
+                    &[&key(&self.schema, "leader")],
+                )
+                .await
+                .map_err(pg_error)?;
+            if !row.get::<_, bool>(0) {
+                return Ok(());
+            }
+            let epoch: i64 = client
+                .query_one(
+                    &format!(
+                        "UPDATE {}.leader SET epoch = epoch + 1, holder = $1, since = now() WHERE id = 1 RETURNING epoch",
+                        self.schema
+                    ),
+                    &[&self.name],
+                )
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            self.leadership.lead(epoch);
+            tracing::warn!(epoch, holder = %self.name, "this replica leads: it alone acts");
+            Ok(())
+        };
+        tokio::time::timeout(deadline, work).await.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, "PostgreSQL did not answer in time")
+        })?
+    }
+}

@@ -1,0 +1,231 @@
+//! rollbackd beside every replica: three `rollbackd watch` sharing one real
+//! PostgreSQL (`[state] backend = "postgres"`), one real Prometheus, the
+//! fake service and its deploy list behind the `command` provider. Only the
+//! leader acts: one bad deploy makes exactly one platform call, whatever
+//! replica is asked shows the same history and breaker, and when the leader
+//! is killed (idle or mid-rollback) another takes over and finishes.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::postgres::Postgres;
+use support::{wait_for, FakeService, Prometheus, Watcher};
+
+const RATIO: &str = r#"(sum(rate(http_requests_total{service="{{service}}",code="500"}[3s])) or vector(0)) / sum(rate(http_requests_total{service="{{service}}"}[3s]))"#;
+
+struct Replicas {
+    fake: FakeService,
+    pg: Postgres,
+    _prom: Prometheus,
+    /// The gates of the deploy list's commands.
+    gates: tempfile::TempDir,
+    dirs: Vec<tempfile::TempDir>,
+    config: String,
+}
+
+impl Replicas {
+    fn setup() -> Replicas {
+        let pg = Postgres::start();
+        let fake = FakeService::start();
+        let prom = Prometheus::start(&[fake.addr], None);
+        prom.wait_for_scrape("app_deployment_info");
+        let gates = tempfile::tempdir().unwrap();
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/gated_platform.py");
+        let command = |what: &str| {
+            format!(
+                "[\"python3\", \"{}\", \"{}\", \"{}\", \"{what}\"]",
+                script.display(),
+                gates.path().display(),
+                fake.url()
+            )
+        };
+        let config = format!(
+            "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n\n[service]\nname = \"demo\"\nbase_url = \"{}\"\n\n\
+             [watch]\nrule_paths = [\"rules\"]\n\n\
+             [provider]\ntype = \"command\"\nlist = {}\nstatus = {}\nrollback = {}\ntimeout = \"60s\"\n\n\
+             [engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\ncooldown = \"1s\"\n\n\
+             [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n\
+             [state]\nbackend = \"postgres\"\nurl = \"{}\"\nleader_check = \"500ms\"\n",
+            prom.url(),
+            fake.url(),
+            command("list"),
+            command("status"),
+            command("rollback"),
+            pg.url(),
+        );
+        let dirs = (0..3)
+            .map(|_| {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::create_dir(dir.path().join("rules")).unwrap();
+                std::fs::write(
+                    dir.path().join("rules/http.yml"),
+                    format!(
+                        "groups:\n  - name: http\n    interval: 1s\n    rules:\n      - name: HighErrorRate\n        expr: '{RATIO}'\n        above: 0.1\n        for: 1s\n        policy: auto\n"
+                    ),
+                )
+                .unwrap();
+                dir
+            })
+            .collect();
+        Replicas {
+            fake,
+            pg,
+            _prom: prom,
+            gates,
+            dirs,
+            config,
+        }
+    }
+
+    fn start(&self, i: usize) -> Watcher {
+        Watcher::start(self.dirs[i].path(), &self.config)
+    }
+
+    /// The one replica that leads, once exactly one does.
+    fn leader(&self, replicas: &[Option<Watcher>]) -> usize {
+        wait_for("exactly one leader", Duration::from_secs(20), || {
+            let leading: Vec<usize> = replicas
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| {
+                    w.as_ref()
+                        .is_some_and(|w| w.api("/api/v1/leader")["leader"] == true)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            (leading.len() == 1).then(|| leading[0])
+        })
+    }
+
+    fn bad_deploy(&self, w: &Watcher) {
+        wait_for("a first clean evaluation", Duration::from_secs(20), || {
+            w.metric("rollbackd_rule_evaluations_total", &[("outcome", "ok")])
+                .filter(|v| *v >= 1.0)
+        });
+        self.fake.deploy(|k| {
+            k.version = "v2".into();
+            k.error_ratio = 0.5;
+        });
+    }
+
+    /// `rollbackd history --json` run in replica `i`'s directory.
+    fn history(&self, i: usize) -> Vec<Value> {
+        let (code, out, err) = support::run_rollbackd(
+            self.dirs[i].path(),
+            &["--config", "rollbackd.toml", "history", "--json"],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        let events: Vec<Value> = serde_json::from_str(&out).unwrap();
+        events
+            .into_iter()
+            .filter(|e| e["type"] != "blocked")
+            .collect()
+    }
+}
+
+#[test]
+fn three_replicas_roll_back_once_and_agree_and_a_killed_leader_is_replaced() {
+    let r = Replicas::setup();
+    let mut replicas: Vec<Option<Watcher>> = (0..3).map(|i| Some(r.start(i))).collect();
+    let first = r.leader(&replicas);
+    let schemas = r.pg.psql(
+        "app",
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'rollbackd'",
+    );
+    assert_eq!(
+        schemas, "3",
+        "the tables were made once, by whoever came first"
+    );
+
+    r.bad_deploy(replicas[first].as_ref().unwrap());
+    let leader = replicas[first].as_ref().unwrap();
+    leader.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(r.fake.rollback_calls(), 1, "{}", leader.dump());
+    for (i, w) in replicas.iter().enumerate() {
+        let w = w.as_ref().unwrap();
+        if i != first {
+            assert!(
+                w.logs_starting("rollback succeeded").is_empty(),
+                "a follower acted"
+            );
+        }
+        let history = r.history(i);
+        assert_eq!(history.len(), 1, "replica {i}: {history:#?}");
+        assert_eq!(history[0]["type"], "rollback");
+        assert_eq!(history[0]["success"], true);
+        assert_eq!(w.api("/api/v1/breaker")["state"], "OPEN", "replica {i}");
+    }
+
+    // Failover while idle: kill -9 the leader; another takes over.
+    let killed = Instant::now();
+    replicas[first].as_mut().unwrap().kill9();
+    replicas[first] = None;
+    let second = r.leader(&replicas);
+    let failover = killed.elapsed();
+    println!(
+        "failover after kill -9 of the leader: {:.2} s",
+        failover.as_secs_f64()
+    );
+    assert_ne!(second, first);
+
+    // The new leader handles the next bad deploy, once.
+    let (code, _, err) = support::run_rollbackd(
+        r.dirs[second].path(),
+        &[
+            "--config",
+            "rollbackd.toml",
+            "breaker",
+            "reset",
+            "--reason",
+            "checked",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(Duration::from_secs(4));
+    r.bad_deploy(replicas[second].as_ref().unwrap());
+    replicas[second]
+        .as_ref()
+        .unwrap()
+        .wait_for_log("rollback succeeded", Duration::from_secs(40));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(r.fake.rollback_calls(), 2);
+    assert_eq!(r.history((second + 1) % 3).len(), 2);
+}
+
+#[test]
+fn a_leader_killed_mid_rollback_is_finished_by_the_next_one_with_one_call() {
+    let r = Replicas::setup();
+    std::fs::write(r.gates.path().join("hold-rollback-after"), "").unwrap();
+    let mut replicas: Vec<Option<Watcher>> = (0..3).map(|i| Some(r.start(i))).collect();
+    let first = r.leader(&replicas);
+    r.bad_deploy(replicas[first].as_ref().unwrap());
+    wait_for(
+        "the call to reach the platform",
+        Duration::from_secs(40),
+        || {
+            std::fs::metadata(r.gates.path().join("waiting-rollback-after"))
+                .ok()
+                .map(|_| ())
+        },
+    );
+    assert_eq!(r.fake.rollback_calls(), 1);
+    replicas[first].as_mut().unwrap().kill9();
+    replicas[first] = None;
+    std::fs::remove_file(r.gates.path().join("hold-rollback-after")).unwrap();
+    let second = r.leader(&replicas);
+    let next = replicas[second].as_ref().unwrap();
+    next.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(r.fake.rollback_calls(), 1, "{}", next.dump());
+    let history = r.history(second);
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0]["resumed"], true);
+    assert_eq!(history[0]["success"], true);
+}
