@@ -7,13 +7,16 @@
 //! 2. Engine overhead: full rollbacks against the fake Railway API and the
 //!    fake service; total time minus the time spent waiting on the platform,
 //!    the service and polling pauses. Target: under 100 ms.
+//! 3. State-store overhead: the same rollbacks with the state in a real
+//!    PostgreSQL (`[state] backend = "postgres"`, a throwaway cluster) against
+//!    the state directory, measured in one run. Target: under 50 ms more.
 //!
 //! Everything runs on loopback in this process.
 
-#[path = "../tests/support/fake_railway.rs"]
-mod fake_railway;
-#[path = "../tests/support/fake_service.rs"]
-mod fake_service;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::{fake_railway, fake_service};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +66,46 @@ async fn run() {
     println!("  wall / sum           {:7.2}   (concurrent phases: about 0.5 expected; 1.0 would mean serial)", wall.as_secs_f64() / sum.as_secs_f64());
 
     service.set(|k| k.health_delay_ms = 0);
+    let (total, overhead, worst) = rollbacks(&service, None).await;
+    println!("full rollback against the fake Railway API and fake service, median of 10:");
+    println!("  total                {:7.1} ms", ms(total));
+    println!(
+        "  waiting (platform, service, polls) {:7.1} ms",
+        ms(total - overhead)
+    );
+    println!(
+        "  engine overhead      {:7.1} ms (worst {:.1} ms; target < 100 ms: {})",
+        ms(overhead),
+        ms(worst),
+        if worst < Duration::from_millis(100) {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+
+    let pg = support::postgres::Postgres::start();
+    let (_, pg_overhead, _) = rollbacks(&service, Some(&pg)).await;
+    let extra = pg_overhead.saturating_sub(overhead);
+    println!("the same rollbacks with the state in PostgreSQL, median of 10:");
+    println!("  engine overhead      {:7.1} ms", ms(pg_overhead));
+    println!(
+        "  state-store overhead {:7.1} ms per rollback (postgres - file; target < 50 ms: {})",
+        ms(extra),
+        if extra < Duration::from_millis(50) {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+}
+
+/// Ten full rollbacks, the state in a directory or in `pg`: the medians of
+/// total time and engine overhead, and the worst overhead.
+async fn rollbacks(
+    service: &fake_service::FakeService,
+    pg: Option<&support::postgres::Postgres>,
+) -> (Duration, Duration, Duration) {
     let mut overheads = Vec::new();
     let mut totals = Vec::new();
     for _ in 0..10 {
@@ -81,6 +124,15 @@ async fn run() {
             service_id: Some("s1".into()),
             ..RailwayConfig::default()
         }));
+        if let Some(pg) = pg {
+            config.state.backend = rollbackd::state::config::Backend::Postgres;
+            config.state.url = Some(Secret::new(pg.url()));
+            // Each rollback starts from an empty history, as with a new directory.
+            pg.psql(
+                "app",
+                "DO $$ BEGIN IF to_regclass('rollbackd.documents') IS NOT NULL THEN DELETE FROM rollbackd.documents; END IF; END $$",
+            );
+        }
         let engine = Arc::new(rollbackd::cli::wiring::engine(&config).unwrap());
         let report = engine
             .run(
@@ -100,25 +152,8 @@ async fn run() {
         totals.push(report.duration);
         overheads.push(report.duration.saturating_sub(report.waiting));
     }
-    let total = median(&mut totals);
-    let overhead = median(&mut overheads);
     let worst = *overheads.iter().max().unwrap();
-    println!("full rollback against the fake Railway API and fake service, median of 10:");
-    println!("  total                {:7.1} ms", ms(total));
-    println!(
-        "  waiting (platform, service, polls) {:7.1} ms",
-        ms(total - overhead)
-    );
-    println!(
-        "  engine overhead      {:7.1} ms (worst {:.1} ms; target < 100 ms: {})",
-        ms(overhead),
-        ms(worst),
-        if worst < Duration::from_millis(100) {
-            "met"
-        } else {
-            "MISSED"
-        }
-    );
+    (median(&mut totals), median(&mut overheads), worst)
 }
 
 fn median(v: &mut [Duration]) -> Duration {

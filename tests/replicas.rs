@@ -28,6 +28,25 @@ struct Replicas {
 
 impl Replicas {
     fn setup() -> Replicas {
+        Self::with_policy("auto")
+    }
+
+    /// Waits until no replica leads (PostgreSQL is gone).
+    fn nobody_leads(&self, replicas: &[Option<Watcher>]) {
+        wait_for(
+            "every replica to stop leading",
+            Duration::from_secs(20),
+            || {
+                replicas
+                    .iter()
+                    .flatten()
+                    .all(|w| w.api("/api/v1/leader")["leader"] == false)
+                    .then_some(())
+            },
+        );
+    }
+
+    fn with_policy(policy: &str) -> Replicas {
         let pg = Postgres::start();
         let fake = FakeService::start();
         let prom = Prometheus::start(&[fake.addr], None);
@@ -64,7 +83,7 @@ impl Replicas {
                 std::fs::write(
                     dir.path().join("rules/http.yml"),
                     format!(
-                        "groups:\n  - name: http\n    interval: 1s\n    rules:\n      - name: HighErrorRate\n        expr: '{RATIO}'\n        above: 0.1\n        for: 1s\n        policy: auto\n"
+                        "groups:\n  - name: http\n    interval: 1s\n    rules:\n      - name: HighErrorRate\n        expr: '{RATIO}'\n        above: 0.1\n        for: 1s\n        policy: {policy}\n"
                     ),
                 )
                 .unwrap();
@@ -228,4 +247,89 @@ fn a_leader_killed_mid_rollback_is_finished_by_the_next_one_with_one_call() {
     assert_eq!(history.len(), 1, "{history:#?}");
     assert_eq!(history[0]["resumed"], true);
     assert_eq!(history[0]["success"], true);
+}
+
+#[test]
+fn an_approval_sent_to_a_follower_is_carried_out_once_by_the_leader() {
+    let r = Replicas::with_policy("confirm");
+    let replicas: Vec<Option<Watcher>> = (0..3).map(|i| Some(r.start(i))).collect();
+    let leader = r.leader(&replicas);
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    r.bad_deploy(replicas[leader].as_ref().unwrap());
+    // Every replica shows the leader's pending confirmation.
+    let id = wait_for(
+        "a pending rollback on a follower",
+        Duration::from_secs(40),
+        || {
+            replicas[follower].as_ref().unwrap().api("/api/v1/pending")[0]["id"]
+                .as_str()
+                .map(str::to_string)
+        },
+    );
+    let approve = |i: usize| {
+        support::http_post(
+            &format!(
+                "{}/api/v1/pending/{id}/approve",
+                replicas[i].as_ref().unwrap().url()
+            ),
+            Some(support::API_TOKEN),
+            None,
+        )
+    };
+    let (status, body) = approve(follower);
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("forwarded_to_leader"), "{body}");
+    let leading = replicas[leader].as_ref().unwrap();
+    leading.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    // The same answer again, through the other follower: nothing more.
+    let (status, _) = approve(other);
+    assert_eq!(status, 202);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(r.fake.rollback_calls(), 1, "{}", leading.dump());
+    assert_eq!(
+        leading
+            .logs_starting("carried out an operator's answer handed over by a follower")
+            .len(),
+        1
+    );
+    assert_eq!(r.history(other).len(), 1);
+}
+
+#[test]
+fn postgres_restarted_idle_and_while_a_rule_fires_leadership_returns_and_acts_once() {
+    let mut r = Replicas::setup();
+    let replicas: Vec<Option<Watcher>> = (0..3).map(|i| Some(r.start(i))).collect();
+    r.leader(&replicas);
+    // Idle: everyone stops acting, then one leads again.
+    r.pg.stop();
+    r.nobody_leads(&replicas);
+    r.pg.start_again();
+    let leader = r.leader(&replicas);
+
+    // While a rule fires: nobody can act until PostgreSQL is back, then the
+    // new leader acts on it, once.
+    r.pg.stop();
+    r.nobody_leads(&replicas);
+    r.bad_deploy(replicas[leader].as_ref().unwrap());
+    replicas[leader].as_ref().unwrap().wait_for_state(
+        "HighErrorRate",
+        "firing",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        r.fake.rollback_calls(),
+        0,
+        "nobody acted without the shared state"
+    );
+    r.pg.start_again();
+    let leader = r.leader(&replicas);
+    replicas[leader]
+        .as_ref()
+        .unwrap()
+        .wait_for_log("rollback succeeded", Duration::from_secs(40));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(r.fake.rollback_calls(), 1);
+    assert_eq!(r.history(leader).len(), 1);
 }

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::dispatch::{ApproveError, Command};
+use crate::engine::dispatch::{ApproveError, Command, Forwarded};
 use crate::engine::pending::PendingStore;
 use crate::engine::Engine;
 use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
@@ -213,7 +213,32 @@ async fn rollbacks(
 }
 
 async fn pending(State(state): State<AppState>) -> Response {
-    Json(state.pending.list()).into_response()
+    // A follower shows what the leader shares.
+    match &state.engine {
+        Some(engine) if !engine.is_leader() => Json(state.pending.shared()).into_response(),
+        _ => Json(state.pending.list()).into_response(),
+    }
+}
+
+/// On a follower, an operator's answer is handed to the leader through the
+/// shared state; the leader carries it out once.
+fn forward(state: &AppState, answer: Forwarded) -> Option<Response> {
+    let engine = state.engine.as_ref().filter(|e| !e.is_leader())?;
+    Some(match crate::engine::dispatch::forward(engine, &answer) {
+        Ok(request) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "forwarded_to_leader": true,
+                "request": request,
+                "pending": answer.pending,
+            })),
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("this replica follows and cannot hand the answer to the leader: {e}"),
+        ),
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -280,6 +305,16 @@ async fn approve(
         Ok(b) => b,
         Err(r) => return r,
     };
+    if let Some(r) = forward(
+        &state,
+        Forwarded {
+            pending: id.clone(),
+            approve: true,
+            force,
+        },
+    ) {
+        return r;
+    }
     match send_command(&state, |reply| Command::Approve { id, force, reply }).await {
         Err(r) => r,
         Ok(Ok(approved)) => (StatusCode::ACCEPTED, Json(approved)).into_response(),
@@ -293,6 +328,16 @@ async fn reject(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    if let Some(r) = forward(
+        &state,
+        Forwarded {
+            pending: id.clone(),
+            approve: false,
+            force: false,
+        },
+    ) {
         return r;
     }
     let rejected = id.clone();

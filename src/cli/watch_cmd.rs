@@ -70,7 +70,12 @@ pub async fn watch(config: Config) -> Exit {
         }
         engine.breaker_state(std::time::SystemTime::now());
     }
-    let pending = Arc::new(PendingStore::default());
+    let pending = Arc::new(match (&engine, config.state.backend) {
+        (Some(engine), crate::state::config::Backend::Postgres) => PendingStore::mirrored(
+            crate::state::Doc::new(engine.state().clone(), "pending.json"),
+        ),
+        _ => PendingStore::default(),
+    });
     // Present from the start, so dashboards show 0 rather than no data.
     metrics::gauge!("rollbackd_pending_confirmations").set(0.0);
     let (commands_tx, commands_rx) = mpsc::channel(16);

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::history::RuleTrigger;
+use crate::state::Doc;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PendingRollback {
@@ -26,9 +27,29 @@ pub struct PendingRollback {
 #[derive(Debug, Default)]
 pub struct PendingStore {
     inner: Mutex<BTreeMap<String, PendingRollback>>,
+    /// Beside several replicas, the leader shares its list here, so every
+    /// replica's `GET /api/v1/pending` shows it.
+    mirror: Option<Doc>,
 }
 
 impl PendingStore {
+    /// A store whose list is shared through `doc`.
+    pub fn mirrored(doc: Doc) -> PendingStore {
+        PendingStore {
+            inner: Mutex::default(),
+            mirror: Some(doc),
+        }
+    }
+
+    /// The list the leader shares (what a follower shows).
+    pub fn shared(&self) -> Vec<serde_json::Value> {
+        self.mirror
+            .as_ref()
+            .and_then(|doc| doc.read().ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
     pub fn add(&self, p: PendingRollback) {
         self.inner
             .lock()
@@ -64,9 +85,11 @@ impl PendingStore {
             .filter(|p| p.expires_at <= now)
             .map(|p| p.id.clone())
             .collect();
-        let out = expired.iter().filter_map(|id| inner.remove(id)).collect();
+        let out: Vec<PendingRollback> = expired.iter().filter_map(|id| inner.remove(id)).collect();
         drop(inner);
-        self.publish();
+        if !out.is_empty() {
+            self.publish();
+        }
         out
     }
 
@@ -77,5 +100,11 @@ impl PendingStore {
             .unwrap_or_else(PoisonError::into_inner)
             .len();
         metrics::gauge!("rollbackd_pending_confirmations").set(n as f64);
+        if let Some(doc) = &self.mirror {
+            let shared = serde_json::to_vec(&self.list()).map_err(std::io::Error::other);
+            if let Err(e) = shared.and_then(|bytes| doc.write(&bytes)) {
+                tracing::warn!(error = %e, "cannot share the pending confirmations with the other replicas");
+            }
+        }
     }
 }

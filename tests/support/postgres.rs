@@ -194,6 +194,13 @@ impl Postgres {
             self.running = false;
         }
     }
+
+    /// Starts it again after `stop`, on the same port with the same data.
+    pub fn start_again(&mut self) {
+        if !self.running {
+            self.launch();
+        }
+    }
 }
 
 impl Drop for Postgres {

@@ -100,16 +100,20 @@ impl Dispatcher {
                 let _ = reply.send(self.approve(&id, force, "approved by an operator").await);
             }
             Command::Reject { id, reply } => {
-                let result = match self.pending.take(&id) {
-                    Some(p) => {
-                        tracing::warn!(pending = %p.id, "pending rollback rejected by an operator; nothing was changed");
-                        self.rejected(&p, "rejected by an operator");
-                        Ok(())
-                    }
-                    None => Err(ApproveError::NotFound(id)),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.reject(&id));
             }
+        }
+    }
+
+    /// An operator rejected a pending rollback.
+    pub(super) fn reject(&mut self, id: &str) -> Result<(), ApproveError> {
+        match self.pending.take(id) {
+            Some(p) => {
+                tracing::warn!(pending = %p.id, "pending rollback rejected by an operator; nothing was changed");
+                self.rejected(&p, "rejected by an operator");
+                Ok(())
+            }
+            None => Err(ApproveError::NotFound(id.to_string())),
         }
     }
 

@@ -16,6 +16,7 @@ impl Dispatcher {
     /// rollbacks it caused.
     pub(super) fn resolved(&mut self, e: FiringEvent) {
         self.alerts.resolved(&e);
+        self.seen_firing.remove(&(e.group.clone(), e.rule.clone()));
         if !self.engine.is_leader() {
             return;
         }
@@ -38,6 +39,10 @@ impl Dispatcher {
     }
 
     pub(super) async fn incident(&mut self, fired: Vec<FiringEvent>) {
+        for e in &fired {
+            self.seen_firing
+                .insert((e.group.clone(), e.rule.clone()), e.clone());
+        }
         // Beside several replicas, only the leader tells people and acts.
         if !self.engine.is_leader() {
             for e in &fired {

@@ -20,6 +20,7 @@
 
 mod alerts;
 mod confirm;
+mod forwarded;
 mod incident;
 #[cfg(test)]
 mod tests;
@@ -38,6 +39,7 @@ use crate::rules::{FiringEvent, RuleEvent};
 use crate::watch::StatusBoard;
 
 pub use confirm::{ApproveError, Approved};
+pub use forwarded::{forward, Forwarded};
 
 /// An operator's decision, sent from the HTTP API.
 pub enum Command {
@@ -93,6 +95,9 @@ pub struct Dispatcher {
     orphans_every: Duration,
     /// Whether this replica led at the last upkeep.
     was_leader: bool,
+    /// Rules seen firing and not yet resolved, so a replica that takes over
+    /// leadership acts on what fired while it followed.
+    seen_firing: std::collections::BTreeMap<(String, String), FiringEvent>,
 }
 
 impl Dispatcher {
@@ -109,6 +114,7 @@ impl Dispatcher {
             settling: None,
             orphans_every: Duration::from_secs(10),
             was_leader: false,
+            seen_firing: Default::default(),
         }
     }
 

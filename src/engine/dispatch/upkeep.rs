@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::Dispatcher;
 use crate::engine::BreakerState;
-use crate::rules::AlertState;
+use crate::rules::{AlertState, FiringEvent};
 
 impl Dispatcher {
     pub(super) async fn upkeep(&mut self) {
@@ -19,16 +19,53 @@ impl Dispatcher {
         let leader = self.engine.is_leader();
         if leader != self.was_leader {
             self.was_leader = leader;
-            self.orphans_checked = None;
             self.orphans_every = Duration::from_secs(10);
+            if leader {
+                self.took_over().await;
+            }
         }
         if !leader {
             return;
         }
+        self.forwarded().await;
         self.record_revision().await;
         self.expire_confirmations().await;
         self.close_breaker_when_clear();
         self.settle_orphans();
+    }
+
+    /// This replica now leads: first settle what the previous leader left
+    /// (its journal), then act on the rules that fired while it followed and
+    /// still fire (the guards refuse what the old leader already did).
+    async fn took_over(&mut self) {
+        match self.engine.recover().await {
+            Ok(settled) => {
+                for s in &settled {
+                    tracing::warn!(rollback = %s.id(), "{}", s.summary());
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot settle a rollback the previous leader left")
+            }
+        }
+        self.orphans_checked = Some(Instant::now());
+        let rules = self.board.rules();
+        let still: Vec<FiringEvent> = std::mem::take(&mut self.seen_firing)
+            .into_values()
+            .filter(|e| {
+                e.group == crate::rules::ALERTMANAGER_GROUP && self.alerts.firing(&e.rule)
+                    || rules.iter().any(|r| {
+                        r.group == e.group && r.rule == e.rule && r.state == AlertState::Firing
+                    })
+            })
+            .collect();
+        if !still.is_empty() {
+            tracing::warn!(
+                rules = still.len(),
+                "took over leadership while rules fire: acting on them"
+            );
+            self.incident(still).await;
+        }
     }
 
     /// A journal no live run holds the lock for belongs to a dead process
