@@ -355,4 +355,15 @@ fn the_postgres_state_without_a_url_says_where_to_put_one() {
         );
         assert!(!err.contains("panicked"), "{err}");
     }
+    let dir = dir_with(&[("c.toml", "")]);
+    let (code, _, err) = run_rollbackd(
+        dir.path(),
+        &["--config", "c.toml", "state", "import", "--from", "."],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("set [state] backend = \"postgres\" first"),
+        "{err}"
+    );
 }

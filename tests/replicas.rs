@@ -150,7 +150,18 @@ impl Replicas {
 #[test]
 fn three_replicas_roll_back_once_and_agree_and_a_killed_leader_is_replaced() {
     let r = Replicas::setup();
-    let mut replicas: Vec<Option<Watcher>> = (0..3).map(|i| Some(r.start(i))).collect();
+    // All three start at once on the empty database.
+    let mut replicas: Vec<Option<Watcher>> = std::thread::scope(|s| {
+        let r = &r;
+        let started: Vec<_> = (0..3).map(|i| s.spawn(move || r.start(i))).collect();
+        started
+            .into_iter()
+            .map(|h| Some(h.join().unwrap()))
+            .collect()
+    });
+    for w in replicas.iter().flatten() {
+        assert!(w.logs_starting("cannot").is_empty(), "{}", w.dump());
+    }
     let first = r.leader(&replicas);
     let schemas = r.pg.psql(
         "app",
@@ -294,6 +305,69 @@ fn an_approval_sent_to_a_follower_is_carried_out_once_by_the_leader() {
         1
     );
     assert_eq!(r.history(other).len(), 1);
+
+    // A breaker reset sent to a follower is carried out by the leader.
+    let (status, body) = support::http_post(
+        &format!(
+            "{}/api/v1/breaker/reset",
+            replicas[follower].as_ref().unwrap().url()
+        ),
+        Some(support::API_TOKEN),
+        Some(r#"{"reason": "checked by on-call"}"#),
+    );
+    assert_eq!(status, 202, "{body}");
+    for w in replicas.iter().flatten() {
+        wait_for(
+            "every replica to read the breaker CLOSED",
+            Duration::from_secs(10),
+            || (w.api("/api/v1/breaker")["state"] == "CLOSED").then_some(()),
+        );
+    }
+}
+
+#[test]
+fn a_state_directory_is_imported_into_postgres_once_and_refused_when_broken() {
+    let r = Replicas::setup();
+    let dir = r.dirs[0].path();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--config", "rollbackd.toml"];
+        all.extend_from_slice(args);
+        support::run_rollbackd(dir, &all, &[])
+    };
+    for d in &r.dirs {
+        std::fs::write(d.path().join("rollbackd.toml"), &r.config).unwrap();
+    }
+    let old = dir.join("old-state");
+    std::fs::create_dir_all(old.join("runs")).unwrap();
+    let seed = r#"{"events":[{"type":"rollback","timestamp":"2025-01-15T10:30:00Z","target_deployment_id":"abc123","git_sha":"1a2b3c4","git_branch":"main","trigger":"manual","reason":"bad deploy","duration_seconds":285.3,"success":true}],"last_known_good":{"deployment_id":"abc123","timestamp":"2025-01-15T10:35:00Z"}}"#;
+    std::fs::write(old.join("history.json"), seed).unwrap();
+    std::fs::write(old.join("runs/rb-1.json"), "{not json").unwrap();
+    let (code, out, err) = cli(&["state", "import", "--from", "old-state"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("runs/rb-1.json is not valid JSON; nothing was copied"),
+        "{err}"
+    );
+    let (code, out, _) = cli(&["history", "--json"]);
+    assert_eq!((code, out.trim()), (0, "[]"), "nothing was copied");
+
+    std::fs::remove_file(old.join("runs/rb-1.json")).unwrap();
+    let (code, out, err) = cli(&["state", "import", "--from", "old-state"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 documents copied"), "{out}");
+    // Every replica reads it, in the seed's format.
+    let history = r.history(2);
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["target_deployment_id"], "abc123");
+    let (code, _, err) = cli(&["state", "import", "--from", "old-state"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("already holds a history") && err.contains("--force"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["state", "import", "--from", "nowhere"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--from nowhere: not a directory"), "{err}");
 }
 
 #[test]
@@ -332,4 +406,47 @@ fn postgres_restarted_idle_and_while_a_rule_fires_leadership_returns_and_acts_on
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(r.fake.rollback_calls(), 1);
     assert_eq!(r.history(leader).len(), 1);
+}
+
+#[test]
+fn a_leader_whose_epoch_moved_on_writes_nothing_and_steps_down() {
+    use rollbackd::state::postgres::PgStore;
+    use rollbackd::state::StateStore;
+    let pg = Postgres::start();
+    let database = rollbackd::db::Database::new(rollbackd::secret::Secret::new(pg.url())).unwrap();
+    let daemon = PgStore::new(database.clone(), "rollbackd");
+    let leadership = daemon.elect("test", Duration::from_millis(200));
+    wait_for("leadership", Duration::from_secs(10), || {
+        leadership.is_leader().then_some(())
+    });
+    daemon.write("runs/rb-1.json", b"{}").unwrap();
+    let epoch = leadership.epoch();
+    // Leadership moves on (another replica took over, or an operator).
+    pg.psql("app", "UPDATE rollbackd.leader SET epoch = epoch + 1");
+    let err = daemon
+        .write("runs/rb-1.json", b"{\"step\": 2}")
+        .unwrap_err();
+    assert!(err.to_string().contains("fenced"), "{err}");
+    assert_eq!(
+        daemon.read("runs/rb-1.json").unwrap(),
+        b"{}",
+        "nothing written"
+    );
+    // It steps down (its session, and so the lock, go) and, alone, takes
+    // leadership again under a new epoch; then it writes again.
+    wait_for(
+        "leadership under a new epoch",
+        Duration::from_secs(10),
+        || (leadership.is_leader() && leadership.epoch() == epoch + 2).then_some(()),
+    );
+    daemon.write("runs/rb-1.json", b"{}").unwrap();
+    // The CLI (not elected) is not fenced: it holds the rollback lock instead.
+    let cli = PgStore::new(database, "rollbackd");
+    cli.write("runs/rb-1.json", b"{}").unwrap();
+    let held = cli.try_lock().unwrap().expect("the rollback lock is free");
+    assert!(daemon.try_lock().unwrap().is_none(), "one holder at a time");
+    drop(held);
+    wait_for("the lock to be free again", Duration::from_secs(5), || {
+        daemon.try_lock().unwrap()
+    });
 }

@@ -230,7 +230,7 @@ fn forward(state: &AppState, answer: Forwarded) -> Option<Response> {
             Json(json!({
                 "forwarded_to_leader": true,
                 "request": request,
-                "pending": answer.pending,
+                "about": answer.subject(),
             })),
         )
             .into_response(),
@@ -307,9 +307,8 @@ async fn approve(
     };
     if let Some(r) = forward(
         &state,
-        Forwarded {
+        Forwarded::Approve {
             pending: id.clone(),
-            approve: true,
             force,
         },
     ) {
@@ -332,10 +331,8 @@ async fn reject(
     }
     if let Some(r) = forward(
         &state,
-        Forwarded {
+        Forwarded::Reject {
             pending: id.clone(),
-            approve: false,
-            force: false,
         },
     ) {
         return r;
@@ -411,6 +408,14 @@ async fn breaker_reset(
         Ok(e) => e,
         Err(r) => return r,
     };
+    if let Some(r) = forward(
+        &state,
+        Forwarded::ResetBreaker {
+            reason: reason.clone(),
+        },
+    ) {
+        return r;
+    }
     let _lock = match engine.state().try_lock() {
         Ok(Some(l)) => l,
         Ok(None) => {

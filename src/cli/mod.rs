@@ -88,6 +88,9 @@ pub enum Command {
     /// Emergency database backups: take one, list them, verify one.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Move the state between backends.
+    #[command(subcommand)]
+    State(StateCommand),
     /// List rollbacks waiting for confirmation (asks the running `rollbackd watch`).
     Pending {
         #[command(flatten)]
@@ -197,6 +200,21 @@ pub enum BackupCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Copy a state directory (history, breaker, revisions, run journals)
+    /// into the configured `[state]` backend (PostgreSQL). Refuses when the
+    /// backend already holds a history, unless --force.
+    Import {
+        /// The state directory to copy, like `state/`.
+        #[arg(long, value_name = "DIR")]
+        from: std::path::PathBuf,
+        /// Replace what the backend already holds.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum BreakerCommand {
     /// Print the state; exits 0 when deploys may go ahead (CLOSED or HALF_OPEN), 1 when OPEN.
     Status {
@@ -276,6 +294,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Validate(args) => engine_cmd::validate(&config, args).await,
         Command::History { limit, json } => engine_cmd::history(&config, limit, json),
         Command::Breaker(cmd) => engine_cmd::breaker(&config, cmd).await,
+        Command::State(cmd) => engine_cmd::state(&config, cmd),
         Command::Backup(cmd) => engine_cmd::backup(&config, cmd).await,
         Command::Pending { remote, json } => remote_cmd::pending(&config, &remote, json).await,
         Command::Approve { id, force, remote } => {

@@ -581,7 +581,21 @@ impl Election {
             }
             let client = session.as_ref().expect("connected");
             if self.leadership.is_leader() {
-                client.simple_query("SELECT 1").await.map_err(pg_error)?;
+                // The session is alive, and the epoch is still ours (it moves
+                // only when another session takes the lock, or by hand).
+                let now: i64 = client
+                    .query_one(
+                        &format!("SELECT epoch FROM {}.leader WHERE id = 1", self.schema),
+                        &[],
+                    )
+                    .await
+                    .map_err(pg_error)?
+                    .get(0);
+                if now != self.leadership.epoch() {
+                    return Err(io::Error::other(format!(
+                        "the leader epoch moved on to {now}"
+                    )));
+                }
                 return Ok(());
             }
             let row = client

@@ -1,7 +1,8 @@
-//! Operators' answers sent to a follower: beside several replicas only the
-//! leader holds pending confirmations, so a follower writes the answer to the
-//! shared state (`requests/<id>.json`) and the leader carries it out, once:
-//! it removes the request (a write fenced by its epoch) before acting on it.
+//! Operators' answers sent to a follower (approvals, rejections, breaker
+//! resets): beside several replicas only the leader holds pending
+//! confirmations and changes the state, so a follower writes the answer to
+//! the shared state (`requests/<id>.json`) and the leader carries it out,
+//! once: it removes the request (a write fenced by its epoch) before acting.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,13 +10,21 @@ use super::Dispatcher;
 use crate::engine::Engine;
 use crate::state::Doc;
 
-/// An approval or rejection handed to the leader.
+/// An operator's answer handed to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Forwarded {
-    pub pending: String,
-    pub approve: bool,
-    #[serde(default)]
-    pub force: bool,
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Forwarded {
+    Approve {
+        pending: String,
+        #[serde(default)]
+        force: bool,
+    },
+    Reject {
+        pending: String,
+    },
+    ResetBreaker {
+        reason: String,
+    },
 }
 
 const DIR: &str = "requests";
@@ -25,11 +34,35 @@ pub fn forward(engine: &Engine, answer: &Forwarded) -> std::io::Result<String> {
     let id = crate::engine::new_id("req");
     let bytes = serde_json::to_vec(answer).map_err(std::io::Error::other)?;
     Doc::new(engine.state().clone(), format!("{DIR}/{id}.json")).write(&bytes)?;
-    tracing::info!(request = %id, pending = %answer.pending, approve = answer.approve, "handed an operator's answer to the leader");
+    tracing::info!(request = %id, answer = ?answer, "handed an operator's answer to the leader");
     Ok(id)
 }
 
+impl Forwarded {
+    /// What it is about, for the API's answer.
+    pub fn subject(&self) -> &str {
+        match self {
+            Forwarded::Approve { pending, .. } | Forwarded::Reject { pending } => pending,
+            Forwarded::ResetBreaker { .. } => "breaker",
+        }
+    }
+}
+
 impl Dispatcher {
+    /// An operator's breaker reset: not while a rollback runs.
+    fn reset_breaker(&mut self, reason: &str) -> Result<(), String> {
+        let Some(_lock) = self.engine.try_lock() else {
+            return Err("a rollback is running; reset the breaker after it ends".into());
+        };
+        let now = self.engine.clock.now();
+        self.engine
+            .breaker()
+            .close(now, reason)
+            .map_err(|e| e.to_string())?;
+        self.engine.breaker_state(now);
+        Ok(())
+    }
+
     /// The leader carries out the answers followers handed over.
     pub(super) async fn forwarded(&mut self) {
         let state = self.engine.state().clone();
@@ -48,23 +81,25 @@ impl Dispatcher {
                     continue;
                 }
             };
-            let result = if answer.approve {
-                self.approve(
-                    &answer.pending,
-                    answer.force,
-                    "approved by an operator (through another replica)",
-                )
-                .await
-                .map(|_| ())
-            } else {
-                self.reject(&answer.pending)
+            let result = match &answer {
+                Forwarded::Approve { pending, force } => self
+                    .approve(
+                        pending,
+                        *force,
+                        "approved by an operator (through another replica)",
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Forwarded::Reject { pending } => self.reject(pending).map_err(|e| e.to_string()),
+                Forwarded::ResetBreaker { reason } => self.reset_breaker(reason),
             };
             match result {
                 Ok(()) => {
-                    tracing::warn!(pending = %answer.pending, approve = answer.approve, "carried out an operator's answer handed over by a follower")
+                    tracing::warn!(answer = ?answer, "carried out an operator's answer handed over by a follower")
                 }
                 Err(e) => {
-                    tracing::warn!(pending = %answer.pending, error = %e, "an operator's answer handed over by a follower was not carried out")
+                    tracing::warn!(answer = ?answer, error = %e, "an operator's answer handed over by a follower was not carried out")
                 }
             }
         }

@@ -39,6 +39,9 @@ impl Dispatcher {
     }
 
     pub(super) async fn incident(&mut self, fired: Vec<FiringEvent>) {
+        // What fires is remembered until it resolves: a replica that takes
+        // over (again) acts on what still fires; the guards refuse what was
+        // already done.
         for e in &fired {
             self.seen_firing
                 .insert((e.group.clone(), e.rule.clone()), e.clone());

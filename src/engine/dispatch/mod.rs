@@ -95,13 +95,15 @@ pub struct Dispatcher {
     orphans_every: Duration,
     /// Whether this replica led at the last upkeep.
     was_leader: bool,
-    /// Rules seen firing and not yet resolved, so a replica that takes over
-    /// leadership acts on what fired while it followed.
+    /// Rules seen firing and not resolved since, so a replica that takes
+    /// over acts on what fired while it followed (or could not act).
     seen_firing: std::collections::BTreeMap<(String, String), FiringEvent>,
 }
 
 impl Dispatcher {
     pub fn new(engine: Arc<Engine>, board: Arc<StatusBoard>, pending: Arc<PendingStore>) -> Self {
+        // A single instance leads from the start: no takeover to make.
+        let was_leader = engine.is_leader();
         Dispatcher {
             engine,
             board,
@@ -113,7 +115,7 @@ impl Dispatcher {
             orphans_checked: None,
             settling: None,
             orphans_every: Duration::from_secs(10),
-            was_leader: false,
+            was_leader,
             seen_firing: Default::default(),
         }
     }
