@@ -143,7 +143,7 @@ fn bad_config_gives_a_clear_message_and_exit_2() {
         ("c.toml", "[engine.budgets]\napplication = \"0s\"\n", &[], &["engine.budgets.application"]),
         ("c.toml", "[state]\nbackend = \"redis\"\n", &[], &["state.backend", "file", "postgres"]),
         ("c.toml", "[state]\nbackend = \"postgres\"\nschema = \"My-State\"\n", &[], &["state.schema", "plain PostgreSQL name"]),
-        ("c.toml", "[state]\nleader_check = \"10ms\"\n", &[], &["state.leader_check", "100ms to 60s"]),
+        ("c.toml", "[state]\nleader_check = \"10ms\"\n", &[], &["state.leader_check", "100ms to 4s"]),
         ("c.toml", "[state]\nurl = \"postgres://u:hunter2@db/x\"\n", &[], &["state.url", "backend = \"postgres\""]),
     ];
     for (file, text, env, needles) in cases {

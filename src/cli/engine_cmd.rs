@@ -498,6 +498,21 @@ pub fn state(config: &Config, cmd: StateCommand) -> Exit {
         Ok((state, _)) => state,
         Err(e) => return Exit::Usage(e.to_string()),
     };
+    // Not under a running rollback, and none starts while this copies.
+    let _lock = match target.try_lock() {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            eprintln!("rollbackd: a rollback is running; import the state after it ends");
+            return Exit::Failed;
+        }
+        Err(e) => {
+            eprintln!(
+                "rollbackd: cannot take the rollback lock {}: {e}",
+                target.location(StateDir::LOCK).display()
+            );
+            return Exit::Failed;
+        }
+    };
     let source = crate::state::FileStore::new(StateDir::new(&from));
     // Nothing is copied that does not read: a broken file stops the import.
     let history = crate::history::HistoryStore::new(Doc::new(

@@ -93,7 +93,8 @@ impl PendingStore {
         out
     }
 
-    fn publish(&self) {
+    /// Shares the list (and sets the gauge) as it is now.
+    pub fn publish(&self) {
         let n = self
             .inner
             .lock()

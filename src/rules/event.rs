@@ -5,13 +5,13 @@
 
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::{Labels, Policy};
 
 /// One rule series went to firing. Produced exactly once per firing episode
 /// of a series; consumed by the rollback engine.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FiringEvent {
     pub group: String,
     pub rule: String,
@@ -23,10 +23,10 @@ pub struct FiringEvent {
     pub threshold: f64,
     pub policy: Policy,
     /// When the breach began.
-    #[serde(with = "crate::rules::state::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub since: SystemTime,
     /// When the rule fired.
-    #[serde(with = "crate::rules::state::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub fired_at: SystemTime,
     pub annotations: Labels,
 }

@@ -59,11 +59,14 @@ impl StateConfig {
                 "state.schema: {s:?} is not a plain PostgreSQL name (lowercase letters, digits and _, not starting with a digit, at most 63)"
             ));
         }
+        // A leader stops acting within 2 x leader_check of losing its
+        // session; PostgreSQL frees its lock after about 10 s: the first must
+        // come first.
         if self.leader_check < Duration::from_millis(100)
-            || self.leader_check > Duration::from_secs(60)
+            || self.leader_check > Duration::from_secs(4)
         {
             problems.push(format!(
-                "state.leader_check: {} is out of range (100ms to 60s)",
+                "state.leader_check: {} is out of range (100ms to 4s: a leader that lost its session must stop acting before PostgreSQL, after about 10 s, lets another take over)",
                 duration::format(self.leader_check)
             ));
         }

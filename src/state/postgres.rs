@@ -62,6 +62,14 @@ impl Leadership {
         }
     }
 
+    /// A replica that does not lead (and, with the file state, never will).
+    pub fn following() -> Leadership {
+        Leadership {
+            leader: Arc::new(AtomicBool::new(false)),
+            epoch: Arc::new(AtomicI64::new(FOLLOWER)),
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::SeqCst)
     }
@@ -90,7 +98,11 @@ enum Request {
     Write(String, Vec<u8>, i64, std_mpsc::Sender<io::Result<()>>),
     Remove(String, i64, std_mpsc::Sender<io::Result<()>>),
     List(String, std_mpsc::Sender<io::Result<Vec<String>>>),
-    Lock(std_mpsc::Sender<io::Result<Option<u64>>>),
+    /// The rollback lock; not taken once the caller's deadline has passed.
+    Lock(
+        std::time::Instant,
+        std_mpsc::Sender<io::Result<Option<u64>>>,
+    ),
     Unlock(u64),
     Elect(Leadership, String, Duration),
 }
@@ -213,7 +225,10 @@ impl StateStore for PgStore {
     }
 
     fn try_lock(&self) -> io::Result<Option<StateLock>> {
-        let id = self.call(Request::Lock)?;
+        // The caller waits CALL_TIMEOUT + 1 s; a lock taken later would be
+        // held by nobody, so the worker gives up at CALL_TIMEOUT.
+        let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+        let id = self.call(|reply| Request::Lock(deadline, reply))?;
         Ok(id.map(|id| {
             StateLock::held(
                 PgLock {
@@ -249,7 +264,8 @@ struct Worker {
     schema: String,
     client: Option<tokio_postgres::Client>,
     /// Sessions holding the rollback lock.
-    locks: HashMap<u64, tokio_postgres::Client>,
+    /// Sessions holding the rollback lock, with their backend pid.
+    locks: HashMap<u64, (tokio_postgres::Client, i32)>,
     next_lock: u64,
 }
 
@@ -305,8 +321,8 @@ impl Worker {
                 let result = within(self.list(dir)).await;
                 let _ = reply.send(self.settled(result));
             }
-            Request::Lock(reply) => {
-                let result = within(self.lock()).await;
+            Request::Lock(deadline, reply) => {
+                let result = within(self.lock(deadline)).await;
                 let _ = reply.send(self.settled(result));
             }
             Request::Unlock(id) => {
@@ -363,9 +379,33 @@ impl Worker {
 
     async fn write(&mut self, name: String, bytes: Vec<u8>, epoch: i64) -> io::Result<()> {
         let schema = self.schema.clone();
+        // A run journals each step before taking it, holding the rollback
+        // lock: if that lock's session died (PostgreSQL restarted, an idle
+        // timeout), another run may hold it now, and this one must stop.
+        let holders: Vec<i32> = if name.starts_with("runs/") {
+            self.locks.values().map(|(_, pid)| *pid).collect()
+        } else {
+            Vec::new()
+        };
         let client = self.session().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         check_epoch(&tx, &schema, epoch).await?;
+        if name.starts_with("runs/") && !holders.is_empty() {
+            let held: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = ANY($1)",
+                    &[&holders],
+                )
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            if held == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the rollback lock was lost (its PostgreSQL session ended); this run changes nothing more",
+                ));
+            }
+        }
         tx.execute(
             &format!(
                 "INSERT INTO {schema}.documents (name, body, updated_at) VALUES ($1, $2, now())
@@ -415,7 +455,7 @@ impl Worker {
     }
 
     /// The rollback lock, on a session of its own.
-    async fn lock(&mut self) -> io::Result<Option<u64>> {
+    async fn lock(&mut self, deadline: std::time::Instant) -> io::Result<Option<u64>> {
         let client = connect(&self.database, &self.schema).await?;
         let row = client
             .query_one(
@@ -427,8 +467,20 @@ impl Worker {
         if !row.get::<_, bool>(0) {
             return Ok(None);
         }
+        if std::time::Instant::now() >= deadline {
+            // The caller gave up: dropping the session releases the lock.
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "took the rollback lock too late for the caller; released it",
+            ));
+        }
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(pg_error)?
+            .get(0);
         self.next_lock += 1;
-        self.locks.insert(self.next_lock, client);
+        self.locks.insert(self.next_lock, (client, pid));
         Ok(Some(self.next_lock))
     }
 }
@@ -577,6 +629,10 @@ impl Election {
         let deadline = self.every.max(Duration::from_secs(1)) * 2;
         let work = async {
             if session.as_ref().is_none_or(|c| c.is_closed()) {
+                if self.leadership.is_leader() {
+                    // The lock went with the session: lead no more.
+                    return Err(io::Error::other("the session holding leadership ended"));
+                }
                 *session = Some(connect(&self.database, &self.schema).await?);
             }
             let client = session.as_ref().expect("connected");
@@ -611,7 +667,9 @@ impl Election {
             let epoch: i64 = client
                 .query_one(
                     &format!(
-                        "UPDATE {}.leader SET epoch = epoch + 1, holder = $1, since = now() WHERE id = 1 RETURNING epoch",
+                        // Never reused, even if the row is recreated or the
+                        // database comes back from an older standby.
+                        "UPDATE {}.leader SET epoch = GREATEST(epoch + 1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint), holder = $1, since = now() WHERE id = 1 RETURNING epoch",
                         self.schema
                     ),
                     &[&self.name],

@@ -18,6 +18,7 @@ impl Dispatcher {
         self.alerts.resolved(&e);
         self.seen_firing.remove(&(e.group.clone(), e.rule.clone()));
         if !self.engine.is_leader() {
+            self.hand_alert_to_leader(&e, false);
             return;
         }
         let mut n = Notification::new(NotifyEvent::RuleResolved, format!("{} resolved", e.rule));
@@ -38,6 +39,23 @@ impl Dispatcher {
         }
     }
 
+    /// Alertmanager delivers to whichever replica its webhook reaches; a
+    /// follower hands the alert to the leader. (Rules are evaluated by every
+    /// replica, so the leader sees them itself.)
+    fn hand_alert_to_leader(&self, e: &FiringEvent, fired: bool) {
+        if e.group != ALERTMANAGER_GROUP {
+            return;
+        }
+        let answer = if fired {
+            super::Forwarded::AlertFired(e.clone())
+        } else {
+            super::Forwarded::AlertResolved(e.clone())
+        };
+        if let Err(err) = super::forward(&self.engine, &answer) {
+            tracing::error!(error = %err, alert = %e.rule, "cannot hand an alert to the leader");
+        }
+    }
+
     pub(super) async fn incident(&mut self, fired: Vec<FiringEvent>) {
         // What fires is remembered until it resolves: a replica that takes
         // over (again) acts on what still fires; the guards refuse what was
@@ -49,6 +67,7 @@ impl Dispatcher {
         // Beside several replicas, only the leader tells people and acts.
         if !self.engine.is_leader() {
             for e in &fired {
+                self.hand_alert_to_leader(e, true);
                 self.alerts.fired(e);
                 events::trigger_received(
                     e,

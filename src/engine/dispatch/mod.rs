@@ -93,8 +93,9 @@ pub struct Dispatcher {
     /// How often to look: 10 s, doubling (to 10 min) while a journal cannot
     /// be settled, so a failure is not retried, and announced, every 10 s.
     orphans_every: Duration,
-    /// Whether this replica led at the last upkeep.
+    /// Whether this replica led at the last upkeep, and under which epoch.
     was_leader: bool,
+    led_epoch: i64,
     /// Rules seen firing and not resolved since, so a replica that takes
     /// over acts on what fired while it followed (or could not act).
     seen_firing: std::collections::BTreeMap<(String, String), FiringEvent>,
@@ -104,6 +105,7 @@ impl Dispatcher {
     pub fn new(engine: Arc<Engine>, board: Arc<StatusBoard>, pending: Arc<PendingStore>) -> Self {
         // A single instance leads from the start: no takeover to make.
         let was_leader = engine.is_leader();
+        let engine_epoch = engine.leadership().epoch();
         Dispatcher {
             engine,
             board,
@@ -116,6 +118,7 @@ impl Dispatcher {
             settling: None,
             orphans_every: Duration::from_secs(10),
             was_leader,
+            led_epoch: engine_epoch,
             seen_firing: Default::default(),
         }
     }

@@ -623,3 +623,45 @@ async fn a_rollback_a_killed_cli_left_unfinished_is_settled_by_the_running_daemo
     );
     assert!(d.rig.platform.rollbacks().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_alert_delivered_to_a_follower_is_handed_to_the_leader_which_acts_once() {
+    let d = Daemon::start(|_| {});
+    // A follower beside it, sharing its state.
+    let mut setup = crate::engine::testing::setup(d.rig.state_dir());
+    setup.leadership = Some(crate::state::postgres::Leadership::following());
+    let follower = Arc::new(
+        crate::engine::Engine::new(setup, d.rig.platform.clone())
+            .unwrap()
+            .with_parts(d.rig.service.clone(), d.rig.engine.clock),
+    );
+    let dispatcher = Dispatcher::new(
+        follower,
+        Arc::new(StatusBoard::default()),
+        Arc::new(PendingStore::default()),
+    );
+    let (events, events_rx) = mpsc::channel(16);
+    let (_commands, commands_rx) = mpsc::channel(16);
+    tokio::spawn(dispatcher.run(events_rx, commands_rx));
+    events
+        .send(RuleEvent::Fired(event(
+            "HighErrorRate",
+            ALERTMANAGER_GROUP,
+            Policy::Auto,
+        )))
+        .await
+        .unwrap();
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        d.rig.platform.rollbacks(),
+        ["d1"],
+        "the leader rolled back, once"
+    );
+    let history = d.rig.history();
+    assert_eq!(history.events.len(), 1);
+    assert_eq!(
+        history.events[0].trigger,
+        crate::history::TriggerKind::Alertmanager
+    );
+    assert!(d.rig.engine.state().list("requests").unwrap().is_empty());
+}

@@ -16,14 +16,16 @@ impl Dispatcher {
     pub(super) async fn upkeep(&mut self) {
         // Only the leader keeps things; one that just took over first settles
         // what the previous leader left.
+        // A new epoch is a new leadership, even one lost and taken back
+        // between two looks.
         let leader = self.engine.is_leader();
-        if leader != self.was_leader {
-            self.was_leader = leader;
+        let epoch = self.engine.leadership().epoch();
+        if leader && (!self.was_leader || epoch != self.led_epoch) {
             self.orphans_every = Duration::from_secs(10);
-            if leader {
-                self.took_over().await;
-            }
+            self.took_over().await;
         }
+        self.was_leader = leader;
+        self.led_epoch = epoch;
         if !leader {
             return;
         }
@@ -49,6 +51,8 @@ impl Dispatcher {
             }
         }
         self.orphans_checked = Some(Instant::now());
+        // The previous leader's confirmations died with it: share that.
+        self.pending.publish();
         let rules = self.board.rules();
         let still: Vec<FiringEvent> = std::mem::take(&mut self.seen_firing)
             .into_values()
