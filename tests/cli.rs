@@ -367,3 +367,45 @@ fn the_postgres_state_without_a_url_says_where_to_put_one() {
         "{err}"
     );
 }
+
+#[test]
+fn the_variables_rollbackd_sets_for_its_commands_do_not_break_its_config() {
+    // A provider script that calls `rollbackd` inherits these.
+    let dir = dir_with(&[("c.toml", "")]);
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let inherited = [
+        ("ROLLBACKD_DEPLOYMENT_ID", "d1"),
+        ("ROLLBACKD_TARGET_GIT_SHA", "abc"),
+        ("ROLLBACKD_LIMIT", "50"),
+        ("ROLLBACKD_RUN_ID", "rb-1"),
+        ("ROLLBACKD_LOG_LEVEL", "debug"),
+        ("ROLLBACKD_LOG_FORMAT", "json"),
+    ];
+    let (code, out, err) = run_rollbackd(dir.path(), &["--config", "c.toml", "check"], &inherited);
+    assert_eq!(code, 0, "{out}{err}");
+    // Anything else under the prefix is a config key: a typo stays an error.
+    let (code, _, err) = run_rollbackd(
+        dir.path(),
+        &["--config", "c.toml", "check"],
+        &[("ROLLBACKD_PROMETHEUS_URL", "http://x")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("ROLLBACKD_PROMETHEUS_URL"), "{err}");
+}
+
+#[test]
+fn check_refuses_what_watch_refuses_the_provider_included() {
+    let dir = dir_with(&[("c.toml", "[provider]\ntype = \"railway\"\n")]);
+    let (code, out, err) = run_rollbackd(
+        dir.path(),
+        &["--config", "c.toml", "check"],
+        &[
+            ("RAILWAY_TOKEN", ""),
+            ("RAILWAY_API_TOKEN", ""),
+            ("RAILWAY_PROJECT_ID", ""),
+            ("RAILWAY_SERVICE_ID", ""),
+        ],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.to_lowercase().contains("token"), "{err}");
+}

@@ -14,6 +14,13 @@ use crate::watch::RuleSource;
 
 /// Validates rule files (and, for `rollbackd check`, says the config is fine).
 pub fn check(config: &Config, paths: &[PathBuf], whole_config: bool) -> Exit {
+    // Exactly what `watch` checks: the provider, the database, the
+    // notifiers and the state are built (nothing is connected to).
+    if whole_config && config.provider.is_some() {
+        if let Err(e) = super::wiring::engine(config) {
+            return Exit::Usage(e.to_string());
+        }
+    }
     let mut source = RuleSource::from_config(&config.watch, config.template_variables());
     if !paths.is_empty() {
         source.paths = paths.to_vec();

@@ -29,8 +29,19 @@ use crate::verify::config::VerifyConfig;
 
 mod yaml;
 
-/// Environment variables that belong to the command line, not to the config.
-const CLI_ENV: [&str; 3] = ["config", "log_format", "log_level"];
+/// `ROLLBACKD_*` variables that are not configuration: the command line's
+/// own, and those rollbackd sets for the commands it runs (a provider script
+/// that calls `rollbackd` inherits them). Any other `ROLLBACKD_*` variable
+/// must be a config key, so a typo in one is still an error.
+const NOT_CONFIG_ENV: [&str; 7] = [
+    "config",
+    "log_format",
+    "log_level",
+    "limit",
+    "deployment_id",
+    "target_git_sha",
+    "run_id",
+];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -94,11 +105,10 @@ impl Config {
             }
             None => figment = figment.merge(Toml::file("rollbackd.toml")),
         }
-        let figment = figment.merge(
-            Env::prefixed("ROLLBACKD_")
-                .split("__")
-                .filter(|key| !CLI_ENV.contains(&key.as_str())),
-        );
+        let figment =
+            figment.merge(Env::prefixed("ROLLBACKD_").split("__").filter(|key| {
+                !NOT_CONFIG_ENV.contains(&key.as_str().to_ascii_lowercase().as_str())
+            }));
         let mut config: Config = figment.extract().map_err(|e| {
             let messages: Vec<String> = e.into_iter().map(describe_figment_error).collect();
             ConfigError::Parse(messages.join("\n"))
