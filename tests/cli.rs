@@ -409,3 +409,31 @@ fn check_refuses_what_watch_refuses_the_provider_included() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.to_lowercase().contains("token"), "{err}");
 }
+
+#[test]
+fn credentials_in_the_prometheus_url_never_show() {
+    let port = support::free_port();
+    let dir = dir_with(&[
+        (
+            "rollbackd.toml",
+            &format!("[prometheus]\nurl = \"http://scraper:hunter2@127.0.0.1:{port}\"\ntimeout = \"1s\"\n"),
+        ),
+        ("rules/a.yml", "groups:\n  - name: g\n    rules:\n      - name: A\n        expr: up\n        below: 1\n"),
+        ("bad.toml", "[prometheus]\nurl = \"ftp://scraper:hunter2@127.0.0.1\"\n"),
+    ]);
+    for args in [
+        &["check"][..],
+        &["rules", "eval"][..],
+        &["--config", "bad.toml", "check"][..],
+    ] {
+        let (_, out, err) = run_rollbackd(dir.path(), args, &[]);
+        assert!(
+            !out.contains("hunter2") && !err.contains("hunter2"),
+            "{args:?}: {out}{err}"
+        );
+        assert!(
+            out.contains("***@127.0.0.1") || err.contains("***@127.0.0.1"),
+            "{args:?}: {out}{err}"
+        );
+    }
+}

@@ -34,7 +34,8 @@ pub fn check(config: &Config, paths: &[PathBuf], whole_config: bool) -> Exit {
             if whole_config {
                 println!(
                     "config OK: Prometheus {}, listening on {}",
-                    config.prometheus.url, config.server.listen
+                    crate::secret::redact_url(&config.prometheus.url),
+                    config.server.listen
                 );
             }
             for group in &set.groups {

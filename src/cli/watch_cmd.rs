@@ -107,7 +107,7 @@ pub async fn watch(config: Config) -> Exit {
     });
     tracing::info!(
         listen = %config.server.listen,
-        prometheus = %config.prometheus.url,
+        prometheus = %crate::secret::redact_url(&config.prometheus.url),
         "rollbackd watching"
     );
     let server = tokio::spawn(crate::api::serve(listener, app));

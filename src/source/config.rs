@@ -108,7 +108,7 @@ impl PrometheusConfig {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => problems.push(format!(
                 "prometheus.url: {:?} is not an http(s) URL; set it like \"http://prometheus:9090\"",
-                self.url
+                crate::secret::redact_url(&self.url)
             )),
         }
         if self.timeout.is_zero() {

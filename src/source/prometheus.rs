@@ -41,7 +41,7 @@ pub struct Prometheus {
 impl std::fmt::Debug for Prometheus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prometheus")
-            .field("url", &self.base)
+            .field("url", &crate::secret::redact_url(&self.base))
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -54,7 +54,7 @@ impl Prometheus {
         let base = config.url.trim_end_matches('/').to_string();
         let query_url = reqwest::Url::parse(&format!("{base}/api/v1/query")).map_err(|source| {
             SetupError::Url {
-                url: config.url.clone(),
+                url: crate::secret::redact_url(&config.url),
                 source,
             }
         })?;
@@ -258,8 +258,8 @@ impl Prometheus {
                 source = inner.source();
             }
             SourceError::Connect {
-                url: self.base.clone(),
-                message,
+                url: crate::secret::redact_url(&self.base),
+                message: crate::secret::redact_url(&message),
             }
         }
     }
