@@ -116,6 +116,16 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Checks the bearer token in constant time.
+/// The token of an `Authorization: Bearer …` header; the scheme is
+/// case-insensitive (RFC 9110, 11.1).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = &state.token else {
         return Err(error(
@@ -123,11 +133,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
             "this call changes state and the API has no token: set server.api_token (or ROLLBACKD_SERVER__API_TOKEN)",
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(given) = given else {
+    let Some(given) = bearer(headers) else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "send Authorization: Bearer <server.api_token>",
@@ -567,4 +573,24 @@ async fn alertmanager(State(state): State<AppState>, headers: HeaderMap, bytes: 
     tracing::info!(accepted, duplicates, ignored, group_key = %payload.group_key, "Alertmanager notification received");
     Json(json!({ "accepted": accepted, "duplicates": duplicates, "ignored": ignored }))
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            bearer(&headers).map(str::to_string)
+        };
+        assert_eq!(with("Bearer t0ken").as_deref(), Some("t0ken"));
+        assert_eq!(with("bearer t0ken").as_deref(), Some("t0ken"));
+        assert_eq!(with("BEARER  t0ken").as_deref(), Some("t0ken"));
+        assert_eq!(with("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(with("Bearer"), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
 }
