@@ -16,8 +16,6 @@ use support::fake_hooks::FakeHooks;
 use support::postgres::{alembic_upgrade, database_toml, Postgres};
 use support::{processes_with_env, wait_for, FakeService, Prometheus, Watcher};
 
-const RATIO: &str = r#"(sum(rate(http_requests_total{service="{{service}}",code="500"}[3s])) or vector(0)) / sum(rate(http_requests_total{service="{{service}}"}[3s]))"#;
-
 /// The environment variable every rollbackd here is started with; whatever
 /// it starts inherits it, so a process holding it after a `kill -9` is a
 /// survivor.
@@ -43,32 +41,17 @@ impl Crash {
         std::fs::create_dir(dir.path().join("rules")).unwrap();
         std::fs::write(
             dir.path().join("rules/http.yml"),
-            format!(
-                "groups:\n  - name: http\n    interval: 1s\n    rules:\n      - name: HighErrorRate\n        expr: '{RATIO}'\n        above: 0.1\n        for: 1s\n        policy: auto\n"
-            ),
+            support::high_error_rate_rules("auto"),
         )
         .unwrap();
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/gated_platform.py");
-        let command = |what: &str| {
-            format!(
-                "[\"python3\", \"{}\", \"{}\", \"{}\", \"{what}\"]",
-                script.display(),
-                dir.path().display(),
-                fake.url()
-            )
-        };
         let config = format!(
             "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n\n[service]\nname = \"demo\"\nbase_url = \"{}\"\n\n\
-             [watch]\nrule_paths = [\"rules\"]\n\n\
-             [provider]\ntype = \"command\"\nlist = {}\nstatus = {}\nrollback = {}\ntimeout = \"60s\"\n\n\
+             [watch]\nrule_paths = [\"rules\"]\n\n{}\n\
              [engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
              [verify]\ninitial_wait = \"{initial_wait}\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n{extra}",
             prom.url(),
             fake.url(),
-            command("list"),
-            command("status"),
-            command("rollback"),
+            support::gated_provider_toml(dir.path(), &fake.url()),
         );
         let marker = format!("{}-{}", std::process::id(), support::free_port());
         Crash {
@@ -560,7 +543,7 @@ fn what_a_killed_rollback_command_started_is_killed_before_the_run_is_settled() 
     let mut c = Crash::setup("", "0s");
     // A `rollback` command that is a shell running the real work as its own
     // child: the parent-death signal reaches the shell, not its child.
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/gated_platform.py");
+    let script = support::gated_platform();
     let wrapped = format!(
         "rollback = [\"sh\", \"-c\", \"python3 \\\"$0\\\" \\\"$1\\\" \\\"$2\\\" rollback; true\", \"{}\", \"{}\", \"{}\"]",
         script.display(),

@@ -7,14 +7,11 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::postgres::Postgres;
 use support::{wait_for, FakeService, Prometheus, Watcher};
-
-const RATIO: &str = r#"(sum(rate(http_requests_total{service="{{service}}",code="500"}[3s])) or vector(0)) / sum(rate(http_requests_total{service="{{service}}"}[3s]))"#;
 
 struct Replicas {
     fake: FakeService,
@@ -52,28 +49,15 @@ impl Replicas {
         let prom = Prometheus::start(&[fake.addr], None);
         prom.wait_for_scrape("app_deployment_info");
         let gates = tempfile::tempdir().unwrap();
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/gated_platform.py");
-        let command = |what: &str| {
-            format!(
-                "[\"python3\", \"{}\", \"{}\", \"{}\", \"{what}\"]",
-                script.display(),
-                gates.path().display(),
-                fake.url()
-            )
-        };
         let config = format!(
             "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n\n[service]\nname = \"demo\"\nbase_url = \"{}\"\n\n\
-             [watch]\nrule_paths = [\"rules\"]\n\n\
-             [provider]\ntype = \"command\"\nlist = {}\nstatus = {}\nrollback = {}\ntimeout = \"60s\"\n\n\
+             [watch]\nrule_paths = [\"rules\"]\n\n{}\n\
              [engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\ncooldown = \"1s\"\n\n\
              [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n\
              [state]\nbackend = \"postgres\"\nurl = \"{}\"\nleader_check = \"500ms\"\n",
             prom.url(),
             fake.url(),
-            command("list"),
-            command("status"),
-            command("rollback"),
+            support::gated_provider_toml(gates.path(), &fake.url()),
             pg.url(),
         );
         let dirs = (0..3)
@@ -82,9 +66,7 @@ impl Replicas {
                 std::fs::create_dir(dir.path().join("rules")).unwrap();
                 std::fs::write(
                     dir.path().join("rules/http.yml"),
-                    format!(
-                        "groups:\n  - name: http\n    interval: 1s\n    rules:\n      - name: HighErrorRate\n        expr: '{RATIO}'\n        above: 0.1\n        for: 1s\n        policy: {policy}\n"
-                    ),
+                    support::high_error_rate_rules(policy),
                 )
                 .unwrap();
                 dir

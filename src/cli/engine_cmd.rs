@@ -6,10 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{
-    BackupCommand, BreakerCommand, DeploymentsCommand, Exit, RollbackArgs, StateCommand,
-    ValidateArgs,
-};
+use super::{BackupCommand, BreakerCommand, DeploymentsCommand, Exit, RollbackArgs, ValidateArgs};
 use crate::config::Config;
 use crate::engine::{self, Engine, PhaseStep, Progress, RollbackRequest, Trigger};
 use crate::provider::Deployment;
@@ -452,19 +449,9 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                     return Exit::Failed;
                 }
             }
-            let _lock = match state.try_lock() {
-                Ok(Some(lock)) => lock,
-                Ok(None) => {
-                    eprintln!("rollbackd: a rollback is running; the breaker cannot be reset until it ends");
-                    return Exit::Failed;
-                }
-                Err(e) => {
-                    eprintln!(
-                        "rollbackd: cannot take the lock {}: {e}",
-                        state.location(StateDir::LOCK).display()
-                    );
-                    return Exit::Failed;
-                }
+            let _lock = match rollback_lock(&state, "the breaker cannot be reset until it ends") {
+                Ok(lock) => lock,
+                Err(exit) => return exit,
             };
             match store.close(now, &reason) {
                 Ok(()) => {
@@ -480,119 +467,26 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
     }
 }
 
-/// `rollbackd state import --from DIR`.
-pub fn state(config: &Config, cmd: StateCommand) -> Exit {
-    let StateCommand::Import { from, force } = cmd;
-    if config.state.backend == crate::state::config::Backend::File {
-        return Exit::Usage(
-            "state import copies a state directory into PostgreSQL: set [state] backend = \"postgres\" first".into(),
-        );
-    }
-    if !from.is_dir() {
-        return Exit::Usage(format!(
-            "--from {}: not a directory (pass the state directory, like state/)",
-            from.display()
-        ));
-    }
-    let target = match super::wiring::state(config) {
-        Ok((state, _)) => state,
-        Err(e) => return Exit::Usage(e.to_string()),
-    };
-    // Not under a running rollback, and none starts while this copies.
-    let _lock = match target.try_lock() {
-        Ok(Some(lock)) => lock,
+/// The rollback lock for an operator's command that must not run beside a
+/// rollback; `Err` has said why (`busy`: what the operator is told to do).
+pub(super) fn rollback_lock(
+    state: &std::sync::Arc<dyn crate::state::StateStore>,
+    busy: &str,
+) -> Result<crate::state::StateLock, Exit> {
+    match state.try_lock() {
+        Ok(Some(lock)) => Ok(lock),
         Ok(None) => {
-            eprintln!("rollbackd: a rollback is running; import the state after it ends");
-            return Exit::Failed;
+            eprintln!("rollbackd: a rollback is running; {busy}");
+            Err(Exit::Failed)
         }
         Err(e) => {
             eprintln!(
                 "rollbackd: cannot take the rollback lock {}: {e}",
-                target.location(StateDir::LOCK).display()
+                state.location(StateDir::LOCK).display()
             );
-            return Exit::Failed;
-        }
-    };
-    let source = crate::state::FileStore::new(StateDir::new(&from));
-    // Nothing is copied that does not read: a broken file stops the import.
-    let history = crate::history::HistoryStore::new(Doc::new(
-        std::sync::Arc::new(source.clone()),
-        StateDir::HISTORY,
-    ));
-    if let Err(e) = history.load() {
-        eprintln!("rollbackd: {e}");
-        return Exit::Failed;
-    }
-    match target.read(StateDir::HISTORY) {
-        Ok(_) if !force => {
-            eprintln!(
-                "rollbackd: {} already holds a history; nothing was copied (pass --force to replace it)",
-                target.location(StateDir::HISTORY).display()
-            );
-            return Exit::Failed;
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            eprintln!(
-                "rollbackd: cannot read {}: {e}",
-                target.location(StateDir::HISTORY).display()
-            );
-            return Exit::Failed;
+            Err(Exit::Failed)
         }
     }
-    // The journals first and the history last: an import cut short leaves
-    // no history behind, so it can simply be run again.
-    let mut names: Vec<String> = match crate::state::StateStore::list(&source, "runs") {
-        Ok(runs) => runs.into_iter().filter(|n| n.ends_with(".json")).collect(),
-        Err(e) => {
-            eprintln!(
-                "rollbackd: cannot list {}: {e}",
-                from.join("runs").display()
-            );
-            return Exit::Failed;
-        }
-    };
-    names.extend([StateDir::REVISIONS, StateDir::BREAKER, StateDir::HISTORY].map(String::from));
-    // Everything is read and checked before anything is written.
-    let mut documents = Vec::new();
-    for name in names {
-        let bytes = match crate::state::StateStore::read(&source, &name) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                eprintln!("rollbackd: cannot read {}: {e}", from.join(&name).display());
-                return Exit::Failed;
-            }
-        };
-        if serde_json::from_slice::<serde_json::Value>(&bytes).is_err() {
-            eprintln!(
-                "rollbackd: {} is not valid JSON; nothing was copied (fix or remove it, then import again)",
-                from.join(&name).display()
-            );
-            return Exit::Failed;
-        }
-        documents.push((name, bytes));
-    }
-    for (name, bytes) in &documents {
-        if let Err(e) = target.write(name, bytes) {
-            eprintln!(
-                "rollbackd: cannot write {}: {e}",
-                target.location(name).display()
-            );
-            return Exit::Failed;
-        }
-        println!(
-            "copied {} -> {}",
-            from.join(name).display(),
-            target.location(name).display()
-        );
-    }
-    println!(
-        "{} documents copied; rollbackd now reads its state from PostgreSQL",
-        documents.len()
-    );
-    Exit::Ok
 }
 
 pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {

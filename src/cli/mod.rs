@@ -5,6 +5,7 @@
 mod engine_cmd;
 mod remote_cmd;
 mod rules_cmd;
+mod state_cmd;
 mod watch_cmd;
 pub mod wiring;
 
@@ -294,7 +295,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Validate(args) => engine_cmd::validate(&config, args).await,
         Command::History { limit, json } => engine_cmd::history(&config, limit, json),
         Command::Breaker(cmd) => engine_cmd::breaker(&config, cmd).await,
-        Command::State(cmd) => engine_cmd::state(&config, cmd),
+        Command::State(cmd) => state_cmd::state(&config, cmd),
         Command::Backup(cmd) => engine_cmd::backup(&config, cmd).await,
         Command::Pending { remote, json } => remote_cmd::pending(&config, &remote, json).await,
         Command::Approve { id, force, remote } => {

@@ -313,6 +313,39 @@ pub fn run_rollbackd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, S
     )
 }
 
+/// `tests/support/gated_platform.py`: the fake service's deploy list behind
+/// the `command` provider, with gates a test holds (see the script).
+pub fn gated_platform() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/gated_platform.py")
+}
+
+/// The `[provider]` section running [`gated_platform`] for the fake service
+/// at `service_url`, its gates in `gates`.
+pub fn gated_provider_toml(gates: &Path, service_url: &str) -> String {
+    let command = |what: &str| {
+        format!(
+            "[\"python3\", \"{}\", \"{}\", \"{service_url}\", \"{what}\"]",
+            gated_platform().display(),
+            gates.display(),
+        )
+    };
+    format!(
+        "[provider]\ntype = \"command\"\nlist = {}\nstatus = {}\nrollback = {}\ntimeout = \"60s\"\n",
+        command("list"),
+        command("status"),
+        command("rollback"),
+    )
+}
+
+/// A rule file: `HighErrorRate` (half of `{{service}}`'s requests failing
+/// for 1 s, evaluated every second) under `policy`.
+pub fn high_error_rate_rules(policy: &str) -> String {
+    format!(
+        "groups:\n  - name: http\n    interval: 1s\n    rules:\n      - name: HighErrorRate\n        expr: '{}'\n        above: 0.1\n        for: 1s\n        policy: {policy}\n",
+        r#"(sum(rate(http_requests_total{service="{{service}}",code="500"}[3s])) or vector(0)) / sum(rate(http_requests_total{service="{{service}}"}[3s]))"#
+    )
+}
+
 /// The API token every test watcher is given.
 pub const API_TOKEN: &str = "test-api-token";
 

@@ -2,6 +2,10 @@
 //! confirmations (expiry to each default, approval, supersede, cancel) and
 //! the breaker's automatic close. Each test asserts on what the platform
 //! received and when, so a late or doubled action would show.
+//!
+//! Over 600 lines on purpose: one scenario per test against one dispatcher;
+//! the shared harness (`Daemon`) is at the top, and splitting by topic would
+//! copy it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -4,6 +4,7 @@
 
 mod plan;
 mod recovery;
+mod recovery_journals;
 
 use std::time::Duration;
 

@@ -30,12 +30,15 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+mod election;
+mod schema;
+
+use election::Election;
+use schema::ensure_schema;
+
 use super::file::StateLock;
 use super::store::StateStore;
 use crate::db::Database;
-
-/// The schema version this rollbackd creates and reads.
-const SCHEMA_VERSION: i32 = 1;
 
 /// How long a call waits for PostgreSQL before it fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -540,149 +543,4 @@ async fn connect(database: &Database, schema: &str) -> io::Result<tokio_postgres
         .map_err(pg_error)?;
     ensure_schema(&mut client, schema).await?;
     Ok(client)
-}
-
-/// Creates or upgrades rollbackd's tables, once, however many replicas
-/// start at the same moment.
-async fn ensure_schema(client: &mut tokio_postgres::Client, schema: &str) -> io::Result<()> {
-    let tx = client.transaction().await.map_err(pg_error)?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1)",
-        &[&key(schema, "schema")],
-    )
-    .await
-    .map_err(pg_error)?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.meta (
-             id int PRIMARY KEY CHECK (id = 1),
-             version int NOT NULL);
-         CREATE TABLE IF NOT EXISTS {schema}.documents (
-             name text PRIMARY KEY,
-             body bytea NOT NULL,
-             updated_at timestamptz NOT NULL DEFAULT now());
-         CREATE TABLE IF NOT EXISTS {schema}.leader (
-             id int PRIMARY KEY CHECK (id = 1),
-             epoch bigint NOT NULL,
-             holder text,
-             since timestamptz);
-         INSERT INTO {schema}.leader (id, epoch) VALUES (1, 0) ON CONFLICT DO NOTHING;"
-    ))
-    .await
-    .map_err(pg_error)?;
-    let version: Option<i32> = tx
-        .query_opt(
-            &format!("SELECT version FROM {schema}.meta WHERE id = 1"),
-            &[],
-        )
-        .await
-        .map_err(pg_error)?
-        .map(|r| r.get(0));
-    match version {
-        None => {
-            tx.execute(
-                &format!("INSERT INTO {schema}.meta (id, version) VALUES (1, $1)"),
-                &[&SCHEMA_VERSION],
-            )
-            .await
-            .map_err(pg_error)?;
-        }
-        Some(v) if v > SCHEMA_VERSION => {
-            return Err(io::Error::other(format!(
-                "the tables in schema {schema} were made by a newer rollbackd (version {v}, this one knows {SCHEMA_VERSION}); upgrade this rollbackd"
-            )))
-        }
-        Some(_) => {}
-    }
-    tx.commit().await.map_err(pg_error)
-}
-
-/// One replica's part in leader election.
-struct Election {
-    database: Database,
-    schema: String,
-    leadership: Leadership,
-    name: String,
-    every: Duration,
-}
-
-impl Election {
-    async fn run(self) {
-        let mut session: Option<tokio_postgres::Client> = None;
-        let mut tick = tokio::time::interval(self.every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.round(&mut session).await {
-                if self.leadership.is_leader() {
-                    tracing::error!(error = %e, "lost the database session that held leadership; this replica stops acting");
-                }
-                self.leadership.follow();
-                session = None;
-            }
-        }
-    }
-
-    /// One look: a leader checks its session is alive; a follower tries to
-    /// take the lock and, when it does, bumps the epoch.
-    async fn round(&self, session: &mut Option<tokio_postgres::Client>) -> io::Result<()> {
-        let deadline = self.every.max(Duration::from_secs(1)) * 2;
-        let work = async {
-            if session.as_ref().is_none_or(|c| c.is_closed()) {
-                if self.leadership.is_leader() {
-                    // The lock went with the session: lead no more.
-                    return Err(io::Error::other("the session holding leadership ended"));
-                }
-                *session = Some(connect(&self.database, &self.schema).await?);
-            }
-            let client = session.as_ref().expect("connected");
-            if self.leadership.is_leader() {
-                // The session is alive, and the epoch is still ours (it moves
-                // only when another session takes the lock, or by hand).
-                let now: i64 = client
-                    .query_one(
-                        &format!("SELECT epoch FROM {}.leader WHERE id = 1", self.schema),
-                        &[],
-                    )
-                    .await
-                    .map_err(pg_error)?
-                    .get(0);
-                if now != self.leadership.epoch() {
-                    return Err(io::Error::other(format!(
-                        "the leader epoch moved on to {now}"
-                    )));
-                }
-                return Ok(());
-            }
-            let row = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock($1)",
-                    &[&key(&self.schema, "leader")],
-                )
-                .await
-                .map_err(pg_error)?;
-            if !row.get::<_, bool>(0) {
-                return Ok(());
-            }
-            let epoch: i64 = client
-                .query_one(
-                    &format!(
-                        // Never reused, even if the row is recreated or the
-                        // database comes back from an older standby.
-                        "UPDATE {}.leader SET epoch = GREATEST(epoch + 1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint), holder = $1, since = now() WHERE id = 1 RETURNING epoch",
-                        self.schema
-                    ),
-                    &[&self.name],
-                )
-                .await
-                .map_err(pg_error)?
-                .get(0);
-            self.leadership.lead(epoch);
-            tracing::warn!(epoch, holder = %self.name, "this replica leads: it alone acts");
-            Ok(())
-        };
-        tokio::time::timeout(deadline, work).await.map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, "PostgreSQL did not answer in time")
-        })?
-    }
 }

@@ -1,0 +1,99 @@
+//! One replica's part in leader election: a session advisory lock, the
+//! epoch bumped when it is taken, and stepping down the moment the session
+//! (and so the lock) or the epoch is lost.
+
+use std::io;
+use std::time::Duration;
+
+use super::{connect, key, pg_error, Leadership};
+use crate::db::Database;
+
+/// One replica's part in leader election.
+pub(super) struct Election {
+    pub(super) database: Database,
+    pub(super) schema: String,
+    pub(super) leadership: Leadership,
+    pub(super) name: String,
+    pub(super) every: Duration,
+}
+
+impl Election {
+    pub(super) async fn run(self) {
+        let mut session: Option<tokio_postgres::Client> = None;
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.round(&mut session).await {
+                if self.leadership.is_leader() {
+                    tracing::error!(error = %e, "lost the database session that held leadership; this replica stops acting");
+                }
+                self.leadership.follow();
+                session = None;
+            }
+        }
+    }
+
+    /// One look: a leader checks its session is alive; a follower tries to
+    /// take the lock and, when it does, bumps the epoch.
+    async fn round(&self, session: &mut Option<tokio_postgres::Client>) -> io::Result<()> {
+        let deadline = self.every.max(Duration::from_secs(1)) * 2;
+        let work = async {
+            if session.as_ref().is_none_or(|c| c.is_closed()) {
+                if self.leadership.is_leader() {
+                    // The lock went with the session: lead no more.
+                    return Err(io::Error::other("the session holding leadership ended"));
+                }
+                *session = Some(connect(&self.database, &self.schema).await?);
+            }
+            let client = session.as_ref().expect("connected");
+            if self.leadership.is_leader() {
+                // The session is alive, and the epoch is still ours (it moves
+                // only when another session takes the lock, or by hand).
+                let now: i64 = client
+                    .query_one(
+                        &format!("SELECT epoch FROM {}.leader WHERE id = 1", self.schema),
+                        &[],
+                    )
+                    .await
+                    .map_err(pg_error)?
+                    .get(0);
+                if now != self.leadership.epoch() {
+                    return Err(io::Error::other(format!(
+                        "the leader epoch moved on to {now}"
+                    )));
+                }
+                return Ok(());
+            }
+            let row = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1)",
+                    &[&key(&self.schema, "leader")],
+                )
+                .await
+                .map_err(pg_error)?;
+            if !row.get::<_, bool>(0) {
+                return Ok(());
+            }
+            let epoch: i64 = client
+                .query_one(
+                    &format!(
+                        // Never reused, even if the row is recreated or the
+                        // database comes back from an older standby.
+                        "UPDATE {}.leader SET epoch = GREATEST(epoch + 1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint), holder = $1, since = now() WHERE id = 1 RETURNING epoch",
+                        self.schema
+                    ),
+                    &[&self.name],
+                )
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            self.leadership.lead(epoch);
+            tracing::warn!(epoch, holder = %self.name, "this replica leads: it alone acts");
+            Ok(())
+        };
+        tokio::time::timeout(deadline, work).await.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, "PostgreSQL did not answer in time")
+        })?
+    }
+}
