@@ -25,8 +25,12 @@ const UNITS: [(&str, u64); 7] = [
     ("ms", 1),
 ];
 
+/// The longest duration rollbackd accepts anywhere: longer ones are typos,
+/// and would overflow the clock arithmetic they feed.
+pub const MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Parses a duration the way Prometheus does: units `y w d h m s ms`, each at
-/// most once and largest first.
+/// most once and largest first; at most [`MAX`] (10y).
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let err = |reason| DurationError {
         input: input.to_string(),
@@ -73,7 +77,8 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
         total_ms = number
             .checked_mul(UNITS[index].1)
             .and_then(|ms| total_ms.checked_add(ms))
-            .ok_or_else(|| err("the duration is too large"))?;
+            .filter(|&ms| ms <= MAX.as_millis() as u64)
+            .ok_or_else(|| err("the duration is too large (at most 10y)"))?;
     }
     Ok(Duration::from_millis(total_ms))
 }

@@ -7,7 +7,8 @@
 //! phases, guards, breaker, confirmations), `provider` (Railway, commands),
 //! `verify` (HTTP health checks), `history` (the audit trail), `api`
 //! (rollbackd's own HTTP server), `telemetry` (logs and metrics), `duration`
-//! (Prometheus-style durations), `child` (commands that die with rollbackd), `secret` and `service` (leaves every
+//! (Prometheus-style durations), `child` (commands that die with rollbackd), `supervise` (tasks whose failure stops
+//! `watch`), `secret` and `service` (leaves every
 //! section may hold), `config` (assembles each subsystem's own `config`
 //! section), `cli`.
 
@@ -27,6 +28,7 @@ pub mod secret;
 pub mod service;
 pub mod source;
 pub mod state;
+pub mod supervise;
 pub mod telemetry;
 pub mod verify;
 pub mod watch;

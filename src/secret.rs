@@ -26,18 +26,22 @@ impl Secret {
 }
 
 /// `url` as it may be shown: the user and password of any URL in it
-/// (`http://user:pass@host`) become `***`. The part of a parse error or log
-/// line that is not a URL is left alone.
+/// (`http://user:pass@host`) and the values of query parameters that look
+/// like credentials (`?token=…`, `api_key`, `X-Amz-Signature`, …) become
+/// `***`. The part of a parse error or log line that is not a URL is left
+/// alone.
 pub fn redact_url(url: &str) -> String {
     let mut out = String::with_capacity(url.len());
     let mut rest = url;
     while let Some(scheme_end) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme_end + 3);
         out.push_str(head);
-        // The authority ends at the first '/', '?', '#', whitespace or quote.
-        let end = tail
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | ')') || c.is_whitespace())
+        // The URL ends at whitespace or a quote; its authority at the first
+        // '/', '?' or '#' too.
+        let url_end = tail
+            .find(|c: char| matches!(c, '"' | '\'' | ')') || c.is_whitespace())
             .unwrap_or(tail.len());
+        let end = tail[..url_end].find(['/', '?', '#']).unwrap_or(url_end);
         let authority = &tail[..end];
         match authority.rfind('@') {
             Some(at) => {
@@ -46,10 +50,48 @@ pub fn redact_url(url: &str) -> String {
             }
             None => out.push_str(authority),
         }
-        rest = &tail[end..];
+        out.push_str(&redact_query(&tail[end..url_end]));
+        rest = &tail[url_end..];
     }
     out.push_str(rest);
     out
+}
+
+/// Query parameter names whose values are never shown (matched as parts of
+/// the name, in any case).
+const SECRET_PARAMS: [&str; 8] = [
+    "token",
+    "key",
+    "secret",
+    "password",
+    "passwd",
+    "signature",
+    "credential",
+    "auth",
+];
+
+/// `path?query#fragment` with the values of secret-looking parameters as `***`.
+fn redact_query(rest: &str) -> String {
+    let Some(q) = rest.find('?') else {
+        return rest.to_string();
+    };
+    let (path, query) = rest.split_at(q + 1);
+    let (query, fragment) = query.split_at(query.find('#').unwrap_or(query.len()));
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _))
+                if {
+                    let lower = name.to_ascii_lowercase();
+                    SECRET_PARAMS.iter().any(|s| lower.contains(s))
+                } =>
+            {
+                format!("{name}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}{}{fragment}", pairs.join("&"))
 }
 
 impl fmt::Debug for Secret {
@@ -78,5 +120,25 @@ mod tests {
             "\"http://***@x y\" and http://***@z"
         );
         assert_eq!(redact_url("no url here"), "no url here");
+    }
+
+    #[test]
+    fn credential_query_parameters_are_redacted_and_others_kept() {
+        assert_eq!(
+            redact_url("https://h/hook?token=abc&team=ops#x"),
+            "https://h/hook?token=***&team=ops#x"
+        );
+        assert_eq!(
+            redact_url("get https://s3/b/o?X-Amz-Signature=f00&X-Amz-Credential=AK/1&n=2 failed"),
+            "get https://s3/b/o?X-Amz-Signature=***&X-Amz-Credential=***&n=2 failed"
+        );
+        assert_eq!(
+            redact_url("http://u:p@prom/api/v1/query?query=up&api_key=k"),
+            "http://***@prom/api/v1/query?query=up&api_key=***"
+        );
+        assert_eq!(
+            redact_url("http://prom/q?query=up"),
+            "http://prom/q?query=up"
+        );
     }
 }

@@ -122,7 +122,13 @@ fn bad_config_gives_a_clear_message_and_exit_2() {
         ("c.toml", "[prometheus]\ntimeout = \"fast\"\n", &[], &["prometheus.timeout", "is not a duration"]),
         ("c.toml", "[prometheus\n", &[], &["c.toml", "line 1"]),
         ("c.toml", "[prometheus]\nurl = \"localhost 9090\"\n", &[], &["prometheus.url", "http(s) URL"]),
-        ("c.toml", "[watch]\nmax_concurrent_queries = 0\n", &[], &["watch.max_concurrent_queries"]),
+        ("c.toml", "[watch]\nmax_concurrent_queries = 0\n", &[], &["c.toml: watch.max_concurrent_queries"]),
+        ("c.toml", "[watch]\nmax_concurrent_queries = 100000\n", &[], &["c.toml: watch.max_concurrent_queries", "256"]),
+        // Passed `check` once, then killed the dispatcher at the first `confirm` rule.
+        ("c.toml", "[engine]\nconfirm_timeout = \"5000000000000h\"\n", &[], &["c.toml", "engine.confirm_timeout", "too large (at most 10y)"]),
+        ("c.toml", "", &[("ROLLBACKD_ENGINE__BUDGETS__APPLICATION", "0s")], &["environment variable ROLLBACKD_ENGINE__BUDGETS__APPLICATION: engine.budgets.application"]),
+        // A syntax error on a secret's line says where, without quoting it.
+        ("c.toml", "[prometheus]\nbearer_token = \"t0ken-value\n", &[], &["c.toml", "line 2"]),
         ("c.toml", "[server]\nlisten = \"everywhere\"\n", &[], &["server.listen"]),
         (
             "c.toml",

@@ -46,6 +46,8 @@ pub struct AppState {
     pub token: Option<Secret>,
     /// Where Alertmanager's alerts go (the dispatcher), when `[alertmanager]` is set.
     pub alerts: Option<AlertIntake>,
+    /// A failed task makes `/healthz` fail.
+    pub supervisor: crate::supervise::Supervisor,
 }
 
 /// Alertmanager as a trigger: the config, the way to the dispatcher, and
@@ -68,6 +70,7 @@ impl AppState {
             commands: None,
             token: None,
             alerts: None,
+            supervisor: Default::default(),
         }
     }
 }
@@ -168,6 +171,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
+    if let Some(failure) = state.supervisor.failure() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{failure}\n")).into_response();
+    }
     match state.board.live(state.grace) {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
@@ -576,21 +582,4 @@ async fn alertmanager(State(state): State<AppState>, headers: HeaderMap, bytes: 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bearer_scheme_is_read_in_any_case() {
-        let with = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
-            bearer(&headers).map(str::to_string)
-        };
-        assert_eq!(with("Bearer t0ken").as_deref(), Some("t0ken"));
-        assert_eq!(with("bearer t0ken").as_deref(), Some("t0ken"));
-        assert_eq!(with("BEARER  t0ken").as_deref(), Some("t0ken"));
-        assert_eq!(with("Basic dXNlcjpwYXNz"), None);
-        assert_eq!(with("Bearer"), None);
-        assert_eq!(bearer(&HeaderMap::new()), None);
-    }
-}
+mod tests;

@@ -265,6 +265,8 @@ pub enum Exit {
     Failed,
     /// The config or the invocation is wrong; the message says how to fix it.
     Usage(String),
+    /// A task of `watch` failed (see `supervise`): restart rollbackd.
+    TaskFailed,
 }
 
 impl Exit {
@@ -273,6 +275,8 @@ impl Exit {
             Exit::Ok => 0,
             Exit::Failed => 1,
             Exit::Usage(_) => 2,
+            // EX_SOFTWARE: an internal error, for the orchestrator to restart.
+            Exit::TaskFailed => 70,
         }
     }
 }

@@ -31,7 +31,8 @@ pub async fn watch(config: Config) -> Exit {
         }
     };
     telemetry::metrics_handle();
-    telemetry::spawn_upkeep();
+    let supervisor = crate::supervise::global();
+    supervisor.spawn_forever("metrics upkeep", telemetry::upkeep());
 
     let board = Arc::new(StatusBoard::default());
     let (events_tx, events_rx) = mpsc::channel(1024);
@@ -104,30 +105,37 @@ pub async fn watch(config: Config) -> Exit {
             }),
             _ => None,
         },
+        supervisor: supervisor.clone(),
     });
     tracing::info!(
         listen = %config.server.listen,
         prometheus = %crate::secret::redact_url(&config.prometheus.url),
         "rollbackd watching"
     );
-    let server = tokio::spawn(crate::api::serve(listener, app));
+    let server = supervisor.spawn_forever("http server", crate::api::serve(listener, app));
     let mut running = None;
     let stopping = engine.clone();
     match engine {
         Some(engine) => {
             let dispatcher = Dispatcher::new(engine, board, pending);
             running = Some(dispatcher.running());
-            tokio::spawn(dispatcher.run(events_rx, commands_rx));
+            supervisor.spawn_forever("dispatcher", dispatcher.run(events_rx, commands_rx));
         }
         None => {
-            tokio::spawn(consume(events_rx));
+            supervisor.spawn_forever("event log", consume(events_rx));
         }
     }
 
     let watcher = Watcher::start(source, initial, ctx);
-    let result = watcher
-        .run_until(config.watch.reload_interval, shutdown_signal())
-        .await;
+    // SIGTERM, Ctrl-C or a failed task stop it the same way.
+    let stop = async {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = supervisor.failed() => {}
+        }
+        supervisor.stopping();
+    };
+    let result = watcher.run_until(config.watch.reload_interval, stop).await;
     if let (Some(running), Some(engine)) = (&running, &stopping) {
         // The running rollback finishes the phase it is in (bounded by that
         // phase's budget), journals it and stops; the next start finishes it.
@@ -141,6 +149,10 @@ pub async fn watch(config: Config) -> Exit {
         crate::engine::dispatch::finish_running(running, limit).await;
     }
     server.abort();
+    if let Some(failure) = supervisor.failure() {
+        eprintln!("rollbackd: {failure}");
+        return Exit::TaskFailed;
+    }
     match result {
         Ok(()) => {
             tracing::info!("rollbackd stopped");

@@ -119,7 +119,12 @@ impl Config {
                 config.service.base_url = Some(url);
             }
         }
-        config.validate()?;
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid(problems) => {
+                ConfigError::Invalid(problems.iter().map(|p| located(&figment, p)).collect())
+            }
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -208,11 +213,51 @@ fn describe_figment_error(e: figment::Error) -> String {
         },
         None => "config".to_string(),
     };
+    // A syntax error quotes the offending line, which may hold a secret:
+    // the line and column are kept, the quoted text is not.
+    let kind = e
+        .kind
+        .to_string()
+        .lines()
+        .filter(|line| !is_quoted_source(line))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let kind = crate::secret::redact_url(kind.trim());
     if key.is_empty() {
-        format!("{from}: {}", e.kind)
+        format!("{from}: {kind}")
     } else {
-        format!("{from}: key {key}: {}", e.kind)
+        format!("{from}: key {key}: {kind}")
     }
+}
+
+/// `problem` (`"engine.cooldown: …"`) prefixed with where its key was set:
+/// the file, or the environment variable (unchanged when neither set it).
+fn located(figment: &Figment, problem: &str) -> String {
+    let key = problem.split(':').next().unwrap_or_default();
+    if key.is_empty() || key.contains(' ') {
+        return problem.to_string();
+    }
+    // `notifiers[0].delivery.attempts` was set with `notifiers`.
+    let lookup = key.split('[').next().unwrap_or(key);
+    let from = match figment.find_metadata(lookup) {
+        Some(m) if m.name.contains("environment") => format!(
+            "environment variable ROLLBACKD_{}",
+            lookup.to_uppercase().replace('.', "__")
+        ),
+        Some(m) => match &m.source {
+            Some(figment::Source::File(path)) => path.display().to_string(),
+            _ => m.name.to_string(),
+        },
+        None => return problem.to_string(),
+    };
+    format!("{from}: {problem}")
+}
+
+/// A line of a parser's error snippet: `  |`, `3 | text`, `  |   ^`.
+fn is_quoted_source(line: &str) -> bool {
+    let t = line.trim_start();
+    let t = t.trim_start_matches(|c: char| c.is_ascii_digit());
+    t.trim_start().starts_with('|')
 }
 
 #[cfg(test)]

@@ -70,8 +70,8 @@ impl DatabaseConfig {
                 problems.push(e.to_string());
             }
         }
-        if self.keep_backups == 0 {
-            problems.push("database.keep_backups: keep at least 1".into());
+        if !(1..=1000).contains(&self.keep_backups) {
+            problems.push("database.keep_backups: keep between 1 and 1000".into());
         }
     }
 }

@@ -127,6 +127,9 @@ impl EngineConfig {
         if self.poll_interval.is_zero() {
             problems.push("engine.poll_interval: must be greater than 0s".into());
         }
+        if self.max_auto_rollbacks > 1000 {
+            problems.push("engine.max_auto_rollbacks: at most 1000 (0 allows none)".into());
+        }
     }
 }
 

@@ -114,9 +114,9 @@ impl PrometheusConfig {
         if self.timeout.is_zero() {
             problems.push("prometheus.timeout: must be greater than 0s".into());
         }
-        if self.max_queries_per_request == 0 {
+        if !(1..=1000).contains(&self.max_queries_per_request) {
             problems.push(
-                "prometheus.max_queries_per_request: must be at least 1 (1 sends every query on its own)"
+                "prometheus.max_queries_per_request: between 1 and 1000 (1 sends every query on its own)"
                     .into(),
             );
         }

@@ -65,17 +65,15 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Runs the recorder's upkeep (histogram maintenance) every few seconds.
-pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
+/// The recorder's upkeep (histogram maintenance) every few seconds, for ever.
+pub async fn upkeep() {
     let handle = metrics_handle();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tick.tick().await;
-            handle.run_upkeep();
-        }
-    })
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 /// Creates the rollback series at zero, so the first rollback is a change

@@ -44,8 +44,8 @@ impl WatchConfig {
         if self.rule_paths.is_empty() {
             problems.push("watch.rule_paths: name at least one rule file or directory".into());
         }
-        if self.max_concurrent_queries == 0 {
-            problems.push("watch.max_concurrent_queries: must be at least 1".into());
+        if !(1..=256).contains(&self.max_concurrent_queries) {
+            problems.push("watch.max_concurrent_queries: between 1 and 256".into());
         }
     }
 }

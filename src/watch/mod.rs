@@ -68,7 +68,8 @@ impl RuleSource {
 
 struct RunningGroup {
     stop: watch::Sender<bool>,
-    task: JoinHandle<Vec<RuleRuntime>>,
+    /// `None` when the group panicked (the supervisor stops rollbackd then).
+    task: JoinHandle<Option<Vec<RuleRuntime>>>,
     name: String,
 }
 
@@ -122,7 +123,10 @@ impl Watcher {
                 .ctx
                 .board
                 .register_group(&group.name, group.interval, runtimes);
-            let task = tokio::spawn(group::run(group, shared, self.ctx.clone(), stop_rx));
+            let task = crate::supervise::global().spawn(
+                "rule group",
+                group::run(group, shared, self.ctx.clone(), stop_rx),
+            );
             self.groups.push(RunningGroup { stop, task, name });
         }
         self.ctx.board.retain(&keep_groups);
@@ -134,10 +138,13 @@ impl Watcher {
         for running in self.groups.drain(..) {
             let _ = running.stop.send(true);
             match running.task.await {
-                Ok(runtimes) => {
+                Ok(Some(runtimes)) => {
                     for rt in runtimes {
                         carried.insert((running.name.clone(), rt.rule.name.clone()), rt);
                     }
+                }
+                Ok(None) => {
+                    tracing::error!(group = %running.name, "group task panicked; its state is lost")
                 }
                 Err(e) => {
                     tracing::error!(group = %running.name, error = %e, "group task ended abnormally; its state is lost")

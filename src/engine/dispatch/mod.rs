@@ -55,7 +55,7 @@ pub enum Command {
 }
 
 /// The rollback the daemon is running, shared so shutdown can wait for it.
-pub type RunningRollback = Arc<Mutex<Option<(String, JoinHandle<RunReport>)>>>;
+pub type RunningRollback = Arc<Mutex<Option<(String, JoinHandle<Option<RunReport>>)>>>;
 
 /// Waits (at most `limit`) for a running rollback to end before the process
 /// exits: a rollback cut off midway leaves no record and an unsettled breaker.
@@ -181,7 +181,10 @@ impl Dispatcher {
         let engine = self.engine.clone();
         let id = new_id("rb");
         let run_id = id.clone();
-        let task = tokio::spawn(async move { engine.run_with_id(run_id, req, &|_| {}).await });
+        // A run that panics stops rollbackd; the restart settles its journal.
+        let task = crate::supervise::global().spawn("rollback", async move {
+            engine.run_with_id(run_id, req, &|_| {}).await
+        });
         *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some((id.clone(), task));
         id
     }

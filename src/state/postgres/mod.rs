@@ -340,7 +340,7 @@ impl Worker {
                     name,
                     every,
                 };
-                tokio::spawn(election.run());
+                crate::supervise::global().spawn_forever("leader election", election.run());
             }
         }
     }
