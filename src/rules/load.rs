@@ -2,12 +2,11 @@
 //! in every file is collected and reported together, each naming its file,
 //! group and rule, so one `rollbackd rules check` run shows all there is to fix.
 //! Loading is all-or-nothing: a caller gets a whole [`RuleSet`] or errors.
+//! Finding and reading the files (and what can never be a rule file) is
+//! `files.rs`.
 //!
-//! Longer than 500 lines because its tests (a case per kind of mistake) live
-//! beside the checks they prove; the code itself is about 520 lines.
-//!
-//! Over 600 lines on purpose: reading, parsing and validating a rule file is
-//! one pass that collects every problem with its place; most of the length is
+//! Over 600 lines on purpose: parsing and validating a rule file is one
+//! pass that collects every problem with its place; most of the length is
 //! its tests, one per problem a user can make.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,59 +70,21 @@ fn render(errors: &[RuleError]) -> String {
         .join("\n")
 }
 
-/// The rule files under `paths`: files as given, directories as their
-/// `*.yml`/`*.yaml` entries (sorted, hidden entries skipped, not recursive,
-/// which keeps Kubernetes ConfigMap mounts' `..data` folders out).
-pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
-    let mut files = Vec::new();
-    for path in paths {
-        let meta = std::fs::metadata(path).map_err(|source| LoadError::Path {
-            path: path.clone(),
-            source,
-        })?;
-        if !meta.is_dir() {
-            files.push(path.clone());
-            continue;
-        }
-        let entries = std::fs::read_dir(path).map_err(|source| LoadError::Path {
-            path: path.clone(),
-            source,
-        })?;
-        let mut found: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                !name.starts_with('.')
-                    && (name.ends_with(".yml") || name.ends_with(".yaml"))
-                    && p.is_file()
-            })
-            .collect();
-        found.sort();
-        files.extend(found);
-    }
-    Ok(files)
-}
-
 /// Loads and validates every rule file under `paths`.
 pub fn load_paths(
     paths: &[PathBuf],
     vars: &Variables,
     default_interval: Duration,
 ) -> Result<RuleSet, LoadError> {
-    let files = rule_files(paths)?;
-    let mut errors = Vec::new();
+    let (files, mut errors) = super::files::rule_files(paths)?;
     let mut set = RuleSet::default();
     for file in &files {
-        match std::fs::read_to_string(file) {
+        match super::files::read(file) {
             Ok(text) => parse_file(file, &text, vars, default_interval, &mut set, &mut errors),
-            Err(e) => errors.push(RuleError {
-                file: file.clone(),
-                group: None,
-                rule: None,
-                message: format!("cannot read the file: {e}"),
-            }),
+            Err(e) => errors.push(e),
         }
     }
+    set.files = files;
     let mut seen = BTreeMap::new();
     for group in &set.groups {
         if let Some(first) = seen.insert(group.name.clone(), group.file.clone()) {

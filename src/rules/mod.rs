@@ -5,6 +5,7 @@
 //! both.
 
 pub mod event;
+pub mod files;
 pub mod load;
 pub mod model;
 pub mod state;

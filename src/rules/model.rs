@@ -18,9 +18,24 @@ pub type Labels = BTreeMap<String, String>;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleSet {
     pub groups: Vec<Group>,
+    /// Every file read, with groups or without.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 impl RuleSet {
+    /// The files whose rules are all gone in `self`: the file is still
+    /// there, but empty or without groups.
+    pub fn emptied_since(&self, before: &RuleSet) -> Vec<std::path::PathBuf> {
+        let mut emptied: Vec<std::path::PathBuf> = before
+            .groups
+            .iter()
+            .map(|g| g.file.clone())
+            .filter(|f| self.files.contains(f) && !self.groups.iter().any(|g| &g.file == f))
+            .collect();
+        emptied.dedup();
+        emptied
+    }
+
     pub fn rule_count(&self) -> usize {
         self.groups.iter().map(|g| g.rules.len()).sum()
     }

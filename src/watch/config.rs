@@ -22,6 +22,9 @@ pub struct WatchConfig {
     pub reload_interval: Duration,
     /// Queries in flight at once per group.
     pub max_concurrent_queries: usize,
+    /// A reload may leave no rules, or empty a file that held some; off by
+    /// default, so rules never vanish because a file was truncated.
+    pub allow_empty_rules: bool,
 }
 
 impl Default for WatchConfig {
@@ -31,6 +34,7 @@ impl Default for WatchConfig {
             rule_paths: vec![PathBuf::from("rules")],
             reload_interval: Duration::from_secs(5),
             max_concurrent_queries: 8,
+            allow_empty_rules: false,
         }
     }
 }

@@ -3,6 +3,13 @@
 //! all-or-nothing: the new files are loaded and validated in full first; on
 //! any error the running rules stay and the error is logged and counted; on
 //! success unchanged rules keep their pending/firing state.
+//!
+//! Rules never vanish in silence: a reload that would leave no rules at all,
+//! or that finds a file which held rules now empty (or without groups), is
+//! a failed reload, unless `watch.allow_empty_rules` says so. Deleting a
+//! file removes its rules; a dangling symlink or an unreadable file is an
+//! error (`rules::files`). Files are read and parsed on a blocking thread,
+//! so a slow file never stalls evaluations or the HTTP server.
 
 pub mod config;
 pub mod evaluate;
@@ -21,7 +28,7 @@ use tokio::task::JoinHandle;
 pub use group::{GroupContext, RuleRuntime};
 pub use status::StatusBoard;
 
-use crate::rules::{self, load::rule_files, LoadError, RuleSet};
+use crate::rules::{self, files::rule_files, LoadError, RuleError, RuleSet};
 use crate::telemetry::events;
 
 /// Where rules come from and how to read them.
@@ -30,6 +37,8 @@ pub struct RuleSource {
     pub paths: Vec<PathBuf>,
     pub variables: rules::Variables,
     pub default_interval: Duration,
+    /// A reload may empty a file or leave no rules (`watch.allow_empty_rules`).
+    pub allow_empty: bool,
 }
 
 impl RuleSource {
@@ -39,6 +48,7 @@ impl RuleSource {
             paths: watch.rule_paths.clone(),
             variables,
             default_interval: watch.evaluation_interval,
+            allow_empty: watch.allow_empty_rules,
         }
     }
 
@@ -46,15 +56,23 @@ impl RuleSource {
         rules::load_paths(&self.paths, &self.variables, self.default_interval)
     }
 
-    /// A cheap summary of the files' names and contents, to notice changes.
-    fn fingerprint(&self) -> Vec<(PathBuf, Option<u64>)> {
+    /// A cheap summary of the files' names and contents, to notice changes
+    /// (read on a blocking thread).
+    async fn fingerprint(&self) -> Vec<(PathBuf, Option<u64>)> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.fingerprint_now())
+            .await
+            .unwrap_or_default()
+    }
+
+    fn fingerprint_now(&self) -> Vec<(PathBuf, Option<u64>)> {
         use std::hash::{Hash, Hasher};
         match rule_files(&self.paths) {
             Err(_) => Vec::new(),
-            Ok(files) => files
+            Ok((files, _)) => files
                 .into_iter()
                 .map(|f| {
-                    let hash = std::fs::read(&f).ok().map(|bytes| {
+                    let hash = rules::files::read(&f).ok().map(|bytes| {
                         let mut h = std::collections::hash_map::DefaultHasher::new();
                         bytes.hash(&mut h);
                         h.finish()
@@ -85,15 +103,21 @@ pub struct Watcher {
     source: RuleSource,
     ctx: GroupContext,
     groups: Vec<RunningGroup>,
+    /// The rule set running now (to notice rules that vanish).
+    current: RuleSet,
 }
 
 impl Watcher {
     /// Starts every group of `initial`.
     pub fn start(source: RuleSource, initial: RuleSet, ctx: GroupContext) -> Self {
+        if initial.rule_count() == 0 {
+            tracing::warn!(paths = ?source.paths, "no rules loaded: rollbackd watches nothing until rule files appear");
+        }
         let mut watcher = Watcher {
             source,
             ctx,
             groups: Vec::new(),
+            current: initial.clone(),
         };
         events::rules_loaded(initial.groups.len(), initial.rule_count(), true);
         watcher.spawn(initial, BTreeMap::new());
@@ -157,18 +181,63 @@ impl Watcher {
     /// Loads the rule files again; keeps the running rules on any error.
     pub async fn reload(&mut self, reason: ReloadReason) -> Result<(), LoadError> {
         tracing::info!(?reason, "reloading rules");
-        match self.source.load() {
+        let source = self.source.clone();
+        let loaded = match tokio::task::spawn_blocking(move || source.load()).await {
+            Ok(loaded) => loaded.and_then(|set| self.no_rules_lost(set)),
+            Err(e) => Err(LoadError::Invalid(vec![RuleError {
+                file: PathBuf::from("(rule files)"),
+                group: None,
+                rule: None,
+                message: format!("loading ended abnormally: {e}"),
+            }])),
+        };
+        match loaded {
             Err(e) => {
                 events::reload_failed(&e.to_string());
                 Err(e)
             }
             Ok(set) => {
                 let (groups, count) = (set.groups.len(), set.rule_count());
+                self.current = set.clone();
                 let carried = self.stop_all().await;
                 self.spawn(set, carried);
                 events::rules_loaded(groups, count, false);
                 Ok(())
             }
+        }
+    }
+
+    /// Refuses `set` when it empties a file that held rules, or leaves none
+    /// where there were some (unless `watch.allow_empty_rules`).
+    fn no_rules_lost(&self, set: RuleSet) -> Result<RuleSet, LoadError> {
+        if self.source.allow_empty {
+            return Ok(set);
+        }
+        let mut problems: Vec<RuleError> = set
+            .emptied_since(&self.current)
+            .into_iter()
+            .map(|file| RuleError {
+                file,
+                group: None,
+                rule: None,
+                message: "held rules and is now empty (or has no groups); the running rules are kept. Delete the file to remove its rules, or set watch.allow_empty_rules = true".into(),
+            })
+            .collect();
+        if problems.is_empty() && set.rule_count() == 0 && self.current.rule_count() > 0 {
+            problems.push(RuleError {
+                file: self.source.paths.first().cloned().unwrap_or_default(),
+                group: None,
+                rule: None,
+                message: format!(
+                    "the rule paths now hold no rules (there were {}); the running rules are kept. Set watch.allow_empty_rules = true to allow an empty rule set",
+                    self.current.rule_count()
+                ),
+            });
+        }
+        if problems.is_empty() {
+            Ok(set)
+        } else {
+            Err(LoadError::Invalid(problems))
         }
     }
 
@@ -180,7 +249,7 @@ impl Watcher {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        let mut last_seen = self.source.fingerprint();
+        let mut last_seen = self.source.fingerprint().await;
         let mut ticker = tokio::time::interval(if poll.is_zero() {
             Duration::from_secs(3600)
         } else {
@@ -193,11 +262,11 @@ impl Watcher {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = hangup.recv() => {
-                    last_seen = self.source.fingerprint();
+                    last_seen = self.source.fingerprint().await;
                     let _ = self.reload(ReloadReason::Signal).await;
                 }
                 _ = ticker.tick(), if !poll.is_zero() => {
-                    let now = self.source.fingerprint();
+                    let now = self.source.fingerprint().await;
                     if now != last_seen {
                         last_seen = now;
                         let _ = self.reload(ReloadReason::FileChange).await;

@@ -1,0 +1,147 @@
+//! Hostile and careless input against the real binary: each test is named
+//! after what once broke (rules vanishing, a frozen or starved daemon,
+//! unbounded answers and bookkeeping), and asserts the bound that now holds.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::{run_rollbackd, wait_for, Watcher};
+
+fn rule_file(name: &str) -> String {
+    format!("groups:\n  - name: {name}\n    rules:\n      - name: {name}\n        expr: up\n        below: 1\n")
+}
+
+/// `rollbackd watch` on `rules/` with a Prometheus that is not there: the
+/// rules evaluate (to errors) and reload, which is all these tests need.
+fn watcher(dir: &Path, extra: &str) -> Watcher {
+    let nobody = support::free_port();
+    Watcher::start(
+        dir,
+        &format!(
+            "[prometheus]\nurl = \"http://127.0.0.1:{nobody}\"\ntimeout = \"1s\"\n[watch]\nrule_paths = [\"rules\"]\nevaluation_interval = \"1s\"\nreload_interval = \"0s\"\n{extra}"
+        ),
+    )
+}
+
+fn reload_failures(w: &Watcher) -> f64 {
+    w.metric("rollbackd_rule_reloads_total", &[("result", "failure")])
+        .unwrap_or(0.0)
+}
+
+fn reload_and_wait_for_failure(w: &Watcher, failures: f64) -> String {
+    w.sighup();
+    wait_for("the failed reload", Duration::from_secs(10), || {
+        (reload_failures(w) == failures).then_some(())
+    });
+    let errors = w.logs_starting("error loading rules; the previous rule set keeps running");
+    errors.last().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn rules_never_vanish_when_a_file_is_emptied_or_its_symlink_dangles() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::create_dir_all(d.join("configmap")).unwrap();
+    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
+    std::fs::write(d.join("configmap/b.yml"), rule_file("B")).unwrap();
+    std::os::unix::fs::symlink(d.join("configmap/b.yml"), d.join("rules/b.yml")).unwrap();
+    let w = watcher(d, "");
+    assert_eq!(w.metric("rollbackd_rules_loaded", &[]), Some(2.0));
+
+    // Emptied: once reloaded "successfully" with A gone.
+    std::fs::write(d.join("rules/a.yml"), "").unwrap();
+    let why = reload_and_wait_for_failure(&w, 1.0);
+    assert!(why.contains("a.yml: held rules and is now empty"), "{why}");
+    assert_eq!(w.metric("rollbackd_rules_loaded", &[]), Some(2.0));
+    assert_eq!(
+        w.metric("rollbackd_rules_last_reload_successful", &[]),
+        Some(0.0)
+    );
+
+    // The ConfigMap pattern: the link's target went away.
+    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
+    std::fs::remove_file(d.join("configmap/b.yml")).unwrap();
+    let why = reload_and_wait_for_failure(&w, 2.0);
+    assert!(
+        why.contains("b.yml: is a symlink to") && why.contains("configmap/b.yml"),
+        "{why}"
+    );
+    assert_eq!(w.metric("rollbackd_rules_loaded", &[]), Some(2.0));
+
+    // `rules check` names the dangling link, and a FIFO does not hang it.
+    let fifo = std::ffi::CString::new(d.join("rules/c.yml").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let (code, out, err) = run_rollbackd(d, &["rules", "check", "rules"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("b.yml: is a symlink"), "{err}");
+    assert!(err.contains("c.yml: is not a regular file"), "{err}");
+    let (code, _, err) = run_rollbackd(d, &["rules", "check", "rules/c.yml"], &[]);
+    assert_eq!(code, 1, "{err}");
+
+    // Deleting the files is how rules are removed, but not all of them.
+    std::fs::remove_file(d.join("rules/b.yml")).unwrap();
+    std::fs::remove_file(d.join("rules/c.yml")).unwrap();
+    std::fs::remove_file(d.join("rules/a.yml")).unwrap();
+    let why = reload_and_wait_for_failure(&w, 3.0);
+    assert!(why.contains("now hold no rules (there were 2)"), "{why}");
+    assert_eq!(w.metric("rollbackd_rules_loaded", &[]), Some(2.0));
+
+    // Deleting one file removes its rules.
+    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
+    w.sighup();
+    wait_for("the reload", Duration::from_secs(10), || {
+        (w.metric("rollbackd_rules_loaded", &[]) == Some(1.0)).then_some(())
+    });
+    assert_eq!(
+        w.metric("rollbackd_rules_last_reload_successful", &[]),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn an_empty_rule_set_is_allowed_when_the_config_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
+    let w = watcher(d, "allow_empty_rules = true\n");
+    std::fs::write(d.join("rules/a.yml"), "groups: []\n").unwrap();
+    w.sighup();
+    wait_for("the reload", Duration::from_secs(10), || {
+        (w.metric("rollbackd_rules_loaded", &[]) == Some(0.0)).then_some(())
+    });
+    assert_eq!(reload_failures(&w), 0.0);
+}
+
+#[test]
+fn deeply_nested_rule_files_are_refused_at_once_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
+    // 200 KB of `[[[…]]]`: `rules check` once took 39.5 s, and froze `watch` for 43 s.
+    let nested = format!("groups: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    std::fs::write(d.join("nested.yml"), &nested).unwrap();
+    let started = std::time::Instant::now();
+    let (code, _, err) = run_rollbackd(d, &["rules", "check", "nested.yml"], &[]);
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("nested.yml: line 1: `[` and `{` nest deeper than 64 levels"),
+        "{err}"
+    );
+    eprintln!("rules check on 200 KB of nesting: {took:?}");
+
+    let w = watcher(d, "");
+    std::fs::write(d.join("rules/a.yml"), &nested).unwrap();
+    let why = reload_and_wait_for_failure(&w, 1.0);
+    assert!(why.contains("nest deeper than 64"), "{why}");
+    let (status, _) = support::http_get(&format!("{}/healthz", w.url())).unwrap();
+    assert_eq!(status, 200);
+}
