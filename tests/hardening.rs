@@ -145,3 +145,89 @@ fn deeply_nested_rule_files_are_refused_at_once_and_the_daemon_keeps_serving() {
     let (status, _) = support::http_get(&format!("{}/healthz", w.url())).unwrap();
     assert_eq!(status, 200);
 }
+
+/// A Prometheus stand-in that answers every query with `body`.
+fn answering(body: Vec<u8>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = std::sync::Arc::new(body);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(200) {
+            let Ok(mut stream) = stream else { continue };
+            let body = body.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut request = [0u8; 8192];
+                let _ = stream.read(&mut request);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_huge_prometheus_answer_is_refused_without_growing_memory() {
+    // 800k series (~30 MB, sent without Content-Length): once 3.3 GB of
+    // RSS, never released, and /healthz unanswered for ~20 s.
+    let mut body = String::from(r#"{"status":"success","data":{"resultType":"vector","result":["#);
+    for i in 0..800_000 {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(r#"{{"metric":{{"pod":"p{i}"}},"value":[1,"1"]}}"#));
+    }
+    body.push_str("]}}");
+    assert!(body.len() > 30_000_000);
+    let port = answering(body.into_bytes());
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
+    let w = Watcher::start(
+        d,
+        &format!("[prometheus]\nurl = \"http://127.0.0.1:{port}\"\ntimeout = \"5s\"\n[watch]\nrule_paths = [\"rules\"]\nevaluation_interval = \"1s\"\n"),
+    );
+    wait_for(
+        "three too_large evaluations",
+        Duration::from_secs(30),
+        || {
+            (w.metric(
+                "rollbackd_rule_evaluations_total",
+                &[("rule", "A"), ("outcome", "too_large")],
+            )
+            .unwrap_or(0.0)
+                >= 3.0)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        w.metric(
+            "rollbackd_prometheus_errors_total",
+            &[("kind", "too_large")]
+        )
+        .map(|v| v >= 3.0),
+        Some(true)
+    );
+    let failed = w.logs_starting("query failed");
+    assert!(
+        failed.iter().any(|l| l["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("prometheus.max_response_bytes")),
+        "{}",
+        w.dump()
+    );
+    let (status, _) = support::http_get(&format!("{}/healthz", w.url())).unwrap();
+    assert_eq!(status, 200);
+    let peak = w.peak_rss();
+    eprintln!("peak RSS after three 30 MB answers: {} MiB", peak >> 20);
+    assert!(peak < 100 << 20, "peak RSS {} MiB", peak >> 20);
+    // The rule holds (on_error: hold): nothing fires on an answer not read.
+    assert_eq!(w.transitions("A").len(), 0, "{}", w.dump());
+}

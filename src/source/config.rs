@@ -26,6 +26,11 @@ pub struct PrometheusConfig {
     /// (combined with `or`, each answer told apart by a label); 1 sends each
     /// query on its own.
     pub max_queries_per_request: usize,
+    /// The largest answer read; past it the query fails with outcome
+    /// `too_large` instead of growing rollbackd's memory.
+    pub max_response_bytes: u64,
+    /// The most series one query may answer with (same outcome past it).
+    pub max_series: usize,
 }
 
 impl Default for PrometheusConfig {
@@ -34,6 +39,8 @@ impl Default for PrometheusConfig {
             url: "http://127.0.0.1:9090".into(),
             timeout: Duration::from_secs(10),
             max_queries_per_request: 20,
+            max_response_bytes: 4 << 20,
+            max_series: 10_000,
             bearer_token: None,
             bearer_token_file: None,
             basic_auth: None,
@@ -119,6 +126,15 @@ impl PrometheusConfig {
                 "prometheus.max_queries_per_request: between 1 and 1000 (1 sends every query on its own)"
                     .into(),
             );
+        }
+        if !(64 << 10..=256 << 20).contains(&self.max_response_bytes) {
+            problems.push(
+                "prometheus.max_response_bytes: between 65536 (64 KiB) and 268435456 (256 MiB)"
+                    .into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.max_series) {
+            problems.push("prometheus.max_series: between 1 and 1000000".into());
         }
         let auths = [
             self.bearer_token.is_some(),

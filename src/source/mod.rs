@@ -103,6 +103,10 @@ pub enum SourceError {
     /// A body that is not Prometheus's JSON.
     #[error("cannot decode Prometheus's answer: {0}")]
     Decode(String),
+    /// An answer past `prometheus.max_response_bytes` or `max_series`,
+    /// refused before it could grow rollbackd's memory.
+    #[error("Prometheus's answer is too large: {0}; narrow the query (aggregate with sum by (…)) or raise the limit")]
+    TooLarge(String),
 }
 
 /// Which keys to fix when Prometheus refuses rollbackd.
@@ -178,6 +182,7 @@ impl SourceError {
             },
             SourceError::Unsupported(_) => "unsupported_result",
             SourceError::WebPage { .. } | SourceError::Decode(_) => "decode",
+            SourceError::TooLarge(_) => "too_large",
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Prometheus {
     base: String,
     timeout: Duration,
     max_per_request: usize,
+    max_response_bytes: u64,
+    max_series: usize,
     /// The key holding the credentials sent, named when Prometheus refuses them.
     auth_key: Option<&'static str>,
     /// Expressions that failed when asked alone after a combined request
@@ -91,6 +93,8 @@ impl Prometheus {
             base,
             timeout: config.timeout,
             max_per_request: config.max_queries_per_request.max(1),
+            max_response_bytes: config.max_response_bytes,
+            max_series: config.max_series.max(1),
             auth_key,
             solo: Arc::default(),
         })
@@ -101,7 +105,9 @@ impl Prometheus {
         let mut url = self.query_url.clone();
         url.query_pairs_mut().extend_pairs(self.params(expr, at));
         metrics::counter!("rollbackd_prometheus_requests_total", "kind" => "single").increment(1);
-        self.answer(self.client.get(url)).await
+        let samples = self.answer(self.client.get(url)).await?;
+        distinct(&samples)?;
+        Ok(samples)
     }
 
     /// Several queries combined into one expression, sent as a form POST
@@ -212,40 +218,42 @@ impl Prometheus {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Sends `request` and reads its answer, within the size limits; a
+    /// large body is parsed on a blocking thread, so the runtime (the
+    /// other groups, the HTTP server) never waits on it.
     async fn answer(&self, request: reqwest::RequestBuilder) -> QueryResult {
-        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let mut response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.transport(e))?;
-        match serde_json::from_slice::<ApiResponse>(&body) {
-            Ok(ApiResponse {
-                status: ApiStatus::Success,
-                data: Some(data),
-                ..
-            }) => decode(data),
-            Ok(ApiResponse {
-                status: ApiStatus::Error,
-                error_type,
-                error,
-                ..
-            }) => Err(SourceError::Api {
-                error_type: error_type.unwrap_or_else(|| "unknown".into()),
-                message: error.unwrap_or_default(),
-            }),
-            _ if matches!(status.as_u16(), 401 | 403) => Err(SourceError::Unauthorized {
-                status: status.as_u16(),
-                auth_key: self.auth_key,
-                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
-            }),
-            _ if !status.is_success() => Err(SourceError::Status {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
-            }),
-            Ok(_) => Err(SourceError::Decode("a success answer without data".into())),
-            Err(_) if looks_like_a_web_page(&body) => Err(SourceError::WebPage {
-                auth_key: self.auth_key,
-            }),
-            Err(e) => Err(SourceError::Decode(e.to_string())),
+        let too_large = || {
+            SourceError::TooLarge(format!(
+                "more than {} bytes (prometheus.max_response_bytes)",
+                self.max_response_bytes
+            ))
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_response_bytes)
+        {
+            return Err(too_large());
         }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            if (body.len() + chunk.len()) as u64 > self.max_response_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let (auth_key, max_series) = (self.auth_key, self.max_series);
+        if body.len() < 256 << 10 {
+            return parse_answer(status, &body, auth_key, max_series);
+        }
+        tokio::task::spawn_blocking(move || parse_answer(status, &body, auth_key, max_series))
+            .await
+            .unwrap_or_else(|e| {
+                Err(SourceError::Decode(format!(
+                    "parsing ended abnormally: {e}"
+                )))
+            })
     }
 
     fn transport(&self, e: reqwest::Error) -> SourceError {
@@ -293,6 +301,59 @@ impl MetricsSource for Prometheus {
     }
 }
 
+/// Reads an answer's body: samples, Prometheus's error, or why neither.
+fn parse_answer(
+    status: reqwest::StatusCode,
+    body: &[u8],
+    auth_key: Option<&'static str>,
+    max_series: usize,
+) -> QueryResult {
+    match serde_json::from_slice::<ApiResponse>(body) {
+        Ok(ApiResponse {
+            status: ApiStatus::Success,
+            data: Some(data),
+            ..
+        }) => decode(data, max_series),
+        Ok(ApiResponse {
+            status: ApiStatus::Error,
+            error_type,
+            error,
+            ..
+        }) => Err(SourceError::Api {
+            error_type: error_type.unwrap_or_else(|| "unknown".into()),
+            message: error.unwrap_or_default(),
+        }),
+        _ if matches!(status.as_u16(), 401 | 403) => Err(SourceError::Unauthorized {
+            status: status.as_u16(),
+            auth_key: auth_key,
+            body: String::from_utf8_lossy(body).chars().take(200).collect(),
+        }),
+        _ if !status.is_success() => Err(SourceError::Status {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(body).chars().take(200).collect(),
+        }),
+        Ok(_) => Err(SourceError::Decode("a success answer without data".into())),
+        Err(_) if looks_like_a_web_page(body) => Err(SourceError::WebPage { auth_key: auth_key }),
+        Err(e) => Err(SourceError::Decode(e.to_string())),
+    }
+}
+
+/// Fails when two series of one answer carry the same labels: Prometheus
+/// never answers so, and a proxy that merges answers badly does, so the
+/// value to judge is unknown.
+fn distinct(samples: &[Sample]) -> Result<(), SourceError> {
+    let mut seen = HashSet::with_capacity(samples.len());
+    for s in samples {
+        if !seen.insert(&s.labels) {
+            return Err(SourceError::Decode(format!(
+                "two series with the same labels {:?}; a proxy in front of Prometheus may be merging answers",
+                s.labels
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The label that tells a combined query's answers apart.
 const INDEX_LABEL: &str = "__rollbackd_query__";
 
@@ -335,6 +396,9 @@ fn split(samples: Vec<Sample>, queries: usize) -> Result<Vec<Vec<Sample>>, Sourc
                 ))
             })?;
         answers[index].push(sample);
+    }
+    for answer in &answers {
+        distinct(answer)?;
     }
     Ok(answers)
 }
@@ -398,8 +462,12 @@ struct VectorItem {
     histogram: Option<serde::de::IgnoredAny>,
 }
 
-fn decode(data: ApiData) -> Result<Vec<Sample>, SourceError> {
+fn decode(data: ApiData, max_series: usize) -> Result<Vec<Sample>, SourceError> {
     match data {
+        ApiData::Vector(items) if items.len() > max_series => Err(SourceError::TooLarge(format!(
+            "{} series, more than {max_series} (prometheus.max_series)",
+            items.len()
+        ))),
         ApiData::Vector(items) => items
             .into_iter()
             .map(|item| {
@@ -468,6 +536,10 @@ fn base64(input: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode_all(data: ApiData) -> Result<Vec<Sample>, SourceError> {
+        decode(data, usize::MAX)
+    }
     use crate::source::config::BasicAuth;
 
     fn data(kind: &str, result: &str) -> ApiData {
@@ -504,7 +576,7 @@ mod tests {
                 .map(|i| {
                     Labels::from([
                         (INDEX_LABEL.to_string(), i.to_string()),
-                        ("code".into(), "500".into()),
+                        ("code".into(), format!("50{v}")),
                     ])
                 })
                 .unwrap_or_default(),
@@ -530,8 +602,15 @@ mod tests {
         );
         assert_eq!(
             answers[2][0].labels,
-            Labels::from([("code".to_string(), "500".to_string())]),
+            Labels::from([("code".to_string(), "501".to_string())]),
             "the index label is removed"
+        );
+        // Two series with the same labels in one answer: taken at face
+        // value once, now the answer is refused.
+        let twice = split(vec![sample(Some("1"), 1.0), sample(Some("1"), 1.0)], 2);
+        assert!(
+            matches!(&twice, Err(SourceError::Decode(m)) if m.contains("same labels")),
+            "{twice:?}"
         );
         for bad in [
             sample(None, 1.0),
@@ -582,7 +661,7 @@ mod tests {
 
     #[test]
     fn decodes_vectors_with_nan_and_inf() {
-        let samples = decode(data(
+        let samples = decode_all(data(
             "vector",
             r#"[{"metric":{"__name__":"x","a":"1"},"value":[1.0,"NaN"]},
                 {"metric":{"a":"2"},"value":[1.0,"+Inf"]},
@@ -597,21 +676,21 @@ mod tests {
 
     #[test]
     fn decodes_scalars_and_refuses_strings_and_matrices() {
-        let s = decode(data("scalar", r#"[1.0,"3"]"#)).unwrap();
+        let s = decode_all(data("scalar", r#"[1.0,"3"]"#)).unwrap();
         assert_eq!(s[0].value, 3.0);
         assert!(matches!(
-            decode(data("string", r#"[1.0,"x"]"#)),
+            decode_all(data("string", r#"[1.0,"x"]"#)),
             Err(SourceError::Unsupported(_))
         ));
         assert!(matches!(
-            decode(data("matrix", "[]")),
+            decode_all(data("matrix", "[]")),
             Err(SourceError::Unsupported(_))
         ));
     }
 
     #[test]
     fn native_histograms_are_unsupported_not_a_crash() {
-        let e = decode(data(
+        let e = decode_all(data(
             "vector",
             r#"[{"metric":{},"histogram":[1.0,{"count":"1"}]}]"#,
         ))

@@ -34,10 +34,13 @@ pub enum Outcome {
     Error,
     /// A probe rule's health check failed.
     ProbeFailed,
+    /// The answer was past `prometheus.max_response_bytes` or `max_series`
+    /// (treated as an error: `on_error` decides).
+    TooLarge,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Ok,
         Outcome::Empty,
         Outcome::Nan,
@@ -45,6 +48,7 @@ impl Outcome {
         Outcome::LowTraffic,
         Outcome::Error,
         Outcome::ProbeFailed,
+        Outcome::TooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +60,7 @@ impl Outcome {
             Outcome::LowTraffic => "low_traffic",
             Outcome::Error => "error",
             Outcome::ProbeFailed => "probe_failed",
+            Outcome::TooLarge => "too_large",
         }
     }
 }
@@ -268,7 +273,10 @@ fn query_error(rule: &QueryRule, e: &SourceError) -> Evaluation {
         ErrorPolicy::Fire => fire_on(Vec::new()),
     };
     Evaluation {
-        outcome: Outcome::Error,
+        outcome: match e {
+            SourceError::TooLarge(_) => Outcome::TooLarge,
+            _ => Outcome::Error,
+        },
         input,
         value: None,
         detail: Some(e.to_string()),

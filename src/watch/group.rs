@@ -271,7 +271,9 @@ fn apply(
     *rt.evaluations
         .entry(evaluation.outcome.as_str())
         .or_default() += 1;
-    if let (Outcome::Error, Some(kind)) = (evaluation.outcome, evaluation.error_kind) {
+    if let (Outcome::Error | Outcome::TooLarge, Some(kind)) =
+        (evaluation.outcome, evaluation.error_kind)
+    {
         events::query_failed(
             group,
             &rt.rule.name,

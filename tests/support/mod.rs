@@ -424,6 +424,17 @@ impl Watcher {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The most memory the process has held (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kb * 1024
+    }
+
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lock().unwrap().clone()
     }
