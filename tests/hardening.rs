@@ -16,12 +16,17 @@ fn rule_file(name: &str) -> String {
 /// `rollbackd watch` on `rules/` with a Prometheus that is not there: the
 /// rules evaluate (to errors) and reload, which is all these tests need.
 fn watcher(dir: &Path, extra: &str) -> Watcher {
+    watcher_with_env(dir, extra, &[])
+}
+
+fn watcher_with_env(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Watcher {
     let nobody = support::free_port();
-    Watcher::start(
+    Watcher::start_with_env(
         dir,
         &format!(
             "[prometheus]\nurl = \"http://127.0.0.1:{nobody}\"\ntimeout = \"1s\"\n[watch]\nrule_paths = [\"rules\"]\nevaluation_interval = \"1s\"\nreload_interval = \"0s\"\n{extra}"
         ),
+        env,
     )
 }
 
@@ -159,9 +164,7 @@ fn answering(body: Vec<u8>) -> u16 {
                 use std::io::{Read, Write};
                 let mut request = [0u8; 8192];
                 let _ = stream.read(&mut request);
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
-                );
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
                 let _ = stream.write_all(head.as_bytes());
                 let _ = stream.write_all(&body);
             });
@@ -230,4 +233,109 @@ fn a_huge_prometheus_answer_is_refused_without_growing_memory() {
     assert!(peak < 100 << 20, "peak RSS {} MiB", peak >> 20);
     // The rule holds (on_error: hold): nothing fires on an answer not read.
     assert_eq!(w.transitions("A").len(), 0, "{}", w.dump());
+}
+
+/// Opens `n` connections that each send half a request's headers.
+fn tricklers(port: u16, n: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    (0..n)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            Some(s)
+        })
+        .collect()
+}
+
+/// How many of `conns` the server has closed (a read sees the end or a reset).
+fn closed(conns: &[std::net::TcpStream]) -> usize {
+    use std::io::Read;
+    conns
+        .iter()
+        .filter(|s| {
+            let mut buf = [0u8; 64];
+            let mut s: &std::net::TcpStream = s;
+            match s.read(&mut buf) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            }
+        })
+        .count()
+}
+
+#[test]
+fn header_tricklers_are_cut_off_and_healthz_answers_past_the_connection_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
+    let w = watcher_with_env(
+        d,
+        "",
+        &[
+            ("ROLLBACKD_SERVER__MAX_CONNECTIONS", "20"),
+            ("ROLLBACKD_SERVER__HEADER_TIMEOUT", "1s"),
+        ],
+    );
+
+    // 40 connections trickling headers: 20 fill the limit, 20 take the
+    // reserve, and a probe still gets its answer.
+    let held = tricklers(w.port, 40);
+    assert_eq!(held.len(), 40);
+    let (status, body) = support::http_get(&format!("{}/healthz", w.url())).unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    // Past the limit and the reserve, connections are closed at once.
+    let more = tricklers(w.port, 30);
+    wait_for(
+        "the server to close what it cannot serve",
+        Duration::from_secs(5),
+        || (closed(&more) >= 15).then_some(()),
+    );
+    // Once stayed open for ever: cut off after server.header_timeout.
+    wait_for(
+        "the tricklers to be cut off",
+        Duration::from_secs(5),
+        || (closed(&held) == 40).then_some(()),
+    );
+    assert!(
+        w.metric(
+            "rollbackd_http_connections_refused_total",
+            &[("reason", "limit")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{}",
+        w.metrics()
+    );
+    let (status, _) = support::http_get(&format!("{}/healthz", w.url())).unwrap();
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn api_errors_are_json_even_those_the_router_makes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
+    let w = watcher(d, "");
+    // A GET where only POST exists: once an empty 405.
+    let (status, body) = support::http_get(&format!("{}/api/v1/breaker/reset", w.url())).unwrap();
+    assert_eq!(status, 405, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("method"), "{body}");
+    // 3 MiB of body: once a plain-text 413.
+    let big = "x".repeat(3 << 20);
+    let (status, body) = support::http_post(
+        &format!("{}/api/v1/alertmanager", w.url()),
+        Some(support::API_TOKEN),
+        Some(&big),
+    );
+    assert_eq!(status, 413, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("2 MiB"), "{body}");
 }

@@ -19,6 +19,16 @@ pub struct ServerConfig {
     /// Bearer token for the API's mutating calls (approve, reject, breaker
     /// reset). Without it those calls are refused.
     pub api_token: Option<Secret>,
+    /// Connections served at once; past it, a few more are served one short
+    /// request each (so `/healthz` still answers), the rest closed at once.
+    pub max_connections: usize,
+    /// The longest a client may take to send a request's headers, and to
+    /// start its next request on a kept-alive connection.
+    #[serde(with = "duration::serde_str")]
+    pub header_timeout: Duration,
+    /// The longest a request may take, body and answer included.
+    #[serde(with = "duration::serde_str")]
+    pub request_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -26,6 +36,26 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             api_token: None,
+            max_connections: 256,
+            header_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Adds a message per unusable value to `problems`; no I/O.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if !(1..=10_000).contains(&self.max_connections) {
+            problems.push("server.max_connections: between 1 and 10000".into());
+        }
+        for (key, value) in [
+            ("header_timeout", self.header_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if value < Duration::from_millis(100) || value > Duration::from_secs(600) {
+                problems.push(format!("server.{key}: between 100ms and 10m"));
+            }
         }
     }
 }

@@ -11,6 +11,9 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+mod serve;
+
+pub use serve::{serve, Limits};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,6 +99,7 @@ pub fn router(state: AppState) -> Router {
                 "no such endpoint; the API is described in the README",
             )
         })
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }
 
@@ -109,9 +113,38 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, std::io::
     })
 }
 
-/// Serves until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    axum::serve(listener, app).await
+/// Under `/api/`, every error is JSON, those axum answers by itself too
+/// (405 for a wrong method, 413 for a body over the limit, 400 and 415
+/// for a body that cannot be read).
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let answer = next.run(request).await;
+    let status = answer.status();
+    let is_json = answer
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !api || is_json || !(status.is_client_error() || status.is_server_error()) {
+        return answer;
+    }
+    let allow = answer.headers().get(header::ALLOW).cloned();
+    let text = axum::body::to_bytes(answer.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            "this endpoint does not take that method; the API is described in the README".into()
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than 2 MiB".into(),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_string(),
+        _ => text,
+    };
+    let mut answer = error(status, message);
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -112,7 +112,10 @@ pub async fn watch(config: Config) -> Exit {
         prometheus = %crate::secret::redact_url(&config.prometheus.url),
         "rollbackd watching"
     );
-    let server = supervisor.spawn_forever("http server", crate::api::serve(listener, app));
+    let server = supervisor.spawn_forever(
+        "http server",
+        crate::api::serve(listener, app, (&config.server).into()),
+    );
     let mut running = None;
     let stopping = engine.clone();
     match engine {

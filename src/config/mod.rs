@@ -134,6 +134,7 @@ impl Config {
         let mut problems = Vec::new();
         self.prometheus.validate(&mut problems);
         self.watch.validate(&mut problems);
+        self.server.validate(&mut problems);
         self.service.validate(&mut problems);
         self.engine.validate(&mut problems);
         self.verify.validate(&mut problems);

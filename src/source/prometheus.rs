@@ -325,7 +325,7 @@ fn parse_answer(
         }),
         _ if matches!(status.as_u16(), 401 | 403) => Err(SourceError::Unauthorized {
             status: status.as_u16(),
-            auth_key: auth_key,
+            auth_key,
             body: String::from_utf8_lossy(body).chars().take(200).collect(),
         }),
         _ if !status.is_success() => Err(SourceError::Status {
@@ -333,7 +333,7 @@ fn parse_answer(
             body: String::from_utf8_lossy(body).chars().take(200).collect(),
         }),
         Ok(_) => Err(SourceError::Decode("a success answer without data".into())),
-        Err(_) if looks_like_a_web_page(body) => Err(SourceError::WebPage { auth_key: auth_key }),
+        Err(_) if looks_like_a_web_page(body) => Err(SourceError::WebPage { auth_key }),
         Err(e) => Err(SourceError::Decode(e.to_string())),
     }
 }

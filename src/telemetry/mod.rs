@@ -124,6 +124,14 @@ fn register_zeroes() {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!("rollbackd_build_info", "rollbackd's version; always 1.");
+    describe_counter!(
+        "rollbackd_task_failures_total",
+        "Tasks of watch that panicked or ended; watch then stops with exit 70."
+    );
+    describe_counter!(
+        "rollbackd_http_connections_refused_total",
+        "Connections to rollbackd's server closed unserved: past the limit, or not accepted."
+    );
     describe_histogram!(
         "rollbackd_rule_evaluation_duration_seconds",
         Unit::Seconds,
