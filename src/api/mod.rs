@@ -10,9 +10,11 @@
 // boxing it would only add an allocation to every refusal.
 #![allow(clippy::result_large_err)]
 
+mod alertmanager;
 pub mod config;
 mod serve;
 
+pub use alertmanager::AlertIntake;
 pub use serve::{serve, Limits};
 
 use std::net::SocketAddr;
@@ -32,7 +34,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::dispatch::{ApproveError, Command, Forwarded};
 use crate::engine::pending::PendingStore;
 use crate::engine::Engine;
-use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 use crate::secret::Secret;
 use crate::telemetry;
 use crate::watch::StatusBoard;
@@ -51,15 +52,6 @@ pub struct AppState {
     pub alerts: Option<AlertIntake>,
     /// A failed task makes `/healthz` fail.
     pub supervisor: crate::supervise::Supervisor,
-}
-
-/// Alertmanager as a trigger: the config, the way to the dispatcher, and
-/// what was delivered recently (Alertmanager delivers at least once).
-#[derive(Clone)]
-pub struct AlertIntake {
-    pub config: config::AlertmanagerConfig,
-    pub events: mpsc::Sender<RuleEvent>,
-    pub seen: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 impl AppState {
@@ -92,7 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/breaker", get(breaker))
         .route("/api/v1/leader", get(leader))
         .route("/api/v1/breaker/reset", post(breaker_reset))
-        .route("/api/v1/alertmanager", post(alertmanager))
+        .route("/api/v1/alertmanager", post(alertmanager::receive))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -480,138 +472,6 @@ async fn breaker_reset(
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
-}
-
-/// Alertmanager's webhook payload, version 4.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AlertmanagerPayload {
-    version: String,
-    group_key: String,
-    #[serde(default)]
-    alerts: Vec<AlertmanagerAlert>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AlertmanagerAlert {
-    status: String,
-    #[serde(default)]
-    labels: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
-    starts_at: String,
-    #[serde(default)]
-    fingerprint: String,
-}
-
-/// `POST /api/v1/alertmanager`: alerts matching `alertmanager.matchers`
-/// trigger the engine under `alertmanager.policy`; redeliveries (same group
-/// key, fingerprint, status and start) are recognised and dropped; a resolved
-/// alert cancels the pending confirmation it caused.
-async fn alertmanager(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
-    let Some(intake) = &state.alerts else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Alertmanager is not configured as a trigger: add an [alertmanager] section (and a [provider])",
-        );
-    };
-    let payload: AlertmanagerPayload = match serde_json::from_slice(&bytes) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "refused a request on /api/v1/alertmanager: not an Alertmanager webhook payload");
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("not an Alertmanager webhook payload: {e}"),
-            );
-        }
-    };
-    if payload.version != "4" {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "Alertmanager webhook payload version {:?}; rollbackd reads version 4",
-                payload.version
-            ),
-        );
-    }
-    let (mut accepted, mut duplicates, mut ignored) = (0, 0, 0);
-    let now = std::time::Instant::now();
-    for alert in payload.alerts {
-        let matches = intake
-            .config
-            .matchers
-            .iter()
-            .all(|(k, v)| alert.labels.get(k) == Some(v));
-        if !matches || !matches!(alert.status.as_str(), "firing" | "resolved") {
-            ignored += 1;
-            continue;
-        }
-        let key = format!(
-            "{}|{}|{}|{}",
-            payload.group_key, alert.fingerprint, alert.status, alert.starts_at
-        );
-        {
-            let mut seen = intake
-                .seen
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            seen.retain(|_, t| now.duration_since(*t) < intake.config.dedupe_for);
-            if seen.insert(key, now).is_some() {
-                duplicates += 1;
-                continue;
-            }
-        }
-        let name = alert
-            .labels
-            .get("alertname")
-            .cloned()
-            .unwrap_or_else(|| "alert".into());
-        let since = humantime::parse_rfc3339_weak(
-            alert
-                .starts_at
-                .trim_end_matches('Z')
-                .split('.')
-                .next()
-                .unwrap_or(""),
-        )
-        .unwrap_or_else(|_| SystemTime::now());
-        let condition = alert
-            .annotations
-            .get("summary")
-            .cloned()
-            .unwrap_or_else(|| "firing in Alertmanager".into());
-        let event = FiringEvent {
-            group: ALERTMANAGER_GROUP.into(),
-            rule: name,
-            labels: alert.labels,
-            value: f64::NAN,
-            condition,
-            threshold: f64::NAN,
-            policy: intake.config.policy,
-            since,
-            fired_at: SystemTime::now(),
-            annotations: alert.annotations,
-        };
-        let event = if alert.status == "firing" {
-            RuleEvent::Fired(event)
-        } else {
-            RuleEvent::Resolved(event)
-        };
-        if intake.events.send(event).await.is_err() {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the rollback engine has stopped",
-            );
-        }
-        accepted += 1;
-    }
-    tracing::info!(accepted, duplicates, ignored, group_key = %payload.group_key, "Alertmanager notification received");
-    Json(json!({ "accepted": accepted, "duplicates": duplicates, "ignored": ignored }))
-        .into_response()
 }
 
 #[cfg(test)]

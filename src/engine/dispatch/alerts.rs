@@ -1,25 +1,41 @@
 //! Alertmanager's alerts as the dispatcher remembers them: which alerts (by
 //! name) fire now, with which label sets. Alertmanager resends and resolves
 //! per label set, so an alert name is over only when none of its sets fires.
+//!
+//! At most [`MAX_LABEL_SETS`] label sets are remembered: past that, a new
+//! set of an alert name already known is not (the name already fires,
+//! which is all an approval's re-check and a resolution need to know); a
+//! new name still is, up to twice the bound.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::rules::Labels;
 use crate::rules::{FiringEvent, ALERTMANAGER_GROUP};
 
+/// Label sets remembered across every firing alert.
+pub const MAX_LABEL_SETS: usize = 10_000;
+
 #[derive(Debug, Default)]
 pub(super) struct FiringAlerts {
     by_name: BTreeMap<String, BTreeSet<Labels>>,
+    count: usize,
 }
 
 impl FiringAlerts {
     /// Notes a firing event (ignored unless it came from Alertmanager).
     pub fn fired(&mut self, e: &FiringEvent) {
-        if e.group == ALERTMANAGER_GROUP {
-            self.by_name
-                .entry(e.rule.clone())
-                .or_default()
-                .insert(e.labels.clone());
+        if e.group != ALERTMANAGER_GROUP {
+            return;
+        }
+        let known = self.by_name.contains_key(&e.rule);
+        // Full: only a new alert name is remembered (with one set), up to
+        // twice the bound.
+        if self.count >= MAX_LABEL_SETS && (known || self.count >= 2 * MAX_LABEL_SETS) {
+            return;
+        }
+        let sets = self.by_name.entry(e.rule.clone()).or_default();
+        if sets.insert(e.labels.clone()) {
+            self.count += 1;
         }
     }
 
@@ -27,7 +43,12 @@ impl FiringAlerts {
     pub fn resolved(&mut self, e: &FiringEvent) {
         if e.group == ALERTMANAGER_GROUP {
             if let Some(set) = self.by_name.get_mut(&e.rule) {
-                set.remove(&e.labels);
+                if set.remove(&e.labels) {
+                    self.count -= 1;
+                }
+                if set.is_empty() {
+                    self.by_name.remove(&e.rule);
+                }
             }
         }
     }
@@ -66,6 +87,23 @@ mod tests {
         assert!(alerts.firing("HighErrors"));
         alerts.resolved(&alert("HighErrors", "b"));
         assert!(!alerts.firing("HighErrors"));
+    }
+
+    #[test]
+    fn a_flood_of_distinct_alerts_is_remembered_within_the_bound() {
+        let mut alerts = FiringAlerts::default();
+        for i in 0..MAX_LABEL_SETS * 2 {
+            alerts.fired(&alert("Flood", &i.to_string()));
+        }
+        assert_eq!(alerts.count, MAX_LABEL_SETS);
+        alerts.fired(&alert("Other", "a"));
+        assert!(
+            alerts.firing("Other"),
+            "a new alert name is still remembered"
+        );
+        alerts.resolved(&alert("Other", "a"));
+        assert!(!alerts.firing("Other"));
+        assert!(alerts.firing("Flood"));
     }
 
     #[test]

@@ -131,14 +131,20 @@ impl Dispatcher {
 }
 
 /// The request for rules that fired together: the most permissive policy,
-/// every rule with its value, a trigger that says where they came from.
+/// every rule (once, with its first series' value), a trigger that says
+/// where they came from. 3,000 series of one alert are one rule, not 3,000.
 fn request_for(fired: &[FiringEvent]) -> RollbackRequest {
+    let mut seen = std::collections::BTreeSet::new();
+    let fired: Vec<&FiringEvent> = fired
+        .iter()
+        .filter(|e| seen.insert((e.group.as_str(), e.rule.as_str())))
+        .collect();
     let policy = fired
         .iter()
         .map(|e| e.policy)
         .max()
         .unwrap_or(Policy::DryRun);
-    let rules: Vec<RuleTrigger> = fired.iter().map(trigger_of).collect();
+    let rules: Vec<RuleTrigger> = fired.iter().copied().map(trigger_of).collect();
     let from_alertmanager = fired.iter().all(|e| e.group == ALERTMANAGER_GROUP);
     let reason = fired
         .iter()

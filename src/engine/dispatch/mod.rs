@@ -190,23 +190,44 @@ impl Dispatcher {
     }
 }
 
+/// Events of one incident kept in full; past it, an event whose rule (and
+/// kind: fired or resolved) the incident already holds is dropped, so a
+/// flood of alerts makes a bounded incident.
+const MAX_INCIDENT_EVENTS: usize = 10_000;
+
 /// Collects the events that arrive within `window` of the first one.
 async fn coalesce(
     first: RuleEvent,
     events: &mut mpsc::Receiver<RuleEvent>,
     window: Duration,
 ) -> Vec<RuleEvent> {
+    let key = |e: &RuleEvent| match e {
+        RuleEvent::Fired(f) => (true, f.group.clone(), f.rule.clone()),
+        RuleEvent::Resolved(f) => (false, f.group.clone(), f.rule.clone()),
+    };
+    let mut held = std::collections::BTreeSet::from([key(&first)]);
     let mut incident = vec![first];
+    let mut dropped = 0usize;
     let window = tokio::time::sleep(window);
     tokio::pin!(window);
     loop {
         tokio::select! {
             _ = &mut window => break,
             more = events.recv() => match more {
-                Some(e) => incident.push(e),
+                Some(e) => {
+                    let new = held.insert(key(&e));
+                    if new || incident.len() < MAX_INCIDENT_EVENTS {
+                        incident.push(e);
+                    } else {
+                        dropped += 1;
+                    }
+                }
                 None => break,
             },
         }
+    }
+    if dropped > 0 {
+        tracing::warn!(kept = incident.len(), dropped, "a flood of events: the incident keeps each rule once past {MAX_INCIDENT_EVENTS} events");
     }
     incident
 }

@@ -1,0 +1,223 @@
+//! `POST /api/v1/alertmanager`: Alertmanager as a trigger. Alerts matching
+//! `alertmanager.matchers` reach the dispatcher under `alertmanager.policy`;
+//! redeliveries are recognised and dropped.
+//!
+//! What it remembers is bounded: at most [`MAX_SEEN`] recent deliveries
+//! (the oldest tenth forgotten when full), expired once per request rather
+//! than once per alert, so a flood of distinct alerts costs neither
+//! memory nor time that grows with the flood.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{authorize, config, error, AppState};
+use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
+
+/// Deliveries remembered to recognise Alertmanager's redeliveries.
+pub const MAX_SEEN: usize = 10_000;
+
+/// Alertmanager as a trigger: the config, the way to the dispatcher, and
+/// what was delivered recently (Alertmanager delivers at least once).
+#[derive(Clone)]
+pub struct AlertIntake {
+    pub config: config::AlertmanagerConfig,
+    pub events: mpsc::Sender<RuleEvent>,
+    pub seen: Arc<Mutex<HashMap<u64, Instant>>>,
+}
+
+/// Alertmanager's webhook payload, version 4.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AlertmanagerPayload {
+    version: String,
+    group_key: String,
+    #[serde(default)]
+    alerts: Vec<AlertmanagerAlert>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AlertmanagerAlert {
+    status: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    starts_at: String,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+/// `POST /api/v1/alertmanager`: alerts matching `alertmanager.matchers`
+/// trigger the engine under `alertmanager.policy`; redeliveries (same group
+/// key, fingerprint, status and start) are recognised and dropped; a resolved
+/// alert cancels the pending confirmation it caused.
+pub(super) async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    let Some(intake) = &state.alerts else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Alertmanager is not configured as a trigger: add an [alertmanager] section (and a [provider])",
+        );
+    };
+    let payload: AlertmanagerPayload = match serde_json::from_slice(&bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "refused a request on /api/v1/alertmanager: not an Alertmanager webhook payload");
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("not an Alertmanager webhook payload: {e}"),
+            );
+        }
+    };
+    if payload.version != "4" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Alertmanager webhook payload version {:?}; rollbackd reads version 4",
+                payload.version
+            ),
+        );
+    }
+    let (mut accepted, mut duplicates, mut ignored) = (0, 0, 0);
+    let now = Instant::now();
+    intake
+        .seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|_, t| now.duration_since(*t) < intake.config.dedupe_for);
+    for alert in payload.alerts {
+        let matches = intake
+            .config
+            .matchers
+            .iter()
+            .all(|(k, v)| alert.labels.get(k) == Some(v));
+        if !matches || !matches!(alert.status.as_str(), "firing" | "resolved") {
+            ignored += 1;
+            continue;
+        }
+        let key = delivery_key(&payload.group_key, &alert);
+        if !remember(
+            &mut intake.seen.lock().unwrap_or_else(PoisonError::into_inner),
+            key,
+            now,
+        ) {
+            duplicates += 1;
+            continue;
+        }
+        let name = alert
+            .labels
+            .get("alertname")
+            .cloned()
+            .unwrap_or_else(|| "alert".into());
+        let since = humantime::parse_rfc3339_weak(
+            alert
+                .starts_at
+                .trim_end_matches('Z')
+                .split('.')
+                .next()
+                .unwrap_or(""),
+        )
+        .unwrap_or_else(|_| SystemTime::now());
+        let condition = alert
+            .annotations
+            .get("summary")
+            .cloned()
+            .unwrap_or_else(|| "firing in Alertmanager".into());
+        let event = FiringEvent {
+            group: ALERTMANAGER_GROUP.into(),
+            rule: name,
+            labels: alert.labels,
+            value: f64::NAN,
+            condition,
+            threshold: f64::NAN,
+            policy: intake.config.policy,
+            since,
+            fired_at: SystemTime::now(),
+            annotations: alert.annotations,
+        };
+        let event = if alert.status == "firing" {
+            RuleEvent::Fired(event)
+        } else {
+            RuleEvent::Resolved(event)
+        };
+        if intake.events.send(event).await.is_err() {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the rollback engine has stopped",
+            );
+        }
+        accepted += 1;
+    }
+    tracing::info!(accepted, duplicates, ignored, group_key = %payload.group_key, "Alertmanager notification received");
+    Json(json!({ "accepted": accepted, "duplicates": duplicates, "ignored": ignored }))
+        .into_response()
+}
+
+/// One delivery of one alert: group key, fingerprint, status and start.
+fn delivery_key(group_key: &str, alert: &AlertmanagerAlert) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        group_key,
+        &alert.fingerprint,
+        &alert.status,
+        &alert.starts_at,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+/// Remembers a delivery; false when it was seen already. When full, the
+/// oldest tenth is forgotten (a redelivery that old is taken as new).
+fn remember(seen: &mut HashMap<u64, Instant>, key: u64, now: Instant) -> bool {
+    if seen.contains_key(&key) {
+        return false;
+    }
+    if seen.len() >= MAX_SEEN {
+        let mut times: Vec<Instant> = seen.values().copied().collect();
+        let (_, cutoff, _) = times.select_nth_unstable(MAX_SEEN / 10);
+        let cutoff = *cutoff;
+        seen.retain(|_, t| *t > cutoff);
+    }
+    seen.insert(key, now);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_deliveries_stay_bounded_and_redeliveries_are_recognised() {
+        let mut seen = HashMap::new();
+        let start = Instant::now();
+        for i in 0..(MAX_SEEN as u64 * 3) {
+            assert!(remember(
+                &mut seen,
+                i,
+                start + std::time::Duration::from_millis(i)
+            ));
+            assert!(seen.len() <= MAX_SEEN);
+        }
+        let newest = MAX_SEEN as u64 * 3 - 1;
+        assert!(!remember(&mut seen, newest, start), "a redelivery");
+        assert!(remember(&mut seen, 0, start), "the oldest were forgotten");
+    }
+}
