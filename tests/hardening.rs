@@ -398,3 +398,57 @@ fn an_alertmanager_flood_stays_bounded_and_one_alert_name_is_one_rule() {
         w.peak_rss() >> 20
     );
 }
+
+#[test]
+fn a_removed_groups_histograms_leave_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
+    std::fs::write(d.join("rules/b.yml"), rule_file("B")).unwrap();
+    let w = watcher(d, "");
+    let series = "rollbackd_group_evaluation_duration_seconds_count{group=\"B\"}";
+    wait_for("group B's histogram", Duration::from_secs(10), || {
+        w.metrics().contains(series).then_some(())
+    });
+    std::fs::remove_file(d.join("rules/b.yml")).unwrap();
+    w.sighup();
+    wait_for("group B's series to go", Duration::from_secs(10), || {
+        (!w.metrics().contains("group=\"B\"")).then_some(())
+    });
+    assert!(
+        w.metrics()
+            .contains("rollbackd_group_evaluation_duration_seconds_count{group=\"A\"}"),
+        "{}",
+        w.metrics()
+    );
+}
+
+#[test]
+fn an_unreadable_breaker_file_is_open_with_its_reason_in_the_api() {
+    let service = support::FakeService::start();
+    let railway = support::fake_railway::FakeRailway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::create_dir_all(d.join("state")).unwrap();
+    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
+    std::fs::write(d.join("state/breaker.json"), "{ not json").unwrap();
+    let w = watcher(
+        d,
+        &format!(
+            "[service]\nname = \"web\"\nbase_url = \"{}\"\n{}\n[engine]\nstate_dir = \"state\"\n",
+            service.url(),
+            railway.provider_toml()
+        ),
+    );
+    // Once `"reason": ""` and `"since": ""` beside an OPEN state.
+    let b = w.api("/api/v1/breaker");
+    assert_eq!(b["state"], "OPEN", "{b}");
+    assert_eq!(b["deploys_allowed"], false, "{b}");
+    let reason = b["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("breaker.json") && reason.contains("counts as OPEN"),
+        "{b}"
+    );
+}

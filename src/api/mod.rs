@@ -183,7 +183,10 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut body = telemetry::metrics_handle().render();
+    let mut body = telemetry::rule_metrics::drop_removed_groups(
+        telemetry::metrics_handle().render(),
+        &state.board.group_names(),
+    );
     telemetry::rule_metrics::render(&state.board.rules(), &mut body);
     (
         [(
@@ -389,14 +392,25 @@ async fn breaker(State(state): State<AppState>) -> Response {
     };
     let now = SystemTime::now();
     let stateful = engine.breaker_state(now);
-    let record = engine.breaker().load().unwrap_or_default();
-    Json(json!({
-        "state": stateful.as_str(),
-        "deploys_allowed": stateful != crate::engine::BreakerState::Open,
-        "since": record.since,
-        "reason": record.reason,
-        "rollback_id": record.rollback_id,
-    }))
+    match engine.breaker().load() {
+        Ok(record) => Json(json!({
+            "state": stateful.as_str(),
+            "deploys_allowed": stateful != crate::engine::BreakerState::Open,
+            "since": record.since,
+            "reason": record.reason,
+            "rollback_id": record.rollback_id,
+        })),
+        // An unreadable record counts as OPEN; say why rather than answer
+        // an OPEN breaker with no reason.
+        Err(e) => Json(json!({
+            "state": stateful.as_str(),
+            "deploys_allowed": false,
+            "since": null,
+            "reason": e.to_string(),
+            "rollback_id": null,
+            "error": e.to_string(),
+        })),
+    }
     .into_response()
 }
 

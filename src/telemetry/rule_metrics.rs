@@ -14,7 +14,7 @@ pub fn render(rules: &[RuleStatus], out: &mut String) {
         out,
         "rollbackd_rule_evaluations_total",
         "counter",
-        "Rule evaluations, by outcome (ok, empty, nan, inf, low_traffic, error, probe_failed).",
+        "Rule evaluations, by outcome (ok, empty, nan, inf, low_traffic, error, probe_failed, too_large).",
     );
     for r in rules {
         for (outcome, count) in &r.evaluations {
@@ -91,6 +91,31 @@ fn line(out: &mut String, name: &str, r: &RuleStatus, extra: &[(&str, &str)], va
     let _ = writeln!(out, "}} {}", format_value(value));
 }
 
+/// The per-group histograms the recorder keeps after a reload removed
+/// their group: their lines are left out of `rendered`, so a removed
+/// group's series go with it, as a removed rule's do.
+pub fn drop_removed_groups(rendered: String, live: &std::collections::BTreeSet<String>) -> String {
+    const PER_GROUP: [&str; 2] = [
+        "rollbackd_rule_evaluation_duration_seconds",
+        "rollbackd_group_evaluation_duration_seconds",
+    ];
+    let live: Vec<String> = live
+        .iter()
+        .map(|g| format!("group=\"{}\"", escape(g)))
+        .collect();
+    let mut out = String::with_capacity(rendered.len());
+    for l in rendered.lines() {
+        let removed = PER_GROUP.iter().any(|m| l.starts_with(m))
+            && l.contains("group=\"")
+            && !live.iter().any(|g| l.contains(g.as_str()));
+        if !removed {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -114,6 +139,23 @@ mod tests {
     use super::*;
     use crate::rules::{AlertState, Policy};
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_removed_groups_histograms_leave_the_exposition() {
+        let rendered = "# TYPE rollbackd_group_evaluation_duration_seconds histogram\n\
+            rollbackd_group_evaluation_duration_seconds_bucket{group=\"a\",le=\"1\"} 1\n\
+            rollbackd_group_evaluation_duration_seconds_bucket{group=\"ab\",le=\"1\"} 1\n\
+            rollbackd_rule_evaluation_duration_seconds_count{group=\"ab\"} 1\n\
+            rollbackd_rollbacks_total{result=\"success\"} 0\n";
+        let live = std::collections::BTreeSet::from(["a".to_string()]);
+        let kept = drop_removed_groups(rendered.to_string(), &live);
+        assert!(kept.contains("group=\"a\""), "{kept}");
+        assert!(!kept.contains("group=\"ab\""), "{kept}");
+        assert!(
+            kept.contains("# TYPE") && kept.contains("rollbackd_rollbacks_total"),
+            "{kept}"
+        );
+    }
 
     #[test]
     fn renders_escaped_labels_and_skips_missing_values() {

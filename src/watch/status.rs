@@ -85,6 +85,16 @@ impl StatusBoard {
             .retain(|g, _| keep.contains(g));
     }
 
+    /// The running groups' names.
+    pub fn group_names(&self) -> BTreeSet<String> {
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Every rule's status, in group order.
     pub fn rules(&self) -> Vec<RuleStatus> {
         let groups: Vec<(String, SharedRules)> = self
