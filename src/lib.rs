@@ -33,6 +33,9 @@ pub mod telemetry;
 pub mod verify;
 pub mod watch;
 
+#[cfg(test)]
+mod fuzz;
+
 /// Installs rustls's ring provider once per process, before any HTTP client
 /// is built; rollbackd has exactly one TLS stack.
 pub fn install_crypto_provider() {

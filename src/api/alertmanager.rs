@@ -63,7 +63,7 @@ struct AlertmanagerAlert {
 /// trigger the engine under `alertmanager.policy`; redeliveries (same group
 /// key, fingerprint, status and start) are recognised and dropped; a resolved
 /// alert cancels the pending confirmation it caused.
-pub(super) async fn receive(
+pub(crate) async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     bytes: Bytes,

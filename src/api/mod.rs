@@ -10,7 +10,7 @@
 // boxing it would only add an allocation to every refusal.
 #![allow(clippy::result_large_err)]
 
-mod alertmanager;
+pub(crate) mod alertmanager;
 pub mod config;
 mod serve;
 

@@ -136,7 +136,7 @@ pub fn read(file: &Path) -> Result<String, RuleError> {
 /// The line where flow collections first nest deeper than [`MAX_NESTING`].
 /// Brackets inside quotes and comments do not count; an unbalanced bracket
 /// elsewhere (in a block scalar) can only make the count lower.
-fn too_deep(text: &str) -> Option<usize> {
+pub(crate) fn too_deep(text: &str) -> Option<usize> {
     let mut depth = 0usize;
     for (n, line) in text.lines().enumerate() {
         let mut quote = None;

@@ -239,7 +239,7 @@ fn is_filtering_comparison(expr: &Expr) -> bool {
     }
 }
 
-fn parse_file(
+pub(crate) fn parse_file(
     file: &Path,
     text: &str,
     vars: &Variables,

@@ -302,7 +302,7 @@ impl MetricsSource for Prometheus {
 }
 
 /// Reads an answer's body: samples, Prometheus's error, or why neither.
-fn parse_answer(
+pub(crate) fn parse_answer(
     status: reqwest::StatusCode,
     body: &[u8],
     auth_key: Option<&'static str>,
@@ -382,7 +382,7 @@ fn combine(queries: &[Query<'_>]) -> String {
 }
 
 /// Sorts a combined answer back into one answer per query.
-fn split(samples: Vec<Sample>, queries: usize) -> Result<Vec<Vec<Sample>>, SourceError> {
+pub(crate) fn split(samples: Vec<Sample>, queries: usize) -> Result<Vec<Vec<Sample>>, SourceError> {
     let mut answers = vec![Vec::new(); queries];
     for mut sample in samples {
         let index = sample
