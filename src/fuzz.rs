@@ -6,7 +6,7 @@
 //! names where the problem is.
 //!
 //! `ROLLBACKD_FUZZ_CASES` sets the cases per target (256 by default, what
-//! CI runs) and `ROLLBACKD_FUZZ_SEED` which ones; `bench/fuzz.sh` runs many
+//! CI runs) and `ROLLBACKD_FUZZ_SEED` which ones; `bench/fuzz.py` runs many
 //! more in release and prints the figures the README quotes.
 
 use std::path::Path;

@@ -59,15 +59,16 @@ pub fn redact_url(url: &str) -> String {
 
 /// Query parameter names whose values are never shown (matched as parts of
 /// the name, in any case).
-const SECRET_PARAMS: [&str; 8] = [
+const SECRET_PARAMS: [&str; 9] = [
     "token",
     "key",
     "secret",
-    "password",
-    "passwd",
-    "signature",
+    "pass",
+    "sig",
     "credential",
     "auth",
+    "jwt",
+    "code",
 ];
 
 /// `path?query#fragment` with the values of secret-looking parameters as `***`.

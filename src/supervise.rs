@@ -56,17 +56,17 @@ pub fn global() -> &'static Supervisor {
 impl Supervisor {
     /// Runs `future` as a task; a panic is reported as a failure of `task`
     /// and the handle then yields `None`.
-    pub fn spawn<F>(&self, task: &'static str, future: F) -> JoinHandle<Option<F::Output>>
+    pub fn spawn<F>(&self, task: impl Into<String>, future: F) -> JoinHandle<Option<F::Output>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let this = self.clone();
+        let (this, task) = (self.clone(), task.into());
         tokio::spawn(async move {
             match AssertUnwindSafe(future).catch_unwind().await {
                 Ok(out) => Some(out),
                 Err(panic) => {
-                    this.fail(task, panic_message(panic.as_ref()));
+                    this.fail(&task, panic_message(panic.as_ref()));
                     None
                 }
             }
@@ -83,23 +83,44 @@ impl Supervisor {
         let this = self.clone();
         tokio::spawn(async move {
             match AssertUnwindSafe(future).catch_unwind().await {
+                // Tasks end when the process stops; only before is it a failure.
+                Ok(_) if this.is_stopping() => {}
                 Ok(out) => this.fail(task, format!("it ended ({out:?})")),
                 Err(panic) => this.fail(task, panic_message(panic.as_ref())),
             }
         })
     }
 
-    /// Records that `task` failed; only the first failure is kept, and
-    /// nothing is recorded once the process is stopping (tasks end then).
-    pub fn fail(&self, task: &str, why: String) {
-        if *self
+    /// Runs `work` on a thread of its own (named after `task`); a panic
+    /// there is a failure of `task`, as in a supervised task.
+    pub fn thread(
+        &self,
+        task: &'static str,
+        work: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
+        let this = self.clone();
+        std::thread::Builder::new()
+            .name(format!("rollbackd-{}", task.replace(' ', "-")))
+            .spawn(move || {
+                if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(work)) {
+                    this.fail(task, panic_message(panic.as_ref()));
+                }
+            })
+            .map(|_| ())
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self
             .0
             .stopping
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-        {
-            return;
-        }
+    }
+
+    /// Records that `task` failed: logged and counted always; the first
+    /// failure is kept (and stops `watch`), even one while stopping, so a
+    /// run that panics during a drain still exits 70.
+    pub fn fail(&self, task: &str, why: String) {
         tracing::error!(task, why = %why, "a rollbackd task failed; stopping so that rollbackd is restarted");
         metrics::counter!("rollbackd_task_failures_total", "task" => task.to_string()).increment(1);
         self.0.failure.send_if_modified(|first| {
@@ -133,7 +154,8 @@ impl Supervisor {
         }
     }
 
-    /// The process is stopping: tasks that end from now on are not failures.
+    /// The process is stopping: tasks that end from now on are not failures
+    /// (a panic still is).
     pub fn stopping(&self) {
         *self
             .0
@@ -196,6 +218,25 @@ mod tests {
         let quiet = Supervisor::default();
         quiet.stopping();
         quiet.spawn_forever("dispatcher", async {}).await.unwrap();
-        assert_eq!(quiet.failure(), None);
+        assert_eq!(quiet.failure(), None, "ending while stopping is fine");
+        quiet
+            .spawn("rollback", async { panic!("mid-drain") })
+            .await
+            .unwrap();
+        assert_eq!(
+            quiet.failure().unwrap().why,
+            "panicked: mid-drain",
+            "a panic is not"
+        );
+
+        // A thread of its own, too.
+        let threads = Supervisor::default();
+        threads
+            .thread("state store", || panic!("worker died"))
+            .unwrap();
+        let failure = tokio::time::timeout(std::time::Duration::from_secs(5), threads.failed())
+            .await
+            .unwrap();
+        assert_eq!(failure.task, "state store");
     }
 }

@@ -417,6 +417,29 @@ fn check_refuses_what_watch_refuses_the_provider_included() {
 }
 
 #[test]
+fn a_secret_of_the_wrong_type_is_named_without_its_value() {
+    let dir = dir_with(&[
+        ("c.toml", "[[notifiers]]\ntype = \"slack\"\nurl = 424242\n"),
+        ("ok.toml", ""),
+    ]);
+    let (code, _, err) = run_rollbackd(dir.path(), &["--config", "c.toml", "check"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("c.toml: key notifiers.0: invalid type: found signed int"),
+        "{err}"
+    );
+    assert!(!err.contains("424242"), "{err}");
+    let (code, _, err) = run_rollbackd(
+        dir.path(),
+        &["--config", "ok.toml", "check"],
+        &[("ROLLBACKD_SERVER__API_TOKEN", "31337")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ROLLBACKD_SERVER__API_TOKEN"), "{err}");
+    assert!(!err.contains("31337"), "{err}");
+}
+
+#[test]
 fn credentials_in_the_prometheus_url_never_show() {
     let port = support::free_port();
     let dir = dir_with(&[

@@ -3,9 +3,10 @@
 //! redeliveries are recognised and dropped.
 //!
 //! What it remembers is bounded: at most [`MAX_SEEN`] recent deliveries
-//! (the oldest tenth forgotten when full), expired once per request rather
-//! than once per alert, so a flood of distinct alerts costs neither
-//! memory nor time that grows with the flood.
+//! (the oldest tenth by arrival forgotten when full), expired once per
+//! request rather than once per alert, so a flood of distinct alerts costs
+//! neither memory nor time that grows with the flood. A delivery is
+//! remembered once it reached the dispatcher, never before.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -33,7 +34,7 @@ pub const MAX_SEEN: usize = 10_000;
 pub struct AlertIntake {
     pub config: config::AlertmanagerConfig,
     pub events: mpsc::Sender<RuleEvent>,
-    pub seen: Arc<Mutex<HashMap<u64, Instant>>>,
+    pub seen: Arc<Mutex<Deliveries>>,
 }
 
 /// Alertmanager's webhook payload, version 4.
@@ -102,7 +103,7 @@ pub(crate) async fn receive(
         .seen
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .retain(|_, t| now.duration_since(*t) < intake.config.dedupe_for);
+        .expire(now, intake.config.dedupe_for);
     for alert in payload.alerts {
         let matches = intake
             .config
@@ -114,11 +115,12 @@ pub(crate) async fn receive(
             continue;
         }
         let key = delivery_key(&payload.group_key, &alert);
-        if !remember(
-            &mut intake.seen.lock().unwrap_or_else(PoisonError::into_inner),
-            key,
-            now,
-        ) {
+        if intake
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .seen(key)
+        {
             duplicates += 1;
             continue;
         }
@@ -164,6 +166,13 @@ pub(crate) async fn receive(
                 "the rollback engine has stopped",
             );
         }
+        // Remembered only once delivered: a request cut short (a timeout)
+        // before this alert reached the dispatcher leaves it to the retry.
+        intake
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remember(key, now);
         accepted += 1;
     }
     tracing::info!(accepted, duplicates, ignored, group_key = %payload.group_key, "Alertmanager notification received");
@@ -184,20 +193,35 @@ fn delivery_key(group_key: &str, alert: &AlertmanagerAlert) -> u64 {
     h.finish()
 }
 
-/// Remembers a delivery; false when it was seen already. When full, the
-/// oldest tenth is forgotten (a redelivery that old is taken as new).
-fn remember(seen: &mut HashMap<u64, Instant>, key: u64, now: Instant) -> bool {
-    if seen.contains_key(&key) {
-        return false;
+/// Deliveries seen recently, in the order they arrived.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    /// Key → (when, arrival number).
+    seen: HashMap<u64, (Instant, u64)>,
+    next: u64,
+}
+
+impl Deliveries {
+    fn seen(&self, key: u64) -> bool {
+        self.seen.contains_key(&key)
     }
-    if seen.len() >= MAX_SEEN {
-        let mut times: Vec<Instant> = seen.values().copied().collect();
-        let (_, cutoff, _) = times.select_nth_unstable(MAX_SEEN / 10);
-        let cutoff = *cutoff;
-        seen.retain(|_, t| *t > cutoff);
+
+    /// Forgets deliveries older than `ttl`.
+    fn expire(&mut self, now: Instant, ttl: std::time::Duration) {
+        self.seen.retain(|_, (t, _)| now.duration_since(*t) < ttl);
     }
-    seen.insert(key, now);
-    true
+
+    /// Remembers a delivery once it reached the dispatcher. When full, the
+    /// oldest tenth (by arrival) is forgotten: a redelivery that old is
+    /// taken as new.
+    fn remember(&mut self, key: u64, now: Instant) {
+        if self.seen.len() >= MAX_SEEN {
+            let oldest_kept = self.next - (MAX_SEEN - MAX_SEEN / 10) as u64;
+            self.seen.retain(|_, (_, n)| *n >= oldest_kept);
+        }
+        self.seen.insert(key, (now, self.next));
+        self.next += 1;
+    }
 }
 
 #[cfg(test)]
@@ -206,18 +230,25 @@ mod tests {
 
     #[test]
     fn remembered_deliveries_stay_bounded_and_redeliveries_are_recognised() {
-        let mut seen = HashMap::new();
-        let start = Instant::now();
-        for i in 0..(MAX_SEEN as u64 * 3) {
-            assert!(remember(
-                &mut seen,
-                i,
-                start + std::time::Duration::from_millis(i)
-            ));
-            assert!(seen.len() <= MAX_SEEN);
+        let mut d = Deliveries::default();
+        // One instant for all, as within one request.
+        let now = Instant::now();
+        for key in 0..(MAX_SEEN as u64 * 3) {
+            assert!(!d.seen(key));
+            d.remember(key, now);
+            assert!(d.seen.len() <= MAX_SEEN);
         }
         let newest = MAX_SEEN as u64 * 3 - 1;
-        assert!(!remember(&mut seen, newest, start), "a redelivery");
-        assert!(remember(&mut seen, 0, start), "the oldest were forgotten");
+        assert!(d.seen(newest), "a redelivery");
+        assert!(
+            d.seen(newest - (MAX_SEEN as u64 * 8 / 10)),
+            "only the oldest tenth went"
+        );
+        assert!(!d.seen(0), "the oldest were forgotten");
+        d.expire(
+            now + std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(5),
+        );
+        assert!(d.seen.is_empty());
     }
 }

@@ -79,12 +79,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/rollbacks", get(rollbacks))
         .route("/api/v1/pending", get(pending))
-        .route("/api/v1/pending/{id}/approve", post(approve))
-        .route("/api/v1/pending/{id}/reject", post(reject))
         .route("/api/v1/breaker", get(breaker))
         .route("/api/v1/leader", get(leader))
-        .route("/api/v1/breaker/reset", post(breaker_reset))
-        .route("/api/v1/alertmanager", post(alertmanager::receive))
+        .merge(
+            // Calls that change something: the token is checked before the
+            // body is read, so a client without it cannot make rollbackd
+            // buffer anything.
+            Router::new()
+                .route("/api/v1/pending/{id}/approve", post(approve))
+                .route("/api/v1/pending/{id}/reject", post(reject))
+                .route("/api/v1/breaker/reset", post(breaker_reset))
+                .route("/api/v1/alertmanager", post(alertmanager::receive))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    require_token,
+                )),
+        )
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -152,6 +162,21 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim_start())
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // Another method is answered 405 by the router, as it should be.
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    match authorize(&state, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused,
+    }
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {

@@ -8,10 +8,15 @@
 //!   request, body and answer, or `503`.
 //! - **Connection limit** (`server.max_connections`, 256). Past it, up to
 //!   [`RESERVE`] more connections are served one request each, with a
-//!   one-second header timeout and no keep-alive, so a probe's `/healthz`
-//!   still gets through while the limit is held; connections past that
-//!   are closed at once. Each connection is a file descriptor: the limit
-//!   keeps rollbackd's own (rule files, Prometheus, PostgreSQL) available.
+//!   one-second header timeout, no keep-alive and 5 s to live, so a
+//!   probe's `/healthz` still gets through while the limit is held;
+//!   connections past that are closed at once. Each connection is a file
+//!   descriptor: the limit keeps rollbackd's own (rule files, Prometheus,
+//!   PostgreSQL) available.
+//! - **Lifetime**: any connection is closed after 5 minutes, so a client
+//!   that stops reading its answer cannot hold a slot for ever.
+//! - Calls that change something check the token before reading the body
+//!   (`require_token`), so only token holders can make rollbackd buffer one.
 //! - **Accept errors** (out of file descriptors) are logged and retried
 //!   after a pause; they never stop the server.
 
@@ -31,6 +36,10 @@ use super::config::ServerConfig;
 
 /// Connections served past `max_connections`, one short request each.
 pub const RESERVE: usize = 32;
+/// The longest any connection stays open (kept-alive ones reconnect).
+const MAX_LIFETIME: Duration = Duration::from_secs(300);
+/// The longest a reserve connection stays open, its one request included.
+const RESERVE_LIFETIME: Duration = Duration::from_secs(5);
 
 /// The bounds, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +73,7 @@ pub async fn serve(
                 Err(_) => super::error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
-                        "the request took longer than {} (server.request_timeout)",
+                        "the request took longer than {} (server.request_timeout); a change it asked for may still take effect: check GET /api/v1/pending, /api/v1/breaker and /api/v1/rollbacks before asking again",
                         crate::duration::format(request_timeout)
                     ),
                 ),
@@ -83,13 +92,17 @@ pub async fn serve(
                 continue;
             }
         };
-        let (permit, header_timeout, keep_alive) = match regular.clone().try_acquire_owned() {
-            Ok(permit) => (permit, limits.header_timeout, true),
+        let (permit, header_timeout, keep_alive, lifetime) = match regular
+            .clone()
+            .try_acquire_owned()
+        {
+            Ok(permit) => (permit, limits.header_timeout, true, MAX_LIFETIME),
             Err(_) => match reserve.clone().try_acquire_owned() {
                 Ok(permit) => (
                     permit,
                     limits.header_timeout.min(Duration::from_secs(1)),
                     false,
+                    RESERVE_LIFETIME,
                 ),
                 Err(_) => {
                     metrics::counter!("rollbackd_http_connections_refused_total", "reason" => "limit").increment(1);
@@ -107,7 +120,13 @@ pub async fn serve(
                 .keep_alive(keep_alive)
                 .serve_connection(TokioIo::new(stream), service);
             // Errors are the client's (a reset, a timeout): nothing to do.
-            let _ = connection.await;
+            // A connection that outlives its lifetime (a client that never
+            // reads its answer, say) is closed.
+            let served = std::panic::AssertUnwindSafe(tokio::time::timeout(lifetime, connection));
+            if futures_util::FutureExt::catch_unwind(served).await.is_err() {
+                // A bug in a handler: that request fails, rollbackd serves on.
+                tracing::error!("a request handler panicked; the connection was closed");
+            }
         });
     }
 }

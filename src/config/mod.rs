@@ -223,7 +223,16 @@ fn describe_figment_error(e: figment::Error) -> String {
         .filter(|line| !is_quoted_source(line))
         .collect::<Vec<_>>()
         .join(" ");
-    let kind = crate::secret::redact_url(kind.trim());
+    let mut kind = crate::secret::redact_url(kind.trim());
+    // A type error quotes the value (found `…`), which may be a secret
+    // (a token given as a number, a webhook URL under a tagged section
+    // whose key is not named): the kind of value is said, not the value.
+    if matches!(
+        e.kind,
+        figment::error::Kind::InvalidType(..) | figment::error::Kind::InvalidValue(..)
+    ) {
+        kind = hide_quoted(&kind);
+    }
     if key.is_empty() {
         format!("{from}: {kind}")
     } else {
@@ -252,6 +261,18 @@ fn located(figment: &Figment, problem: &str) -> String {
         None => return problem.to_string(),
     };
     format!("{from}: {problem}")
+}
+
+/// `text` with every `quoted` part shown as `***`.
+fn hide_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, part) in text.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        out.push_str(if i % 2 == 1 { "***" } else { part });
+    }
+    out
 }
 
 /// A line of a parser's error snippet: `  |`, `3 | text`, `  |   ^`.

@@ -134,26 +134,47 @@ pub fn read(file: &Path) -> Result<String, RuleError> {
 }
 
 /// The line where flow collections first nest deeper than [`MAX_NESTING`].
-/// Brackets inside quotes and comments do not count; an unbalanced bracket
-/// elsewhere (in a block scalar) can only make the count lower.
+///
+/// Read the way YAML reads them: outside a flow collection, `[` and `{`
+/// (and quotes) start something only where a value starts (at the start of
+/// a line, or after `:`, `-`, `,` or `?`), so `x[5m]` in a block scalar
+/// counts for nothing; inside one, every bracket counts. A double-quoted
+/// string ends at an unescaped `"`, a single-quoted one at a `'` (`''` is
+/// an escaped quote and reads as two), and `#` after a space starts a
+/// comment.
 pub(crate) fn too_deep(text: &str) -> Option<usize> {
     let mut depth = 0usize;
     for (n, line) in text.lines().enumerate() {
         let mut quote = None;
+        let mut escaped = false;
+        // The last character that is not a space, outside quotes.
+        let mut last = None::<char>;
         let mut previous = ' ';
         for c in line.chars() {
+            let token_starts = matches!(last, None | Some(':' | '-' | ',' | '?' | '[' | '{'));
+            let value_starts = depth > 0 || token_starts;
             match (quote, c) {
-                (Some(q), c) if c == q => quote = None,
+                (Some('"'), _) if escaped => escaped = false,
+                (Some('"'), '\\') => escaped = true,
+                (Some(q), c) if c == q => {
+                    quote = None;
+                    last = Some(c);
+                }
                 (Some(_), _) => {}
                 (None, '#') if previous.is_whitespace() => break,
-                (None, '"' | '\'') => quote = Some(c),
-                (None, '[' | '{') => {
+                (None, '"' | '\'') if token_starts => quote = Some(c),
+                (None, '[' | '{') if value_starts => {
                     depth += 1;
                     if depth > MAX_NESTING {
                         return Some(n + 1);
                     }
+                    last = Some(c);
                 }
-                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                (None, ']' | '}') if depth > 0 => {
+                    depth -= 1;
+                    last = Some(c);
+                }
+                (None, c) if !c.is_whitespace() => last = Some(c),
                 _ => {}
             }
             previous = c;
@@ -175,6 +196,14 @@ mod tests {
         assert_eq!(too_deep(&deep), Some(2));
         let deep_maps = format!("groups: {}\n", "{a: ".repeat(65));
         assert_eq!(too_deep(&deep_maps), Some(1));
+        // Quotes that once hid the nesting from the count.
+        let escaped = format!("groups: [ \"\\\"\", {}\n", "[".repeat(65));
+        assert_eq!(too_deep(&escaped), Some(1));
+        let apostrophe = format!("groups: [x'y, {}\n", "[".repeat(65));
+        assert_eq!(too_deep(&apostrophe), Some(1));
+        // Brackets in block scalars are text, however unbalanced.
+        let prose = "    description: |\n      ratio in [0, 1) of x[5m]\n".repeat(100);
+        assert_eq!(too_deep(&prose), None);
     }
 
     #[test]

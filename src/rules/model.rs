@@ -24,13 +24,20 @@ pub struct RuleSet {
 
 impl RuleSet {
     /// The files whose rules are all gone in `self`: the file is still
-    /// there, but empty or without groups.
+    /// there, but empty, without groups, or with groups without rules.
     pub fn emptied_since(&self, before: &RuleSet) -> Vec<std::path::PathBuf> {
+        let rules_in = |set: &RuleSet, file: &std::path::Path| -> usize {
+            set.groups
+                .iter()
+                .filter(|g| g.file == file)
+                .map(|g| g.rules.len())
+                .sum()
+        };
         let mut emptied: Vec<std::path::PathBuf> = before
-            .groups
+            .files
             .iter()
-            .map(|g| g.file.clone())
-            .filter(|f| self.files.contains(f) && !self.groups.iter().any(|g| &g.file == f))
+            .filter(|f| self.files.contains(f) && rules_in(before, f) > 0 && rules_in(self, f) == 0)
+            .cloned()
             .collect();
         emptied.dedup();
         emptied

@@ -105,7 +105,7 @@ impl Prometheus {
         let mut url = self.query_url.clone();
         url.query_pairs_mut().extend_pairs(self.params(expr, at));
         metrics::counter!("rollbackd_prometheus_requests_total", "kind" => "single").increment(1);
-        let samples = self.answer(self.client.get(url)).await?;
+        let samples = self.answer(self.client.get(url), self.max_series).await?;
         distinct(&samples)?;
         Ok(samples)
     }
@@ -126,7 +126,10 @@ impl Prometheus {
             .post(self.query_url.clone())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body);
-        split(self.answer(request).await?, queries.len())
+        // The series bound is each query's: the whole answer may hold
+        // `max_series` per query, and each is checked once split.
+        let bound = self.max_series.saturating_mul(queries.len());
+        split(self.answer(request, bound).await?, queries.len())
     }
 
     fn params(&self, expr: &str, at: SystemTime) -> [(&'static str, String); 3] {
@@ -157,7 +160,7 @@ impl Prometheus {
                 self.combined(queries, at).await
             };
             match combined {
-                Ok(answers) => return answers.into_iter().map(Ok).collect(),
+                Ok(answers) => return answers.into_iter().map(|a| self.within_series(a)).collect(),
                 Err(e) if !worth_asking_one_by_one(&e) => {
                     return queries.iter().map(|_| Err(e.clone())).collect();
                 }
@@ -221,7 +224,19 @@ impl Prometheus {
     /// Sends `request` and reads its answer, within the size limits; a
     /// large body is parsed on a blocking thread, so the runtime (the
     /// other groups, the HTTP server) never waits on it.
-    async fn answer(&self, request: reqwest::RequestBuilder) -> QueryResult {
+    /// One query's answer, refused past `prometheus.max_series`.
+    fn within_series(&self, samples: Vec<Sample>) -> QueryResult {
+        if samples.len() > self.max_series {
+            return Err(SourceError::TooLarge(format!(
+                "{} series, more than {} (prometheus.max_series)",
+                samples.len(),
+                self.max_series
+            )));
+        }
+        Ok(samples)
+    }
+
+    async fn answer(&self, request: reqwest::RequestBuilder, max_series: usize) -> QueryResult {
         let mut response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
         let too_large = || {
@@ -243,7 +258,7 @@ impl Prometheus {
             }
             body.extend_from_slice(&chunk);
         }
-        let (auth_key, max_series) = (self.auth_key, self.max_series);
+        let auth_key = self.auth_key;
         if body.len() < 256 << 10 {
             return parse_answer(status, &body, auth_key, max_series);
         }

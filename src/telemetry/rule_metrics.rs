@@ -99,21 +99,34 @@ pub fn drop_removed_groups(rendered: String, live: &std::collections::BTreeSet<S
         "rollbackd_rule_evaluation_duration_seconds",
         "rollbackd_group_evaluation_duration_seconds",
     ];
-    let live: Vec<String> = live
-        .iter()
-        .map(|g| format!("group=\"{}\"", escape(g)))
-        .collect();
     let mut out = String::with_capacity(rendered.len());
     for l in rendered.lines() {
         let removed = PER_GROUP.iter().any(|m| l.starts_with(m))
-            && l.contains("group=\"")
-            && !live.iter().any(|g| l.contains(g.as_str()));
+            && group_of(l).is_some_and(|g| !live.contains(&g));
         if !removed {
             out.push_str(l);
             out.push('\n');
         }
     }
     out
+}
+
+/// The value of the `group` label on an exposition line, unescaped.
+fn group_of(line: &str) -> Option<String> {
+    let start = line.find("group=\"")? + "group=\"".len();
+    let mut value = String::new();
+    let mut chars = line[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(value),
+            '\\' => match chars.next()? {
+                'n' => value.push('\n'),
+                other => value.push(other),
+            },
+            c => value.push(c),
+        }
+    }
+    None
 }
 
 fn escape(s: &str) -> String {

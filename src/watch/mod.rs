@@ -65,20 +65,28 @@ impl RuleSource {
             .unwrap_or_default()
     }
 
+    /// Entries that cannot be rule files count too (by their problem), so
+    /// a link that starts or stops dangling is noticed without a signal.
     fn fingerprint_now(&self) -> Vec<(PathBuf, Option<u64>)> {
         use std::hash::{Hash, Hasher};
+        let hash = |text: &str| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut h);
+            h.finish()
+        };
         match rule_files(&self.paths) {
             Err(_) => Vec::new(),
-            Ok((files, _)) => files
+            Ok((files, problems)) => files
                 .into_iter()
                 .map(|f| {
-                    let hash = rules::files::read(&f).ok().map(|bytes| {
-                        let mut h = std::collections::hash_map::DefaultHasher::new();
-                        bytes.hash(&mut h);
-                        h.finish()
-                    });
-                    (f, hash)
+                    let text = rules::files::read(&f).ok();
+                    (f, text.as_deref().map(hash))
                 })
+                .chain(
+                    problems
+                        .into_iter()
+                        .map(|p| (p.file, Some(hash(&p.message)))),
+                )
                 .collect(),
         }
     }
@@ -148,7 +156,7 @@ impl Watcher {
                 .board
                 .register_group(&group.name, group.interval, runtimes);
             let task = crate::supervise::global().spawn(
-                "rule group",
+                format!("rule group {name}"),
                 group::run(group, shared, self.ctx.clone(), stop_rx),
             );
             self.groups.push(RunningGroup { stop, task, name });
@@ -259,19 +267,23 @@ impl Watcher {
         ticker.tick().await;
         tokio::pin!(shutdown);
         loop {
+            let reason = tokio::select! {
+                _ = &mut shutdown => break,
+                _ = hangup.recv() => ReloadReason::Signal,
+                _ = ticker.tick(), if !poll.is_zero() => ReloadReason::FileChange,
+            };
+            // A slow read or parse never holds up a stop: the stop wins,
+            // and a reload cut short keeps the running rules.
+            let work = async {
+                let now = self.source.fingerprint().await;
+                if matches!(reason, ReloadReason::Signal) || now != last_seen {
+                    last_seen = now;
+                    let _ = self.reload(reason).await;
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = hangup.recv() => {
-                    last_seen = self.source.fingerprint().await;
-                    let _ = self.reload(ReloadReason::Signal).await;
-                }
-                _ = ticker.tick(), if !poll.is_zero() => {
-                    let now = self.source.fingerprint().await;
-                    if now != last_seen {
-                        last_seen = now;
-                        let _ = self.reload(ReloadReason::FileChange).await;
-                    }
-                }
+                _ = work => {}
             }
         }
         self.stop_all().await;

@@ -2,23 +2,31 @@
 //! name) fire now, with which label sets. Alertmanager resends and resolves
 //! per label set, so an alert name is over only when none of its sets fires.
 //!
-//! At most [`MAX_LABEL_SETS`] label sets are remembered: past that, a new
-//! set of an alert name already known is not (the name already fires,
-//! which is all an approval's re-check and a resolution need to know); a
-//! new name still is, up to twice the bound.
+//! Label sets are remembered by their hash (8 bytes each), at most
+//! [`MAX_LABEL_SETS`] of them. Past that, a set that cannot be remembered
+//! marks its alert name as *overflowed*: the name counts as firing (the
+//! safe side: nothing it caused is cancelled by mistake) until every set
+//! it has remembered resolved and fewer than half the bound are held.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::{Hash, Hasher};
 
-use crate::rules::Labels;
 use crate::rules::{FiringEvent, ALERTMANAGER_GROUP};
 
 /// Label sets remembered across every firing alert.
-pub const MAX_LABEL_SETS: usize = 10_000;
+pub const MAX_LABEL_SETS: usize = 200_000;
 
 #[derive(Debug, Default)]
 pub(super) struct FiringAlerts {
-    by_name: BTreeMap<String, BTreeSet<Labels>>,
+    by_name: BTreeMap<String, HashSet<u64>>,
+    overflowed: BTreeSet<String>,
     count: usize,
+}
+
+fn labels_hash(e: &FiringEvent) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    e.labels.hash(&mut h);
+    h.finish()
 }
 
 impl FiringAlerts {
@@ -27,41 +35,47 @@ impl FiringAlerts {
         if e.group != ALERTMANAGER_GROUP {
             return;
         }
-        let known = self.by_name.contains_key(&e.rule);
-        // Full: only a new alert name is remembered (with one set), up to
-        // twice the bound.
-        if self.count >= MAX_LABEL_SETS && (known || self.count >= 2 * MAX_LABEL_SETS) {
+        let key = labels_hash(e);
+        if self.by_name.get(&e.rule).is_some_and(|s| s.contains(&key)) {
             return;
         }
-        let sets = self.by_name.entry(e.rule.clone()).or_default();
-        if sets.insert(e.labels.clone()) {
-            self.count += 1;
+        if self.count >= MAX_LABEL_SETS {
+            self.overflowed.insert(e.rule.clone());
+            return;
         }
+        self.by_name.entry(e.rule.clone()).or_default().insert(key);
+        self.count += 1;
     }
 
     /// Notes a resolution (ignored unless it came from Alertmanager).
     pub fn resolved(&mut self, e: &FiringEvent) {
-        if e.group == ALERTMANAGER_GROUP {
-            if let Some(set) = self.by_name.get_mut(&e.rule) {
-                if set.remove(&e.labels) {
-                    self.count -= 1;
-                }
-                if set.is_empty() {
-                    self.by_name.remove(&e.rule);
-                }
+        if e.group != ALERTMANAGER_GROUP {
+            return;
+        }
+        if let Some(set) = self.by_name.get_mut(&e.rule) {
+            if set.remove(&labels_hash(e)) {
+                self.count -= 1;
             }
+            if set.is_empty() {
+                self.by_name.remove(&e.rule);
+            }
+        }
+        if !self.by_name.contains_key(&e.rule) && self.count < MAX_LABEL_SETS / 2 {
+            self.overflowed.remove(&e.rule);
         }
     }
 
-    /// Whether any label set of the alert `name` fires now.
+    /// Whether any label set of the alert `name` fires now (or may: an
+    /// overflowed name).
     pub fn firing(&self, name: &str) -> bool {
-        self.by_name.get(name).is_some_and(|s| !s.is_empty())
+        self.by_name.get(name).is_some_and(|s| !s.is_empty()) || self.overflowed.contains(name)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::Labels;
 
     fn alert(name: &str, instance: &str) -> FiringEvent {
         FiringEvent {
@@ -90,20 +104,24 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_distinct_alerts_is_remembered_within_the_bound() {
+    fn past_the_bound_an_alert_name_keeps_firing_until_its_sets_resolve() {
         let mut alerts = FiringAlerts::default();
-        for i in 0..MAX_LABEL_SETS * 2 {
+        for i in 0..MAX_LABEL_SETS + 10 {
             alerts.fired(&alert("Flood", &i.to_string()));
         }
         assert_eq!(alerts.count, MAX_LABEL_SETS);
         alerts.fired(&alert("Other", "a"));
-        assert!(
-            alerts.firing("Other"),
-            "a new alert name is still remembered"
-        );
+        // None of Other's sets is remembered, yet one fires: Other counts
+        // as firing, whatever resolves.
+        alerts.resolved(&alert("Other", "b"));
+        assert!(alerts.firing("Other"));
+        for i in 0..MAX_LABEL_SETS {
+            alerts.resolved(&alert("Flood", &i.to_string()));
+        }
+        assert_eq!(alerts.count, 0);
+        assert!(!alerts.firing("Flood"), "resolved, with room again");
         alerts.resolved(&alert("Other", "a"));
         assert!(!alerts.firing("Other"));
-        assert!(alerts.firing("Flood"));
     }
 
     #[test]

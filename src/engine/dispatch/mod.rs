@@ -89,7 +89,7 @@ pub struct Dispatcher {
     /// task settling them.
     orphans_checked: Option<Instant>,
     /// The task settling them; it says whether some could not be settled.
-    settling: Option<JoinHandle<bool>>,
+    settling: Option<JoinHandle<Option<bool>>>,
     /// How often to look: 10 s, doubling (to 10 min) while a journal cannot
     /// be settled, so a failure is not retried, and announced, every 10 s.
     orphans_every: Duration,
@@ -140,7 +140,8 @@ impl Dispatcher {
             tokio::select! {
                 event = events.recv() => {
                     let Some(first) = event else { break };
-                    let incident = coalesce(first, &mut events, self.engine.config.coalesce).await;
+                    let window = self.engine.config.coalesce;
+                    let incident = coalesce(first, &mut events, window, &mut self.alerts).await;
                     self.handle(incident).await;
                 }
                 Some(command) = commands.recv() => self.command(command).await,
@@ -190,9 +191,10 @@ impl Dispatcher {
     }
 }
 
-/// Events of one incident kept in full; past it, an event whose rule (and
-/// kind: fired or resolved) the incident already holds is dropped, so a
-/// flood of alerts makes a bounded incident.
+/// Firing events of one incident kept in full. Past it, a firing event of
+/// a rule (with a policy) the incident already holds is noted in the alert
+/// bookkeeping at once and not kept: it would add nothing to the incident
+/// but its labels. Resolutions are always kept.
 const MAX_INCIDENT_EVENTS: usize = 10_000;
 
 /// Collects the events that arrive within `window` of the first one.
@@ -200,34 +202,35 @@ async fn coalesce(
     first: RuleEvent,
     events: &mut mpsc::Receiver<RuleEvent>,
     window: Duration,
+    alerts: &mut alerts::FiringAlerts,
 ) -> Vec<RuleEvent> {
-    let key = |e: &RuleEvent| match e {
-        RuleEvent::Fired(f) => (true, f.group.clone(), f.rule.clone()),
-        RuleEvent::Resolved(f) => (false, f.group.clone(), f.rule.clone()),
+    let mut held = std::collections::BTreeSet::new();
+    let mut incident = Vec::new();
+    let mut noted = 0usize;
+    let mut take = |e: RuleEvent, incident: &mut Vec<RuleEvent>| match &e {
+        RuleEvent::Fired(f)
+            if !held.insert((f.group.clone(), f.rule.clone(), f.policy))
+                && incident.len() >= MAX_INCIDENT_EVENTS =>
+        {
+            alerts.fired(f);
+            noted += 1;
+        }
+        _ => incident.push(e),
     };
-    let mut held = std::collections::BTreeSet::from([key(&first)]);
-    let mut incident = vec![first];
-    let mut dropped = 0usize;
+    take(first, &mut incident);
     let window = tokio::time::sleep(window);
     tokio::pin!(window);
     loop {
         tokio::select! {
             _ = &mut window => break,
             more = events.recv() => match more {
-                Some(e) => {
-                    let new = held.insert(key(&e));
-                    if new || incident.len() < MAX_INCIDENT_EVENTS {
-                        incident.push(e);
-                    } else {
-                        dropped += 1;
-                    }
-                }
+                Some(e) => take(e, &mut incident),
                 None => break,
             },
         }
     }
-    if dropped > 0 {
-        tracing::warn!(kept = incident.len(), dropped, "a flood of events: the incident keeps each rule once past {MAX_INCIDENT_EVENTS} events");
+    if noted > 0 {
+        tracing::warn!(kept = incident.len(), noted, "a flood of firing events: past {MAX_INCIDENT_EVENTS}, events of rules already in the incident were noted, not kept");
     }
     incident
 }

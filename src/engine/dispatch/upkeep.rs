@@ -81,7 +81,11 @@ impl Dispatcher {
         }
         if let Some(done) = self.settling.take() {
             // Finished: its answer is ready.
-            let stuck = done.now_or_never().and_then(Result::ok).unwrap_or(false);
+            let stuck = done
+                .now_or_never()
+                .and_then(Result::ok)
+                .flatten()
+                .unwrap_or(false);
             self.orphans_every = if stuck {
                 (self.orphans_every * 2).min(Duration::from_secs(600))
             } else {
@@ -106,7 +110,7 @@ impl Dispatcher {
             return;
         }
         let engine = self.engine.clone();
-        self.settling = Some(tokio::spawn(async move {
+        self.settling = Some(crate::supervise::global().spawn("settling", async move {
             match engine.recover().await {
                 // Nothing settled: the lock was held, the run is alive.
                 Ok(settled) if settled.is_empty() => false,

@@ -148,9 +148,10 @@ impl PgStore {
             locks: HashMap::new(),
             next_lock: 0,
         };
-        std::thread::Builder::new()
-            .name("rollbackd-state".into())
-            .spawn(move || worker.run(rx))
+        // A panic in the worker would leave every state call unanswered:
+        // it stops `watch` instead (see `supervise`).
+        crate::supervise::global()
+            .thread("state store", move || worker.run(rx))
             .expect("a thread for the state store");
         PgStore {
             tx,
