@@ -27,10 +27,10 @@ const UNITS: [(&str, u64); 7] = [
 
 /// The longest duration rollbackd accepts anywhere: longer ones are typos,
 /// and would overflow the clock arithmetic they feed.
-pub const MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Parses a duration the way Prometheus does: units `y w d h m s ms`, each at
-/// most once and largest first; at most [`MAX`] (10y).
+/// most once and largest first; at most [`MAX`] (100y).
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let err = |reason| DurationError {
         input: input.to_string(),
@@ -78,7 +78,7 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             .checked_mul(UNITS[index].1)
             .and_then(|ms| total_ms.checked_add(ms))
             .filter(|&ms| ms <= MAX.as_millis() as u64)
-            .ok_or_else(|| err("the duration is too large (at most 10y)"))?;
+            .ok_or_else(|| err("the duration is too large (at most 100y)"))?;
     }
     Ok(Duration::from_millis(total_ms))
 }

@@ -125,7 +125,7 @@ fn bad_config_gives_a_clear_message_and_exit_2() {
         ("c.toml", "[watch]\nmax_concurrent_queries = 0\n", &[], &["c.toml: watch.max_concurrent_queries"]),
         ("c.toml", "[watch]\nmax_concurrent_queries = 100000\n", &[], &["c.toml: watch.max_concurrent_queries", "256"]),
         // Passed `check` once, then killed the dispatcher at the first `confirm` rule.
-        ("c.toml", "[engine]\nconfirm_timeout = \"5000000000000h\"\n", &[], &["c.toml", "engine.confirm_timeout", "too large (at most 10y)"]),
+        ("c.toml", "[engine]\nconfirm_timeout = \"5000000000000h\"\n", &[], &["c.toml", "engine.confirm_timeout", "too large (at most 100y)"]),
         ("c.toml", "", &[("ROLLBACKD_ENGINE__BUDGETS__APPLICATION", "0s")], &["environment variable ROLLBACKD_ENGINE__BUDGETS__APPLICATION: engine.budgets.application"]),
         // A syntax error on a secret's line says where, without quoting it.
         ("c.toml", "[prometheus]\nbearer_token = \"t0ken-value\n", &[], &["c.toml", "line 2"]),
@@ -422,10 +422,25 @@ fn a_secret_of_the_wrong_type_is_named_without_its_value() {
         ("c.toml", "[[notifiers]]\ntype = \"slack\"\nurl = 424242\n"),
         ("ok.toml", ""),
     ]);
+    // A webhook URL where a table belongs: once quoted in full.
+    let (code, _, err) = run_rollbackd(
+        dir.path(),
+        &["--config", "ok.toml", "check"],
+        &[(
+            "ROLLBACKD_NOTIFIERS",
+            "https://hooks.slack.com/services/T0/B0/s3cr3tpath",
+        )],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("ROLLBACKD_NOTIFIERS") && err.contains("found a string"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3tpath"), "{err}");
     let (code, _, err) = run_rollbackd(dir.path(), &["--config", "c.toml", "check"], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("c.toml: key notifiers.0: invalid type: found signed int"),
+        err.contains("c.toml: key notifiers.0: invalid type: found an integer"),
         "{err}"
     );
     assert!(!err.contains("424242"), "{err}");

@@ -6,7 +6,9 @@
 //! (the oldest tenth by arrival forgotten when full), expired once per
 //! request rather than once per alert, so a flood of distinct alerts costs
 //! neither memory nor time that grows with the flood. A delivery is
-//! remembered once it reached the dispatcher, never before.
+//! claimed while its alert is on the way to the dispatcher and forgotten
+//! if it never got there (a request cut short), so no alert is lost to a
+//! retry taken for a redelivery.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -115,15 +117,13 @@ pub(crate) async fn receive(
             continue;
         }
         let key = delivery_key(&payload.group_key, &alert);
-        if intake
-            .seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .seen(key)
-        {
+        // Claimed before it is sent, so a redelivery arriving meanwhile (an
+        // Alertmanager pair, a retry) is a duplicate; given back if this
+        // request ends before the alert reached the dispatcher.
+        let Some(claim) = Claim::take(&intake.seen, key, now) else {
             duplicates += 1;
             continue;
-        }
+        };
         let name = alert
             .labels
             .get("alertname")
@@ -166,13 +166,7 @@ pub(crate) async fn receive(
                 "the rollback engine has stopped",
             );
         }
-        // Remembered only once delivered: a request cut short (a timeout)
-        // before this alert reached the dispatcher leaves it to the retry.
-        intake
-            .seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remember(key, now);
+        claim.keep();
         accepted += 1;
     }
     tracing::info!(accepted, duplicates, ignored, group_key = %payload.group_key, "Alertmanager notification received");
@@ -193,6 +187,46 @@ fn delivery_key(group_key: &str, alert: &AlertmanagerAlert) -> u64 {
     h.finish()
 }
 
+/// A delivery claimed while its alert is on its way to the dispatcher.
+struct Claim {
+    seen: Arc<Mutex<Deliveries>>,
+    key: u64,
+    kept: bool,
+}
+
+impl Claim {
+    /// `None` when the delivery was seen (or claimed) already.
+    fn take(seen: &Arc<Mutex<Deliveries>>, key: u64, now: Instant) -> Option<Claim> {
+        let mut deliveries = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if deliveries.seen(key) {
+            return None;
+        }
+        deliveries.remember(key, now);
+        Some(Claim {
+            seen: seen.clone(),
+            key,
+            kept: false,
+        })
+    }
+
+    /// The alert reached the dispatcher: the delivery stays remembered.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .seen
+                .remove(&self.key);
+        }
+    }
+}
+
 /// Deliveries seen recently, in the order they arrived.
 #[derive(Debug, Default)]
 pub struct Deliveries {
@@ -211,9 +245,8 @@ impl Deliveries {
         self.seen.retain(|_, (t, _)| now.duration_since(*t) < ttl);
     }
 
-    /// Remembers a delivery once it reached the dispatcher. When full, the
-    /// oldest tenth (by arrival) is forgotten: a redelivery that old is
-    /// taken as new.
+    /// Remembers a delivery. When full, the oldest tenth (by arrival) is
+    /// forgotten: a redelivery that old is taken as new.
     fn remember(&mut self, key: u64, now: Instant) {
         if self.seen.len() >= MAX_SEEN {
             let oldest_kept = self.next - (MAX_SEEN - MAX_SEEN / 10) as u64;

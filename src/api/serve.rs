@@ -112,6 +112,7 @@ pub async fn serve(
             },
         };
         let service = TowerToHyperService::new(app.clone());
+        let request_timeout = limits.request_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             let connection = http1::Builder::new()
@@ -121,8 +122,21 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service);
             // Errors are the client's (a reset, a timeout): nothing to do.
             // A connection that outlives its lifetime (a client that never
-            // reads its answer, say) is closed.
-            let served = std::panic::AssertUnwindSafe(tokio::time::timeout(lifetime, connection));
+            // reads its answer, say) is asked to close after the request in
+            // flight, which gets `request_timeout` to finish; a reserve
+            // connection is cut at its lifetime.
+            let served = std::panic::AssertUnwindSafe(async move {
+                tokio::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    _ = tokio::time::sleep(lifetime) => {
+                        if keep_alive {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(request_timeout, connection).await;
+                        }
+                    }
+                }
+            });
             if futures_util::FutureExt::catch_unwind(served).await.is_err() {
                 // A bug in a handler: that request fails, rollbackd serves on.
                 tracing::error!("a request handler panicked; the connection was closed");

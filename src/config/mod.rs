@@ -216,23 +216,32 @@ fn describe_figment_error(e: figment::Error) -> String {
     };
     // A syntax error quotes the offending line, which may hold a secret:
     // the line and column are kept, the quoted text is not.
-    let kind = e
-        .kind
-        .to_string()
-        .lines()
-        .filter(|line| !is_quoted_source(line))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut kind = crate::secret::redact_url(kind.trim());
-    // A type error quotes the value (found `…`), which may be a secret
-    // (a token given as a number, a webhook URL under a tagged section
-    // whose key is not named): the kind of value is said, not the value.
-    if matches!(
-        e.kind,
-        figment::error::Kind::InvalidType(..) | figment::error::Kind::InvalidValue(..)
-    ) {
-        kind = hide_quoted(&kind);
-    }
+    // A type error would quote the value, which may be a secret (a token
+    // given as a number, a webhook URL where a table belongs, under a
+    // tagged section whose key is not named): the kind of value is said,
+    // not the value.
+    use figment::error::Kind;
+    let kind = match &e.kind {
+        Kind::InvalidType(actual, expected) => {
+            format!(
+                "invalid type: found {}, expected {expected}",
+                kind_of(actual)
+            )
+        }
+        Kind::InvalidValue(actual, expected) => {
+            format!(
+                "invalid value: found {}, expected {expected}",
+                kind_of(actual)
+            )
+        }
+        other => other
+            .to_string()
+            .lines()
+            .filter(|line| !is_quoted_source(line))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let kind = crate::secret::redact_url(kind.trim());
     if key.is_empty() {
         format!("{from}: {kind}")
     } else {
@@ -263,16 +272,20 @@ fn located(figment: &Figment, problem: &str) -> String {
     format!("{from}: {problem}")
 }
 
-/// `text` with every `quoted` part shown as `***`.
-fn hide_quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for (i, part) in text.split('`').enumerate() {
-        if i > 0 {
-            out.push('`');
-        }
-        out.push_str(if i % 2 == 1 { "***" } else { part });
+/// What kind of value was found, without the value.
+fn kind_of(actual: &figment::error::Actual) -> String {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a bool".into(),
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer".into(),
+        Actual::Float(_) => "a float".into(),
+        Actual::Char(_) => "a character".into(),
+        Actual::Str(_) => "a string".into(),
+        Actual::Bytes(_) => "bytes".into(),
+        Actual::Other(_) => "a value".into(),
+        // The rest name a shape (sequence, map…) and hold no value.
+        shape => shape.to_string(),
     }
-    out
 }
 
 /// A line of a parser's error snippet: `  |`, `3 | text`, `  |   ^`.

@@ -135,22 +135,42 @@ pub fn read(file: &Path) -> Result<String, RuleError> {
 
 /// The line where flow collections first nest deeper than [`MAX_NESTING`].
 ///
-/// Read the way YAML reads them: outside a flow collection, `[` and `{`
-/// (and quotes) start something only where a value starts (at the start of
-/// a line, or after `:`, `-`, `,` or `?`), so `x[5m]` in a block scalar
-/// counts for nothing; inside one, every bracket counts. A double-quoted
-/// string ends at an unescaped `"`, a single-quoted one at a `'` (`''` is
-/// an escaped quote and reads as two), and `#` after a space starts a
-/// comment.
+/// Read the way YAML reads them:
+/// - outside a flow collection, `[` and `{` (and quotes) start something
+///   only where a value starts (at the start of a line, or after `:`, `-`,
+///   `,` or `?`), so `x[5m]` in a plain scalar counts for nothing; inside
+///   one, every bracket counts;
+/// - a tag, anchor or alias (`!t`, `&a`, `*a`) before a value is skipped;
+/// - quoted strings may span lines; in double quotes `\` escapes;
+/// - the lines of a block scalar (`|`, `>-`…) are text, skipped;
+/// - `#` after a space starts a comment.
 pub(crate) fn too_deep(text: &str) -> Option<usize> {
     let mut depth = 0usize;
+    let mut quote = None::<char>;
+    // The indentation of the line that opened a block scalar.
+    let mut block = None::<usize>;
     for (n, line) in text.lines().enumerate() {
-        let mut quote = None;
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(opener) = block {
+            if line.trim().is_empty() || indent > opener {
+                continue;
+            }
+            block = None;
+        }
         let mut escaped = false;
+        let mut in_token = false;
         // The last character that is not a space, outside quotes.
         let mut last = None::<char>;
         let mut previous = ' ';
         for c in line.chars() {
+            if in_token {
+                let ends = c.is_whitespace() || (depth > 0 && matches!(c, ',' | ']' | '}'));
+                if !ends {
+                    previous = c;
+                    continue;
+                }
+                in_token = false;
+            }
             let token_starts = matches!(last, None | Some(':' | '-' | ',' | '?' | '[' | '{'));
             let value_starts = depth > 0 || token_starts;
             match (quote, c) {
@@ -162,6 +182,7 @@ pub(crate) fn too_deep(text: &str) -> Option<usize> {
                 }
                 (Some(_), _) => {}
                 (None, '#') if previous.is_whitespace() => break,
+                (None, '!' | '&' | '*') if token_starts => in_token = true,
                 (None, '"' | '\'') if token_starts => quote = Some(c),
                 (None, '[' | '{') if value_starts => {
                     depth += 1;
@@ -178,6 +199,17 @@ pub(crate) fn too_deep(text: &str) -> Option<usize> {
                 _ => {}
             }
             previous = c;
+        }
+        if quote.is_none() && depth == 0 {
+            let code = line.split(" #").next().unwrap_or_default().trim_end();
+            let indicator = code.rsplit(char::is_whitespace).next().unwrap_or_default();
+            let opens_block = indicator.starts_with(['|', '>'])
+                && indicator[1..]
+                    .chars()
+                    .all(|c| matches!(c, '-' | '+' | '0'..='9'));
+            if opens_block {
+                block = Some(indent);
+            }
         }
     }
     None
@@ -204,6 +236,16 @@ mod tests {
         // Brackets in block scalars are text, however unbalanced.
         let prose = "    description: |\n      ratio in [0, 1) of x[5m]\n".repeat(100);
         assert_eq!(too_deep(&prose), None);
+        let folded = "  - d: >-\n      [0, 1) expected\n      [more\n".repeat(100);
+        assert_eq!(too_deep(&folded), None);
+        // Tags and anchors once hid every level.
+        let tags = format!("x: {}\n", "!t [".repeat(65));
+        assert_eq!(too_deep(&tags), Some(1));
+        let anchors: String = (0..65).map(|i| format!("&a{i} [")).collect();
+        assert_eq!(too_deep(&format!("x: {anchors}\n")), Some(1));
+        // A double-quoted string that ends on the next line.
+        let spanning = format!("x: [\"a\n{}\n", " \", [[[[[[[[[[ \"a".repeat(7));
+        assert_eq!(too_deep(&spanning), Some(2));
     }
 
     #[test]

@@ -160,7 +160,19 @@ impl Prometheus {
                 self.combined(queries, at).await
             };
             match combined {
-                Ok(answers) => return answers.into_iter().map(|a| self.within_series(a)).collect(),
+                Ok(answers) => {
+                    let answers: Vec<QueryResult> =
+                        answers.into_iter().map(|a| self.within_series(a)).collect();
+                    // A query over the series bound is asked alone from now
+                    // on, so it stops swelling its chunk's answers.
+                    let mut solo = self.solo_set();
+                    for (q, a) in queries.iter().zip(&answers) {
+                        if a.is_err() {
+                            solo.insert(q.expr.to_string());
+                        }
+                    }
+                    return answers;
+                }
                 Err(e) if !worth_asking_one_by_one(&e) => {
                     return queries.iter().map(|_| Err(e.clone())).collect();
                 }

@@ -164,12 +164,18 @@ impl Watcher {
         self.ctx.board.retain(&keep_groups);
     }
 
-    /// Stops every group and returns their rules with state.
+    /// Stops every group and returns their rules with state. Cut short (a
+    /// stop during a reload), the groups not yet joined stay listed, for
+    /// the next call to join.
     async fn stop_all(&mut self) -> BTreeMap<(String, String), RuleRuntime> {
         let mut carried = BTreeMap::new();
-        for running in self.groups.drain(..) {
+        for running in &self.groups {
             let _ = running.stop.send(true);
-            match running.task.await {
+        }
+        while let Some(first) = self.groups.first_mut() {
+            let joined = (&mut first.task).await;
+            let running = self.groups.remove(0);
+            match joined {
                 Ok(Some(runtimes)) => {
                     for rt in runtimes {
                         carried.insert((running.name.clone(), rt.rule.name.clone()), rt);

@@ -7,6 +7,8 @@
 //! marks its alert name as *overflowed*: the name counts as firing (the
 //! safe side: nothing it caused is cancelled by mistake) until every set
 //! it has remembered resolved and fewer than half the bound are held.
+//! At most 10,000 names are marked so; past that, a name's unremembered
+//! sets are not known at all.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
@@ -40,7 +42,10 @@ impl FiringAlerts {
             return;
         }
         if self.count >= MAX_LABEL_SETS {
-            self.overflowed.insert(e.rule.clone());
+            // At most as many overflowed names as remembered sets / 20.
+            if self.overflowed.len() < MAX_LABEL_SETS / 20 {
+                self.overflowed.insert(e.rule.clone());
+            }
             return;
         }
         self.by_name.entry(e.rule.clone()).or_default().insert(key);

@@ -130,10 +130,12 @@ impl Dispatcher {
                 Forwarded::Reject { pending } => self.reject(pending).map_err(|e| e.to_string()),
                 Forwarded::ResetBreaker { reason } => self.reset_breaker(reason),
                 Forwarded::AlertFired(e) => {
+                    self.alerts.fired(e);
                     self.incident(vec![e.clone()]).await;
                     Ok(())
                 }
                 Forwarded::AlertResolved(e) => {
+                    self.alerts.resolved(e);
                     self.resolved(e.clone());
                     Ok(())
                 }

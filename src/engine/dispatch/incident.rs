@@ -14,8 +14,8 @@ use crate::telemetry::events;
 impl Dispatcher {
     /// A firing rule or alert resolved: say so, and cancel the pending
     /// rollbacks it caused.
+    /// (Alertmanager's alerts were noted as they arrived, see `coalesce`.)
     pub(super) fn resolved(&mut self, e: FiringEvent) {
-        self.alerts.resolved(&e);
         self.seen_firing.remove(&(e.group.clone(), e.rule.clone()));
         if !self.engine.is_leader() {
             self.hand_alert_to_leader(&e, false);
@@ -68,7 +68,6 @@ impl Dispatcher {
         if !self.engine.is_leader() {
             for e in &fired {
                 self.hand_alert_to_leader(e, true);
-                self.alerts.fired(e);
                 events::trigger_received(
                     e,
                     e.policy.as_str(),
@@ -78,7 +77,6 @@ impl Dispatcher {
             return;
         }
         for e in &fired {
-            self.alerts.fired(e);
             let mut n = Notification::new(
                 NotifyEvent::RuleFiring,
                 if e.value.is_finite() {

@@ -141,7 +141,10 @@ impl Dispatcher {
                 event = events.recv() => {
                     let Some(first) = event else { break };
                     let window = self.engine.config.coalesce;
-                    let incident = coalesce(first, &mut events, window, &mut self.alerts).await;
+                    // A follower keeps every event: each is handed to the leader.
+                    let bound = self.engine.is_leader();
+                    let incident =
+                        coalesce(first, &mut events, window, &mut self.alerts, bound).await;
                     self.handle(incident).await;
                 }
                 Some(command) = commands.recv() => self.command(command).await,
@@ -150,8 +153,9 @@ impl Dispatcher {
         }
     }
 
-    /// One coalesced batch of events: resolutions first (they may cancel
-    /// confirmations), then the firing rules as one incident.
+    /// One coalesced batch of events (their alerts already noted):
+    /// resolutions first (they may cancel confirmations), then the firing
+    /// rules as one incident.
     async fn handle(&mut self, incident: Vec<RuleEvent>) {
         let mut fired: Vec<FiringEvent> = Vec::new();
         for event in incident {
@@ -191,31 +195,43 @@ impl Dispatcher {
     }
 }
 
-/// Firing events of one incident kept in full. Past it, a firing event of
-/// a rule (with a policy) the incident already holds is noted in the alert
-/// bookkeeping at once and not kept: it would add nothing to the incident
-/// but its labels. Resolutions are always kept.
+/// Events of one incident kept in full.
 const MAX_INCIDENT_EVENTS: usize = 10_000;
 
 /// Collects the events that arrive within `window` of the first one.
+///
+/// Alertmanager's alerts are noted in `alerts` as they arrive, in their
+/// order (a set that fires then resolves within the window is over, one
+/// that resolves then fires again is not). With `bound` (the leader), past
+/// [`MAX_INCIDENT_EVENTS`] an event of a rule, kind and policy the incident
+/// already holds is noted and not kept: it would add nothing to the
+/// incident but its labels, and what resolves is judged from the notes.
 async fn coalesce(
     first: RuleEvent,
     events: &mut mpsc::Receiver<RuleEvent>,
     window: Duration,
     alerts: &mut alerts::FiringAlerts,
+    bound: bool,
 ) -> Vec<RuleEvent> {
     let mut held = std::collections::BTreeSet::new();
     let mut incident = Vec::new();
     let mut noted = 0usize;
-    let mut take = |e: RuleEvent, incident: &mut Vec<RuleEvent>| match &e {
-        RuleEvent::Fired(f)
-            if !held.insert((f.group.clone(), f.rule.clone(), f.policy))
-                && incident.len() >= MAX_INCIDENT_EVENTS =>
-        {
+    let mut take = |e: RuleEvent, incident: &mut Vec<RuleEvent>| {
+        let (fired, f) = match &e {
+            RuleEvent::Fired(f) => (true, f),
+            RuleEvent::Resolved(f) => (false, f),
+        };
+        if fired {
             alerts.fired(f);
+        } else {
+            alerts.resolved(f);
+        }
+        let new = held.insert((fired, f.group.clone(), f.rule.clone(), f.policy));
+        if new || !bound || incident.len() < MAX_INCIDENT_EVENTS {
+            incident.push(e);
+        } else {
             noted += 1;
         }
-        _ => incident.push(e),
     };
     take(first, &mut incident);
     let window = tokio::time::sleep(window);
@@ -230,7 +246,7 @@ async fn coalesce(
         }
     }
     if noted > 0 {
-        tracing::warn!(kept = incident.len(), noted, "a flood of firing events: past {MAX_INCIDENT_EVENTS}, events of rules already in the incident were noted, not kept");
+        tracing::warn!(kept = incident.len(), noted, "a flood of events: past {MAX_INCIDENT_EVENTS}, events of rules already in the incident were noted, not kept");
     }
     incident
 }
