@@ -443,3 +443,52 @@ fn a_rollback_from_revision_c_to_b_end_to_end_keeps_the_rows() {
     );
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn every_kind_of_statement_that_loses_data_is_refused_and_nothing_is_lost() {
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "d");
+    let service = FakeService::start();
+    let amounts = "SELECT count(*) || ' ' || sum(amount) FROM s.payments";
+    let before = pg.psql("app", amounts);
+    assert_eq!(before, "100 5075.00");
+    // `DROP SCHEMA … CASCADE` once ran as "downgraded d -> c" and took
+    // s.payments with it; the others passed the keyword scan too.
+    for statement in [
+        "DROP SCHEMA IF EXISTS s CASCADE",
+        "DROP OWNED BY CURRENT_USER",
+        "DROP TYPE mood CASCADE",
+        "UPDATE s.payments SET amount = 0",
+        "ALTER TABLE s.payments ALTER COLUMN amount TYPE INTEGER",
+        "SELEKT what rollbackd cannot read",
+    ] {
+        let railway = FakeRailway::start();
+        let d = dir(&railway, &service, &pg, "", "");
+        seed_revisions(d.path(), &[("d2", "c"), ("d3", "d")]);
+        let (code, out, err) = run_rollbackd(
+            d.path(),
+            &["rollback", "--yes", "--reason", "test"],
+            &[("FIXTURE_DOWNGRADE_SQL", statement)],
+        );
+        assert_eq!(code, 0, "{statement}: {out}{err}");
+        let e = &history(d.path())["events"][0];
+        let db = phase(e, "database");
+        assert_eq!(db["result"], "skipped", "{statement}: {e}");
+        let detail = db["detail"].as_str().unwrap();
+        assert!(detail.contains("is destructive"), "{statement}: {detail}");
+        assert!(
+            detail.contains(statement),
+            "{statement}: the statement is quoted: {detail}"
+        );
+        assert_eq!(pg.psql("app", amounts), before, "{statement}: nothing lost");
+        assert_eq!(
+            pg.psql("app", "SELECT version_num FROM alembic_version"),
+            "d"
+        );
+        assert_eq!(
+            railway.rollbacks(),
+            ["d2"],
+            "the application still rolls back"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! Migration tools behind one small trait. Alembic first: the current
 //! revision is read from `alembic_version`, the downgrade SQL is obtained
 //! offline (`alembic downgrade CURRENT:TARGET --sql`, which touches nothing)
-//! and scanned for destructive statements, and the downgrade itself runs
+//! and judged statement by statement (`classify.rs`), and the downgrade itself runs
 //! with `DATABASE_URL`, a statement timeout (`PGOPTIONS`) and
 //! `ROLLBACKD_HOLDS_MIGRATION_LOCK=1`, so the application's `env.py` can skip
 //! taking the shared advisory lock that rollbackd already holds.
@@ -148,63 +148,4 @@ impl MigrationTool for Alembic {
     }
 }
 
-/// The statements of `sql` that destroy data: DROP TABLE, DROP COLUMN,
-/// ALTER … DROP, TRUNCATE, DELETE. Statements on the migration tool's own
-/// `alembic_version` table are bookkeeping and not counted.
-pub fn destructive_statements(sql: &str) -> Vec<String> {
-    let without_comments: String = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    without_comments
-        .split(';')
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|s| !s.is_empty())
-        .filter(|s| {
-            let upper = s.to_uppercase();
-            if upper.contains("ALEMBIC_VERSION") {
-                return false;
-            }
-            upper.starts_with("DROP TABLE")
-                || upper.contains("DROP COLUMN")
-                || (upper.starts_with("ALTER") && upper.contains(" DROP "))
-                || upper.starts_with("TRUNCATE")
-                || upper.starts_with("DELETE")
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_destructive_statements_and_ignores_bookkeeping() {
-        let sql = "-- Running downgrade c -> b\n\
-                   ALTER TABLE items ADD COLUMN note VARCHAR(200);\n\
-                   UPDATE alembic_version SET version_num='b' WHERE alembic_version.version_num = 'c';\n\
-                   ALTER TABLE items DROP COLUMN price;\n\
-                   alter table orders drop constraint fk_x;\n\
-                   DROP TABLE audit;\n\
-                   truncate events;\n\
-                   DELETE FROM sessions;\n\
-                   DELETE FROM alembic_version WHERE alembic_version.version_num = 'a';\n\
-                   DROP TABLE alembic_version;\n";
-        let found = destructive_statements(sql);
-        assert_eq!(
-            found,
-            [
-                "ALTER TABLE items DROP COLUMN price",
-                "alter table orders drop constraint fk_x",
-                "DROP TABLE audit",
-                "truncate events",
-                "DELETE FROM sessions",
-            ]
-        );
-        assert!(destructive_statements(
-            "ALTER TABLE items ADD COLUMN note TEXT;\nCREATE INDEX i ON items (note);"
-        )
-        .is_empty());
-    }
-}
+pub use super::classify::destructive_statements;

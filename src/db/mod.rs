@@ -8,6 +8,7 @@
 //! advisory lock, and its result is verified.
 
 pub mod backup;
+pub mod classify;
 pub mod config;
 pub mod migrate;
 pub mod revisions;
