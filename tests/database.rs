@@ -492,3 +492,176 @@ fn every_kind_of_statement_that_loses_data_is_refused_and_nothing_is_lost() {
         );
     }
 }
+
+/// The app database at `c`, deployments d2 (at b) and d3 (at c).
+fn at_c(pg: &Postgres) -> (FakeRailway, FakeService, tempfile::TempDir) {
+    alembic_upgrade(&pg.url(), "c");
+    let railway = FakeRailway::start();
+    let service = FakeService::start();
+    let d = dir(&railway, &service, pg, "", "");
+    seed_revisions(d.path(), &[("d2", "b"), ("d3", "c")]);
+    (railway, service, d)
+}
+
+#[test]
+fn alembic_reaching_another_database_is_caught_before_anything_runs() {
+    let pg = Postgres::start();
+    pg.psql("postgres", "CREATE DATABASE other");
+    let other = pg.url().replace("/app", "/other");
+    alembic_upgrade(&other, "b");
+    let (railway, _service, d) = at_c(&pg);
+    // Once: the lock taken on app, the downgrade run on alembic.ini's URL,
+    // and only "after the downgrade to b, the database is at revision c".
+    let (code, out, err) = run_rollbackd(
+        d.path(),
+        &["rollback", "--yes", "--reason", "test"],
+        &[(
+            "FIXTURE_ALEMBIC_URL",
+            &other.replace("postgres://", "postgresql+psycopg2://"),
+        )],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let db = phase(&history(d.path())["events"][0], "database").clone();
+    let detail = db["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`alembic current` says the database is at b")
+            && detail.contains("is at c")
+            && detail.contains("ROLLBACKD_SQLALCHEMY_URL"),
+        "{detail}"
+    );
+    assert_eq!(
+        pg.psql("app", "SELECT version_num FROM alembic_version"),
+        "c"
+    );
+    assert_eq!(
+        pg.psql("other", "SELECT version_num FROM alembic_version"),
+        "b"
+    );
+    assert!(
+        railway.rollbacks().is_empty(),
+        "the run stopped before the application"
+    );
+}
+
+#[test]
+fn alembic_errors_are_quoted_and_a_wait_on_rollbackds_own_lock_is_explained() {
+    let pg = Postgres::start();
+    let (_railway, _service, d) = at_c(&pg);
+    let config = d.path().join("rollbackd.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("timeout = \"4s\"\n"); // [migrations] is the file's last section
+    std::fs::write(&config, text).unwrap();
+    // An env.py without the ROLLBACKD_HOLDS_MIGRATION_LOCK check: once
+    // "did not finish within 5s" and no hint.
+    let (code, out, err) = run_rollbackd(
+        d.path(),
+        &["rollback", "--yes", "--reason", "test"],
+        &[("FIXTURE_FORGETS_LOCK_FLAG", "1")],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let db = phase(&history(d.path())["events"][0], "database").clone();
+    let detail = db["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("did not finish within 4s")
+            && detail.contains("waiting on rollbackd's own migration lock")
+            && detail.contains("ROLLBACKD_HOLDS_MIGRATION_LOCK"),
+        "{detail}"
+    );
+    assert_eq!(
+        pg.psql("app", "SELECT version_num FROM alembic_version"),
+        "c"
+    );
+
+    // A downgrade that fails: Alembic's own words are in the reason (once
+    // "failed (exit status: 255): " and nothing after).
+    pg.psql("app", "CREATE TABLE legacy_code_clash (x int)");
+    pg.psql("app", "ALTER TABLE items ADD COLUMN legacy_code TEXT");
+    let (_railway, _service, d) = at_c(&pg);
+    let (code, out, err) = rollback(d.path());
+    assert_eq!(code, 1, "{out}{err}");
+    let db = phase(&history(d.path())["events"][0], "database").clone();
+    let detail = db["detail"].as_str().unwrap();
+    assert!(detail.contains("already exists"), "{detail}");
+}
+
+#[test]
+fn database_url_alone_turns_the_database_side_on_and_enabled_false_off() {
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "b");
+    let dir = tempfile::tempdir().unwrap();
+    // No [database] header, as in the shipped Kubernetes sidecar: once
+    // "no [database] is configured" with DATABASE_URL set.
+    std::fs::write(
+        dir.path().join("rollbackd.toml"),
+        "[engine]\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    let env = [("DATABASE_URL", pg.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, out, err) = run_rollbackd(dir.path(), &["backup", "create"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let dumps: Vec<_> = std::fs::read_dir(dir.path().join("state/backups"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "dump"))
+        .collect();
+    assert_eq!(dumps.len(), 1, "{out}");
+
+    std::fs::write(
+        dir.path().join("rollbackd.toml"),
+        "[engine]\nstate_dir = \"state\"\n[database]\nenabled = false\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_rollbackd(dir.path(), &["backup", "create"], &env);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("enabled = false"), "{err}");
+}
+
+#[test]
+fn a_unix_socket_url_gets_a_real_backup_readable_by_rollbackd_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "b");
+    pg.psql(
+        "app",
+        "INSERT INTO items (name, note) VALUES ('kept', 'precious')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rollbackd.toml"),
+        "[engine]\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    let socket = pg.socket_dir().display().to_string();
+    let encoded = socket.replace('/', "%2F");
+    // Once: pg_dump dialled localhost:5432 while rollbackd's own connection
+    // worked, and the rollback went ahead without a backup.
+    for url in [
+        format!("postgres://postgres@/app?host={socket}&port={}", pg.port()),
+        format!("postgres://postgres@{encoded}:{}/app", pg.port()),
+    ] {
+        let (code, out, err) = run_rollbackd(
+            dir.path(),
+            &["backup", "create"],
+            &[("DATABASE_URL", url.as_str())],
+        );
+        assert_eq!(code, 0, "{url}: {out}{err}");
+    }
+    let dumps: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("state/backups"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dump"))
+        .collect();
+    assert_eq!(dumps.len(), 2);
+    for dump in &dumps {
+        let mode = std::fs::metadata(dump).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: once 0644", dump.display());
+        let listed = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_restore")
+            .arg("--list")
+            .arg(dump)
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&listed.stdout).contains("TABLE DATA public items"));
+    }
+}

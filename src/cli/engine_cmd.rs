@@ -492,7 +492,7 @@ pub(super) fn rollback_lock(
 pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
     let Some(db_config) = &config.database else {
         return Exit::Usage(
-            "no [database] is configured (set database.url or DATABASE_URL)".into(),
+            "no database is configured: set DATABASE_URL (or database.url); `[database] enabled = false` turns it off".into(),
         );
     };
     let dir = db_config

@@ -71,6 +71,7 @@ pub fn engine_with(
                     config: m.config.clone(),
                     working_dir: m.working_dir.clone(),
                     timeout: m.timeout,
+                    driver: m.sqlalchemy_driver.clone(),
                 }) as Arc<dyn crate::db::migrate::MigrationTool>
             }),
             revisions: crate::db::revisions::RevisionStore::new(Doc::new(

@@ -1,6 +1,7 @@
 //! rollbackd's configuration: built-in defaults, then the file named by
 //! `--config` (TOML, or YAML by extension), then `ROLLBACKD_SECTION__KEY`
-//! environment variables. Unknown keys are errors.
+//! environment variables. Unknown keys are errors. `DATABASE_URL` alone
+//! enables `[database]` with its defaults.
 //!
 //! This module only assembles: each subsystem owns its section's type and
 //! checks (`source::config`, `watch::config`, `api::config`,
@@ -113,6 +114,16 @@ impl Config {
             let messages: Vec<String> = e.into_iter().map(describe_figment_error).collect();
             ConfigError::Parse(messages.join("\n"))
         })?;
+        // DATABASE_URL alone turns the database side on (backups, the
+        // downgrade), as the section would; `[database] enabled = false`
+        // keeps it off.
+        match &config.database {
+            Some(db) if !db.enabled => config.database = None,
+            None if std::env::var("DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) => {
+                config.database = Some(DatabaseConfig::default());
+            }
+            _ => {}
+        }
         // The seed's scripts read the service URL from ROLLBACK_BASE_URL.
         if config.service.base_url.is_none() {
             if let Ok(url) = std::env::var("ROLLBACK_BASE_URL") {

@@ -135,6 +135,21 @@ pub async fn create(
     // pg_dump writes beside the final name; only a complete dump is renamed
     // into place, so a killed or failed dump never looks like a backup.
     let partial = PathBuf::from(format!("{}.partial", path.display()));
+    // The dump holds the whole database: readable by rollbackd's user only.
+    // pg_dump truncates the file it is given and keeps its mode.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(|source| BackupError::CreateDir {
+                dir: partial.clone(),
+                source,
+            })?;
+    }
     let started = Instant::now();
     let dumped = run(
         crate::child::command(&tools.pg_dump)

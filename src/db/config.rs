@@ -14,6 +14,8 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
+    /// `false` turns the database side off even when `DATABASE_URL` is set.
+    pub enabled: bool,
     /// `postgres://user:pass@host:5432/db`; default `DATABASE_URL`.
     pub url: Option<Secret>,
     /// Default `<engine.state_dir>/backups`.
@@ -46,6 +48,7 @@ pub const DEFAULT_MIGRATION_LOCK_KEY: i64 = 0x726f_6c6c_6261_636b;
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
+            enabled: true,
             url: None,
             backup_dir: None,
             keep_backups: 5,
@@ -90,6 +93,9 @@ pub struct MigrationsConfig {
     pub working_dir: Option<PathBuf>,
     #[serde(with = "duration::serde_str")]
     pub timeout: Duration,
+    /// The SQLAlchemy driver in `ROLLBACKD_SQLALCHEMY_URL`
+    /// (`postgresql+<driver>://…`): `psycopg2` or `psycopg` (3).
+    pub sqlalchemy_driver: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -106,6 +112,7 @@ impl Default for MigrationsConfig {
             config: None,
             working_dir: None,
             timeout: Duration::from_secs(120),
+            sqlalchemy_driver: "psycopg2".into(),
         }
     }
 }
@@ -114,6 +121,13 @@ impl MigrationsConfig {
     /// Adds a message per unusable value to `problems`; no I/O. That
     /// migrations need a `[database]` is checked where both are assembled.
     pub fn validate(&self, problems: &mut Vec<String>) {
+        if !["psycopg2", "psycopg", "pg8000", "asyncpg"].contains(&self.sqlalchemy_driver.as_str())
+        {
+            problems.push(format!(
+                "migrations.sqlalchemy_driver: {:?} is not a PostgreSQL driver SQLAlchemy knows; use \"psycopg2\" or \"psycopg\"",
+                self.sqlalchemy_driver
+            ));
+        }
         if self.command.is_empty() {
             problems
                 .push("migrations.command: give the command as a list, like [\"alembic\"]".into());

@@ -1,10 +1,15 @@
 //! Migration tools behind one small trait. Alembic first: the current
 //! revision is read from `alembic_version`, the downgrade SQL is obtained
 //! offline (`alembic downgrade CURRENT:TARGET --sql`, which touches nothing)
-//! and judged statement by statement (`classify.rs`), and the downgrade itself runs
-//! with `DATABASE_URL`, a statement timeout (`PGOPTIONS`) and
-//! `ROLLBACKD_HOLDS_MIGRATION_LOCK=1`, so the application's `env.py` can skip
-//! taking the shared advisory lock that rollbackd already holds.
+//! and judged statement by statement (`classify.rs`). Before the downgrade,
+//! `alembic current` must name the revision rollbackd read itself: another
+//! answer means Alembic's `env.py` reaches another database. Every command
+//! gets `DATABASE_URL` as given and `ROLLBACKD_SQLALCHEMY_URL` in the form
+//! SQLAlchemy wants (`postgresql+psycopg2://…`); the downgrade also gets a
+//! statement timeout (`PGOPTIONS`) and `ROLLBACKD_HOLDS_MIGRATION_LOCK=1`, so
+//! the application's `env.py` can skip taking the shared advisory lock that
+//! rollbackd already holds. A failure quotes the end of Alembic's stdout and
+//! stderr.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +31,15 @@ pub trait MigrationTool: Send + Sync {
         to: &'a str,
     ) -> BoxFuture<'a, Result<String, DbError>>;
 
+    /// The revision the tool itself sees, through its own configuration
+    /// (by default the one rollbackd reads).
+    fn tool_current<'a>(
+        &'a self,
+        db: &'a Database,
+    ) -> BoxFuture<'a, Result<Option<String>, DbError>> {
+        self.current(db)
+    }
+
     /// Downgrades to `to`.
     fn downgrade<'a>(
         &'a self,
@@ -44,6 +58,30 @@ pub struct Alembic {
     pub config: Option<PathBuf>,
     pub working_dir: Option<PathBuf>,
     pub timeout: Duration,
+    /// The SQLAlchemy driver for `ROLLBACKD_SQLALCHEMY_URL`.
+    pub driver: String,
+}
+
+/// `url` in the form SQLAlchemy expects: `postgresql+<driver>://…`
+/// (SQLAlchemy refuses `postgres://`, and reads a bare `postgresql://` as
+/// whatever its version's default driver is).
+pub fn sqlalchemy_url(url: &str, driver: &str) -> String {
+    match url.split_once("://") {
+        Some((_, rest)) => format!("postgresql+{driver}://{rest}"),
+        None => url.to_string(),
+    }
+}
+
+/// The last lines of a command's output, on one line.
+fn tail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text
+        .trim()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
 impl Alembic {
@@ -62,7 +100,10 @@ impl Alembic {
         if let Some(config) = &self.config {
             cmd.arg("-c").arg(config);
         }
-        cmd.args(args).env("DATABASE_URL", db.url());
+        cmd.args(args).env("DATABASE_URL", db.url()).env(
+            "ROLLBACKD_SQLALCHEMY_URL",
+            sqlalchemy_url(db.url(), &self.driver),
+        );
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -79,13 +120,20 @@ impl Alembic {
                 )),
             })?;
         if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: Vec<&str> = stderr.trim().lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let said: Vec<String> = [("stdout", &output.stdout), ("stderr", &output.stderr)]
+                .into_iter()
+                .map(|(name, bytes)| (name, tail(bytes)))
+                .filter(|(_, t)| !t.is_empty())
+                .map(|(name, t)| format!("{name}: {}", crate::secret::redact_url(&t)))
+                .collect();
             return Err(DbError::Tool(format!(
                 "{what} failed ({}): {}",
                 output.status,
-                tail.join(" | ")
+                if said.is_empty() {
+                    "it printed nothing".into()
+                } else {
+                    said.join("; ")
+                }
             )));
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
@@ -126,6 +174,29 @@ impl MigrationTool for Alembic {
         Box::pin(async move {
             self.run(db, &["downgrade", &format!("{from}:{to}"), "--sql"], &[])
                 .await
+        })
+    }
+
+    /// `alembic current`: run with the lock flag, since rollbackd may hold
+    /// the migration lock when it asks.
+    fn tool_current<'a>(
+        &'a self,
+        db: &'a Database,
+    ) -> BoxFuture<'a, Result<Option<String>, DbError>> {
+        Box::pin(async move {
+            let out = self
+                .run(
+                    db,
+                    &["current"],
+                    &[("ROLLBACKD_HOLDS_MIGRATION_LOCK", "1".to_string())],
+                )
+                .await?;
+            Ok(out
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with("INFO"))
+                .and_then(|l| l.split_whitespace().next())
+                .map(str::to_string))
         })
     }
 

@@ -82,30 +82,64 @@ impl Database {
     }
 
     pub fn new(url: Secret) -> Result<Database, DbError> {
-        let parsed = reqwest::Url::parse(url.expose()).map_err(DbError::BadUrl)?;
+        // `postgres://user@/db?host=/run/postgresql` is a libpq URL with no
+        // host (a local socket), which the URL parser refuses: parse it
+        // with a placeholder host, read as none.
+        const NO_HOST: &str = "rollbackd-no-host";
+        let parsed = reqwest::Url::parse(url.expose())
+            .or_else(|e| match url.expose().split_once("@/") {
+                Some((head, tail)) => reqwest::Url::parse(&format!("{head}@{NO_HOST}/{tail}")),
+                None => Err(e),
+            })
+            .map_err(DbError::BadUrl)?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
             return Err(DbError::NotPostgres(parsed.scheme().to_string()));
         }
-        let host = parsed.host_str().unwrap_or("localhost").to_string();
-        let port = parsed.port().unwrap_or(5432);
-        let db = parsed.path().trim_start_matches('/').to_string();
-        let mut env = vec![("PGHOST", host.clone()), ("PGPORT", port.to_string())];
-        if !parsed.username().is_empty() {
-            env.push(("PGUSER", decode(parsed.username())));
-        }
-        if let Some(p) = parsed.password() {
-            env.push(("PGPASSWORD", decode(p)));
-        }
-        if !db.is_empty() {
-            env.push(("PGDATABASE", decode(&db)));
-        }
+        // The host may be a %-encoded socket directory, or given (with the
+        // port, user, password or database) as a query parameter, as libpq
+        // reads them: `postgres:///app?host=/run/postgresql`.
+        let mut host = parsed
+            .host_str()
+            .filter(|h| *h != NO_HOST)
+            .map(decode)
+            .unwrap_or_default();
+        let mut port = parsed.port().map(|p| p.to_string()).unwrap_or_default();
+        let mut user = decode(parsed.username());
+        let mut password = parsed.password().map(decode);
+        let mut db = decode(parsed.path().trim_start_matches('/'));
+        let mut sslmode = None;
         for (k, v) in parsed.query_pairs() {
-            if k == "sslmode" {
-                env.push(("PGSSLMODE", v.to_string()));
+            match &*k {
+                "host" => host = v.into_owned(),
+                "port" => port = v.into_owned(),
+                "user" => user = v.into_owned(),
+                "password" => password = Some(v.into_owned()),
+                "dbname" => db = v.into_owned(),
+                "sslmode" => sslmode = Some(v.into_owned()),
+                _ => {}
             }
         }
+        let mut env = Vec::new();
+        for (key, value) in [
+            ("PGHOST", Some(host.clone())),
+            ("PGPORT", Some(port.clone())),
+            ("PGUSER", Some(user)),
+            ("PGPASSWORD", password),
+            ("PGDATABASE", Some(db.clone())),
+            ("PGSSLMODE", sslmode),
+        ] {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                env.push((key, value));
+            }
+        }
+        let shown_host = if host.is_empty() {
+            "local socket"
+        } else {
+            &host
+        };
+        let shown_port = if port.is_empty() { "5432" } else { &port };
         Ok(Database {
-            target: format!("{host}:{port}/{db}"),
+            target: format!("{shown_host}:{shown_port}/{db}"),
             url,
             env,
         })
@@ -222,6 +256,23 @@ impl MigrationLock {
         }
     }
 
+    /// Whether another session waits on this lock now: a migration run
+    /// (an `env.py` that forgot `ROLLBACKD_HOLDS_MIGRATION_LOCK`) queued
+    /// behind rollbackd's own hold.
+    pub async fn has_waiters(&self) -> bool {
+        // A bigint advisory key is stored as classid (high half) and objid
+        // (low half), objsubid 1.
+        let (high, low) = ((self.key >> 32) as u32, self.key as u32);
+        self.client
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                 AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1",
+                &[&i64::from(high), &i64::from(low)],
+            )
+            .await
+            .is_ok_and(|row| row.get::<_, i64>(0) > 0)
+    }
+
     pub async fn release(self) {
         let _ = self
             .client
@@ -250,5 +301,25 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("PostgreSQL"));
+    }
+
+    #[test]
+    fn socket_urls_reach_pg_dump_as_libpq_reads_them() {
+        // Once: pg_dump dialled localhost:5432 for both.
+        for url in [
+            "postgres:///app?host=/run/postgresql&port=5433",
+            "postgres://app@/app?host=/run/postgresql&port=5433",
+            "postgres://%2Frun%2Fpostgresql:5433/app",
+        ] {
+            let db = Database::new(Secret::new(url)).unwrap();
+            let env: std::collections::BTreeMap<_, _> = db.libpq_env().iter().cloned().collect();
+            assert_eq!(env["PGHOST"], "/run/postgresql", "{url}");
+            assert_eq!(env["PGPORT"], "5433", "{url}");
+            assert_eq!(env["PGDATABASE"], "app", "{url}");
+            assert_eq!(db.target, "/run/postgresql:5433/app");
+        }
+        let db = Database::new(Secret::new("postgres:///app")).unwrap();
+        assert!(!db.libpq_env().iter().any(|(k, _)| *k == "PGHOST"));
+        assert_eq!(db.target, "local socket:5432/app");
     }
 }

@@ -103,6 +103,16 @@ impl Postgres {
         self.running = true;
     }
 
+    /// The directory of the cluster's Unix socket.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// The port (also the socket's name: `.s.PGSQL.PORT`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/app`
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/app", self.port)

@@ -50,6 +50,28 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
             )
         }
     };
+    // Alembic must see the database rollbackd reads: an env.py that reads
+    // another URL (alembic.ini's sqlalchemy.url) would downgrade that one.
+    let (seen, waited_on_us) = run
+        .wait(watching_lock(&lock, tool.tool_current(&db.database)))
+        .await;
+    let wrong = match seen {
+        Ok(Some(seen)) if seen == from => None,
+        Ok(seen) => Some(format!(
+            "`alembic current` {}, but {} is at {from}: Alembic's env.py reaches another database \
+             (read ROLLBACKD_SQLALCHEMY_URL or DATABASE_URL in env.py, not alembic.ini's sqlalchemy.url; see the README)",
+            seen.map_or("sees no revision".into(), |rev| format!("says the database is at {rev}")),
+            db.database.target
+        )),
+        Err(e) => Some(explain_wait(e.to_string(), waited_on_us, db.config.lock_key)),
+    };
+    if let Some(why) = wrong {
+        lock.release().await;
+        return PhaseOutcome::failed(
+            FailureKind::DatabaseRefused,
+            format!("{why}; nothing was changed, the database is at {from}"),
+        );
+    }
     // Until the downgrade is journaled as finished, a restarted rollbackd
     // cannot know what state it left the schema in, and says so.
     if let Err(e) = run.mark(Step::DowngradeStarted, format!("{from} -> {to}")) {
@@ -59,9 +81,13 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
             format!("{e}; the downgrade was not started, the database is at {from}"),
         );
     }
-    let result = run
-        .wait(tool.downgrade(&db.database, &to, db.config.statement_timeout))
+    let (result, waited_on_us) = run
+        .wait(watching_lock(
+            &lock,
+            tool.downgrade(&db.database, &to, db.config.statement_timeout),
+        ))
         .await;
+    let result = result.map_err(|e| explain_wait(e.to_string(), waited_on_us, db.config.lock_key));
     let now_at = run.wait(tool.current(&db.database)).await;
     lock.release().await;
     run.mark_done(
@@ -90,4 +116,34 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
             format!("after the downgrade to {to}, {state}; the application is not rolled back"),
         ),
     }
+}
+
+/// Runs `work` while looking, every second, whether a session queues
+/// behind rollbackd's own migration lock: Alembic's env.py taking it
+/// without checking `ROLLBACKD_HOLDS_MIGRATION_LOCK`.
+async fn watching_lock<T>(
+    lock: &crate::db::MigrationLock,
+    work: impl std::future::Future<Output = T>,
+) -> (T, bool) {
+    tokio::pin!(work);
+    let mut waited_on_us = false;
+    loop {
+        tokio::select! {
+            out = &mut work => break (out, waited_on_us),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)), if !waited_on_us => {
+                waited_on_us = lock.has_waiters().await;
+            }
+        }
+    }
+}
+
+/// `why`, with the reason when Alembic was seen waiting on rollbackd's lock.
+fn explain_wait(why: String, waited_on_us: bool, key: i64) -> String {
+    if !waited_on_us {
+        return why;
+    }
+    format!(
+        "{why}; it was waiting on rollbackd's own migration lock (advisory lock {key}): \
+         in env.py, skip pg_advisory_lock when ROLLBACKD_HOLDS_MIGRATION_LOCK is set (see the README)"
+    )
 }
