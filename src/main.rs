@@ -4,7 +4,26 @@
 use clap::Parser;
 use rollbackd::cli::{self, Cli, Exit};
 
+/// A reader that went away (`rollbackd check | head -1`) ends the command
+/// quietly with 0, as it would for any Unix tool, instead of a panic (101).
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     rollbackd::telemetry::init_logging(cli.log_format, cli.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread()

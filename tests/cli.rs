@@ -417,6 +417,45 @@ fn check_refuses_what_watch_refuses_the_provider_included() {
 }
 
 #[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::io::Read;
+    let dir = dir_with(&[("c.toml", "")]);
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    // Well over a pipe's 64 KiB of output, so writing outlives the reader.
+    for i in 0..20 {
+        let rules: String = (0..200)
+            .map(|r| format!("      - name: R{i}x{r}\n        expr: up\n        below: 1\n"))
+            .collect();
+        std::fs::write(
+            dir.path().join(format!("rules/r{i}.yml")),
+            format!("groups:\n  - name: g{i}\n    rules:\n{rules}"),
+        )
+        .unwrap();
+    }
+    // `rollbackd check | head -1`: once a panic and exit 101.
+    let mut child = std::process::Command::new(support::rollbackd_bin())
+        .current_dir(dir.path())
+        .args(["--config", "c.toml", "check"])
+        .env_remove("ROLLBACKD_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn a_secret_of_the_wrong_type_is_named_without_its_value() {
     let dir = dir_with(&[
         ("c.toml", "[[notifiers]]\ntype = \"slack\"\nurl = 424242\n"),

@@ -132,7 +132,7 @@ fn a_destructive_downgrade_is_skipped_with_its_reason_and_nothing_is_dropped() {
         e["backup"]["restore_command"]
             .as_str()
             .unwrap()
-            .starts_with("pg_restore"),
+            .starts_with("rollbackd backup restore"),
         "{e}"
     );
     assert!(Path::new(e["backup"]["path"].as_str().unwrap()).exists());
@@ -664,4 +664,83 @@ fn a_unix_socket_url_gets_a_real_backup_readable_by_rollbackd_only() {
             .unwrap();
         assert!(String::from_utf8_lossy(&listed.stdout).contains("TABLE DATA public items"));
     }
+}
+
+#[test]
+fn a_restore_goes_into_a_new_database_and_replace_swaps_it_in_keeping_the_old() {
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "b");
+    pg.psql(
+        "app",
+        "INSERT INTO items (name, note) VALUES ('kept', 'precious')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rollbackd.toml"),
+        "[engine]\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    let url = pg.url();
+    let env = [("DATABASE_URL", url.as_str())];
+    let (code, out, err) = run_rollbackd(dir.path(), &["backup", "create"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let dump = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("backup ")
+                .and_then(|l| l.strip_suffix(" verified"))
+        })
+        .unwrap()
+        .to_string();
+    // A newer schema on the live database: the README's old
+    // `pg_restore --clean` left `audit` in place beside revision b.
+    alembic_upgrade(&pg.url(), "c");
+    pg.psql("app", "CREATE TABLE audit (id int)");
+    pg.psql("app", "DELETE FROM items");
+
+    let (code, out, err) = run_rollbackd(
+        dir.path(),
+        &["backup", "restore", &dump, "--dbname", "app_check"],
+        &env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("into the new database app_check"), "{out}");
+    assert_eq!(pg.psql("app_check", "SELECT note FROM items"), "precious");
+    assert_eq!(
+        pg.psql("app", "SELECT count(*) FROM items"),
+        "0",
+        "the live one untouched"
+    );
+
+    let (code, _, err) =
+        run_rollbackd(dir.path(), &["backup", "restore", &dump, "--replace"], &env);
+    assert_eq!(code, 2, "--replace asks for --yes: {err}");
+    let (code, out, err) = run_rollbackd(
+        dir.path(),
+        &["backup", "restore", &dump, "--replace", "--yes"],
+        &env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(pg.psql("app", "SELECT note FROM items"), "precious");
+    assert_eq!(
+        pg.psql("app", "SELECT version_num FROM alembic_version"),
+        "b"
+    );
+    assert_eq!(
+        pg.psql("app", "SELECT to_regclass('audit') IS NULL"),
+        "t",
+        "nothing the dump lacks survives under the live name"
+    );
+    let kept = out
+        .split("kept as ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert_eq!(
+        pg.psql(kept, "SELECT to_regclass('audit') IS NOT NULL"),
+        "t",
+        "the old one is kept: {out}"
+    );
 }

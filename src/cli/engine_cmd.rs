@@ -557,6 +557,57 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
             }
             Exit::Ok
         }
+        BackupCommand::Restore {
+            path,
+            dbname,
+            replace,
+            yes,
+        } => {
+            let db = match crate::db::Database::from_config(db_config) {
+                Ok(db) => db,
+                Err(e) => return Exit::Usage(e.to_string()),
+            };
+            if replace && !yes {
+                if !std::io::stdin().is_terminal() {
+                    return Exit::Usage(format!(
+                        "--replace swaps the restored database in for {} and ends its sessions; pass --yes to confirm",
+                        db.target
+                    ));
+                }
+                eprint!(
+                    "Replace {} with the restore of {}? Its sessions are ended; it is kept under another name. [y/N] ",
+                    db.target,
+                    path.display()
+                );
+                let mut answer = String::new();
+                let _ = std::io::stdin().read_line(&mut answer);
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    eprintln!("nothing was changed");
+                    return Exit::Failed;
+                }
+            }
+            match crate::db::restore::restore(&db, &tools, &path, dbname, replace).await {
+                Ok(done) => {
+                    match &done.kept_as {
+                        None => println!(
+                            "restored {} into the new database {}; the live database is unchanged",
+                            path.display(),
+                            done.dbname
+                        ),
+                        Some(kept) => println!(
+                            "restored {} as {}; the database it replaced is kept as {kept} (drop it when you no longer need it)",
+                            path.display(),
+                            done.dbname
+                        ),
+                    }
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("rollbackd: {e}");
+                    Exit::Failed
+                }
+            }
+        }
         BackupCommand::Verify { path } => match crate::db::backup::verify(&path, &tools).await {
             Ok(()) => {
                 println!(

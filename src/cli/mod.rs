@@ -198,6 +198,23 @@ pub enum BackupCommand {
         /// The .dump file.
         path: std::path::PathBuf,
     },
+    /// Restore a backup (verified first) into a new database, leaving the
+    /// live one untouched; --replace then swaps it in for the live one,
+    /// which is kept under another name.
+    Restore {
+        /// The .dump file.
+        path: std::path::PathBuf,
+        /// The new database's name (default `<live>_restored_<time>`).
+        #[arg(long)]
+        dbname: Option<String>,
+        /// Swap the restored database in for the live one (its sessions
+        /// are ended); the live one is kept as `<live>_replaced_<time>`.
+        #[arg(long)]
+        replace: bool,
+        /// Do not ask before --replace.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -180,7 +180,7 @@ pub async fn create(
     .map_err(BackupError::WriteChecksum)?;
     let mut backup = Backup {
         restore_command: format!(
-            "pg_restore --clean --if-exists --no-owner --dbname \"$DATABASE_URL\" {}",
+            "rollbackd backup restore {} (into a new database; --replace swaps it in for the live one)",
             path.display()
         ),
         path,

@@ -11,6 +11,7 @@ pub mod backup;
 pub mod classify;
 pub mod config;
 pub mod migrate;
+pub mod restore;
 pub mod revisions;
 
 use std::time::{Duration, Instant};
@@ -55,6 +56,7 @@ pub struct Database {
     /// `host:port/dbname`, safe to print.
     pub target: String,
     env: Vec<(&'static str, String)>,
+    dbname: String,
 }
 
 impl std::fmt::Debug for Database {
@@ -142,6 +144,7 @@ impl Database {
             target: format!("{shown_host}:{shown_port}/{db}"),
             url,
             env,
+            dbname: db,
         })
     }
 
@@ -156,13 +159,38 @@ impl Database {
         self.url.expose()
     }
 
+    /// The database's name.
+    pub fn dbname(&self) -> &str {
+        &self.dbname
+    }
+
     /// A session, with the connection driven in the background.
     pub async fn connect(&self, timeout: Duration) -> Result<tokio_postgres::Client, DbError> {
+        self.session(None, timeout).await
+    }
+
+    /// A session on another database of the same server (same user).
+    pub async fn connect_to(
+        &self,
+        dbname: &str,
+        timeout: Duration,
+    ) -> Result<tokio_postgres::Client, DbError> {
+        self.session(Some(dbname), timeout).await
+    }
+
+    async fn session(
+        &self,
+        dbname: Option<&str>,
+        timeout: Duration,
+    ) -> Result<tokio_postgres::Client, DbError> {
         let mut config: tokio_postgres::Config =
             self.url.expose().parse().map_err(|e| DbError::Connect {
                 target: self.target.clone(),
                 message: format!("{e}"),
             })?;
+        if let Some(dbname) = dbname {
+            config.dbname(dbname);
+        }
         config.connect_timeout(timeout);
         config.application_name("rollbackd");
         // A peer that vanished (a partition, a dead node) is noticed in
