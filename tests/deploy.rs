@@ -250,7 +250,8 @@ fn the_compose_systemd_docker_and_grafana_files_parse() {
 
     let docker = std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap();
     let froms: Vec<&str> = docker.lines().filter(|l| l.starts_with("FROM ")).collect();
-    assert_eq!(froms.len(), 2, "multi-stage: {froms:?}");
+    assert_eq!(froms.len(), 4, "multi-stage: {froms:?}");
+    assert_eq!(froms[3], "FROM runtime", "the default target is the small image");
     let user = docker
         .lines()
         .rfind(|l| l.starts_with("USER "))
@@ -260,4 +261,62 @@ fn the_compose_systemd_docker_and_grafana_files_parse() {
         "runs as non-root: {user}"
     );
     assert!(docker.contains("--bin rollbackd") && docker.contains("COPY --from=build"));
+}
+
+#[test]
+fn the_kubernetes_recipe_gives_rollbackd_the_migrations_of_the_version_it_runs_beside() {
+    let docs = yaml_docs("deploy/kubernetes/rollbackd-sidecar.yaml");
+    let config = docs[1]["data"]["rollbackd.toml"].as_str().unwrap();
+    let working_dir = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("working_dir = "))
+        .expect("[migrations] working_dir")
+        .trim_matches('"');
+    let pod = &docs[3]["spec"]["template"]["spec"];
+    let mount = |container: &serde_norway::Value, volume: &str| -> String {
+        container["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume)
+            .unwrap_or_else(|| panic!("{volume} mounted in {:?}", container["name"]))["mountPath"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // The init container runs the application's image (this pod's version)
+    // and copies alembic.ini and the migrations into the shared volume.
+    let init = &pod["initContainers"][0];
+    let app = pod["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "web")
+        .unwrap();
+    assert_eq!(init["image"], app["image"], "the migrations of the running version");
+    let copied_to = mount(init, "migrations");
+    let command = init["command"].as_sequence().unwrap().last().unwrap().as_str().unwrap();
+    assert!(
+        command.contains("alembic.ini") && command.trim_end().ends_with(&format!("{copied_to}/")),
+        "{command}"
+    );
+    // rollbackd sees them where [migrations] runs Alembic, from its image
+    // variant that has Alembic.
+    let rb = pod["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "rollbackd")
+        .unwrap();
+    assert_eq!(mount(rb, "migrations"), working_dir);
+    assert!(rb["image"].as_str().unwrap().ends_with(":alembic"));
+    let dockerfile = std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("AS alembic") && dockerfile.contains("pip install"));
+    let volumes: Vec<&str> = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(volumes.contains(&"migrations"), "{volumes:?}");
 }
