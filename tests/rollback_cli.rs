@@ -98,6 +98,8 @@ fn rollback_runs_all_five_phases_and_prints_the_timeline() {
         (Some("manual"), Some("bad deploy d3"))
     );
     assert_eq!(history["last_known_good"]["deployment_id"], "d2");
+    // Once recorded as policy "auto", as if a rule had decided it.
+    assert_eq!(e["policy"], "manual", "{e}");
 
     let (code, out, _) = cli(d.path(), &["breaker", "status"]);
     assert_eq!(code, 1, "{out}");

@@ -281,7 +281,7 @@ impl Engine {
     pub fn record_blocked(&self, req: &RollbackRequest, blocked: &Blocked) {
         events::rollback_blocked(
             req.trigger.label(),
-            req.policy.as_str(),
+            req.policy_label(),
             blocked.guard,
             &blocked.reason,
         );
@@ -294,7 +294,7 @@ impl Engine {
             timestamp: crate::clock::millis(self.clock.now()),
             trigger: req.trigger.kind(),
             reason: req.reason.clone(),
-            policy: Some(req.policy.as_str().into()),
+            policy: Some(req.policy_label().into()),
             rules: req.trigger.rules().to_vec(),
             error: Some(format!("{}: {}", blocked.guard, blocked.reason)),
             ..Event::default()
@@ -312,7 +312,7 @@ impl Engine {
             ),
         );
         n.rules = req.trigger.rules().to_vec();
-        n.policy = Some(req.policy.as_str().to_string());
+        n.policy = Some(req.policy_label().to_string());
         n.outcome = Some(format!("not rolled back: {}", blocked.reason));
         self.notify(n);
     }

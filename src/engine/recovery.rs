@@ -512,7 +512,7 @@ impl Engine {
             }
         }
         self.breaker_state(now);
-        metrics::counter!("rollbackd_rollbacks_total", "result" => "interrupted", "trigger" => run.req.trigger.label(), "policy" => run.req.policy.as_str())
+        metrics::counter!("rollbackd_rollbacks_total", "result" => "interrupted", "trigger" => run.req.trigger.label(), "policy" => run.req.policy_label())
             .increment(1);
         if problems.is_empty() {
             tracing::warn!(rollback = %run.id, phase = phase.as_str(), settled = "interrupted", "recorded an interrupted rollback: nothing had reached production; the breaker is as it was before it");

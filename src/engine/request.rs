@@ -55,6 +55,17 @@ pub struct RollbackRequest {
     pub pending_id: Option<String>,
 }
 
+impl RollbackRequest {
+    /// The policy as recorded and counted: an operator's own rollback is
+    /// `manual` (it acts at once, as `auto` does, but no rule decided it).
+    pub fn policy_label(&self) -> &'static str {
+        match (&self.trigger, self.policy) {
+            (Trigger::Manual, Policy::Auto) => "manual",
+            (_, policy) => policy.as_str(),
+        }
+    }
+}
+
 /// A fresh id like `rb-1a2b3c4d5e6f`.
 pub fn new_id(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

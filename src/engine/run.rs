@@ -235,7 +235,7 @@ impl<'a> Run<'a> {
             reason: self.req.reason.clone(),
             duration_seconds: round3(self.t0.elapsed().as_secs_f64()),
             success: self.success(),
-            policy: Some(self.req.policy.as_str().into()),
+            policy: Some(self.req.policy_label().into()),
             rules: self.req.trigger.rules().to_vec(),
             phases: self.steps.iter().map(PhaseStep::record).collect(),
             error: self.error(),
@@ -249,7 +249,7 @@ impl<'a> Run<'a> {
         n.rollback_id = Some(self.id.clone());
         n.pending_id = self.req.pending_id.clone();
         n.rules = self.req.trigger.rules().to_vec();
-        n.policy = Some(self.req.policy.as_str().to_string());
+        n.policy = Some(self.req.policy_label().to_string());
         n.target_deployment = self.plan.as_ref().map(|p| p.target.id.clone());
         n.from_deployment = self.plan.as_ref().map(|p| p.current.id.clone());
         n
@@ -343,7 +343,7 @@ impl Engine {
         events::rollback_started(
             &run.id,
             run.req.trigger.label(),
-            run.req.policy.as_str(),
+            run.req.policy_label(),
             &run.req.reason,
         );
         self.walk_from(run, Phase::PreValidation).await
@@ -523,7 +523,7 @@ impl Engine {
         events::rollback_finished(
             &run.id,
             run.req.trigger.label(),
-            run.req.policy.as_str(),
+            run.req.policy_label(),
             success,
             duration,
             error.as_deref(),

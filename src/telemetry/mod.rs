@@ -81,7 +81,7 @@ pub async fn upkeep() {
 fn register_zeroes() {
     for result in ["success", "failure", "dry_run", "interrupted"] {
         for trigger in ["manual", "rule", "alertmanager"] {
-            for policy in ["dry_run", "confirm", "auto"] {
+            for policy in ["dry_run", "confirm", "auto", "manual"] {
                 metrics::counter!("rollbackd_rollbacks_total", "result" => result, "trigger" => trigger, "policy" => policy)
                     .absolute(0);
             }
