@@ -251,7 +251,10 @@ fn the_compose_systemd_docker_and_grafana_files_parse() {
     let docker = std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap();
     let froms: Vec<&str> = docker.lines().filter(|l| l.starts_with("FROM ")).collect();
     assert_eq!(froms.len(), 4, "multi-stage: {froms:?}");
-    assert_eq!(froms[3], "FROM runtime", "the default target is the small image");
+    assert_eq!(
+        froms[3], "FROM runtime",
+        "the default target is the small image"
+    );
     let user = docker
         .lines()
         .rfind(|l| l.starts_with("USER "))
@@ -293,9 +296,18 @@ fn the_kubernetes_recipe_gives_rollbackd_the_migrations_of_the_version_it_runs_b
         .iter()
         .find(|c| c["name"] == "web")
         .unwrap();
-    assert_eq!(init["image"], app["image"], "the migrations of the running version");
+    assert_eq!(
+        init["image"], app["image"],
+        "the migrations of the running version"
+    );
     let copied_to = mount(init, "migrations");
-    let command = init["command"].as_sequence().unwrap().last().unwrap().as_str().unwrap();
+    let command = init["command"]
+        .as_sequence()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap();
     assert!(
         command.contains("alembic.ini") && command.trim_end().ends_with(&format!("{copied_to}/")),
         "{command}"

@@ -509,7 +509,7 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                 Ok(db) => db,
                 Err(e) => return Exit::Usage(e.to_string()),
             };
-            let id = engine::new_id("bk");
+            let id = engine::new_id(crate::db::backup::MANUAL_PREFIX);
             match crate::db::backup::create(&db, &tools, &dir, &id, "-", &reason).await {
                 Ok(b) => {
                     crate::db::backup::prune(&dir, db_config.keep_backups);

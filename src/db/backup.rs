@@ -235,6 +235,9 @@ pub async fn verify(path: &Path, tools: &Tools) -> Result<(), BackupError> {
 /// `rollbackd-<stamp>-<rollback id>.dump`. The stamp is UTC to the
 /// nanosecond (`20250102T030405.123456789Z`): with whole seconds, backups
 /// taken in the same second were told apart only by their random ids.
+/// The id prefix of manual backups (`rollbackd backup create`).
+pub const MANUAL_PREFIX: &str = "bk";
+
 fn file_name(at: SystemTime, rollback_id: &str) -> String {
     let stamp = humantime::format_rfc3339_nanos(at)
         .to_string()
@@ -296,8 +299,19 @@ pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
             }
         }
     }
-    let excess = dumps.len().saturating_sub(keep.max(1));
-    let removed: Vec<PathBuf> = dumps.into_iter().take(excess).collect();
+    // Manual backups (`rollbackd backup create`, ids `bk-…`) and the
+    // emergency ones taken by rollbacks are kept `keep` each: a manual
+    // backup never prunes the last emergency dump.
+    let (manual, emergency): (Vec<PathBuf>, Vec<PathBuf>) = dumps.into_iter().partition(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains(&format!("-{MANUAL_PREFIX}-")))
+    });
+    let mut removed = Vec::new();
+    for kind in [manual, emergency] {
+        let excess = kind.len().saturating_sub(keep.max(1));
+        removed.extend(kind.into_iter().take(excess));
+    }
     for p in &removed {
         let _ = std::fs::remove_file(p);
         let _ = std::fs::remove_file(checksum_path(p));
@@ -369,6 +383,31 @@ async fn run(cmd: &mut Command, what: &str) -> Result<(), BackupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manual_backups_never_prune_the_emergency_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        // Once: three manual backups after a rollback pruned its dump.
+        for (stamp, id) in [
+            ("20250101T000000Z", "rb-1"),
+            ("20250102T000000Z", "bk-1"),
+            ("20250103T000000Z", "bk-2"),
+            ("20250104T000000Z", "bk-3"),
+        ] {
+            std::fs::write(
+                dir.path().join(format!("rollbackd-{stamp}-{id}.dump")),
+                b"x",
+            )
+            .unwrap();
+        }
+        let removed = prune(dir.path(), 2);
+        assert_eq!(removed.len(), 1, "{removed:?}");
+        assert!(removed[0].to_str().unwrap().contains("bk-1"), "{removed:?}");
+        assert!(dir
+            .path()
+            .join("rollbackd-20250101T000000Z-rb-1.dump")
+            .exists());
+    }
 
     #[test]
     fn prune_keeps_the_newest() {
