@@ -273,6 +273,23 @@ fn the_database_down_makes_the_backup_a_warning_and_the_database_phase_fail_clea
         code, 0,
         "nothing changed, so the breaker was not touched: {out}"
     );
+
+    // The seed's way, when asked for: the application is rolled back alone.
+    let railway = FakeRailway::start();
+    let d = dir(&railway, &service, &pg, "on_failure = \"app_only\"", "");
+    seed_revisions(d.path(), &[("d2", "b"), ("d3", "c")]);
+    let (code, out, err) = rollback(d.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let db = phase(&history(d.path())["events"][0], "database").clone();
+    assert_eq!(db["result"], "skipped", "{db}");
+    assert!(
+        db["detail"]
+            .as_str()
+            .unwrap()
+            .contains("database.on_failure = \"app_only\""),
+        "{db}"
+    );
+    assert_eq!(railway.rollbacks(), ["d2"]);
 }
 
 #[test]
@@ -297,7 +314,10 @@ fn a_corrupted_backup_is_detected_by_its_checksum() {
             .trim_start_matches("backup ")
             .trim_end_matches(" verified")
             .to_string();
-        assert!(out.contains("restore with: pg_restore"), "{out}");
+        assert!(
+            out.contains("restore with: rollbackd backup restore"),
+            "{out}"
+        );
         // No pause: backups taken in the same second are pruned oldest first.
         paths.push(path);
     }
@@ -489,6 +509,23 @@ fn every_kind_of_statement_that_loses_data_is_refused_and_nothing_is_lost() {
             railway.rollbacks(),
             ["d2"],
             "the application still rolls back"
+        );
+        // The deployment the rollback created is recorded at the schema it runs.
+        let created = e["created_deployment_id"].as_str().unwrap();
+        let revisions: Value = serde_json::from_str(
+            &std::fs::read_to_string(d.path().join("state/revisions.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            revisions["deployments"][created]["revision"], "d",
+            "{revisions}"
+        );
+        let (code, out, _) = run_rollbackd(d.path(), &["revisions"], &[]);
+        assert_eq!(code, 0);
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(created) && l.contains(" d ")),
+            "{out}"
         );
     }
 }
@@ -743,4 +780,50 @@ fn a_restore_goes_into_a_new_database_and_replace_swaps_it_in_keeping_the_old() 
         "t",
         "the old one is kept: {out}"
     );
+}
+
+#[test]
+fn check_probes_the_database_the_migrations_and_pg_dump() {
+    let pg = Postgres::start();
+    pg.psql("postgres", "CREATE DATABASE other");
+    let other = pg.url().replace("/app", "/other");
+    alembic_upgrade(&other, "a");
+    let (_railway, _service, d) = at_c(&pg);
+    std::fs::create_dir_all(d.path().join("rules")).unwrap();
+    // Once: `check` never looked at the database, Alembic or pg_dump.
+    let (code, out, err) = run_rollbackd(d.path(), &["check"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("at revision c") && out.contains("migrations OK"),
+        "{out}"
+    );
+    assert!(
+        out.contains("database.pg_dump OK: pg_dump (PostgreSQL)"),
+        "{out}"
+    );
+
+    let elsewhere = other.replace("postgres://", "postgresql+psycopg2://");
+    let (code, _, err) =
+        run_rollbackd(d.path(), &["check"], &[("FIXTURE_ALEMBIC_URL", &elsewhere)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("`alembic current` names a") && err.contains("another database"),
+        "{err}"
+    );
+
+    let config = d.path().join("rollbackd.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "[database]\n",
+            "[database]\npg_dump = \"/nonexistent/pg_dump\"\n",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_rollbackd(d.path(), &["check"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("database.pg_dump: cannot run"), "{err}");
+    let (code, out, err) = run_rollbackd(d.path(), &["check", "--offline"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -196,7 +196,7 @@ fn the_kubernetes_example_runs_rollbackd_as_a_sidecar_with_probes() {
     // As in the pod, where the Secret provides DATABASE_URL (and so the state's URL).
     let (code, out, err) = support::run_rollbackd(
         dir.path(),
-        &["check"],
+        &["check", "--offline"],
         &[("DATABASE_URL", "postgres://app@db.example:5432/app")],
     );
     assert_eq!(code, 0, "{out}{err}");

@@ -82,7 +82,7 @@ fn a_rollback_is_announced_on_every_notifier_in_its_documented_format() {
         .collect();
     assert!(fields.contains(&"*Target deployment*\nd2"), "{fields:?}");
     assert!(fields.contains(&"*Rolled back from*\nd3"), "{fields:?}");
-    assert!(fields.contains(&"*Policy*\nauto"), "{fields:?}");
+    assert!(fields.contains(&"*Policy*\nmanual"), "{fields:?}");
     assert!(
         fields.iter().any(|f| f.starts_with("*Duration*\n")),
         "{fields:?}"

@@ -168,14 +168,27 @@ fn print_timeline(steps: &[PhaseStep]) {
     }
 }
 
-fn deployment_table(list: &[Deployment]) {
+/// The schema revisions recorded per deployment (empty when there are
+/// none, or they cannot be read: the table then shows `-`).
+fn recorded_revisions(config: &Config) -> crate::db::revisions::Revisions {
+    super::wiring::state(config)
+        .ok()
+        .and_then(|(state, _)| {
+            crate::db::revisions::RevisionStore::new(Doc::new(state, StateDir::REVISIONS))
+                .load()
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn deployment_table(list: &[Deployment], revisions: &crate::db::revisions::Revisions) {
     println!(
-        "{:<28} {:<12} {:<22} {:<12} BRANCH",
-        "ID", "STATUS", "CREATED", "GIT SHA"
+        "{:<28} {:<12} {:<22} {:<12} {:<14} BRANCH",
+        "ID", "STATUS", "CREATED", "GIT SHA", "SCHEMA"
     );
     for d in list {
         println!(
-            "{:<28} {:<12} {:<22} {:<12} {}",
+            "{:<28} {:<12} {:<22} {:<12} {:<14} {}",
             d.id,
             d.status,
             humantime::format_rfc3339_seconds(d.created_at).to_string(),
@@ -183,9 +196,43 @@ fn deployment_table(list: &[Deployment]) {
                 .as_deref()
                 .map(|s| &s[..s.len().min(10)])
                 .unwrap_or("-"),
+            revisions
+                .deployments
+                .get(&d.id)
+                .map_or("-", |r| r.revision.as_str()),
             d.git_branch.as_deref().unwrap_or("-")
         );
     }
+}
+
+/// `rollbackd revisions`: the schema revision recorded for each deployment.
+pub fn revisions(config: &Config, json: bool) -> Exit {
+    let (state, _) = match super::wiring::state(config) {
+        Ok(s) => s,
+        Err(e) => return Exit::Usage(e.to_string()),
+    };
+    let store = crate::db::revisions::RevisionStore::new(Doc::new(state, StateDir::REVISIONS));
+    let revisions = match store.load() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rollbackd: {e}");
+            return Exit::Failed;
+        }
+    };
+    if json {
+        return print_json(&revisions);
+    }
+    if revisions.deployments.is_empty() {
+        println!("no revisions recorded yet (`rollbackd watch` records the live deployment's, with a [database] and [migrations])");
+        return Exit::Ok;
+    }
+    println!("{:<28} {:<14} SEEN", "DEPLOYMENT", "SCHEMA");
+    let mut rows: Vec<_> = revisions.deployments.iter().collect();
+    rows.sort_by(|a, b| b.1.seen_at.cmp(&a.1.seen_at));
+    for (deployment, seen) in rows {
+        println!("{deployment:<28} {:<14} {}", seen.revision, seen.seen_at);
+    }
+    Exit::Ok
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Exit {
@@ -214,7 +261,7 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
             match provider.list(limit).await {
                 Ok(list) if json => print_json(&list),
                 Ok(list) => {
-                    deployment_table(&list);
+                    deployment_table(&list, &recorded_revisions(config));
                     Exit::Ok
                 }
                 Err(e) => {
@@ -243,7 +290,7 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
                     println!(
                         "previous good deployment (the one `rollbackd rollback` would go back to):"
                     );
-                    deployment_table(&[plan.target]);
+                    deployment_table(&[plan.target], &recorded_revisions(config));
                     Exit::Ok
                 }
                 Err(e) => {
@@ -258,7 +305,7 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
         } => match provider.status(&deployment_id).await {
             Ok(d) if json => print_json(&d),
             Ok(d) => {
-                deployment_table(&[d]);
+                deployment_table(&[d], &recorded_revisions(config));
                 Exit::Ok
             }
             Err(e) => {

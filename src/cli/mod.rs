@@ -3,6 +3,7 @@
 //! code. Output meant for people goes to stdout; logs go to stderr.
 
 mod engine_cmd;
+mod probe;
 mod remote_cmd;
 mod rules_cmd;
 mod state_cmd;
@@ -63,8 +64,13 @@ pub enum Command {
     /// Run the controller: evaluate rules on their intervals, serve /metrics,
     /// reload rule files on change or SIGHUP.
     Watch,
-    /// Validate the config and every rule file, then exit (starts nothing).
-    Check,
+    /// Validate the config and every rule file, then probe the database,
+    /// the migration tool and pg_dump (starts nothing, changes nothing).
+    Check {
+        /// Skip the probes: only the config and the rules are checked.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Work with rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -73,6 +79,12 @@ pub enum Command {
     /// List deployments, show the previous good one, or one deployment's status.
     #[command(subcommand)]
     Deployments(DeploymentsCommand),
+    /// The schema revision recorded for each deployment (what a rollback
+    /// to it would downgrade to), newest first.
+    Revisions {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the health verification phases against a service and print a table.
     Validate(ValidateArgs),
     /// Show the rollback history (the audit trail).
@@ -306,13 +318,17 @@ pub async fn run(cli: Cli) -> Exit {
     };
     match cli.command {
         Command::Watch => watch_cmd::watch(config).await,
-        Command::Check => rules_cmd::check(&config, &[], true),
+        Command::Check { offline } => match rules_cmd::check(&config, &[], true) {
+            Exit::Ok if !offline => probe::database(&config).await,
+            other => other,
+        },
         Command::Rules(RulesCommand::Check { paths }) => rules_cmd::check(&config, &paths, false),
         Command::Rules(RulesCommand::Eval { rule, json }) => {
             rules_cmd::eval(&config, rule.as_deref(), json).await
         }
         Command::Rollback(args) => engine_cmd::rollback(&config, args).await,
         Command::Deployments(cmd) => engine_cmd::deployments(&config, cmd).await,
+        Command::Revisions { json } => engine_cmd::revisions(&config, json),
         Command::Validate(args) => engine_cmd::validate(&config, args).await,
         Command::History { limit, json } => engine_cmd::history(&config, limit, json),
         Command::Breaker(cmd) => engine_cmd::breaker(&config, cmd).await,

@@ -65,15 +65,7 @@ pub fn engine_with(
             database: crate::db::Database::from_config(db)
                 .map_err(|e| EngineError::Database(e.into()))?,
             config: db.clone(),
-            tool: config.migrations.as_ref().map(|m| {
-                Arc::new(crate::db::migrate::Alembic {
-                    command: m.command.clone(),
-                    config: m.config.clone(),
-                    working_dir: m.working_dir.clone(),
-                    timeout: m.timeout,
-                    driver: m.sqlalchemy_driver.clone(),
-                }) as Arc<dyn crate::db::migrate::MigrationTool>
-            }),
+            tool: migration_tool(config),
             revisions: crate::db::revisions::RevisionStore::new(Doc::new(
                 state.clone(),
                 StateDir::REVISIONS,
@@ -145,4 +137,17 @@ pub fn state(config: &Config) -> Result<Shared, EngineError> {
             Ok((pg.clone() as Arc<dyn StateStore>, Some(pg)))
         }
     }
+}
+
+/// The migration tool `[migrations]` describes, if any.
+pub fn migration_tool(config: &Config) -> Option<Arc<dyn crate::db::migrate::MigrationTool>> {
+    config.migrations.as_ref().map(|m| {
+        Arc::new(crate::db::migrate::Alembic {
+            command: m.command.clone(),
+            config: m.config.clone(),
+            working_dir: m.working_dir.clone(),
+            timeout: m.timeout,
+            driver: m.sqlalchemy_driver.clone(),
+        }) as Arc<dyn crate::db::migrate::MigrationTool>
+    })
 }

@@ -37,9 +37,22 @@ pub struct DatabaseConfig {
     /// When the database rollback is skipped as destructive, still roll the
     /// application back (the seed's behaviour); false stops the run instead.
     pub app_only_if_skipped: bool,
+    /// When the database or the migration tool cannot be used at planning
+    /// (its revision unreadable, the downgrade SQL not produced): `stop`
+    /// the rollback (default), or roll back the application alone
+    /// (`app_only`, the seed's behaviour).
+    pub on_failure: OnFailure,
     /// How often `rollbackd watch` records the live deployment's schema revision.
     #[serde(with = "duration::serde_str")]
     pub revision_check_interval: Duration,
+}
+
+/// What a rollback does when the database side cannot be used at planning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    Stop,
+    AppOnly,
 }
 
 /// The advisory lock key rollbackd takes around a downgrade: `rollback` in ASCII.
@@ -59,6 +72,7 @@ impl Default for DatabaseConfig {
             statement_timeout: Duration::from_secs(60),
             allow_destructive: false,
             app_only_if_skipped: true,
+            on_failure: OnFailure::Stop,
             revision_check_interval: Duration::from_secs(30),
         }
     }

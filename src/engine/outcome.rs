@@ -160,6 +160,9 @@ pub enum SkipReason {
     AlreadyAtRevision,
     /// The downgrade would destroy data and `allow_destructive` is not set.
     Destructive,
+    /// The database or the migration tool could not be used at planning,
+    /// and `database.on_failure = "app_only"`.
+    DatabaseUnavailable,
     NothingPlanned,
     PreValidationFailed,
     DatabaseFailed,
@@ -178,6 +181,7 @@ impl SkipReason {
             SkipReason::NoRecordedRevision => "no_recorded_revision",
             SkipReason::AlreadyAtRevision => "already_at_revision",
             SkipReason::Destructive => "destructive",
+            SkipReason::DatabaseUnavailable => "database_unavailable",
             SkipReason::NothingPlanned => "nothing_planned",
             SkipReason::PreValidationFailed => "pre_validation_failed",
             SkipReason::DatabaseFailed => "database_failed",
@@ -186,7 +190,7 @@ impl SkipReason {
         }
     }
 
-    pub const ALL: [SkipReason; 12] = [
+    pub const ALL: [SkipReason; 13] = [
         SkipReason::SkipDb,
         SkipReason::NoDatabase,
         SkipReason::NoMigrationTool,
@@ -194,6 +198,7 @@ impl SkipReason {
         SkipReason::NoRecordedRevision,
         SkipReason::AlreadyAtRevision,
         SkipReason::Destructive,
+        SkipReason::DatabaseUnavailable,
         SkipReason::NothingPlanned,
         SkipReason::PreValidationFailed,
         SkipReason::DatabaseFailed,

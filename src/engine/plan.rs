@@ -208,7 +208,7 @@ impl Engine {
             }
             Err(e) => {
                 let why = format!("cannot read the schema revision: {e}");
-                return (DbStep::Stop(why), None, None);
+                return (unavailable(db, why), None, None);
             }
         };
         let Some(wanted) = db.revisions.get(&target.id) else {
@@ -237,7 +237,7 @@ impl Engine {
             Ok(sql) => sql,
             Err(e) => {
                 let why = format!("cannot obtain the downgrade SQL {current} -> {wanted}: {e}");
-                return (DbStep::Stop(why), Some(current), None);
+                return (unavailable(db, why), Some(current), None);
             }
         };
         let destructive = crate::db::migrate::destructive_statements(&sql);
@@ -274,5 +274,19 @@ impl Engine {
                 self.db.as_ref().map_or(0, |d| d.config.lock_key)
             ),
         }
+    }
+}
+
+/// The database side cannot be used: stop the rollback, or skip the
+/// database and roll the application back alone (`database.on_failure`).
+fn unavailable(db: &super::DbSetup, why: String) -> DbStep {
+    match db.config.on_failure {
+        crate::db::config::OnFailure::Stop => DbStep::Stop(format!(
+            "{why} (database.on_failure = \"app_only\" would roll the application back alone)"
+        )),
+        crate::db::config::OnFailure::AppOnly => DbStep::Skip(
+            SkipReason::DatabaseUnavailable,
+            format!("{why}; the database stays as it is and the application is rolled back alone (database.on_failure = \"app_only\")"),
+        ),
     }
 }

@@ -52,6 +52,23 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         }
     }
     engine.breaker_state(now);
+    // The deployment the rollback created runs the schema the database is
+    // at now: recorded, so a later rollback from it knows (a warning only).
+    if let (true, Some(created), Some(db)) = (success, &run.created_deployment, &engine.db) {
+        if let Some(tool) = &db.tool {
+            match tool.current(&db.database).await {
+                Ok(Some(revision)) => {
+                    if let Err(e) = db.revisions.record(created, &revision) {
+                        tracing::warn!(error = %e, deployment = %created, "cannot record the new deployment's schema revision");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, deployment = %created, "cannot read the schema revision of the new deployment")
+                }
+            }
+        }
+    }
     if !problems.is_empty() {
         return PhaseOutcome::failed(FailureKind::RecordFailed, problems.join("; "));
     }

@@ -1,0 +1,94 @@
+//! The probes of `rollbackd check` (skipped with `--offline`): what the
+//! database side will need during a rollback, tried now rather than found
+//! missing at 3 a.m. Nothing is changed: pg_dump and pg_restore answer
+//! `--version`, the database answers and says its revision, and Alembic,
+//! through its own configuration, names the same revision.
+
+use std::time::Duration;
+
+use super::Exit;
+use crate::config::Config;
+
+/// Probes the database side; `Exit::Failed` when anything it will need is
+/// missing, each problem named with its key and what to do.
+pub async fn database(config: &Config) -> Exit {
+    let Some(db_config) = &config.database else {
+        return Exit::Ok;
+    };
+    let db = match crate::db::Database::from_config(db_config) {
+        Ok(db) => db,
+        Err(e) => return Exit::Usage(e.to_string()),
+    };
+    let mut problems = Vec::new();
+    for (key, program) in [
+        ("database.pg_dump", &db_config.pg_dump),
+        ("database.pg_restore", &db_config.pg_restore),
+    ] {
+        let mut cmd = crate::child::command(program);
+        cmd.arg("--version");
+        match crate::child::output(&mut cmd, Some(Duration::from_secs(10))).await {
+            Ok(out) if out.status.success() => {
+                println!("{key} OK: {}", String::from_utf8_lossy(&out.stdout).trim())
+            }
+            Ok(out) => problems.push(format!(
+                "{key}: `{program} --version` failed ({})",
+                out.status
+            )),
+            Err(e) => problems.push(format!(
+                "{key}: cannot run {program:?}: {e} (install the PostgreSQL client, or set {key})"
+            )),
+        }
+    }
+    let revision = match crate::cli::wiring::migration_tool(config) {
+        None => match db.connect(Duration::from_secs(10)).await {
+            Ok(_) => {
+                println!("database OK: {} answers", db.target);
+                None
+            }
+            Err(e) => {
+                problems.push(format!("database: {e}"));
+                None
+            }
+        },
+        Some(tool) => match tool.current(&db).await {
+            Ok(revision) => {
+                println!(
+                    "database OK: {} answers, at revision {}",
+                    db.target,
+                    revision.as_deref().unwrap_or("none (no alembic_version)")
+                );
+                Some((tool, revision))
+            }
+            Err(e) => {
+                problems.push(format!("database: {e}"));
+                None
+            }
+        },
+    };
+    if let Some((tool, revision)) = revision {
+        match tool.tool_current(&db).await {
+            Ok(seen) if seen == revision => println!(
+                "migrations OK: `alembic current` names {}",
+                seen.as_deref().unwrap_or("no revision")
+            ),
+            Ok(seen) => problems.push(format!(
+                "migrations: `alembic current` names {}, but {} is at {}: Alembic's env.py reaches another database \
+                 (read ROLLBACKD_SQLALCHEMY_URL or DATABASE_URL in env.py, not alembic.ini's sqlalchemy.url)",
+                seen.as_deref().unwrap_or("no revision"),
+                db.target,
+                revision.as_deref().unwrap_or("no revision")
+            )),
+            Err(e) => problems.push(format!(
+                "migrations: {e} (check migrations.command, migrations.working_dir and migrations.config)"
+            )),
+        }
+    }
+    if problems.is_empty() {
+        return Exit::Ok;
+    }
+    for p in &problems {
+        eprintln!("rollbackd: {p}");
+    }
+    eprintln!("(`rollbackd check --offline` checks the config and rules only)");
+    Exit::Failed
+}
