@@ -4,8 +4,9 @@
 use clap::Parser;
 use rollbackd::cli::{self, Cli, Exit};
 
-/// A reader that went away (`rollbackd check | head -1`) ends the command
-/// quietly with 0, as it would for any Unix tool, instead of a panic (101).
+/// A reader that went away (`rollbackd check | head -1`) ends a command
+/// that only reads quietly with 0, as it would for any Unix tool, instead
+/// of a panic (101). Installed only for those commands.
 fn quiet_on_broken_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -23,8 +24,10 @@ fn quiet_on_broken_pipe() {
 }
 
 fn main() {
-    quiet_on_broken_pipe();
     let cli = Cli::parse();
+    if cli.command.reads_only() {
+        quiet_on_broken_pipe();
+    }
     rollbackd::telemetry::init_logging(cli.log_format, cli.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -417,6 +417,22 @@ fn check_refuses_what_watch_refuses_the_provider_included() {
 }
 
 #[test]
+fn a_database_url_of_another_database_system_is_left_alone() {
+    // Platforms set DATABASE_URL for whatever database the app uses.
+    let dir = dir_with(&[("c.toml", "")]);
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    for url in ["mysql://u:p@db/app", "sqlite:///data/app.db"] {
+        let (code, out, err) = run_rollbackd(
+            dir.path(),
+            &["--config", "c.toml", "check"],
+            &[("DATABASE_URL", url)],
+        );
+        assert_eq!(code, 0, "{url}: {out}{err}");
+        assert!(!out.contains("database OK"), "{out}");
+    }
+}
+
+#[test]
 fn a_reader_that_goes_away_ends_the_command_quietly() {
     use std::io::Read;
     let dir = dir_with(&[("c.toml", "")]);

@@ -308,8 +308,9 @@ fn the_kubernetes_recipe_gives_rollbackd_the_migrations_of_the_version_it_runs_b
         .unwrap()
         .as_str()
         .unwrap();
+    let copy = command.split("||").next().unwrap().trim_end();
     assert!(
-        command.contains("alembic.ini") && command.trim_end().ends_with(&format!("{copied_to}/")),
+        command.contains("alembic.ini") && copy.ends_with(&format!("{copied_to}/")),
         "{command}"
     );
     // rollbackd sees them where [migrations] runs Alembic, from its image

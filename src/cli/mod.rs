@@ -310,6 +310,24 @@ impl Exit {
     }
 }
 
+impl Command {
+    /// Commands that only read and print: a reader that goes away ends
+    /// them quietly. Not one that changes something (`rollback`): its run
+    /// must not be cut by a closed pipe and reported as a success.
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Command::Check { .. }
+                | Command::Rules(_)
+                | Command::Deployments(_)
+                | Command::Revisions { .. }
+                | Command::History { .. }
+                | Command::Pending { .. }
+                | Command::Validate(_)
+        )
+    }
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Exit {
     let config = match Config::load(cli.config.as_deref()) {

@@ -119,7 +119,11 @@ impl Config {
         // keeps it off.
         match &config.database {
             Some(db) if !db.enabled => config.database = None,
-            None if std::env::var("DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) => {
+            // Only a PostgreSQL URL: platforms set DATABASE_URL for other
+            // databases too, which rollbackd leaves alone.
+            None if std::env::var("DATABASE_URL")
+                .is_ok_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://")) =>
+            {
                 config.database = Some(DatabaseConfig::default());
             }
             _ => {}

@@ -179,10 +179,7 @@ pub async fn create(
     )
     .map_err(BackupError::WriteChecksum)?;
     let mut backup = Backup {
-        restore_command: format!(
-            "rollbackd backup restore {} (into a new database; --replace swaps it in for the live one)",
-            path.display()
-        ),
+        restore_command: format!("rollbackd backup restore {}", path.display()),
         path,
         sha256,
         size_bytes,

@@ -7,19 +7,36 @@
 //! NULL`, a lossy `ALTER COLUMN … TYPE` all once passed as safe).
 //!
 //! Known to keep data:
-//! - transaction control, `SET`, `COMMENT ON`, `GRANT`/`REVOKE`, `SELECT`;
+//! - transaction control, `SET`, `COMMENT ON`, `GRANT`/`REVOKE`, a plain
+//!   `SELECT` (no `WITH`: a `WITH` can hold a `DELETE`);
 //! - `CREATE` of a table, index, view, schema, sequence, type, function,
-//!   trigger, extension or domain; `INSERT` without `ON CONFLICT`;
-//! - `DROP INDEX`, `DROP VIEW` / `MATERIALIZED VIEW` without `CASCADE`,
-//!   `DROP FUNCTION`, `DROP TRIGGER`;
+//!   extension or domain; `INSERT` without `ON CONFLICT`;
+//! - `DROP INDEX`, `DROP VIEW` / `MATERIALIZED VIEW` / `FUNCTION` without
+//!   `CASCADE`, `DROP TRIGGER`;
 //! - `ALTER TABLE` whose every action adds a column or a constraint, drops
 //!   a constraint or a key, renames, sets or drops a default or `NOT NULL`,
 //!   validates a constraint, enables or disables a trigger, or changes
 //!   the owner; `ALTER INDEX`; `ALTER TYPE` (adding or renaming values);
 //! - `UPDATE`, `DELETE` and `INSERT` on `alembic_version`, the migration
-//!   tool's own bookkeeping.
+//!   tool's own bookkeeping;
+//!
+//! and in any of them, only calls of functions known to change nothing
+//! ([`HARMLESS_FUNCTIONS`]: `now()`, `nextval()`, `pg_sleep()`…): any other
+//! function can run arbitrary code (`SELECT cleanup()`). `CREATE TRIGGER`
+//! is destructive too: its function runs on the writes that follow, even
+//! Alembic's own. The text each statement is parsed from is the original
+//! (strings keep their `''` escapes), so what is judged is what runs.
+//!
+//! What is judged is the SQL Alembic prints offline: a migration that
+//! behaves differently online (`context.is_offline_mode()`), or changes data
+//! in Python, is not seen.
 
-use sqlparser::ast::{AlterColumnOperation, AlterTableOperation, ObjectType, Statement};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    visit_expressions, AlterColumnOperation, AlterTableOperation, DropBehavior, Expr, ObjectType,
+    SetExpr, Statement,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
@@ -27,7 +44,11 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 /// The statements of `sql` that may lose data, each quoted with why.
 pub fn destructive_statements(sql: &str) -> Vec<String> {
     let dialect = PostgreSqlDialect {};
-    let tokens = match Tokenizer::new(&dialect, sql).tokenize() {
+    // Without unescaping, tokens print back as written: `'it''s'` stays so.
+    let tokens = match Tokenizer::new(&dialect, sql)
+        .with_unescape(false)
+        .tokenize()
+    {
         Ok(tokens) => tokens,
         Err(e) => {
             return vec![format!(
@@ -76,8 +97,74 @@ fn quote(text: &str) -> String {
     }
 }
 
+/// Functions known to change no data, callable in an allowed statement.
+pub const HARMLESS_FUNCTIONS: [&str; 34] = [
+    "now",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "timezone",
+    "date_trunc",
+    "to_char",
+    "to_timestamp",
+    "nextval",
+    "gen_random_uuid",
+    "uuid_generate_v4",
+    "random",
+    "md5",
+    "lower",
+    "upper",
+    "length",
+    "trim",
+    "btrim",
+    "replace",
+    "concat",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "round",
+    "abs",
+    "current_setting",
+    "set_config",
+    "version",
+    "current_database",
+    "pg_sleep",
+    "pg_advisory_lock",
+    "pg_advisory_unlock",
+    "pg_try_advisory_lock",
+];
+
 /// `Ok` when `statement` is known to keep every row and value.
 fn keeps_data(statement: &Statement) -> Result<(), String> {
+    kind_keeps_data(statement)?;
+    // A function's body is not run by creating it.
+    if matches!(statement, Statement::CreateFunction(_)) {
+        return Ok(());
+    }
+    let mut unknown = None;
+    let _ = visit_expressions(statement, |e| {
+        if let Expr::Function(f) = e {
+            let name = f.name.to_string().to_lowercase();
+            let bare = name
+                .rsplit('.')
+                .next()
+                .unwrap_or_default()
+                .trim_matches('"');
+            if !HARMLESS_FUNCTIONS.contains(&bare) {
+                unknown = Some(name);
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    match unknown {
+        Some(name) => Err(format!("calls {name}(), which may change data")),
+        None => Ok(()),
+    }
+}
+
+fn kind_keeps_data(statement: &Statement) -> Result<(), String> {
     match statement {
         Statement::StartTransaction { .. }
         | Statement::Commit { .. }
@@ -86,7 +173,6 @@ fn keeps_data(statement: &Statement) -> Result<(), String> {
         | Statement::Comment { .. }
         | Statement::Grant(_)
         | Statement::Revoke(_)
-        | Statement::Query(_)
         | Statement::CreateTable(_)
         | Statement::CreateIndex(_)
         | Statement::CreateView(_)
@@ -94,13 +180,22 @@ fn keeps_data(statement: &Statement) -> Result<(), String> {
         | Statement::CreateSequence { .. }
         | Statement::CreateType { .. }
         | Statement::CreateFunction(_)
-        | Statement::CreateTrigger(_)
         | Statement::CreateExtension(_)
         | Statement::CreateDomain(_)
-        | Statement::DropFunction(_)
         | Statement::DropTrigger(_)
         | Statement::AlterIndex { .. }
         | Statement::AlterType(_) => Ok(()),
+        Statement::Query(query) => match (&query.with, query.body.as_ref()) {
+            (None, SetExpr::Select(_) | SetExpr::Values(_)) => Ok(()),
+            _ => Err("a query with WITH (or that is not a plain SELECT) can change data".into()),
+        },
+        Statement::DropFunction(drop) if drop.drop_behavior != Some(DropBehavior::Cascade) => {
+            Ok(())
+        }
+        Statement::DropFunction(_) => Err("DROP FUNCTION … CASCADE drops what uses it".into()),
+        Statement::CreateTrigger(_) => {
+            Err("a trigger runs its function on the writes that follow".into())
+        }
         Statement::Insert(insert) if insert.on.is_none() => Ok(()),
         Statement::Drop {
             object_type,
@@ -220,6 +315,20 @@ mod tests {
                 "ON CONFLICT",
             ),
             ("DO $$ BEGIN DELETE FROM t; END $$", ""),
+            // Once passed as a plain SELECT, or through a function.
+            ("WITH x AS (SELECT 1) DELETE FROM payments", "WITH"),
+            (
+                "WITH d AS (DELETE FROM orders RETURNING *) INSERT INTO orders_old SELECT * FROM d",
+                "",
+            ),
+            ("SELECT cleanup_payments()", "calls cleanup_payments()"),
+            ("INSERT INTO t (a) SELECT wipe()", "calls wipe()"),
+            ("CREATE TABLE c AS SELECT purge()", "calls purge()"),
+            ("UPDATE alembic_version SET version_num = (SELECT f())", "calls f()"),
+            ("DROP FUNCTION f() CASCADE", "CASCADE"),
+            ("CREATE TRIGGER t AFTER UPDATE ON alembic_version FOR EACH ROW EXECUTE FUNCTION wipe()", "trigger"),
+            // An escaped quote once hid a second clause from the parser.
+            ("ALTER TABLE t ALTER COLUMN c SET DEFAULT 'x'' --', DROP COLUMN price", "DROP COLUMN"),
             ("THIS IS NOT SQL", "cannot be parsed"),
         ];
         for (statement, why) in cases {
@@ -228,6 +337,18 @@ mod tests {
             assert!(found[0].starts_with('`'), "{found:?}");
             assert!(found[0].contains(why), "{statement}: {found:?}");
         }
+    }
+
+    #[test]
+    fn harmless_calls_and_escaped_quotes_keep_a_downgrade_safe() {
+        let sql = "ALTER TABLE t ADD COLUMN at TIMESTAMP DEFAULT now();\n\
+                   ALTER TABLE t ADD COLUMN id UUID DEFAULT gen_random_uuid();\n\
+                   SELECT pg_sleep(0.5);\n\
+                   COMMENT ON TABLE t IS 'user''s orders';\n\
+                   INSERT INTO t (name) VALUES ('O''Brien');\n\
+                   CREATE FUNCTION f() RETURNS int AS $$ DELETE FROM t; SELECT 1 $$ LANGUAGE sql;\n\
+                   DROP FUNCTION f();\n";
+        assert_eq!(verdicts(sql), Vec::<String>::new());
     }
 
     #[test]

@@ -65,11 +65,32 @@ pub struct Alembic {
 /// `url` in the form SQLAlchemy expects: `postgresql+<driver>://…`
 /// (SQLAlchemy refuses `postgres://`, and reads a bare `postgresql://` as
 /// whatever its version's default driver is).
+///
+/// A %-encoded socket directory in the host part moves to `?host=`, which
+/// SQLAlchemy hands to libpq as it is (it does not decode a host).
 pub fn sqlalchemy_url(url: &str, driver: &str) -> String {
-    match url.split_once("://") {
-        Some((_, rest)) => format!("postgresql+{driver}://{rest}"),
-        None => url.to_string(),
+    let Some((_, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let (userinfo, host_port) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => (h, Some(p)),
+        _ => (host_port, None),
+    };
+    if !host.to_ascii_lowercase().starts_with("%2f") {
+        return format!("postgresql+{driver}://{rest}");
     }
+    let path = if tail.is_empty() { "/" } else { tail };
+    let mut extra = format!("host={}", super::decode(host));
+    if let Some(port) = port {
+        extra.push_str(&format!("&port={port}"));
+    }
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("postgresql+{driver}://{userinfo}{path}{sep}{extra}")
 }
 
 /// The last lines of a command's output, on one line.

@@ -191,6 +191,11 @@ impl Database {
         if let Some(dbname) = dbname {
             config.dbname(dbname);
         }
+        // No host at all (`postgres:///app`): libpq's default socket
+        // directory on Debian, as pg_dump would use.
+        if config.get_hosts().is_empty() {
+            config.host("/var/run/postgresql");
+        }
         config.connect_timeout(timeout);
         config.application_name("rollbackd");
         // A peer that vanished (a partition, a dead node) is noticed in
@@ -219,7 +224,7 @@ impl Database {
     }
 }
 
-fn decode(s: &str) -> String {
+pub(crate) fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -294,7 +299,8 @@ impl MigrationLock {
         self.client
             .query_one(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-                 AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1",
+                 AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1 \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                 &[&i64::from(high), &i64::from(low)],
             )
             .await
@@ -329,6 +335,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("PostgreSQL"));
+    }
+
+    #[test]
+    fn sqlalchemy_gets_its_own_url_form_and_a_socket_as_host_parameter() {
+        use super::migrate::sqlalchemy_url;
+        assert_eq!(
+            sqlalchemy_url("postgres://u:p@db:5432/app?sslmode=require", "psycopg2"),
+            "postgresql+psycopg2://u:p@db:5432/app?sslmode=require"
+        );
+        // SQLAlchemy does not decode a host: once it dialled "%2Frun%2Fpostgresql".
+        assert_eq!(
+            sqlalchemy_url("postgres://u@%2Frun%2Fpostgresql:5433/app", "psycopg"),
+            "postgresql+psycopg://u@/app?host=/run/postgresql&port=5433"
+        );
+        assert_eq!(
+            sqlalchemy_url("postgres:///app?host=/run/postgresql", "psycopg2"),
+            "postgresql+psycopg2:///app?host=/run/postgresql"
+        );
     }
 
     #[test]

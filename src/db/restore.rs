@@ -5,6 +5,10 @@
 //! `pg_restore --clean` over a newer schema, nothing the dump does not
 //! contain survives in the database that now has the live name, and
 //! nothing is dropped.
+//!
+//! With `[state] backend = "postgres"` in the same database, `--replace`
+//! brings rollbackd's own history, breaker and journals back to the dump's
+//! time too: say so to whoever runs it (the README does).
 
 use std::time::{Duration, SystemTime};
 
@@ -50,6 +54,20 @@ fn plain_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// `name` as a quoted identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// At most `bytes` bytes of `name`, cut at a character boundary.
+fn prefix(name: &str, bytes: usize) -> &str {
+    let mut end = name.len().min(bytes);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 fn stamp() -> String {
     let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     t.chars().filter(char::is_ascii_digit).collect()
@@ -65,15 +83,24 @@ pub async fn restore(
     replace: bool,
 ) -> Result<Restored, RestoreError> {
     verify(path, tools).await?;
-    let live = db.dbname().to_string();
-    let target = dbname.unwrap_or_else(|| {
-        let base: String = live.chars().take(40).collect();
-        format!("{base}_restored_{}", stamp())
-    });
+    let admin = db.connect(Duration::from_secs(10)).await?;
+    let query = |e: tokio_postgres::Error| DbError::Query(describe(&e));
+    // The live database as the server names it (the URL may not).
+    let row = admin
+        .query_one(
+            "SELECT current_database(), pg_encoding_to_char(encoding), datcollate, datctype \
+             FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .map_err(query)?;
+    let (live, encoding, collate, ctype): (String, String, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    // Names fit PostgreSQL's 63 bytes: 38 + "_restored_" (10) + 14 digits.
+    let target = dbname.unwrap_or_else(|| format!("{}_restored_{}", prefix(&live, 38), stamp()));
     if !plain_name(&target) {
         return Err(RestoreError::BadName(target));
     }
-    let admin = db.connect(Duration::from_secs(10)).await?;
     let exists = admin
         .query_one(
             "SELECT count(*) FROM pg_database WHERE datname = $1",
@@ -84,10 +111,17 @@ pub async fn restore(
     if exists.get::<_, i64>(0) > 0 {
         return Err(RestoreError::Exists(target));
     }
+    // As pg_restore advises: from template0, with the live one's encoding
+    // and locale.
     admin
-        .batch_execute(&format!("CREATE DATABASE {target}"))
+        .batch_execute(&format!(
+            "CREATE DATABASE {target} TEMPLATE template0 ENCODING '{}' LC_COLLATE '{}' LC_CTYPE '{}'",
+            encoding.replace('\'', "''"),
+            collate.replace('\'', "''"),
+            ctype.replace('\'', "''")
+        ))
         .await
-        .map_err(|e| DbError::Query(describe(&e)))?;
+        .map_err(query)?;
     let mut restore = crate::child::command(&tools.pg_restore);
     restore
         .args(["--no-owner", "--exit-on-error", "--no-password", "--dbname"])
@@ -119,17 +153,13 @@ pub async fn restore(
     }
     // The swap runs from the maintenance database: a database cannot be
     // renamed from a session inside it.
-    let kept_as = format!(
-        "{}_replaced_{}",
-        live.chars().take(40).collect::<String>(),
-        stamp()
-    );
+    let kept_as = format!("{}_replaced_{}", prefix(&live, 38), stamp());
     drop(admin);
     let swap = async {
         let maintenance = db.connect_to("postgres", Duration::from_secs(10)).await?;
-        let query = |e: tokio_postgres::Error| DbError::Query(describe(&e));
         // The application's sessions are ended to rename its database; one
-        // that reconnects at once makes the rename fail, so it is retried.
+        // that reconnects at once makes the rename fail (55006, in use), so
+        // that alone is retried.
         let mut attempt = 0;
         loop {
             maintenance
@@ -140,11 +170,18 @@ pub async fn restore(
                 .await
                 .map_err(query)?;
             match maintenance
-                .batch_execute(&format!("ALTER DATABASE \"{live}\" RENAME TO {kept_as}"))
+                .batch_execute(&format!(
+                    "ALTER DATABASE {} RENAME TO {}",
+                    ident(&live),
+                    ident(&kept_as)
+                ))
                 .await
             {
                 Ok(()) => break,
-                Err(_) if attempt < 5 => {
+                Err(e)
+                    if attempt < 5
+                        && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+                {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -152,12 +189,20 @@ pub async fn restore(
             }
         }
         if let Err(e) = maintenance
-            .batch_execute(&format!("ALTER DATABASE {target} RENAME TO \"{live}\""))
+            .batch_execute(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                ident(&target),
+                ident(&live)
+            ))
             .await
         {
             // Put the live database back under its name.
             let _ = maintenance
-                .batch_execute(&format!("ALTER DATABASE {kept_as} RENAME TO \"{live}\""))
+                .batch_execute(&format!(
+                    "ALTER DATABASE {} RENAME TO {}",
+                    ident(&kept_as),
+                    ident(&live)
+                ))
                 .await;
             return Err(query(e));
         }
