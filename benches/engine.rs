@@ -144,6 +144,7 @@ async fn rollbacks(
                     skip_db: true,
                     base_url: None,
                     pending_id: None,
+                    joined: Default::default(),
                 },
                 &|_| {},
             )

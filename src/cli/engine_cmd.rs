@@ -60,6 +60,7 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
         skip_db: args.skip_db,
         base_url: args.base_url.clone(),
         pending_id: None,
+        joined: Default::default(),
     };
     if args.dry_run {
         for left in engine.unfinished().unwrap_or_default() {
@@ -283,6 +284,7 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
                 skip_db: true,
                 base_url: Some("http://unused".into()),
                 pending_id: None,
+                joined: Default::default(),
             };
             match engine.plan(&req).await {
                 Ok(plan) if json => print_json(&plan.target),

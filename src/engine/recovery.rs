@@ -209,6 +209,7 @@ impl Engine {
             skip_db: journal.request.skip_db,
             base_url: journal.request.base_url.clone(),
             pending_id: journal.request.pending_id.clone(),
+            joined: Default::default(),
         };
         let mut run = Run::new(self, journal.id.clone(), req, progress);
         let now = self.clock.now();

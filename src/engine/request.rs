@@ -42,6 +42,27 @@ impl Trigger {
     }
 }
 
+/// Rules that joined an incident after its rollback started (leading-edge
+/// coalescing): shared with the run, which records them with its own.
+#[derive(Debug, Clone, Default)]
+pub struct Joined(std::sync::Arc<std::sync::Mutex<Vec<RuleTrigger>>>);
+
+impl Joined {
+    pub fn push(&self, rule: RuleTrigger) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(rule);
+    }
+
+    pub fn rules(&self) -> Vec<RuleTrigger> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// A request to roll back.
 #[derive(Debug, Clone)]
 pub struct RollbackRequest {
@@ -53,9 +74,22 @@ pub struct RollbackRequest {
     pub base_url: Option<String>,
     /// The pending confirmation this rollback was approved from.
     pub pending_id: Option<String>,
+    /// Rules that joined the incident once it had started.
+    pub joined: Joined,
 }
 
 impl RollbackRequest {
+    /// The trigger's rules, then those that joined (each rule once).
+    pub fn all_rules(&self) -> Vec<RuleTrigger> {
+        let mut all = self.trigger.rules().to_vec();
+        for r in self.joined.rules() {
+            if !all.iter().any(|a| a.group == r.group && a.rule == r.rule) {
+                all.push(r);
+            }
+        }
+        all
+    }
+
     /// The policy as recorded and counted: an operator's own rollback is
     /// `manual` (it acts at once, as `auto` does, but no rule decided it).
     pub fn policy_label(&self) -> &'static str {

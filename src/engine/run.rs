@@ -236,7 +236,7 @@ impl<'a> Run<'a> {
             duration_seconds: round3(self.t0.elapsed().as_secs_f64()),
             success: self.success(),
             policy: Some(self.req.policy_label().into()),
-            rules: self.req.trigger.rules().to_vec(),
+            rules: self.req.all_rules(),
             phases: self.steps.iter().map(PhaseStep::record).collect(),
             error: self.error(),
             extra: self.extra.clone(),
@@ -248,7 +248,7 @@ impl<'a> Run<'a> {
         let mut n = Notification::new(event, summary);
         n.rollback_id = Some(self.id.clone());
         n.pending_id = self.req.pending_id.clone();
-        n.rules = self.req.trigger.rules().to_vec();
+        n.rules = self.req.all_rules();
         n.policy = Some(self.req.policy_label().to_string());
         n.target_deployment = self.plan.as_ref().map(|p| p.target.id.clone());
         n.from_deployment = self.plan.as_ref().map(|p| p.current.id.clone());

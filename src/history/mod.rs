@@ -323,6 +323,40 @@ impl HistoryStore {
                 source,
             })
     }
+
+    /// Adds `rule` to the rules of the recorded run `id`, when it is there
+    /// and lacks it: a rule that joined an incident after its run was
+    /// recorded. Whether the entry was found.
+    pub fn add_rule(&self, id: &str, rule: &RuleTrigger) -> Result<bool, HistoryError> {
+        let mut history = self.load()?;
+        let Some(event) = history
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| e.id.as_deref() == Some(id))
+        else {
+            return Ok(false);
+        };
+        if event
+            .rules
+            .iter()
+            .any(|r| r.group == rule.group && r.rule == rule.rule)
+        {
+            return Ok(true);
+        }
+        event.rules.push(rule.clone());
+        let bytes = serde_json::to_vec_pretty(&history).map_err(|e| HistoryError::Write {
+            path: self.path(),
+            source: std::io::Error::other(e),
+        })?;
+        self.doc
+            .write(&bytes)
+            .map_err(|source| HistoryError::Write {
+                path: self.path(),
+                source,
+            })?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,7 @@ fn register_zeroes() {
         }
     }
     metrics::counter!("rollbackd_rollbacks_resumed_total").absolute(0);
+    metrics::counter!("rollbackd_incident_joins_total").absolute(0);
     for result in ["success", "failure"] {
         let _ = metrics::histogram!("rollbackd_rollback_duration_seconds", "result" => result);
     }
@@ -124,6 +125,10 @@ fn register_zeroes() {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!("rollbackd_build_info", "rollbackd's version; always 1.");
+    describe_counter!(
+        "rollbackd_incident_joins_total",
+        "Rules that joined an incident already acted on (within engine.coalesce, or while its rollback ran)."
+    );
     describe_counter!(
         "rollbackd_task_failures_total",
         "Tasks of watch that panicked or ended; watch then stops with exit 70."

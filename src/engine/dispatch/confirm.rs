@@ -39,12 +39,13 @@ pub enum ApproveError {
 
 impl Dispatcher {
     /// Parks `req` as a pending rollback and tells people how to answer it.
-    pub(super) async fn park(&mut self, req: RollbackRequest) {
+    /// Returns the pending rollback's id.
+    pub(super) async fn park(&mut self, req: RollbackRequest) -> Option<String> {
         let plan = match self.engine.plan(&req).await {
             Ok(plan) => plan.to_string(),
             Err(e) => {
                 tracing::warn!(error = %e, "no rollback could be planned; nothing to confirm");
-                return;
+                return None;
             }
         };
         let now = self.engine.clock.now();
@@ -80,7 +81,9 @@ impl Dispatcher {
             id = pending.id
         ));
         self.engine.notify(n);
+        let id = pending.id.clone();
         self.pending.add(pending);
+        Some(id)
     }
 
     pub(super) async fn command(&mut self, command: Command) {
@@ -164,6 +167,13 @@ impl Dispatcher {
             skip_db: false,
             base_url: None,
             pending_id: Some(pending.id.clone()),
+            // Rules that joined its incident are the run's too.
+            joined: match &self.open {
+                Some(open) if open.pending.as_deref() == Some(pending.id.as_str()) => {
+                    open.joined.clone()
+                }
+                _ => Default::default(),
+            },
         };
         let rollback_id = self.start(req);
         // Other confirmations were for the state before this rollback.

@@ -1,8 +1,22 @@
-//! An incident: the rules (or alerts) that fired together, turned into one
-//! rollback request under the most permissive of their policies; and a rule
-//! that resolved, which cancels the confirmations it caused.
+//! An incident: the rules (or alerts) that fire together, turned into one
+//! rollback request; and a rule that resolved, which cancels the
+//! confirmations it caused.
+//!
+//! **Leading edge.** The first firing rule acts at once: its rollback
+//! starts, its confirmation is parked or its plan logged, with no waiting.
+//! A rule that fires within `engine.coalesce` of it, or while its rollback
+//! runs, *joins* it: it is recorded in the run's history `rules`, counted
+//! (`rollbackd_incident_joins_total`), and never starts a second run. A
+//! joining rule with a more permissive policy upgrades the incident, once:
+//! a `dry_run` incident joined by a `confirm` rule parks a confirmation,
+//! joined by an `auto` rule rolls back; a pending confirmation joined by an
+//! `auto` rule is approved (the joining rule fires: that is the re-check;
+//! the guards still apply).
+
+use tokio::time::Instant;
 
 use super::{trigger_of, Dispatcher};
+use crate::engine::request::Joined;
 use crate::engine::{Blocked, RollbackRequest, Trigger};
 use crate::history::RuleTrigger;
 use crate::notify::{Notification, NotifyEvent};
@@ -11,7 +25,85 @@ use crate::rules::{AlertState, Policy};
 use crate::rules::{FiringEvent, ALERTMANAGER_GROUP};
 use crate::telemetry::events;
 
+/// The incident acted on last, open to rules that join it.
+pub(super) struct Open {
+    /// Its policy now (a joining rule may have upgraded it, once).
+    policy: Policy,
+    upgraded: bool,
+    /// One event per rule, the first one's first.
+    events: Vec<FiringEvent>,
+    /// Shared with its run, which records the rules that joined.
+    pub(super) joined: Joined,
+    pub(super) pending: Option<String>,
+    run: Option<String>,
+    /// Open to any rule until then, and to every rule while `run` runs.
+    until: Instant,
+}
+
 impl Dispatcher {
+    /// Whether a firing rule now joins the incident acted on last.
+    pub(super) fn incident_open(&mut self) -> bool {
+        let running = self.busy();
+        self.open.as_ref().is_some_and(|open| {
+            Instant::now() < open.until || (open.run.is_some() && running == open.run)
+        })
+    }
+
+    /// A rule fired while an incident is open: it joins it.
+    pub(super) async fn join(&mut self, e: FiringEvent) {
+        self.seen_firing
+            .insert((e.group.clone(), e.rule.clone()), e.clone());
+        let Some(open) = self.open.as_mut() else {
+            return self.incident(vec![e]).await;
+        };
+        if !open
+            .events
+            .iter()
+            .any(|o| o.group == e.group && o.rule == e.rule)
+        {
+            open.events.push(e.clone());
+            open.joined.push(trigger_of(&e));
+            metrics::counter!("rollbackd_incident_joins_total").increment(1);
+            events::trigger_received(&e, open.policy.as_str(), "joined the incident in progress");
+            // A run already recorded gets the rule in its entry; one still
+            // going takes it from `joined` when it records itself.
+            if let Some(run) = open.run.clone() {
+                if let Err(err) = self.engine.history().add_rule(&run, &trigger_of(&e)) {
+                    tracing::warn!(error = %err, rollback = %run, "cannot add the joining rule to the run's record");
+                }
+            }
+        }
+        if e.policy <= open.policy || open.upgraded {
+            return;
+        }
+        open.upgraded = true;
+        open.policy = e.policy;
+        tracing::warn!(rule = %e.rule, policy = e.policy.as_str(), "a rule with a more permissive policy joined the incident: upgraded, once");
+        match (e.policy, open.pending.clone()) {
+            (Policy::Auto, Some(pending)) => {
+                // The joining rule fires now: that is the re-check. The
+                // guards still apply.
+                let how = format!("approved: the auto rule {} joined the incident", e.rule);
+                match self.approve(&pending, true, &how).await {
+                    Ok(approved) => {
+                        if let Some(open) = self.open.as_mut() {
+                            open.run = Some(approved.rollback_id);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(pending = %pending, error = %err, "the upgrade could not approve the pending rollback")
+                    }
+                }
+            }
+            _ => {
+                let mut req = request_for(&open.events);
+                req.policy = e.policy;
+                req.joined = open.joined.clone();
+                self.act(req).await;
+            }
+        }
+    }
+
     /// A firing rule or alert resolved: say so, and cancel the pending
     /// rollbacks it caused.
     /// (Alertmanager's alerts were noted as they arrived, see `coalesce`.)
@@ -93,6 +185,30 @@ impl Dispatcher {
         for e in &fired {
             events::trigger_received(e, req.policy.as_str(), "handed to the rollback engine");
         }
+        let mut events: Vec<FiringEvent> = Vec::new();
+        for e in fired {
+            if !events
+                .iter()
+                .any(|o| o.group == e.group && o.rule == e.rule)
+            {
+                events.push(e);
+            }
+        }
+        self.open = Some(Open {
+            policy: req.policy,
+            upgraded: false,
+            events,
+            joined: req.joined.clone(),
+            pending: None,
+            run: None,
+            until: Instant::now() + self.engine.config.coalesce,
+        });
+        self.act(req).await;
+    }
+
+    /// Carries out `req` under its policy, noting its confirmation or run
+    /// in the open incident.
+    async fn act(&mut self, req: RollbackRequest) {
         match req.policy {
             Policy::DryRun => match self.engine.plan(&req).await {
                 Ok(plan) => events::rollback_planned(req.trigger.label(), &format!("{plan}")),
@@ -103,14 +219,20 @@ impl Dispatcher {
                     self.engine.record_blocked(&req, &blocked);
                     return;
                 }
-                self.park(req).await;
+                let pending = self.park(req).await;
+                if let Some(open) = self.open.as_mut() {
+                    open.pending = pending;
+                }
             }
             Policy::Auto => {
                 if let Err(blocked) = self.guards().await {
                     self.engine.record_blocked(&req, &blocked);
                     return;
                 }
-                self.start(req);
+                let run = self.start(req);
+                if let Some(open) = self.open.as_mut() {
+                    open.run = Some(run);
+                }
             }
         }
     }
@@ -170,5 +292,6 @@ fn request_for(fired: &[FiringEvent]) -> RollbackRequest {
         skip_db: false,
         base_url: None,
         pending_id: None,
+        joined: Default::default(),
     }
 }

@@ -1,9 +1,10 @@
 //! The daemon's decision loop: turns firing events into rollbacks under each
 //! rule's policy, and carries out operators' approvals and rejections.
 //!
-//! - Events arriving within `engine.coalesce` of each other are one incident
-//!   and make at most one rollback; its policy is the most permissive of the
-//!   firing rules' (each of them alone would have acted). (`incident.rs`)
+//! - The first firing rule acts at once (the leading edge); rules firing
+//!   within `engine.coalesce` of it, or while its rollback runs, join that
+//!   incident and make no second rollback; a more permissive one upgrades
+//!   it, once. (`incident.rs`)
 //! - `dry_run` logs the plan; `confirm` parks a pending rollback that an
 //!   operator approves or rejects, expiring to `engine.confirm_default`
 //!   (`confirm.rs`); `auto` checks the guards and runs.
@@ -12,8 +13,7 @@
 //! - Every second: expire confirmations, close the breaker once the rules
 //!   stay clear, record the live deployment's schema revision, settle a
 //!   rollback a killed CLI left unfinished (`upkeep.rs`).
-//! - One run at a time: an incident while a run is going is refused, and
-//!   says so.
+//! - One run at a time: a rule firing while a run goes on joins it.
 //!
 //! Time comes from the engine's clock and tokio's, so the whole loop runs on
 //! tokio's paused clock in tests.
@@ -99,6 +99,9 @@ pub struct Dispatcher {
     /// Rules seen firing and not resolved since, so a replica that takes
     /// over acts on what fired while it followed (or could not act).
     seen_firing: std::collections::BTreeMap<(String, String), FiringEvent>,
+    /// The incident acted on last: rules that fire within `engine.coalesce`
+    /// of it, or while its rollback runs, join it (`incident.rs`).
+    open: Option<incident::Open>,
 }
 
 impl Dispatcher {
@@ -120,6 +123,7 @@ impl Dispatcher {
             was_leader,
             led_epoch: engine_epoch,
             seen_firing: Default::default(),
+            open: None,
         }
     }
 
@@ -139,13 +143,8 @@ impl Dispatcher {
         loop {
             tokio::select! {
                 event = events.recv() => {
-                    let Some(first) = event else { break };
-                    let window = self.engine.config.coalesce;
-                    // A follower keeps every event: each is handed to the leader.
-                    let bound = self.engine.is_leader();
-                    let incident =
-                        coalesce(first, &mut events, window, &mut self.alerts, bound).await;
-                    self.handle(incident).await;
+                    let Some(event) = event else { break };
+                    self.event(event).await;
                 }
                 Some(command) = commands.recv() => self.command(command).await,
                 _ = tick.tick() => self.upkeep().await,
@@ -153,19 +152,24 @@ impl Dispatcher {
         }
     }
 
-    /// One coalesced batch of events (their alerts already noted):
-    /// resolutions first (they may cancel confirmations), then the firing
-    /// rules as one incident.
-    async fn handle(&mut self, incident: Vec<RuleEvent>) {
-        let mut fired: Vec<FiringEvent> = Vec::new();
-        for event in incident {
-            match event {
-                RuleEvent::Resolved(e) => self.resolved(e),
-                RuleEvent::Fired(e) => fired.push(e),
+    /// One event, as it comes. Alertmanager's alerts are noted in their
+    /// order (a set that fires then resolves is over). A firing rule acts
+    /// at once (the leading edge), unless an incident is open: then it
+    /// joins that one.
+    async fn event(&mut self, event: RuleEvent) {
+        match event {
+            RuleEvent::Resolved(e) => {
+                self.alerts.resolved(&e);
+                self.resolved(e);
             }
-        }
-        if !fired.is_empty() {
-            self.incident(fired).await;
+            RuleEvent::Fired(e) => {
+                self.alerts.fired(&e);
+                if self.incident_open() {
+                    self.join(e).await;
+                } else {
+                    self.incident(vec![e]).await;
+                }
+            }
         }
     }
 
@@ -193,62 +197,6 @@ impl Dispatcher {
         *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some((id.clone(), task));
         id
     }
-}
-
-/// Events of one incident kept in full.
-const MAX_INCIDENT_EVENTS: usize = 10_000;
-
-/// Collects the events that arrive within `window` of the first one.
-///
-/// Alertmanager's alerts are noted in `alerts` as they arrive, in their
-/// order (a set that fires then resolves within the window is over, one
-/// that resolves then fires again is not). With `bound` (the leader), past
-/// [`MAX_INCIDENT_EVENTS`] an event of a rule, kind and policy the incident
-/// already holds is noted and not kept: it would add nothing to the
-/// incident but its labels, and what resolves is judged from the notes.
-async fn coalesce(
-    first: RuleEvent,
-    events: &mut mpsc::Receiver<RuleEvent>,
-    window: Duration,
-    alerts: &mut alerts::FiringAlerts,
-    bound: bool,
-) -> Vec<RuleEvent> {
-    let mut held = std::collections::BTreeSet::new();
-    let mut incident = Vec::new();
-    let mut noted = 0usize;
-    let mut take = |e: RuleEvent, incident: &mut Vec<RuleEvent>| {
-        let (fired, f) = match &e {
-            RuleEvent::Fired(f) => (true, f),
-            RuleEvent::Resolved(f) => (false, f),
-        };
-        if fired {
-            alerts.fired(f);
-        } else {
-            alerts.resolved(f);
-        }
-        let new = held.insert((fired, f.group.clone(), f.rule.clone(), f.policy));
-        if new || !bound || incident.len() < MAX_INCIDENT_EVENTS {
-            incident.push(e);
-        } else {
-            noted += 1;
-        }
-    };
-    take(first, &mut incident);
-    let window = tokio::time::sleep(window);
-    tokio::pin!(window);
-    loop {
-        tokio::select! {
-            _ = &mut window => break,
-            more = events.recv() => match more {
-                Some(e) => take(e, &mut incident),
-                None => break,
-            },
-        }
-    }
-    if noted > 0 {
-        tracing::warn!(kept = incident.len(), noted, "a flood of events: past {MAX_INCIDENT_EVENTS}, events of rules already in the incident were noted, not kept");
-    }
-    incident
 }
 
 /// A firing event as the history records it.

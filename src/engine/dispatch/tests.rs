@@ -155,6 +155,69 @@ async fn rules_firing_within_the_coalesce_window_make_one_rollback() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_first_rule_reaches_the_platform_without_waiting_for_the_coalesce_window() {
+    let d = Daemon::start(|c| c.config.coalesce = Duration::from_secs(2));
+    let fired = tokio::time::Instant::now();
+    d.fire("HighErrorRate", "service", Policy::Auto).await;
+    // Once every trigger waited the whole window before the engine started.
+    while d.rollbacks() == 0 {
+        sleep(Duration::from_millis(10)).await;
+        assert!(
+            fired.elapsed() < Duration::from_secs(60),
+            "no rollback call"
+        );
+    }
+    assert!(
+        fired.elapsed() < Duration::from_secs(2),
+        "the platform was called {:?} after the rule fired, not before the window ended",
+        fired.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_auto_rule_joining_a_pending_confirmation_upgrades_it_once() {
+    let d = Daemon::start(|_| {});
+    d.fire("Latency", "service", Policy::Confirm).await;
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(d.pending_ids().len(), 1);
+    d.fire("HighErrorRate", "service", Policy::Auto).await;
+    sleep(Duration::from_millis(300)).await;
+    d.fire("Saturation", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(d.rollbacks(), 1, "upgraded once: one rollback");
+    assert!(
+        d.pending_ids().is_empty(),
+        "the confirmation was approved by the upgrade"
+    );
+    let history = d.rig.history();
+    assert_eq!(history.events.len(), 1);
+    let rules: Vec<&str> = history.events[0]
+        .rules
+        .iter()
+        .map(|r| r.rule.as_str())
+        .collect();
+    assert_eq!(rules, ["Latency", "HighErrorRate", "Saturation"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_incident_joined_by_an_auto_rule_rolls_back_once() {
+    let d = Daemon::start(|_| {});
+    d.fire("Canary", "service", Policy::DryRun).await;
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(d.rollbacks(), 0, "dry_run changes nothing");
+    d.fire("HighErrorRate", "service", Policy::Auto).await;
+    d.fire("HighLatency", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(d.rollbacks(), 1);
+    let rules: Vec<String> = d.rig.history().events[0]
+        .rules
+        .iter()
+        .map(|r| r.rule.clone())
+        .collect();
+    assert_eq!(rules, ["Canary", "HighErrorRate", "HighLatency"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_automatic_rollback_for_an_alert_is_recorded_as_triggered_by_alertmanager() {
     let d = Daemon::start(|_| {});
     d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Auto)
@@ -611,6 +674,7 @@ async fn a_rollback_a_killed_cli_left_unfinished_is_settled_by_the_running_daemo
         skip_db: false,
         base_url: None,
         pending_id: None,
+        joined: Default::default(),
     };
     let cut = tokio::time::timeout(Duration::from_secs(15), cli.run(manual, &|_| {})).await;
     assert!(cut.is_err(), "cut off mid-run");

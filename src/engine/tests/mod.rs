@@ -28,6 +28,7 @@ fn automatic() -> RollbackRequest {
         skip_db: false,
         base_url: None,
         pending_id: None,
+        joined: Default::default(),
     }
 }
 
