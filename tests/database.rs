@@ -74,6 +74,28 @@ fn rollback(dir: &Path) -> (i32, String, String) {
     run_rollbackd(dir, &["rollback", "--yes", "--reason", "test"], &[])
 }
 
+/// A directory whose config holds only the state directory: the database
+/// side comes from DATABASE_URL.
+fn state_only() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rollbackd.toml"),
+        "[engine]\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// The dumps in `dir`'s backup directory.
+fn dumps(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("state/backups"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dump"))
+        .collect()
+}
+
 fn columns(pg: &Postgres) -> String {
     pg.psql(
         "app",
@@ -625,24 +647,14 @@ fn alembic_errors_are_quoted_and_a_wait_on_rollbackds_own_lock_is_explained() {
 fn database_url_alone_turns_the_database_side_on_and_enabled_false_off() {
     let pg = Postgres::start();
     alembic_upgrade(&pg.url(), "b");
-    let dir = tempfile::tempdir().unwrap();
     // No [database] header, as in the shipped Kubernetes sidecar: once
     // "no [database] is configured" with DATABASE_URL set.
-    std::fs::write(
-        dir.path().join("rollbackd.toml"),
-        "[engine]\nstate_dir = \"state\"\n",
-    )
-    .unwrap();
+    let dir = state_only();
     let env = [("DATABASE_URL", pg.url())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (code, out, err) = run_rollbackd(dir.path(), &["backup", "create"], &env);
     assert_eq!(code, 0, "{out}{err}");
-    let dumps: Vec<_> = std::fs::read_dir(dir.path().join("state/backups"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "dump"))
-        .collect();
-    assert_eq!(dumps.len(), 1, "{out}");
+    assert_eq!(dumps(dir.path()).len(), 1, "{out}");
 
     std::fs::write(
         dir.path().join("rollbackd.toml"),
@@ -663,12 +675,7 @@ fn a_unix_socket_url_gets_a_real_backup_readable_by_rollbackd_only() {
         "app",
         "INSERT INTO items (name, note) VALUES ('kept', 'precious')",
     );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("rollbackd.toml"),
-        "[engine]\nstate_dir = \"state\"\n",
-    )
-    .unwrap();
+    let dir = state_only();
     let socket = pg.socket_dir().display().to_string();
     let encoded = socket.replace('/', "%2F");
     // Once: pg_dump dialled localhost:5432 while rollbackd's own connection
@@ -684,12 +691,7 @@ fn a_unix_socket_url_gets_a_real_backup_readable_by_rollbackd_only() {
         );
         assert_eq!(code, 0, "{url}: {out}{err}");
     }
-    let dumps: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("state/backups"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "dump"))
-        .collect();
+    let dumps = dumps(dir.path());
     assert_eq!(dumps.len(), 2);
     for dump in &dumps {
         let mode = std::fs::metadata(dump).unwrap().permissions().mode() & 0o777;
@@ -711,12 +713,7 @@ fn a_restore_goes_into_a_new_database_and_replace_swaps_it_in_keeping_the_old() 
         "app",
         "INSERT INTO items (name, note) VALUES ('kept', 'precious')",
     );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("rollbackd.toml"),
-        "[engine]\nstate_dir = \"state\"\n",
-    )
-    .unwrap();
+    let dir = state_only();
     let url = pg.url();
     let env = [("DATABASE_URL", url.as_str())];
     let (code, out, err) = run_rollbackd(dir.path(), &["backup", "create"], &env);

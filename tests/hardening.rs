@@ -13,6 +13,14 @@ fn rule_file(name: &str) -> String {
     format!("groups:\n  - name: {name}\n    rules:\n      - name: {name}\n        expr: up\n        below: 1\n")
 }
 
+/// A directory with `rules/a.yml` holding rule A.
+fn with_rule_a() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/a.yml"), rule_file("A")).unwrap();
+    dir
+}
+
 /// `rollbackd watch` on `rules/` with a Prometheus that is not there: the
 /// rules evaluate (to errors) and reload, which is all these tests need.
 fn watcher(dir: &Path, extra: &str) -> Watcher {
@@ -140,10 +148,8 @@ fn polling_notices_a_link_that_starts_to_dangle_and_its_removal() {
 
 #[test]
 fn an_empty_rule_set_is_allowed_when_the_config_says_so() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = with_rule_a();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("rules")).unwrap();
-    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
     let w = watcher(d, "allow_empty_rules = true\n");
     std::fs::write(d.join("rules/a.yml"), "groups: []\n").unwrap();
     w.sighup();
@@ -155,10 +161,8 @@ fn an_empty_rule_set_is_allowed_when_the_config_says_so() {
 
 #[test]
 fn deeply_nested_rule_files_are_refused_at_once_and_the_daemon_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = with_rule_a();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("rules")).unwrap();
-    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
     // 200 KB of `[[[…]]]`: `rules check` once took 39.5 s, and froze `watch` for 43 s.
     let nested = format!("groups: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
     std::fs::write(d.join("nested.yml"), &nested).unwrap();
@@ -217,10 +221,8 @@ fn a_huge_prometheus_answer_is_refused_without_growing_memory() {
     assert!(body.len() > 30_000_000);
     let port = answering(body.into_bytes());
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = with_rule_a();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("rules")).unwrap();
-    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
     let w = Watcher::start(
         d,
         &format!("[prometheus]\nurl = \"http://127.0.0.1:{port}\"\ntimeout = \"5s\"\n[watch]\nrule_paths = [\"rules\"]\nevaluation_interval = \"1s\"\n"),
@@ -299,10 +301,8 @@ fn closed(conns: &[std::net::TcpStream]) -> usize {
 
 #[test]
 fn header_tricklers_are_cut_off_and_healthz_answers_past_the_connection_limit() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = with_rule_a();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("rules")).unwrap();
-    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
     let w = watcher_with_env(
         d,
         "",
@@ -342,10 +342,8 @@ fn header_tricklers_are_cut_off_and_healthz_answers_past_the_connection_limit() 
 
 #[test]
 fn api_errors_are_json_even_those_the_router_makes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = with_rule_a();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("rules")).unwrap();
-    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
     let w = watcher(d, "");
     // A GET where only POST exists: once an empty 405.
     let (status, body) = support::http_get(&format!("{}/api/v1/breaker/reset", w.url())).unwrap();
@@ -384,10 +382,8 @@ fn api_errors_are_json_even_those_the_router_makes() {
 fn an_alertmanager_flood_stays_bounded_and_one_alert_name_is_one_rule() {
     let service = support::FakeService::start();
     let railway = support::fake_railway::FakeRailway::start();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = with_rule_a();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("rules")).unwrap();
-    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
     let w = watcher(
         d,
         &format!(
@@ -446,10 +442,8 @@ fn an_alertmanager_flood_stays_bounded_and_one_alert_name_is_one_rule() {
 
 #[test]
 fn a_removed_groups_histograms_leave_metrics() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = with_rule_a();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("rules")).unwrap();
-    std::fs::write(d.join("rules/a.yml"), rule_file("A")).unwrap();
     std::fs::write(d.join("rules/b.yml"), rule_file("B")).unwrap();
     let w = watcher(d, "");
     let series = "rollbackd_group_evaluation_duration_seconds_count{group=\"B\"}";

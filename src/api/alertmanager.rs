@@ -17,14 +17,14 @@ use std::time::{Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{authorize, config, error, AppState};
+use super::{config, error, AppState};
 use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 
 /// Deliveries remembered to recognise Alertmanager's redeliveries.
@@ -65,15 +65,9 @@ struct AlertmanagerAlert {
 /// `POST /api/v1/alertmanager`: alerts matching `alertmanager.matchers`
 /// trigger the engine under `alertmanager.policy`; redeliveries (same group
 /// key, fingerprint, status and start) are recognised and dropped; a resolved
-/// alert cancels the pending confirmation it caused.
-pub(crate) async fn receive(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
+/// alert cancels the pending confirmation it caused. (The token was checked
+/// before the body was read: `require_token`.)
+pub(crate) async fn receive(State(state): State<AppState>, bytes: Bytes) -> Response {
     let Some(intake) = &state.alerts else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

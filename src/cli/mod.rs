@@ -2,6 +2,7 @@
 //! Each command returns an [`Exit`]; `main` turns it into the process's exit
 //! code. Output meant for people goes to stdout; logs go to stderr.
 
+mod backup_cmd;
 mod engine_cmd;
 mod probe;
 mod remote_cmd;
@@ -351,7 +352,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::History { limit, json } => engine_cmd::history(&config, limit, json),
         Command::Breaker(cmd) => engine_cmd::breaker(&config, cmd).await,
         Command::State(cmd) => state_cmd::state(&config, cmd),
-        Command::Backup(cmd) => engine_cmd::backup(&config, cmd).await,
+        Command::Backup(cmd) => backup_cmd::backup(&config, cmd).await,
         Command::Pending { remote, json } => remote_cmd::pending(&config, &remote, json).await,
         Command::Approve { id, force, remote } => {
             remote_cmd::decide(&config, &remote, &id, Some(force)).await

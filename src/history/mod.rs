@@ -312,7 +312,12 @@ impl HistoryStore {
         if last_known_good.is_some() {
             history.last_known_good = last_known_good;
         }
-        let bytes = serde_json::to_vec_pretty(&history).map_err(|e| HistoryError::Write {
+        self.save(&history)
+    }
+
+    /// Writes the whole history (atomically, as every state document).
+    fn save(&self, history: &History) -> Result<(), HistoryError> {
+        let bytes = serde_json::to_vec_pretty(history).map_err(|e| HistoryError::Write {
             path: self.path(),
             source: std::io::Error::other(e),
         })?;
@@ -345,16 +350,7 @@ impl HistoryStore {
             return Ok(true);
         }
         event.rules.push(rule.clone());
-        let bytes = serde_json::to_vec_pretty(&history).map_err(|e| HistoryError::Write {
-            path: self.path(),
-            source: std::io::Error::other(e),
-        })?;
-        self.doc
-            .write(&bytes)
-            .map_err(|source| HistoryError::Write {
-                path: self.path(),
-                source,
-            })?;
+        self.save(&history)?;
         Ok(true)
     }
 }
