@@ -145,6 +145,8 @@ async fn rollbacks(
                     base_url: None,
                     pending_id: None,
                     joined: Default::default(),
+                    at: tokio::time::Instant::now(),
+                    detected: None,
                 },
                 &|_| {},
             )

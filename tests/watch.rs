@@ -84,6 +84,28 @@ fn an_error_spike_fires_after_for_and_is_counted() {
     );
     let w = &s.watcher;
     wait_evaluations(w, "HighErrorRate", "ok", 2.0);
+    // The group follows Prometheus's 1 s scrapes (read from /api/v1/targets):
+    // its evaluations come just after each scrape begins.
+    let aligned = w.logs_with("evaluating just after Prometheus's scrapes");
+    assert_eq!(aligned.len(), 1, "{}", w.dump());
+    let phase = aligned[0]["phase_ms"].as_u64().expect("the phase in ms");
+    let (_, body) =
+        support::http_get(&format!("{}/api/v1/targets?state=active", s.prom.url())).unwrap();
+    let targets: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let last = targets["data"]["activeTargets"][0]["lastScrape"]
+        .as_str()
+        .unwrap();
+    let scraped = humantime::parse_rfc3339(last).expect("Prometheus's lastScrape");
+    let scraped_ms = scraped
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        % 1000;
+    let lag = (phase + 1000 - scraped_ms) % 1000;
+    assert!(
+        lag < 200,
+        "evaluated {lag} ms after the scrape began (phase {phase} ms, scrape at {last})"
+    );
     assert_eq!(
         w.metric("rollbackd_rule_state", &[("rule", "HighErrorRate")]),
         Some(0.0)

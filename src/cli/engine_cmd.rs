@@ -61,6 +61,8 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
         base_url: args.base_url.clone(),
         pending_id: None,
         joined: Default::default(),
+        at: tokio::time::Instant::now(),
+        detected: None,
     };
     if args.dry_run {
         for left in engine.unfinished().unwrap_or_default() {
@@ -285,6 +287,8 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
                 base_url: Some("http://unused".into()),
                 pending_id: None,
                 joined: Default::default(),
+                at: tokio::time::Instant::now(),
+                detected: None,
             };
             match engine.plan(&req).await {
                 Ok(plan) if json => print_json(&plan.target),
@@ -383,10 +387,13 @@ pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
         println!("no rollbacks recorded in {}", store.path().display());
         return Exit::Ok;
     }
+    // DETECT: deployment created -> rule firing; CALL: firing -> platform
+    // call; RECOVER: deployment created -> verified healthy (seconds).
     println!(
-        "{:<21} {:<11} {:<8} {:<8} {:<16} {:<16} {:>8}  REASON",
-        "TIME", "TYPE", "TRIGGER", "RESULT", "FROM", "TO", "SECONDS"
+        "{:<21} {:<11} {:<8} {:<8} {:<16} {:<16} {:>8} {:>8} {:>6} {:>8}  REASON",
+        "TIME", "TYPE", "TRIGGER", "RESULT", "FROM", "TO", "SECONDS", "DETECT", "CALL", "RECOVER"
     );
+    let figure = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
     for e in &events {
         let result = match (e.kind.as_str(), e.success) {
             ("rollback", true) => "success",
@@ -400,8 +407,13 @@ pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
         } else {
             e.kind.to_string()
         };
+        let d = e.detection.clone().unwrap_or_default();
+        let detect = d
+            .deploy_to_breach_seconds
+            .zip(d.breach_to_firing_seconds)
+            .map(|(a, b)| a + b);
         println!(
-            "{:<21} {:<11} {:<8} {:<8} {:<16} {:<16} {:>8.1}  {}",
+            "{:<21} {:<11} {:<8} {:<8} {:<16} {:<16} {:>8.1} {:>8} {:>6} {:>8}  {}",
             e.timestamp,
             kind,
             e.trigger,
@@ -409,6 +421,9 @@ pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
             e.from_deployment_id.as_deref().unwrap_or("-"),
             e.target_deployment_id.as_deref().unwrap_or("-"),
             e.duration_seconds,
+            figure(detect),
+            figure(d.firing_to_call_seconds),
+            figure(d.deploy_to_healthy_seconds),
             e.error
                 .as_deref()
                 .map_or(e.reason.clone(), |err| format!("{} ({err})", e.reason))

@@ -89,6 +89,8 @@ pub async fn watch(config: Config) -> Exit {
         max_concurrent_queries: config.watch.max_concurrent_queries,
         query_timeout: config.prometheus.timeout,
         clock: crate::clock::Clock::system(),
+        align_to_scrapes: config.watch.align_to_scrapes,
+        service: config.service.name.clone(),
     };
     let app = crate::api::router(AppState {
         board: board.clone(),

@@ -48,6 +48,11 @@ pub struct EngineConfig {
     /// Rules firing within this window make one rollback.
     #[serde(with = "duration::serde_str")]
     pub coalesce: Duration,
+    /// How old a deployment list the guards and the plan may use. While a
+    /// rule is pending, rollbackd keeps one this fresh; the platform call
+    /// always uses one asked for after the rule fired.
+    #[serde(with = "duration::serde_str")]
+    pub deployments_max_age: Duration,
     /// How often a rollback in progress asks the platform for news.
     #[serde(with = "duration::serde_str")]
     pub poll_interval: Duration,
@@ -67,6 +72,7 @@ impl Default for EngineConfig {
             half_open_after: Duration::from_secs(5 * 60),
             close_after: Duration::from_secs(5 * 60),
             coalesce: Duration::from_secs(2),
+            deployments_max_age: Duration::from_secs(5),
             poll_interval: Duration::from_secs(3),
             budgets: Budgets::default(),
         }
@@ -124,6 +130,11 @@ impl EngineConfig {
                 ));
             }
         }
+        if self.deployments_max_age > Duration::from_secs(60) {
+            problems.push(
+                "engine.deployments_max_age: at most 1m (a rollback must not be planned from an old deployment list)".into(),
+            );
+        }
         if self.poll_interval.is_zero() {
             problems.push("engine.poll_interval: must be greater than 0s".into());
         }
@@ -145,11 +156,13 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         config.budgets.application = Duration::ZERO;
         config.poll_interval = Duration::ZERO;
+        config.deployments_max_age = Duration::from_secs(120);
         config.validate(&mut problems);
         assert_eq!(
             problems,
             [
                 "engine.budgets.application: must be greater than 0s",
+                "engine.deployments_max_age: at most 1m (a rollback must not be planned from an old deployment list)",
                 "engine.poll_interval: must be greater than 0s"
             ]
         );

@@ -21,9 +21,11 @@
 
 pub mod breaker;
 pub mod config;
+pub(crate) mod detection;
 pub mod dispatch;
 pub mod guard;
 pub mod journal;
+pub mod listing;
 pub mod outcome;
 pub mod pending;
 mod phases;
@@ -101,6 +103,8 @@ pub struct Engine {
     journal: journal::JournalStore,
     state: Arc<dyn StateStore>,
     leadership: Leadership,
+    /// The platform's deployment list, shared by guards, plan and call.
+    listing: listing::Listing,
     /// Set on SIGTERM: a run stops between phases, its journal kept.
     stopping: std::sync::atomic::AtomicBool,
     base_url: Option<String>,
@@ -144,6 +148,7 @@ impl Engine {
             journal: journal::JournalStore::new(state.clone()),
             state,
             leadership: setup.leadership.clone().unwrap_or_else(Leadership::alone),
+            listing: listing::Listing::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             config: setup.config,
             verify: setup.verify,
@@ -251,11 +256,12 @@ impl Engine {
 
     /// Whether an automatic rollback may start now.
     pub async fn check_automatic(&self, now: SystemTime) -> Result<Deployment, Blocked> {
-        let deployments = self.provider.list(50).await.map_err(|e| Blocked {
+        let listed = self.deployments().await.map_err(|e| Blocked {
             guard: "provider",
             reason: format!("cannot list deployments to check the guards: {e}"),
         })?;
-        let current = deployments
+        let current = listed
+            .deployments
             .iter()
             .find(|d| d.is_success())
             .cloned()

@@ -80,6 +80,9 @@ pub enum FailureKind {
     ProviderError,
     /// The platform refused the rollback call.
     PlatformRefused,
+    /// The platform changed between the plan and the call (another
+    /// deployment went live, or the target can no longer be rolled back to).
+    PlanOutdated,
     /// The rollback deployment ended in a failed state.
     DeploymentFailed,
     /// The rollback deployment did not reach SUCCESS in time.
@@ -112,6 +115,7 @@ impl FailureKind {
             FailureKind::DowngradeUnverified => "downgrade_unverified",
             FailureKind::ProviderError => "provider_error",
             FailureKind::PlatformRefused => "platform_refused",
+            FailureKind::PlanOutdated => "plan_outdated",
             FailureKind::DeploymentFailed => "deployment_failed",
             FailureKind::DeploymentTimeout => "deployment_timeout",
             FailureKind::ServiceUnhealthy => "service_unhealthy",

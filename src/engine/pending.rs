@@ -22,6 +22,9 @@ pub struct PendingRollback {
     pub reason: String,
     /// What would happen, in words (from the plan made when it was created).
     pub plan: String,
+    /// When its rules breached and fired, for the detection figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected: Option<crate::engine::request::Detected>,
 }
 
 #[derive(Debug, Default)]

@@ -99,7 +99,8 @@ impl fmt::Display for Plan {
 impl Engine {
     /// Decides target, database steps and checks without changing anything.
     pub async fn plan(&self, req: &RollbackRequest) -> Result<Plan, PlanError> {
-        let deployments = self.provider.list(50).await.map_err(PlanError::List)?;
+        let listed = self.deployments().await.map_err(PlanError::List)?;
+        let deployments = &listed.deployments;
         let requested = match &req.deployment_id {
             None => None,
             Some(id) => Some(match deployments.iter().find(|d| &d.id == id) {
@@ -119,7 +120,7 @@ impl Engine {
             .filter_map(|e| e.from_deployment_id.clone())
             .collect();
         let selection = target::select(
-            &deployments,
+            deployments,
             requested.as_ref(),
             &moved_away,
             self.clock.now(),

@@ -76,6 +76,23 @@ pub struct RollbackRequest {
     pub pending_id: Option<String>,
     /// Rules that joined the incident once it had started.
     pub joined: Joined,
+    /// When the request was made: the platform call uses only a deployment
+    /// list asked for after it (`listing.rs`).
+    pub at: tokio::time::Instant,
+    /// When the incident's rules began to breach and fired (none for an
+    /// operator's rollback): the start of its detection figures.
+    pub detected: Option<Detected>,
+}
+
+/// When an incident was detected: its first rule's group, when the first
+/// breach began and when the first rule fired.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Detected {
+    pub group: String,
+    #[serde(with = "crate::clock::rfc3339")]
+    pub breached_at: SystemTime,
+    #[serde(with = "crate::clock::rfc3339")]
+    pub fired_at: SystemTime,
 }
 
 impl RollbackRequest {

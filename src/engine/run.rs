@@ -90,6 +90,10 @@ pub(crate) struct Run<'a> {
     pub follow_only: bool,
     /// This process is stopping and left the run for the next start.
     pub stopped: bool,
+    /// When the platform was asked to roll back, and when the service was
+    /// verified healthy (the detection figures' last ends).
+    pub called_at: Option<SystemTime>,
+    pub healthy_at: Option<SystemTime>,
 }
 
 impl<'a> Run<'a> {
@@ -120,6 +124,8 @@ impl<'a> Run<'a> {
             known_deployments: Vec::new(),
             follow_only: false,
             stopped: false,
+            called_at: None,
+            healthy_at: None,
         }
     }
 
@@ -239,6 +245,7 @@ impl<'a> Run<'a> {
             rules: self.req.all_rules(),
             phases: self.steps.iter().map(PhaseStep::record).collect(),
             error: self.error(),
+            detection: super::detection::figures(self),
             extra: self.extra.clone(),
         }
     }
@@ -398,6 +405,9 @@ impl Engine {
                 elapsed: step.elapsed,
             });
             let pre_ok = phase == Phase::PreValidation && step.outcome.is_success();
+            if phase == Phase::Verification && step.outcome.is_success() {
+                run.healthy_at = Some(self.clock.now());
+            }
             run.steps.push(step);
             if run.lock.is_some() && phase != Phase::PostRollback {
                 if let Err(e) = run.save() {
@@ -449,6 +459,11 @@ impl Engine {
 
     /// The report, the final notification and the run's metrics.
     fn finish(&self, run: Run<'_>) -> RunReport {
+        // A list asked for while the run went on may show the platform
+        // half-way: the next guards ask again.
+        if run.reached_production() {
+            self.listing.forget();
+        }
         let duration = run.t0.elapsed();
         let success = run.success();
         let event = run.event();
@@ -519,6 +534,9 @@ impl Engine {
                 ));
             }
             self.notify(n);
+        }
+        if let Some(detection) = &event.detection {
+            super::detection::observe(detection);
         }
         events::rollback_finished(
             &run.id,

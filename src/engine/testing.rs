@@ -431,12 +431,18 @@ impl Rig {
 /// A status board with one group `service` holding `rules`, each a
 /// `(name, firing)` pair: what the watcher would show.
 pub fn board(rules: &[(&str, bool)]) -> Arc<crate::watch::StatusBoard> {
+    board_with_for(rules, "0s")
+}
+
+/// As [`board`], each rule with `for: hold`: a breaching rule with a long
+/// `for` is pending.
+pub fn board_with_for(rules: &[(&str, bool)], hold: &str) -> Arc<crate::watch::StatusBoard> {
     use crate::rules::{Input, Labels};
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut yaml = String::from("groups:\n  - name: service\n    interval: 10s\n    rules:\n");
     for (name, _) in rules {
         yaml.push_str(&format!(
-            "      - name: {name}\n        expr: sum(rate(errors_total[1m]))\n        above: 0.1\n        policy: auto\n"
+            "      - name: {name}\n        expr: sum(rate(errors_total[1m]))\n        above: 0.1\n        for: {hold}\n        policy: auto\n"
         ));
     }
     let path = dir.path().join("rules.yml");
@@ -452,7 +458,7 @@ pub fn board(rules: &[(&str, bool)]) -> Arc<crate::watch::StatusBoard> {
         .map(|(rule, (_, firing))| {
             let mut rt = crate::watch::RuleRuntime::new(rule.clone());
             if *firing {
-                // No `for`: one breach fires it.
+                // Without `for`, one breach fires it; with one, it is pending.
                 rt.state.step(now, Input::breach(Labels::new(), 0.5));
             }
             rt

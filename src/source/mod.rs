@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod prometheus;
+pub mod scrapes;
 
 use config::AuthError;
 
@@ -48,6 +49,12 @@ impl<'a> Query<'a> {
 pub trait MetricsSource: Send + Sync {
     /// Evaluates `expr` at time `at`.
     fn query<'a>(&'a self, expr: &'a str, at: SystemTime) -> BoxFuture<'a, QueryResult>;
+
+    /// The active targets' last scrapes, for evaluating just after them
+    /// (`scrapes.rs`); none when the source cannot say.
+    fn scrape_timings(&self) -> BoxFuture<'_, Result<Vec<scrapes::ScrapeTiming>, SourceError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 
     /// Evaluates every query at the same time `at`, answering in order, at
     /// most `concurrency` requests at once. A source may answer several

@@ -29,10 +29,10 @@ use crate::rules::Labels;
 /// A Prometheus server reached over HTTP.
 #[derive(Clone)]
 pub struct Prometheus {
-    client: reqwest::Client,
+    pub(super) client: reqwest::Client,
     query_url: reqwest::Url,
-    base: String,
-    timeout: Duration,
+    pub(super) base: String,
+    pub(super) timeout: Duration,
     max_per_request: usize,
     max_response_bytes: u64,
     max_series: usize,
@@ -250,6 +250,26 @@ impl Prometheus {
     }
 
     async fn answer(&self, request: reqwest::RequestBuilder, max_series: usize) -> QueryResult {
+        let (status, body) = self.read(request).await?;
+        let auth_key = self.auth_key;
+        if body.len() < 256 << 10 {
+            return parse_answer(status, &body, auth_key, max_series);
+        }
+        tokio::task::spawn_blocking(move || parse_answer(status, &body, auth_key, max_series))
+            .await
+            .unwrap_or_else(|e| {
+                Err(SourceError::Decode(format!(
+                    "parsing ended abnormally: {e}"
+                )))
+            })
+    }
+
+    /// Sends `request` and reads the answer, at most
+    /// `prometheus.max_response_bytes` of it.
+    pub(super) async fn read(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), SourceError> {
         let mut response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
         let too_large = || {
@@ -271,17 +291,7 @@ impl Prometheus {
             }
             body.extend_from_slice(&chunk);
         }
-        let auth_key = self.auth_key;
-        if body.len() < 256 << 10 {
-            return parse_answer(status, &body, auth_key, max_series);
-        }
-        tokio::task::spawn_blocking(move || parse_answer(status, &body, auth_key, max_series))
-            .await
-            .unwrap_or_else(|e| {
-                Err(SourceError::Decode(format!(
-                    "parsing ended abnormally: {e}"
-                )))
-            })
+        Ok((status, body))
     }
 
     fn transport(&self, e: reqwest::Error) -> SourceError {
@@ -308,6 +318,12 @@ impl Prometheus {
 impl MetricsSource for Prometheus {
     fn query<'a>(&'a self, expr: &'a str, at: SystemTime) -> BoxFuture<'a, QueryResult> {
         Box::pin(self.instant(expr, at))
+    }
+
+    fn scrape_timings(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<super::scrapes::ScrapeTiming>, SourceError>> {
+        Box::pin(Prometheus::scrape_timings(self))
     }
 
     /// Up to `prometheus.max_queries_per_request` queries per request.

@@ -44,6 +44,13 @@ const SECONDS_BUCKETS: [f64; 18] = [
     120.0, 300.0, 600.0,
 ];
 
+/// Buckets for an incident's timeline, from a twentieth of a second (the
+/// engine's own steps) to a day (a deployment that broke much later).
+const INCIDENT_BUCKETS: [f64; 20] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+    3600.0, 7200.0, 21600.0, 86400.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the global metrics recorder (once per process) and returns the
@@ -52,6 +59,11 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+            .expect("the bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Prefix("rollbackd_incident_".into()),
+                &INCIDENT_BUCKETS,
+            )
             .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
@@ -89,6 +101,10 @@ fn register_zeroes() {
     }
     metrics::counter!("rollbackd_rollbacks_resumed_total").absolute(0);
     metrics::counter!("rollbackd_incident_joins_total").absolute(0);
+    // Rule groups register theirs as they load.
+    for group in ["manual", crate::rules::ALERTMANAGER_GROUP] {
+        crate::engine::detection::register_group(group);
+    }
     for result in ["success", "failure"] {
         let _ = metrics::histogram!("rollbackd_rollback_duration_seconds", "result" => result);
     }
@@ -180,6 +196,15 @@ fn describe() {
         "rollbackd_rollbacks_resumed_total",
         "Rollbacks a restarted rollbackd finished from their journal."
     );
+    for (name, help) in [
+        ("rollbackd_incident_deploy_to_breach_seconds", "Live deployment created to its first breach, by the rule group that started the incident."),
+        ("rollbackd_incident_breach_to_firing_seconds", "First breach to firing (a rule's `for`, at least), by rule group."),
+        ("rollbackd_incident_firing_to_call_seconds", "Firing to the platform's rollback call (a confirmation's wait included), by rule group."),
+        ("rollbackd_incident_call_to_healthy_seconds", "Platform rollback call to the service verified healthy, by rule group (manual for an operator's rollback)."),
+        ("rollbackd_incident_deploy_to_healthy_seconds", "Live deployment created to the service verified healthy after its rollback: the time to recovery, by rule group."),
+    ] {
+        describe_histogram!(name, Unit::Seconds, help);
+    }
     describe_histogram!(
         "rollbackd_rollback_duration_seconds",
         Unit::Seconds,

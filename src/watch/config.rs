@@ -25,6 +25,9 @@ pub struct WatchConfig {
     /// A reload may leave no rules, or empty a file that held some; off by
     /// default, so rules never vanish because a file was truncated.
     pub allow_empty_rules: bool,
+    /// Evaluate each group just after Prometheus's scrapes complete (read
+    /// from `/api/v1/targets`), not at a random point of its interval.
+    pub align_to_scrapes: bool,
 }
 
 impl Default for WatchConfig {
@@ -35,6 +38,7 @@ impl Default for WatchConfig {
             reload_interval: Duration::from_secs(5),
             max_concurrent_queries: 8,
             allow_empty_rules: false,
+            align_to_scrapes: true,
         }
     }
 }

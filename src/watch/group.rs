@@ -96,6 +96,10 @@ pub struct GroupContext {
     pub query_timeout: std::time::Duration,
     /// Wall time for the evaluations' timestamps (tokio's in tests).
     pub clock: crate::clock::Clock,
+    /// Start each group's ticker just after the scrapes (`watch.align_to_scrapes`).
+    pub align_to_scrapes: bool,
+    /// `[service] name`: its targets decide the phase, when it has some.
+    pub service: Option<String>,
 }
 
 /// Evaluates the group's rules every `group.interval` until `stop` flips,
@@ -110,7 +114,22 @@ pub async fn run(
     let plan = Plan::new(&group);
     let mut ticker = tokio::time::interval(group.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut aligned: Option<super::align::Aligned> = None;
+    let mut next_alignment = tokio::time::Instant::now();
+    let mut last_tick: Option<tokio::time::Instant> = None;
     loop {
+        if ctx.align_to_scrapes && tokio::time::Instant::now() >= next_alignment {
+            next_alignment = tokio::time::Instant::now() + super::align::EVERY;
+            let realign = super::align::ticker(&group, &ctx, &mut aligned, last_tick);
+            let moved = tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                moved = realign => moved,
+            };
+            if let Some(t) = moved {
+                ticker = t;
+            }
+        }
         let scheduled = tokio::select! {
             biased;
             _ = stop.changed() => break,
@@ -119,6 +138,7 @@ pub async fn run(
         if *stop.borrow() {
             break;
         }
+        last_tick = Some(scheduled);
         // Like Prometheus, an evaluation is stamped with its scheduled time,
         // not with whenever the task woke up: otherwise a `for` that ends
         // exactly on a tick would fire one interval late about half the time.

@@ -11,6 +11,7 @@
 //! error (`rules::files`). Files are read and parsed on a blocking thread,
 //! so a slow file never stalls evaluations or the HTTP server.
 
+mod align;
 pub mod config;
 pub mod evaluate;
 pub mod group;
@@ -155,6 +156,7 @@ impl Watcher {
                 .ctx
                 .board
                 .register_group(&group.name, group.interval, runtimes);
+            crate::engine::detection::register_group(&group.name);
             let task = crate::supervise::global().spawn(
                 format!("rule group {name}"),
                 group::run(group, shared, self.ctx.clone(), stop_rx),

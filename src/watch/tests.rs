@@ -13,6 +13,7 @@ use super::group::{self, GroupContext};
 use super::StatusBoard;
 use crate::clock::Clock;
 use crate::rules::{Group, Labels, RuleEvent};
+use crate::source::scrapes::ScrapeTiming;
 use crate::source::{MetricsSource, QueryResult, Sample, SourceError};
 
 /// What the source answers at a time (seconds since the test began).
@@ -28,15 +29,40 @@ struct ScriptedSource {
     start: SystemTime,
     script: Vec<(u64, Answer)>,
     asked_at: Mutex<Vec<u64>>,
+    /// The times asked at, exactly.
+    asked_times: Mutex<Vec<SystemTime>>,
+    /// What `/api/v1/targets` would say.
+    scrapes: Vec<ScrapeTiming>,
+}
+
+impl ScriptedSource {
+    fn new(start: SystemTime, script: Vec<(u64, Answer)>, scrapes: Vec<ScrapeTiming>) -> Self {
+        ScriptedSource {
+            start,
+            script,
+            asked_at: Mutex::new(Vec::new()),
+            asked_times: Mutex::new(Vec::new()),
+            scrapes,
+        }
+    }
 }
 
 impl MetricsSource for ScriptedSource {
+    fn scrape_timings(&self) -> BoxFuture<'_, Result<Vec<ScrapeTiming>, SourceError>> {
+        let scrapes = self.scrapes.clone();
+        Box::pin(async move { Ok(scrapes) })
+    }
+
     fn query<'a>(&'a self, _expr: &'a str, at: SystemTime) -> BoxFuture<'a, QueryResult> {
         let second = at.duration_since(self.start).unwrap_or_default().as_secs();
         self.asked_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(second);
+        self.asked_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(at);
         let answer = self
             .script
             .iter()
@@ -80,15 +106,20 @@ async fn watch_for(
     script: Vec<(u64, Answer)>,
     seconds: u64,
 ) -> (Vec<(&'static str, u64)>, Vec<u64>) {
+    let clock = Clock::tokio();
+    let source = Arc::new(ScriptedSource::new(clock.now(), script, Vec::new()));
+    watch_source(source, clock, None, seconds).await
+}
+
+async fn watch_source(
+    source: Arc<ScriptedSource>,
+    clock: Clock,
+    service: Option<&str>,
+    seconds: u64,
+) -> (Vec<(&'static str, u64)>, Vec<u64>) {
     let dir = tempfile::tempdir().unwrap();
     let group = group(dir.path());
-    let clock = Clock::tokio();
-    let start = clock.now();
-    let source = Arc::new(ScriptedSource {
-        start,
-        script,
-        asked_at: Mutex::new(Vec::new()),
-    });
+    let start = source.start;
     let board = Arc::new(StatusBoard::default());
     let shared = board.register_group(
         &group.name,
@@ -110,6 +141,8 @@ async fn watch_for(
         max_concurrent_queries: 4,
         query_timeout: Duration::from_secs(5),
         clock,
+        align_to_scrapes: true,
+        service: service.map(str::to_string),
     };
     let task = tokio::spawn(group::run(group, shared, ctx, stop_rx));
     tokio::time::sleep(Duration::from_secs(seconds) + Duration::from_millis(500)).await;
@@ -135,6 +168,49 @@ async fn watch_for(
 async fn evaluations_run_on_the_interval_and_are_stamped_with_their_tick() {
     let (_, asked) = watch_for(vec![(0, Answer::Value(0.0))], 60).await;
     assert_eq!(asked, [0, 10, 20, 30, 40, 50, 60]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn evaluations_follow_the_scrapes_when_prometheus_says_when_they_happen() {
+    // The service's target, scraped every 10 s, 300 ms after the group
+    // starts, for 10 ms; another job's, 5 s later.
+    let offsets = aligned_evaluations(Some("demo")).await;
+    // Each evaluation 25 ms after a scrape began: its end (10 ms), half as
+    // long again for a slower one, and 10 ms for the commit.
+    assert_eq!(offsets, [325, 10_325, 20_325, 30_325, 40_325]);
+    // Without the service's name the two jobs' scrapes are spread over the
+    // interval: no phase fits them both, and the group keeps its own.
+    let offsets = aligned_evaluations(None).await;
+    assert_eq!(offsets, [0, 10_000, 20_000, 30_000, 40_000]);
+}
+
+/// The milliseconds, from the start, at which a group evaluated over 40 s
+/// while Prometheus scrapes the `demo` job and another one.
+async fn aligned_evaluations(service: Option<&str>) -> Vec<u128> {
+    let clock = Clock::tokio();
+    let start = clock.now();
+    let target = |job: &str, at_ms: u64| ScrapeTiming {
+        last_scrape: start + Duration::from_millis(at_ms),
+        duration: Duration::from_millis(10),
+        interval: Duration::from_secs(10),
+        job: Some(job.to_string()),
+        service: None,
+    };
+    let source = Arc::new(ScriptedSource::new(
+        start,
+        vec![(0, Answer::Value(0.0))],
+        vec![target("demo", 300), target("other", 5300)],
+    ));
+    watch_source(source.clone(), clock, service, 40).await;
+    let times = source
+        .asked_times
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    times
+        .iter()
+        .map(|t| t.duration_since(start).unwrap().as_millis())
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]

@@ -58,6 +58,7 @@ impl Dispatcher {
             rules: req.trigger.rules().to_vec(),
             reason: req.reason.clone(),
             plan,
+            detected: req.detected.clone(),
         };
         tracing::warn!(
             pending = %pending.id,
@@ -174,6 +175,8 @@ impl Dispatcher {
                 }
                 _ => Default::default(),
             },
+            at: tokio::time::Instant::now(),
+            detected: pending.detected.clone(),
         };
         let rollback_id = self.start(req);
         // Other confirmations were for the state before this rollback.

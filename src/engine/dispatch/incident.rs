@@ -16,7 +16,7 @@
 use tokio::time::Instant;
 
 use super::{trigger_of, Dispatcher};
-use crate::engine::request::Joined;
+use crate::engine::request::{Detected, Joined};
 use crate::engine::{Blocked, RollbackRequest, Trigger};
 use crate::history::RuleTrigger;
 use crate::notify::{Notification, NotifyEvent};
@@ -266,6 +266,15 @@ fn request_for(fired: &[FiringEvent]) -> RollbackRequest {
         .unwrap_or(Policy::DryRun);
     let rules: Vec<RuleTrigger> = fired.iter().copied().map(trigger_of).collect();
     let from_alertmanager = fired.iter().all(|e| e.group == ALERTMANAGER_GROUP);
+    let detected = fired.first().map(|first| Detected {
+        group: first.group.clone(),
+        breached_at: fired.iter().map(|e| e.since).min().unwrap_or(first.since),
+        fired_at: fired
+            .iter()
+            .map(|e| e.fired_at)
+            .min()
+            .unwrap_or(first.fired_at),
+    });
     let reason = fired
         .iter()
         .map(|e| {
@@ -293,5 +302,7 @@ fn request_for(fired: &[FiringEvent]) -> RollbackRequest {
         base_url: None,
         pending_id: None,
         joined: Default::default(),
+        at: tokio::time::Instant::now(),
+        detected,
     }
 }

@@ -1,7 +1,8 @@
 //! What the dispatcher does every second: expire confirmations, move the
 //! breaker from HALF_OPEN to CLOSED once the rules stayed clear, and now and
 //! then record the live deployment's schema revision and settle a rollback a
-//! killed CLI left unfinished.
+//! killed CLI left unfinished; keep the deployment list fresh while a rule
+//! is pending.
 
 use std::time::Duration;
 
@@ -32,7 +33,14 @@ impl Dispatcher {
         self.forwarded().await;
         self.record_revision().await;
         self.expire_confirmations().await;
-        self.close_breaker_when_clear();
+        let rules = self.board.rules();
+        // While a rule is pending, keep the deployment list fresh: the
+        // rollback it may start then lists nothing before it acts. (Not
+        // while one runs: the platform is changing under it.)
+        if self.busy().is_none() && rules.iter().any(|r| r.state == AlertState::Pending) {
+            crate::engine::listing::prefetch(&self.engine);
+        }
+        self.close_breaker_when_clear(&rules);
         self.settle_orphans();
     }
 
@@ -147,12 +155,8 @@ impl Dispatcher {
         }
     }
 
-    fn close_breaker_when_clear(&mut self) {
-        let all_clear = self
-            .board
-            .rules()
-            .iter()
-            .all(|r| r.state == AlertState::Inactive);
+    fn close_breaker_when_clear(&mut self, rules: &[crate::rules::RuleStatus]) {
+        let all_clear = rules.iter().all(|r| r.state == AlertState::Inactive);
         self.clear_since = match (all_clear, self.clear_since) {
             (false, _) => None,
             (true, None) => Some(Instant::now()),

@@ -23,8 +23,11 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         let known: BTreeSet<String> = run.known_deployments.iter().cloned().collect();
         (known, run.created_deployment.clone())
     } else {
-        let known: BTreeSet<String> = match run.wait(engine.provider.list(50)).await {
-            Ok(list) => list.into_iter().map(|d| d.id).collect(),
+        // The call is based on a list asked for after the rule fired: the
+        // one pre-validation asked for meanwhile, or a new one.
+        let req = run.req.clone();
+        let listed = match run.wait(engine.deployments_for_call(&req)).await {
+            Ok(listed) => listed,
             Err(e) => {
                 return PhaseOutcome::failed(
                     FailureKind::ProviderError,
@@ -32,6 +35,13 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
                 )
             }
         };
+        if let Err(why) = crate::engine::listing::still_valid(&plan, &listed.deployments) {
+            return PhaseOutcome::failed(
+                FailureKind::PlanOutdated,
+                format!("{why}; the platform was not asked to roll back"),
+            );
+        }
+        let known: BTreeSet<String> = listed.deployments.iter().map(|d| d.id.clone()).collect();
         run.known_deployments = known.iter().cloned().collect();
         // From this line on, the platform may have been asked.
         if let Err(e) = run.mark(Step::PlatformCallStarted, plan.target.id.clone()) {
@@ -40,7 +50,11 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
                 format!("{e}; the platform was not asked to roll back"),
             );
         }
-        let created = match run.wait(engine.provider.rollback(&plan.target)).await {
+        run.called_at = Some(engine.clock.now());
+        let called = run.wait(engine.provider.rollback(&plan.target)).await;
+        // Whatever the answer, the list no longer says what runs.
+        engine.listing.forget();
+        let created = match called {
             Ok(created) => created,
             Err(e) => {
                 run.mark_done(Step::PlatformCallAnswered, format!("refused: {e}"));

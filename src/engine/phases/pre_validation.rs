@@ -3,21 +3,62 @@
 //! the moment the plan exists the run holds the lock and will be recorded.
 
 use super::super::journal::Step;
-use super::super::outcome::{FailureKind, PhaseOutcome};
+use super::super::outcome::{FailureKind, Phase, PhaseOutcome};
 use super::super::run::Run;
 
 pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     let engine = run.engine;
+    let prepared = if engine.call_needs_new_list(&run.req) {
+        // The guards and the plan used a list asked for before the rule
+        // fired (kept fresh while it was pending): ask again now, while the
+        // lock, the journal and the backup are taken, and check the plan
+        // against the answer before the breaker opens. A platform slower
+        // than a third of the budget is left to the application phase,
+        // which asks again.
+        let req = run.req.clone();
+        let limit = engine.config.budget(Phase::PreValidation) / 3;
+        let (prepared, listed) = tokio::join!(
+            prepare(run),
+            tokio::time::timeout(limit, engine.deployments_for_call(&req))
+        );
+        match (&prepared, &run.plan, listed) {
+            (Ok(_), Some(plan), Ok(Ok(listed))) => {
+                if let Err(why) = crate::engine::listing::still_valid(plan, &listed.deployments) {
+                    return PhaseOutcome::failed(
+                        FailureKind::PlanOutdated,
+                        format!("{why}; nothing was changed"),
+                    );
+                }
+            }
+            (_, _, Ok(Err(e))) => {
+                tracing::debug!(error = %e, "cannot list deployments ahead of the platform call; it asks again")
+            }
+            _ => {}
+        }
+        prepared
+    } else {
+        prepare(run).await
+    };
+    match prepared {
+        Ok(backup) => open_breaker(run, backup),
+        Err(failed) => failed,
+    }
+}
+
+/// The lock, the plan, the journal and the backup: `Ok(the backup's
+/// detail)`, or the phase's failure.
+async fn prepare(run: &mut Run<'_>) -> Result<String, PhaseOutcome> {
+    let engine = run.engine;
     let lock = match engine.state.try_lock() {
         Ok(Some(lock)) => lock,
         Ok(None) => {
-            return PhaseOutcome::failed(
+            return Err(PhaseOutcome::failed(
                 FailureKind::RollbackLocked,
                 "another rollback is running (the rollback lock is held)",
-            )
+            ))
         }
         Err(e) => {
-            return PhaseOutcome::failed(
+            return Err(PhaseOutcome::failed(
                 FailureKind::LockError,
                 format!(
                     "cannot take the rollback lock {}: {e}",
@@ -26,13 +67,13 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
                         .location(crate::state::StateDir::LOCK)
                         .display()
                 ),
-            )
+            ))
         }
     };
     let req = run.req.clone();
     let plan = match run.wait(engine.plan(&req)).await {
         Ok(plan) => plan,
-        Err(e) => return PhaseOutcome::failed(FailureKind::NoPlan, e.to_string()),
+        Err(e) => return Err(PhaseOutcome::failed(FailureKind::NoPlan, e.to_string())),
     };
     run.note(format!("plan:\n{plan}"));
     if let (Some(db), Some(rev)) = (&engine.db, &plan.current_revision) {
@@ -43,24 +84,33 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     // From here on the run is journaled and recorded in the history, even if
     // it stops, and even if rollbackd dies.
     run.lock = Some(lock);
-    let target = plan.target.id.clone();
-    let live = plan.current.id.clone();
+    let started = format!("{} -> {}", plan.current.id, plan.target.id);
     run.plan = Some(plan);
     run.breaker_before = engine.breaker.load().ok();
-    if let Err(e) = run.mark(Step::Started, format!("{live} -> {target}")) {
-        return PhaseOutcome::failed(
+    if let Err(e) = run.mark(Step::Started, started) {
+        return Err(PhaseOutcome::failed(
             FailureKind::JournalFailed,
             format!("{e}; nothing was changed"),
-        );
+        ));
     }
     let backup = match backup(run).await {
         Ok(detail) => detail,
-        Err(why) => return PhaseOutcome::failed(FailureKind::BackupFailed, why),
+        Err(why) => return Err(PhaseOutcome::failed(FailureKind::BackupFailed, why)),
     };
     if run.extra.contains_key("backup") {
         run.mark_done(Step::BackupTaken, backup.clone());
     }
     run.note(backup.clone());
+    Ok(backup)
+}
+
+/// Opens the deploy breaker: the last step of pre-validation.
+fn open_breaker(run: &mut Run<'_>, backup: String) -> PhaseOutcome {
+    let engine = run.engine;
+    let (target, live) = match &run.plan {
+        Some(plan) => (plan.target.id.clone(), plan.current.id.clone()),
+        None => return PhaseOutcome::failed(FailureKind::NoPlan, "no plan"),
+    };
     let now = engine.clock.now();
     let reason = format!("rollback {} running: {}", run.id, run.req.reason);
     if let Err(e) = engine.breaker.open(now, &run.id, &reason) {

@@ -14,7 +14,7 @@ use crate::engine::BreakerState;
 use crate::history::{EventKind, TriggerKind};
 use crate::rules::Policy;
 
-fn automatic() -> RollbackRequest {
+pub(crate) fn automatic() -> RollbackRequest {
     RollbackRequest {
         trigger: Trigger::Rules(vec![crate::history::RuleTrigger {
             group: "service".into(),
@@ -29,6 +29,8 @@ fn automatic() -> RollbackRequest {
         base_url: None,
         pending_id: None,
         joined: Default::default(),
+        at: tokio::time::Instant::now(),
+        detected: None,
     }
 }
 

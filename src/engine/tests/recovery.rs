@@ -151,7 +151,7 @@ async fn when_the_answer_was_lost_the_deployment_the_call_made_is_found_by_listi
     assert_eq!(rig.platform.rollbacks(), ["d1"]);
     assert_eq!(
         rig.history().events[0].created_deployment_id.as_deref(),
-        Some("d1-redeploy-3")
+        Some("d1-redeploy-2")
     );
 }
 

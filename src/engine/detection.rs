@@ -1,0 +1,87 @@
+//! The seed's "time to detect vs time to rollback". For each rollback: when
+//! the live deployment was created, the first rule began to breach and
+//! fired, the platform was called and the service was verified healthy.
+//! The seconds between them go into the history entry and into one
+//! histogram each, by the rule group that started the incident:
+//!
+//! | histogram | from → to |
+//! |---|---|
+//! | `rollbackd_incident_deploy_to_breach_seconds` | deployment created → first breach |
+//! | `rollbackd_incident_breach_to_firing_seconds` | first breach → firing |
+//! | `rollbackd_incident_firing_to_call_seconds` | firing → platform call |
+//! | `rollbackd_incident_call_to_healthy_seconds` | platform call → verified healthy |
+//! | `rollbackd_incident_deploy_to_healthy_seconds` | deployment created → verified healthy |
+
+use std::time::SystemTime;
+
+use super::outcome::round3;
+use super::run::Run;
+use crate::clock::millis;
+use crate::history::Detection;
+
+/// The figures' names, in the order of an incident, as histograms name them.
+pub const FIGURES: [&str; 5] = [
+    "deploy_to_breach",
+    "breach_to_firing",
+    "firing_to_call",
+    "call_to_healthy",
+    "deploy_to_healthy",
+];
+
+/// Seconds from `a` to `b`, when both are known and `b` is not before `a`.
+fn between(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<f64> {
+    let d = b?.duration_since(a?).ok()?;
+    Some(round3(d.as_secs_f64()))
+}
+
+/// The run's figures as they stand; `None` before anything is known.
+pub(crate) fn figures(run: &Run<'_>) -> Option<Detection> {
+    let detected = run.req.detected.as_ref();
+    let deployed = run.plan.as_ref().map(|p| p.current.created_at);
+    if detected.is_none() && deployed.is_none() {
+        return None;
+    }
+    let breached = detected.map(|d| d.breached_at);
+    let fired = detected.map(|d| d.fired_at);
+    // A rule that breached before the deployment it blames was created
+    // says nothing about how fast that deployment's fault was seen.
+    let deploy_to_breach = between(deployed, breached);
+    Some(Detection {
+        group: detected.map_or_else(|| "manual".to_string(), |d| d.group.clone()),
+        deployed_at: deployed.map(millis),
+        breached_at: breached.map(millis),
+        fired_at: fired.map(millis),
+        called_at: run.called_at.map(millis),
+        healthy_at: run.healthy_at.map(millis),
+        deploy_to_breach_seconds: deploy_to_breach,
+        breach_to_firing_seconds: between(breached, fired),
+        firing_to_call_seconds: between(fired, run.called_at),
+        call_to_healthy_seconds: between(run.called_at, run.healthy_at),
+        deploy_to_healthy_seconds: between(deployed, run.healthy_at),
+    })
+}
+
+/// Creates a group's histograms empty, so its first incident is a change
+/// that `rate()` sees (a series born with its first observation looks flat).
+pub fn register_group(group: &str) {
+    for name in FIGURES {
+        let _ = metrics::histogram!(format!("rollbackd_incident_{name}_seconds"), "group" => group.to_string());
+    }
+}
+
+/// Records a finished run's figures in the histograms.
+pub(crate) fn observe(d: &Detection) {
+    let values = [
+        d.deploy_to_breach_seconds,
+        d.breach_to_firing_seconds,
+        d.firing_to_call_seconds,
+        d.call_to_healthy_seconds,
+        d.deploy_to_healthy_seconds,
+    ];
+    for (name, value) in FIGURES.iter().zip(values) {
+        if let Some(v) = value {
+            metrics::histogram!(format!("rollbackd_incident_{name}_seconds"), "group" => d.group.clone())
+                .record(v);
+        }
+    }
+}
