@@ -95,14 +95,19 @@ fn line(out: &mut String, name: &str, r: &RuleStatus, extra: &[(&str, &str)], va
 /// their group: their lines are left out of `rendered`, so a removed
 /// group's series go with it, as a removed rule's do.
 pub fn drop_removed_groups(rendered: String, live: &std::collections::BTreeSet<String>) -> String {
-    const PER_GROUP: [&str; 2] = [
+    const PER_GROUP: [&str; 3] = [
         "rollbackd_rule_evaluation_duration_seconds",
         "rollbackd_group_evaluation_duration_seconds",
+        // The detection histograms (engine/detection.rs); `manual` and
+        // `alertmanager` are not rule groups and always stay.
+        "rollbackd_incident_",
     ];
+    const NOT_RULE_GROUPS: [&str; 2] = ["manual", crate::rules::ALERTMANAGER_GROUP];
     let mut out = String::with_capacity(rendered.len());
     for l in rendered.lines() {
         let removed = PER_GROUP.iter().any(|m| l.starts_with(m))
-            && group_of(l).is_some_and(|g| !live.contains(&g));
+            && group_of(l)
+                .is_some_and(|g| !live.contains(&g) && !NOT_RULE_GROUPS.contains(&g.as_str()));
         if !removed {
             out.push_str(l);
             out.push('\n');
@@ -159,11 +164,19 @@ mod tests {
             rollbackd_group_evaluation_duration_seconds_bucket{group=\"a\",le=\"1\"} 1\n\
             rollbackd_group_evaluation_duration_seconds_bucket{group=\"ab\",le=\"1\"} 1\n\
             rollbackd_rule_evaluation_duration_seconds_count{group=\"ab\"} 1\n\
+            rollbackd_incident_firing_to_call_seconds_count{group=\"ab\"} 1\n\
+            rollbackd_incident_call_to_healthy_seconds_count{group=\"manual\"} 1\n\
+            rollbackd_incident_firing_to_call_seconds_count{group=\"alertmanager\"} 1\n\
             rollbackd_rollbacks_total{result=\"success\"} 0\n";
         let live = std::collections::BTreeSet::from(["a".to_string()]);
         let kept = drop_removed_groups(rendered.to_string(), &live);
         assert!(kept.contains("group=\"a\""), "{kept}");
         assert!(!kept.contains("group=\"ab\""), "{kept}");
+        // Operators' and Alertmanager's incidents belong to no rule group.
+        assert!(
+            kept.contains("group=\"manual\"") && kept.contains("group=\"alertmanager\""),
+            "{kept}"
+        );
         assert!(
             kept.contains("# TYPE") && kept.contains("rollbackd_rollbacks_total"),
             "{kept}"
