@@ -13,6 +13,7 @@
 //! section), `cli`.
 
 pub mod api;
+pub mod backtest;
 pub mod child;
 pub mod cli;
 pub mod clock;

@@ -536,3 +536,52 @@ fn credentials_in_the_prometheus_url_never_show() {
         );
     }
 }
+
+#[test]
+fn a_backtest_over_a_bad_range_says_what_to_write_and_exits_2() {
+    let dir = dir_with(&[("rollbackd.toml", SERVICE)]);
+    for (args, says) in [
+        (vec!["--last", "7 days"], "--last: "),
+        (vec![], "--from TIME --to TIME, or --last 7d"),
+        (
+            vec![
+                "--from",
+                "2026-11-02T00:00:00Z",
+                "--to",
+                "2026-11-01T00:00:00Z",
+            ],
+            "is not before --to",
+        ),
+        (
+            vec!["--from", "last tuesday", "--to", "now"],
+            "is not a time",
+        ),
+        (vec!["--from", "2026-11-01T00:00:00Z"], "--to"),
+    ] {
+        let mut full = vec!["rules", "backtest", SHIPPED_RULES];
+        full.extend(&args);
+        let (code, out, err) = run_rollbackd(dir.path(), &full, &[]);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_backtest_against_an_unreachable_prometheus_fails_naming_the_rules() {
+    let port = support::free_port();
+    let config =
+        format!("{SERVICE}[prometheus]\nurl = \"http://127.0.0.1:{port}\"\ntimeout = \"1s\"\n");
+    let dir = dir_with(&[("rollbackd.toml", &config)]);
+    let (code, out, err) = run_rollbackd(
+        dir.path(),
+        &["rules", "backtest", SHIPPED_RULES, "--last", "1h"],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("http/HighErrorRate")
+            && out.contains("not replayed: the range query failed: cannot reach Prometheus"),
+        "{out}"
+    );
+    assert!(out.contains("not replayed: a probe rule"), "{out}");
+}

@@ -540,6 +540,7 @@ fn transitions_match_prometheus_alerts_within_one_interval() {
         ),
     );
     wait_evaluations(&w, "Anchor", "ok", 2.0);
+    let began = SystemTime::now() - Duration::from_secs(3);
 
     // A long breach (fires), a short one (pending only), a long one again.
     for (ratio, secs) in [(0.5, 10), (0.0, 8), (0.5, 1), (0.0, 8), (0.5, 10)] {
@@ -580,6 +581,59 @@ fn transitions_match_prometheus_alerts_within_one_interval() {
              rollbackd {ours:?}\nPrometheus {theirs:?}"
         );
     }
+
+    // The back-test of the same rule over the same period replays the same
+    // transitions, from Prometheus's history alone.
+    let (code, out, err) = support::run_rollbackd(
+        dir.path(),
+        &[
+            "--config",
+            "rollbackd.toml",
+            "rules",
+            "backtest",
+            "--from",
+            &humantime::format_rfc3339_millis(began).to_string(),
+            "--to",
+            "now",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let time = |v: &serde_json::Value| {
+        v.as_str()
+            .map(|s| unix(humantime::parse_rfc3339(s).unwrap()))
+    };
+    let mut replayed: Vec<(String, f64)> = Vec::new();
+    for i in report["rules"][0]["intervals"].as_array().unwrap() {
+        replayed.push(("pending".into(), time(&i["from"]).unwrap()));
+        if let Some(t) = time(&i["firing_from"]) {
+            replayed.push(("firing".into(), t));
+        }
+        replayed.push((
+            "inactive".into(),
+            time(&i["to"]).expect("ended within the range"),
+        ));
+    }
+    assert_eq!(
+        names(&replayed),
+        names(&theirs),
+        "back-test {replayed:?}\n{out}"
+    );
+    for (((state, a), (_, b)), (_, c)) in replayed.iter().zip(&theirs).zip(&ours) {
+        assert!(
+            (a - b).abs() <= 1.25 && (a - c).abs() <= 1.25,
+            "{state} at {a:.3} in the back-test, {b:.3} in Prometheus, {c:.3} in rollbackd live\n\
+             back-test {replayed:?}\nPrometheus {theirs:?}\nlive {ours:?}"
+        );
+    }
+    assert_eq!(
+        report["would_be_rollbacks"].as_array().unwrap().len(),
+        2,
+        "two firings: {}",
+        report["would_be_rollbacks"]
+    );
 }
 
 fn unix(t: SystemTime) -> f64 {

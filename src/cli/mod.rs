@@ -2,6 +2,7 @@
 //! Each command returns an [`Exit`]; `main` turns it into the process's exit
 //! code. Output meant for people goes to stdout; logs go to stderr.
 
+mod backtest_cmd;
 mod backup_cmd;
 mod engine_cmd;
 mod probe;
@@ -274,6 +275,9 @@ pub enum RulesCommand {
         /// Rule files or directories (default: watch.rule_paths from the config).
         paths: Vec<PathBuf>,
     },
+    /// Replay rules over Prometheus's history: their pending and firing
+    /// intervals, and the rollbacks they would have made.
+    Backtest(backtest_cmd::BacktestArgs),
     /// Evaluate each rule once against Prometheus and print value, threshold,
     /// state and whether it would fire.
     Eval {
@@ -342,6 +346,7 @@ pub async fn run(cli: Cli) -> Exit {
             other => other,
         },
         Command::Rules(RulesCommand::Check { paths }) => rules_cmd::check(&config, &paths, false),
+        Command::Rules(RulesCommand::Backtest(args)) => backtest_cmd::backtest(&config, args).await,
         Command::Rules(RulesCommand::Eval { rule, json }) => {
             rules_cmd::eval(&config, rule.as_deref(), json).await
         }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod prometheus;
+pub mod range;
 pub mod scrapes;
 
 use config::AuthError;

@@ -544,7 +544,7 @@ fn decode(data: ApiData, max_series: usize) -> Result<Vec<Sample>, SourceError> 
 }
 
 /// Prometheus writes sample values as strings: "1.5", "NaN", "+Inf", "-Inf".
-fn parse_value(text: &str) -> Result<f64, SourceError> {
+pub(super) fn parse_value(text: &str) -> Result<f64, SourceError> {
     match text {
         "NaN" => Ok(f64::NAN),
         "+Inf" | "Inf" => Ok(f64::INFINITY),

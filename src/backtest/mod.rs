@@ -1,0 +1,254 @@
+//! Back-testing rules over Prometheus's history: what `watch` would have
+//! done. Each query rule's expression (and its traffic guard) is asked over
+//! the range with Prometheus's range API at the group's interval, and every
+//! evaluation time goes through the same code as a live evaluation:
+//! [`evaluate::interpret`] for the outcome, the rule's [`RuleState`] for
+//! `for`, `keep_firing_for`, `on_no_data` and `on_error`. Nothing here
+//! decides differently from `watch`; it only replays.
+//!
+//! - `replay` is pure: answers per time in, pending and firing intervals
+//!   and outcome counts out.
+//! - `would_be_rollbacks` applies what the engine would, in time order:
+//!   rules firing within `engine.coalesce` of an incident join it, and the
+//!   cooldown and the rate limit refuse. The guards that need the platform's
+//!   deployment list (one rollback per deployment, `max_deploy_age`, the
+//!   loop guard) and the breaker are named as not judged.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::engine::EngineConfig;
+use crate::rules::{AlertState, Rule, RuleKind, RuleState};
+use crate::source::range::{millis, Answers};
+use crate::source::SourceError;
+use crate::watch::evaluate::{self, Answer, Outcome};
+
+/// One pending or firing interval of a rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Interval {
+    /// When the breach began (the rule went pending, or straight to firing).
+    #[serde(with = "crate::clock::rfc3339")]
+    pub from: SystemTime,
+    /// When it fired; `None` for a breach that cleared before `for`.
+    #[serde(with = "opt_time")]
+    pub firing_from: Option<SystemTime>,
+    /// When it went back to inactive; `None` when still active at the end.
+    #[serde(with = "opt_time")]
+    pub to: Option<SystemTime>,
+    /// The highest value seen while it lasted.
+    pub peak: Option<f64>,
+    /// How it ended: the outcome of the evaluation that ended it (`ok`: the
+    /// value went back; `empty`, `nan`, `error`…: by `on_no_data` or
+    /// `on_error`), or `end_of_range`.
+    pub ended: String,
+}
+
+/// One rule's replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleReport {
+    pub group: String,
+    pub rule: String,
+    pub interval_seconds: f64,
+    pub policy: &'static str,
+    /// Evaluations by outcome (`ok`, `empty`, `nan`, `low_traffic`, `error`…).
+    pub evaluations: BTreeMap<&'static str, u64>,
+    pub intervals: Vec<Interval>,
+    /// Why the rule was not replayed (a probe rule, a failed range query).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_replayed: Option<String>,
+}
+
+/// The answers of a rule's query and traffic guard over the range.
+pub struct RangeAnswers {
+    pub main: Result<Answers, SourceError>,
+    pub guard: Option<Result<Answers, SourceError>>,
+}
+
+/// The evaluation times of a group over `[from, to]`: every `interval`,
+/// on the multiples of the interval since the epoch.
+pub fn times(from: SystemTime, to: SystemTime, interval: Duration) -> Vec<u64> {
+    let step = interval.as_millis().max(1) as u64;
+    let first = millis(from).div_ceil(step) * step;
+    (0..)
+        .map(|i| first + i * step)
+        .take_while(|t| *t <= millis(to))
+        .collect()
+}
+
+fn at(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Replays `rule` over `times` with `answers`, as the watcher would have
+/// evaluated it.
+pub fn replay(
+    group: &str,
+    interval: Duration,
+    rule: &Rule,
+    times: &[u64],
+    answers: &RangeAnswers,
+) -> RuleReport {
+    let mut report = RuleReport {
+        group: group.to_string(),
+        rule: rule.name.clone(),
+        interval_seconds: interval.as_secs_f64(),
+        policy: rule.policy.as_str(),
+        evaluations: BTreeMap::new(),
+        intervals: Vec::new(),
+        not_replayed: None,
+    };
+    let RuleKind::Query(query) = &rule.kind else {
+        report.not_replayed = Some(
+            "a probe rule asks an endpoint at the time it runs; its past answers are not in Prometheus".into(),
+        );
+        return report;
+    };
+    let mut state = RuleState::new(rule.for_, rule.keep_firing_for);
+    let mut failures = 0;
+    let mut open: Option<Interval> = None;
+    for &t in times {
+        let main = match &answers.main {
+            Ok(a) => Ok(a.get(&t).cloned().unwrap_or_default()),
+            Err(e) => Err(e.clone()),
+        };
+        // As `evaluate::fetch`: the guard is asked only when the query answered.
+        let guard = match (&query.min_traffic, &main, &answers.guard) {
+            (Some(_), Ok(samples), Some(g)) if !samples.is_empty() => Some(match g {
+                Ok(a) => Ok(a.get(&t).cloned().unwrap_or_default()),
+                Err(e) => Err(e.clone()),
+            }),
+            _ => None,
+        };
+        let e = evaluate::interpret(
+            rule,
+            Answer::Query {
+                result: main,
+                guard,
+            },
+            &mut failures,
+        );
+        *report.evaluations.entry(e.outcome.as_str()).or_default() += 1;
+        let before = state.overall();
+        state.step(at(t), e.input.clone());
+        let after = state.overall();
+        if before == AlertState::Inactive && after != AlertState::Inactive {
+            open = Some(Interval {
+                from: at(t),
+                firing_from: None,
+                to: None,
+                peak: None,
+                ended: String::new(),
+            });
+        }
+        if let Some(i) = open.as_mut() {
+            if after == AlertState::Firing && i.firing_from.is_none() {
+                i.firing_from = Some(at(t));
+            }
+            if let Some(v) = e
+                .value
+                .filter(|v| v.is_finite() && after != AlertState::Inactive)
+            {
+                i.peak = Some(i.peak.map_or(v, |p| p.max(v)));
+            }
+        }
+        if after == AlertState::Inactive {
+            if let Some(mut i) = open.take() {
+                i.to = Some(at(t));
+                i.ended = ended_by(e.outcome);
+                report.intervals.push(i);
+            }
+        }
+    }
+    if let Some(mut i) = open.take() {
+        i.ended = "end_of_range".into();
+        report.intervals.push(i);
+    }
+    report
+}
+
+fn ended_by(outcome: Outcome) -> String {
+    outcome.as_str().to_string()
+}
+
+/// What the engine would have done with one firing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WouldBe {
+    #[serde(with = "crate::clock::rfc3339")]
+    pub at: SystemTime,
+    pub group: String,
+    pub rule: String,
+    /// `rollback`, `joins` (the incident of the rollback just before), or
+    /// `refused`.
+    pub action: &'static str,
+    /// The guard that refused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<&'static str>,
+}
+
+/// The guards a back-test without the platform's deployment list cannot judge.
+pub const NOT_JUDGED: [&str; 4] = ["same_deployment", "deploy_age", "loop", "breaker"];
+
+/// The firings of `reports`, in time order, through the engine's time
+/// guards, as if every rule were `auto`.
+pub fn would_be_rollbacks(reports: &[RuleReport], engine: &EngineConfig) -> Vec<WouldBe> {
+    let mut firings: Vec<(SystemTime, &str, &str)> = reports
+        .iter()
+        .flat_map(|r| {
+            r.intervals
+                .iter()
+                .filter_map(|i| i.firing_from)
+                .map(move |t| (t, r.group.as_str(), r.rule.as_str()))
+        })
+        .collect();
+    firings.sort();
+    let mut out = Vec::new();
+    let mut rollbacks: Vec<SystemTime> = Vec::new();
+    let mut incident: Option<SystemTime> = None;
+    for (t, group, rule) in firings {
+        let since = |a: SystemTime| t.duration_since(a).unwrap_or_default();
+        let (action, guard) = if incident.is_some_and(|i| since(i) <= engine.coalesce) {
+            ("joins", None)
+        } else if rollbacks
+            .last()
+            .is_some_and(|last| since(*last) < engine.cooldown)
+        {
+            ("refused", Some("cooldown"))
+        } else if rollbacks
+            .iter()
+            .filter(|r| since(**r) < engine.auto_window)
+            .count()
+            >= engine.max_auto_rollbacks as usize
+        {
+            ("refused", Some("rate_limit"))
+        } else {
+            rollbacks.push(t);
+            incident = Some(t);
+            ("rollback", None)
+        };
+        out.push(WouldBe {
+            at: t,
+            group: group.to_string(),
+            rule: rule.to_string(),
+            action,
+            guard,
+        });
+    }
+    out
+}
+
+mod opt_time {
+    use serde::Serializer;
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(&crate::clock::millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

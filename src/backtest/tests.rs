@@ -1,0 +1,187 @@
+//! The replay on hand-made answers: intervals, outcomes and the engine's
+//! time guards, each time asserted exactly.
+
+use std::time::Duration;
+
+use super::*;
+use crate::rules::Labels;
+use crate::source::Sample;
+
+/// A rule loaded as `watch` loads it: `> 0.1`, with `extra` YAML fields.
+fn rule(extra: &str) -> (Rule, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "groups:\n  - name: http\n    interval: 10s\n    rules:\n      - name: HighErrorRate\n        \
+             expr: sum(rate(errors_total[1m]))\n        above: 0.1\n{extra}"
+        ),
+    )
+    .unwrap();
+    let set =
+        crate::rules::load_paths(&[path], &Default::default(), Duration::from_secs(15)).unwrap();
+    let group = set.groups.into_iter().next().unwrap();
+    (group.rules[0].clone(), group.interval)
+}
+
+/// Answers every 10 s from 0: `Some(v)` a value, `None` no series.
+fn answers(values: &[Option<f64>]) -> RangeAnswers {
+    let mut a = Answers::new();
+    for (i, v) in values.iter().enumerate() {
+        if let Some(v) = v {
+            a.insert(
+                i as u64 * 10_000,
+                vec![Sample {
+                    labels: Labels::new(),
+                    value: *v,
+                }],
+            );
+        }
+    }
+    RangeAnswers {
+        main: Ok(a),
+        guard: None,
+    }
+}
+
+fn secs(t: Option<SystemTime>) -> Option<u64> {
+    t.map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs())
+}
+
+#[test]
+fn evaluation_times_fall_on_multiples_of_the_interval() {
+    let t = times(at(12_000), at(45_000), Duration::from_secs(10));
+    assert_eq!(t, [20_000, 30_000, 40_000]);
+}
+
+#[test]
+fn a_breach_longer_than_for_fires_and_one_shorter_only_pends() {
+    let (rule, interval) = rule("        for: 20s\n");
+    let values = [
+        Some(0.0),
+        Some(0.5), // 10 s: pending
+        Some(0.0), // 20 s: cleared before `for`
+        Some(0.3), // 30 s: pending
+        Some(0.9), // 40 s
+        Some(0.4), // 50 s: firing (20 s after 30 s)
+        Some(0.0), // 60 s: resolved
+        Some(0.2), // 70 s: pending to the end
+    ];
+    let t: Vec<u64> = (0..values.len() as u64).map(|i| i * 10_000).collect();
+    let r = replay("http", interval, &rule, &t, &answers(&values));
+    let summary: Vec<_> = r
+        .intervals
+        .iter()
+        .map(|i| {
+            (
+                secs(Some(i.from)),
+                secs(i.firing_from),
+                secs(i.to),
+                i.peak,
+                i.ended.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (Some(10), None, Some(20), Some(0.5), "ok"),
+            (Some(30), Some(50), Some(60), Some(0.9), "ok"),
+            (Some(70), None, None, Some(0.2), "end_of_range"),
+        ]
+    );
+    assert_eq!(r.evaluations.get("ok"), Some(&8));
+}
+
+#[test]
+fn no_data_holds_a_firing_rule_and_errors_follow_on_error() {
+    let (rule, interval) = rule("");
+    let values = [Some(0.5), None, None, Some(0.0)];
+    let t: Vec<u64> = (0..4).map(|i| i * 10_000).collect();
+    let r = replay("http", interval, &rule, &t, &answers(&values));
+    assert_eq!(r.intervals.len(), 1, "{:?}", r.intervals);
+    assert_eq!(secs(r.intervals[0].to), Some(30), "held through the gap");
+    assert_eq!(r.evaluations.get("empty"), Some(&2));
+    // A failed range query: every evaluation is an error, and holds.
+    let failed = RangeAnswers {
+        main: Err(SourceError::Timeout {
+            after: Duration::from_secs(1),
+        }),
+        guard: None,
+    };
+    let r = replay("http", interval, &rule, &t, &failed);
+    assert!(r.intervals.is_empty());
+    assert_eq!(r.evaluations.get("error"), Some(&4));
+}
+
+#[test]
+fn probe_rules_are_named_as_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.yml");
+    std::fs::write(
+        &path,
+        "groups:\n  - name: probes\n    rules:\n      - name: Health\n        probe:\n          url: http://127.0.0.1:1/health\n",
+    )
+    .unwrap();
+    let set =
+        crate::rules::load_paths(&[path], &Default::default(), Duration::from_secs(15)).unwrap();
+    let group = &set.groups[0];
+    let r = replay(
+        "probes",
+        group.interval,
+        &group.rules[0],
+        &[0],
+        &answers(&[]),
+    );
+    assert!(r.not_replayed.as_deref().unwrap().contains("probe"));
+    assert!(r.evaluations.is_empty());
+}
+
+fn fired(rule: &str, at_s: u64) -> RuleReport {
+    RuleReport {
+        group: "http".into(),
+        rule: rule.into(),
+        interval_seconds: 10.0,
+        policy: "auto",
+        evaluations: BTreeMap::new(),
+        intervals: vec![Interval {
+            from: at(at_s * 1000),
+            firing_from: Some(at(at_s * 1000)),
+            to: None,
+            peak: None,
+            ended: "end_of_range".into(),
+        }],
+        not_replayed: None,
+    }
+}
+
+#[test]
+fn firings_go_through_coalescing_the_cooldown_and_the_rate_limit() {
+    let engine = EngineConfig::default(); // coalesce 2 s, cooldown 15 m, 3 per hour
+    let reports = [
+        fired("A", 1000),
+        fired("B", 1001),        // joins A's incident
+        fired("C", 1000 + 600),  // 10 min later: cooldown
+        fired("D", 1000 + 900),  // 15 min later: a rollback
+        fired("E", 1000 + 1800), // a rollback
+        fired("F", 1000 + 2700), // a fourth within the hour: rate limit
+        fired("G", 1000 + 3700), // the first has left the hour
+    ];
+    let got: Vec<String> = would_be_rollbacks(&reports, &engine)
+        .iter()
+        .map(|w| format!("{} {} {}", w.rule, w.action, w.guard.unwrap_or("-")))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "A rollback -",
+            "B joins -",
+            "C refused cooldown",
+            "D rollback -",
+            "E rollback -",
+            "F refused rate_limit",
+            "G rollback -",
+        ]
+    );
+}

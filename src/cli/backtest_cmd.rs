@@ -1,0 +1,319 @@
+//! `rollbackd rules backtest`: the rules replayed over Prometheus's history
+//! (`backtest/`), printed as a table or as JSON, and a gate for CI.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::Exit;
+use crate::backtest::{self, RangeAnswers, RuleReport, WouldBe};
+use crate::config::Config;
+use crate::rules::RuleKind;
+use crate::source::prometheus::Prometheus;
+
+/// What to replay, over which range.
+#[derive(Debug, clap::Args)]
+pub struct BacktestArgs {
+    /// Rule files or directories (default: watch.rule_paths from the config).
+    pub paths: Vec<PathBuf>,
+    /// Start of the range, RFC 3339 (`2026-11-20T00:00:00Z`).
+    #[arg(long, requires = "to", conflicts_with = "last")]
+    pub from: Option<String>,
+    /// End of the range, RFC 3339, or `now`.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// The range ending now, as a duration (`7d`, `24h`).
+    #[arg(long)]
+    pub last: Option<String>,
+    /// Only the rule with this name.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when more than N would-be rollbacks are found (a CI gate).
+    #[arg(long, value_name = "N")]
+    pub fail_on_rollbacks: Option<usize>,
+}
+
+/// The range the arguments name, checked.
+pub fn range(args: &BacktestArgs, now: SystemTime) -> Result<(SystemTime, SystemTime), String> {
+    let time = |flag: &str, text: &str| -> Result<SystemTime, String> {
+        if text == "now" {
+            return Ok(now);
+        }
+        crate::clock::parse(text).ok_or_else(|| {
+            format!("{flag} {text:?} is not a time: write it in RFC 3339, like 2026-11-20T00:00:00Z, or `now`")
+        })
+    };
+    let (from, to) = match (&args.from, &args.to, &args.last) {
+        (Some(from), Some(to), None) => (time("--from", from)?, time("--to", to)?),
+        (None, None, Some(last)) => {
+            let span = crate::duration::parse(last).map_err(|e| format!("--last: {e}"))?;
+            (
+                now.checked_sub(span)
+                    .ok_or("--last: the range starts before 1970")?,
+                now,
+            )
+        }
+        _ => return Err("say which range to replay: --from TIME --to TIME, or --last 7d".into()),
+    };
+    if from >= to {
+        return Err(format!(
+            "--from {} is not before --to {}: the range is empty",
+            crate::clock::seconds(from),
+            crate::clock::seconds(to)
+        ));
+    }
+    if to > now + Duration::from_secs(60) {
+        return Err(format!(
+            "--to {} is in the future: Prometheus has no data there yet",
+            crate::clock::seconds(to)
+        ));
+    }
+    Ok((from, to))
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    #[serde(with = "crate::clock::rfc3339")]
+    from: SystemTime,
+    #[serde(with = "crate::clock::rfc3339")]
+    to: SystemTime,
+    rules: &'a [RuleReport],
+    would_be_rollbacks: &'a [WouldBe],
+    /// The engine's guards this back-test did not judge.
+    not_judged: &'a [&'static str],
+}
+
+pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
+    let (from, to) = match range(&args, SystemTime::now()) {
+        Ok(range) => range,
+        Err(e) => return Exit::Usage(e),
+    };
+    let mut source =
+        crate::watch::RuleSource::from_config(&config.watch, config.template_variables());
+    if !args.paths.is_empty() {
+        source.paths = args.paths.clone();
+    }
+    let set = match source.load() {
+        Ok(set) => set,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Failed;
+        }
+    };
+    let prometheus = match Prometheus::new(&config.prometheus) {
+        Ok(p) => p,
+        Err(e) => return Exit::Usage(e.to_string()),
+    };
+    let mut reports = Vec::new();
+    let mut failed = false;
+    for group in &set.groups {
+        let times = backtest::times(from, to, group.interval);
+        let (Some(first), Some(last)) = (times.first(), times.last()) else {
+            continue;
+        };
+        let (first, last) = (at(*first), at(*last));
+        for rule in &group.rules {
+            if args.rule.as_deref().is_some_and(|name| name != rule.name) {
+                continue;
+            }
+            let answers = match &rule.kind {
+                RuleKind::Query(q) => RangeAnswers {
+                    main: prometheus
+                        .query_range(&q.expr, first, last, group.interval)
+                        .await,
+                    guard: match &q.min_traffic {
+                        Some(g) => Some(
+                            prometheus
+                                .query_range(&g.expr, first, last, group.interval)
+                                .await,
+                        ),
+                        None => None,
+                    },
+                },
+                RuleKind::Probe(_) => RangeAnswers {
+                    main: Ok(Default::default()),
+                    guard: None,
+                },
+            };
+            // A range query that failed says nothing about the past: the
+            // rule is not replayed, and the back-test fails.
+            let broken = match (&answers.main, &answers.guard) {
+                (Err(e), _) | (_, Some(Err(e))) => Some(e.to_string()),
+                _ => None,
+            };
+            let mut report = backtest::replay(&group.name, group.interval, rule, &times, &answers);
+            if let Some(e) = broken {
+                failed = true;
+                report.evaluations.clear();
+                report.intervals.clear();
+                report.not_replayed = Some(format!("the range query failed: {e}"));
+            }
+            reports.push(report);
+        }
+    }
+    if let (Some(name), true) = (&args.rule, reports.is_empty()) {
+        eprintln!("no rule named {name:?}; `rollbackd rules check` lists the rules");
+        return Exit::Failed;
+    }
+    let would_be = backtest::would_be_rollbacks(&reports, &config.engine);
+    let rollbacks = would_be.iter().filter(|w| w.action == "rollback").count();
+    if args.json {
+        let exit = super::engine_cmd::print_json(&Report {
+            from,
+            to,
+            rules: &reports,
+            would_be_rollbacks: &would_be,
+            not_judged: &backtest::NOT_JUDGED,
+        });
+        if !matches!(exit, Exit::Ok) {
+            return exit;
+        }
+    } else {
+        print_tables(from, to, &reports, &would_be);
+    }
+    if failed {
+        return Exit::Failed;
+    }
+    match args.fail_on_rollbacks {
+        Some(n) if rollbacks > n => {
+            eprintln!("{rollbacks} would-be rollback(s), more than --fail-on-rollbacks {n}");
+            Exit::Failed
+        }
+        _ => Exit::Ok,
+    }
+}
+
+fn at(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn print_tables(from: SystemTime, to: SystemTime, reports: &[RuleReport], would_be: &[WouldBe]) {
+    let time = |t: Option<SystemTime>| t.map_or_else(|| "-".to_string(), crate::clock::seconds);
+    println!(
+        "back-test from {} to {}",
+        crate::clock::seconds(from),
+        crate::clock::seconds(to)
+    );
+    for r in reports {
+        println!();
+        let counts: Vec<String> = r
+            .evaluations
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let total: u64 = r.evaluations.values().sum();
+        println!(
+            "{}/{} (every {}s, policy {}): {total} evaluations{}",
+            r.group,
+            r.rule,
+            r.interval_seconds,
+            r.policy,
+            if counts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", counts.join(", "))
+            }
+        );
+        if let Some(why) = &r.not_replayed {
+            println!("  not replayed: {why}");
+            continue;
+        }
+        if total > 0 && r.evaluations.get("empty") == Some(&total) {
+            println!("  no data in the range (is it older than Prometheus's retention, or the expression wrong?)");
+            continue;
+        }
+        if r.intervals.is_empty() {
+            println!("  never pending or firing");
+            continue;
+        }
+        println!(
+            "  {:<8} {:<21} {:<21} {:<21} {:>12}  ENDED",
+            "STATE", "FROM", "FIRING FROM", "TO", "PEAK"
+        );
+        for i in &r.intervals {
+            println!(
+                "  {:<8} {:<21} {:<21} {:<21} {:>12}  {}",
+                if i.firing_from.is_some() {
+                    "firing"
+                } else {
+                    "pending"
+                },
+                crate::clock::seconds(i.from),
+                time(i.firing_from),
+                time(i.to),
+                i.peak
+                    .map_or_else(|| "-".to_string(), |p| format!("{p:.6}")),
+                i.ended
+            );
+        }
+    }
+    println!();
+    println!(
+        "would-be rollbacks (every rule as if auto; judged: engine.coalesce, cooldown, rate limit; not judged: {}):",
+        backtest::NOT_JUDGED.join(", ")
+    );
+    if would_be.is_empty() {
+        println!("  none");
+    }
+    for w in would_be {
+        let what = match (w.action, w.guard) {
+            ("refused", Some(guard)) => format!("refused by the {guard} guard"),
+            ("joins", _) => "joins the incident before it".to_string(),
+            (action, _) => action.to_string(),
+        };
+        println!(
+            "  {}  {}/{}  {what}",
+            crate::clock::seconds(w.at),
+            w.group,
+            w.rule
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(from: Option<&str>, to: Option<&str>, last: Option<&str>) -> BacktestArgs {
+        BacktestArgs {
+            paths: Vec::new(),
+            from: from.map(String::from),
+            to: to.map(String::from),
+            last: last.map(String::from),
+            rule: None,
+            json: false,
+            fail_on_rollbacks: None,
+        }
+    }
+
+    #[test]
+    fn bad_ranges_are_refused_with_what_to_write() {
+        let now = crate::clock::parse("2026-11-27T00:00:00Z").unwrap();
+        let err = |a| range(&a, now).unwrap_err();
+        assert!(err(args(
+            Some("2026-11-26T00:00:00Z"),
+            Some("2026-11-25T00:00:00Z"),
+            None
+        ))
+        .contains("is not before --to"));
+        assert!(err(args(Some("yesterday"), Some("now"), None))
+            .contains("--from \"yesterday\" is not a time"));
+        assert!(err(args(None, None, Some("7 days"))).starts_with("--last: "));
+        assert!(err(args(None, None, None)).contains("--last 7d"));
+        assert!(err(args(
+            Some("2026-11-26T00:00:00Z"),
+            Some("2026-11-28T00:00:00Z"),
+            None
+        ))
+        .contains("in the future"));
+        let (from, to) = range(&args(None, None, Some("7d")), now).unwrap();
+        assert_eq!(
+            to.duration_since(from).unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+    }
+}
