@@ -8,18 +8,21 @@
 //!
 //! - `replay` is pure: answers per time in, pending and firing intervals
 //!   and outcome counts out.
-//! - `would_be_rollbacks` applies what the engine would, in time order:
-//!   rules firing within `engine.coalesce` of an incident join it, and the
-//!   cooldown and the rate limit refuse. The guards that need the platform's
-//!   deployment list (one rollback per deployment, `max_deploy_age`, the
-//!   loop guard) and the breaker are named as not judged.
+//! - `would_be_rollbacks` puts the firings, in time order, through the
+//!   engine's own guards (`guard::check_automatic`) over a history of the
+//!   would-be rollbacks before them, with the provider's deployment list
+//!   when there is one (each rollback then names its deployment and
+//!   target). Rules firing within `engine.coalesce` of an incident join it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::engine::EngineConfig;
+use crate::engine::guard::{self, GuardInput};
+use crate::engine::{BreakerState, EngineConfig};
+use crate::history::{Event, EventKind, History, PhaseName, PhaseRecord, PhaseResult, TriggerKind};
+use crate::provider::Deployment;
 use crate::rules::{AlertState, Rule, RuleKind, RuleState};
 use crate::source::range::{millis, Answers};
 use crate::source::SourceError;
@@ -182,17 +185,61 @@ pub struct WouldBe {
     /// `rollback`, `joins` (the incident of the rollback just before), or
     /// `refused`.
     pub action: &'static str,
-    /// The guard that refused it.
+    /// The guard that refused it, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guard: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The deployment it would have rolled back, and the one it would have
+    /// gone back to (with the provider's deployment list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
-/// The guards a back-test without the platform's deployment list cannot judge.
-pub const NOT_JUDGED: [&str; 4] = ["same_deployment", "deploy_age", "loop", "breaker"];
+/// The guards a back-test cannot judge: without the provider's deployment
+/// list, the ones that need it; with it, only the loop guard (which needs
+/// the deployments rollbacks created).
+pub fn not_judged(with_deployments: bool) -> &'static [&'static str] {
+    if with_deployments {
+        &["loop"]
+    } else {
+        &["same_deployment", "deploy_age", "loop"]
+    }
+}
 
-/// The firings of `reports`, in time order, through the engine's time
-/// guards, as if every rule were `auto`.
-pub fn would_be_rollbacks(reports: &[RuleReport], engine: &EngineConfig) -> Vec<WouldBe> {
+/// The deployment live at `t`: the newest one created by then that ran
+/// (SUCCESS, or REMOVED once a newer one replaced it), from a list newest
+/// first.
+fn live_at(deployments: &[Deployment], t: SystemTime) -> Option<&Deployment> {
+    deployments
+        .iter()
+        .find(|d| d.created_at <= t && (d.is_success() || d.status == "REMOVED"))
+}
+
+/// The deployment a rollback from `live` would go back to: the newest older
+/// one that can be rolled back to.
+fn target_of<'a>(deployments: &'a [Deployment], live: &Deployment) -> Option<&'a Deployment> {
+    deployments
+        .iter()
+        .find(|d| d.created_at < live.created_at && crate::engine::target::is_candidate(d))
+}
+
+/// The firings of `reports`, in time order, as if every rule were `auto`,
+/// through the engine's own guards (`guard::check_automatic`) over a history
+/// of the would-be rollbacks before them: the breaker (OPEN for
+/// `engine.half_open_after` after each, as after a successful rollback),
+/// one rollback per deployment, the cooldown, the rate limit and
+/// `max_deploy_age`. A rule firing within `engine.coalesce` of a rollback
+/// joins its incident. Without `deployments` each firing blames a
+/// deployment of its own, created as it fired, so the guards that need the
+/// list pass (see [`not_judged`]).
+pub fn would_be_rollbacks(
+    reports: &[RuleReport],
+    engine: &EngineConfig,
+    deployments: Option<&[Deployment]>,
+) -> Vec<WouldBe> {
     let mut firings: Vec<(SystemTime, &str, &str)> = reports
         .iter()
         .flat_map(|r| {
@@ -204,36 +251,90 @@ pub fn would_be_rollbacks(reports: &[RuleReport], engine: &EngineConfig) -> Vec<
         .collect();
     firings.sort();
     let mut out = Vec::new();
-    let mut rollbacks: Vec<SystemTime> = Vec::new();
+    let mut history = History::default();
     let mut incident: Option<SystemTime> = None;
-    for (t, group, rule) in firings {
+    for (n, (t, group, rule)) in firings.into_iter().enumerate() {
         let since = |a: SystemTime| t.duration_since(a).unwrap_or_default();
-        let (action, guard) = if incident.is_some_and(|i| since(i) <= engine.coalesce) {
-            ("joins", None)
-        } else if rollbacks
-            .last()
-            .is_some_and(|last| since(*last) < engine.cooldown)
-        {
-            ("refused", Some("cooldown"))
-        } else if rollbacks
-            .iter()
-            .filter(|r| since(**r) < engine.auto_window)
-            .count()
-            >= engine.max_auto_rollbacks as usize
-        {
-            ("refused", Some("rate_limit"))
-        } else {
-            rollbacks.push(t);
-            incident = Some(t);
-            ("rollback", None)
-        };
-        out.push(WouldBe {
+        let mut w = WouldBe {
             at: t,
             group: group.to_string(),
             rule: rule.to_string(),
-            action,
-            guard,
+            action: "refused",
+            guard: None,
+            reason: None,
+            deployment: None,
+            target: None,
+        };
+        if incident.is_some_and(|i| since(i) <= engine.coalesce) {
+            w.action = "joins";
+            out.push(w);
+            continue;
+        }
+        let unknown = Deployment {
+            id: format!("unknown-{n}"),
+            status: "SUCCESS".into(),
+            created_at: t,
+            git_sha: None,
+            git_branch: None,
+            can_rollback: None,
+        };
+        let current = match deployments {
+            None => &unknown,
+            Some(list) => match live_at(list, t) {
+                Some(d) => d,
+                None => {
+                    w.guard = Some("provider");
+                    w.reason = Some("no deployment in the provider's list was live then".into());
+                    out.push(w);
+                    continue;
+                }
+            },
+        };
+        let breaker = if incident.is_some_and(|i| since(i) < engine.half_open_after) {
+            BreakerState::Open
+        } else {
+            BreakerState::Closed
+        };
+        let input = GuardInput {
+            now: t,
+            current,
+            history: &history,
+            breaker,
+            config: engine,
+        };
+        if let Err(blocked) = guard::check_automatic(&input) {
+            w.guard = Some(blocked.guard);
+            w.reason = Some(blocked.reason);
+            if deployments.is_some() {
+                w.deployment = Some(current.id.clone());
+            }
+            out.push(w);
+            continue;
+        }
+        if let Some(list) = deployments {
+            w.deployment = Some(current.id.clone());
+            w.target = target_of(list, current).map(|d| d.id.clone());
+        }
+        history.events.push(Event {
+            kind: EventKind::Rollback,
+            id: Some(format!("backtest-{n}")),
+            timestamp: crate::clock::millis(t),
+            from_deployment_id: Some(current.id.clone()),
+            trigger: TriggerKind::Rule,
+            success: true,
+            phases: vec![PhaseRecord {
+                name: PhaseName::Application,
+                result: PhaseResult::Succeeded,
+                duration_seconds: 0.0,
+                detail: String::new(),
+                reason: None,
+                extra: Default::default(),
+            }],
+            ..Event::default()
         });
+        incident = Some(t);
+        w.action = "rollback";
+        out.push(w);
     }
     out
 }

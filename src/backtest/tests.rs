@@ -158,17 +158,19 @@ fn fired(rule: &str, at_s: u64) -> RuleReport {
 
 #[test]
 fn firings_go_through_coalescing_the_cooldown_and_the_rate_limit() {
-    let engine = EngineConfig::default(); // coalesce 2 s, cooldown 15 m, 3 per hour
+    // coalesce 2 s, breaker HALF_OPEN 5 min after, cooldown 15 min, 3 per hour
+    let engine = EngineConfig::default();
     let reports = [
         fired("A", 1000),
         fired("B", 1001),        // joins A's incident
+        fired("B2", 1100),       // the breaker is OPEN for 5 min after a rollback
         fired("C", 1000 + 600),  // 10 min later: cooldown
         fired("D", 1000 + 900),  // 15 min later: a rollback
         fired("E", 1000 + 1800), // a rollback
         fired("F", 1000 + 2700), // a fourth within the hour: rate limit
         fired("G", 1000 + 3700), // the first has left the hour
     ];
-    let got: Vec<String> = would_be_rollbacks(&reports, &engine)
+    let got: Vec<String> = would_be_rollbacks(&reports, &engine, None)
         .iter()
         .map(|w| format!("{} {} {}", w.rule, w.action, w.guard.unwrap_or("-")))
         .collect();
@@ -177,6 +179,7 @@ fn firings_go_through_coalescing_the_cooldown_and_the_rate_limit() {
         [
             "A rollback -",
             "B joins -",
+            "B2 refused breaker",
             "C refused cooldown",
             "D rollback -",
             "E rollback -",
@@ -184,4 +187,56 @@ fn firings_go_through_coalescing_the_cooldown_and_the_rate_limit() {
             "G rollback -",
         ]
     );
+}
+
+#[test]
+fn with_the_provider_s_deployments_each_rollback_names_its_deployment_and_target() {
+    let engine = EngineConfig::default(); // max_deploy_age 2 h
+    let deployment = |id: &str, status: &str, created_s: u64| Deployment {
+        id: id.into(),
+        status: status.into(),
+        created_at: at(created_s * 1000),
+        git_sha: None,
+        git_branch: None,
+        can_rollback: None,
+    };
+    // Newest first: d3 went live at 10,000 s, d2 before it, d1 first.
+    let list = [
+        deployment("d3", "SUCCESS", 10_000),
+        deployment("d2", "REMOVED", 5_000),
+        deployment("d1", "REMOVED", 1_000),
+    ];
+    let reports = [
+        fired("Early", 500),           // nothing was live yet
+        fired("A", 6_000),             // d2 live: back to d1
+        fired("B", 10_100),            // d3 live: back to d2
+        fired("C", 10_100 + 1_000),    // d3 again, past the cooldown
+        fired("D", 5_000 + 3 * 3_600), // d3, but sorted: see below
+    ];
+    let got: Vec<String> = would_be_rollbacks(&reports, &engine, Some(&list))
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {} {} {}->{}",
+                w.rule,
+                w.action,
+                w.guard.unwrap_or("-"),
+                w.deployment.as_deref().unwrap_or("-"),
+                w.target.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "Early refused provider -->-",
+            "A rollback - d2->d1",
+            "B rollback - d3->d2",
+            "C refused same_deployment d3->-",
+            "D refused same_deployment d3->-",
+        ]
+    );
+    // Without a rollback before it, a deployment live for over 2 h is not blamed.
+    let old = would_be_rollbacks(&[fired("Late", 10_000 + 3 * 3_600)], &engine, Some(&list));
+    assert_eq!(old[0].guard, Some("deploy_age"), "{old:?}");
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::Exit;
@@ -84,7 +85,7 @@ struct Report<'a> {
     rules: &'a [RuleReport],
     would_be_rollbacks: &'a [WouldBe],
     /// The engine's guards this back-test did not judge.
-    not_judged: &'a [&'static str],
+    not_judged: &'static [&'static str],
 }
 
 pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
@@ -108,58 +109,43 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
         Ok(p) => p,
         Err(e) => return Exit::Usage(e.to_string()),
     };
-    let mut reports = Vec::new();
-    let mut failed = false;
-    for group in &set.groups {
-        let times = backtest::times(from, to, group.interval);
-        let (Some(first), Some(last)) = (times.first(), times.last()) else {
-            continue;
-        };
-        let (first, last) = (at(*first), at(*last));
-        for rule in &group.rules {
-            if args.rule.as_deref().is_some_and(|name| name != rule.name) {
-                continue;
+    // Each rule's range queries, at most four rules at a time (replayed
+    // in order once answered); a progress line on a terminal.
+    let selected: Vec<_> = set
+        .groups
+        .iter()
+        .flat_map(|g| g.rules.iter().map(move |r| (g, r)))
+        .filter(|(_, r)| args.rule.as_deref().is_none_or(|name| name == r.name))
+        .collect();
+    let total = selected.len();
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let prometheus = &prometheus;
+    let done = &done;
+    let replayed: Vec<(RuleReport, bool)> = futures_util::stream::iter(selected)
+        .map(|(group, rule)| async move {
+            let out = replay_one(prometheus, group, rule, from, to).await;
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if progress {
+                eprint!("\rback-test: {n}/{total} rules replayed");
+                if n == total {
+                    eprintln!();
+                }
             }
-            let answers = match &rule.kind {
-                RuleKind::Query(q) => RangeAnswers {
-                    main: prometheus
-                        .query_range(&q.expr, first, last, group.interval)
-                        .await,
-                    guard: match &q.min_traffic {
-                        Some(g) => Some(
-                            prometheus
-                                .query_range(&g.expr, first, last, group.interval)
-                                .await,
-                        ),
-                        None => None,
-                    },
-                },
-                RuleKind::Probe(_) => RangeAnswers {
-                    main: Ok(Default::default()),
-                    guard: None,
-                },
-            };
-            // A range query that failed says nothing about the past: the
-            // rule is not replayed, and the back-test fails.
-            let broken = match (&answers.main, &answers.guard) {
-                (Err(e), _) | (_, Some(Err(e))) => Some(e.to_string()),
-                _ => None,
-            };
-            let mut report = backtest::replay(&group.name, group.interval, rule, &times, &answers);
-            if let Some(e) = broken {
-                failed = true;
-                report.evaluations.clear();
-                report.intervals.clear();
-                report.not_replayed = Some(format!("the range query failed: {e}"));
-            }
-            reports.push(report);
-        }
-    }
+            out
+        })
+        .buffered(4)
+        .collect()
+        .await;
+    let failed = replayed.iter().any(|(_, broken)| *broken);
+    let reports: Vec<RuleReport> = replayed.into_iter().map(|(r, _)| r).collect();
     if let (Some(name), true) = (&args.rule, reports.is_empty()) {
         eprintln!("no rule named {name:?}; `rollbackd rules check` lists the rules");
         return Exit::Failed;
     }
-    let would_be = backtest::would_be_rollbacks(&reports, &config.engine);
+    let deployments = deployments(config).await;
+    let would_be = backtest::would_be_rollbacks(&reports, &config.engine, deployments.as_deref());
+    let not_judged = backtest::not_judged(deployments.is_some());
     let rollbacks = would_be.iter().filter(|w| w.action == "rollback").count();
     if args.json {
         let exit = super::engine_cmd::print_json(&Report {
@@ -167,13 +153,13 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
             to,
             rules: &reports,
             would_be_rollbacks: &would_be,
-            not_judged: &backtest::NOT_JUDGED,
+            not_judged,
         });
         if !matches!(exit, Exit::Ok) {
             return exit;
         }
     } else {
-        print_tables(from, to, &reports, &would_be);
+        print_tables(from, to, &reports, &would_be, not_judged);
     }
     if failed {
         return Exit::Failed;
@@ -187,11 +173,101 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
     }
 }
 
+/// One rule over the range; `true` when its range query failed (a failed
+/// query says nothing about the past: the rule is not replayed).
+async fn replay_one(
+    prometheus: &Prometheus,
+    group: &crate::rules::Group,
+    rule: &crate::rules::Rule,
+    from: SystemTime,
+    to: SystemTime,
+) -> (RuleReport, bool) {
+    let times = backtest::times(from, to, group.interval);
+    let (Some(first), Some(last)) = (times.first(), times.last()) else {
+        let mut report = backtest::replay(
+            &group.name,
+            group.interval,
+            rule,
+            &[],
+            &RangeAnswers {
+                main: Ok(Default::default()),
+                guard: None,
+            },
+        );
+        report.not_replayed = Some(format!(
+            "the range is shorter than the group's interval ({}): no evaluation time in it",
+            crate::duration::format(group.interval)
+        ));
+        return (report, false);
+    };
+    let (first, last) = (at(*first), at(*last));
+    let answers = match &rule.kind {
+        RuleKind::Query(q) => RangeAnswers {
+            main: prometheus
+                .query_range(&q.expr, first, last, group.interval)
+                .await,
+            guard: match &q.min_traffic {
+                Some(g) => Some(
+                    prometheus
+                        .query_range(&g.expr, first, last, group.interval)
+                        .await,
+                ),
+                None => None,
+            },
+        },
+        RuleKind::Probe(_) => RangeAnswers {
+            main: Ok(Default::default()),
+            guard: None,
+        },
+    };
+    let broken = match (&answers.main, &answers.guard) {
+        (Err(e), _) | (_, Some(Err(e))) => Some(e.to_string()),
+        _ => None,
+    };
+    let mut report = backtest::replay(&group.name, group.interval, rule, &times, &answers);
+    match broken {
+        Some(e) => {
+            report.evaluations.clear();
+            report.intervals.clear();
+            report.not_replayed = Some(format!("the range query failed: {e}"));
+            (report, true)
+        }
+        None => (report, false),
+    }
+}
+
+/// The provider's recent deployments, when a provider is configured (the
+/// guards that need them are judged then); a failure to list is said and
+/// the back-test goes on without them.
+async fn deployments(config: &Config) -> Option<Vec<crate::provider::Deployment>> {
+    config.provider.as_ref()?;
+    let provider = match super::wiring::provider(config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("rollbackd: the provider cannot be used ({e}); the guards that need its deployments are not judged");
+            return None;
+        }
+    };
+    match provider.list(crate::engine::listing::LIST_LIMIT).await {
+        Ok(list) => Some(list),
+        Err(e) => {
+            eprintln!("rollbackd: cannot list deployments ({e}); the guards that need them are not judged");
+            None
+        }
+    }
+}
+
 fn at(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-fn print_tables(from: SystemTime, to: SystemTime, reports: &[RuleReport], would_be: &[WouldBe]) {
+fn print_tables(
+    from: SystemTime,
+    to: SystemTime,
+    reports: &[RuleReport],
+    would_be: &[WouldBe],
+    not_judged: &[&str],
+) {
     let time = |t: Option<SystemTime>| t.map_or_else(|| "-".to_string(), crate::clock::seconds);
     println!(
         "back-test from {} to {}",
@@ -253,8 +329,8 @@ fn print_tables(from: SystemTime, to: SystemTime, reports: &[RuleReport], would_
     }
     println!();
     println!(
-        "would-be rollbacks (every rule as if auto; judged: engine.coalesce, cooldown, rate limit; not judged: {}):",
-        backtest::NOT_JUDGED.join(", ")
+        "would-be rollbacks (every rule as if auto, through the engine's guards; not judged: {}):",
+        not_judged.join(", ")
     );
     if would_be.is_empty() {
         println!("  none");
@@ -263,7 +339,11 @@ fn print_tables(from: SystemTime, to: SystemTime, reports: &[RuleReport], would_
         let what = match (w.action, w.guard) {
             ("refused", Some(guard)) => format!("refused by the {guard} guard"),
             ("joins", _) => "joins the incident before it".to_string(),
-            (action, _) => action.to_string(),
+            (action, _) => match (&w.deployment, &w.target) {
+                (Some(from), Some(to)) => format!("{action} {from} -> {to}"),
+                (Some(from), None) => format!("{action} {from} (no target in the provider's list)"),
+                _ => action.to_string(),
+            },
         };
         println!(
             "  {}  {}/{}  {what}",
