@@ -208,6 +208,14 @@ fn the_compose_systemd_docker_and_grafana_files_parse() {
     for service in ["rollbackd", "prometheus", "grafana"] {
         assert!(compose["services"][service].is_mapping(), "{service}");
     }
+    let workflow = &yaml_docs("deploy/github/rules-backtest.yml")[0];
+    let steps = workflow["jobs"]["backtest"]["steps"].as_sequence().unwrap();
+    assert!(
+        steps.iter().any(|s| s["run"]
+            .as_str()
+            .is_some_and(|r| r.contains("rules backtest rules/ --last 7d --fail-on-rollbacks"))),
+        "{steps:?}"
+    );
     for path in [
         "deploy/grafana/provisioning/dashboards/rollbackd.yml",
         "deploy/grafana/provisioning/datasources/prometheus.yml",
