@@ -69,7 +69,7 @@ pub fn http_get(url: &str) -> Result<(u16, String), String> {
     })
 }
 
-fn require_binary(name: &str) -> PathBuf {
+pub fn require_binary(name: &str) -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(name))
