@@ -198,4 +198,33 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
         report["would_be_rollbacks"]
     );
     println!("7 days at 15 s (40,321 evaluations, one range query in 5 requests): {took:?}");
+
+    // The CI gate: two would-be rollbacks pass a limit of 2, fail one of 1.
+    let gate = |limit: &str| {
+        run_rollbackd(
+            dir.path(),
+            &[
+                "--config",
+                "rollbackd.toml",
+                "rules",
+                "backtest",
+                "--from",
+                &time(from),
+                "--to",
+                &time(to),
+                "--fail-on-rollbacks",
+                limit,
+            ],
+            &[],
+        )
+    };
+    let (code, out, err) = gate("2");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rollback d2 -> d1"), "{out}");
+    let (code, _, err) = gate("1");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("2 would-be rollback(s), more than --fail-on-rollbacks 1"),
+        "{err}"
+    );
 }

@@ -544,6 +544,12 @@ fn transitions_match_prometheus_alerts_within_one_interval() {
     );
     wait_evaluations(&w, "Anchor", "ok", 2.0);
     let began = SystemTime::now() - Duration::from_secs(3);
+    // A gap in Prometheus's scrapes while the service is healthy: no data,
+    // which holds the rule on every side (no transition).
+    fake.set(|k| k.metrics_status = 503);
+    std::thread::sleep(Duration::from_secs(8));
+    fake.set(|k| k.metrics_status = 200);
+    std::thread::sleep(Duration::from_secs(8));
 
     // A long breach (fires), a short one (pending only), a long one again.
     for (ratio, secs) in [(0.5, 10), (0.0, 8), (0.5, 1), (0.0, 8), (0.5, 10)] {
@@ -604,6 +610,14 @@ fn transitions_match_prometheus_alerts_within_one_interval() {
     );
     assert_eq!(code, 0, "{out}{err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let empty = report["rules"][0]["evaluations"]["empty"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        empty >= 3,
+        "the scrape gap is replayed as no data: {}",
+        report["rules"][0]["evaluations"]
+    );
     let time = |v: &serde_json::Value| {
         v.as_str()
             .map(|s| unix(humantime::parse_rfc3339(s).unwrap()))

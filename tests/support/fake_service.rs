@@ -49,6 +49,14 @@ pub struct Knobs {
     /// Request series are spread over this many `route` label values, as a
     /// real service's are (benchmarks raise it to give Prometheus real work).
     pub routes: u32,
+    /// Status of `/metrics`: anything but 200 answers without a body, a gap
+    /// in Prometheus's scrapes.
+    #[serde(default = "ok")]
+    pub metrics_status: u16,
+}
+
+fn ok() -> u16 {
+    200
 }
 
 impl Default for Knobs {
@@ -69,6 +77,7 @@ impl Default for Knobs {
             health_overrides: BTreeMap::new(),
             health_delay_ms: 0,
             routes: 1,
+            metrics_status: 200,
         }
     }
 }
@@ -371,8 +380,15 @@ fn router(inner: Shared) -> Router {
         .with_state(inner)
 }
 
-async fn metrics(State(inner): State<Shared>) -> String {
-    inner.lock().unwrap().render()
+async fn metrics(State(inner): State<Shared>) -> (StatusCode, String) {
+    let mut guard = inner.lock().unwrap();
+    match guard.knobs.metrics_status {
+        200 => (StatusCode::OK, guard.render()),
+        status => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            String::new(),
+        ),
+    }
 }
 
 async fn get_control(State(inner): State<Shared>) -> Json<Knobs> {
