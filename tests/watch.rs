@@ -1,4 +1,8 @@
 //! The watcher against a real Prometheus scraping the fake service.
+//!
+//! Over 600 lines on purpose: the last test holds the watcher, Prometheus's
+//! own alerts and the back-test to one scenario, and the helpers that read
+//! Prometheus's transitions serve it alone.
 
 mod support;
 

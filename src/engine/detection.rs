@@ -61,6 +61,25 @@ pub(crate) fn figures(run: &Run<'_>) -> Option<Detection> {
     })
 }
 
+/// The detection a journaled run began with (a restarted rollbackd
+/// finishing it keeps its figures).
+pub(crate) fn detected(event: &crate::history::Event) -> Option<crate::engine::request::Detected> {
+    let d = event.detection.as_ref()?;
+    Some(crate::engine::request::Detected {
+        group: d.group.clone(),
+        breached_at: crate::clock::parse(d.breached_at.as_deref()?)?,
+        fired_at: crate::clock::parse(d.fired_at.as_deref()?)?,
+    })
+}
+
+/// When a journaled run asked the platform, if it did.
+pub(crate) fn called_at(marks: &[super::journal::Mark]) -> Option<SystemTime> {
+    marks
+        .iter()
+        .find(|m| m.step == super::journal::Step::PlatformCallStarted)
+        .and_then(|m| crate::clock::parse(&m.at))
+}
+
 /// Creates a group's histograms empty, so its first incident is a change
 /// that `rate()` sees (a series born with its first observation looks flat).
 pub fn register_group(group: &str) {

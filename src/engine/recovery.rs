@@ -211,21 +211,10 @@ impl Engine {
             pending_id: journal.request.pending_id.clone(),
             joined: Default::default(),
             at: tokio::time::Instant::now(),
-            // The detection the run began with, as its journal kept it.
-            detected: event.detection.as_ref().and_then(|d| {
-                Some(crate::engine::request::Detected {
-                    group: d.group.clone(),
-                    breached_at: crate::clock::parse(d.breached_at.as_deref()?)?,
-                    fired_at: crate::clock::parse(d.fired_at.as_deref()?)?,
-                })
-            }),
+            detected: super::detection::detected(event),
         };
         let mut run = Run::new(self, journal.id.clone(), req, progress);
-        run.called_at = journal
-            .steps
-            .iter()
-            .find(|m| m.step == Step::PlatformCallStarted)
-            .and_then(|m| crate::clock::parse(&m.at));
+        run.called_at = super::detection::called_at(&journal.steps);
         let now = self.clock.now();
         if let Some(started) = event.time() {
             run.started_at = started;

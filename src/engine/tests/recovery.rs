@@ -224,3 +224,36 @@ async fn killed_during_verification_only_verification_runs_again() {
         "verification"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_run_keeps_the_detection_figures_it_began_with() {
+    let rig = Rig::new(|_| {});
+    rig.platform
+        .set_behaviour(RollbackBehaviour::SucceedSilently { polls: 1000 });
+    let now = rig.engine.clock.now();
+    let mut req = automatic();
+    req.detected = Some(crate::engine::request::Detected {
+        group: "service".into(),
+        breached_at: now - Duration::from_secs(120),
+        fired_at: now - Duration::from_secs(60),
+    });
+    let cut = tokio::time::timeout(Duration::from_secs(30), rig.engine.run(req, &|_| {})).await;
+    assert!(cut.is_err(), "cut off after the platform call");
+    rig.platform
+        .set_behaviour(RollbackBehaviour::SucceedSilently { polls: 1 });
+    let settled = rig.restarted(None).recover().await.unwrap();
+    assert!(resumed(&settled).success);
+    let detection = rig.history().events[0]
+        .detection
+        .clone()
+        .expect("the figures");
+    assert_eq!(
+        detection.group, "service",
+        "not an operator's: {detection:?}"
+    );
+    assert_eq!(detection.breach_to_firing_seconds, Some(60.0));
+    assert!(
+        detection.firing_to_call_seconds.is_some_and(|s| s >= 60.0),
+        "the call the first process made: {detection:?}"
+    );
+}
