@@ -16,33 +16,17 @@ Everything runs on loopback and is stopped at the end. Release build.
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
+from benchlib import free_port, wait_http
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP = 15
 LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except Exception:
-            time.sleep(0.2)
-    sys.exit(f"bench: {url} did not come up")
 
 
 def samples(url):
@@ -113,7 +97,7 @@ def main():
             ["prometheus", f"--config.file={work}/prometheus.yml", f"--storage.tsdb.path={data}",
              f"--web.listen-address=127.0.0.1:{prom_port}", "--storage.tsdb.retention.time=30d"],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "prometheus.log"), "w")))
-        wait_http(f"http://127.0.0.1:{prom_port}/-/ready")
+        wait_http(f"http://127.0.0.1:{prom_port}/-/ready", timeout=60)
         with open(os.path.join(work, "rollbackd.toml"), "w") as f:
             f.write(f'[prometheus]\nurl = "http://127.0.0.1:{prom_port}"\ntimeout = "60s"\n\n'
                     f'[service]\nname = "demo"\nbase_url = "http://127.0.0.1:{svc_port}"\n')

@@ -54,7 +54,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -66,6 +65,8 @@ import urllib.request
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from benchlib import free_port, wait_http
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THRESHOLD = 0.00025
 ERROR_RATIO = 0.05
@@ -75,23 +76,6 @@ EXPR = ('sum(rate(http_requests_total{{service="demo",code=~"5.."}}[{w}])) / '
 
 # interval -> (seconds, rate window, per-trial timeout in seconds)
 SETTINGS = {"1s": (1, "5s", 60), "15s": (15, "1m", 180)}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except Exception:
-            time.sleep(0.2)
-    sys.exit(f"bench: {url} did not come up")
 
 
 def http_json(url, body=None, timeout=5):

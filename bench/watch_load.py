@@ -12,12 +12,13 @@ Everything runs on loopback and is stopped at the end. Release build.
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+from benchlib import free_port, wait_http
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TICK = os.sysconf("SC_CLK_TCK")
@@ -33,23 +34,6 @@ TEMPLATES = [
      'sum(rate(db_queries_total{{service="demo"}}[{w}]))', "above", 0.1),
 ]
 WINDOWS = ["1m", "2m", "5m"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except Exception:
-            time.sleep(0.2)
-    sys.exit(f"bench: {url} did not come up")
 
 
 def cpu_seconds(pid):

@@ -137,22 +137,24 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
     .unwrap();
     let time =
         |t: u64| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)).to_string();
-    let started = std::time::Instant::now();
-    let (code, out, err) = run_rollbackd(
-        dir.path(),
-        &[
+    let (from_text, to_text) = (time(from), time(to));
+    // The week's back-test, with `extra` arguments.
+    let backtest = |extra: &[&str]| {
+        let mut args = vec![
             "--config",
             "rollbackd.toml",
             "rules",
             "backtest",
             "--from",
-            &time(from),
+            &from_text,
             "--to",
-            &time(to),
-            "--json",
-        ],
-        &[],
-    );
+            &to_text,
+        ];
+        args.extend_from_slice(extra);
+        run_rollbackd(dir.path(), &args, &[])
+    };
+    let started = std::time::Instant::now();
+    let (code, out, err) = backtest(&["--json"]);
     let took = started.elapsed();
     assert_eq!(code, 0, "{out}{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -173,22 +175,8 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
         .map(|i| !i["firing_from"].is_null())
         .collect();
     assert_eq!(states, [true, false, true, true], "{}", rule["intervals"]);
-    let would_be: Vec<String> = report["would_be_rollbacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            format!(
-                "{} {} {}->{}",
-                w["action"].as_str().unwrap(),
-                w["guard"].as_str().unwrap_or("-"),
-                w["deployment"].as_str().unwrap_or("-"),
-                w["target"].as_str().unwrap_or("-")
-            )
-        })
-        .collect();
     assert_eq!(
-        would_be,
+        support::would_be_summary(&report),
         [
             "rollback - d2->d1",
             "refused deploy_age d3->-",
@@ -200,24 +188,7 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
     println!("7 days at 15 s (40,321 evaluations, one range query in 5 requests): {took:?}");
 
     // The CI gate: two would-be rollbacks pass a limit of 2, fail one of 1.
-    let gate = |limit: &str| {
-        run_rollbackd(
-            dir.path(),
-            &[
-                "--config",
-                "rollbackd.toml",
-                "rules",
-                "backtest",
-                "--from",
-                &time(from),
-                "--to",
-                &time(to),
-                "--fail-on-rollbacks",
-                limit,
-            ],
-            &[],
-        )
-    };
+    let gate = |limit: &str| backtest(&["--fail-on-rollbacks", limit]);
     let (code, out, err) = gate("2");
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("rollback d2 -> d1"), "{out}");

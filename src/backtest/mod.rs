@@ -26,7 +26,7 @@ use crate::provider::Deployment;
 use crate::rules::{AlertState, Rule, RuleKind, RuleState};
 use crate::source::range::{millis, Answers};
 use crate::source::SourceError;
-use crate::watch::evaluate::{self, Answer, Outcome};
+use crate::watch::evaluate::{self, Answer};
 
 /// One pending or firing interval of a rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -159,7 +159,7 @@ pub fn replay(
         if after == AlertState::Inactive {
             if let Some(mut i) = open.take() {
                 i.to = Some(at(t));
-                i.ended = ended_by(e.outcome);
+                i.ended = e.outcome.as_str().to_string();
                 report.intervals.push(i);
             }
         }
@@ -169,10 +169,6 @@ pub fn replay(
         report.intervals.push(i);
     }
     report
-}
-
-fn ended_by(outcome: Outcome) -> String {
-    outcome.as_str().to_string()
 }
 
 /// What the engine would have done with one firing.

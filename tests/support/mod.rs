@@ -614,3 +614,22 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .next()
 }
+
+/// `rollbackd rules backtest --json`'s would-be rollbacks, one line each:
+/// `action guard deployment->target` (`-` where absent).
+pub fn would_be_summary(report: &Value) -> Vec<String> {
+    report["would_be_rollbacks"]
+        .as_array()
+        .expect("would_be_rollbacks")
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {} {}->{}",
+                w["action"].as_str().unwrap_or("?"),
+                w["guard"].as_str().unwrap_or("-"),
+                w["deployment"].as_str().unwrap_or("-"),
+                w["target"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
+}
