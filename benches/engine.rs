@@ -142,6 +142,7 @@ async fn rollbacks(
                     reason: "benchmark".into(),
                     deployment_id: None,
                     skip_db: true,
+                    db_target: None,
                     base_url: None,
                     pending_id: None,
                     joined: Default::default(),

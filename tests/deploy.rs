@@ -202,6 +202,69 @@ fn the_kubernetes_example_runs_rollbackd_as_a_sidecar_with_probes() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// rollbackd as its own Railway service (it cannot be a sidecar there):
+/// the config-as-code file builds the image whose state directory is the
+/// volume, and the recipe's config passes `check` with the variables
+/// Railway injects (RAILWAY_SERVICE_ID is rollbackd's own service).
+#[test]
+fn the_railway_recipe_matches_the_image_and_passes_check() {
+    let railway: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("deploy/railway/railway.json")).unwrap(),
+    )
+    .expect("railway.json is valid JSON");
+    assert_eq!(railway["build"]["builder"], "DOCKERFILE");
+    assert!(repo(railway["build"]["dockerfilePath"].as_str().unwrap()).is_file());
+    let deploy = &railway["deploy"];
+    assert_eq!(deploy["healthcheckPath"], "/healthz");
+    assert_eq!(deploy["numReplicas"], 1);
+    assert!(
+        deploy.get("startCommand").is_none(),
+        "the image's ENTRYPOINT and CMD run watch"
+    );
+    let mount = deploy["requiredMountPath"].as_str().unwrap();
+    let dockerfile = std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap();
+    assert!(dockerfile.contains(&format!("ROLLBACKD_ENGINE__STATE_DIR={mount}")));
+
+    let config = std::fs::read_to_string(repo("deploy/railway/rollbackd.toml")).unwrap();
+    assert!(config.contains(&format!("state_dir = \"{mount}\"")));
+    assert!(
+        config.lines().any(|l| l.starts_with("service_id = ")),
+        "the application's service id, never the RAILWAY_SERVICE_ID fallback"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    for entry in std::fs::read_dir(repo("rules")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            dir.path().join("rules").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("rollbackd.toml"),
+        config
+            .replace("/etc/rollbackd/rules", "rules")
+            .replace(mount, "state"),
+    )
+    .unwrap();
+    let (code, out, err) = support::run_rollbackd(
+        dir.path(),
+        &["check", "--offline"],
+        &[
+            ("RAILWAY_TOKEN", "project-token"),
+            ("RAILWAY_PROJECT_ID", "project"),
+            ("RAILWAY_ENVIRONMENT_ID", "environment"),
+            ("RAILWAY_SERVICE_ID", "rollbackd-itself"),
+            (
+                "DATABASE_URL",
+                "postgres://app@postgres.railway.internal:5432/railway",
+            ),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 #[test]
 fn the_compose_systemd_docker_and_grafana_files_parse() {
     let compose = &yaml_docs("deploy/docker-compose.yml")[0];

@@ -45,7 +45,7 @@ fn rollback_dry_run_prints_the_plan_and_changes_nothing() {
     assert!(out.contains("quick: /, /health (all must pass)"), "{out}");
     assert!(
         out.contains(
-            "external: /health/external-services, /health/circuit-breakers (80 % must pass)"
+            "external: /health/external-services [components at /services], /health/circuit-breakers (80 % of components must pass)"
         ),
         "{out}"
     );
@@ -79,7 +79,8 @@ fn rollback_runs_all_five_phases_and_prints_the_timeline() {
         "application succeeded",
         "verification succeeded",
         "post_rollback succeeded",
-        "health external: 2/2 healthy",
+        "health quick: 2/2 endpoints healthy",
+        "health external: 4/4 components healthy",
         "the service is verified healthy",
     ] {
         assert!(out.contains(line), "{line:?} missing:\n{out}");
@@ -303,7 +304,8 @@ fn validate_prints_a_table_and_exits_to_match() {
     }
     assert!(out.contains("PASSED"), "{out}");
 
-    // One of two external checks down: 50 % is under the 80 % the phase needs.
+    // The external services cannot be listed: the answer counts once, and
+    // 1 of 2 is under the 80 % the phase needs.
     service.set(|k| {
         k.health_overrides
             .insert("/health/external-services".into(), 503);
@@ -311,7 +313,7 @@ fn validate_prints_a_table_and_exits_to_match() {
     let (code, out, _) = cli(d.path(), &["validate"]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("FAILED (HTTP 503)") && out.contains("external     1/2 healthy"),
+        out.contains("FAILED (HTTP 503)") && out.contains("external     1/2 components healthy"),
         "{out}"
     );
     assert!(out.contains("phase external did not pass"), "{out}");
@@ -330,7 +332,7 @@ fn validate_prints_a_table_and_exits_to_match() {
     let (code, out, _) = cli(d.path(), &["validate"]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("core         1/2 healthy") && !out.contains("/health/performance"),
+        out.contains("core         1/2 endpoints healthy") && !out.contains("/health/performance"),
         "{out}"
     );
 
@@ -353,6 +355,93 @@ fn validate_prints_a_table_and_exits_to_match() {
     let (code, _, err) = cli(d.path(), &["validate", "--retry-for", "soon"]);
     assert_eq!(code, 2);
     assert!(err.contains("is not a duration"), "{err}");
+}
+
+/// The seed's criteria, as the shipped `[verify]` reads them from the
+/// bodies: 80 % of the external services, no component over 5 s, exactly
+/// 200 from the critical checks.
+#[test]
+fn validate_reads_components_from_the_health_bodies() {
+    let railway = FakeRailway::start();
+    let service = FakeService::start();
+    let d = dir(&railway, &service.url(), "");
+    let external = |down: &[&str]| {
+        let services: serde_json::Map<String, Value> = ["openai", "sendgrid", "firebase"]
+            .iter()
+            .map(|s| {
+                let status = if down.contains(s) { "down" } else { "healthy" };
+                (s.to_string(), serde_json::json!({ "status": status }))
+            })
+            .collect();
+        serde_json::json!({ "status": "degraded", "services": services })
+    };
+    let body = |path: &str, value: Value| {
+        service.set(|k| {
+            k.health_bodies.clear();
+            k.health_bodies.insert(path.into(), value.clone());
+        })
+    };
+
+    body("/health/external-services", external(&["sendgrid"]));
+    let (code, out, err) = cli(d.path(), &["validate"]);
+    assert_eq!(
+        code, 0,
+        "one of three services down is tolerated:\n{out}{err}"
+    );
+    assert!(out.contains("  - sendgrid"), "{out}");
+    assert!(out.contains("FAILED (status down)"), "{out}");
+    assert!(
+        out.contains("external     3/4 components healthy (needs 3: 80 %)"),
+        "{out}"
+    );
+
+    body(
+        "/health/external-services",
+        external(&["sendgrid", "openai"]),
+    );
+    let (code, out, _) = cli(d.path(), &["validate", "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let phase = &v["phases"][3];
+    assert_eq!(
+        (phase["healthy"].as_u64(), phase["total"].as_u64()),
+        (Some(2), Some(4))
+    );
+    let components = phase["checks"][0]["components"].as_array().unwrap();
+    let names: Vec<&str> = components
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["firebase", "openai", "sendgrid"]);
+    assert_eq!(components[1]["status"], "down");
+
+    body(
+        "/health/performance",
+        serde_json::json!({"components": {"database": {"status": "healthy", "response_time_ms": 6000}}}),
+    );
+    let (code, out, _) = cli(d.path(), &["validate"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("database: 6000 ms, over 5s (body.max_latency)"),
+        "{out}"
+    );
+
+    body(
+        "/health/performance",
+        Value::String("<html>502 Bad Gateway</html>".into()),
+    );
+    let (code, out, _) = cli(d.path(), &["validate"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the body is not JSON"), "{out}");
+
+    service.set(|k| {
+        k.health_bodies.clear();
+        k.health_overrides
+            .insert("/health/critical-services".into(), 201);
+    });
+    let (code, out, _) = cli(d.path(), &["validate"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAILED (HTTP 201)"), "{out}");
 }
 
 #[test]

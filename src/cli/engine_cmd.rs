@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{BreakerCommand, DeploymentsCommand, Exit, RollbackArgs, ValidateArgs};
 use crate::config::Config;
-use crate::engine::{self, Engine, PhaseStep, Progress, RollbackRequest, Trigger};
+use crate::engine::{self, DbTarget, Engine, PhaseStep, Progress, RollbackRequest, Trigger};
 use crate::provider::Deployment;
 use crate::rules::Policy;
 use crate::state::{Doc, StateDir};
@@ -58,6 +58,11 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
         reason: args.reason.clone(),
         deployment_id: args.deployment_id.clone(),
         skip_db: args.skip_db,
+        db_target: match (&args.db_target, args.db_steps) {
+            (Some(rev), _) => Some(DbTarget::Revision(rev.clone())),
+            (None, Some(n)) => Some(DbTarget::Steps(n)),
+            (None, None) => None,
+        },
         base_url: args.base_url.clone(),
         pending_id: None,
         joined: Default::default(),
@@ -284,6 +289,7 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
                 reason: String::new(),
                 deployment_id: None,
                 skip_db: true,
+                db_target: None,
                 base_url: Some("http://unused".into()),
                 pending_id: None,
                 joined: Default::default(),

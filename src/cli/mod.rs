@@ -137,8 +137,14 @@ pub struct RollbackArgs {
     #[arg(long, value_name = "ID")]
     pub deployment_id: Option<String>,
     /// Leave the database alone (application-only rollback).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["db_target", "db_steps"])]
     pub skip_db: bool,
+    /// Downgrade the schema to this revision (instead of the one recorded for the target deployment).
+    #[arg(long, value_name = "REVISION", conflicts_with = "db_steps")]
+    pub db_target: Option<String>,
+    /// Downgrade the schema this many revisions below the current one (the seed's -1 is --db-steps 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub db_steps: Option<u32>,
     /// Why, for the history and the notifications.
     #[arg(long, default_value = "manual rollback")]
     pub reason: String,

@@ -40,6 +40,22 @@ pub trait MigrationTool: Send + Sync {
         self.current(db)
     }
 
+    /// The revision `steps` downgrades below `revision` (`"base"` below the
+    /// first), read from the migration scripts; the database is not touched.
+    fn below<'a>(
+        &'a self,
+        db: &'a Database,
+        revision: &'a str,
+        steps: u32,
+    ) -> BoxFuture<'a, Result<String, DbError>> {
+        let _ = (db, steps);
+        Box::pin(async move {
+            Err(DbError::Tool(format!(
+                "this migration tool cannot count steps below {revision}; name the revision with --db-target"
+            )))
+        })
+    }
+
     /// Downgrades to `to`.
     fn downgrade<'a>(
         &'a self,
@@ -221,6 +237,32 @@ impl MigrationTool for Alembic {
         })
     }
 
+    /// `alembic show REV`, once per step: its `Parent:` line.
+    fn below<'a>(
+        &'a self,
+        db: &'a Database,
+        revision: &'a str,
+        steps: u32,
+    ) -> BoxFuture<'a, Result<String, DbError>> {
+        Box::pin(async move {
+            let mut at = revision.to_string();
+            for step in 0..steps {
+                if at == "base" {
+                    return Err(DbError::Tool(format!(
+                        "{revision} is only {step} step(s) above base; ask for at most {step}"
+                    )));
+                }
+                let shown = self.run(db, &["show", &at], &[]).await?;
+                at = parent(&shown).ok_or_else(|| {
+                    DbError::Tool(format!(
+                        "`alembic show {at}` names no single parent (a merge point?); name the revision with --db-target"
+                    ))
+                })?;
+            }
+            Ok(at)
+        })
+    }
+
     fn downgrade<'a>(
         &'a self,
         db: &'a Database,
@@ -241,3 +283,31 @@ impl MigrationTool for Alembic {
 }
 
 pub use super::classify::destructive_statements;
+
+/// The parent `alembic show` names: `Parent: b`, or `Parent: <base>` for
+/// the first revision; `None` for a merge point (`Merges: a, b`).
+fn parent(shown: &str) -> Option<String> {
+    let line = shown
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Parent:"))?;
+    let parent = line.trim();
+    match parent {
+        "<base>" => Some("base".into()),
+        p if !p.is_empty() && !p.contains([',', ' ']) => Some(p.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent;
+
+    #[test]
+    fn the_parent_is_read_from_alembic_show() {
+        let shown = "Rev: c\nParent: b\nPath: versions/c.py\n\n    drop column\n";
+        assert_eq!(parent(shown).as_deref(), Some("b"));
+        assert_eq!(parent("Rev: a\nParent: <base>\n").as_deref(), Some("base"));
+        assert_eq!(parent("Rev: m (head) (mergepoint)\nMerges: a, b\n"), None);
+        assert_eq!(parent("Rev: x\nParent: a, b\n"), None);
+    }
+}

@@ -73,6 +73,8 @@ pub struct RequestRecord {
     #[serde(default)]
     pub skip_db: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_target: Option<super::request::DbTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_id: Option<String>,

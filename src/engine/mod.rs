@@ -58,7 +58,7 @@ pub use guard::Blocked;
 pub use outcome::{FailureKind, Phase, PhaseOutcome, PhaseStep, SkipReason};
 pub use plan::{Plan, PlanError};
 pub use recovery::Settled;
-pub use request::{new_id, RollbackRequest, Trigger};
+pub use request::{new_id, DbTarget, RollbackRequest, Trigger};
 pub use run::{Progress, RunReport};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

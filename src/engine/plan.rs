@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::outcome::SkipReason;
+use super::request::DbTarget;
 use super::target::{self, NoTarget};
 use super::{Engine, RollbackRequest};
 use crate::history::HistoryError;
@@ -136,21 +137,29 @@ impl Engine {
             .phases
             .iter()
             .map(|p| {
+                let endpoints: Vec<String> = p.endpoints.iter().map(|e| e.describe()).collect();
+                let counted = match p.count {
+                    crate::verify::config::Count::Endpoints => "",
+                    crate::verify::config::Count::Components => " of components",
+                };
                 format!(
                     "{}: {} ({})",
                     p.name,
-                    p.endpoints.join(", "),
+                    endpoints.join(", "),
                     if p.min_healthy >= 1.0 {
-                        "all must pass".to_string()
+                        format!("all{counted} must pass")
                     } else {
-                        format!("{:.0} % must pass", p.min_healthy * 100.0)
+                        format!("{:.0} %{counted} must pass", p.min_healthy * 100.0)
                     }
                 )
             })
             .collect();
         let (db_step, current_revision, database_sql) =
             self.plan_database(req, &selection.target).await;
-        let database = self.database_summary(&db_step);
+        let mut database = self.database_summary(&db_step);
+        if let (Some(asked), DbStep::Downgrade { .. }) = (&req.db_target, &db_step) {
+            database.push_str(&format!(" (asked with {asked})"));
+        }
         let backup = match &self.db {
             _ if req.skip_db => "skipped: --skip-db".to_string(),
             None => "skipped: no database is configured".to_string(),
@@ -212,22 +221,47 @@ impl Engine {
                 return (unavailable(db, why), None, None);
             }
         };
-        let Some(wanted) = db.revisions.get(&target.id) else {
-            let why = format!(
-                "no schema revision is recorded for deployment {} (rollbackd records each deployment's revision while it watches); the database stays at {current}",
-                target.id
-            );
-            return (
-                DbStep::Skip(SkipReason::NoRecordedRevision, why),
+        // The operator's target, when given, else the recorded revision.
+        // An operator's target that cannot be resolved stops the run: they
+        // asked for a downgrade, and rolling back without it would surprise.
+        let asked = req.db_target.as_ref();
+        let refused = |why: String, current: String| {
+            (
+                DbStep::Stop(format!(
+                    "{why}; nothing was changed, the database is at {current}"
+                )),
                 Some(current),
                 None,
-            );
+            )
+        };
+        let wanted = match asked {
+            Some(DbTarget::Revision(rev)) => rev.clone(),
+            Some(DbTarget::Steps(n)) => match tool.below(&db.database, &current, *n).await {
+                Ok(rev) => rev,
+                Err(e) => return refused(format!("--db-steps {n}: {e}"), current),
+            },
+            None => match db.revisions.get(&target.id) {
+                Some(rev) => rev,
+                None => {
+                    let why = format!(
+                        "no schema revision is recorded for deployment {} (rollbackd records each deployment's revision while it watches); \
+                         the database stays at {current} (rollbackd rollback --db-steps 1 or --db-target REVISION downgrades it anyway)",
+                        target.id
+                    );
+                    return (
+                        DbStep::Skip(SkipReason::NoRecordedRevision, why),
+                        Some(current),
+                        None,
+                    );
+                }
+            },
+        };
+        let from_what = match asked {
+            Some(asked) => format!("asked with {asked}"),
+            None => format!("the one deployment {} ran", target.id),
         };
         if wanted == current {
-            let why = format!(
-                "already at revision {current}, the one deployment {} ran",
-                target.id
-            );
+            let why = format!("already at revision {current}, {from_what}");
             return (
                 DbStep::Skip(SkipReason::AlreadyAtRevision, why),
                 Some(current),
@@ -238,13 +272,16 @@ impl Engine {
             Ok(sql) => sql,
             Err(e) => {
                 let why = format!("cannot obtain the downgrade SQL {current} -> {wanted}: {e}");
-                return (unavailable(db, why), Some(current), None);
+                return match asked {
+                    Some(asked) => refused(format!("{asked}: {why}"), current),
+                    None => (unavailable(db, why), Some(current), None),
+                };
             }
         };
         let destructive = crate::db::migrate::destructive_statements(&sql);
         let step = if !destructive.is_empty() && !db.config.allow_destructive {
             let why = format!(
-                "the downgrade {current} -> {wanted} is destructive ({}); the database stays at {current} \
+                "the downgrade {current} -> {wanted} ({from_what}) is destructive ({}); the database stays at {current} \
                  (database.allow_destructive allows it)",
                 destructive.join("; ")
             );

@@ -207,6 +207,7 @@ impl Engine {
             reason: event.reason.clone(),
             deployment_id: journal.request.deployment_id.clone(),
             skip_db: journal.request.skip_db,
+            db_target: journal.request.db_target.clone(),
             base_url: journal.request.base_url.clone(),
             pending_id: journal.request.pending_id.clone(),
             joined: Default::default(),

@@ -71,6 +71,8 @@ pub struct RollbackRequest {
     pub reason: String,
     pub deployment_id: Option<String>,
     pub skip_db: bool,
+    /// The operator's database target, instead of the recorded revision.
+    pub db_target: Option<DbTarget>,
     pub base_url: Option<String>,
     /// The pending confirmation this rollback was approved from.
     pub pending_id: Option<String>,
@@ -82,6 +84,26 @@ pub struct RollbackRequest {
     /// When the incident's rules began to breach and fired (none for an
     /// operator's rollback): the start of its detection figures.
     pub detected: Option<Detected>,
+}
+
+/// The schema revision an operator asked for (`rollbackd rollback
+/// --db-target REV | --db-steps N`): used instead of the revision recorded
+/// for the target deployment, or when none was recorded.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DbTarget {
+    Revision(String),
+    /// This many downgrades below the database's current revision (the seed's `-1`).
+    Steps(u32),
+}
+
+impl std::fmt::Display for DbTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbTarget::Revision(r) => write!(f, "--db-target {r}"),
+            DbTarget::Steps(n) => write!(f, "--db-steps {n}"),
+        }
+    }
 }
 
 /// When an incident was detected: its first rule's group, when the first

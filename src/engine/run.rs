@@ -142,6 +142,7 @@ impl<'a> Run<'a> {
             request: RequestRecord {
                 deployment_id: self.req.deployment_id.clone(),
                 skip_db: self.req.skip_db,
+                db_target: self.req.db_target.clone(),
                 base_url: self.req.base_url.clone(),
                 pending_id: self.req.pending_id.clone(),
             },

@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::notify::{Notification, Notifier, Notifiers, NotifyError, NotifyEvent};
 use crate::provider::{DeployProvider, Deployment, ProviderError};
 use crate::verify::config::VerifyConfig;
-use crate::verify::{CheckResult, HealthProbe};
+use crate::verify::{Answer, HealthProbe};
 
 /// One call the platform received, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -247,6 +247,8 @@ struct ServiceState {
     failing_checks: u32,
     latency: Duration,
     checks: Vec<String>,
+    /// Status and body by path, instead of 200 and [`seed_body`].
+    answers: std::collections::BTreeMap<String, (u16, String)>,
 }
 
 impl FakeService {
@@ -272,6 +274,15 @@ impl FakeService {
             .failing_checks = n;
     }
 
+    /// `path` answers `status` and `body` from now on.
+    pub fn set_answer(&self, path: &str, status: u16, body: &str) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .answers
+            .insert(path.into(), (status, body.into()));
+    }
+
     /// The URLs asked so far.
     pub fn checks(&self) -> Vec<String> {
         self.state
@@ -283,36 +294,46 @@ impl FakeService {
 }
 
 impl HealthProbe for FakeService {
-    fn get<'a>(&'a self, url: &'a str, timeout: Duration) -> BoxFuture<'a, CheckResult> {
+    fn fetch<'a>(
+        &'a self,
+        url: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Answer, String>> {
         Box::pin(async move {
-            let (unhealthy, latency) = {
+            let (status, latency, body) = {
                 let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 s.checks.push(url.to_string());
                 let starting = s.failing_checks > 0;
                 s.failing_checks = s.failing_checks.saturating_sub(1);
-                (s.unhealthy || starting, s.latency)
+                let path = url.find("/health").map_or("/", |i| &url[i..]);
+                let (status, body) = s
+                    .answers
+                    .get(path)
+                    .cloned()
+                    .unwrap_or_else(|| (200, seed_body(path)));
+                let status = if s.unhealthy || starting { 503 } else { status };
+                (status, s.latency, body)
             };
             if latency >= timeout {
                 tokio::time::sleep(timeout).await;
-                return CheckResult {
-                    healthy: false,
-                    status: None,
-                    latency: timeout,
-                    reason: "no answer within the timeout".into(),
-                };
+                return Err("no answer within the timeout".into());
             }
             tokio::time::sleep(latency).await;
-            CheckResult {
-                healthy: !unhealthy,
-                status: Some(if unhealthy { 503 } else { 200 }),
-                latency,
-                reason: if unhealthy {
-                    "HTTP 503".into()
-                } else {
-                    String::new()
-                },
-            }
+            Ok(Answer {
+                status,
+                body: body.into_bytes(),
+            })
         })
+    }
+}
+
+/// What the seed's service answers at `path`, all healthy: the components
+/// the shipped verification reads.
+pub fn seed_body(path: &str) -> String {
+    match path {
+        "/health/performance" => r#"{"status":"healthy","components":{"database":{"status":"healthy","response_time_ms":12},"redis":{"status":"healthy","response_time_ms":2}}}"#.into(),
+        "/health/external-services" => r#"{"status":"healthy","services":{"openai":{"status":"healthy"},"sendgrid":{"status":"healthy"},"firebase":{"status":"healthy"}}}"#.into(),
+        _ => r#"{"status":"healthy"}"#.into(),
     }
 }
 

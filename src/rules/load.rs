@@ -160,6 +160,8 @@ struct RawProbe {
     failures: Option<u32>,
     #[serde(default)]
     expect_status: Vec<u16>,
+    #[serde(default)]
+    body: Option<crate::verify::BodyCheck>,
 }
 
 /// Collects the errors of one rule while it is being validated.
@@ -473,11 +475,21 @@ fn validate_probe(raw: RawProbe, vars: &Variables, ctx: &mut RuleCtx) -> Option<
             ));
         }
     }
+    if let Some(body) = &raw.body {
+        let mut problems = Vec::new();
+        body.validate("probe", &mut problems);
+        for p in problems {
+            ctx.error(p);
+        }
+    }
     Some(ProbeRule {
         url,
         timeout,
         failures,
-        expect_status: raw.expect_status,
+        expect: crate::verify::Expect {
+            status: raw.expect_status,
+            body: raw.body,
+        },
     })
 }
 
@@ -632,6 +644,53 @@ groups:
         };
         assert_eq!(p.failures, 3);
         assert_eq!(p.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn probe_rules_read_the_body_like_verification_does() {
+        let set = load_text(
+            r#"
+groups:
+  - name: health
+    rules:
+      - name: Dependencies
+        probe:
+          url: "http://127.0.0.1:1/health/external-services"
+          expect_status: [200]
+          body: { status: /status, healthy: [ok, degraded], components: /services }
+"#,
+        )
+        .unwrap();
+        let RuleKind::Probe(p) = &set.groups[0].rules[0].kind else {
+            panic!("expected a probe")
+        };
+        assert_eq!(p.expect.status, [200]);
+        let body = p.expect.body.as_ref().unwrap();
+        assert_eq!(body.healthy, ["ok", "degraded"]);
+        assert_eq!(body.components.as_deref(), Some("/services"));
+
+        let errors = load_text(
+            r#"
+groups:
+  - name: health
+    rules:
+      - name: Dependencies
+        probe: { url: "http://127.0.0.1:1/h", body: { status: status } }
+"#,
+        )
+        .unwrap_err();
+        assert!(
+            errors[0]
+                .message
+                .contains("probe.body.status: \"status\" is not a JSON Pointer"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[0].to_string().contains("Dependencies"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -132,8 +132,8 @@ pub struct ProbeRule {
     pub timeout: Duration,
     /// Consecutive failed checks that make a breach.
     pub failures: u32,
-    /// Statuses that count as healthy; empty means any 2xx.
-    pub expect_status: Vec<u16>,
+    /// Statuses that count as healthy (empty: any 2xx), and what the body must say.
+    pub expect: crate::verify::Expect,
 }
 
 /// A second expression that must exceed `above` before the rule may fire.

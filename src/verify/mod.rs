@@ -1,7 +1,9 @@
 //! Health checks against the service's own HTTP endpoints, for probe rules
 //! and for verification after a rollback. A check never panics and never
-//! hangs past its timeout: every failure is a [`CheckResult`].
+//! hangs past its timeout: every failure is a [`CheckResult`]. Asking
+//! ([`HealthProbe::fetch`]) is apart from judging ([`judge`]), which is pure.
 
+pub mod body;
 pub mod config;
 pub mod phases;
 
@@ -9,7 +11,33 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+pub use body::{BodyCheck, Component};
 pub use phases::{verify, Verification};
+
+/// The most of a body that is read; health answers are small.
+const MAX_BODY: usize = 1 << 20;
+
+/// What makes an answer healthy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expect {
+    /// Accepted statuses; empty: any 2xx.
+    pub status: Vec<u16>,
+    /// What the JSON body must say; none: the body is not read.
+    pub body: Option<BodyCheck>,
+}
+
+impl Expect {
+    pub fn status(status: Vec<u16>) -> Expect {
+        Expect { status, body: None }
+    }
+}
+
+/// An HTTP answer, before it is judged.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
 
 /// The outcome of one HTTP health check.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,63 +47,135 @@ pub struct CheckResult {
     pub latency: Duration,
     /// Why the check failed, in words (empty when healthy).
     pub reason: String,
+    /// The components the body reported, each judged (empty when none are configured).
+    pub components: Vec<Component>,
 }
 
-/// GETs `url` and judges the answer: healthy when the status is in `expect`
-/// (any 2xx when `expect` is empty) within `timeout`.
-pub async fn check(
-    client: &reqwest::Client,
-    url: &str,
-    timeout: Duration,
-    expect: &[u16],
-) -> CheckResult {
-    let started = Instant::now();
-    let result = client.get(url).timeout(timeout).send().await;
-    let latency = started.elapsed();
-    match result {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let healthy = if expect.is_empty() {
-                response.status().is_success()
-            } else {
-                expect.contains(&status)
-            };
-            CheckResult {
-                healthy,
-                status: Some(status),
-                latency,
-                reason: if healthy {
-                    String::new()
-                } else {
-                    format!("HTTP {status}")
-                },
-            }
-        }
-        Err(e) => CheckResult {
+impl CheckResult {
+    pub fn unanswered(latency: Duration, reason: String) -> CheckResult {
+        CheckResult {
             healthy: false,
             status: None,
             latency,
-            reason: if e.is_timeout() {
-                format!("no answer within {}", crate::duration::format(timeout))
-            } else if e.is_connect() {
-                "connection refused or unreachable".to_string()
-            } else {
-                "request failed".to_string()
-            },
-        },
+            reason,
+            components: Vec::new(),
+        }
+    }
+}
+
+/// Judges an answer: its status first, then its body. The check is
+/// unhealthy when any component is; the phase may count components instead.
+pub fn judge(expect: &Expect, answer: Answer, latency: Duration) -> CheckResult {
+    let status = answer.status;
+    let status_ok = if expect.status.is_empty() {
+        (200..300).contains(&status)
+    } else {
+        expect.status.contains(&status)
+    };
+    let mut result = CheckResult {
+        healthy: false,
+        status: Some(status),
+        latency,
+        reason: String::new(),
+        components: Vec::new(),
+    };
+    if !status_ok {
+        result.reason = if expect.status.is_empty() || expect.status == [200] {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status}, expected {:?}", expect.status)
+        };
+        return result;
+    }
+    let Some(body) = &expect.body else {
+        result.healthy = true;
+        return result;
+    };
+    match body.judge(&answer.body) {
+        Err(reason) => result.reason = reason,
+        Ok(components) => {
+            let failed: Vec<String> = components
+                .iter()
+                .filter(|c| !c.healthy)
+                .map(|c| format!("{}: {}", c.name, c.reason))
+                .collect();
+            result.healthy = failed.is_empty();
+            result.reason = failed.join("; ");
+            result.components = components;
+        }
+    }
+    result
+}
+
+/// GETs `url` and judges the answer within `timeout`.
+pub async fn check(
+    probe: &dyn HealthProbe,
+    url: &str,
+    timeout: Duration,
+    expect: &Expect,
+) -> CheckResult {
+    let started = tokio::time::Instant::now();
+    let fetched = probe.fetch(url, timeout).await;
+    let latency = started.elapsed();
+    match fetched {
+        Ok(answer) => judge(expect, answer, latency),
+        Err(reason) => CheckResult::unanswered(latency, reason),
     }
 }
 
 /// How health endpoints are asked: the real HTTP client, or a scripted
-/// fake in tests (the verification logic is the same either way).
+/// fake in tests (the judging is the same either way).
 pub trait HealthProbe: Send + Sync {
-    /// GETs `url` within `timeout`; healthy on any 2xx.
-    fn get<'a>(&'a self, url: &'a str, timeout: Duration) -> BoxFuture<'a, CheckResult>;
+    /// GETs `url` within `timeout`: the answer, or why there was none.
+    fn fetch<'a>(
+        &'a self,
+        url: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Answer, String>>;
 }
 
 impl HealthProbe for reqwest::Client {
-    fn get<'a>(&'a self, url: &'a str, timeout: Duration) -> BoxFuture<'a, CheckResult> {
-        Box::pin(check(self, url, timeout, &[]))
+    fn fetch<'a>(
+        &'a self,
+        url: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Answer, String>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let words = |e: reqwest::Error| {
+                if e.is_timeout() {
+                    format!("no answer within {}", crate::duration::format(timeout))
+                } else if e.is_connect() {
+                    "connection refused or unreachable".to_string()
+                } else {
+                    "request failed".to_string()
+                }
+            };
+            let mut response = self.get(url).timeout(timeout).send().await.map_err(words)?;
+            let status = response.status().as_u16();
+            let mut body = Vec::new();
+            loop {
+                let left = timeout.saturating_sub(started.elapsed());
+                match tokio::time::timeout(left, response.chunk()).await {
+                    Err(_) => {
+                        return Err(format!(
+                            "HTTP {status}, but the body did not arrive within {}",
+                            crate::duration::format(timeout)
+                        ))
+                    }
+                    Ok(Err(e)) => return Err(format!("HTTP {status}, then {}", words(e))),
+                    Ok(Ok(None)) => break,
+                    Ok(Ok(Some(chunk))) => {
+                        body.extend_from_slice(&chunk);
+                        if body.len() >= MAX_BODY {
+                            body.truncate(MAX_BODY);
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(Answer { status, body })
+        })
     }
 }
 
@@ -90,4 +190,43 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
             " health-check"
         ))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_status_is_judged_before_the_body() {
+        let exactly_200 = Expect::status(vec![200]);
+        let ms = Duration::from_millis(3);
+        assert!(judge(&exactly_200, answer(200, ""), ms).healthy);
+        let created = judge(&exactly_200, answer(201, ""), ms);
+        assert!(!created.healthy);
+        assert_eq!(created.reason, "HTTP 201");
+        assert!(judge(&Expect::default(), answer(201, ""), ms).healthy);
+        let with_body = Expect {
+            status: vec![200],
+            body: Some(BodyCheck::with_components("/services")),
+        };
+        assert_eq!(
+            judge(&with_body, answer(503, "not json"), ms).reason,
+            "HTTP 503"
+        );
+        let r = judge(
+            &with_body,
+            answer(200, r#"{"services":{"a":"ok","b":"down"}}"#),
+            ms,
+        );
+        assert!(!r.healthy);
+        assert_eq!(r.reason, "b: status down");
+        assert_eq!(r.components.len(), 2);
+    }
 }

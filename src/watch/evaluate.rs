@@ -114,7 +114,7 @@ pub async fn fetch(
             Answer::Query { result, guard }
         }
         RuleKind::Probe(p) => {
-            Answer::Probe(verify::check(http, &p.url, p.timeout, &p.expect_status).await)
+            Answer::Probe(verify::check(http, &p.url, p.timeout, &p.expect).await)
         }
     }
 }
@@ -476,13 +476,11 @@ mod tests {
             url: "http://127.0.0.1:1/health".into(),
             timeout: Duration::from_secs(1),
             failures: 3,
-            expect_status: vec![],
+            expect: verify::Expect::default(),
         };
         let fail = CheckResult {
-            healthy: false,
             status: Some(503),
-            latency: Duration::ZERO,
-            reason: "HTTP 503".into(),
+            ..CheckResult::unanswered(Duration::ZERO, "HTTP 503".into())
         };
         let ok = CheckResult {
             healthy: true,
@@ -511,10 +509,8 @@ mod tests {
             policy: crate::rules::Policy::DryRun,
         };
         let probe_answer = Answer::Probe(CheckResult {
-            healthy: false,
             status: Some(503),
-            latency: Duration::ZERO,
-            reason: "HTTP 503".into(),
+            ..CheckResult::unanswered(Duration::ZERO, "HTTP 503".into())
         });
         let mut failures = 0;
         let e = interpret(&rule, probe_answer, &mut failures);

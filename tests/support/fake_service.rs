@@ -46,6 +46,9 @@ pub struct Knobs {
     pub health_overrides: BTreeMap<String, u16>,
     /// Delay before answering a health check, in milliseconds.
     pub health_delay_ms: u64,
+    /// Per-path bodies instead of the seed's (a JSON string is sent as raw
+    /// text, for answers that are not JSON).
+    pub health_bodies: BTreeMap<String, serde_json::Value>,
     /// Request series are spread over this many `route` label values, as a
     /// real service's are (benchmarks raise it to give Prometheus real work).
     pub routes: u32,
@@ -76,6 +79,7 @@ impl Default for Knobs {
             health_status: 200,
             health_overrides: BTreeMap::new(),
             health_delay_ms: 0,
+            health_bodies: BTreeMap::new(),
             routes: 1,
             metrics_status: 200,
         }
@@ -419,7 +423,7 @@ async fn post_control(
 }
 
 async fn health(State(inner): State<Shared>, path: String) -> Response {
-    let (status, delay) = {
+    let (status, delay, body) = {
         let mut guard = inner.lock().unwrap();
         guard.health_checks += 1;
         let status = guard
@@ -428,20 +432,45 @@ async fn health(State(inner): State<Shared>, path: String) -> Response {
             .get(&path)
             .copied()
             .unwrap_or(guard.knobs.health_status);
-        (status, guard.knobs.health_delay_ms)
+        let body = guard.knobs.health_bodies.get(&path).cloned();
+        (status, guard.knobs.health_delay_ms, body)
     };
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        format!(
-            "{{\"status\":\"{}\",\"path\":\"{path}\"}}\n",
-            status.as_u16()
-        ),
-    )
-        .into_response()
+    let body = match body {
+        Some(serde_json::Value::String(raw)) => raw,
+        Some(json) => json.to_string(),
+        None => seed_body(&path, status.is_success()),
+    };
+    (status, body).into_response()
+}
+
+/// What the seed's service answers: `/health/performance` lists components
+/// with their response times, `/health/external-services` the external
+/// services (the shipped verification reads both).
+pub fn seed_body(path: &str, healthy: bool) -> String {
+    let status = if healthy { "healthy" } else { "unhealthy" };
+    match path {
+        "/health/performance" => serde_json::json!({
+            "status": status,
+            "components": {
+                "database": {"status": status, "response_time_ms": 12.5},
+                "redis": {"status": status, "response_time_ms": 1.8},
+            },
+        }),
+        "/health/external-services" => serde_json::json!({
+            "status": status,
+            "services": {
+                "openai": {"status": status},
+                "sendgrid": {"status": status},
+                "firebase": {"status": status},
+            },
+        }),
+        _ => serde_json::json!({"status": status, "path": path}),
+    }
+    .to_string()
 }
 
 /// `POST /deploy {"version": "v2", "error_ratio": 0.05}`: change knobs like

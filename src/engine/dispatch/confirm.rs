@@ -166,6 +166,7 @@ impl Dispatcher {
             reason: format!("{} ({how})", pending.reason),
             deployment_id: None,
             skip_db: false,
+            db_target: None,
             base_url: None,
             pending_id: Some(pending.id.clone()),
             // Rules that joined its incident are the run's too.

@@ -299,6 +299,7 @@ fn request_for(fired: &[FiringEvent]) -> RollbackRequest {
         ),
         deployment_id: None,
         skip_db: false,
+        db_target: None,
         base_url: None,
         pending_id: None,
         joined: Default::default(),

@@ -674,6 +674,7 @@ async fn a_rollback_a_killed_cli_left_unfinished_is_settled_by_the_running_daemo
         reason: "on-call".into(),
         deployment_id: None,
         skip_db: false,
+        db_target: None,
         base_url: None,
         pending_id: None,
         joined: Default::default(),

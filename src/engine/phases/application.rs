@@ -136,9 +136,15 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         deployment.id
     ));
     let url = format!("{}/health", plan.base_url);
+    let expect = crate::verify::Expect::status(engine.verify.expect_status.clone());
     loop {
         let check = run
-            .wait(engine.health.get(&url, engine.verify.check_timeout))
+            .wait(crate::verify::check(
+                engine.health.as_ref(),
+                &url,
+                engine.verify.check_timeout,
+                &expect,
+            ))
             .await;
         if check.healthy {
             break;

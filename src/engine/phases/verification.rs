@@ -25,10 +25,11 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
                         .record(c.latency_ms as f64 / 1000.0);
                 }
                 progress(Progress::Note(format!(
-                    "health {}: {}/{} healthy (attempt {}){}",
+                    "health {}: {}/{} {} healthy (attempt {}){}",
                     p.name,
                     p.healthy,
                     p.total,
+                    p.counts,
                     p.attempts,
                     if p.passed { "" } else { ", not enough" }
                 )));

@@ -26,6 +26,7 @@ pub(crate) fn automatic() -> RollbackRequest {
         reason: "rule fired".into(),
         deployment_id: None,
         skip_db: false,
+        db_target: None,
         base_url: None,
         pending_id: None,
         joined: Default::default(),
