@@ -57,6 +57,25 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// A free-form line (a log line, an error) as it may be shown: URLs as
+/// [`redact_url`] shows them, and the values after secret-looking names
+/// (`password=…`, `"token": "…"`, `Authorization: Bearer …`) as `***`.
+pub fn redact_text(text: &str) -> String {
+    static ASSIGNED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|credential|authorization)["']?\s*[=:]\s*["']?)(?:bearer\s+|basic\s+)?[^\s"',;&]+"#,
+        )
+        .expect("a valid expression")
+    });
+    static BEARER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+            .expect("a valid expression")
+    });
+    let text = redact_url(text);
+    let text = ASSIGNED.replace_all(&text, "${1}***");
+    BEARER.replace_all(&text, "$1 ***").into_owned()
+}
+
 /// Query parameter names whose values are never shown (matched as parts of
 /// the name, in any case).
 const SECRET_PARAMS: [&str; 9] = [
@@ -121,6 +140,29 @@ mod tests {
             "\"http://***@x y\" and http://***@z"
         );
         assert_eq!(redact_url("no url here"), "no url here");
+    }
+
+    #[test]
+    fn secrets_in_free_text_are_redacted() {
+        assert_eq!(
+            redact_text(
+                "login failed for postgres://app:hunter2@db/app password=hunter2, retrying"
+            ),
+            "login failed for postgres://***@db/app password=***, retrying"
+        );
+        assert_eq!(
+            redact_text(r#"{"api_key": "sk-123456", "user": "ann"}"#),
+            r#"{"api_key": "***", "user": "ann"}"#
+        );
+        assert_eq!(
+            redact_text("Authorization: Bearer abcdefghijkl rejected"),
+            "Authorization: *** rejected"
+        );
+        assert_eq!(
+            redact_text("sent with bearer abcdefghijkl"),
+            "sent with bearer ***"
+        );
+        assert_eq!(redact_text("ERROR 0 tokens left"), "ERROR 0 tokens left");
     }
 
     #[test]

@@ -156,6 +156,13 @@ impl Config {
         self.state.validate(&mut problems);
         if let Some(provider) = &self.provider {
             provider.validate(&mut problems);
+            if self.verify.startup_logs.enabled == Some(true) && !provider.reads_logs() {
+                problems.push(
+                    "verify.startup_logs.enabled: the command provider has no logs command; \
+                     set provider.logs (it prints a deployment's log lines) or enabled = false"
+                        .into(),
+                );
+            }
         }
         if let Some(db) = &self.database {
             db.validate(&mut problems);

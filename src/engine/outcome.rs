@@ -89,6 +89,8 @@ pub enum FailureKind {
     DeploymentTimeout,
     /// The deployment is live but the service's /health kept failing.
     ServiceUnhealthy,
+    /// The rollback deployment logged errors as it started.
+    StartupErrors,
     /// A health phase did not pass.
     VerificationFailed,
     /// The phase ran out of its time budget.
@@ -119,6 +121,7 @@ impl FailureKind {
             FailureKind::DeploymentFailed => "deployment_failed",
             FailureKind::DeploymentTimeout => "deployment_timeout",
             FailureKind::ServiceUnhealthy => "service_unhealthy",
+            FailureKind::StartupErrors => "startup_errors",
             FailureKind::VerificationFailed => "verification_failed",
             FailureKind::BudgetExceeded => "budget_exceeded",
             FailureKind::RecordFailed => "record_failed",
@@ -127,7 +130,7 @@ impl FailureKind {
         }
     }
 
-    pub const ALL: [FailureKind; 19] = [
+    pub const ALL: [FailureKind; 21] = [
         FailureKind::RollbackLocked,
         FailureKind::LockError,
         FailureKind::NoPlan,
@@ -139,9 +142,11 @@ impl FailureKind {
         FailureKind::DowngradeUnverified,
         FailureKind::ProviderError,
         FailureKind::PlatformRefused,
+        FailureKind::PlanOutdated,
         FailureKind::DeploymentFailed,
         FailureKind::DeploymentTimeout,
         FailureKind::ServiceUnhealthy,
+        FailureKind::StartupErrors,
         FailureKind::VerificationFailed,
         FailureKind::BudgetExceeded,
         FailureKind::RecordFailed,

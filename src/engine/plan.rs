@@ -281,8 +281,9 @@ impl Engine {
         let destructive = crate::db::migrate::destructive_statements(&sql);
         let step = if !destructive.is_empty() && !db.config.allow_destructive {
             let why = format!(
-                "the downgrade {current} -> {wanted} ({from_what}) is destructive ({}); the database stays at {current} \
+                "the downgrade {current} -> {wanted}{} is destructive ({}); the database stays at {current} \
                  (database.allow_destructive allows it)",
+                asked.map(|a| format!(" (asked with {a})")).unwrap_or_default(),
                 destructive.join("; ")
             );
             if db.config.app_only_if_skipped {

@@ -94,6 +94,9 @@ pub(crate) struct Run<'a> {
     /// verified healthy (the detection figures' last ends).
     pub called_at: Option<SystemTime>,
     pub healthy_at: Option<SystemTime>,
+    /// When the rollback deployment first answered `/health`: verification's
+    /// initial wait counts from here.
+    pub live_at: Option<Instant>,
 }
 
 impl<'a> Run<'a> {
@@ -126,6 +129,7 @@ impl<'a> Run<'a> {
             stopped: false,
             called_at: None,
             healthy_at: None,
+            live_at: None,
         }
     }
 

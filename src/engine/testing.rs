@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use super::{Engine, EngineConfig, EngineSetup};
 use crate::clock::Clock;
 use crate::notify::{Notification, Notifier, Notifiers, NotifyError, NotifyEvent};
-use crate::provider::{DeployProvider, Deployment, ProviderError};
+use crate::provider::{DeployProvider, Deployment, LogLine, ProviderError};
 use crate::verify::config::VerifyConfig;
 use crate::verify::{Answer, HealthProbe};
 
@@ -49,6 +49,10 @@ struct PlatformState {
     polled: u32,
     /// Every call takes this long (paused clock: it costs nothing).
     latency: Duration,
+    /// What `logs` answers: `None`, the platform reads no logs.
+    logs: Option<Result<Vec<String>, String>>,
+    /// Each `logs` request: deployment, from, to.
+    log_requests: Vec<(String, SystemTime, SystemTime)>,
 }
 
 /// A deploy platform in memory: deployments newest first; a rollback creates
@@ -81,6 +85,8 @@ impl FakePlatform {
                 behaviour: RollbackBehaviour::Succeed { polls: 1 },
                 polled: 0,
                 latency: Duration::ZERO,
+                logs: None,
+                log_requests: Vec::new(),
             }),
         })
     }
@@ -95,6 +101,21 @@ impl FakePlatform {
 
     pub fn set_latency(&self, latency: Duration) {
         self.state().latency = latency;
+    }
+
+    /// The platform reads logs: every deployment's are `lines`, or the
+    /// request fails with `Err`.
+    pub fn set_logs(&self, lines: Result<&[&str], &str>) {
+        self.state().logs = Some(
+            lines
+                .map(|l| l.iter().map(|s| s.to_string()).collect())
+                .map_err(str::to_string),
+        );
+    }
+
+    /// Each logs request: deployment, from, to.
+    pub fn log_requests(&self) -> Vec<(String, SystemTime, SystemTime)> {
+        self.state().log_requests.clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -203,6 +224,37 @@ impl DeployProvider for FakePlatform {
             );
             s.polled = 0;
             Ok((!silent).then_some(id))
+        })
+    }
+
+    fn reads_logs(&self) -> bool {
+        self.state().logs.is_some()
+    }
+
+    fn logs<'a>(
+        &'a self,
+        id: &'a str,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<LogLine>, ProviderError>> {
+        Box::pin(async move {
+            let mut s = self.state();
+            s.log_requests.push((id.to_string(), from, to));
+            match s.logs.clone().unwrap_or(Ok(Vec::new())) {
+                Ok(lines) => Ok(lines
+                    .into_iter()
+                    .map(|message| LogLine {
+                        at: None,
+                        level: None,
+                        message,
+                    })
+                    .collect()),
+                Err(message) => Err(ProviderError::Http {
+                    what: "the fake platform".into(),
+                    status: 503,
+                    body: message,
+                }),
+            }
         })
     }
 }

@@ -10,18 +10,21 @@
 //!   "git_sha": "…", "git_branch": "…"}]`
 //! - `status`: one such object for `ROLLBACKD_DEPLOYMENT_ID`
 //! - `rollback`: nothing, or `{"deployment_id": "…"}` naming the deployment it created.
+//! - `logs` (optional): `ROLLBACKD_DEPLOYMENT_ID`'s log lines between
+//!   `ROLLBACKD_LOGS_FROM` and `ROLLBACKD_LOGS_TO` (RFC 3339), one per line:
+//!   plain text, or a JSON object with `message`/`msg` and `level`/`severity`.
 //!
 //! A non-zero exit is a refusal, reported with the end of its stderr. Each
 //! command runs in its own process group and dies with rollbackd (`child`).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::child::ChildError;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
 use super::config::CommandConfig;
-use super::{DeployProvider, Deployment, ProviderError};
+use super::{DeployProvider, Deployment, LogLine, ProviderError};
 
 #[derive(Debug)]
 pub struct CommandProvider {
@@ -153,6 +156,68 @@ impl DeployProvider for CommandProvider {
             }
             Ok(Self::decode::<Created>("rollback", &out)?.deployment_id)
         })
+    }
+
+    fn reads_logs(&self) -> bool {
+        self.config.logs.is_some()
+    }
+
+    fn logs<'a>(
+        &'a self,
+        id: &'a str,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<LogLine>, ProviderError>> {
+        Box::pin(async move {
+            let Some(argv) = &self.config.logs else {
+                return Ok(Vec::new());
+            };
+            let time = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+            let (from, to) = (time(from), time(to));
+            let out = self
+                .run(
+                    "logs",
+                    argv,
+                    &[
+                        ("ROLLBACKD_DEPLOYMENT_ID", id),
+                        ("ROLLBACKD_LOGS_FROM", &from),
+                        ("ROLLBACKD_LOGS_TO", &to),
+                    ],
+                )
+                .await?;
+            Ok(String::from_utf8_lossy(&out)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(log_line)
+                .collect())
+        })
+    }
+}
+
+/// A line the `logs` command printed: a JSON object with a message and a
+/// level, or plain text.
+fn log_line(text: &str) -> LogLine {
+    let plain = || LogLine {
+        at: None,
+        level: None,
+        message: text.to_string(),
+    };
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(text) else {
+        return plain();
+    };
+    let field = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| fields.get(*n).and_then(|v| v.as_str()).map(str::to_string))
+    };
+    match field(&["message", "msg"]) {
+        Some(message) => LogLine {
+            at: field(&["timestamp", "time", "ts"])
+                .and_then(|t| humantime::parse_rfc3339_weak(&t).ok()),
+            level: field(&["level", "severity", "lvl"]),
+            message,
+        },
+        None => plain(),
     }
 }
 

@@ -18,6 +18,14 @@ pub enum ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// Whether the provider can read a deployment's logs.
+    pub fn reads_logs(&self) -> bool {
+        match self {
+            ProviderConfig::Railway(_) => true,
+            ProviderConfig::Command(c) => c.logs.is_some(),
+        }
+    }
+
     /// How old a deployment may be and still be a rollback target.
     pub fn retention(&self) -> Option<Duration> {
         match self {
@@ -159,6 +167,9 @@ pub struct CommandConfig {
     pub list: Vec<String>,
     pub status: Vec<String>,
     pub rollback: Vec<String>,
+    /// Optional: prints a deployment's log lines (start-up error checks).
+    #[serde(default)]
+    pub logs: Option<Vec<String>>,
     #[serde(with = "duration::serde_str", default = "command_timeout")]
     pub timeout: Duration,
     #[serde(with = "duration::opt_serde_str", default)]
@@ -182,6 +193,11 @@ impl CommandConfig {
                     "provider.{name}: give the command as a list, like [\"./deploy.sh\", \"{name}\"]"
                 ));
             }
+        }
+        if self.logs.as_ref().is_some_and(Vec::is_empty) {
+            problems.push(
+                "provider.logs: give the command as a list, like [\"./deploy.sh\", \"logs\"], or leave it out".into(),
+            );
         }
     }
 }

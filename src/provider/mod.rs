@@ -47,6 +47,16 @@ impl Deployment {
     }
 }
 
+/// One line of a deployment's logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub at: Option<SystemTime>,
+    /// The level the line carries as structured data (a JSON `level`,
+    /// Railway's `level` attribute), if any.
+    pub level: Option<String>,
+    pub message: String,
+}
+
 /// A platform that can list deployments and roll back to one.
 pub trait DeployProvider: Send + Sync {
     /// Recent deployments, newest first.
@@ -61,6 +71,22 @@ pub trait DeployProvider: Send + Sync {
         &'a self,
         target: &'a Deployment,
     ) -> BoxFuture<'a, Result<Option<String>, ProviderError>>;
+
+    /// Whether [`DeployProvider::logs`] can read anything.
+    fn reads_logs(&self) -> bool {
+        false
+    }
+
+    /// Deployment `id`'s log lines between `from` and `to`, oldest first.
+    fn logs<'a>(
+        &'a self,
+        id: &'a str,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<LogLine>, ProviderError>> {
+        let _ = (id, from, to);
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Why the platform gave no usable answer.

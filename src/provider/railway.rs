@@ -4,7 +4,7 @@
 //! with backoff); `deploymentRollback` is sent once and never retried, so a
 //! lost answer can never roll back twice.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::config::{MissingSetting, RailwayConfig, TokenKind};
-use super::{DeployProvider, Deployment, ProviderError};
+use super::{DeployProvider, Deployment, LogLine, ProviderError};
 
 const WHAT: &str = "Railway";
 const FIELDS: &str = "id status createdAt meta canRollback";
@@ -303,6 +303,66 @@ impl DeployProvider for Railway {
                     message: format!("deploymentRollback({}) returned false", target.id),
                 })
             }
+        })
+    }
+
+    fn reads_logs(&self) -> bool {
+        true
+    }
+
+    /// `deploymentLogs` over the window, at most 5,000 lines (Railway's
+    /// limit). Railway marks every line written to stderr as severity
+    /// `error`, so only a structured `level` attribute counts as a level.
+    fn logs<'a>(
+        &'a self,
+        id: &'a str,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<LogLine>, ProviderError>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Attribute {
+                key: String,
+                value: String,
+            }
+            #[derive(Deserialize)]
+            struct Log {
+                message: String,
+                #[serde(default)]
+                timestamp: Option<String>,
+                #[serde(default)]
+                attributes: Vec<Attribute>,
+            }
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Data {
+                deployment_logs: Vec<Log>,
+            }
+            let query = "query deploymentLogs($deploymentId: String!, $startDate: DateTime, $endDate: DateTime, $limit: Int) { \
+                 deploymentLogs(deploymentId: $deploymentId, startDate: $startDate, endDate: $endDate, limit: $limit) { \
+                 timestamp message attributes { key value } } }";
+            let time = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+            let data: Data = self
+                .read(
+                    query,
+                    json!({ "deploymentId": id, "startDate": time(from), "endDate": time(to), "limit": 5000 }),
+                )
+                .await?;
+            Ok(data
+                .deployment_logs
+                .into_iter()
+                .map(|log| LogLine {
+                    at: log
+                        .timestamp
+                        .and_then(|t| humantime::parse_rfc3339_weak(&t).ok()),
+                    level: log
+                        .attributes
+                        .into_iter()
+                        .find(|a| matches!(a.key.as_str(), "level" | "lvl" | "severity"))
+                        .map(|a| a.value.trim_matches('"').to_string()),
+                    message: log.message,
+                })
+                .collect())
         })
     }
 }

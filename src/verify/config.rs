@@ -26,6 +26,8 @@ pub struct VerifyConfig {
     /// (the seed: critical checks return exactly 200; empty: any 2xx).
     pub expect_status: Vec<u16>,
     pub phases: Vec<HealthPhaseConfig>,
+    /// Start-up errors in the rollback deployment's logs.
+    pub startup_logs: super::startup::StartupLogsConfig,
 }
 
 impl Default for VerifyConfig {
@@ -58,6 +60,7 @@ impl Default for VerifyConfig {
             check_timeout: Duration::from_secs(5),
             retry_interval: Duration::from_secs(5),
             expect_status: vec![200],
+            startup_logs: Default::default(),
             phases: vec![
                 phase("quick", paths(&["/", "/health"]), 1.0),
                 phase(
@@ -208,6 +211,7 @@ impl VerifyConfig {
             problems.push("verify.check_timeout: must be greater than 0s".into());
         }
         validate_statuses("verify", &self.expect_status, problems);
+        self.startup_logs.validate(problems);
         let mut names = std::collections::BTreeSet::new();
         for (i, phase) in self.phases.iter().enumerate() {
             let at = format!("verify.phases[{i}] ({:?})", phase.name);

@@ -6,6 +6,7 @@
 pub mod body;
 pub mod config;
 pub mod phases;
+pub mod startup;
 
 use std::time::{Duration, Instant};
 

@@ -41,6 +41,9 @@ pub struct RailwayKnobs {
     pub rollback_outcome: String,
     /// How long the rollback deployment stays DEPLOYING.
     pub rollback_takes: Duration,
+    /// What `deploymentLogs` answers for any deployment: Railway's `Log`
+    /// objects (`{timestamp, message, severity, attributes: [{key, value}]}`).
+    pub logs: Vec<Value>,
 }
 
 impl Default for RailwayKnobs {
@@ -51,6 +54,7 @@ impl Default for RailwayKnobs {
             refuse_rollback: false,
             rollback_outcome: "SUCCESS".into(),
             rollback_takes: Duration::from_millis(300),
+            logs: Vec::new(),
         }
     }
 }
@@ -215,6 +219,18 @@ async fn graphql(
         return Json(rollback(&inner, &id)).into_response();
     }
     let g = inner.lock().unwrap();
+    if query.contains("deploymentLogs(") {
+        let dated = ["startDate", "endDate"].iter().all(|k| {
+            vars[*k]
+                .as_str()
+                .is_some_and(|t| humantime::parse_rfc3339_weak(t).is_ok())
+        });
+        if vars["deploymentId"].as_str().is_none() || !dated {
+            return Json(json!({ "errors": [{ "message": "Invalid input" }], "data": null }))
+                .into_response();
+        }
+        return Json(json!({ "data": { "deploymentLogs": g.knobs.logs } })).into_response();
+    }
     if query.contains("deployments(") {
         let input = &vars["input"];
         if input["projectId"] != "p1" || input["serviceId"] != "s1" {
@@ -283,4 +299,19 @@ fn rollback(inner: &Arc<Mutex<Inner>>, id: &str) -> Value {
         }
     });
     json!({ "data": { "deploymentRollback": true } })
+}
+
+/// A Railway log line: on stderr (so severity `error`, whatever it says),
+/// with a structured `level` attribute when given.
+pub fn log(message: &str, level: Option<&str>) -> Value {
+    let attributes: Vec<Value> = level
+        .map(|l| json!({ "key": "level", "value": format!("\"{l}\"") }))
+        .into_iter()
+        .collect();
+    json!({
+        "timestamp": humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+        "message": message,
+        "severity": "error",
+        "attributes": attributes,
+    })
 }

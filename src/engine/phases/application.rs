@@ -1,7 +1,8 @@
 //! Phase 3: ask the platform to roll back to the target, follow the
-//! deployment that creates until it succeeds, then wait for the service to
-//! answer `/health`. The platform call is made exactly once: a refused or
-//! lost call is a failure, never a retry.
+//! deployment that creates until it succeeds, wait for the service to
+//! answer `/health`, then read the deployment's start-up logs for errors
+//! (`verify.startup_logs`). The platform call is made exactly once: a
+//! refused or lost call is a failure, never a retry.
 
 use std::collections::BTreeSet;
 
@@ -160,8 +161,71 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         }
         run.wait(tokio::time::sleep(poll)).await;
     }
+    run.live_at = Some(Instant::now());
+    let logs = match startup_errors(run, &deployment, deadline).await {
+        Err(failed) => return failed,
+        Ok(logs) => logs,
+    };
     PhaseOutcome::Succeeded(format!(
-        "deployment {} is live and answers /health",
+        "deployment {} is live and answers /health{logs}",
         deployment.id
     ))
+}
+
+/// Reads the deployment's logs from its creation until the window after it
+/// answered `/health` (waiting for that, within the phase's deadline) and
+/// fails the phase on an error line. Logs that cannot be read are a note,
+/// not a failure: the rollback has happened and the health phases still run.
+async fn startup_errors(
+    run: &mut Run<'_>,
+    deployment: &crate::provider::Deployment,
+    deadline: Instant,
+) -> Result<String, PhaseOutcome> {
+    let engine = run.engine;
+    let config = &engine.verify.startup_logs;
+    if !config.enabled_for(engine.provider.reads_logs()) {
+        return Ok(String::new());
+    }
+    let scan = match config.compile() {
+        Ok(scan) => scan,
+        Err(problems) => {
+            run.note(format!(
+                "start-up logs not checked: {}",
+                problems.join("; ")
+            ));
+            return Ok(String::new());
+        }
+    };
+    let window = config.window(engine.verify.initial_wait);
+    let until = (Instant::now() + window).min(deadline);
+    run.note(format!(
+        "reading deployment {}'s logs for start-up errors until {} after it answered /health",
+        deployment.id,
+        crate::duration::format(window)
+    ));
+    run.wait(tokio::time::sleep_until(until)).await;
+    let to = engine.clock.now();
+    let from = deployment.created_at.min(to);
+    match run.wait(engine.provider.logs(&deployment.id, from, to)).await {
+        Err(e) => {
+            run.note(format!(
+                "cannot read deployment {}'s logs ({e}); start-up errors were not checked",
+                deployment.id
+            ));
+            Ok("; its logs could not be read".into())
+        }
+        Ok(lines) => match scan.first_error(&lines) {
+            Some(found) => Err(PhaseOutcome::failed(
+                FailureKind::StartupErrors,
+                format!(
+                    "deployment {} answers /health but logged {} error line(s) as it started (verify.startup_logs): {}",
+                    deployment.id, found.errors, found.line
+                ),
+            )),
+            None => Ok(format!(
+                "; {} log line(s) without start-up errors",
+                lines.len()
+            )),
+        },
+    }
 }

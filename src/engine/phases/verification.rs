@@ -12,12 +12,15 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
     };
     run.mark_done(Step::VerificationStarted, base_url.clone());
     let progress = run.progress;
+    // The wait for the deployment to settle counts from when it first
+    // answered /health (the start-up log window already spent part of it).
+    let settled = run.live_at.map(|t| t.elapsed()).unwrap_or_default();
     let report = run
         .wait(crate::verify::verify(
             engine.health.as_ref(),
             &base_url,
             &engine.verify,
-            engine.verify.initial_wait,
+            engine.verify.initial_wait.saturating_sub(settled),
             engine.config.budget(Phase::Verification),
             &|p| {
                 for c in &p.checks {

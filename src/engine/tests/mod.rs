@@ -5,6 +5,7 @@
 mod plan;
 mod recovery;
 mod recovery_journals;
+mod startup;
 
 use std::time::Duration;
 
