@@ -63,7 +63,7 @@ pub fn redact_url(url: &str) -> String {
 pub fn redact_text(text: &str) -> String {
     static ASSIGNED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(
-            r#"(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|credential|authorization)["']?\s*[=:]\s*["']?)(?:bearer\s+|basic\s+)?[^\s"',;&]+"#,
+            r#"(?i)((?:password|passwd|pwd|pass|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential|authorization)[\w.-]*["']?\s*[=:]\s*)(?:"[^"]*"|'[^']*'|(?:bearer\s+|basic\s+)?[^\s"',;&]+)"#,
         )
         .expect("a valid expression")
     });
@@ -74,6 +74,17 @@ pub fn redact_text(text: &str) -> String {
     let text = redact_url(text);
     let text = ASSIGNED.replace_all(&text, "${1}***");
     BEARER.replace_all(&text, "$1 ***").into_owned()
+}
+
+/// Text as it may be shown in a reason, the history or a notification:
+/// redacted ([`redact_text`]), on one line, at most `max` characters.
+pub fn shown(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = redact_text(&one_line);
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text,
+    }
 }
 
 /// Query parameter names whose values are never shown (matched as parts of
@@ -152,8 +163,24 @@ mod tests {
         );
         assert_eq!(
             redact_text(r#"{"api_key": "sk-123456", "user": "ann"}"#),
-            r#"{"api_key": "***", "user": "ann"}"#
+            r#"{"api_key": ***, "user": "ann"}"#
         );
+        assert_eq!(
+            redact_text(r#"{"password": "two words", "secretKey": "s3"}"#),
+            r#"{"password": ***, "secretKey": ***}"#
+        );
+        for config_dump in [
+            "SECRET_KEY=abc123",
+            "DJANGO_SECRET_KEY=abc123",
+            "STRIPE_SECRET_KEY=sk_live_abc123",
+            "DB_PASS=abc123",
+            "PRIVATE_KEY=abc123",
+            "apiToken: abc123",
+        ] {
+            let shown = redact_text(config_dump);
+            assert!(!shown.contains("abc123"), "{config_dump} -> {shown}");
+            assert!(shown.ends_with("***"), "{config_dump} -> {shown}");
+        }
         assert_eq!(
             redact_text("Authorization: Bearer abcdefghijkl rejected"),
             "Authorization: *** rejected"

@@ -140,11 +140,12 @@ fn a_destructive_step_is_skipped_with_its_reason_and_a_target_that_cannot_be_rea
     );
     assert_eq!(railway.rollbacks(), ["d2"]);
 
-    // An operator's target that cannot be resolved stops before anything changes.
+    // An operator's target that cannot be had stops before anything runs:
+    // no backup, no breaker, no platform call.
     for (args, says) in [
         (
             &["--db-target", "zzz"][..],
-            "--db-target zzz: cannot obtain the downgrade SQL d -> zzz",
+            "--db-target zzz: alembic show zzz failed",
         ),
         (
             &["--db-steps", "9"][..],
@@ -156,20 +157,56 @@ fn a_destructive_step_is_skipped_with_its_reason_and_a_target_that_cannot_be_rea
         let mut all = vec!["--yes"];
         all.extend_from_slice(args);
         let (code, out, err) = rollback(d.path(), &all);
-        assert_eq!(code, 1, "{out}{err}");
-        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(
+            err.contains(says) && err.contains("nothing was done"),
+            "{args:?}: {err}"
+        );
         assert!(railway.rollbacks().is_empty(), "{args:?}");
+        assert!(
+            !d.path().join("state/backups").exists(),
+            "{args:?}: no backup"
+        );
         assert_eq!(
             pg.psql("app", "SELECT version_num FROM alembic_version"),
             "d"
         );
     }
+    // A target is resolved to the full id before it is compared.
+    let (code, out, err) = rollback(d.path(), &["--dry-run", "--db-target", "c"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("the downgrade d -> c (asked with --db-target c) is destructive"),
+        "{out}"
+    );
+
+    // Without a database side, a target is refused rather than ignored.
+    let railway = FakeRailway::start();
+    let bare = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bare.path().join("rollbackd.toml"),
+        format!(
+            "[service]\nbase_url = \"{}\"\n\n{}\n[engine]\nstate_dir = \"state\"\n",
+            service.url(),
+            railway.provider_toml()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = rollback(bare.path(), &["--yes", "--db-steps", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--db-steps 1 asks for a schema downgrade, but no database is configured"),
+        "{err}"
+    );
+    assert!(railway.rollbacks().is_empty());
 
     // Flags that contradict each other are refused before anything runs.
     for args in [
         &["--skip-db", "--db-steps", "1"][..],
         &["--db-target", "b", "--db-steps", "1"][..],
         &["--db-steps", "0"][..],
+        &["--db-target=-1"][..],
+        &["--db-target", "c:b"][..],
     ] {
         let (code, _, err) = rollback(d.path(), args);
         assert_eq!(code, 2, "{args:?}: {err}");

@@ -441,7 +441,10 @@ fn validate_reads_components_from_the_health_bodies() {
     });
     let (code, out, _) = cli(d.path(), &["validate"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAILED (HTTP 201)"), "{out}");
+    assert!(
+        out.contains("FAILED (HTTP 201, expected 200 (expect_status))"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -85,6 +85,11 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
         }
     };
     println!("rollback plan:\n{plan}");
+    if let (Some(asked), Some(why)) = (&req.db_target, plan.database_stops()) {
+        return Exit::Usage(format!(
+            "{why}\nnothing was done (no backup, breaker untouched): fix {asked}, or leave it out"
+        ));
+    }
     if args.dry_run {
         println!("dry run: nothing was changed");
         return Exit::Ok;

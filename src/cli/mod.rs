@@ -131,6 +131,18 @@ pub enum Command {
     },
 }
 
+/// A revision as `--db-target` takes it: an id, a prefix of one, or
+/// `base`; never a range or a relative step (that is `--db-steps`).
+fn revision(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if v.is_empty() || v.contains([':', ' ']) || v.starts_with(['-', '+']) || v.contains("@") {
+        return Err(format!(
+            "{value:?} is not a revision: give an id like ae1027a6acf (or base); for steps below the current one use --db-steps N"
+        ));
+    }
+    Ok(v.to_string())
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RollbackArgs {
     /// Roll back to this deployment (default: the newest earlier one that ran successfully).
@@ -140,7 +152,7 @@ pub struct RollbackArgs {
     #[arg(long, conflicts_with_all = ["db_target", "db_steps"])]
     pub skip_db: bool,
     /// Downgrade the schema to this revision (instead of the one recorded for the target deployment).
-    #[arg(long, value_name = "REVISION", conflicts_with = "db_steps")]
+    #[arg(long, value_name = "REVISION", conflicts_with = "db_steps", value_parser = revision)]
     pub db_target: Option<String>,
     /// Downgrade the schema this many revisions below the current one (the seed's -1 is --db-steps 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]

@@ -156,6 +156,19 @@ impl Config {
         self.state.validate(&mut problems);
         if let Some(provider) = &self.provider {
             provider.validate(&mut problems);
+            let application = self.engine.budgets.application;
+            if self
+                .verify
+                .startup_logs
+                .window
+                .is_some_and(|w| w >= application / 2)
+            {
+                problems.push(format!(
+                    "verify.startup_logs.window: must be under half of engine.budgets.application ({}): \
+                     the application phase waits for it after the deployment is live",
+                    crate::duration::format(application)
+                ));
+            }
             if self.verify.startup_logs.enabled == Some(true) && !provider.reads_logs() {
                 problems.push(
                     "verify.startup_logs.enabled: the command provider has no logs command; \

@@ -56,6 +56,17 @@ pub trait MigrationTool: Send + Sync {
         })
     }
 
+    /// The full revision id `revision` names (a prefix, or `base`), read
+    /// from the migration scripts.
+    fn resolve<'a>(
+        &'a self,
+        db: &'a Database,
+        revision: &'a str,
+    ) -> BoxFuture<'a, Result<String, DbError>> {
+        let _ = db;
+        Box::pin(async move { Ok(revision.to_string()) })
+    }
+
     /// Downgrades to `to`.
     fn downgrade<'a>(
         &'a self,
@@ -237,6 +248,25 @@ impl MigrationTool for Alembic {
         })
     }
 
+    /// `alembic show REV`: its `Rev:` line.
+    fn resolve<'a>(
+        &'a self,
+        db: &'a Database,
+        revision: &'a str,
+    ) -> BoxFuture<'a, Result<String, DbError>> {
+        Box::pin(async move {
+            if revision == "base" {
+                return Ok(revision.to_string());
+            }
+            let shown = self.run(db, &["show", revision], &[]).await?;
+            header(&shown, "Rev:").ok_or_else(|| {
+                DbError::Tool(format!(
+                    "`alembic show {revision}` names no single revision"
+                ))
+            })
+        })
+    }
+
     /// `alembic show REV`, once per step: its `Parent:` line.
     fn below<'a>(
         &'a self,
@@ -287,20 +317,27 @@ pub use super::classify::destructive_statements;
 /// The parent `alembic show` names: `Parent: b`, or `Parent: <base>` for
 /// the first revision; `None` for a merge point (`Merges: a, b`).
 fn parent(shown: &str) -> Option<String> {
-    let line = shown
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Parent:"))?;
-    let parent = line.trim();
-    match parent {
+    match header(shown, "Parent:")?.as_str() {
         "<base>" => Some("base".into()),
-        p if !p.is_empty() && !p.contains([',', ' ']) => Some(p.to_string()),
-        _ => None,
+        p => Some(p.to_string()),
     }
+}
+
+/// A single-valued header line of `alembic show` (`Rev: c (head)` gives
+/// `c`), read only above `Path:`: the docstring below may say anything.
+fn header(shown: &str, name: &str) -> Option<String> {
+    let value = shown
+        .lines()
+        .take_while(|l| !l.starts_with("Path:"))
+        .find_map(|l| l.strip_prefix(name))?
+        .trim();
+    let first = value.split(" (").next().unwrap_or_default().trim();
+    (!first.is_empty() && !first.contains([',', ' '])).then(|| first.to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parent;
+    use super::{header, parent};
 
     #[test]
     fn the_parent_is_read_from_alembic_show() {
@@ -309,5 +346,9 @@ mod tests {
         assert_eq!(parent("Rev: a\nParent: <base>\n").as_deref(), Some("base"));
         assert_eq!(parent("Rev: m (head) (mergepoint)\nMerges: a, b\n"), None);
         assert_eq!(parent("Rev: x\nParent: a, b\n"), None);
+        let merge =
+            "Rev: m (head) (mergepoint)\nMerges: a, b\nPath: v/m.py\n\n    Parent: not this\n";
+        assert_eq!(parent(merge), None, "the docstring is not read");
+        assert_eq!(header(merge, "Rev:").as_deref(), Some("m"));
     }
 }

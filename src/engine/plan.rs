@@ -67,6 +67,16 @@ pub enum PlanError {
     NoBaseUrl,
 }
 
+impl Plan {
+    /// Why the database phase will stop the run, when it will.
+    pub fn database_stops(&self) -> Option<&str> {
+        match &self.db_step {
+            DbStep::Stop(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let describe = |d: &Deployment| {
@@ -195,7 +205,16 @@ impl Engine {
         req: &RollbackRequest,
         target: &Deployment,
     ) -> (DbStep, Option<String>, Option<String>) {
-        let skip = |reason, why: &str| (DbStep::Skip(reason, why.to_string()), None, None);
+        // An operator who asked for a schema target is told why it cannot be
+        // had, and nothing runs: rolling back without it would surprise.
+        let skip = |reason, why: &str| match &req.db_target {
+            Some(asked) => (
+                DbStep::Stop(format!("{asked} asks for a schema downgrade, but {why}")),
+                None,
+                None,
+            ),
+            None => (DbStep::Skip(reason, why.to_string()), None, None),
+        };
         if req.skip_db {
             return skip(SkipReason::SkipDb, "--skip-db");
         }
@@ -214,6 +233,12 @@ impl Engine {
                 return skip(
                     SkipReason::NotUnderMigrationControl,
                     "the database has no alembic_version (not under migration control)",
+                )
+            }
+            Err(e) if req.db_target.is_some() => {
+                return skip(
+                    SkipReason::DatabaseUnavailable,
+                    &format!("the schema revision cannot be read: {e}"),
                 )
             }
             Err(e) => {
@@ -235,7 +260,10 @@ impl Engine {
             )
         };
         let wanted = match asked {
-            Some(DbTarget::Revision(rev)) => rev.clone(),
+            Some(DbTarget::Revision(rev)) => match tool.resolve(&db.database, rev).await {
+                Ok(rev) => rev,
+                Err(e) => return refused(format!("--db-target {rev}: {e}"), current),
+            },
             Some(DbTarget::Steps(n)) => match tool.below(&db.database, &current, *n).await {
                 Ok(rev) => rev,
                 Err(e) => return refused(format!("--db-steps {n}: {e}"), current),

@@ -2,6 +2,10 @@
 //! clock: a platform that records every call in order, a service whose
 //! health answers are scripted, and an engine wired to both with its state
 //! in a temporary directory. Nothing here touches the network.
+//!
+//! Over 600 lines on purpose: each fake is one boundary the engine tests
+//! script together (platform, its logs, the service's answers, notifiers, the
+//! rig); split, every test module would import from several places.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -53,6 +57,8 @@ struct PlatformState {
     logs: Option<Result<Vec<String>, String>>,
     /// Each `logs` request: deployment, from, to.
     log_requests: Vec<(String, SystemTime, SystemTime)>,
+    /// A `logs` request takes this long.
+    logs_latency: Duration,
 }
 
 /// A deploy platform in memory: deployments newest first; a rollback creates
@@ -87,6 +93,7 @@ impl FakePlatform {
                 latency: Duration::ZERO,
                 logs: None,
                 log_requests: Vec::new(),
+                logs_latency: Duration::ZERO,
             }),
         })
     }
@@ -111,6 +118,11 @@ impl FakePlatform {
                 .map(|l| l.iter().map(|s| s.to_string()).collect())
                 .map_err(str::to_string),
         );
+    }
+
+    /// A logs request takes `latency` (paused clock: it costs nothing).
+    pub fn set_logs_latency(&self, latency: Duration) {
+        self.state().logs_latency = latency;
     }
 
     /// Each logs request: deployment, from, to.
@@ -238,9 +250,13 @@ impl DeployProvider for FakePlatform {
         to: SystemTime,
     ) -> BoxFuture<'a, Result<Vec<LogLine>, ProviderError>> {
         Box::pin(async move {
-            let mut s = self.state();
-            s.log_requests.push((id.to_string(), from, to));
-            match s.logs.clone().unwrap_or(Ok(Vec::new())) {
+            let (latency, answer) = {
+                let mut s = self.state();
+                s.log_requests.push((id.to_string(), from, to));
+                (s.logs_latency, s.logs.clone().unwrap_or(Ok(Vec::new())))
+            };
+            tokio::time::sleep(latency).await;
+            match answer {
                 Ok(lines) => Ok(lines
                     .into_iter()
                     .map(|message| LogLine {
@@ -350,6 +366,7 @@ impl HealthProbe for FakeService {
         &'a self,
         url: &'a str,
         timeout: Duration,
+        _read_body: bool,
     ) -> BoxFuture<'a, Result<Answer, String>> {
         Box::pin(async move {
             let (status, latency, body) = {

@@ -211,11 +211,17 @@ impl BodyCheck {
             reasons.push(format!("status {}", text(s)));
         }
         let latency = self.component_latency.as_ref().and_then(|pointer| {
-            match v.pointer(pointer).and_then(Value::as_f64) {
-                Some(n) if n.is_finite() && n >= 0.0 => Some(match self.latency_unit {
-                    LatencyUnit::Ms => Duration::from_secs_f64(n / 1000.0),
-                    LatencyUnit::S => Duration::from_secs_f64(n),
-                }),
+            let seconds =
+                v.pointer(pointer)
+                    .and_then(Value::as_f64)
+                    .map(|n| match self.latency_unit {
+                        LatencyUnit::Ms => n / 1000.0,
+                        LatencyUnit::S => n,
+                    });
+            // Negative, NaN or too large for a Duration: beyond any limit.
+            match seconds.map(Duration::try_from_secs_f64) {
+                Some(Ok(d)) => Some(d),
+                Some(Err(_)) => Some(Duration::MAX),
                 _ if self.max_latency.is_some() => {
                     reasons.push(format!("no latency at {pointer} (body.component_latency)"));
                     None
@@ -225,9 +231,12 @@ impl BodyCheck {
         });
         if let (Some(took), Some(max)) = (latency, self.max_latency) {
             if took > max {
+                let took = match took {
+                    Duration::MAX => "an unusable latency".to_string(),
+                    took => format!("{} ms", took.as_millis()),
+                };
                 reasons.push(format!(
-                    "{} ms, over {} (body.max_latency)",
-                    took.as_millis(),
+                    "{took}, over {} (body.max_latency)",
                     duration::format(max)
                 ));
             }
@@ -236,7 +245,9 @@ impl BodyCheck {
             name,
             healthy: reasons.is_empty(),
             status: status.map(text),
-            latency_ms: latency.map(|d| d.as_secs_f64() * 1000.0),
+            latency_ms: latency
+                .filter(|d| *d != Duration::MAX)
+                .map(|d| d.as_secs_f64() * 1000.0),
             reason: reasons.join("; "),
         }
     }
@@ -260,13 +271,14 @@ pub struct Component {
     pub reason: String,
 }
 
-/// A JSON value as text: strings without quotes, the rest as JSON, cut short.
+/// A JSON value as it may be shown: strings without quotes, the rest as
+/// JSON, redacted and cut short.
 fn text(v: &Value) -> String {
     let t = match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    short(&t, 60)
+    crate::secret::shown(&t, 60)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -282,19 +294,9 @@ fn kind(v: &Value) -> &'static str {
 
 /// The start of a body for an error message, on one line.
 fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.is_empty() {
-        "(empty)".into()
-    } else {
-        format!("{:?}", short(&line, 60))
-    }
-}
-
-fn short(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
+    match crate::secret::shown(&String::from_utf8_lossy(body), 60) {
+        line if line.is_empty() => "(empty)".into(),
+        line => format!("{line:?}"),
     }
 }
 
@@ -376,6 +378,33 @@ mod tests {
             check.judge(br#"{"state":"ok"}"#).unwrap_err(),
             "the body has no /status (body.status)"
         );
+    }
+
+    #[test]
+    fn a_latency_too_large_or_negative_fails_without_a_panic() {
+        let check = BodyCheck {
+            component_latency: Some("/ms".into()),
+            max_latency: Some(Duration::from_secs(5)),
+            ..external()
+        };
+        for value in ["1e300", "-1", "1.7976931348623157e308"] {
+            let body = format!(r#"{{"services":{{"a":{{"status":"ok","ms":{value}}}}}}}"#);
+            let c = &check.judge(body.as_bytes()).unwrap()[0];
+            assert!(!c.healthy, "{value}");
+            assert_eq!(c.reason, "an unusable latency, over 5s (body.max_latency)");
+        }
+    }
+
+    #[test]
+    fn what_a_body_says_is_redacted_before_it_is_shown() {
+        let e = external()
+            .judge(b"<pre>connect postgres://app:hunter2@db failed</pre>")
+            .unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        let c = external()
+            .judge(br#"{"services":{"db":{"status":"down: password=hunter2"}}}"#)
+            .unwrap();
+        assert_eq!(c[0].reason, "status down: password=***");
     }
 
     #[test]

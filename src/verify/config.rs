@@ -22,8 +22,8 @@ pub struct VerifyConfig {
     pub check_timeout: Duration,
     #[serde(with = "duration::serde_str")]
     pub retry_interval: Duration,
-    /// Statuses a check accepts unless its endpoint says otherwise
-    /// (the seed: critical checks return exactly 200; empty: any 2xx).
+    /// Statuses a check accepts unless its endpoint says otherwise (empty:
+    /// any 2xx; the shipped core phase asks exactly 200 of its critical checks).
     pub expect_status: Vec<u16>,
     pub phases: Vec<HealthPhaseConfig>,
     /// Start-up errors in the rollback deployment's logs.
@@ -40,6 +40,11 @@ impl Default for VerifyConfig {
                 count: Count::Endpoints,
             };
         let paths = |paths: &[&str]| paths.iter().map(|p| EndpointConfig::path(p)).collect();
+        // The seed: critical checks return exactly 200.
+        let critical = |path: &str| EndpointConfig {
+            expect_status: Some(vec![200]),
+            ..EndpointConfig::path(path)
+        };
         // The seed's performance phase: no component slower than 5 s.
         let performance = EndpointConfig {
             body: Some(BodyCheck {
@@ -59,13 +64,16 @@ impl Default for VerifyConfig {
             initial_wait: Duration::from_secs(10),
             check_timeout: Duration::from_secs(5),
             retry_interval: Duration::from_secs(5),
-            expect_status: vec![200],
+            expect_status: Vec::new(),
             startup_logs: Default::default(),
             phases: vec![
                 phase("quick", paths(&["/", "/health"]), 1.0),
                 phase(
                     "core",
-                    paths(&["/health/production", "/health/critical-services"]),
+                    vec![
+                        critical("/health/production"),
+                        critical("/health/critical-services"),
+                    ],
                     1.0,
                 ),
                 phase(
@@ -322,6 +330,25 @@ endpoints = [
         );
         let e = load("[[verify.phases]]\nname = \"p\"\nendpoints = [7]\n").unwrap_err();
         assert!(e.contains("a path like \"/health\""), "{e}");
+    }
+
+    #[test]
+    fn a_startup_log_window_the_application_budget_cannot_hold_is_refused() {
+        let provider = "[provider]\ntype = \"command\"\nlist = [\"l\"]\nstatus = [\"s\"]\nrollback = [\"r\"]\n";
+        let e = load(&format!(
+            "{provider}[verify.startup_logs]\nwindow = \"2m\"\n[engine.budgets]\napplication = \"3m\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains(
+                "verify.startup_logs.window: must be under half of engine.budgets.application (3m)"
+            ),
+            "{e}"
+        );
+        load(&format!(
+            "{provider}[verify.startup_logs]\nwindow = \"30s\"\n"
+        ))
+        .unwrap();
     }
 
     #[test]

@@ -81,10 +81,14 @@ pub fn judge(expect: &Expect, answer: Answer, latency: Duration) -> CheckResult 
         components: Vec::new(),
     };
     if !status_ok {
-        result.reason = if expect.status.is_empty() || expect.status == [200] {
+        let wanted: Vec<String> = expect.status.iter().map(u16::to_string).collect();
+        result.reason = if wanted.is_empty() {
             format!("HTTP {status}")
         } else {
-            format!("HTTP {status}, expected {:?}", expect.status)
+            format!(
+                "HTTP {status}, expected {} (expect_status)",
+                wanted.join(" or ")
+            )
         };
         return result;
     }
@@ -116,7 +120,7 @@ pub async fn check(
     expect: &Expect,
 ) -> CheckResult {
     let started = tokio::time::Instant::now();
-    let fetched = probe.fetch(url, timeout).await;
+    let fetched = probe.fetch(url, timeout, expect.body.is_some()).await;
     let latency = started.elapsed();
     match fetched {
         Ok(answer) => judge(expect, answer, latency),
@@ -127,11 +131,13 @@ pub async fn check(
 /// How health endpoints are asked: the real HTTP client, or a scripted
 /// fake in tests (the judging is the same either way).
 pub trait HealthProbe: Send + Sync {
-    /// GETs `url` within `timeout`: the answer, or why there was none.
+    /// GETs `url` within `timeout`: the answer (its body only when
+    /// `read_body`), or why there was none.
     fn fetch<'a>(
         &'a self,
         url: &'a str,
         timeout: Duration,
+        read_body: bool,
     ) -> BoxFuture<'a, Result<Answer, String>>;
 }
 
@@ -140,6 +146,7 @@ impl HealthProbe for reqwest::Client {
         &'a self,
         url: &'a str,
         timeout: Duration,
+        read_body: bool,
     ) -> BoxFuture<'a, Result<Answer, String>> {
         Box::pin(async move {
             let started = Instant::now();
@@ -155,7 +162,8 @@ impl HealthProbe for reqwest::Client {
             let mut response = self.get(url).timeout(timeout).send().await.map_err(words)?;
             let status = response.status().as_u16();
             let mut body = Vec::new();
-            loop {
+            let mut reading = read_body;
+            while reading {
                 let left = timeout.saturating_sub(started.elapsed());
                 match tokio::time::timeout(left, response.chunk()).await {
                     Err(_) => {
@@ -165,12 +173,14 @@ impl HealthProbe for reqwest::Client {
                         ))
                     }
                     Ok(Err(e)) => return Err(format!("HTTP {status}, then {}", words(e))),
-                    Ok(Ok(None)) => break,
+                    Ok(Ok(None)) => reading = false,
                     Ok(Ok(Some(chunk))) => {
                         body.extend_from_slice(&chunk);
-                        if body.len() >= MAX_BODY {
-                            body.truncate(MAX_BODY);
-                            break;
+                        if body.len() > MAX_BODY {
+                            return Err(format!(
+                                "HTTP {status}, but the body is larger than {} MiB (body.* reads small JSON answers)",
+                                MAX_BODY >> 20
+                            ));
                         }
                     }
                 }
@@ -211,7 +221,7 @@ mod tests {
         assert!(judge(&exactly_200, answer(200, ""), ms).healthy);
         let created = judge(&exactly_200, answer(201, ""), ms);
         assert!(!created.healthy);
-        assert_eq!(created.reason, "HTTP 201");
+        assert_eq!(created.reason, "HTTP 201, expected 200 (expect_status)");
         assert!(judge(&Expect::default(), answer(201, ""), ms).healthy);
         let with_body = Expect {
             status: vec![200],
@@ -219,7 +229,7 @@ mod tests {
         };
         assert_eq!(
             judge(&with_body, answer(503, "not json"), ms).reason,
-            "HTTP 503"
+            "HTTP 503, expected 200 (expect_status)"
         );
         let r = judge(
             &with_body,

@@ -323,7 +323,10 @@ mod tests {
         service.set_answer("/health/critical-services", 201, &seed_body("/"));
         let v = run(&service).await;
         assert!(!v.passed);
-        assert_eq!(phase(&v, "core").checks[1].reason, "HTTP 201");
+        assert_eq!(
+            phase(&v, "core").checks[1].reason,
+            "HTTP 201, expected 200 (expect_status)"
+        );
 
         let service = FakeService::default();
         service.set_answer("/health/performance", 200, "<html>upstream error</html>");

@@ -4,7 +4,7 @@
 //! deployment started without errors. The scan is pure: lines in, the first
 //! error out, shown redacted and cut short.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use regex::Regex;
 use serde::Deserialize;
@@ -35,8 +35,8 @@ pub struct StartupLogsConfig {
 /// Upper-case level words as loggers print them, a line that starts with a
 /// level word, a structured level, a Python traceback, a Rust or Go panic.
 pub const DEFAULT_PATTERNS: [&str; 5] = [
-    r"\b(ERROR|FATAL|CRITICAL|PANIC)\b",
-    r"(?i)^\W{0,3}(error|fatal|critical|panic)\b",
+    r"(^|[\s\[|])(ERROR|FATAL|CRITICAL|PANIC)([\]:|]|\s|$)",
+    r"(?i)^\[?(error|fatal|critical|panic)(\]|:)",
     r#"(?i)\b(level|lvl|severity)\W{0,3}(error|fatal|critical|crit)\b"#,
     r"^Traceback \(most recent call last\)",
     r"(panicked at |^panic: )",
@@ -148,9 +148,19 @@ impl Scan {
             && !self.ignore.iter().any(|p| p.is_match(&line.message))
     }
 
-    /// The first error line and the number of error lines; `None` when clean.
-    pub fn first_error(&self, lines: &[LogLine]) -> Option<Found> {
-        let mut errors = lines.iter().filter(|l| self.is_error(l));
+    /// The first error line and the number of error lines among those
+    /// logged between `from` and `to` (give or take 5 s of clock skew;
+    /// lines without a time count); `None` when clean. A provider that
+    /// ignores the window cannot bring in last week's errors.
+    pub fn first_error(
+        &self,
+        lines: &[LogLine],
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Option<Found> {
+        let skew = Duration::from_secs(5);
+        let inside = |l: &&LogLine| l.at.is_none_or(|at| at + skew >= from && at <= to + skew);
+        let mut errors = lines.iter().filter(inside).filter(|l| self.is_error(l));
         let first = errors.next()?;
         Some(Found {
             line: shown(&first.message),
@@ -162,12 +172,7 @@ impl Scan {
 /// A log line as it may be shown: secrets redacted, one line, at most 200
 /// characters.
 pub fn shown(message: &str) -> String {
-    let one_line = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    let text = crate::secret::redact_text(&one_line);
-    match text.char_indices().nth(200) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text,
-    }
+    crate::secret::shown(message, 200)
 }
 
 #[cfg(test)]
@@ -209,6 +214,9 @@ mod tests {
             "GET /health 200",
             "warning: cache is cold",
             "terrors of the deep",
+            "LOG_LEVEL=ERROR",
+            "Error handler registered",
+            "config: {\"on_error\": \"retry\"}",
         ] {
             assert!(!s.is_error(&line(fine, None)), "{fine}");
         }
@@ -232,13 +240,28 @@ mod tests {
             ),
             line("ERROR again", None),
         ];
-        let found = s.first_error(&lines).unwrap();
+        let now = SystemTime::now();
+        let found = s.first_error(&lines, now, now).unwrap();
         assert_eq!(found.errors, 2);
         assert_eq!(
             found.line,
             "ERROR cannot connect to postgres://***@db:5432/app with password=***"
         );
-        assert_eq!(s.first_error(&lines[1..2]), None);
+        assert_eq!(s.first_error(&lines[1..2], now, now), None);
+        // Lines from before the window do not count; lines without a time do.
+        let old = LogLine {
+            at: Some(now - Duration::from_secs(3600)),
+            ..line("ERROR last week's outage", None)
+        };
+        assert_eq!(s.first_error(std::slice::from_ref(&old), now, now), None);
+        let late = LogLine {
+            at: Some(now + Duration::from_secs(3)),
+            ..old.clone()
+        };
+        assert!(
+            s.first_error(&[late], now, now).is_some(),
+            "within the clock skew"
+        );
         let long = "ERROR ".to_string() + &"x".repeat(500);
         assert_eq!(shown(&long).chars().count(), 201);
     }

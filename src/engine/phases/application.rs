@@ -196,25 +196,43 @@ async fn startup_errors(
             return Ok(String::new());
         }
     };
-    let window = config.window(engine.verify.initial_wait);
-    let until = (Instant::now() + window).min(deadline);
+    // Reading the logs gets a quarter of what is left before the deadline
+    // (at least 5 s), so a slow read is a note, never a blown budget.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let read_for = (left / 4).max(std::time::Duration::from_secs(5)).min(left);
+    let window = config
+        .window(engine.verify.initial_wait)
+        .min(left.saturating_sub(read_for));
     run.note(format!(
         "reading deployment {}'s logs for start-up errors until {} after it answered /health",
         deployment.id,
         crate::duration::format(window)
     ));
-    run.wait(tokio::time::sleep_until(until)).await;
+    run.wait(tokio::time::sleep(window)).await;
     let to = engine.clock.now();
     let from = deployment.created_at.min(to);
-    match run.wait(engine.provider.logs(&deployment.id, from, to)).await {
-        Err(e) => {
+    let read = tokio::time::timeout(read_for, engine.provider.logs(&deployment.id, from, to));
+    let unread = |run: &mut Run<'_>, why: String| {
+        run.note(format!(
+            "cannot read deployment {}'s logs ({why}); start-up errors were not checked",
+            deployment.id
+        ));
+        Ok("; its logs could not be read".into())
+    };
+    match run.wait(read).await {
+        Err(_) => unread(
+            run,
+            format!("no answer within {}", crate::duration::format(read_for)),
+        ),
+        Ok(Err(e)) => unread(run, e.to_string()),
+        Ok(Ok(lines)) if lines.is_empty() => {
             run.note(format!(
-                "cannot read deployment {}'s logs ({e}); start-up errors were not checked",
+                "deployment {}'s logs had no lines yet; start-up errors were not seen",
                 deployment.id
             ));
-            Ok("; its logs could not be read".into())
+            Ok("; its logs had no lines yet".into())
         }
-        Ok(lines) => match scan.first_error(&lines) {
+        Ok(Ok(lines)) => match scan.first_error(&lines, from, to) {
             Some(found) => Err(PhaseOutcome::failed(
                 FailureKind::StartupErrors,
                 format!(

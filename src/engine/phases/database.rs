@@ -111,6 +111,9 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         (Ok(()), Ok(Some(rev))) if rev == to => PhaseOutcome::Succeeded(format!(
             "downgraded {from} -> {to}; alembic_version verified"
         )),
+        (Ok(()), Ok(None)) if to == "base" => PhaseOutcome::Succeeded(format!(
+            "downgraded {from} -> base; alembic_version is empty, as at base"
+        )),
         (Ok(()), _) => PhaseOutcome::failed(
             FailureKind::DowngradeUnverified,
             format!("after the downgrade to {to}, {state}; the application is not rolled back"),

@@ -8,6 +8,17 @@ use super::{automatic, outcomes};
 use crate::engine::testing::Rig;
 use crate::engine::{BreakerState, Phase};
 
+/// The application phase's detail, which must end with `suffix`.
+fn application_ends_with(report: &crate::engine::RunReport, suffix: &str) {
+    let application = &report.phases[2];
+    assert_eq!(application.phase, Phase::Application);
+    assert!(
+        application.outcome.detail().ends_with(suffix),
+        "{:?}",
+        application.outcome
+    );
+}
+
 fn rig_with(window: Option<Duration>) -> Rig {
     Rig::new(|setup| {
         setup.verify.initial_wait = Duration::from_secs(10);
@@ -56,15 +67,11 @@ async fn clean_logs_pass_and_the_window_counts_toward_verifications_initial_wait
         .set_logs(Ok(&["INFO ready", "GET /health 200"]));
     let report = rig.engine.run(automatic(), &|_| {}).await;
     assert!(report.success, "{:?}", report.error);
-    let application = &report.phases[2];
-    assert!(
-        application
-            .outcome
-            .detail()
-            .ends_with("answers /health; 2 log line(s) without start-up errors"),
-        "{:?}",
-        application.outcome
+    application_ends_with(
+        &report,
+        "answers /health; 2 log line(s) without start-up errors",
     );
+    let application = &report.phases[2];
     // The window defaults to verify.initial_wait (10 s) after /health
     // answered; verification does not wait those 10 s again.
     assert!(
@@ -98,16 +105,18 @@ async fn without_logs_nothing_is_read_or_waited_and_unreadable_logs_are_a_note()
     rig.platform.set_logs(Err("logs are down"));
     let report = rig.engine.run(automatic(), &|_| {}).await;
     assert!(report.success, "{:?}", report.error);
-    assert!(
-        report.phases[2]
-            .outcome
-            .detail()
-            .ends_with("; its logs could not be read"),
-        "{:?}",
-        report.phases[2].outcome
-    );
+    application_ends_with(&report, "; its logs could not be read");
     assert_eq!(
         outcomes(&report)[2],
         (Phase::Application, "succeeded", None)
     );
+
+    // A read that never answers is cut off within the phase's budget.
+    let rig = rig_with(Some(Duration::from_secs(2)));
+    rig.platform.set_logs(Ok(&["ERROR never seen"]));
+    rig.platform.set_logs_latency(Duration::from_secs(3600));
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert!(report.success, "{:?}", report.error);
+    application_ends_with(&report, "; its logs could not be read");
+    assert!(report.phases[2].elapsed < rig.engine.config.budgets.application);
 }
