@@ -137,17 +137,8 @@ async fn rollbacks(
         let report = engine
             .run(
                 RollbackRequest {
-                    trigger: Trigger::Manual,
-                    policy: Policy::Auto,
-                    reason: "benchmark".into(),
-                    deployment_id: None,
                     skip_db: true,
-                    db_target: None,
-                    base_url: None,
-                    pending_id: None,
-                    joined: Default::default(),
-                    at: tokio::time::Instant::now(),
-                    detected: None,
+                    ..RollbackRequest::new(Trigger::Manual, Policy::Auto, "benchmark".into())
                 },
                 &|_| {},
             )

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod drill;
 pub mod duration;
 pub mod engine;
 pub mod history;

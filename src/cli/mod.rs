@@ -4,6 +4,7 @@
 
 mod backtest_cmd;
 mod backup_cmd;
+mod drill_cmd;
 mod engine_cmd;
 mod probe;
 mod remote_cmd;
@@ -103,6 +104,9 @@ pub enum Command {
     /// Emergency database backups: take one, list them, verify one.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Rollback drills: run one now, or list them with their last result and next run.
+    #[command(subcommand)]
+    Drill(DrillCommand),
     /// Move the state between backends.
     #[command(subcommand)]
     State(StateCommand),
@@ -211,6 +215,22 @@ pub struct ValidateArgs {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// Run a drill now: each check with its time and result; exit 1 when one fails.
+    Run {
+        /// The drill's name, from `[[drills]]`.
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The drills: schedule, time zone, next run, last result.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,6 +396,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Breaker(cmd) => engine_cmd::breaker(&config, cmd).await,
         Command::State(cmd) => state_cmd::state(&config, cmd),
         Command::Backup(cmd) => backup_cmd::backup(&config, cmd).await,
+        Command::Drill(cmd) => drill_cmd::drill(&config, cmd).await,
         Command::Pending { remote, json } => remote_cmd::pending(&config, &remote, json).await,
         Command::Approve { id, force, remote } => {
             remote_cmd::decide(&config, &remote, &id, Some(force)).await

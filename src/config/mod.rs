@@ -68,6 +68,8 @@ pub struct Config {
     pub alertmanager: Option<AlertmanagerConfig>,
     /// Where the state lives (`[state]`): the state directory, or PostgreSQL.
     pub state: crate::state::config::StateConfig,
+    /// Rollback drills on a schedule (`[[drills]]`).
+    pub drills: Vec<crate::drill::config::DrillConfig>,
 }
 
 /// Why the configuration could not be used.
@@ -154,6 +156,7 @@ impl Config {
         self.engine.validate(&mut problems);
         self.verify.validate(&mut problems);
         self.state.validate(&mut problems);
+        crate::drill::config::validate_all(&self.drills, &mut problems);
         if let Some(provider) = &self.provider {
             provider.validate(&mut problems);
             let application = self.engine.budgets.application;

@@ -56,6 +56,7 @@ pub use breaker::{BreakerState, BreakerStore};
 pub use config::{ConfirmDefault, EngineConfig};
 pub use guard::Blocked;
 pub use outcome::{FailureKind, Phase, PhaseOutcome, PhaseStep, SkipReason};
+pub(crate) use plan::DbStep;
 pub use plan::{Plan, PlanError};
 pub use recovery::Settled;
 pub use request::{new_id, DbTarget, RollbackRequest, Trigger};
@@ -221,6 +222,16 @@ impl Engine {
 
     pub fn history(&self) -> &HistoryStore {
         &self.history
+    }
+
+    /// The service's base URL from the configuration, if any.
+    pub fn base_url(&self) -> Option<&str> {
+        self.base_url.as_deref()
+    }
+
+    /// How the service is verified.
+    pub fn verify_config(&self) -> &VerifyConfig {
+        &self.verify
     }
 
     pub fn breaker(&self) -> &BreakerStore {

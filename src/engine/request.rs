@@ -118,6 +118,24 @@ pub struct Detected {
 }
 
 impl RollbackRequest {
+    /// A request with nothing asked beyond its trigger, policy and reason:
+    /// the newest good target, the database as planned, now.
+    pub fn new(trigger: Trigger, policy: Policy, reason: String) -> RollbackRequest {
+        RollbackRequest {
+            trigger,
+            policy,
+            reason,
+            deployment_id: None,
+            skip_db: false,
+            db_target: None,
+            base_url: None,
+            pending_id: None,
+            joined: Default::default(),
+            at: tokio::time::Instant::now(),
+            detected: None,
+        }
+    }
+
     /// The trigger's rules, then those that joined (each rule once).
     pub fn all_rules(&self) -> Vec<RuleTrigger> {
         let mut all = self.trigger.rules().to_vec();

@@ -251,6 +251,7 @@ impl<'a> Run<'a> {
             phases: self.steps.iter().map(PhaseStep::record).collect(),
             error: self.error(),
             detection: super::detection::figures(self),
+            drill: None,
             extra: self.extra.clone(),
         }
     }

@@ -66,6 +66,9 @@ pub struct Event {
     /// How fast the incident was detected and recovered from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection: Option<Detection>,
+    /// A drill's checks (`type: drill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillRecord>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -105,6 +108,25 @@ pub struct Detection {
     /// Live deployment created -> verified healthy: the time to recovery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_to_healthy_seconds: Option<f64>,
+}
+
+/// What a drill checked: each check in order, with its result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DrillRecord {
+    pub name: String,
+    pub kind: String,
+    pub checks: Vec<DrillCheck>,
+}
+
+/// One check of a drill.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DrillCheck {
+    pub name: String,
+    /// `passed`, `failed` or `skipped`.
+    pub result: String,
+    pub duration_seconds: f64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }
 
 /// A rule that caused a rollback, with what it saw.
@@ -200,6 +222,9 @@ recorded_enum! {
         /// anything reached production; settled when it started again. Not
         /// counted as a rollback by the guards.
         Interrupted = "interrupted",
+        /// A rollback drill (`drill`): the rollback path checked, production
+        /// unchanged. Never counted as a rollback.
+        Drill = "drill",
     }
 }
 
@@ -447,10 +472,10 @@ mod tests {
 
     #[test]
     fn values_this_version_does_not_know_are_kept_as_they_were() {
-        let text = r#"{"events":[{"type":"drill","timestamp":"2025-01-15T10:30:00Z","trigger":"schedule","reason":"","duration_seconds":0.0,"success":false,"phases":[{"name":"resume","result":"unknown","duration_seconds":1.0,"journal":"j-1"}]}]}"#;
+        let text = r#"{"events":[{"type":"canary","timestamp":"2025-01-15T10:30:00Z","trigger":"schedule","reason":"","duration_seconds":0.0,"success":false,"phases":[{"name":"resume","result":"unknown","duration_seconds":1.0,"journal":"j-1"}]}]}"#;
         let h: History = serde_json::from_str(text).unwrap();
         let e = &h.events[0];
-        assert_eq!(e.kind, EventKind::Other("drill".into()));
+        assert_eq!(e.kind, EventKind::Other("canary".into()));
         assert!(!e.is_rollback());
         assert_eq!(e.trigger, TriggerKind::Other("schedule".into()));
         assert_eq!(e.phases[0].name, PhaseName::Other("resume".into()));

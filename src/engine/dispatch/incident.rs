@@ -297,13 +297,7 @@ fn request_for(fired: &[FiringEvent]) -> RollbackRequest {
             "{} fired: {reason}",
             if from_alertmanager { "alert" } else { "rule" }
         ),
-        deployment_id: None,
-        skip_db: false,
-        db_target: None,
-        base_url: None,
-        pending_id: None,
-        joined: Default::default(),
-        at: tokio::time::Instant::now(),
         detected,
+        ..RollbackRequest::new(Trigger::Manual, policy, String::new())
     }
 }

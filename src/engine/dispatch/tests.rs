@@ -668,19 +668,11 @@ async fn a_rollback_a_killed_cli_left_unfinished_is_settled_by_the_running_daemo
     // phase's listing (its future dropped: its lock goes, its journal stays).
     let cli = d.rig.restarted(None);
     d.rig.platform.set_latency(Duration::from_secs(10));
-    let manual = crate::engine::RollbackRequest {
-        trigger: crate::engine::Trigger::Manual,
-        policy: Policy::Auto,
-        reason: "on-call".into(),
-        deployment_id: None,
-        skip_db: false,
-        db_target: None,
-        base_url: None,
-        pending_id: None,
-        joined: Default::default(),
-        at: tokio::time::Instant::now(),
-        detected: None,
-    };
+    let manual = crate::engine::RollbackRequest::new(
+        crate::engine::Trigger::Manual,
+        Policy::Auto,
+        "on-call".into(),
+    );
     let cut = tokio::time::timeout(Duration::from_secs(15), cli.run(manual, &|_| {})).await;
     assert!(cut.is_err(), "cut off mid-run");
     let now = d.rig.engine.clock.now();

@@ -16,24 +16,16 @@ use crate::history::{EventKind, TriggerKind};
 use crate::rules::Policy;
 
 pub(crate) fn automatic() -> RollbackRequest {
-    RollbackRequest {
-        trigger: Trigger::Rules(vec![crate::history::RuleTrigger {
+    RollbackRequest::new(
+        Trigger::Rules(vec![crate::history::RuleTrigger {
             group: "service".into(),
             rule: "HighErrorRate".into(),
             value: Some(0.05),
             condition: "> 0.00025".into(),
         }]),
-        policy: Policy::Auto,
-        reason: "rule fired".into(),
-        deployment_id: None,
-        skip_db: false,
-        db_target: None,
-        base_url: None,
-        pending_id: None,
-        joined: Default::default(),
-        at: tokio::time::Instant::now(),
-        detected: None,
-    }
+        Policy::Auto,
+        "rule fired".into(),
+    )
 }
 
 fn outcomes(report: &super::RunReport) -> Vec<(Phase, &'static str, Option<&'static str>)> {

@@ -1,0 +1,199 @@
+//! `[[drills]]`: scheduled rollback drills. Data, its checks, and the
+//! schedule's arithmetic (the next run in the drill's time zone); nothing
+//! here runs a drill.
+
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds};
+use serde::Deserialize;
+
+use crate::duration;
+
+/// One drill.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    pub name: String,
+    /// A cron expression with seconds (six fields: `0 30 9 * * Mon`), as
+    /// tokio-cron-scheduler reads it.
+    pub schedule: String,
+    /// An IANA time zone the schedule is read in (`Europe/Paris`).
+    #[serde(default = "utc")]
+    pub timezone: String,
+    #[serde(default)]
+    pub kind: DrillKind,
+    /// The whole drill's time; a check still running then fails.
+    #[serde(with = "duration::serde_str", default = "ten_minutes")]
+    pub timeout: Duration,
+}
+
+/// What a drill does.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrillKind {
+    /// Checks every part of the rollback path without changing production.
+    #[default]
+    Readiness,
+}
+
+impl DrillKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrillKind::Readiness => "readiness",
+        }
+    }
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+fn ten_minutes() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// The parser tokio-cron-scheduler uses: seconds required, day of month
+/// and day of week both matched when both are given.
+fn parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+}
+
+impl DrillConfig {
+    pub fn tz(&self) -> Result<Tz, String> {
+        self.timezone.parse::<Tz>().map_err(|_| {
+            format!(
+                "{:?} is not an IANA time zone; write one like \"UTC\" or \"Europe/Paris\"",
+                self.timezone
+            )
+        })
+    }
+
+    /// The first run strictly after `now`.
+    pub fn next_run(&self, now: SystemTime) -> Result<SystemTime, String> {
+        let cron = parser()
+            .parse(&self.schedule)
+            .map_err(|e| schedule_error(&self.schedule, &e.to_string()))?;
+        let tz = self.tz()?;
+        let now: DateTime<Utc> = now.into();
+        let next = cron
+            .find_next_occurrence(&now.with_timezone(&tz), false)
+            .map_err(|e| format!("{:?} never runs: {e}", self.schedule))?;
+        Ok(next.with_timezone(&Utc).into())
+    }
+
+    /// Adds a message per unusable value to `problems`, each naming the
+    /// drill; no I/O.
+    pub fn validate(&self, index: usize, problems: &mut Vec<String>) {
+        let at = format!("drills[{index}] ({:?})", self.name);
+        if self.name.trim().is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            problems.push(format!(
+                "{at}.name: use letters, digits, - and _ (it names the drill in `drill run` and in metrics)"
+            ));
+        }
+        if let Err(e) = parser().parse(&self.schedule) {
+            problems.push(format!(
+                "{at}.schedule: {}",
+                schedule_error(&self.schedule, &e.to_string())
+            ));
+        } else if let (Ok(_), Err(e)) = (self.tz(), self.next_run(SystemTime::now())) {
+            problems.push(format!("{at}.schedule: {e}"));
+        }
+        if let Err(e) = self.tz() {
+            problems.push(format!("{at}.timezone: {e}"));
+        }
+        if self.timeout < Duration::from_secs(1) {
+            problems.push(format!("{at}.timeout: at least 1s"));
+        }
+    }
+}
+
+fn schedule_error(schedule: &str, why: &str) -> String {
+    format!(
+        "{schedule:?} is not a cron expression with seconds ({why}); write six fields, \
+         seconds first, like \"0 30 9 * * Mon\" (09:30:00 every Monday)"
+    )
+}
+
+/// Checks the drills together: each on its own, and names used once.
+pub fn validate_all(drills: &[DrillConfig], problems: &mut Vec<String>) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, d) in drills.iter().enumerate() {
+        d.validate(i, problems);
+        if !seen.insert(d.name.as_str()) {
+            problems.push(format!(
+                "drills[{i}] ({:?}).name: another drill has this name",
+                d.name
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drill(schedule: &str, timezone: &str) -> DrillConfig {
+        DrillConfig {
+            name: "weekly".into(),
+            schedule: schedule.into(),
+            timezone: timezone.into(),
+            kind: DrillKind::Readiness,
+            timeout: ten_minutes(),
+        }
+    }
+
+    #[test]
+    fn the_next_run_is_read_in_the_drills_time_zone() {
+        // Thursday 2026-11-26 12:00:00 UTC.
+        let now = humantime::parse_rfc3339("2026-11-26T12:00:00Z").unwrap();
+        let next = drill("0 30 9 * * Mon", "Europe/Paris")
+            .next_run(now)
+            .unwrap();
+        // Monday 09:30 in Paris (UTC+1 in winter) is 08:30 UTC.
+        assert_eq!(
+            humantime::format_rfc3339_seconds(next).to_string(),
+            "2026-11-30T08:30:00Z"
+        );
+        let next = drill("*/5 * * * * *", "UTC").next_run(now).unwrap();
+        assert_eq!(next.duration_since(now).unwrap(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_bad_schedule_or_time_zone_names_the_drill_and_what_to_write() {
+        let mut problems = Vec::new();
+        validate_all(
+            &[
+                drill("0 9 * * Mon", "UTC"),
+                drill("0 0 9 * * Mon", "Mars/Olympus"),
+            ],
+            &mut problems,
+        );
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(
+            problems[0].starts_with(
+                "drills[0] (\"weekly\").schedule: \"0 9 * * Mon\" is not a cron expression with seconds"
+            ),
+            "{}",
+            problems[0]
+        );
+        assert!(problems[0].contains("like \"0 30 9 * * Mon\""));
+        assert_eq!(
+            problems[1],
+            "drills[1] (\"weekly\").timezone: \"Mars/Olympus\" is not an IANA time zone; write one like \"UTC\" or \"Europe/Paris\""
+        );
+        assert_eq!(
+            problems[2],
+            "drills[1] (\"weekly\").name: another drill has this name"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! Rollback drills: the rollback path checked ahead of the incident, without
+//! touching production. A readiness drill asks the platform (credentials,
+//! the target a rollback would pick now, its retention), takes the
+//! emergency backup and restores it into a scratch database (row counts
+//! compared), produces and scans the downgrade SQL, and asks every health
+//! endpoint. Each check is timed and recorded; the drill is one history
+//! entry (`type: drill`), never counted as a rollback.
+
+pub mod checks;
+pub mod config;
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::engine::Engine;
+use crate::history::{DrillCheck, DrillRecord, Event, EventKind, TriggerKind};
+use config::DrillConfig;
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckResult {
+    Passed,
+    Failed,
+    /// Nothing to check (no database configured, say).
+    Skipped,
+}
+
+impl CheckResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::Passed => "passed",
+            CheckResult::Failed => "failed",
+            CheckResult::Skipped => "skipped",
+        }
+    }
+}
+
+/// One check's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub result: CheckResult,
+    pub duration_seconds: f64,
+    pub detail: String,
+}
+
+/// A whole drill.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub id: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub passed: bool,
+    pub duration_seconds: f64,
+    pub checks: Vec<Check>,
+    /// Why it was not recorded in the history, when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_recorded: Option<String>,
+}
+
+impl DrillReport {
+    /// The checks that failed, in order.
+    pub fn failed(&self) -> Vec<&'static str> {
+        self.checks
+            .iter()
+            .filter(|c| c.result == CheckResult::Failed)
+            .map(|c| c.name)
+            .collect()
+    }
+}
+
+/// Why a drill did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    #[error("a rollback is running; a drill never runs beside one (try again when it is done)")]
+    RollbackRunning,
+}
+
+/// Runs `drill` against what `engine` would roll back, calling `progress`
+/// as each check starts (`None`) and ends (`Some`), records it and counts it.
+pub async fn run(
+    engine: &Engine,
+    drill: &DrillConfig,
+    trigger: TriggerKind,
+    progress: &(dyn Fn(&'static str, Option<&Check>) + Send + Sync),
+) -> Result<DrillReport, DrillError> {
+    if engine.try_lock().is_none() {
+        return Err(DrillError::RollbackRunning);
+    }
+    let id = crate::engine::new_id("drill");
+    let started = Instant::now();
+    let started_at = engine.clock.now();
+    let deadline = started + drill.timeout;
+    let mut ctx = checks::Context::new(engine, &id, deadline);
+    let mut done = Vec::new();
+    for name in checks::READINESS {
+        progress(name, None);
+        let t0 = Instant::now();
+        let left = deadline.saturating_duration_since(t0);
+        let (result, detail) = match tokio::time::timeout(left, ctx.run(name)).await {
+            Ok(outcome) => outcome,
+            Err(_) => (
+                CheckResult::Failed,
+                format!(
+                    "did not finish within the drill's timeout ({})",
+                    crate::duration::format(drill.timeout)
+                ),
+            ),
+        };
+        let outcome = Check {
+            name,
+            result,
+            duration_seconds: t0.elapsed().as_secs_f64(),
+            detail,
+        };
+        progress(name, Some(&outcome));
+        done.push(outcome);
+    }
+    ctx.clean_up().await;
+    let passed = done.iter().all(|c| c.result != CheckResult::Failed);
+    let mut report = DrillReport {
+        id,
+        name: drill.name.clone(),
+        kind: drill.kind.as_str(),
+        passed,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        checks: done,
+        not_recorded: None,
+    };
+    report.not_recorded = record(engine, &report, trigger, started_at).err();
+    count(&report, engine.clock.now());
+    Ok(report)
+}
+
+/// One history entry; the rollback lock is held only to write it, waiting
+/// a little if a rollback began meanwhile.
+fn record(
+    engine: &Engine,
+    report: &DrillReport,
+    trigger: TriggerKind,
+    at: SystemTime,
+) -> Result<(), String> {
+    let failed = report.failed();
+    let event = Event {
+        kind: EventKind::Drill,
+        id: Some(report.id.clone()),
+        timestamp: crate::clock::millis(at),
+        trigger,
+        reason: format!("drill {}", report.name),
+        duration_seconds: report.duration_seconds,
+        success: report.passed,
+        error: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
+        drill: Some(DrillRecord {
+            name: report.name.clone(),
+            kind: report.kind.into(),
+            checks: report
+                .checks
+                .iter()
+                .map(|c| DrillCheck {
+                    name: c.name.into(),
+                    result: c.result.as_str().into(),
+                    duration_seconds: c.duration_seconds,
+                    detail: c.detail.clone(),
+                })
+                .collect(),
+        }),
+        ..Event::default()
+    };
+    let Some(_lock) = engine.try_lock() else {
+        return Err("a rollback holds the lock; the drill is not in the history".into());
+    };
+    engine
+        .history()
+        .append(event, None)
+        .map_err(|e| e.to_string())
+}
+
+/// `rollbackd_drill_runs_total{drill,result}` and, on success,
+/// `rollbackd_drill_last_success_timestamp_seconds{drill}`.
+fn count(report: &DrillReport, now: SystemTime) {
+    let result = if report.passed { "passed" } else { "failed" };
+    metrics::counter!("rollbackd_drill_runs_total", "drill" => report.name.clone(), "result" => result)
+        .increment(1);
+    if report.passed {
+        let at = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        metrics::gauge!("rollbackd_drill_last_success_timestamp_seconds", "drill" => report.name.clone())
+            .set(at.as_secs_f64());
+    }
+}
