@@ -60,7 +60,8 @@ fn every_dashboard_query_parses_and_returns_data_after_a_real_scenario() {
         &format!(
             "[prometheus]\nurl = \"http://127.0.0.1:{prom_port}\"\ntimeout = \"1s\"\n\n[service]\nbase_url = \"{}\"\n\n\
              [watch]\nrule_paths = [\"rules\"]\n\n{}\n[engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
-             [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n",
+             [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n\
+             [[drills]]\nname = \"quick\"\nschedule = \"*/2 * * * * *\"\n",
             fake.url(),
             railway.provider_toml()
         ),
@@ -95,6 +96,23 @@ fn every_dashboard_query_parses_and_returns_data_after_a_real_scenario() {
             r.as_array().is_some_and(|a| !a.is_empty()).then_some(())
         },
     );
+    // The drill has run on its schedule, is in the history, and Prometheus has seen it.
+    wait_for("a scraped drill run", Duration::from_secs(20), || {
+        let r = prom.query("rollbackd_drill_runs_total{drill=\"quick\",result=\"passed\"} > 0");
+        r.as_array().is_some_and(|a| !a.is_empty()).then_some(())
+    });
+    let history: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("state/history.json")).unwrap(),
+    )
+    .unwrap();
+    let drill = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "drill")
+        .expect("a scheduled drill in the history");
+    assert_eq!(drill["trigger"], "schedule");
+    assert_eq!(drill["drill"]["name"], "quick");
     std::thread::sleep(Duration::from_secs(2));
 
     let queries = dashboard_queries();
@@ -131,7 +149,19 @@ fn the_alerting_rules_about_rollbackd_pass_promtool() {
         "{out}{}",
         String::from_utf8_lossy(&promtool.stderr)
     );
-    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
+    // The drill alerts fire when they should, and only then.
+    let tested = std::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(repo("deploy/prometheus/rollbackd-alerts.test.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        tested.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&tested.stdout),
+        String::from_utf8_lossy(&tested.stderr)
+    );
     let config = std::process::Command::new("promtool")
         .args(["check", "config"])
         .arg(repo("deploy/prometheus/prometheus.yml"))

@@ -85,7 +85,7 @@ async fn run(config: &Config, name: &str, json: bool) -> Exit {
         println!(
             "drill {} {} in {:.1}s{}",
             report.name,
-            if report.passed { "PASSED" } else { "FAILED" },
+            report.result().to_uppercase(),
             report.duration_seconds,
             if failed.is_empty() {
                 String::new()

@@ -118,6 +118,16 @@ pub async fn watch(config: Config) -> Exit {
         "http server",
         crate::api::serve(listener, app, (&config.server).into()),
     );
+    let mut drills = None;
+    if let (Some(engine), false) = (&engine, config.drills.is_empty()) {
+        match crate::drill::schedule::start(engine.clone(), &config.drills).await {
+            Ok(scheduler) => drills = Some(scheduler),
+            Err(e) => {
+                eprintln!("rollbackd: {e}");
+                return Exit::Failed;
+            }
+        }
+    }
     let mut running = None;
     let stopping = engine.clone();
     match engine {
@@ -152,6 +162,9 @@ pub async fn watch(config: Config) -> Exit {
             .unwrap_or_default()
             + b.post_rollback;
         crate::engine::dispatch::finish_running(running, limit).await;
+    }
+    if let Some(mut scheduler) = drills {
+        let _ = scheduler.shutdown().await;
     }
     server.abort();
     if let Some(failure) = supervisor.failure() {

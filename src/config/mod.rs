@@ -157,6 +157,12 @@ impl Config {
         self.verify.validate(&mut problems);
         self.state.validate(&mut problems);
         crate::drill::config::validate_all(&self.drills, &mut problems);
+        if !self.drills.is_empty() && self.provider.is_none() {
+            problems.push(
+                "drills: a drill checks the rollback path, which needs a [provider] (and rollbackd can only watch without one)"
+                    .into(),
+            );
+        }
         if let Some(provider) = &self.provider {
             provider.validate(&mut problems);
             let application = self.engine.budgets.application;

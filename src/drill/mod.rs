@@ -8,6 +8,9 @@
 
 pub mod checks;
 pub mod config;
+pub mod schedule;
+#[cfg(test)]
+mod tests;
 
 use std::time::{Duration, SystemTime};
 
@@ -56,12 +59,23 @@ pub struct DrillReport {
     pub passed: bool,
     pub duration_seconds: f64,
     pub checks: Vec<Check>,
+    /// A rollback started and the drill gave way (its checks so far kept).
+    pub cancelled: bool,
     /// Why it was not recorded in the history, when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_recorded: Option<String>,
 }
 
 impl DrillReport {
+    /// `passed`, `failed` or `cancelled`: the result label.
+    pub fn result(&self) -> &'static str {
+        match (self.cancelled, self.passed) {
+            (true, _) => "cancelled",
+            (false, true) => "passed",
+            (false, false) => "failed",
+        }
+    }
+
     /// The checks that failed, in order.
     pub fn failed(&self) -> Vec<&'static str> {
         self.checks
@@ -81,12 +95,17 @@ pub enum DrillError {
 
 /// Runs `drill` against what `engine` would roll back, calling `progress`
 /// as each check starts (`None`) and ends (`Some`), records it and counts it.
+/// A rollback that starts meanwhile cancels it: the check running then is
+/// dropped, and what the drill created is removed all the same.
 pub async fn run(
     engine: &Engine,
     drill: &DrillConfig,
     trigger: TriggerKind,
     progress: &(dyn Fn(&'static str, Option<&Check>) + Send + Sync),
 ) -> Result<DrillReport, DrillError> {
+    let rollback = engine.rollback_started();
+    tokio::pin!(rollback);
+    rollback.as_mut().enable();
     if engine.try_lock().is_none() {
         return Err(DrillError::RollbackRunning);
     }
@@ -96,31 +115,37 @@ pub async fn run(
     let deadline = started + drill.timeout;
     let mut ctx = checks::Context::new(engine, &id, deadline);
     let mut done = Vec::new();
-    for name in checks::READINESS {
-        progress(name, None);
-        let t0 = Instant::now();
-        let left = deadline.saturating_duration_since(t0);
-        let (result, detail) = match tokio::time::timeout(left, ctx.run(name)).await {
-            Ok(outcome) => outcome,
-            Err(_) => (
-                CheckResult::Failed,
-                format!(
-                    "did not finish within the drill's timeout ({})",
-                    crate::duration::format(drill.timeout)
+    let checks = async {
+        for name in checks::READINESS {
+            progress(name, None);
+            let t0 = Instant::now();
+            let left = deadline.saturating_duration_since(t0);
+            let (result, detail) = match tokio::time::timeout(left, ctx.run(name)).await {
+                Ok(outcome) => outcome,
+                Err(_) => (
+                    CheckResult::Failed,
+                    format!(
+                        "did not finish within the drill's timeout ({})",
+                        crate::duration::format(drill.timeout)
+                    ),
                 ),
-            ),
-        };
-        let outcome = Check {
-            name,
-            result,
-            duration_seconds: t0.elapsed().as_secs_f64(),
-            detail,
-        };
-        progress(name, Some(&outcome));
-        done.push(outcome);
-    }
+            };
+            let outcome = Check {
+                name,
+                result,
+                duration_seconds: t0.elapsed().as_secs_f64(),
+                detail,
+            };
+            progress(name, Some(&outcome));
+            done.push(outcome);
+        }
+    };
+    let cancelled = tokio::select! {
+        () = checks => false,
+        () = &mut rollback => true,
+    };
     ctx.clean_up().await;
-    let passed = done.iter().all(|c| c.result != CheckResult::Failed);
+    let passed = !cancelled && done.iter().all(|c| c.result != CheckResult::Failed);
     let mut report = DrillReport {
         id,
         name: drill.name.clone(),
@@ -128,6 +153,7 @@ pub async fn run(
         passed,
         duration_seconds: started.elapsed().as_secs_f64(),
         checks: done,
+        cancelled,
         not_recorded: None,
     };
     report.not_recorded = record(engine, &report, trigger, started_at).err();
@@ -152,7 +178,11 @@ fn record(
         reason: format!("drill {}", report.name),
         duration_seconds: report.duration_seconds,
         success: report.passed,
-        error: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
+        error: if report.cancelled {
+            Some("cancelled: a rollback started".into())
+        } else {
+            (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", ")))
+        },
         drill: Some(DrillRecord {
             name: report.name.clone(),
             kind: report.kind.into(),
@@ -178,12 +208,16 @@ fn record(
         .map_err(|e| e.to_string())
 }
 
-/// `rollbackd_drill_runs_total{drill,result}` and, on success,
+/// `rollbackd_drill_runs_total{drill,result}`, `rollbackd_drill_last_result{drill}`
+/// (1 passed, 0 failed; a cancelled run leaves it) and, on success,
 /// `rollbackd_drill_last_success_timestamp_seconds{drill}`.
 fn count(report: &DrillReport, now: SystemTime) {
-    let result = if report.passed { "passed" } else { "failed" };
-    metrics::counter!("rollbackd_drill_runs_total", "drill" => report.name.clone(), "result" => result)
+    metrics::counter!("rollbackd_drill_runs_total", "drill" => report.name.clone(), "result" => report.result())
         .increment(1);
+    if !report.cancelled {
+        metrics::gauge!("rollbackd_drill_last_result", "drill" => report.name.clone())
+            .set(if report.passed { 1.0 } else { 0.0 });
+    }
     if report.passed {
         let at = now
             .duration_since(SystemTime::UNIX_EPOCH)

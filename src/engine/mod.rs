@@ -108,6 +108,9 @@ pub struct Engine {
     listing: listing::Listing,
     /// Set on SIGTERM: a run stops between phases, its journal kept.
     stopping: std::sync::atomic::AtomicBool,
+    /// Woken when a rollback starts: a drill running then is cancelled
+    /// (a rollback never waits on a drill).
+    drills_cancel: tokio::sync::Notify,
     base_url: Option<String>,
     pub db: Option<DbSetup>,
     notifiers: Option<Arc<crate::notify::Notifiers>>,
@@ -151,6 +154,7 @@ impl Engine {
             leadership: setup.leadership.clone().unwrap_or_else(Leadership::alone),
             listing: listing::Listing::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            drills_cancel: tokio::sync::Notify::new(),
             config: setup.config,
             verify: setup.verify,
             retention: setup.retention,
@@ -222,6 +226,12 @@ impl Engine {
 
     pub fn history(&self) -> &HistoryStore {
         &self.history
+    }
+
+    /// Resolves when a rollback starts after this was called (enable the
+    /// future before the work it guards).
+    pub fn rollback_started(&self) -> tokio::sync::futures::Notified<'_> {
+        self.drills_cancel.notified()
     }
 
     /// The service's base URL from the configuration, if any.

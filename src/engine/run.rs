@@ -351,6 +351,8 @@ impl Engine {
         req: RollbackRequest,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> RunReport {
+        // A drill running now gives way.
+        self.drills_cancel.notify_waiters();
         let run = Run::new(self, id, req, progress);
         progress(Progress::Started { id: run.id.clone() });
         events::rollback_started(

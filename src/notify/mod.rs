@@ -42,10 +42,12 @@ pub enum NotifyEvent {
     RollbackInterrupted,
     RuleFiring,
     RuleResolved,
+    /// A scheduled rollback drill found the rollback path broken.
+    DrillFailed,
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 10] = [
+    pub const ALL: [NotifyEvent; 11] = [
         NotifyEvent::RollbackStarted,
         NotifyEvent::RollbackPending,
         NotifyEvent::RollbackSucceeded,
@@ -56,6 +58,7 @@ impl NotifyEvent {
         NotifyEvent::RollbackInterrupted,
         NotifyEvent::RuleFiring,
         NotifyEvent::RuleResolved,
+        NotifyEvent::DrillFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +73,7 @@ impl NotifyEvent {
             NotifyEvent::RollbackInterrupted => "rollback_interrupted",
             NotifyEvent::RuleFiring => "rule_firing",
             NotifyEvent::RuleResolved => "rule_resolved",
+            NotifyEvent::DrillFailed => "drill_failed",
         }
     }
 
@@ -86,6 +90,7 @@ impl NotifyEvent {
             NotifyEvent::RollbackInterrupted => "Rollback interrupted before it changed anything",
             NotifyEvent::RuleFiring => "Rule firing",
             NotifyEvent::RuleResolved => "Rule resolved",
+            NotifyEvent::DrillFailed => "Rollback drill FAILED",
         }
     }
 }

@@ -76,6 +76,7 @@ pub fn payload(n: &Notification) -> Value {
         NotifyEvent::RollbackFailed => ":rotating_light: ",
         NotifyEvent::RollbackSucceeded => ":white_check_mark: ",
         NotifyEvent::RollbackPending => ":hourglass: ",
+        NotifyEvent::DrillFailed => ":warning: ",
         _ => "",
     };
     json!({ "text": format!("{prefix}{}: {}", n.event.title(), n.summary), "blocks": blocks })
