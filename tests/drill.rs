@@ -8,6 +8,7 @@ mod support;
 use std::path::Path;
 
 use serde_json::Value;
+use support::fake_hooks::FakeHooks;
 use support::fake_railway::FakeRailway;
 use support::postgres::{alembic_upgrade, database_toml, Postgres};
 use support::{run_rollbackd, FakeService};
@@ -15,16 +16,23 @@ use support::{run_rollbackd, FakeService};
 const DRILL: &str =
     "[[drills]]\nname = \"weekly\"\nschedule = \"0 30 9 * * Mon\"\ntimezone = \"Europe/Paris\"\n";
 
-fn dir(railway: &FakeRailway, service: &FakeService, pg: &Postgres) -> tempfile::TempDir {
+fn dir(
+    railway: &FakeRailway,
+    service: &FakeService,
+    pg: &Postgres,
+    hooks: &FakeHooks,
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("rollbackd.toml"),
         format!(
             "[service]\nbase_url = \"{}\"\n\n{}\n[engine]\nstate_dir = \"state\"\n\n\
-             [verify]\ncheck_timeout = \"1s\"\n\n{}\n{DRILL}",
+             [verify]\ncheck_timeout = \"1s\"\n\n{}\n{DRILL}\n\
+             [[notifiers]]\ntype = \"webhook\"\nurl = \"{}\"\ndrill_test = true\n",
             service.url(),
             railway.provider_toml(),
-            database_toml(pg, "")
+            database_toml(pg, ""),
+            hooks.url("team/hook")
         ),
     )
     .unwrap();
@@ -71,15 +79,26 @@ fn a_readiness_drill_passes_and_leaves_production_as_it_was() {
     );
     let railway = FakeRailway::start();
     let service = FakeService::start();
-    let d = dir(&railway, &service, &pg);
+    let hooks = FakeHooks::start();
+    let d = dir(&railway, &service, &pg, &hooks);
 
     let (code, out, err) = drill(d.path(), &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
         results(&out),
-        ["provider", "target", "downgrade", "backup", "health"]
-            .map(|c| (c.to_string(), "PASSED".to_string()))
+        [
+            "provider",
+            "target",
+            "downgrade",
+            "backup",
+            "health",
+            "notifiers"
+        ]
+        .map(|c| (c.to_string(), "PASSED".to_string()))
     );
+    let tested = hooks.received("team/hook");
+    assert_eq!(tested.len(), 1, "{tested:?}");
+    assert_eq!(tested[0]["event"], "drill_test");
     assert!(
         out.contains("a rollback now would go from d3 to d2"),
         "{out}"
@@ -116,7 +135,7 @@ fn a_readiness_drill_passes_and_leaves_production_as_it_was() {
     let event = &history["events"][0];
     assert_eq!(event["type"], "drill");
     assert_eq!(event["success"], true);
-    assert_eq!(event["drill"]["checks"].as_array().unwrap().len(), 5);
+    assert_eq!(event["drill"]["checks"].as_array().unwrap().len(), 6);
     let (code, out, _) = run_rollbackd(d.path(), &["drill", "list"], &[]);
     assert_eq!(code, 0);
     assert!(
@@ -146,7 +165,8 @@ fn each_fault_fails_the_drill_at_the_check_it_concerns() {
     alembic_upgrade(&pg.url(), "c");
     let railway = FakeRailway::start();
     let service = FakeService::start();
-    let d = dir(&railway, &service, &pg);
+    let hooks = FakeHooks::start();
+    let d = dir(&railway, &service, &pg, &hooks);
 
     // A revoked token.
     let (code, out, err) = drill(d.path(), &[("ROLLBACKD_PROVIDER__TOKEN", "revoked")]);
@@ -205,6 +225,14 @@ fn each_fault_fails_the_drill_at_the_check_it_concerns() {
     );
     service.set(|k| k.health_overrides.clear());
 
+    // A notifier whose webhook was revoked.
+    hooks.always("team/hook", 410);
+    let (code, out, _) = drill(d.path(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(result_of(&out, "notifiers"), "FAILED");
+    assert!(out.contains("notifiers[0] (webhook): "), "{out}");
+    hooks.always("team/hook", 200);
+
     // A downgrade that became destructive: d3 now runs d, whose downgrade drops a schema.
     alembic_upgrade(&pg.url(), "d");
     std::fs::write(
@@ -225,7 +253,7 @@ fn each_fault_fails_the_drill_at_the_check_it_concerns() {
     )
     .unwrap();
     let events = history["events"].as_array().unwrap();
-    assert_eq!(events.len(), 5);
+    assert_eq!(events.len(), 6);
     assert!(events
         .iter()
         .all(|e| e["type"] == "drill" && e["success"] == false));
@@ -248,6 +276,72 @@ fn a_bad_schedule_or_time_zone_is_refused_by_check_naming_the_drill() {
     );
     assert!(
         err.contains("drills[0] (\"weekly\").timezone: \"Mars/Olympus\" is not an IANA time zone"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_staging_drill_rolls_staging_back_for_real_and_leaves_production_alone() {
+    let production = FakeRailway::start();
+    let staging = FakeRailway::start();
+    let service = FakeService::start();
+    let staging_service = FakeService::start();
+    let d = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[service]\nbase_url = \"{}\"\n\n{}\n[engine]\nstate_dir = \"state\"\npoll_interval = \"100ms\"\n\n\
+         [verify]\ninitial_wait = \"0s\"\nretry_interval = \"200ms\"\ncheck_timeout = \"1s\"\n\n\
+         [[drills]]\nname = \"staging\"\nkind = \"staging\"\nschedule = \"0 0 3 * * Sun\"\n\n\
+         [drills.staging]\nbase_url = \"{}\"\n\n{}",
+        service.url(),
+        production.provider_toml(),
+        staging_service.url(),
+        staging.provider_toml().replace("[provider]", "[drills.staging.provider]")
+    );
+    std::fs::write(d.path().join("rollbackd.toml"), &config).unwrap();
+
+    let (code, out, err) = run_rollbackd(d.path(), &["drill", "run", "staging"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        results(&out),
+        [
+            ("pre_validation", "PASSED"),
+            ("database", "SKIPPED"),
+            ("application", "PASSED"),
+            ("verification", "PASSED"),
+            ("post_rollback", "PASSED"),
+        ]
+        .map(|(c, r)| (c.to_string(), r.to_string()))
+    );
+    assert_eq!(staging.rollbacks(), ["d2"], "staging was rolled back, once");
+    assert!(production.rollbacks().is_empty(), "production was not");
+    // Production's state knows only the drill: no breaker opened, no rollback recorded.
+    assert!(!d.path().join("state/breaker.json").exists());
+    let history: Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("state/history.json")).unwrap(),
+    )
+    .unwrap();
+    let events = history["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "drill");
+    assert_eq!(events[0]["drill"]["kind"], "staging");
+    let left: Vec<_> = std::fs::read_dir(d.path().join("state/drills"))
+        .map(|r| r.filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the staging state is removed: {left:?}");
+
+    // A staging provider that would fall back to production's variables is refused.
+    std::fs::write(
+        d.path().join("rollbackd.toml"),
+        config.replace(
+            "service_id = \"s1\"\nenvironment_id = \"e1\"\n",
+            "environment_id = \"e1\"\n",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_rollbackd(d.path(), &["check", "--offline"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("drills[0] (\"staging\").staging.provider.service_id: set it here"),
         "{err}"
     );
 }

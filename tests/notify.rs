@@ -194,6 +194,10 @@ fn bad_notifier_config_is_named() {
             "delivery.attempts",
         ),
         ("[alertmanager]\nmatchers = {}\n", "alertmanager.matchers"),
+        (
+            "[[notifiers]]\ntype = \"pagerduty\"\nrouting_key = \"k\"\ndrill_test = true\n",
+            "notifiers[0].drill_test: a PagerDuty test event would page the on-call",
+        ),
     ] {
         std::fs::write(d.path().join("rollbackd.toml"), text).unwrap();
         let (code, _, err) = run_rollbackd(d.path(), &["check"], &[]);

@@ -71,7 +71,16 @@ async fn run(config: &Config, name: &str, json: bool) -> Exit {
             Some(_) => {}
         }
     };
-    let report = match drill::run(&engine, drill, TriggerKind::Manual, &progress).await {
+    let staging = super::wiring::staging_engines(config);
+    let report = match drill::run(
+        &engine,
+        drill,
+        TriggerKind::Manual,
+        Some(&staging),
+        &progress,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("rollbackd: drill {name}: {e}");

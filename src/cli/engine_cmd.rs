@@ -409,6 +409,8 @@ pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
         let result = match (e.kind.as_str(), e.success) {
             ("rollback", true) => "success",
             ("rollback", false) => "failed",
+            ("drill", true) => "passed",
+            ("drill", false) => "failed",
             ("interrupted", _) => "-",
             _ => "refused",
         };

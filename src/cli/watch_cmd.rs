@@ -120,7 +120,8 @@ pub async fn watch(config: Config) -> Exit {
     );
     let mut drills = None;
     if let (Some(engine), false) = (&engine, config.drills.is_empty()) {
-        match crate::drill::schedule::start(engine.clone(), &config.drills).await {
+        let staging = super::wiring::staging_engines(&config);
+        match crate::drill::schedule::start(engine.clone(), &config.drills, staging).await {
             Ok(scheduler) => drills = Some(scheduler),
             Err(e) => {
                 eprintln!("rollbackd: {e}");

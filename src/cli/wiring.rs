@@ -151,3 +151,27 @@ pub fn migration_tool(config: &Config) -> Option<Arc<dyn crate::db::migrate::Mig
         }) as Arc<dyn crate::db::migrate::MigrationTool>
     })
 }
+
+/// The engines of staging drills: production's configuration with the
+/// drill's own provider, base URL and database, its state in the directory
+/// given (a file store of its own), no notifiers and no drills.
+pub fn staging_engines(config: &Config) -> crate::drill::StagingEngines {
+    let base = config.clone();
+    Arc::new(move |drill, dir| {
+        let staging = drill
+            .staging
+            .as_ref()
+            .ok_or_else(|| format!("drill {:?} has no [drills.staging]", drill.name))?;
+        let mut c = base.clone();
+        c.provider = Some(staging.provider.clone());
+        c.service.base_url = Some(staging.base_url.clone());
+        c.database = staging.database.clone();
+        c.migrations = staging.migrations.clone();
+        c.engine.state_dir = dir.to_path_buf();
+        c.state = Default::default();
+        c.notifiers = Vec::new();
+        c.alertmanager = None;
+        c.drills = Vec::new();
+        engine(&c).map_err(|e| e.to_string())
+    })
+}

@@ -13,7 +13,14 @@ use crate::engine::{Engine, Plan, RollbackRequest, SkipReason, Trigger};
 use crate::rules::Policy;
 
 /// The readiness drill's checks, in the order they run.
-pub const READINESS: [&str; 5] = ["provider", "target", "downgrade", "backup", "health"];
+pub const READINESS: [&str; 6] = [
+    "provider",
+    "target",
+    "downgrade",
+    "backup",
+    "health",
+    "notifiers",
+];
 
 /// What the checks share: the plan the target check made, and what the
 /// drill created and must remove.
@@ -48,6 +55,7 @@ impl<'a> Context<'a> {
             "downgrade" => self.downgrade(),
             "backup" => self.backup().await,
             "health" => self.health().await,
+            "notifiers" => self.notifiers().await,
             other => (CheckResult::Failed, format!("no check is called {other}")),
         }
     }
@@ -305,6 +313,46 @@ impl<'a> Context<'a> {
                 failing.join("; ")
             ),
         )
+    }
+}
+
+impl Context<'_> {
+    /// Every notifier with `drill_test = true` accepts a test message.
+    async fn notifiers(&mut self) -> Outcome {
+        let Some(notifiers) = self.engine.notifiers() else {
+            return (CheckResult::Skipped, "no notifiers are configured".into());
+        };
+        let n = crate::notify::Notification::new(
+            crate::notify::NotifyEvent::DrillTest,
+            format!(
+                "drill {}: a test message; the rollback path's notifications still arrive",
+                self.id
+            ),
+        );
+        let answers = notifiers.test(n).await;
+        if answers.is_empty() {
+            return (
+                CheckResult::Skipped,
+                "no notifier has drill_test = true".into(),
+            );
+        }
+        let refused: Vec<String> = answers
+            .iter()
+            .filter_map(|(label, r)| {
+                r.as_ref()
+                    .err()
+                    .map(|e| format!("{label}: {}", crate::secret::shown(e, 200)))
+            })
+            .collect();
+        let labels: Vec<&str> = answers.iter().map(|(l, _)| l.as_str()).collect();
+        if refused.is_empty() {
+            (
+                CheckResult::Passed,
+                format!("{} accepted a test message", labels.join(", ")),
+            )
+        } else {
+            (CheckResult::Failed, refused.join("; "))
+        }
     }
 }
 

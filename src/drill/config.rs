@@ -27,6 +27,25 @@ pub struct DrillConfig {
     /// The whole drill's time; a check still running then fails.
     #[serde(with = "duration::serde_str", default = "ten_minutes")]
     pub timeout: Duration,
+    /// For a `staging` drill: the environment it rolls back.
+    #[serde(default)]
+    pub staging: Option<StagingConfig>,
+}
+
+/// Another environment a `staging` drill rolls back for real, with the
+/// real five phases. Everything it needs is given here: nothing falls back
+/// to production's settings or environment variables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagingConfig {
+    /// The staging service's base URL, verified after its rollback.
+    pub base_url: String,
+    pub provider: crate::provider::config::ProviderConfig,
+    /// Its database, backed up and downgraded as production's would be.
+    #[serde(default)]
+    pub database: Option<crate::db::config::DatabaseConfig>,
+    #[serde(default)]
+    pub migrations: Option<crate::db::config::MigrationsConfig>,
 }
 
 /// What a drill does.
@@ -36,12 +55,15 @@ pub enum DrillKind {
     /// Checks every part of the rollback path without changing production.
     #[default]
     Readiness,
+    /// A full rollback of another environment (`[drills.staging]`).
+    Staging,
 }
 
 impl DrillKind {
     pub fn as_str(self) -> &'static str {
         match self {
             DrillKind::Readiness => "readiness",
+            DrillKind::Staging => "staging",
         }
     }
 }
@@ -114,6 +136,60 @@ impl DrillConfig {
         if self.timeout < Duration::from_secs(1) {
             problems.push(format!("{at}.timeout: at least 1s"));
         }
+        match (self.kind, &self.staging) {
+            (DrillKind::Staging, None) => problems.push(format!(
+                "{at}: a staging drill needs [drills.staging] with base_url and a provider of its own"
+            )),
+            (DrillKind::Readiness, Some(_)) => problems.push(format!(
+                "{at}.staging: only a kind = \"staging\" drill rolls another environment back"
+            )),
+            (_, Some(staging)) => staging.validate(&at, problems),
+            (_, None) => {}
+        }
+    }
+}
+
+impl StagingConfig {
+    fn validate(&self, at: &str, problems: &mut Vec<String>) {
+        if reqwest::Url::parse(&self.base_url).is_err() {
+            problems.push(format!(
+                "{at}.staging.base_url: {:?} is not a URL; write it like \"http://staging.internal:8000\"",
+                self.base_url
+            ));
+        }
+        let mut own = Vec::new();
+        self.provider.validate(&mut own);
+        if let Some(db) = &self.database {
+            db.validate(&mut own);
+        }
+        problems.extend(own.into_iter().map(|p| format!("{at}.staging.{p}")));
+        // Railway falls back to RAILWAY_* variables, which name production:
+        // a staging drill must name its own, or it would roll production back.
+        if let crate::provider::config::ProviderConfig::Railway(r) = &self.provider {
+            for (key, missing) in [
+                ("token", r.token.is_none()),
+                ("project_id", r.project_id.is_none()),
+                ("service_id", r.service_id.is_none()),
+                ("environment_id", r.environment_id.is_none()),
+            ] {
+                if missing {
+                    problems.push(format!(
+                        "{at}.staging.provider.{key}: set it here; a staging drill never falls back to RAILWAY_* \
+                         variables, which name production"
+                    ));
+                }
+            }
+        }
+        if self.database.as_ref().is_some_and(|d| d.url.is_none()) {
+            problems.push(format!(
+                "{at}.staging.database.url: set it here; a staging drill never falls back to DATABASE_URL, which names production"
+            ));
+        }
+        if self.database.is_none() && self.migrations.is_some() {
+            problems.push(format!(
+                "{at}.staging.migrations: needs [drills.staging.database]"
+            ));
+        }
     }
 }
 
@@ -149,6 +225,7 @@ mod tests {
             timezone: timezone.into(),
             kind: DrillKind::Readiness,
             timeout: ten_minutes(),
+            staging: None,
         }
     }
 

@@ -12,6 +12,8 @@ pub mod schedule;
 #[cfg(test)]
 mod tests;
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -86,6 +88,10 @@ impl DrillReport {
     }
 }
 
+/// Builds the engine of a staging drill's environment, with its state in
+/// the given directory (the command line assembles it from the config).
+pub type StagingEngines = Arc<dyn Fn(&DrillConfig, &Path) -> Result<Engine, String> + Send + Sync>;
+
 /// Why a drill did not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
@@ -101,6 +107,7 @@ pub async fn run(
     engine: &Engine,
     drill: &DrillConfig,
     trigger: TriggerKind,
+    staging: Option<&StagingEngines>,
     progress: &(dyn Fn(&'static str, Option<&Check>) + Send + Sync),
 ) -> Result<DrillReport, DrillError> {
     let rollback = engine.rollback_started();
@@ -116,6 +123,14 @@ pub async fn run(
     let mut ctx = checks::Context::new(engine, &id, deadline);
     let mut done = Vec::new();
     let checks = async {
+        if drill.kind == config::DrillKind::Staging {
+            progress("staging", None);
+            for check in staging_rollback(engine, drill, &id, staging, deadline).await {
+                progress(check.name, Some(&check));
+                done.push(check);
+            }
+            return;
+        }
         for name in checks::READINESS {
             progress(name, None);
             let t0 = Instant::now();
@@ -159,6 +174,73 @@ pub async fn run(
     report.not_recorded = record(engine, &report, trigger, started_at).err();
     count(&report, engine.clock.now());
     Ok(report)
+}
+
+/// A staging drill: a real rollback of the staging environment, its five
+/// phases the drill's checks. Its engine keeps its state (history,
+/// breaker, journal) in a directory of its own, removed afterwards, so
+/// production's guards and breaker never see it and each drill starts afresh.
+async fn staging_rollback(
+    engine: &Engine,
+    drill: &DrillConfig,
+    id: &str,
+    staging: Option<&StagingEngines>,
+    deadline: Instant,
+) -> Vec<Check> {
+    let failed = |detail: String| {
+        vec![Check {
+            name: "staging",
+            result: CheckResult::Failed,
+            duration_seconds: 0.0,
+            detail,
+        }]
+    };
+    let Some(build) = staging else {
+        return failed("no engine for the staging environment was built".into());
+    };
+    let dir = engine.config.state_dir.join("drills").join(id);
+    let staging_engine = match build(drill, &dir) {
+        Ok(e) => e,
+        Err(e) => return failed(format!("cannot set up the staging environment: {e}")),
+    };
+    let req = crate::engine::RollbackRequest::new(
+        crate::engine::Trigger::Manual,
+        crate::rules::Policy::Auto,
+        format!("drill {}", drill.name),
+    );
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ran = tokio::time::timeout(left, staging_engine.run(req, &|_| {})).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = match ran {
+        Ok(report) => report,
+        Err(_) => {
+            return failed(format!(
+                "the staging rollback did not finish within the drill's timeout ({})",
+                crate::duration::format(drill.timeout)
+            ))
+        }
+    };
+    if report.phases.is_empty() {
+        return failed(
+            report
+                .error
+                .unwrap_or_else(|| "the staging rollback did not start".into()),
+        );
+    }
+    report
+        .phases
+        .iter()
+        .map(|step| Check {
+            name: step.phase.as_str(),
+            result: match step.outcome.result_label() {
+                "succeeded" => CheckResult::Passed,
+                "skipped" => CheckResult::Skipped,
+                _ => CheckResult::Failed,
+            },
+            duration_seconds: step.elapsed.as_secs_f64(),
+            detail: step.outcome.detail().to_string(),
+        })
+        .collect()
 }
 
 /// One history entry; the rollback lock is held only to write it, waiting

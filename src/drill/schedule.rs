@@ -19,13 +19,15 @@ use crate::notify::{Notification, NotifyEvent};
 /// Runs one drill at a time.
 pub struct Runner {
     engine: Arc<Engine>,
+    staging: Option<super::StagingEngines>,
     busy: AtomicBool,
 }
 
 impl Runner {
-    pub fn new(engine: Arc<Engine>) -> Arc<Runner> {
+    pub fn new(engine: Arc<Engine>, staging: Option<super::StagingEngines>) -> Arc<Runner> {
         Arc::new(Runner {
             engine,
+            staging,
             busy: AtomicBool::new(false),
         })
     }
@@ -43,7 +45,14 @@ impl Runner {
         }
         tracing::info!(drill = %drill.name, "drill started");
         let trigger = TriggerKind::Other("schedule".into());
-        let outcome = super::run(&self.engine, drill, trigger, &|_, _| {}).await;
+        let outcome = super::run(
+            &self.engine,
+            drill,
+            trigger,
+            self.staging.as_ref(),
+            &|_, _| {},
+        )
+        .await;
         self.busy.store(false, Ordering::SeqCst);
         match outcome {
             Err(DrillError::RollbackRunning) => {
@@ -127,12 +136,16 @@ pub fn restore_gauges(engine: &Engine, drills: &[DrillConfig], now: SystemTime) 
 }
 
 /// Starts a scheduler with one job per drill.
-pub async fn start(engine: Arc<Engine>, drills: &[DrillConfig]) -> Result<JobScheduler, String> {
+pub async fn start(
+    engine: Arc<Engine>,
+    drills: &[DrillConfig],
+    staging: super::StagingEngines,
+) -> Result<JobScheduler, String> {
     restore_gauges(&engine, drills, SystemTime::now());
     let scheduler = JobScheduler::new()
         .await
         .map_err(|e| format!("cannot start the drill scheduler: {e}"))?;
-    let runner = Runner::new(engine);
+    let runner = Runner::new(engine, Some(staging));
     for drill in drills {
         let tz = drill.tz()?;
         let (runner, job_drill) = (runner.clone(), Arc::new(drill.clone()));

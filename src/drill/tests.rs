@@ -20,6 +20,7 @@ fn drill() -> DrillConfig {
         timezone: "UTC".into(),
         kind: DrillKind::Readiness,
         timeout: Duration::from_secs(600),
+        staging: None,
     }
 }
 
@@ -39,7 +40,9 @@ async fn a_rollback_cancels_a_running_drill_and_never_waits_for_it() {
     rig.service.set_latency(Duration::from_secs(2));
     let engine = rig.engine.clone();
     let drilling =
-        tokio::spawn(async move { run(&engine, &drill(), TriggerKind::Manual, &|_, _| {}).await });
+        tokio::spawn(
+            async move { run(&engine, &drill(), TriggerKind::Manual, None, &|_, _| {}).await },
+        );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = tokio::time::Instant::now();
     let rollback = rig
@@ -69,10 +72,10 @@ async fn a_rollback_cancels_a_running_drill_and_never_waits_for_it() {
 async fn a_drill_never_starts_while_a_rollback_holds_the_lock() {
     let rig = Rig::new(|_| {});
     let lock = rig.engine.try_lock().expect("the lock is free");
-    let refused = run(&rig.engine, &drill(), TriggerKind::Manual, &|_, _| {}).await;
+    let refused = run(&rig.engine, &drill(), TriggerKind::Manual, None, &|_, _| {}).await;
     assert!(matches!(refused, Err(DrillError::RollbackRunning)));
     drop(lock);
-    let report = run(&rig.engine, &drill(), TriggerKind::Manual, &|_, _| {})
+    let report = run(&rig.engine, &drill(), TriggerKind::Manual, None, &|_, _| {})
         .await
         .unwrap();
     assert!(report.passed, "{report:?}");
@@ -87,7 +90,7 @@ async fn a_drill_never_starts_while_a_rollback_holds_the_lock() {
 async fn a_drill_still_running_at_its_next_time_is_not_started_twice() {
     let rig = Rig::new(|_| {});
     rig.service.set_latency(Duration::from_secs(2));
-    let runner = Runner::new(rig.engine.clone());
+    let runner = Runner::new(rig.engine.clone(), None);
     let config = Arc::new(drill());
     let (first, second) = (runner.clone(), runner.clone());
     let (a, b) = (config.clone(), config.clone());
@@ -108,7 +111,7 @@ async fn a_drill_still_running_at_its_next_time_is_not_started_twice() {
 async fn a_scheduled_drill_that_fails_is_notified_with_what_failed() {
     let rig = Rig::new(|_| {});
     rig.service.set_unhealthy(true);
-    let runner = Runner::new(rig.engine.clone());
+    let runner = Runner::new(rig.engine.clone(), None);
     runner.fire(&drill()).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let notices = rig.notices();

@@ -46,6 +46,9 @@ pub struct SlackConfig {
     pub events: Option<Vec<NotifyEvent>>,
     #[serde(default)]
     pub delivery: Delivery,
+    /// Readiness drills send it a test message (default off).
+    #[serde(default)]
+    pub drill_test: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +61,9 @@ pub struct PagerDutyConfig {
     pub events: Option<Vec<NotifyEvent>>,
     #[serde(default)]
     pub delivery: Delivery,
+    /// Refused: a test event would page the on-call.
+    #[serde(default)]
+    pub drill_test: bool,
 }
 
 fn pagerduty_url() -> String {
@@ -71,6 +77,9 @@ pub struct WebhookConfig {
     pub events: Option<Vec<NotifyEvent>>,
     #[serde(default)]
     pub delivery: Delivery,
+    /// Readiness drills send it a test message (default off).
+    #[serde(default)]
+    pub drill_test: bool,
 }
 
 impl NotifierConfig {
@@ -95,6 +104,23 @@ impl NotifierConfig {
             problems.push(format!(
                 "notifiers[{index}].delivery.attempts: between 1 and 10"
             ));
+        }
+        if let NotifierConfig::Pagerduty(c) = self {
+            if c.drill_test {
+                problems.push(format!(
+                    "notifiers[{index}].drill_test: a PagerDuty test event would page the on-call; \
+                     send a test from PagerDuty itself, or set it on a Slack or webhook notifier"
+                ));
+            }
+        }
+    }
+
+    /// Whether readiness drills send it a test message.
+    pub fn drill_test(&self) -> bool {
+        match self {
+            NotifierConfig::Slack(c) => c.drill_test,
+            NotifierConfig::Pagerduty(_) => false,
+            NotifierConfig::Webhook(c) => c.drill_test,
         }
     }
 }

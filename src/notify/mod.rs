@@ -44,10 +44,12 @@ pub enum NotifyEvent {
     RuleResolved,
     /// A scheduled rollback drill found the rollback path broken.
     DrillFailed,
+    /// A readiness drill checks that a notifier still accepts messages.
+    DrillTest,
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 11] = [
+    pub const ALL: [NotifyEvent; 12] = [
         NotifyEvent::RollbackStarted,
         NotifyEvent::RollbackPending,
         NotifyEvent::RollbackSucceeded,
@@ -59,6 +61,7 @@ impl NotifyEvent {
         NotifyEvent::RuleFiring,
         NotifyEvent::RuleResolved,
         NotifyEvent::DrillFailed,
+        NotifyEvent::DrillTest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +77,7 @@ impl NotifyEvent {
             NotifyEvent::RuleFiring => "rule_firing",
             NotifyEvent::RuleResolved => "rule_resolved",
             NotifyEvent::DrillFailed => "drill_failed",
+            NotifyEvent::DrillTest => "drill_test",
         }
     }
 
@@ -91,6 +95,7 @@ impl NotifyEvent {
             NotifyEvent::RuleFiring => "Rule firing",
             NotifyEvent::RuleResolved => "Rule resolved",
             NotifyEvent::DrillFailed => "Rollback drill FAILED",
+            NotifyEvent::DrillTest => "Rollback drill: test message",
         }
     }
 }
@@ -229,6 +234,10 @@ struct Sink {
     notifier: Arc<dyn Notifier>,
     events: BTreeSet<NotifyEvent>,
     delivery: Delivery,
+    /// Readiness drills send it a test message.
+    drill_test: bool,
+    /// Its place in `[[notifiers]]`.
+    index: usize,
 }
 
 /// Every configured notifier.
@@ -254,7 +263,8 @@ impl Notifiers {
             .map_err(SetupError::HttpClient)?;
         let sinks = configs
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(index, c)| {
                 let (notifier, events, delivery): (Arc<dyn Notifier>, _, _) = match c {
                     NotifierConfig::Slack(s) => (
                         Arc::new(slack::Slack::new(s)),
@@ -281,6 +291,8 @@ impl Notifiers {
                         .into_iter()
                         .collect(),
                     delivery,
+                    drill_test: c.drill_test(),
+                    index,
                 }
             })
             .collect();
@@ -302,16 +314,33 @@ impl Notifiers {
         Arc::new(Notifiers {
             sinks: notifiers
                 .into_iter()
-                .map(|notifier| Sink {
+                .enumerate()
+                .map(|(index, notifier)| Sink {
                     notifier,
                     events: NotifyEvent::ALL.iter().copied().collect(),
                     delivery: Delivery::default(),
+                    drill_test: false,
+                    index,
                 })
                 .collect(),
             client: reqwest::Client::new(),
             service: service.clone(),
             tasks: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Sends `n` now, once, to every notifier with `drill_test`, and says
+    /// how each answered (`notifiers[0] (slack)`, and the error if any).
+    pub async fn test(&self, mut n: Notification) -> Vec<(String, Result<(), String>)> {
+        n.service = n.service.or_else(|| self.service.name.clone());
+        n.environment = n.environment.or_else(|| self.service.environment.clone());
+        let mut answers = Vec::new();
+        for sink in self.sinks.iter().filter(|s| s.drill_test) {
+            let label = format!("notifiers[{}] ({})", sink.index, sink.notifier.kind());
+            let sent = sink.notifier.send(&self.client, &n).await;
+            answers.push((label, sent.map_err(|e| e.to_string())));
+        }
+        answers
     }
 
     /// Queues `n` for every notifier that wants it; returns at once.
