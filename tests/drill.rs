@@ -103,7 +103,10 @@ fn a_readiness_drill_passes_and_leaves_production_as_it_was() {
         out.contains("a rollback now would go from d3 to d2"),
         "{out}"
     );
-    assert!(out.contains("c -> b: "), "{out}");
+    assert!(
+        out.contains("c -> b: the SQL was produced, nothing destructive"),
+        "{out}"
+    );
     assert!(out.contains("row(s) match"), "{out}");
     assert!(out.contains("drill weekly PASSED"), "{out}");
 

@@ -1,6 +1,7 @@
 //! `rollbackd watch`: the controller itself.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -164,8 +165,9 @@ pub async fn watch(config: Config) -> Exit {
             + b.post_rollback;
         crate::engine::dispatch::finish_running(running, limit).await;
     }
-    if let Some(mut scheduler) = drills {
-        let _ = scheduler.shutdown().await;
+    if let Some(drills) = drills {
+        // A drill running now removes its scratch database and dump first.
+        drills.stop(Duration::from_secs(30)).await;
     }
     server.abort();
     if let Some(failure) = supervisor.failure() {

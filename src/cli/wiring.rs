@@ -172,6 +172,6 @@ pub fn staging_engines(config: &Config) -> crate::drill::StagingEngines {
         c.notifiers = Vec::new();
         c.alertmanager = None;
         c.drills = Vec::new();
-        engine(&c).map_err(|e| e.to_string())
+        engine(&c).map(Engine::quiet).map_err(|e| e.to_string())
     })
 }

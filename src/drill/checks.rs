@@ -151,13 +151,18 @@ impl<'a> Context<'a> {
         match &plan.db_step {
             DbStep::Nothing => (CheckResult::Skipped, "nothing planned".into()),
             DbStep::Downgrade { from, to } => {
-                let statements = plan
-                    .database_sql
-                    .as_deref()
-                    .map_or(0, |sql| sql.matches(';').count());
+                let sql = plan.database_sql.as_deref().unwrap_or_default();
+                let destructive = crate::db::migrate::destructive_statements(sql);
                 (
                     CheckResult::Passed,
-                    format!("{from} -> {to}: {statements} statement(s), none destructive"),
+                    if destructive.is_empty() {
+                        format!("{from} -> {to}: the SQL was produced, nothing destructive")
+                    } else {
+                        format!(
+                            "{from} -> {to}: destructive, allowed by database.allow_destructive ({})",
+                            destructive.join("; ")
+                        )
+                    },
                 )
             }
             DbStep::Skip(SkipReason::Destructive, why) => (CheckResult::Failed, why.clone()),
@@ -203,8 +208,18 @@ impl<'a> Context<'a> {
                 Err(e) => return (CheckResult::Failed, format!("the backup failed: {e}")),
             };
         let dumped = t0.elapsed();
-        let after = row_counts(&db.database, None).await.unwrap_or_default();
+        let after = match row_counts(&db.database, None).await {
+            Ok(c) => c,
+            Err(e) => {
+                return (
+                    CheckResult::Failed,
+                    format!("cannot count the live rows after the dump: {e}"),
+                )
+            }
+        };
         let scratch = format!("rollbackd_drill_{}", digits(self.id));
+        // Dropped at the end only when the drill created it: a database of
+        // that name that was already there is never touched.
         self.scratch = Some((db.database.clone(), scratch.clone()));
         let t1 = Instant::now();
         if let Err(e) = crate::db::restore::restore(
@@ -216,6 +231,9 @@ impl<'a> Context<'a> {
         )
         .await
         {
+            if matches!(e, crate::db::restore::RestoreError::Exists(_)) {
+                self.scratch = None;
+            }
             return (
                 CheckResult::Failed,
                 format!("the backup does not restore: {e}"),

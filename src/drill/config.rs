@@ -41,7 +41,8 @@ pub struct StagingConfig {
     /// The staging service's base URL, verified after its rollback.
     pub base_url: String,
     pub provider: crate::provider::config::ProviderConfig,
-    /// Its database, backed up and downgraded as production's would be.
+    /// Its database, backed up as production's would be (its downgrade is
+    /// skipped: a fresh staging state records no revisions).
     #[serde(default)]
     pub database: Option<crate::db::config::DatabaseConfig>,
     #[serde(default)]

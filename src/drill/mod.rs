@@ -61,7 +61,8 @@ pub struct DrillReport {
     pub passed: bool,
     pub duration_seconds: f64,
     pub checks: Vec<Check>,
-    /// A rollback started and the drill gave way (its checks so far kept).
+    /// A rollback started (or rollbackd is stopping) and the drill gave
+    /// way; its checks so far are kept.
     pub cancelled: bool,
     /// Why it was not recorded in the history, when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,6 +89,9 @@ impl DrillReport {
     }
 }
 
+/// The history's `error` of a cancelled drill.
+pub const CANCELLED: &str = "cancelled: a rollback started, or rollbackd stopped";
+
 /// Builds the engine of a staging drill's environment, with its state in
 /// the given directory (the command line assembles it from the config).
 pub type StagingEngines = Arc<dyn Fn(&DrillConfig, &Path) -> Result<Engine, String> + Send + Sync>;
@@ -110,6 +114,10 @@ pub async fn run(
     staging: Option<&StagingEngines>,
     progress: &(dyn Fn(&'static str, Option<&Check>) + Send + Sync),
 ) -> Result<DrillReport, DrillError> {
+    // A staging drill is not cancelled by production's rollbacks: it does
+    // not touch production, and dropping it mid-phase would leave staging
+    // half rolled back. Everything else gives way.
+    let staging_kind = drill.kind == config::DrillKind::Staging;
     let rollback = engine.rollback_started();
     tokio::pin!(rollback);
     rollback.as_mut().enable();
@@ -157,7 +165,7 @@ pub async fn run(
     };
     let cancelled = tokio::select! {
         () = checks => false,
-        () = &mut rollback => true,
+        () = &mut rollback, if !staging_kind => true,
     };
     ctx.clean_up().await;
     let passed = !cancelled && done.iter().all(|c| c.result != CheckResult::Failed);
@@ -261,7 +269,7 @@ fn record(
         duration_seconds: report.duration_seconds,
         success: report.passed,
         error: if report.cancelled {
-            Some("cancelled: a rollback started".into())
+            Some(CANCELLED.into())
         } else {
             (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", ")))
         },

@@ -4,9 +4,9 @@
 //! while a rollback runs, and a rollback that starts cancels it. A failed
 //! drill is notified (`drill_failed`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -16,11 +16,21 @@ use crate::engine::Engine;
 use crate::history::{EventKind, TriggerKind};
 use crate::notify::{Notification, NotifyEvent};
 
-/// Runs one drill at a time.
+/// Runs the drills, each at most once at a time.
 pub struct Runner {
     engine: Arc<Engine>,
     staging: Option<super::StagingEngines>,
-    busy: AtomicBool,
+    /// The drills running now.
+    busy: Mutex<BTreeSet<String>>,
+}
+
+/// Takes a drill off the running set when its run ends, however it ends.
+struct Running<'a>(&'a Runner, String);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.set().remove(&self.1);
+    }
 }
 
 impl Runner {
@@ -28,8 +38,22 @@ impl Runner {
         Arc::new(Runner {
             engine,
             staging,
-            busy: AtomicBool::new(false),
+            busy: Mutex::new(BTreeSet::new()),
         })
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.busy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// rollbackd is stopping: cancels the readiness drill running now and
+    /// waits (at most `limit`) for every drill to remove what it created.
+    pub async fn stop(&self, limit: Duration) {
+        self.engine.cancel_drills();
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.set().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The drill's time has come: run it unless another drill runs, a
@@ -39,10 +63,15 @@ impl Runner {
             tracing::debug!(drill = %drill.name, "not the leader: the leader runs the drills");
             return;
         }
-        if self.busy.swap(true, Ordering::SeqCst) {
-            skipped(&drill.name, "overrun", "a drill is still running");
+        if !self.set().insert(drill.name.clone()) {
+            skipped(
+                &drill.name,
+                "overrun",
+                "it is still running from its last time",
+            );
             return;
         }
+        let _running = Running(self, drill.name.clone());
         tracing::info!(drill = %drill.name, "drill started");
         let trigger = TriggerKind::Other("schedule".into());
         let outcome = super::run(
@@ -53,13 +82,12 @@ impl Runner {
             &|_, _| {},
         )
         .await;
-        self.busy.store(false, Ordering::SeqCst);
         match outcome {
             Err(DrillError::RollbackRunning) => {
                 skipped(&drill.name, "rollback_running", "a rollback is running")
             }
             Ok(report) if report.cancelled => {
-                tracing::warn!(drill = %drill.name, "drill cancelled: a rollback started")
+                tracing::warn!(drill = %drill.name, "drill cancelled: a rollback started, or rollbackd is stopping")
             }
             Ok(report) if report.passed => {
                 tracing::info!(drill = %drill.name, seconds = report.duration_seconds, "drill passed")
@@ -110,12 +138,16 @@ pub fn restore_gauges(engine: &Engine, drills: &[DrillConfig], now: SystemTime) 
         let mine = |e: &&crate::history::Event| {
             e.kind == EventKind::Drill
                 && e.drill.as_ref().is_some_and(|r| r.name == d.name)
-                && e.error.as_deref() != Some("cancelled: a rollback started")
+                && e.error.as_deref() != Some(super::CANCELLED)
         };
-        metrics::counter!("rollbackd_drill_runs_total", "drill" => d.name.clone(), "result" => "passed")
-            .increment(0);
-        metrics::counter!("rollbackd_drill_runs_total", "drill" => d.name.clone(), "result" => "failed")
-            .increment(0);
+        for result in ["passed", "failed", "cancelled"] {
+            metrics::counter!("rollbackd_drill_runs_total", "drill" => d.name.clone(), "result" => result)
+                .increment(0);
+        }
+        for reason in ["overrun", "rollback_running"] {
+            metrics::counter!("rollbackd_drill_skipped_total", "drill" => d.name.clone(), "reason" => reason)
+                .increment(0);
+        }
         if let Some(last) = events.iter().rev().find(mine) {
             metrics::gauge!("rollbackd_drill_last_result", "drill" => d.name.clone())
                 .set(if last.success { 1.0 } else { 0.0 });
@@ -135,13 +167,44 @@ pub fn restore_gauges(engine: &Engine, drills: &[DrillConfig], now: SystemTime) 
     }
 }
 
-/// Starts a scheduler with one job per drill.
+/// The running scheduler and the drills' runner.
+pub struct Scheduled {
+    scheduler: JobScheduler,
+    runner: Arc<Runner>,
+    refresh: tokio::task::JoinHandle<()>,
+}
+
+impl Scheduled {
+    /// Stops starting drills, cancels a running readiness drill and waits
+    /// (at most `limit`) for the drills to clean up.
+    pub async fn stop(mut self, limit: Duration) {
+        let _ = self.scheduler.shutdown().await;
+        self.refresh.abort();
+        self.runner.stop(limit).await;
+    }
+}
+
+/// Starts a scheduler with one job per drill. The gauges are re-read from
+/// the history every minute, so a drill run by the command line, or by
+/// another replica sharing the state, shows on every replica.
 pub async fn start(
     engine: Arc<Engine>,
     drills: &[DrillConfig],
     staging: super::StagingEngines,
-) -> Result<JobScheduler, String> {
-    restore_gauges(&engine, drills, SystemTime::now());
+) -> Result<Scheduled, String> {
+    let started = SystemTime::now();
+    restore_gauges(&engine, drills, started);
+    let refresh = {
+        let (engine, drills) = (engine.clone(), drills.to_vec());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                restore_gauges(&engine, &drills, started);
+            }
+        })
+    };
     let scheduler = JobScheduler::new()
         .await
         .map_err(|e| format!("cannot start the drill scheduler: {e}"))?;
@@ -156,7 +219,7 @@ pub async fn start(
                 tokio::spawn(async move { runner.fire(&drill).await });
             })
         })
-        .map_err(|e| format!("drills ({:?}).schedule: {e}", drill.name))?;
+        .map_err(|e| format!("drill {:?}: schedule {:?}: {e}", drill.name, drill.schedule))?;
         scheduler
             .add(job)
             .await
@@ -166,5 +229,9 @@ pub async fn start(
         .start()
         .await
         .map_err(|e| format!("cannot start the drill scheduler: {e}"))?;
-    Ok(scheduler)
+    Ok(Scheduled {
+        scheduler,
+        runner,
+        refresh,
+    })
 }

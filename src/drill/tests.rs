@@ -120,3 +120,35 @@ async fn a_scheduled_drill_that_fails_is_notified_with_what_failed() {
     assert!(!recorded[0].success);
     assert_eq!(recorded[0].error.as_deref(), Some("failed: health"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn drills_run_side_by_side_and_stopping_rollbackd_cancels_them() {
+    let rig = Rig::new(|_| {});
+    rig.service.set_latency(Duration::from_secs(2));
+    let runner = Runner::new(rig.engine.clone(), None);
+    let nightly = Arc::new(DrillConfig {
+        name: "nightly".into(),
+        ..drill()
+    });
+    let weekly = Arc::new(drill());
+    let (a, b) = (runner.clone(), runner.clone());
+    let (n, w) = (nightly.clone(), weekly.clone());
+    let one = tokio::spawn(async move { a.fire(&n).await });
+    let two = tokio::spawn(async move { b.fire(&w).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Both are running: stopping cancels them and waits for their clean-up.
+    let stopping = tokio::time::Instant::now();
+    runner.stop(Duration::from_secs(30)).await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    one.await.unwrap();
+    two.await.unwrap();
+    let recorded = drills(&rig);
+    assert_eq!(recorded.len(), 2, "two different drills both ran");
+    assert!(recorded
+        .iter()
+        .all(|e| e.error.as_deref() == Some(super::CANCELLED)));
+}

@@ -111,6 +111,10 @@ pub struct Engine {
     /// Woken when a rollback starts: a drill running then is cancelled
     /// (a rollback never waits on a drill).
     drills_cancel: tokio::sync::Notify,
+    /// A staging drill's engine: its runs are the drill's, not production's,
+    /// so they leave production's rollback metrics, breaker gauge and
+    /// rollback log lines alone.
+    quiet: bool,
     base_url: Option<String>,
     pub db: Option<DbSetup>,
     notifiers: Option<Arc<crate::notify::Notifiers>>,
@@ -155,6 +159,7 @@ impl Engine {
             listing: listing::Listing::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             drills_cancel: tokio::sync::Notify::new(),
+            quiet: false,
             config: setup.config,
             verify: setup.verify,
             retention: setup.retention,
@@ -228,6 +233,17 @@ impl Engine {
         &self.history
     }
 
+    /// The engine of a staging drill: see [`Engine::quiet`]'s field.
+    pub fn quiet(mut self) -> Engine {
+        self.quiet = true;
+        self
+    }
+
+    /// Cancels the drill running now, if any (rollbackd is stopping).
+    pub fn cancel_drills(&self) {
+        self.drills_cancel.notify_waiters();
+    }
+
     /// Resolves when a rollback starts after this was called (enable the
     /// future before the work it guards).
     pub fn rollback_started(&self) -> tokio::sync::futures::Notified<'_> {
@@ -271,7 +287,9 @@ impl Engine {
     /// The breaker's state now.
     pub fn breaker_state(&self, now: SystemTime) -> BreakerState {
         let state = self.breaker.state(now, self.config.half_open_after);
-        metrics::gauge!("rollbackd_breaker_state").set(state.gauge());
+        if !self.quiet {
+            metrics::gauge!("rollbackd_breaker_state").set(state.gauge());
+        }
         state
     }
 

@@ -355,12 +355,14 @@ impl Engine {
         self.drills_cancel.notify_waiters();
         let run = Run::new(self, id, req, progress);
         progress(Progress::Started { id: run.id.clone() });
-        events::rollback_started(
-            &run.id,
-            run.req.trigger.label(),
-            run.req.policy_label(),
-            &run.req.reason,
-        );
+        if !self.quiet {
+            events::rollback_started(
+                &run.id,
+                run.req.trigger.label(),
+                run.req.policy_label(),
+                &run.req.reason,
+            );
+        }
         self.walk_from(run, Phase::PreValidation).await
     }
 
@@ -400,13 +402,15 @@ impl Engine {
                 outcome,
                 elapsed: started.elapsed(),
             };
-            events::phase_finished(
-                phase.as_str(),
-                step.outcome.result_label(),
-                step.outcome.reason(),
-                step.outcome.detail(),
-                step.elapsed,
-            );
+            if !self.quiet {
+                events::phase_finished(
+                    phase.as_str(),
+                    step.outcome.result_label(),
+                    step.outcome.reason(),
+                    step.outcome.detail(),
+                    step.elapsed,
+                );
+            }
             progress(Progress::PhaseFinished {
                 phase,
                 outcome: step.outcome.clone(),
@@ -543,17 +547,19 @@ impl Engine {
             }
             self.notify(n);
         }
-        if let Some(detection) = &event.detection {
-            super::detection::observe(detection);
+        if !self.quiet {
+            if let Some(detection) = &event.detection {
+                super::detection::observe(detection);
+            }
+            events::rollback_finished(
+                &run.id,
+                run.req.trigger.label(),
+                run.req.policy_label(),
+                success,
+                duration,
+                error.as_deref(),
+            );
         }
-        events::rollback_finished(
-            &run.id,
-            run.req.trigger.label(),
-            run.req.policy_label(),
-            success,
-            duration,
-            error.as_deref(),
-        );
         RunReport {
             id: run.id,
             success,
