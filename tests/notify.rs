@@ -24,7 +24,8 @@ fn dir(
              [engine]\nstate_dir = \"state\"\npoll_interval = \"100ms\"\n\n\
              [verify]\ninitial_wait = \"0s\"\nretry_interval = \"200ms\"\ncheck_timeout = \"1s\"\n\n\
              [[notifiers]]\ntype = \"slack\"\nurl = \"{}\"\ndelivery = {{ attempts = 3, backoff = \"50ms\" }}\n\n\
-             [[notifiers]]\ntype = \"pagerduty\"\nrouting_key = \"{ROUTING_KEY}\"\nurl = \"{}\"\ndelivery = {{ attempts = 3, backoff = \"50ms\" }}\n\n\
+             [[notifiers]]\ntype = \"pagerduty\"\nrouting_key = \"{ROUTING_KEY}\"\nurl = \"{}\"\ndelivery = {{ attempts = 3, backoff = \"50ms\" }}\n\
+             runbook_url = \"https://wiki.example.com/runbooks/rollbackd\"\n\n\
              [[notifiers]]\ntype = \"webhook\"\nurl = \"{}\"\nevents = [\"rollback_succeeded\", \"rollback_failed\"]\n",
             service.url(),
             railway.provider_toml(),
@@ -64,6 +65,14 @@ fn a_rollback_is_announced_on_every_notifier_in_its_documented_format() {
         titles,
         ["Rollback started", "Rollback succeeded"],
         "{slack:#?}"
+    );
+    // The start says how long it should take: no rollback recorded yet,
+    // so at most the phase budgets' sum.
+    let started = slack[0].to_string();
+    assert!(
+        started.contains("Estimated duration")
+            && started.contains("about 570 s (at most: the phase budgets"),
+        "{started}"
     );
     let done = &slack[1];
     assert!(
@@ -116,6 +125,10 @@ fn a_rollback_is_announced_on_every_notifier_in_its_documented_format() {
         .unwrap()
         .starts_with("Rollback succeeded"));
     assert_eq!(e["payload"]["custom_details"]["target_deployment"], "d2");
+    assert_eq!(
+        e["links"],
+        serde_json::json!([{ "href": "https://wiki.example.com/runbooks/rollbackd", "text": "Runbook" }])
+    );
 
     let hook = hooks.received("hook");
     assert_eq!(hook.len(), 1, "only the events it asked for");
@@ -194,6 +207,10 @@ fn bad_notifier_config_is_named() {
             "delivery.attempts",
         ),
         ("[alertmanager]\nmatchers = {}\n", "alertmanager.matchers"),
+        (
+            "[[notifiers]]\ntype = \"pagerduty\"\nrouting_key = \"k\"\nrunbook_url = \"wiki/rollbackd\"\n",
+            "notifiers[0].runbook_url: not an http(s) URL",
+        ),
         (
             "[[notifiers]]\ntype = \"pagerduty\"\nrouting_key = \"k\"\ndrill_test = true\n",
             "notifiers[0].drill_test: a PagerDuty test event would page the on-call",

@@ -233,6 +233,50 @@ impl Engine {
         &self.history
     }
 
+    /// How long a rollback should take, and from what: the median of the
+    /// last 20 successful rollbacks that reached production, or, with none
+    /// recorded, the phase budgets' sum (the most it can take).
+    pub fn estimated_duration(&self) -> (f64, String) {
+        let mut past: Vec<f64> = self
+            .history
+            .load()
+            .map(|h| h.events)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .filter(|e| e.is_rollback() && e.success && e.touched_production())
+            .map(|e| e.duration_seconds)
+            .take(20)
+            .collect();
+        if past.is_empty() {
+            let b = &self.config.budgets;
+            let most = [
+                b.pre_validation,
+                b.database,
+                b.application,
+                b.verification,
+                b.post_rollback,
+            ]
+            .iter()
+            .sum::<std::time::Duration>();
+            return (
+                most.as_secs_f64(),
+                "at most: the phase budgets; no rollback recorded yet".into(),
+            );
+        }
+        past.sort_by(f64::total_cmp);
+        let n = past.len();
+        let median = if n % 2 == 1 {
+            past[n / 2]
+        } else {
+            (past[n / 2 - 1] + past[n / 2]) / 2.0
+        };
+        (
+            median,
+            format!("the median of the last {n} successful rollback(s)"),
+        )
+    }
+
     /// The engine of a staging drill: see [`Engine::quiet`]'s field.
     pub fn quiet(mut self) -> Engine {
         self.quiet = true;

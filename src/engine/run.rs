@@ -434,7 +434,11 @@ impl Engine {
                     ),
                     None => run.req.reason.clone(),
                 };
-                self.notify(run.notification(NotifyEvent::RollbackStarted, summary));
+                let mut n = run.notification(NotifyEvent::RollbackStarted, summary);
+                let (seconds, from) = self.estimated_duration();
+                n.estimated_seconds = Some(seconds);
+                n.estimated_from = Some(from);
+                self.notify(n);
             }
         }
         self.finish(run)

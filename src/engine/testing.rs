@@ -410,6 +410,8 @@ pub fn seed_body(path: &str) -> String {
 #[derive(Default)]
 pub struct RecordingNotifier {
     sent: Mutex<Vec<NotifyEvent>>,
+    /// Every notification in full, in order.
+    pub full: Mutex<Vec<Notification>>,
 }
 
 impl Notifier for RecordingNotifier {
@@ -426,6 +428,10 @@ impl Notifier for RecordingNotifier {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(n.event);
+        self.full
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(n.clone());
         Box::pin(async { Ok(()) })
     }
 }

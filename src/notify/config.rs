@@ -64,6 +64,9 @@ pub struct PagerDutyConfig {
     /// Refused: a test event would page the on-call.
     #[serde(default)]
     pub drill_test: bool,
+    /// A runbook linked from every event (`links` in the Events API v2).
+    #[serde(default)]
+    pub runbook_url: Option<String>,
 }
 
 fn pagerduty_url() -> String {
@@ -106,6 +109,14 @@ impl NotifierConfig {
             ));
         }
         if let NotifierConfig::Pagerduty(c) = self {
+            let runbook_ok = c.runbook_url.as_deref().is_none_or(|u| {
+                reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            });
+            if !runbook_ok {
+                problems.push(format!(
+                    "notifiers[{index}].runbook_url: not an http(s) URL, like \"https://wiki.example.com/runbooks/rollbackd\""
+                ));
+            }
             if c.drill_test {
                 problems.push(format!(
                     "notifiers[{index}].drill_test: a PagerDuty test event would page the on-call; \

@@ -120,6 +120,11 @@ pub struct Notification {
     pub policy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
+    /// For a started rollback: how long it should take, and from what.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// For a pending rollback: how to approve or reject it.
@@ -145,6 +150,8 @@ impl Notification {
             from_deployment: None,
             policy: None,
             duration_seconds: None,
+            estimated_seconds: None,
+            estimated_from: None,
             outcome: None,
             approve_hint: None,
             service: None,

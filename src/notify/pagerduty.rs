@@ -20,6 +20,7 @@ pub const DEFAULT_EVENTS: [NotifyEvent; 4] = [
 pub struct PagerDuty {
     routing_key: Secret,
     url: String,
+    runbook_url: Option<String>,
 }
 
 impl PagerDuty {
@@ -27,6 +28,7 @@ impl PagerDuty {
         PagerDuty {
             routing_key: config.routing_key.clone(),
             url: config.url.clone(),
+            runbook_url: config.runbook_url.clone(),
         }
     }
 }
@@ -82,7 +84,12 @@ impl Notifier for PagerDuty {
         Box::pin(async move {
             match payload(n, self.routing_key.expose()) {
                 None => Ok(()),
-                Some(body) => post_json(client, &self.url, &body, "PagerDuty").await,
+                Some(mut body) => {
+                    if let Some(url) = &self.runbook_url {
+                        body["links"] = json!([{ "href": url, "text": "Runbook" }]);
+                    }
+                    post_json(client, &self.url, &body, "PagerDuty").await
+                }
             }
         })
     }

@@ -47,6 +47,9 @@ pub fn payload(n: &Notification) -> Value {
     if let Some(d) = n.duration_seconds {
         field("Duration", format!("{d:.1} s"));
     }
+    if let (Some(e), Some(from)) = (n.estimated_seconds, &n.estimated_from) {
+        field("Estimated duration", format!("about {e:.0} s ({from})"));
+    }
     if let Some(o) = &n.outcome {
         field("Outcome", o.clone());
     }

@@ -376,6 +376,30 @@ async fn a_run_announces_its_start_then_its_end_and_a_refused_one_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_start_notification_estimates_the_duration_from_past_rollbacks_or_the_budgets() {
+    let rig = Rig::new(|_| {});
+    assert!(rig.engine.run(automatic(), &|_| {}).await.success);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let started = rig.notices.full.lock().unwrap()[0].clone();
+    assert_eq!(started.event, crate::notify::NotifyEvent::RollbackStarted);
+    // No rollback recorded yet: the phase budgets' sum, 90+120+180+120+60 s.
+    assert_eq!(started.estimated_seconds, Some(570.0));
+    assert_eq!(
+        started.estimated_from.as_deref(),
+        Some("at most: the phase budgets; no rollback recorded yet")
+    );
+    // Now one is: its duration.
+    let took = rig.history().events[0].duration_seconds;
+    assert_eq!(
+        rig.engine.estimated_duration(),
+        (
+            took,
+            "the median of the last 1 successful rollback(s)".to_string()
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_platform_that_does_not_name_the_deployment_it_made_is_followed_by_listing() {
     let rig = Rig::new(|_| {});
     rig.platform
