@@ -397,7 +397,9 @@ fn a_leader_whose_epoch_moved_on_writes_nothing_and_steps_down() {
     let pg = Postgres::start();
     let database = rollbackd::db::Database::new(rollbackd::secret::Secret::new(pg.url())).unwrap();
     let daemon = PgStore::new(database.clone(), "rollbackd");
-    let leadership = daemon.elect("test", Duration::from_millis(200));
+    // Checked every 2 s: the write below, a few milliseconds after the
+    // epoch moves, meets the fence before the check notices (almost always).
+    let leadership = daemon.elect("test", Duration::from_secs(2));
     wait_for("leadership", Duration::from_secs(10), || {
         leadership.is_leader().then_some(())
     });
@@ -408,8 +410,8 @@ fn a_leader_whose_epoch_moved_on_writes_nothing_and_steps_down() {
     let err = daemon
         .write("runs/rb-1.json", b"{\"step\": 2}")
         .unwrap_err();
-    // Refused either way: by the fence in the write itself, or, when the
-    // 200 ms leadership check saw the new epoch first, as a non-leader.
+    // Refused either way: by the fence in the write itself, or, should the
+    // leadership check have seen the new epoch first, as a non-leader.
     let said = err.to_string();
     assert!(
         said.contains("fenced") || said.contains("not the leader"),
@@ -424,7 +426,7 @@ fn a_leader_whose_epoch_moved_on_writes_nothing_and_steps_down() {
     // leadership again under a new epoch; then it writes again.
     wait_for(
         "leadership under a new epoch",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || (leadership.is_leader() && leadership.epoch() > epoch + 1).then_some(()),
     );
     daemon.write("runs/rb-1.json", b"{}").unwrap();
