@@ -217,7 +217,7 @@ impl<'a> Context<'a> {
                 )
             }
         };
-        let scratch = format!("rollbackd_drill_{}", digits(self.id));
+        let scratch = format!("rollbackd_drill_{}", db_suffix(self.id));
         // Dropped at the end only when the drill created it: a database of
         // that name that was already there is never touched.
         self.scratch = Some((db.database.clone(), scratch.clone()));
@@ -374,8 +374,8 @@ impl Context<'_> {
     }
 }
 
-/// The digits of an id, for a database name.
-fn digits(id: &str) -> String {
+/// The id as part of a database name: its letters and digits, lowercased.
+fn db_suffix(id: &str) -> String {
     id.chars()
         .filter(char::is_ascii_alphanumeric)
         .collect::<String>()

@@ -163,16 +163,10 @@ impl Scan {
         let mut errors = lines.iter().filter(inside).filter(|l| self.is_error(l));
         let first = errors.next()?;
         Some(Found {
-            line: shown(&first.message),
+            line: crate::secret::shown(&first.message, 200),
             errors: 1 + errors.count(),
         })
     }
-}
-
-/// A log line as it may be shown: secrets redacted, one line, at most 200
-/// characters.
-pub fn shown(message: &str) -> String {
-    crate::secret::shown(message, 200)
 }
 
 #[cfg(test)]
@@ -263,7 +257,7 @@ mod tests {
             "within the clock skew"
         );
         let long = "ERROR ".to_string() + &"x".repeat(500);
-        assert_eq!(shown(&long).chars().count(), 201);
+        assert_eq!(crate::secret::shown(&long, 200).chars().count(), 201);
     }
 
     #[test]
