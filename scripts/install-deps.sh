@@ -4,7 +4,10 @@
 #   Alertmanager (`prometheus-alertmanager`),
 #   PostgreSQL 15 (`postgresql-15`: initdb/pg_ctl under /usr/lib/postgresql/15/bin,
 #   psql, pg_dump, pg_restore), curl, python3 and its venv module;
-# - PyPI packages, in ./.venv: Alembic and psycopg2 for the migration tests.
+# - PyPI packages, in ./.venv: Alembic and psycopg2 for the migration tests,
+#   moto's S3-compatible server for the backup store tests, aiosmtpd (a real
+#   SMTP server) for the email notifier's;
+# - openssl, for the SMTP tests' STARTTLS certificate.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +16,7 @@ need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client-15)
@@ -43,4 +47,8 @@ if [ ! -x .venv/bin/alembic ] || ! .venv/bin/python -c 'import psycopg2, alembic
   echo "rollbackd: installing Alembic into .venv (PyPI)" >&2
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check 'alembic>=1.13,<2' 'psycopg2-binary>=2.9,<3'
+fi
+if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import aiosmtpd' >/dev/null 2>&1; then
+  echo "rollbackd: installing moto[server] and aiosmtpd into .venv (PyPI)" >&2
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6' 'aiosmtpd>=1.4,<2'
 fi

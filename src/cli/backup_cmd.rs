@@ -2,10 +2,12 @@
 //! backups, on their own (a rollback takes its emergency backup itself).
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use super::engine_cmd::print_json;
 use super::{BackupCommand, Exit};
 use crate::config::Config;
+use crate::db::store::{self, BackupStore};
 use crate::engine;
 use crate::state::StateDir;
 
@@ -19,9 +21,13 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
         .backup_dir
         .clone()
         .unwrap_or_else(|| StateDir::new(&config.engine.state_dir).backups());
-    let tools = crate::db::backup::Tools {
-        pg_dump: db_config.pg_dump.clone(),
-        pg_restore: db_config.pg_restore.clone(),
+    let tools = crate::db::backup::Tools::new(db_config);
+    let store = match &db_config.backup_store {
+        None => None,
+        Some(c) => match BackupStore::open(c, db_config.keep_backups) {
+            Ok(store) => Some(store),
+            Err(e) => return Exit::Usage(format!("database.backup_store: {e}")),
+        },
     };
     match cmd {
         BackupCommand::Create { reason } => {
@@ -30,53 +36,51 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                 Err(e) => return Exit::Usage(e.to_string()),
             };
             let id = engine::new_id(crate::db::backup::MANUAL_PREFIX);
-            match crate::db::backup::create(&db, &tools, &dir, &id, "-", &reason).await {
-                Ok(b) => {
-                    crate::db::backup::prune(&dir, db_config.keep_backups);
-                    println!("backup {} verified", b.path.display());
-                    println!("  size {} bytes, sha256 {}", b.size_bytes, b.sha256);
-                    println!(
-                        "  pg_dump {:.2}s, verification {:.2}s",
-                        b.dump_seconds, b.verify_seconds
-                    );
-                    println!("  restore with: {}", b.restore_command);
-                    Exit::Ok
-                }
+            let mut b = match crate::db::backup::create(&db, &tools, &dir, &id, "-", &reason).await
+            {
+                Ok(b) => b,
                 Err(e) => {
                     eprintln!("rollbackd: {e}");
-                    Exit::Failed
+                    return Exit::Failed;
+                }
+            };
+            crate::db::backup::prune(&dir, db_config.keep_backups);
+            println!("backup {} verified", b.path.display());
+            println!("  size {} bytes, sha256 {}", b.size_bytes, b.sha256);
+            println!(
+                "  pg_dump {:.2}s, verification {:.2}s",
+                b.dump_seconds, b.verify_seconds
+            );
+            let mut exit = Exit::Ok;
+            if let Some(store) = &store {
+                match tokio::time::timeout(store.timeout, store.upload(&mut b)).await {
+                    Ok(Ok(up)) => {
+                        println!(
+                            "  copied to {} and read back (sha256 matches) in {:.2}s",
+                            up.url, up.seconds
+                        );
+                        for url in up.pruned {
+                            println!("  pruned {url} (database.backup_store.keep)");
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        eprintln!("rollbackd: the backup is kept on this machine only: {e}");
+                        exit = Exit::Failed;
+                    }
+                    Err(_) => {
+                        eprintln!(
+                            "rollbackd: the backup is kept on this machine only: the upload to {} did not finish within {} (database.backup_store.timeout)",
+                            store.url(),
+                            crate::duration::format(store.timeout)
+                        );
+                        exit = Exit::Failed;
+                    }
                 }
             }
+            println!("  restore with: {}", b.restore_command);
+            exit
         }
-        BackupCommand::List { json } => {
-            let mut backups: Vec<crate::db::backup::Backup> = std::fs::read_dir(&dir)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.to_string_lossy().ends_with(".dump.json"))
-                .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
-                .collect();
-            backups.sort_by_cached_key(|b| {
-                std::cmp::Reverse(crate::db::backup::chronological_key(&b.path))
-            });
-            if json {
-                return print_json(&backups);
-            }
-            if backups.is_empty() {
-                println!("no backups in {}", dir.display());
-            }
-            for b in backups {
-                println!(
-                    "{}  {} bytes  {}  deployment {}  {}",
-                    b.created_at,
-                    b.size_bytes,
-                    b.path.display(),
-                    b.deployment_id,
-                    b.reason
-                );
-            }
-            Exit::Ok
-        }
+        BackupCommand::List { json } => list(&dir, store.as_ref(), json).await,
         BackupCommand::Restore {
             path,
             dbname,
@@ -106,7 +110,14 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                     return Exit::Failed;
                 }
             }
-            match crate::db::restore::restore(&db, &tools, &path, dbname, replace).await {
+            let fetched = match Fetched::new(&path, &dir).await {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("rollbackd: {e}");
+                    return Exit::Failed;
+                }
+            };
+            match crate::db::restore::restore(&db, &tools, &fetched.path, dbname, replace).await {
                 Ok(done) => {
                     match &done.kept_as {
                         None => println!(
@@ -128,18 +139,162 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                 }
             }
         }
-        BackupCommand::Verify { path } => match crate::db::backup::verify(&path, &tools).await {
-            Ok(()) => {
-                println!(
-                    "backup {} is intact (checksum matches, pg_restore can read it)",
-                    path.display()
-                );
-                Exit::Ok
+        BackupCommand::Verify { path } => {
+            let fetched = match Fetched::new(&path, &dir).await {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("rollbackd: {e}");
+                    return Exit::Failed;
+                }
+            };
+            match crate::db::backup::verify(&fetched.path, &tools).await {
+                Ok(()) => {
+                    println!(
+                        "backup {} is intact (checksum matches, pg_restore can read it)",
+                        path.display()
+                    );
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("rollbackd: {}", fetched.name_in(&e.to_string()));
+                    Exit::Failed
+                }
             }
-            Err(e) => {
+        }
+    }
+}
+
+/// A backup to work on: a local file as it is, or a store URL downloaded
+/// into a directory of its own beside the backups, removed afterwards.
+struct Fetched {
+    path: PathBuf,
+    /// The download's directory and the URL it came from.
+    download: Option<(PathBuf, String)>,
+}
+
+impl Fetched {
+    async fn new(arg: &Path, backups: &Path) -> Result<Fetched, String> {
+        if !store::is_url(arg) {
+            return Ok(Fetched {
+                path: arg.to_path_buf(),
+                download: None,
+            });
+        }
+        let url = arg.display().to_string();
+        let dir = backups.join(format!(".download-{}", engine::new_id("dl")));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut fetched = Fetched {
+            path: dir.clone(),
+            download: Some((dir.clone(), url.clone())),
+        };
+        eprintln!("downloading {url}");
+        // On an error `fetched` is dropped, and the directory with it.
+        fetched.path = store::download(&url, &dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(fetched)
+    }
+
+    /// A message about the downloaded file, naming the URL instead.
+    fn name_in(&self, message: &str) -> String {
+        match &self.download {
+            Some((_, url)) => message.replace(&self.path.display().to_string(), url),
+            None => message.to_string(),
+        }
+    }
+}
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        if let Some((dir, _)) = &self.download {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The backups on this machine and, with a store, the copies in it, newest first.
+async fn list(dir: &Path, store: Option<&BackupStore>, json: bool) -> Exit {
+    let mut local: Vec<crate::db::backup::Backup> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".dump.json"))
+        .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
+        .collect();
+    local.sort_by_cached_key(|b| std::cmp::Reverse(crate::db::backup::chronological_key(&b.path)));
+    let (remote, failed) = match store {
+        None => (Vec::new(), None),
+        Some(s) => match s.list().await {
+            Ok(r) => (r, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        },
+    };
+    if json {
+        let tagged = |location: &str, v: serde_json::Value| {
+            let mut v = v;
+            v["location"] = location.into();
+            v
+        };
+        let mut all: Vec<serde_json::Value> = local
+            .iter()
+            .map(|b| tagged("local", serde_json::to_value(b).unwrap_or_default()))
+            .collect();
+        all.extend(
+            remote
+                .iter()
+                .map(|r| tagged("remote", serde_json::to_value(r).unwrap_or_default())),
+        );
+        let printed = print_json(&all);
+        return match failed {
+            Some(e) => {
                 eprintln!("rollbackd: {e}");
                 Exit::Failed
             }
-        },
+            None => printed,
+        };
+    }
+    if local.is_empty() {
+        println!("no backups in {}", dir.display());
+    }
+    for b in &local {
+        println!(
+            "local   {}  {} bytes  {}  deployment {}  {}{}",
+            b.created_at,
+            b.size_bytes,
+            b.path.display(),
+            b.deployment_id,
+            b.reason,
+            if b.remote_url.is_some() {
+                "  (copied)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(store) = store {
+        if remote.is_empty() && failed.is_none() {
+            println!("no copies in {}", store.url());
+        }
+    }
+    for r in &remote {
+        println!(
+            "remote  {}  {} bytes  {}{}",
+            r.modified,
+            r.size_bytes,
+            r.url,
+            if r.has_checksum {
+                ""
+            } else {
+                "  (no .sha256 beside it: cannot be verified)"
+            }
+        );
+    }
+    match failed {
+        Some(e) => {
+            eprintln!("rollbackd: {e}");
+            Exit::Failed
+        }
+        None => Exit::Ok,
     }
 }

@@ -247,14 +247,16 @@ pub enum BackupCommand {
     },
     /// Check a backup against its checksum and that pg_restore can read it.
     Verify {
-        /// The .dump file.
+        /// The .dump file, or its copy's URL in the backup store
+        /// (s3://bucket/prefix/rollbackd-….dump, file://…), downloaded first.
         path: std::path::PathBuf,
     },
     /// Restore a backup (verified first) into a new database, leaving the
     /// live one untouched; --replace then swaps it in for the live one,
     /// which is kept under another name.
     Restore {
-        /// The .dump file.
+        /// The .dump file, or its copy's URL in the backup store, downloaded
+        /// and verified first.
         path: std::path::PathBuf,
         /// The new database's name (default `<live>_restored_<time>`).
         #[arg(long)]

@@ -1,8 +1,9 @@
 //! The probes of `rollbackd check` (skipped with `--offline`): what the
 //! database side will need during a rollback, tried now rather than found
 //! missing at 3 a.m. Nothing is changed: pg_dump and pg_restore answer
-//! `--version`, the database answers and says its revision, and Alembic,
-//! through its own configuration, names the same revision.
+//! `--version`, the database answers and says its revision, Alembic,
+//! through its own configuration, names the same revision, and the backup
+//! store lists its copies.
 
 use std::time::Duration;
 
@@ -80,6 +81,29 @@ pub async fn database(config: &Config) -> Exit {
             )),
             Err(e) => problems.push(format!(
                 "migrations: {e} (check migrations.command, migrations.working_dir and migrations.config)"
+            )),
+        }
+    }
+    if let Some(store_config) = &db_config.backup_store {
+        // Listing reads nothing but names: the credentials and the bucket
+        // are tried without writing.
+        let listed = match crate::db::store::BackupStore::open(store_config, db_config.keep_backups)
+        {
+            Ok(store) => match tokio::time::timeout(Duration::from_secs(30), store.list()).await {
+                Ok(Ok(copies)) => Ok(format!(
+                    "database.backup_store OK: {} answers, {} copies",
+                    store.url(),
+                    copies.len()
+                )),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("{} did not answer within 30s", store.url())),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match listed {
+            Ok(line) => println!("{line}"),
+            Err(e) => problems.push(format!(
+                "database.backup_store: {e} (check the bucket and AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL)"
             )),
         }
     }

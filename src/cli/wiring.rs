@@ -71,6 +71,13 @@ pub fn engine_with(
                 StateDir::REVISIONS,
             )),
             backup_dir: db.backup_dir.clone().unwrap_or_else(|| dir.backups()),
+            store: match &db.backup_store {
+                None => None,
+                Some(store) => Some(Arc::new(
+                    crate::db::store::BackupStore::open(store, db.keep_backups)
+                        .map_err(|e| EngineError::Database(e.into()))?,
+                )),
+            },
         }),
     };
     let notifiers = if config.notifiers.is_empty() {

@@ -28,6 +28,9 @@ pub struct Backup {
     /// Seconds spent in pg_dump, and in verification.
     pub dump_seconds: f64,
     pub verify_seconds: f64,
+    /// The copy in `[database.backup_store]`, once uploaded and read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_url: Option<String>,
 }
 
 /// Why a backup could not be taken or checked.
@@ -106,11 +109,23 @@ pub enum BackupError {
     },
 }
 
-/// The programs used.
+/// The programs used, and how hard pg_dump compresses.
 #[derive(Debug, Clone)]
 pub struct Tools {
     pub pg_dump: String,
     pub pg_restore: String,
+    /// gzip level, 0 to 9 (`pg_dump --compress`).
+    pub compress: u8,
+}
+
+impl Tools {
+    pub fn new(config: &super::config::DatabaseConfig) -> Tools {
+        Tools {
+            pg_dump: config.pg_dump.clone(),
+            pg_restore: config.pg_restore.clone(),
+            compress: config.compress,
+        }
+    }
 }
 
 /// Takes, checksums and verifies a backup of `db` into `dir`.
@@ -153,7 +168,9 @@ pub async fn create(
     let started = Instant::now();
     let dumped = run(
         crate::child::command(&tools.pg_dump)
-            .args(["--format=custom", "--no-password", "--file"])
+            .args(["--format=custom", "--no-password"])
+            .arg(format!("--compress={}", tools.compress))
+            .arg("--file")
             .arg(&partial)
             .envs(db.libpq_env().iter().map(|(k, v)| (*k, v.as_str()))),
         "pg_dump",
@@ -189,6 +206,7 @@ pub async fn create(
         reason: reason.to_string(),
         dump_seconds,
         verify_seconds: 0.0,
+        remote_url: None,
     };
     verify(&backup.path, tools).await?;
     backup.verify_seconds = verify_started.elapsed().as_secs_f64();
@@ -246,15 +264,50 @@ fn file_name(at: SystemTime, rollback_id: &str) -> String {
 /// the nanosecond; older names carry whole seconds), then the file's
 /// modification time for names from the same second, then the name, so
 /// the order is total. Sort by this, never by the name alone.
-pub fn chronological_key(path: &Path) -> (Option<SystemTime>, Option<SystemTime>, PathBuf) {
-    let stamp = path
+pub fn chronological_key(path: &Path) -> Chronology {
+    let name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix("rollbackd-"))
+        .unwrap_or_default();
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    chronology(name, modified)
+}
+
+/// A backup's place in time: the stamp in its name, then when it was
+/// written, then the name.
+pub type Chronology = (Option<SystemTime>, Option<SystemTime>, String);
+
+/// The order of a backup named `name`, written at `modified` (a file's
+/// modification time, or a store's last-modified).
+pub fn chronology(name: &str, modified: Option<SystemTime>) -> Chronology {
+    let stamp = name
+        .strip_prefix("rollbackd-")
         .and_then(|n| n.split('-').next())
         .and_then(parse_stamp);
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    (stamp, modified, path.to_path_buf())
+    (stamp, modified, name.to_string())
+}
+
+/// `rollbackd-….dump`: a backup's own file name.
+pub fn is_dump_name(name: &str) -> bool {
+    name.starts_with("rollbackd-") && name.ends_with(".dump")
+}
+
+/// Of `names`, oldest first, the ones beyond the newest `keep` of each
+/// kind. Manual backups (`rollbackd backup create`, ids `bk-…`) and the
+/// emergency ones taken by rollbacks are kept `keep` each: a manual backup
+/// never prunes the last emergency dump.
+pub fn excess<T: AsRef<str>>(names: Vec<T>, keep: usize) -> Vec<T> {
+    let manual_id = format!("-{MANUAL_PREFIX}-");
+    let (manual, emergency): (Vec<T>, Vec<T>) = names.into_iter().partition(|n| {
+        let name = n.as_ref().rsplit('/').next().unwrap_or_default();
+        name.contains(&manual_id)
+    });
+    let mut excess = Vec::new();
+    for kind in [manual, emergency] {
+        let over = kind.len().saturating_sub(keep.max(1));
+        excess.extend(kind.into_iter().take(over));
+    }
+    excess
 }
 
 /// `20250102T030405Z` or `20250102T030405.123456789Z` back to a time.
@@ -285,7 +338,7 @@ pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("rollbackd-") && n.ends_with(".dump"))
+                .is_some_and(is_dump_name)
         })
         .collect();
     dumps.sort_by_cached_key(|p| chronological_key(p));
@@ -296,19 +349,8 @@ pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
             }
         }
     }
-    // Manual backups (`rollbackd backup create`, ids `bk-…`) and the
-    // emergency ones taken by rollbacks are kept `keep` each: a manual
-    // backup never prunes the last emergency dump.
-    let (manual, emergency): (Vec<PathBuf>, Vec<PathBuf>) = dumps.into_iter().partition(|p| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.contains(&format!("-{MANUAL_PREFIX}-")))
-    });
-    let mut removed = Vec::new();
-    for kind in [manual, emergency] {
-        let excess = kind.len().saturating_sub(keep.max(1));
-        removed.extend(kind.into_iter().take(excess));
-    }
+    let names: Vec<String> = dumps.iter().map(|p| p.display().to_string()).collect();
+    let removed: Vec<PathBuf> = excess(names, keep).into_iter().map(PathBuf::from).collect();
     for p in &removed {
         let _ = std::fs::remove_file(p);
         let _ = std::fs::remove_file(checksum_path(p));
@@ -497,6 +539,7 @@ mod tests {
         let tools = Tools {
             pg_dump: "pg_dump".into(),
             pg_restore: "pg_restore".into(),
+            compress: 9,
         };
         let e = verify(&p, &tools).await.unwrap_err();
         assert!(matches!(e, BackupError::Corrupt { .. }), "{e}");

@@ -45,6 +45,34 @@ pub struct DatabaseConfig {
     /// How often `rollbackd watch` records the live deployment's schema revision.
     #[serde(with = "duration::serde_str")]
     pub revision_check_interval: Duration,
+    /// gzip level of the custom-format dump, 0 (none) to 9 (the seed's
+    /// `pg_dump --compress=9`).
+    pub compress: u8,
+    /// Where a copy of every backup goes off this machine.
+    pub backup_store: Option<BackupStoreConfig>,
+}
+
+/// `[database.backup_store]`: an object store that receives a copy of each
+/// backup, with its checksum and metadata. Credentials come from the
+/// environment the store's own tools read (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION`,
+/// `AWS_ENDPOINT_URL` for S3-compatible stores), never from this file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupStoreConfig {
+    /// `s3://bucket/prefix` or `file:///mounted/path`.
+    pub url: String,
+    /// Copies kept in the store, per kind (emergency and manual), the newest
+    /// first; default `database.keep_backups`.
+    pub keep: Option<usize>,
+    /// How long an upload (and its read-back) may take; a rollback's
+    /// backup still ends within two thirds of the pre-validation budget.
+    #[serde(with = "duration::serde_str", default = "upload_timeout")]
+    pub timeout: Duration,
+}
+
+fn upload_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// What a rollback does when the database side cannot be used at planning.
@@ -74,6 +102,8 @@ impl Default for DatabaseConfig {
             app_only_if_skipped: true,
             on_failure: OnFailure::Stop,
             revision_check_interval: Duration::from_secs(30),
+            compress: 9,
+            backup_store: None,
         }
     }
 }
@@ -89,6 +119,25 @@ impl DatabaseConfig {
         }
         if !(1..=1000).contains(&self.keep_backups) {
             problems.push("database.keep_backups: keep between 1 and 1000".into());
+        }
+        if self.compress > 9 {
+            problems.push(format!(
+                "database.compress: {} is not a gzip level; use 0 (none) to 9 (smallest, the default)",
+                self.compress
+            ));
+        }
+        if let Some(store) = &self.backup_store {
+            if let Err(e) = super::store::Location::parse(&store.url) {
+                problems.push(format!("database.backup_store.url: {e}"));
+            }
+            if store.keep.is_some_and(|k| !(1..=1000).contains(&k)) {
+                problems.push("database.backup_store.keep: keep between 1 and 1000".into());
+            }
+            if store.timeout.is_zero() {
+                problems.push(
+                    "database.backup_store.timeout: give the upload some time, like \"5m\"".into(),
+                );
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod migrate;
 pub mod restore;
 pub mod revisions;
+pub mod store;
 
 use std::time::{Duration, Instant};
 

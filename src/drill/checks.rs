@@ -180,10 +180,7 @@ impl<'a> Context<'a> {
         let Some(db) = &self.engine.db else {
             return (CheckResult::Skipped, "no database is configured".into());
         };
-        let tools = crate::db::backup::Tools {
-            pg_dump: db.config.pg_dump.clone(),
-            pg_restore: db.config.pg_restore.clone(),
-        };
+        let tools = crate::db::backup::Tools::new(&db.config);
         let dir = db.backup_dir.join(format!("drill-{}", self.id));
         self.dump_dir = Some(dir.clone());
         let live = self

@@ -89,6 +89,8 @@ pub struct DbSetup {
     pub tool: Option<Arc<dyn crate::db::migrate::MigrationTool>>,
     pub revisions: crate::db::revisions::RevisionStore,
     pub backup_dir: PathBuf,
+    /// `[database.backup_store]`: where every backup is copied.
+    pub store: Option<Arc<crate::db::store::BackupStore>>,
 }
 
 /// The engine.

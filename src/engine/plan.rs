@@ -174,9 +174,13 @@ impl Engine {
             _ if req.skip_db => "skipped: --skip-db".to_string(),
             None => "skipped: no database is configured".to_string(),
             Some(db) => format!(
-                "pg_dump of {} into {} ({})",
+                "pg_dump of {} into {}{} ({})",
                 db.database.target,
                 db.backup_dir.display(),
+                db.store
+                    .as_ref()
+                    .map(|s| format!(", copied to {}", s.url()))
+                    .unwrap_or_default(),
                 if db.config.backup_required {
                     "required"
                 } else {

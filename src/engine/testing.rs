@@ -633,5 +633,6 @@ pub fn database(
             crate::state::StateDir::new(state).revisions(),
         )),
         backup_dir: crate::state::StateDir::new(state).backups(),
+        store: None,
     }
 }

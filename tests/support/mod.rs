@@ -8,6 +8,7 @@ pub mod fake_hooks;
 pub mod fake_railway;
 pub mod fake_service;
 pub mod postgres;
+pub mod s3;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

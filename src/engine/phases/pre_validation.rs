@@ -141,10 +141,7 @@ async fn backup(run: &mut Run<'_>) -> Result<String, String> {
     if plan.backup.starts_with("skipped") {
         return Ok(plan.backup.clone());
     }
-    let tools = crate::db::backup::Tools {
-        pg_dump: db.config.pg_dump.clone(),
-        pg_restore: db.config.pg_restore.clone(),
-    };
+    let tools = crate::db::backup::Tools::new(&db.config);
     // The backup must leave time for the rest of pre-validation.
     let budget = engine.config.budget(super::super::Phase::PreValidation) * 2 / 3;
     let (id, live, reason) = (
@@ -152,6 +149,7 @@ async fn backup(run: &mut Run<'_>) -> Result<String, String> {
         plan.current.id.clone(),
         run.req.reason.clone(),
     );
+    let started = tokio::time::Instant::now();
     let taken = run
         .wait(tokio::time::timeout(
             budget,
@@ -166,20 +164,55 @@ async fn backup(run: &mut Run<'_>) -> Result<String, String> {
         )),
     };
     match taken {
-        Ok(backup) => {
+        Ok(mut backup) => {
             crate::db::backup::prune(&db.backup_dir, db.config.keep_backups);
-            let detail = format!(
-                "backup {} ({} bytes, sha256 {}) verified; restore with: {}",
+            let mut detail = format!(
+                "backup {} ({} bytes, sha256 {}) verified",
                 backup.path.display(),
                 backup.size_bytes,
                 &backup.sha256[..12],
-                backup.restore_command
             );
+            // The copy off this machine, in what is left of the budget.
+            let mut upload_failed = None;
+            if let Some(store) = &db.store {
+                let left = budget.saturating_sub(started.elapsed()).min(store.timeout);
+                match run
+                    .wait(tokio::time::timeout(left, store.upload(&mut backup)))
+                    .await
+                {
+                    Ok(Ok(up)) => detail.push_str(&format!(
+                        ", copied to {} and read back in {:.1}s",
+                        up.url, up.seconds
+                    )),
+                    Ok(Err(e)) => upload_failed = Some(e.to_string()),
+                    Err(_) => {
+                        upload_failed = Some(format!(
+                            "the upload to {} did not finish within {}",
+                            store.url(),
+                            crate::duration::format(left)
+                        ))
+                    }
+                }
+            }
+            detail.push_str(&format!("; restore with: {}", backup.restore_command));
             run.extra.insert(
                 "backup".into(),
                 serde_json::to_value(&backup).unwrap_or_default(),
             );
-            Ok(detail)
+            match upload_failed {
+                None => Ok(detail),
+                Some(e) if db.config.backup_required => Err(format!(
+                    "the backup's copy off this machine failed: {e} (database.backup_required is set; the local backup is kept: {detail})"
+                )),
+                Some(e) => {
+                    tracing::warn!(error = %e, "the backup was not copied to the backup store; going on with the local one (database.backup_required is not set)");
+                    run.extra.insert(
+                        "backup_warning".into(),
+                        serde_json::Value::String(e.clone()),
+                    );
+                    Ok(format!("{detail}; WARNING: not copied off this machine: {e}"))
+                }
+            }
         }
         Err(e) if db.config.backup_required => Err(format!(
             "the emergency backup failed: {e} (database.backup_required is set)"

@@ -1,0 +1,616 @@
+//! Off-machine copies of the backups (`[database.backup_store]`): after a
+//! backup is written and verified locally it is uploaded with its `.sha256`
+//! and metadata, read back and hashed, and the store is pruned as the local
+//! directory is. `rollbackd backup verify|restore` take a store URL and
+//! download the copy first.
+//!
+//! Credentials come from the environment the store's own tools read
+//! (`AWS_*`); nothing here prints them, and store URLs carrying them are
+//! refused.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::backup::{self, Backup};
+
+/// Why a store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not one rollbackd can use.
+    #[error("{0}")]
+    BadUrl(String),
+    /// The store refused or failed an operation.
+    #[error("{what} {url}: {source}")]
+    Store {
+        what: &'static str,
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// A local file could not be read or written.
+    #[error("{what} {}: {source}", path.display())]
+    Local {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// What was read back is not what was sent.
+    #[error("the copy at {url} does not match the local backup: {found}, expected {expected}; it was deleted")]
+    Mismatch {
+        url: String,
+        found: String,
+        expected: String,
+    },
+}
+
+/// Which kind of store a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    S3,
+    File,
+}
+
+/// A parsed store URL: the bucket (S3) and the key under it, or a path on
+/// a mounted file system.
+#[derive(Debug, Clone)]
+pub struct Location {
+    scheme: Scheme,
+    bucket: String,
+    key: Key,
+}
+
+impl Location {
+    /// `s3://bucket/prefix` or `file:///absolute/path`.
+    pub fn parse(url: &str) -> Result<Location, StoreError> {
+        let bad = |why: &str| StoreError::BadUrl(format!("{url:?} {why}"));
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|_| bad("is not a URL; use s3://bucket/prefix or file:///mounted/path"))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            // Not quoted back: the user part is a credential.
+            return Err(StoreError::BadUrl(
+                "a backup store URL must not carry credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment".into(),
+            ));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(bad(
+                "has a query or fragment; give only the bucket and prefix",
+            ));
+        }
+        let key = |path: &str| {
+            Key::from_url_path(path.trim_matches('/'))
+                .map_err(|e| bad(&format!("has a path object stores cannot hold: {e}")))
+        };
+        match parsed.scheme() {
+            "s3" | "s3a" => {
+                let bucket = parsed.host_str().unwrap_or_default().to_string();
+                if bucket.is_empty() {
+                    return Err(bad("names no bucket: s3://bucket/prefix"));
+                }
+                Ok(Location {
+                    scheme: Scheme::S3,
+                    bucket,
+                    key: key(parsed.path())?,
+                })
+            }
+            "file" => {
+                if parsed.host_str().is_some_and(|h| !h.is_empty()) {
+                    return Err(bad("names a host; a local path is file:///path"));
+                }
+                Ok(Location {
+                    scheme: Scheme::File,
+                    bucket: String::new(),
+                    key: key(parsed.path())?,
+                })
+            }
+            other => Err(bad(&format!(
+                "uses {other}:; rollbackd stores backups in s3:// (and S3-compatible stores via AWS_ENDPOINT_URL) or file://"
+            ))),
+        }
+    }
+
+    /// The URL of `key` in this location's bucket.
+    fn url_of(&self, key: &Key) -> String {
+        match self.scheme {
+            Scheme::S3 => format!("s3://{}/{key}", self.bucket),
+            Scheme::File => format!("file:///{key}"),
+        }
+    }
+
+    /// The store, with credentials and endpoint from the environment.
+    fn open(&self) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        let opened: Result<Arc<dyn ObjectStore>, object_store::Error> = match self.scheme {
+            Scheme::S3 => {
+                crate::install_crypto_provider();
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(&self.bucket);
+                // An endpoint written as http:// (a local MinIO or moto)
+                // is meant: allow it without also asking for AWS_ALLOW_HTTP.
+                if builder
+                    .get_config_value(&AmazonS3ConfigKey::Endpoint)
+                    .is_some_and(|e| e.starts_with("http://"))
+                {
+                    builder = builder.with_allow_http(true);
+                }
+                // A dead store fails in seconds, not after object_store's
+                // default three minutes of retries.
+                let retry = RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: std::time::Duration::from_secs(30),
+                    ..RetryConfig::default()
+                };
+                builder
+                    .with_retry(retry)
+                    .build()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            }
+            Scheme::File => Ok(Arc::new(object_store::local::LocalFileSystem::new())),
+        };
+        opened.map_err(|source| StoreError::Store {
+            what: "cannot open the backup store",
+            url: self.url_of(&self.key),
+            source,
+        })
+    }
+}
+
+/// The configured store: where copies go and how many are kept.
+pub struct BackupStore {
+    location: Location,
+    store: Arc<dyn ObjectStore>,
+    pub keep: usize,
+    pub timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for BackupStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupStore")
+            .field("url", &self.url())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A copy in the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteBackup {
+    pub url: String,
+    pub name: String,
+    pub size_bytes: u64,
+    /// When the store last wrote it.
+    pub modified: String,
+    /// Its `.sha256` is beside it (a copy without one cannot be verified).
+    pub has_checksum: bool,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub url: String,
+    pub seconds: f64,
+    /// Copies pruned from the store afterwards.
+    pub pruned: Vec<String>,
+}
+
+impl BackupStore {
+    pub fn open(
+        config: &super::config::BackupStoreConfig,
+        keep_default: usize,
+    ) -> Result<BackupStore, StoreError> {
+        let location = Location::parse(&config.url)?;
+        let store = location.open()?;
+        Ok(BackupStore {
+            location,
+            store,
+            keep: config.keep.unwrap_or(keep_default),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The store's URL, safe to print.
+    pub fn url(&self) -> String {
+        self.location.url_of(&self.location.key)
+    }
+
+    fn key(&self, name: &str) -> Key {
+        self.location.key.clone().join(name)
+    }
+
+    fn failed(
+        &self,
+        what: &'static str,
+        key: &Key,
+    ) -> impl FnOnce(object_store::Error) -> StoreError {
+        let url = self.location.url_of(key);
+        move |source| StoreError::Store { what, url, source }
+    }
+
+    /// Uploads `backup` (its dump, `.sha256` and metadata), reads the dump
+    /// back and checks its size and SHA-256, records the copy's URL in the
+    /// local metadata, then prunes the store to `keep` per kind.
+    pub async fn upload(&self, backup: &mut Backup) -> Result<Uploaded, StoreError> {
+        let started = Instant::now();
+        let name = file_name(&backup.path);
+        let key = self.key(&name);
+        let url = self.location.url_of(&key);
+        let mut file = tokio::fs::File::open(&backup.path)
+            .await
+            .map_err(|source| StoreError::Local {
+                what: "cannot read the backup",
+                path: backup.path.clone(),
+                source,
+            })?;
+        // Multipart for a large dump; an upload that fails midway is aborted
+        // and never becomes visible under its name.
+        let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), key.clone());
+        let upload_failed = |e: std::io::Error| StoreError::Store {
+            what: "cannot upload the backup to",
+            url: url.clone(),
+            source: object_store::Error::Generic {
+                store: "backup store",
+                source: Box::new(e),
+            },
+        };
+        if let Err(e) = tokio::io::copy(&mut file, &mut writer).await {
+            // Only before `shutdown`: BufWriter panics on an abort after it.
+            let _ = writer.abort().await;
+            return Err(upload_failed(e));
+        }
+        // A multipart upload that fails to complete leaves no object; its
+        // parts are the store's to expire (a lifecycle rule on S3).
+        writer.shutdown().await.map_err(upload_failed)?;
+        let (size, sha256) = self.read_back(&key).await?;
+        if size != backup.size_bytes || sha256 != backup.sha256 {
+            let _ = self.store.delete(&key).await;
+            return Err(StoreError::Mismatch {
+                url,
+                found: format!("{size} bytes, sha256 {sha256}"),
+                expected: format!("{} bytes, sha256 {}", backup.size_bytes, backup.sha256),
+            });
+        }
+        let checksum = format!("{}  {name}\n", backup.sha256);
+        let checksum_key = self.key(&format!("{name}.sha256"));
+        self.store
+            .put(&checksum_key, PutPayload::from(checksum))
+            .await
+            .map_err(self.failed("cannot upload the checksum to", &checksum_key))?;
+        backup.remote_url = Some(url.clone());
+        let meta = serde_json::to_vec_pretty(&*backup).unwrap_or_default();
+        let meta_key = self.key(&format!("{name}.json"));
+        self.store
+            .put(&meta_key, PutPayload::from(meta.clone()))
+            .await
+            .map_err(self.failed("cannot upload the metadata to", &meta_key))?;
+        // The local metadata names the copy too.
+        crate::state::write_atomic(&backup::metadata_path(&backup.path), &meta).map_err(
+            |source| StoreError::Local {
+                what: "cannot write the backup metadata",
+                path: backup::metadata_path(&backup.path),
+                source,
+            },
+        )?;
+        let pruned = self.prune().await?;
+        Ok(Uploaded {
+            url,
+            seconds: started.elapsed().as_secs_f64(),
+            pruned,
+        })
+    }
+
+    /// The object's size and SHA-256, hashed as it streams in.
+    async fn read_back(&self, key: &Key) -> Result<(u64, String), StoreError> {
+        let got = self
+            .store
+            .get(key)
+            .await
+            .map_err(self.failed("cannot read back", key))?;
+        let mut stream = got.into_stream();
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(self.failed("cannot read back", key))?;
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok((size, hex(&hasher.finalize())))
+    }
+
+    /// The copies in the store, newest first.
+    pub async fn list(&self) -> Result<Vec<RemoteBackup>, StoreError> {
+        let mut objects = Vec::new();
+        let mut listing = self.store.list(Some(&self.location.key));
+        while let Some(meta) = listing.next().await {
+            objects.push(meta.map_err(self.failed("cannot list", &self.location.key))?);
+        }
+        let checksums: std::collections::BTreeSet<String> = objects
+            .iter()
+            .filter_map(|m| m.location.filename())
+            .filter(|n| n.ends_with(".dump.sha256"))
+            .map(str::to_string)
+            .collect();
+        let mut copies: Vec<(backup::Chronology, RemoteBackup)> = objects
+            .iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?.to_string();
+                // Only the store's own level: a prefix's sub-folders are
+                // someone else's.
+                let directly_under = m.location.prefix_match(&self.location.key)?.count() == 1;
+                (directly_under && backup::is_dump_name(&name)).then(|| {
+                    let modified = SystemTime::from(m.last_modified);
+                    (
+                        backup::chronology(&name, Some(modified)),
+                        RemoteBackup {
+                            url: self.location.url_of(&m.location),
+                            has_checksum: checksums.contains(&format!("{name}.sha256")),
+                            name,
+                            size_bytes: m.size,
+                            modified: humantime::format_rfc3339_seconds(modified).to_string(),
+                        },
+                    )
+                })
+            })
+            .collect();
+        copies.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(copies.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Deletes all but the newest `keep` copies of each kind (emergency and
+    /// manual), with their checksum and metadata. Returns their URLs.
+    pub async fn prune(&self) -> Result<Vec<String>, StoreError> {
+        let copies = self.list().await?;
+        let mut removed = Vec::new();
+        for excess in backup::excess(
+            copies.iter().rev().map(|c| c.name.clone()).collect(),
+            self.keep,
+        ) {
+            for name in [
+                excess.clone(),
+                format!("{excess}.sha256"),
+                format!("{excess}.json"),
+            ] {
+                let key = self.key(&name);
+                match self.store.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(self.failed("cannot delete", &key)(e)),
+                }
+            }
+            removed.push(self.location.url_of(&self.key(&excess)));
+        }
+        Ok(removed)
+    }
+}
+
+/// Whether `arg` names a copy in a store rather than a local file.
+pub fn is_url(arg: &Path) -> bool {
+    arg.to_str().is_some_and(|s| s.contains("://"))
+}
+
+/// Downloads the backup at `url` (and its `.sha256` and metadata, when
+/// there) into `dir`, returning the local path. Nothing is verified here;
+/// `backup::verify` does that on the result.
+pub async fn download(url: &str, dir: &Path) -> Result<PathBuf, StoreError> {
+    let location = Location::parse(url)?;
+    let name = location
+        .key
+        .filename()
+        .filter(|n| backup::is_dump_name(n))
+        .ok_or_else(|| {
+            StoreError::BadUrl(format!(
+                "{url:?} does not name a backup (rollbackd-….dump); `rollbackd backup list` shows them"
+            ))
+        })?
+        .to_string();
+    let store = location.open()?;
+    let local = dir.join(&name);
+    let sidecars = [(".sha256", true), (".json", false)];
+    fetch(&*store, &location, &location.key, &local).await?;
+    let parent = location.key.parent().unwrap_or_default();
+    for (suffix, needed) in sidecars {
+        let key = parent.clone().join(format!("{name}{suffix}"));
+        let path = PathBuf::from(format!("{}{suffix}", local.display()));
+        match fetch(&*store, &location, &key, &path).await {
+            Ok(()) => {}
+            Err(StoreError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) if !needed => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(local)
+}
+
+/// Streams one object into `path` (readable by rollbackd's user only).
+async fn fetch(
+    store: &dyn ObjectStore,
+    location: &Location,
+    key: &Key,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let failed = |what| {
+        let url = location.url_of(key);
+        move |source| StoreError::Store { what, url, source }
+    };
+    let local = |source| StoreError::Local {
+        what: "cannot write",
+        path: path.to_path_buf(),
+        source,
+    };
+    let got = store.get(key).await.map_err(failed("cannot download"))?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await
+        .map_err(local)?;
+    let mut stream = got.into_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(failed("cannot download"))?;
+        file.write_all(&chunk).await.map_err(local)?;
+    }
+    file.sync_all().await.map_err(local)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_parsed_and_bad_ones_named() {
+        let s3 = Location::parse("s3://backups/rollbackd/prod/").unwrap();
+        assert_eq!(s3.scheme, Scheme::S3);
+        assert_eq!(s3.bucket, "backups");
+        assert_eq!(s3.url_of(&s3.key), "s3://backups/rollbackd/prod");
+        let file = Location::parse("file:///mnt/backups").unwrap();
+        assert_eq!(file.url_of(&file.key), "file:///mnt/backups");
+        for (url, says) in [
+            ("gs://bucket/x", "uses gs:"),
+            ("s3:///x", "names no bucket"),
+            ("backups/x", "is not a URL"),
+            ("s3://bucket/x?versionId=1", "query"),
+            ("file://host/x", "names a host"),
+        ] {
+            let e = Location::parse(url).unwrap_err().to_string();
+            assert!(e.contains(says), "{url}: {e}");
+        }
+        let e = Location::parse("s3://AKIAEXAMPLE:hunter2@bucket/x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must not carry credentials"), "{e}");
+        assert!(!e.contains("hunter2") && !e.contains("AKIAEXAMPLE"), "{e}");
+    }
+
+    /// A backup file as `backup::create` leaves it, without pg_dump.
+    fn local_backup(dir: &Path, name: &str, bytes: &[u8]) -> Backup {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        Backup {
+            path,
+            sha256: hex(&Sha256::digest(bytes)),
+            size_bytes: bytes.len() as u64,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            database: "db".into(),
+            deployment_id: "d1".into(),
+            reason: "test".into(),
+            restore_command: String::new(),
+            dump_seconds: 0.0,
+            verify_seconds: 0.0,
+            remote_url: None,
+        }
+    }
+
+    fn file_store(root: &Path, keep: usize) -> BackupStore {
+        let config = crate::db::config::BackupStoreConfig {
+            url: format!("file://{}/copies", root.display()),
+            keep: Some(keep),
+            timeout: std::time::Duration::from_secs(10),
+        };
+        std::fs::create_dir_all(root.join("copies")).unwrap();
+        BackupStore::open(&config, 5).unwrap()
+    }
+
+    #[tokio::test]
+    async fn copies_are_uploaded_read_back_listed_pruned_and_downloaded() {
+        let local = tempfile::tempdir().unwrap();
+        let remote = tempfile::tempdir().unwrap();
+        let store = file_store(remote.path(), 2);
+        let names = [
+            "rollbackd-20260101T000000Z-rb-1.dump",
+            "rollbackd-20260102T000000Z-bk-1.dump",
+            "rollbackd-20260103T000000Z-rb-2.dump",
+            "rollbackd-20260104T000000Z-rb-3.dump",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let mut b = local_backup(local.path(), name, format!("dump {i}").as_bytes());
+            let up = store.upload(&mut b).await.unwrap();
+            assert_eq!(b.remote_url.as_deref(), Some(up.url.as_str()));
+            let meta: Backup =
+                serde_json::from_slice(&std::fs::read(backup::metadata_path(&b.path)).unwrap())
+                    .unwrap();
+            assert_eq!(
+                meta.remote_url, b.remote_url,
+                "the local metadata names the copy"
+            );
+            if i == 3 {
+                assert_eq!(up.pruned.len(), 1, "{:?}", up.pruned);
+                assert!(up.pruned[0].ends_with(names[0]), "{:?}", up.pruned);
+            }
+        }
+        // Two emergency copies and the manual one; each with its checksum.
+        let listed = store.list().await.unwrap();
+        let listed_names: Vec<&str> = listed.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(listed_names, [names[3], names[2], names[1]]);
+        assert!(listed.iter().all(|c| c.has_checksum));
+        assert!(!remote
+            .path()
+            .join("copies")
+            .join(format!("{}.sha256", names[0]))
+            .exists());
+        let sum = std::fs::read_to_string(
+            remote
+                .path()
+                .join("copies")
+                .join(format!("{}.sha256", names[3])),
+        )
+        .unwrap();
+        assert_eq!(
+            sum,
+            format!("{}  {}\n", hex(&Sha256::digest(b"dump 3")), names[3])
+        );
+
+        let into = tempfile::tempdir().unwrap();
+        let got = download(&listed[0].url, into.path()).await.unwrap();
+        assert_eq!(std::fs::read(&got).unwrap(), b"dump 3");
+        assert_eq!(
+            std::fs::read_to_string(backup::checksum_path(&got)).unwrap(),
+            sum
+        );
+        let missing = format!("{}/rollbackd-20200101T000000Z-rb-0.dump", store.url());
+        let e = download(&missing, into.path())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot download") && e.contains(&missing), "{e}");
+        let e = download(&format!("{}/notes.txt", store.url()), into.path())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not name a backup"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_copy_that_reads_back_differently_is_deleted_and_reported() {
+        let local = tempfile::tempdir().unwrap();
+        let remote = tempfile::tempdir().unwrap();
+        let store = file_store(remote.path(), 2);
+        let name = "rollbackd-20260101T000000Z-rb-1.dump";
+        let mut b = local_backup(local.path(), name, b"the dump");
+        // The dump changed after it was hashed (or the store mangled it).
+        b.sha256 = hex(&Sha256::digest(b"another dump"));
+        let e = store.upload(&mut b).await.unwrap_err();
+        assert!(matches!(e, StoreError::Mismatch { .. }), "{e}");
+        assert!(e.to_string().contains("it was deleted"), "{e}");
+        assert!(store.list().await.unwrap().is_empty());
+        assert_eq!(b.remote_url, None);
+    }
+}
