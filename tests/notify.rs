@@ -1,11 +1,13 @@
-//! Notifications from real rollbacks: Slack, PagerDuty and a webhook (fakes
-//! that speak their documented protocols), field by field, and what 429s and
-//! 500s do (retried, then given up, never touching the rollback).
+//! Notifications from real rollbacks: Slack, PagerDuty, Sentry and a webhook
+//! (fakes that speak their documented protocols) and email through a real
+//! SMTP server (aiosmtpd, STARTTLS and AUTH), field by field, and what 429s
+//! and 500s do (retried, then given up, never touching the rollback).
 
 mod support;
 
 use support::fake_hooks::FakeHooks;
 use support::fake_railway::FakeRailway;
+use support::smtp::{Smtp, PASSWORD, USER};
 use support::{run_rollbackd, FakeService};
 
 const ROUTING_KEY: &str = "R0UT1NGKEY0000000000000000000000";
@@ -215,10 +217,187 @@ fn bad_notifier_config_is_named() {
             "[[notifiers]]\ntype = \"pagerduty\"\nrouting_key = \"k\"\ndrill_test = true\n",
             "notifiers[0].drill_test: a PagerDuty test event would page the on-call",
         ),
+        (
+            "[[notifiers]]\ntype = \"sentry\"\ndsn = \"https://o1.ingest.sentry.io/5\"\n",
+            "notifiers[0].dsn: the DSN has no public key",
+        ),
+        (
+            "[[notifiers]]\ntype = \"sentry\"\ndsn = \"https://k3y@o1.ingest.sentry.io/project\"\n",
+            "notifiers[0].dsn: the DSN does not end with a numeric project id",
+        ),
+        (
+            "[[notifiers]]\ntype = \"email\"\nhost = \"smtp.example.com\"\nfrom = \"rollbackd@example.com\"\nto = []\n",
+            "notifiers[0].to: give at least one recipient",
+        ),
+        (
+            "[[notifiers]]\ntype = \"email\"\nhost = \"smtp.example.com\"\nfrom = \"rollbackd\"\nto = [\"a@example.com\"]\n",
+            "notifiers[0].from: \"rollbackd\" is not an address",
+        ),
+        (
+            "[[notifiers]]\ntype = \"email\"\nhost = \"smtp.example.com\"\nfrom = \"r@example.com\"\nto = [\"a@example.com\", \"oncall\"]\n",
+            "notifiers[0].to: \"oncall\" is not an address",
+        ),
+        (
+            "[[notifiers]]\ntype = \"email\"\nhost = \"smtp.example.com\"\nfrom = \"r@example.com\"\nto = [\"a@example.com\"]\nusername = \"u\"\n",
+            "notifiers[0].username: give both username and password",
+        ),
+        (
+            "[[notifiers]]\ntype = \"email\"\nhost = \"smtp.example.com\"\nfrom = \"r@example.com\"\nto = [\"a@example.com\"]\nusername = \"u\"\npassword = \"pw\"\ntls = \"none\"\n",
+            "notifiers[0].tls: tls = \"none\" would send the password in clear",
+        ),
+        (
+            "[[notifiers]]\ntype = \"email\"\nhost = \"smtp.example.com\"\nfrom = \"r@example.com\"\nto = [\"a@example.com\"]\ntls = \"ssl\"\n",
+            "notifiers.0: unknown variant: found `ssl`",
+        ),
     ] {
         std::fs::write(d.path().join("rollbackd.toml"), text).unwrap();
         let (code, _, err) = run_rollbackd(d.path(), &["check"], &[]);
         assert_eq!(code, 2, "{text}: {err}");
         assert!(err.contains(needle), "{text}: {needle:?} not in {err}");
     }
+}
+
+#[test]
+fn sentry_gets_an_envelope_and_email_a_readable_message_through_starttls_and_auth() {
+    let railway = FakeRailway::start();
+    railway.set(|k| k.rollback_outcome = "FAILED".into());
+    let service = FakeService::start();
+    let hooks = FakeHooks::start();
+    // Rate limited once: retried, and the same event both times.
+    hooks.script("sentry/api/42/envelope/", &[429]);
+    let smtp = Smtp::start();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("rollbackd.toml"),
+        format!(
+            "[service]\nname = \"web\"\nenvironment = \"production\"\nbase_url = \"{}\"\n\n{}\n\
+             [engine]\nstate_dir = \"state\"\npoll_interval = \"100ms\"\n\n\
+             [verify]\ninitial_wait = \"0s\"\nretry_interval = \"200ms\"\ncheck_timeout = \"1s\"\n\n\
+             [[notifiers]]\ntype = \"sentry\"\ndsn = \"http://publ1ckey@{}/sentry/42\"\ndelivery = {{ attempts = 3, backoff = \"50ms\" }}\n\n\
+             [[notifiers]]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {}\nca_file = \"{}\"\n\
+             username = \"{USER}\"\npassword = \"{PASSWORD}\"\n\
+             from = \"rollbackd <rollbackd@example.com>\"\nto = [\"oncall@example.com\", \"dba@example.com\"]\n",
+            service.url(),
+            railway.provider_toml(),
+            hooks.addr,
+            smtp.port,
+            smtp.ca_file().display(),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_rollbackd(
+        d.path(),
+        &["rollback", "--yes", "--reason", "bad deploy"],
+        &[],
+    );
+    assert_eq!(code, 1, "the rollback failed on the platform: {out}{err}");
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD), "{err}");
+    assert!(!err.contains("publ1ckey"), "{err}");
+
+    // Sentry: two deliveries of one envelope (the 429, then accepted).
+    let path = "sentry/api/42/envelope/";
+    let envelopes = hooks.received(path);
+    assert_eq!(envelopes.len(), 2, "{envelopes:#?}");
+    let text = envelopes[0]
+        .as_str()
+        .expect("an envelope is not one JSON document");
+    let lines: Vec<&str> = text.trim_end().split('\n').collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let header: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let item: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    let event: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+    assert_eq!(item["type"], "event");
+    assert_eq!(item["length"].as_u64().unwrap() as usize, lines[2].len());
+    assert_eq!(header["event_id"], event["event_id"]);
+    let second: serde_json::Value = serde_json::from_str(
+        envelopes[1]
+            .as_str()
+            .unwrap()
+            .trim_end()
+            .split('\n')
+            .nth(2)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        second["event_id"], event["event_id"],
+        "a retry is the same event"
+    );
+    assert_eq!(event["level"], "error");
+    assert_eq!(event["environment"], "production");
+    assert_eq!(event["tags"]["service"], "web");
+    assert_eq!(event["extra"]["target_deployment"], "d2");
+    assert!(event["extra"]["duration_seconds"].as_f64().unwrap() > 0.0);
+    let phases: Vec<&str> = event["extra"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(phases.contains(&"application"), "{phases:?}");
+    assert!(event["message"]["formatted"]
+        .as_str()
+        .unwrap()
+        .starts_with("Rollback FAILED"));
+    let headers = &hooks.headers(path)[0];
+    assert_eq!(headers["content-type"], "application/x-sentry-envelope");
+    let auth = &headers["x-sentry-auth"];
+    assert!(
+        auth.starts_with("Sentry sentry_version=7, sentry_client=rollbackd/")
+            && auth.ends_with("sentry_key=publ1ckey"),
+        "{auth}"
+    );
+
+    // Email: one message to both recipients, over STARTTLS, authenticated.
+    let mails = smtp.wait_for(1);
+    assert_eq!(mails.len(), 1, "only the result by default: {mails:#?}");
+    let mail = &mails[0];
+    assert_eq!(mail["tls"], true);
+    assert_eq!(mail["authenticated"], true);
+    assert_eq!(mail["mail_from"], "rollbackd@example.com");
+    assert_eq!(
+        mail["rcpt_tos"],
+        serde_json::json!(["oncall@example.com", "dba@example.com"])
+    );
+    let data = mail["data"].as_str().unwrap().replace("\r\n", "\n");
+    assert!(
+        data.contains("Subject: [rollbackd] Rollback FAILED: web (production)"),
+        "{data}"
+    );
+    assert!(data.contains("Content-Type: text/plain"), "{data}");
+    assert!(data.contains("\nTo:           d2\n"), "{data}");
+    assert!(data.contains("Phases:\n  pre_validation"), "{data}");
+
+    // A wrong password: refused (535) and not retried; the rollback goes on.
+    let railway = FakeRailway::start();
+    let config = std::fs::read_to_string(d.path().join("rollbackd.toml"))
+        .unwrap()
+        .replace(PASSWORD, "wrong-password")
+        .replace(&hooks.addr.to_string(), "127.0.0.1:9");
+    let config = config.replace(
+        &config[config.find("[[notifiers]]").unwrap()
+            ..config.find("[[notifiers]]\ntype = \"email\"").unwrap()],
+        "",
+    );
+    let d2 = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d2.path().join("rollbackd.toml"),
+        config.replace(&railway_provider(&config), &railway.provider_toml()),
+    )
+    .unwrap();
+    let (code, out, err) = run_rollbackd(d2.path(), &["rollback", "--yes"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("notification given up"), "{out}{err}");
+    assert!(err.contains("535"), "the server's refusal is quoted: {err}");
+    assert!(!err.contains("wrong-password"), "{err}");
+    assert_eq!(smtp.messages().len(), 1, "nothing more was delivered");
+}
+
+/// The `[provider]` section of a config written by these tests.
+fn railway_provider(config: &str) -> String {
+    let start = config.find("[provider]").unwrap();
+    let end = config[start..]
+        .find("\n\n")
+        .map_or(config.len(), |e| start + e);
+    config[start..end].to_string()
 }

@@ -265,6 +265,7 @@ impl<'a> Run<'a> {
         n.policy = Some(self.req.policy_label().to_string());
         n.target_deployment = self.plan.as_ref().map(|p| p.target.id.clone());
         n.from_deployment = self.plan.as_ref().map(|p| p.current.id.clone());
+        n.phases = self.steps.iter().map(PhaseStep::record).collect();
         n
     }
 }

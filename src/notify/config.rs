@@ -17,6 +17,8 @@ pub enum NotifierConfig {
     Slack(SlackConfig),
     Pagerduty(PagerDutyConfig),
     Webhook(WebhookConfig),
+    Sentry(SentryConfig),
+    Email(EmailConfig),
 }
 
 /// Retries: `attempts` in all, doubling `backoff` between them.
@@ -85,23 +87,110 @@ pub struct WebhookConfig {
     pub drill_test: bool,
 }
 
+/// A Sentry project, by its DSN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentryConfig {
+    /// `https://<public key>@<host>/<project id>` (a secret: never logged).
+    pub dsn: Secret,
+    /// Sentry's `environment` (default `service.environment`).
+    pub environment: Option<String>,
+    /// Default: rollback_succeeded (level warning), rollback_failed (error).
+    pub events: Option<Vec<NotifyEvent>>,
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Readiness drills send it a test event (default off).
+    #[serde(default)]
+    pub drill_test: bool,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which must be offered (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption (port 25): only for a relay on the same host.
+    None,
+}
+
+/// Email through an SMTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub host: String,
+    /// Default by `tls`: 587, 465, 25.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// AUTH, with `password`.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// `rollbackd <rollbackd@example.com>`.
+    pub from: String,
+    pub to: Vec<String>,
+    /// A PEM certificate to trust besides the system's (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// How long one delivery (the whole SMTP conversation) may take.
+    #[serde(with = "duration::serde_str", default = "smtp_timeout")]
+    pub timeout: Duration,
+    /// Default: rollback_pending, rollback_succeeded, rollback_failed,
+    /// rollback_blocked, drill_failed.
+    pub events: Option<Vec<NotifyEvent>>,
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Readiness drills send it a test message (default off).
+    #[serde(default)]
+    pub drill_test: bool,
+}
+
+fn smtp_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl EmailConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        })
+    }
+}
+
 impl NotifierConfig {
     /// Adds a message per unusable value to `problems`; no I/O. `index` is
     /// the notifier's place in `[[notifiers]]`, which the messages name.
     pub fn validate(&self, index: usize, problems: &mut Vec<String>) {
         let (url, delivery) = match self {
-            NotifierConfig::Slack(c) => (c.url.expose(), &c.delivery),
-            NotifierConfig::Pagerduty(c) => (c.url.as_str(), &c.delivery),
-            NotifierConfig::Webhook(c) => (c.url.expose(), &c.delivery),
+            NotifierConfig::Slack(c) => (Some(c.url.expose()), &c.delivery),
+            NotifierConfig::Pagerduty(c) => (Some(c.url.as_str()), &c.delivery),
+            NotifierConfig::Webhook(c) => (Some(c.url.expose()), &c.delivery),
+            NotifierConfig::Sentry(c) => (None, &c.delivery),
+            NotifierConfig::Email(c) => (None, &c.delivery),
         };
-        let http = matches!(
-            reqwest::Url::parse(url)
-                .map(|u| u.scheme().to_string())
-                .as_deref(),
-            Ok("http" | "https")
-        );
-        if !http {
+        let http = |url: &str| {
+            matches!(
+                reqwest::Url::parse(url)
+                    .map(|u| u.scheme().to_string())
+                    .as_deref(),
+                Ok("http" | "https")
+            )
+        };
+        if url.is_some_and(|u| !http(u)) {
             problems.push(format!("notifiers[{index}].url: not an http(s) URL"));
+        }
+        match self {
+            NotifierConfig::Sentry(c) => {
+                if let Err(e) = super::sentry::Dsn::parse(c.dsn.expose()) {
+                    problems.push(format!("notifiers[{index}].dsn: {e}"));
+                }
+            }
+            NotifierConfig::Email(c) => c.validate(index, problems),
+            _ => {}
         }
         if delivery.attempts == 0 || delivery.attempts > 10 {
             problems.push(format!(
@@ -132,6 +221,52 @@ impl NotifierConfig {
             NotifierConfig::Slack(c) => c.drill_test,
             NotifierConfig::Pagerduty(_) => false,
             NotifierConfig::Webhook(c) => c.drill_test,
+            NotifierConfig::Sentry(c) => c.drill_test,
+            NotifierConfig::Email(c) => c.drill_test,
+        }
+    }
+}
+
+impl EmailConfig {
+    fn validate(&self, index: usize, problems: &mut Vec<String>) {
+        let key = |k: &str| format!("notifiers[{index}].{k}");
+        if self.host.trim().is_empty() {
+            problems.push(format!(
+                "{}: name the SMTP server, like \"smtp.example.com\"",
+                key("host")
+            ));
+        }
+        if let Err(e) = self.from.parse::<lettre::message::Mailbox>() {
+            problems.push(format!(
+                "{}: {:?} is not an address ({e}); write \"rollbackd <rollbackd@example.com>\"",
+                key("from"),
+                self.from
+            ));
+        }
+        if self.to.is_empty() {
+            problems.push(format!("{}: give at least one recipient", key("to")));
+        }
+        for to in &self.to {
+            if let Err(e) = to.parse::<lettre::message::Mailbox>() {
+                problems.push(format!("{}: {to:?} is not an address ({e})", key("to")));
+            }
+        }
+        match (&self.username, &self.password) {
+            (Some(_), None) | (None, Some(_)) => problems.push(format!(
+                "{}: give both username and password for SMTP AUTH, or neither",
+                key("username")
+            )),
+            (Some(_), Some(_)) if self.tls == SmtpTls::None => problems.push(format!(
+                "{}: tls = \"none\" would send the password in clear; use \"starttls\" or \"tls\"",
+                key("tls")
+            )),
+            _ => {}
+        }
+        if self.timeout.is_zero() {
+            problems.push(format!(
+                "{}: give the server some time, like \"10s\"",
+                key("timeout")
+            ));
         }
     }
 }

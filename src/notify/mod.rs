@@ -1,5 +1,5 @@
-//! Telling people: Slack, PagerDuty and a generic JSON webhook behind one
-//! small trait. Which events go where is configured per notifier.
+//! Telling people: Slack, PagerDuty, Sentry, email and a generic JSON
+//! webhook behind one small trait. Which events go where is configured per notifier.
 //!
 //! A notifier never delays or fails a rollback: every delivery runs in its
 //! own task, retried with bounded backoff on 429, 5xx and transport errors
@@ -7,7 +7,9 @@
 //! logs (reqwest errors are stripped of their URL).
 
 pub mod config;
+pub mod email;
 pub mod pagerduty;
+pub mod sentry;
 pub mod slack;
 pub mod webhook;
 
@@ -134,6 +136,9 @@ pub struct Notification {
     pub service: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// For a finished rollback: each phase's result, time and detail.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<crate::history::PhaseRecord>,
     #[serde(with = "crate::rules::state::rfc3339")]
     pub at: SystemTime,
 }
@@ -156,6 +161,7 @@ impl Notification {
             approve_hint: None,
             service: None,
             environment: None,
+            phases: Vec::new(),
             at: SystemTime::now(),
         }
     }
@@ -180,6 +186,9 @@ impl Notification {
 pub enum SetupError {
     #[error("cannot build the HTTP client for notifications: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// A notifier's settings cannot be used (a CA file, a DSN).
+    #[error("{0}")]
+    Notifier(String),
 }
 
 /// Why one delivery failed.
@@ -212,7 +221,13 @@ pub(crate) async fn post_json(
     body: &serde_json::Value,
     what: &str,
 ) -> Result<(), NotifyError> {
-    match client.post(url).json(body).send().await {
+    send(client.post(url).json(body), what).await
+}
+
+/// Sends `request` and classifies the answer: 429, 5xx and no answer are
+/// worth another try, other failures are not.
+pub(crate) async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<(), NotifyError> {
+    match request.send().await {
         Err(e) => Err(NotifyError::Transient(format!(
             "{what}: {}",
             e.without_url()
@@ -273,6 +288,25 @@ impl Notifiers {
             .enumerate()
             .map(|(index, c)| {
                 let (notifier, events, delivery): (Arc<dyn Notifier>, _, _) = match c {
+                    NotifierConfig::Sentry(s) => (
+                        Arc::new(sentry::Sentry::new(
+                            s,
+                            sentry::Dsn::parse(s.dsn.expose()).map_err(|e| {
+                                SetupError::Notifier(format!("notifiers[{index}].dsn: {e}"))
+                            })?,
+                        )),
+                        s.events
+                            .clone()
+                            .or_else(|| Some(sentry::DEFAULT_EVENTS.to_vec())),
+                        s.delivery.clone(),
+                    ),
+                    NotifierConfig::Email(e) => (
+                        Arc::new(email::Email::new(e, index).map_err(SetupError::Notifier)?),
+                        e.events
+                            .clone()
+                            .or_else(|| Some(email::DEFAULT_EVENTS.to_vec())),
+                        e.delivery.clone(),
+                    ),
                     NotifierConfig::Slack(s) => (
                         Arc::new(slack::Slack::new(s)),
                         s.events.clone(),
@@ -291,7 +325,7 @@ impl Notifiers {
                         w.delivery.clone(),
                     ),
                 };
-                Sink {
+                Ok(Sink {
                     notifier,
                     events: events
                         .unwrap_or_else(|| NotifyEvent::ALL.to_vec())
@@ -300,9 +334,9 @@ impl Notifiers {
                     delivery,
                     drill_test: c.drill_test(),
                     index,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<Sink>, SetupError>>()?;
         Ok(Arc::new(Notifiers {
             sinks,
             client,

@@ -1,5 +1,6 @@
 //! A fake for the notification endpoints that cannot run here (Slack's
-//! incoming webhooks, PagerDuty's Events API v2, any JSON webhook): it
+//! incoming webhooks, PagerDuty's Events API v2, Sentry's envelope
+//! endpoint, any JSON webhook): it
 //! records every request body by path and answers with scripted statuses
 //! (for example 429, 500, then 202).
 
@@ -19,6 +20,7 @@ use serde_json::Value;
 #[derive(Default)]
 struct Inner {
     received: BTreeMap<String, Vec<Value>>,
+    headers: BTreeMap<String, Vec<BTreeMap<String, String>>>,
     script: BTreeMap<String, VecDeque<u16>>,
     default_status: BTreeMap<String, u16>,
 }
@@ -70,6 +72,17 @@ impl FakeHooks {
             .insert(path.to_string(), status);
     }
 
+    /// The headers of each request on `path`, names in lower case.
+    pub fn headers(&self, path: &str) -> Vec<BTreeMap<String, String>> {
+        self.inner
+            .lock()
+            .unwrap()
+            .headers
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn received(&self, path: &str) -> Vec<Value> {
         self.inner
             .lock()
@@ -92,9 +105,15 @@ impl Drop for FakeHooks {
 async fn receive(
     State(inner): State<Arc<Mutex<Inner>>>,
     Path(path): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> StatusCode {
     let mut g = inner.lock().unwrap();
+    let headers = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    g.headers.entry(path.clone()).or_default().push(headers);
     let value = serde_json::from_slice(&body)
         .unwrap_or(Value::String(String::from_utf8_lossy(&body).into()));
     g.received.entry(path.clone()).or_default().push(value);

@@ -9,6 +9,7 @@ pub mod fake_railway;
 pub mod fake_service;
 pub mod postgres;
 pub mod s3;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
