@@ -118,6 +118,27 @@ fn backups_are_copied_off_the_machine_pruned_verified_and_restored_from_their_ur
     assert_eq!(all.iter().filter(|b| b["location"] == "remote").count(), 2);
     assert_eq!(all[0]["remote_url"], copies[2].as_str());
 
+    // The store from the environment alone, as on Railway.
+    let bare = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bare.path().join("rollbackd.toml"),
+        "[engine]\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    let mut bare_env = env.clone();
+    bare_env.push(("DATABASE_URL", pg.url()));
+    bare_env.push((
+        "ROLLBACKD_DATABASE__BACKUP_STORE__URL",
+        format!("s3://{BUCKET}/prod/db"),
+    ));
+    let (code, out, err) = run(bare.path(), &["backup", "list"], &bare_env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("remote ")).count(),
+        2,
+        "{out}"
+    );
+
     let (code, out, err) = run(dir.path(), &["backup", "verify", &copies[2]], &env);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -184,14 +205,14 @@ fn backups_are_copied_off_the_machine_pruned_verified_and_restored_from_their_ur
     );
 }
 
-/// A rollback of d3 to d2 (both at revision c, so no downgrade) whose
-/// backup store is the bucket `bucket`.
-fn rollback_with_store(
+/// A service live at d3 with d2 before it (both at revision c, so no
+/// downgrade), whose backup store is the bucket `bucket`.
+fn with_store(
     pg: &Postgres,
-    s3: &S3,
     bucket: &str,
     required: bool,
-) -> (FakeRailway, tempfile::TempDir, i32, String) {
+    extra: &str,
+) -> (FakeRailway, FakeService, tempfile::TempDir) {
     let railway = FakeRailway::start();
     let service = FakeService::start();
     let dir = tempfile::tempdir().unwrap();
@@ -200,7 +221,7 @@ fn rollback_with_store(
         format!(
             "[service]\nbase_url = \"{}\"\n\n{}\n[engine]\nstate_dir = \"state\"\npoll_interval = \"100ms\"\n[watch]\nallow_empty_rules = true\n\n\
              [verify]\ninitial_wait = \"0s\"\nretry_interval = \"200ms\"\ncheck_timeout = \"1s\"\n\n{}\n\
-             [database.backup_store]\nurl = \"s3://{bucket}/rollbackd\"\n",
+             [database.backup_store]\nurl = \"s3://{bucket}/rollbackd\"\n\n{extra}",
             service.url(),
             railway.provider_toml(),
             database_toml(pg, &format!("backup_required = {required}"))
@@ -214,6 +235,17 @@ fn rollback_with_store(
         r#"{"deployments":{"d2":{"revision":"c","seen_at":"2030-01-01T00:00:00Z"},"d3":{"revision":"c","seen_at":"2030-01-01T00:00:00Z"}}}"#,
     )
     .unwrap();
+    (railway, service, dir)
+}
+
+/// A rollback of d3 to d2 with the backup store in `bucket`.
+fn rollback_with_store(
+    pg: &Postgres,
+    s3: &S3,
+    bucket: &str,
+    required: bool,
+) -> (FakeRailway, tempfile::TempDir, i32, String) {
+    let (railway, _service, dir) = with_store(pg, bucket, required, "");
     let (code, out, err) = run(
         dir.path(),
         &["rollback", "--yes", "--reason", "test"],
@@ -308,5 +340,53 @@ fn a_failed_upload_is_a_warning_unless_backups_are_required() {
             .count(),
         1,
         "the local backup is kept"
+    );
+}
+
+#[test]
+fn a_readiness_drill_checks_that_the_store_takes_a_write_and_touches_no_copy() {
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "c");
+    let s3 = S3::start();
+    s3.create_bucket(BUCKET);
+    // A copy already there, which the drill must leave alone.
+    s3.put(
+        BUCKET,
+        "rollbackd/rollbackd-20260101T000000Z-rb-1.dump",
+        b"old".to_vec(),
+    );
+    let drill = "[[drills]]\nname = \"weekly\"\nschedule = \"0 30 9 * * Mon\"\n";
+    let (_railway, _service, dir) = with_store(&pg, BUCKET, false, drill);
+    let (code, out, err) = run(dir.path(), &["drill", "run", "weekly"], &s3.env());
+    assert_eq!(code, 0, "{out}{err}");
+    let backup = out
+        .lines()
+        .find(|l| l.contains("] backup "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        backup.contains(
+            "the backup store s3://backups/rollbackd takes a write, a read and a delete; 1 copies"
+        ),
+        "{backup}"
+    );
+    assert_eq!(
+        s3.keys(BUCKET),
+        ["rollbackd/rollbackd-20260101T000000Z-rb-1.dump"],
+        "the probe is deleted, the copy kept, the drill's dump not uploaded"
+    );
+
+    let (_railway, _service, dir) = with_store(&pg, "no-such-bucket", false, drill);
+    let (code, out, err) = run(dir.path(), &["drill", "run", "weekly"], &s3.env());
+    assert_eq!(code, 1, "{out}{err}");
+    let backup = out
+        .lines()
+        .find(|l| l.contains("] backup "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        backup.contains("FAILED")
+            && backup.contains(
+                "the backup store: cannot write to s3://no-such-bucket/rollbackd/.rollbackd-probe-"
+            ),
+        "{backup}"
     );
 }

@@ -211,6 +211,8 @@ fn the_kubernetes_example_runs_rollbackd_as_a_sidecar_with_probes() {
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert!(env.contains(&"ROLLBACKD_SERVER__API_TOKEN") && env.contains(&"DATABASE_URL"));
+    // The backup leaves the pod: the store's credentials come from the Secret.
+    assert!(env.contains(&"AWS_ACCESS_KEY_ID") && env.contains(&"AWS_SECRET_ACCESS_KEY"));
     assert!(rb["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "rollbackd-secrets");
     // The embedded config and rules are themselves valid for rollbackd.
     let dir = tempfile::tempdir().unwrap();

@@ -391,6 +391,12 @@ fn sentry_gets_an_envelope_and_email_a_readable_message_through_starttls_and_aut
     assert!(err.contains("535"), "the server's refusal is quoted: {err}");
     assert!(!err.contains("wrong-password"), "{err}");
     assert_eq!(smtp.messages().len(), 1, "nothing more was delivered");
+    let attempts = smtp.auth_attempts();
+    assert_eq!(
+        attempts.iter().filter(|a| a.ends_with("refused")).count(),
+        1,
+        "a refused login is not retried: {attempts:?}"
+    );
 }
 
 /// The `[provider]` section of a config written by these tests.

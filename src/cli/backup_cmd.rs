@@ -22,12 +22,16 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
         .clone()
         .unwrap_or_else(|| StateDir::new(&config.engine.state_dir).backups());
     let tools = crate::db::backup::Tools::new(db_config);
-    let store = match &db_config.backup_store {
-        None => None,
-        Some(c) => match BackupStore::open(c, db_config.keep_backups) {
-            Ok(store) => Some(store),
-            Err(e) => return Exit::Usage(format!("database.backup_store: {e}")),
-        },
+    // Only `create` and `list` use the configured store: a broken one never
+    // blocks verifying or restoring a file (or a URL, opened on its own).
+    let store = match (&db_config.backup_store, &cmd) {
+        (Some(c), BackupCommand::Create { .. } | BackupCommand::List { .. }) => {
+            match BackupStore::open(c, db_config.keep_backups) {
+                Ok(store) => Some(store),
+                Err(e) => return Exit::Usage(format!("database.backup_store: {e}")),
+            }
+        }
+        _ => None,
     };
     match cmd {
         BackupCommand::Create { reason } => {
@@ -61,6 +65,11 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                         );
                         for url in up.pruned {
                             println!("  pruned {url} (database.backup_store.keep)");
+                        }
+                        if let Some(e) = up.prune_error {
+                            eprintln!(
+                                "rollbackd: warning: old copies in the store were not pruned: {e}"
+                            );
                         }
                     }
                     Ok(Err(e)) => {

@@ -287,9 +287,10 @@ pub fn chronology(name: &str, modified: Option<SystemTime>) -> Chronology {
     (stamp, modified, name.to_string())
 }
 
-/// `rollbackd-….dump`: a backup's own file name.
+/// `rollbackd-<stamp>-<id>.dump`: a name rollbackd gave a backup. Other
+/// files, `rollbackd-before-migration.dump` among them, are never pruned.
 pub fn is_dump_name(name: &str) -> bool {
-    name.starts_with("rollbackd-") && name.ends_with(".dump")
+    name.ends_with(".dump") && chronology(name, None).0.is_some()
 }
 
 /// Of `names`, oldest first, the ones beyond the newest `keep` of each
@@ -345,7 +346,18 @@ pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             if p.to_string_lossy().ends_with(".dump.partial") {
-                let _ = std::fs::remove_file(p);
+                let _ = std::fs::remove_file(&p);
+            }
+            // A download of a store's copy that a killed `backup verify`
+            // or `restore` left behind (an hour old: not one in progress).
+            let stale = std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600));
+            let download = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".download-"));
+            if download && stale {
+                let _ = std::fs::remove_dir_all(p);
             }
         }
     }
@@ -457,12 +469,15 @@ mod tests {
             std::fs::write(checksum_path(&p), b"x").unwrap();
         }
         std::fs::write(dir.path().join("unrelated.txt"), b"x").unwrap();
+        // Named like a backup by hand: not rollbackd's to prune.
+        std::fs::write(dir.path().join("rollbackd-before-migration.dump"), b"x").unwrap();
         let removed = prune(dir.path(), 2);
         assert_eq!(removed.len(), 1);
         assert!(removed[0].to_str().unwrap().contains("20250101"));
         assert!(!checksum_path(&removed[0]).exists());
         assert!(dir.path().join("unrelated.txt").exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
+        assert!(dir.path().join("rollbackd-before-migration.dump").exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 6);
     }
 
     #[test]

@@ -247,13 +247,33 @@ impl<'a> Context<'a> {
             }
         };
         let compared = compare(&before, &after, &restored);
+        // The store a rollback's backup would be copied to takes a write
+        // now (a small object, not the drill's dump: that would count
+        // among the copies and could prune one).
+        let stored = match &db.store {
+            None => String::new(),
+            Some(store) => match tokio::time::timeout(store.timeout, store.probe(self.id)).await {
+                Ok(Ok(said)) => format!("; the backup store {said}"),
+                Ok(Err(e)) => return (CheckResult::Failed, format!("the backup store: {e}")),
+                Err(_) => {
+                    return (
+                        CheckResult::Failed,
+                        format!(
+                            "the backup store {} did not answer within {}",
+                            store.url(),
+                            crate::duration::format(store.timeout)
+                        ),
+                    )
+                }
+            },
+        };
         match compared {
             Err(why) => (CheckResult::Failed, why),
             Ok((tables, rows, moving)) => (
                 CheckResult::Passed,
                 format!(
                     "pg_dump {} bytes in {:.1}s, verified; restored into a scratch database in {:.1}s; \
-                     {tables} table(s), {rows} row(s) match{}",
+                     {tables} table(s), {rows} row(s) match{}{stored}",
                     backup.size_bytes,
                     dumped.as_secs_f64(),
                     restored_in.as_secs_f64(),

@@ -191,8 +191,10 @@ impl Notifier for Email {
             match sent {
                 Ok(_) => Ok(()),
                 // 5xx: the server will not take it (a bad address, refused
-                // credentials); anything else may pass on another try.
-                Err(e) if e.is_permanent() => {
+                // credentials); TLS and client errors (STARTTLS not
+                // offered, an untrusted certificate) will not heal either.
+                // Anything else may pass on another try.
+                Err(e) if e.is_permanent() || e.is_tls() || e.is_client() => {
                     Err(NotifyError::Permanent(format!("the SMTP server: {e}")))
                 }
                 Err(e) => Err(NotifyError::Transient(format!("the SMTP server: {e}"))),

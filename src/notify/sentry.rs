@@ -234,7 +234,11 @@ mod tests {
 
     #[test]
     fn the_envelope_is_three_lines_with_the_items_length_and_the_level_by_result() {
-        let mut n = Notification::new(NotifyEvent::RollbackFailed, "verification failed");
+        // Not ASCII: the item's length is in bytes.
+        let mut n = Notification::new(
+            NotifyEvent::RollbackFailed,
+            "verification failed → /health 503",
+        );
         n.rollback_id = Some("rb-1".into());
         n.target_deployment = Some("d2".into());
         n.duration_seconds = Some(12.5);
@@ -247,6 +251,7 @@ mod tests {
         let event: Value = serde_json::from_str(lines[2]).unwrap();
         assert_eq!(item["type"], "event");
         assert_eq!(item["length"], lines[2].len());
+        assert!(lines[2].len() > lines[2].chars().count());
         assert_eq!(header["event_id"], event["event_id"]);
         assert_eq!(event["event_id"].as_str().unwrap().len(), 32);
         assert_eq!(event["level"], "error");

@@ -59,6 +59,15 @@ impl Smtp {
         self.dir.path().join("ca.pem")
     }
 
+    /// Each AUTH attempt: `PLAIN ok`, `LOGIN refused`.
+    pub fn auth_attempts(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("auth.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The messages received so far, in order.
     pub fn messages(&self) -> Vec<Value> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())

@@ -111,6 +111,8 @@ def authenticator(server, session, envelope, mechanism, auth_data):
         and auth_data.login.decode() == user
         and auth_data.password.decode() == password
     )
+    with open(os.path.join(out_dir, "auth.log"), "a") as f:
+        f.write(f"{mechanism} {'ok' if ok else 'refused'}\n")
     # handled=False: aiosmtpd then answers 535 itself.
     return AuthResult(success=ok, handled=False)
 

@@ -176,21 +176,33 @@ async fn backup(run: &mut Run<'_>) -> Result<String, String> {
             let mut upload_failed = None;
             if let Some(store) = &db.store {
                 let left = budget.saturating_sub(started.elapsed()).min(store.timeout);
-                match run
-                    .wait(tokio::time::timeout(left, store.upload(&mut backup)))
-                    .await
-                {
-                    Ok(Ok(up)) => detail.push_str(&format!(
-                        ", copied to {} and read back in {:.1}s",
-                        up.url, up.seconds
-                    )),
-                    Ok(Err(e)) => upload_failed = Some(e.to_string()),
-                    Err(_) => {
-                        upload_failed = Some(format!(
-                            "the upload to {} did not finish within {}",
-                            store.url(),
-                            crate::duration::format(left)
-                        ))
+                if left.is_zero() {
+                    upload_failed = Some(format!(
+                        "pg_dump used the backup's whole budget (two thirds of pre-validation); \
+                         no time was left to copy it to {}",
+                        store.url()
+                    ));
+                } else {
+                    match run.wait(tokio::time::timeout(left, store.upload(&mut backup))).await {
+                        Ok(Ok(up)) => {
+                            detail.push_str(&format!(
+                                ", copied to {} and read back in {:.1}s",
+                                up.url, up.seconds
+                            ));
+                            if let Some(e) = up.prune_error {
+                                tracing::warn!(error = %e, "old copies in the backup store were not pruned");
+                                detail.push_str(&format!(" (old copies not pruned: {e})"));
+                            }
+                        }
+                        Ok(Err(e)) => upload_failed = Some(format!("database.backup_store: {e}")),
+                        Err(_) => {
+                            upload_failed = Some(format!(
+                                "the upload to {} did not finish within {} (database.backup_store.timeout, \
+                                 or what the pre-validation budget left)",
+                                store.url(),
+                                crate::duration::format(left)
+                            ))
+                        }
                     }
                 }
             }

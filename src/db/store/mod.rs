@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -28,8 +28,9 @@ pub enum StoreError {
     /// The URL is not one rollbackd can use.
     #[error("{0}")]
     BadUrl(String),
-    /// The store refused or failed an operation.
-    #[error("{what} {url}: {source}")]
+    /// The store refused or failed an operation (its answer on one line:
+    /// S3's XML errors span several).
+    #[error("{what} {url}: {}", one_line(source))]
     Store {
         what: &'static str,
         url: String,
@@ -45,7 +46,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// What was read back is not what was sent.
-    #[error("the copy at {url} does not match the local backup: {found}, expected {expected}; it was deleted")]
+    #[error("the copy at {url} does not match the local backup: {found}, expected {expected}; it was removed")]
     Mismatch {
         url: String,
         found: String,
@@ -72,7 +73,14 @@ pub struct Location {
 impl Location {
     /// `s3://bucket/prefix` or `file:///absolute/path`.
     pub fn parse(url: &str) -> Result<Location, StoreError> {
-        let bad = |why: &str| StoreError::BadUrl(format!("{url:?} {why}"));
+        // A URL is quoted without its user part, which may hold a credential.
+        let shown = match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &url[..scheme + 3], &url[at..])
+            }
+            _ => url.to_string(),
+        };
+        let bad = |why: &str| StoreError::BadUrl(format!("{shown:?} {why}"));
         let parsed = reqwest::Url::parse(url)
             .map_err(|_| bad("is not a URL; use s3://bucket/prefix or file:///mounted/path"))?;
         if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -105,6 +113,9 @@ impl Location {
             "file" => {
                 if parsed.host_str().is_some_and(|h| !h.is_empty()) {
                     return Err(bad("names a host; a local path is file:///path"));
+                }
+                if parsed.path().trim_matches('/').is_empty() {
+                    return Err(bad("names the root directory; give the mounted directory, like file:///mnt/backups"));
                 }
                 Ok(Location {
                     scheme: Scheme::File,
@@ -147,7 +158,15 @@ impl Location {
                     retry_timeout: std::time::Duration::from_secs(30),
                     ..RetryConfig::default()
                 };
+                // A request may take as long as the data needs (the
+                // upload's own timeout bounds it); a stalled one is cut
+                // after 30 s without a byte.
                 builder
+                    .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "1h")
+                    .with_config(
+                        AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout),
+                        "30s",
+                    )
                     .with_retry(retry)
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
@@ -197,6 +216,8 @@ pub struct Uploaded {
     pub seconds: f64,
     /// Copies pruned from the store afterwards.
     pub pruned: Vec<String>,
+    /// Why pruning failed (the copy itself is good).
+    pub prune_error: Option<String>,
 }
 
 impl BackupStore {
@@ -219,6 +240,21 @@ impl BackupStore {
         self.location.url_of(&self.location.key)
     }
 
+    /// A file:// store's directory must be there: object_store would
+    /// create it, and an unmounted path would then fill the local disk.
+    fn ready(&self) -> Result<(), StoreError> {
+        if self.location.scheme == Scheme::File {
+            let dir = PathBuf::from(format!("/{}", self.location.key));
+            if !dir.is_dir() {
+                return Err(StoreError::BadUrl(format!(
+                    "{} is not a directory here; create or mount it",
+                    self.url()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn key(&self, name: &str) -> Key {
         self.location.key.clone().join(name)
     }
@@ -237,6 +273,7 @@ impl BackupStore {
     /// local metadata, then prunes the store to `keep` per kind.
     pub async fn upload(&self, backup: &mut Backup) -> Result<Uploaded, StoreError> {
         let started = Instant::now();
+        self.ready()?;
         let name = file_name(&backup.path);
         let key = self.key(&name);
         let url = self.location.url_of(&key);
@@ -266,11 +303,53 @@ impl BackupStore {
         // A multipart upload that fails to complete leaves no object; its
         // parts are the store's to expire (a lifecycle rule on S3).
         writer.shutdown().await.map_err(upload_failed)?;
-        let (size, sha256) = self.read_back(&key).await?;
+        // From here the dump is in the store: a copy that is not checked
+        // and complete is removed again (best effort), never left to count
+        // among the copies.
+        let meta = match self.check_and_complete(backup, &name, &url).await {
+            Ok(meta) => meta,
+            Err(e) => {
+                for key in [key.clone(), self.key(&format!("{name}.sha256"))] {
+                    let _ = self.store.delete(&key).await;
+                }
+                return Err(e);
+            }
+        };
+        backup.remote_url = Some(url.clone());
+        // The local metadata names the copy too.
+        crate::state::write_atomic(&backup::metadata_path(&backup.path), &meta).map_err(
+            |source| StoreError::Local {
+                what: "cannot write the backup metadata",
+                path: backup::metadata_path(&backup.path),
+                source,
+            },
+        )?;
+        // The copy is good whatever pruning does: a store that refuses
+        // deletes (object lock, a write-only role) is a warning.
+        let (pruned, prune_error) = match self.prune().await {
+            Ok(pruned) => (pruned, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        Ok(Uploaded {
+            url,
+            seconds: started.elapsed().as_secs_f64(),
+            pruned,
+            prune_error,
+        })
+    }
+
+    /// Reads the uploaded dump back, checks it against `backup`, and puts
+    /// its `.sha256` and metadata beside it; returns the metadata.
+    async fn check_and_complete(
+        &self,
+        backup: &Backup,
+        name: &str,
+        url: &str,
+    ) -> Result<Vec<u8>, StoreError> {
+        let (size, sha256) = self.read_back(&self.key(name)).await?;
         if size != backup.size_bytes || sha256 != backup.sha256 {
-            let _ = self.store.delete(&key).await;
             return Err(StoreError::Mismatch {
-                url,
+                url: url.to_string(),
                 found: format!("{size} bytes, sha256 {sha256}"),
                 expected: format!("{} bytes, sha256 {}", backup.size_bytes, backup.sha256),
             });
@@ -281,27 +360,15 @@ impl BackupStore {
             .put(&checksum_key, PutPayload::from(checksum))
             .await
             .map_err(self.failed("cannot upload the checksum to", &checksum_key))?;
-        backup.remote_url = Some(url.clone());
-        let meta = serde_json::to_vec_pretty(&*backup).unwrap_or_default();
+        let mut described = backup.clone();
+        described.remote_url = Some(url.to_string());
+        let meta = serde_json::to_vec_pretty(&described).unwrap_or_default();
         let meta_key = self.key(&format!("{name}.json"));
         self.store
             .put(&meta_key, PutPayload::from(meta.clone()))
             .await
             .map_err(self.failed("cannot upload the metadata to", &meta_key))?;
-        // The local metadata names the copy too.
-        crate::state::write_atomic(&backup::metadata_path(&backup.path), &meta).map_err(
-            |source| StoreError::Local {
-                what: "cannot write the backup metadata",
-                path: backup::metadata_path(&backup.path),
-                source,
-            },
-        )?;
-        let pruned = self.prune().await?;
-        Ok(Uploaded {
-            url,
-            seconds: started.elapsed().as_secs_f64(),
-            pruned,
-        })
+        Ok(meta)
     }
 
     /// The object's size and SHA-256, hashed as it streams in.
@@ -322,8 +389,47 @@ impl BackupStore {
         Ok((size, hex(&hasher.finalize())))
     }
 
+    /// Whether a backup could be stored now: a small object is written,
+    /// read back and deleted (the copies are not touched), and the copies
+    /// are listed. Says how many there are and the newest.
+    pub async fn probe(&self, id: &str) -> Result<String, StoreError> {
+        self.ready()?;
+        let key = self.key(&format!(".rollbackd-probe-{id}"));
+        let body = format!("rollbackd probe {id}\n");
+        self.store
+            .put(&key, PutPayload::from(body.clone()))
+            .await
+            .map_err(self.failed("cannot write to", &key))?;
+        let read = self.read_back(&key).await;
+        // Deleted whether or not it read back.
+        let deleted = self.store.delete(&key).await;
+        let (size, sha256) = read?;
+        deleted.map_err(self.failed("cannot delete", &key))?;
+        if size != body.len() as u64 || sha256 != hex(&Sha256::digest(body.as_bytes())) {
+            return Err(StoreError::Mismatch {
+                url: self.location.url_of(&key),
+                found: format!("{size} bytes, sha256 {sha256}"),
+                expected: format!("{} bytes", body.len()),
+            });
+        }
+        let copies = self.list().await?;
+        Ok(match copies.first() {
+            None => format!(
+                "{} takes a write, a read and a delete; no copies yet",
+                self.url()
+            ),
+            Some(newest) => format!(
+                "{} takes a write, a read and a delete; {} copies, the newest {}",
+                self.url(),
+                copies.len(),
+                newest.name
+            ),
+        })
+    }
+
     /// The copies in the store, newest first.
     pub async fn list(&self) -> Result<Vec<RemoteBackup>, StoreError> {
+        self.ready()?;
         let mut objects = Vec::new();
         let mut listing = self.store.list(Some(&self.location.key));
         while let Some(meta) = listing.next().await {
@@ -364,7 +470,14 @@ impl BackupStore {
     /// Deletes all but the newest `keep` copies of each kind (emergency and
     /// manual), with their checksum and metadata. Returns their URLs.
     pub async fn prune(&self) -> Result<Vec<String>, StoreError> {
-        let copies = self.list().await?;
+        // Only complete copies count: one without its `.sha256` (an upload
+        // cut short) never pushes a verified one out.
+        let copies: Vec<RemoteBackup> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|c| c.has_checksum)
+            .collect();
         let mut removed = Vec::new();
         for excess in backup::excess(
             copies.iter().rev().map(|c| c.name.clone()).collect(),
@@ -460,6 +573,11 @@ async fn fetch(
     file.sync_all().await.map_err(local)
 }
 
+/// An error's text on one line, at most 600 characters, redacted.
+fn one_line(e: &object_store::Error) -> String {
+    crate::secret::shown(&e.to_string(), 600)
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name()
         .and_then(|n| n.to_str())
@@ -472,145 +590,4 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_parsed_and_bad_ones_named() {
-        let s3 = Location::parse("s3://backups/rollbackd/prod/").unwrap();
-        assert_eq!(s3.scheme, Scheme::S3);
-        assert_eq!(s3.bucket, "backups");
-        assert_eq!(s3.url_of(&s3.key), "s3://backups/rollbackd/prod");
-        let file = Location::parse("file:///mnt/backups").unwrap();
-        assert_eq!(file.url_of(&file.key), "file:///mnt/backups");
-        for (url, says) in [
-            ("gs://bucket/x", "uses gs:"),
-            ("s3:///x", "names no bucket"),
-            ("backups/x", "is not a URL"),
-            ("s3://bucket/x?versionId=1", "query"),
-            ("file://host/x", "names a host"),
-        ] {
-            let e = Location::parse(url).unwrap_err().to_string();
-            assert!(e.contains(says), "{url}: {e}");
-        }
-        let e = Location::parse("s3://AKIAEXAMPLE:hunter2@bucket/x")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("must not carry credentials"), "{e}");
-        assert!(!e.contains("hunter2") && !e.contains("AKIAEXAMPLE"), "{e}");
-    }
-
-    /// A backup file as `backup::create` leaves it, without pg_dump.
-    fn local_backup(dir: &Path, name: &str, bytes: &[u8]) -> Backup {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        Backup {
-            path,
-            sha256: hex(&Sha256::digest(bytes)),
-            size_bytes: bytes.len() as u64,
-            created_at: "2026-01-01T00:00:00Z".into(),
-            database: "db".into(),
-            deployment_id: "d1".into(),
-            reason: "test".into(),
-            restore_command: String::new(),
-            dump_seconds: 0.0,
-            verify_seconds: 0.0,
-            remote_url: None,
-        }
-    }
-
-    fn file_store(root: &Path, keep: usize) -> BackupStore {
-        let config = crate::db::config::BackupStoreConfig {
-            url: format!("file://{}/copies", root.display()),
-            keep: Some(keep),
-            timeout: std::time::Duration::from_secs(10),
-        };
-        std::fs::create_dir_all(root.join("copies")).unwrap();
-        BackupStore::open(&config, 5).unwrap()
-    }
-
-    #[tokio::test]
-    async fn copies_are_uploaded_read_back_listed_pruned_and_downloaded() {
-        let local = tempfile::tempdir().unwrap();
-        let remote = tempfile::tempdir().unwrap();
-        let store = file_store(remote.path(), 2);
-        let names = [
-            "rollbackd-20260101T000000Z-rb-1.dump",
-            "rollbackd-20260102T000000Z-bk-1.dump",
-            "rollbackd-20260103T000000Z-rb-2.dump",
-            "rollbackd-20260104T000000Z-rb-3.dump",
-        ];
-        for (i, name) in names.iter().enumerate() {
-            let mut b = local_backup(local.path(), name, format!("dump {i}").as_bytes());
-            let up = store.upload(&mut b).await.unwrap();
-            assert_eq!(b.remote_url.as_deref(), Some(up.url.as_str()));
-            let meta: Backup =
-                serde_json::from_slice(&std::fs::read(backup::metadata_path(&b.path)).unwrap())
-                    .unwrap();
-            assert_eq!(
-                meta.remote_url, b.remote_url,
-                "the local metadata names the copy"
-            );
-            if i == 3 {
-                assert_eq!(up.pruned.len(), 1, "{:?}", up.pruned);
-                assert!(up.pruned[0].ends_with(names[0]), "{:?}", up.pruned);
-            }
-        }
-        // Two emergency copies and the manual one; each with its checksum.
-        let listed = store.list().await.unwrap();
-        let listed_names: Vec<&str> = listed.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(listed_names, [names[3], names[2], names[1]]);
-        assert!(listed.iter().all(|c| c.has_checksum));
-        assert!(!remote
-            .path()
-            .join("copies")
-            .join(format!("{}.sha256", names[0]))
-            .exists());
-        let sum = std::fs::read_to_string(
-            remote
-                .path()
-                .join("copies")
-                .join(format!("{}.sha256", names[3])),
-        )
-        .unwrap();
-        assert_eq!(
-            sum,
-            format!("{}  {}\n", hex(&Sha256::digest(b"dump 3")), names[3])
-        );
-
-        let into = tempfile::tempdir().unwrap();
-        let got = download(&listed[0].url, into.path()).await.unwrap();
-        assert_eq!(std::fs::read(&got).unwrap(), b"dump 3");
-        assert_eq!(
-            std::fs::read_to_string(backup::checksum_path(&got)).unwrap(),
-            sum
-        );
-        let missing = format!("{}/rollbackd-20200101T000000Z-rb-0.dump", store.url());
-        let e = download(&missing, into.path())
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("cannot download") && e.contains(&missing), "{e}");
-        let e = download(&format!("{}/notes.txt", store.url()), into.path())
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("does not name a backup"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn a_copy_that_reads_back_differently_is_deleted_and_reported() {
-        let local = tempfile::tempdir().unwrap();
-        let remote = tempfile::tempdir().unwrap();
-        let store = file_store(remote.path(), 2);
-        let name = "rollbackd-20260101T000000Z-rb-1.dump";
-        let mut b = local_backup(local.path(), name, b"the dump");
-        // The dump changed after it was hashed (or the store mangled it).
-        b.sha256 = hex(&Sha256::digest(b"another dump"));
-        let e = store.upload(&mut b).await.unwrap_err();
-        assert!(matches!(e, StoreError::Mismatch { .. }), "{e}");
-        assert!(e.to_string().contains("it was deleted"), "{e}");
-        assert!(store.list().await.unwrap().is_empty());
-        assert_eq!(b.remote_url, None);
-    }
-}
+mod tests;
