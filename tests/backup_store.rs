@@ -149,7 +149,14 @@ fn backups_are_copied_off_the_machine_pruned_verified_and_restored_from_their_ur
     // Restored from the store into a new database, rows intact.
     let (code, out, err) = run(
         dir.path(),
-        &["backup", "restore", &copies[1], "--dbname", "app_from_s3"],
+        &[
+            "backup",
+            "restore",
+            &copies[1],
+            "--dbname",
+            "app_from_s3",
+            "--yes",
+        ],
         &env,
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -174,7 +181,14 @@ fn backups_are_copied_off_the_machine_pruned_verified_and_restored_from_their_ur
     );
     let (code, _, err) = run(
         dir.path(),
-        &["backup", "restore", &copies[2], "--dbname", "app_damaged"],
+        &[
+            "backup",
+            "restore",
+            &copies[2],
+            "--dbname",
+            "app_damaged",
+            "--yes",
+        ],
         &env,
     );
     assert_eq!(code, 1, "{err}");

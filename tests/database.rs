@@ -732,9 +732,27 @@ fn a_restore_goes_into_a_new_database_and_replace_swaps_it_in_keeping_the_old() 
     pg.psql("app", "CREATE TABLE audit (id int)");
     pg.psql("app", "DELETE FROM items");
 
-    let (code, out, err) = run_rollbackd(
+    // Not on a terminal, a restore asks for --yes and creates nothing.
+    let (code, _, err) = run_rollbackd(
         dir.path(),
         &["backup", "restore", &dump, "--dbname", "app_check"],
+        &env,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("a restore writes a new database app_check") && err.contains("pass --yes"),
+        "{err}"
+    );
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'app_check'"
+        ),
+        "0"
+    );
+    let (code, out, err) = run_rollbackd(
+        dir.path(),
+        &["backup", "restore", &dump, "--dbname", "app_check", "--yes"],
         &env,
     );
     assert_eq!(code, 0, "{out}{err}");

@@ -100,18 +100,39 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                 Ok(db) => db,
                 Err(e) => return Exit::Usage(e.to_string()),
             };
-            if replace && !yes {
-                if !std::io::stdin().is_terminal() {
-                    return Exit::Usage(format!(
-                        "--replace swaps the restored database in for {} and ends its sessions; pass --yes to confirm",
-                        db.target
-                    ));
-                }
-                eprint!(
-                    "Replace {} with the restore of {}? Its sessions are ended; it is kept under another name. [y/N] ",
-                    db.target,
-                    path.display()
+            // Asked before anything is downloaded or created: a restore
+            // writes a whole database on the live server.
+            if !yes {
+                let into = dbname.as_deref().map_or_else(
+                    || "a new database (<live>_restored_<time>)".to_string(),
+                    |name| format!("a new database {name}"),
                 );
+                if !std::io::stdin().is_terminal() {
+                    return Exit::Usage(if replace {
+                        format!(
+                            "--replace swaps the restored database in for {} and ends its sessions; pass --yes to confirm",
+                            db.target
+                        )
+                    } else {
+                        format!(
+                            "a restore writes {into} on {}, beside the live one; pass --yes to confirm",
+                            db.target
+                        )
+                    });
+                }
+                if replace {
+                    eprint!(
+                        "Replace {} with the restore of {}? Its sessions are ended; it is kept under another name. [y/N] ",
+                        db.target,
+                        path.display()
+                    );
+                } else {
+                    eprint!(
+                        "Restore {} into {into} on {}? The live database is not touched. [y/N] ",
+                        path.display(),
+                        db.target
+                    );
+                }
                 let mut answer = String::new();
                 let _ = std::io::stdin().read_line(&mut answer);
                 if !matches!(answer.trim(), "y" | "Y" | "yes") {

@@ -265,7 +265,7 @@ pub enum BackupCommand {
         /// are ended); the live one is kept as `<live>_replaced_<time>`.
         #[arg(long)]
         replace: bool,
-        /// Do not ask before --replace.
+        /// Do not ask first (needed when not on a terminal).
         #[arg(long)]
         yes: bool,
     },
