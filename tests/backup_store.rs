@@ -192,7 +192,10 @@ fn backups_are_copied_off_the_machine_pruned_verified_and_restored_from_their_ur
         &env,
     );
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("is corrupt"), "{err}");
+    assert!(
+        err.contains(&format!("backup {} is corrupt", copies[2])),
+        "the URL, not the download's path: {err}"
+    );
     assert_eq!(
         pg.psql(
             "postgres",

@@ -164,7 +164,7 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                     Exit::Ok
                 }
                 Err(e) => {
-                    eprintln!("rollbackd: {e}");
+                    eprintln!("rollbackd: {}", fetched.name_in(&e.to_string()));
                     Exit::Failed
                 }
             }

@@ -430,11 +430,14 @@ impl BackupStore {
     /// The copies in the store, newest first.
     pub async fn list(&self) -> Result<Vec<RemoteBackup>, StoreError> {
         self.ready()?;
-        let mut objects = Vec::new();
-        let mut listing = self.store.list(Some(&self.location.key));
-        while let Some(meta) = listing.next().await {
-            objects.push(meta.map_err(self.failed("cannot list", &self.location.key))?);
-        }
+        // The store's own level only: a prefix's sub-folders are someone
+        // else's, and are not walked.
+        let objects = self
+            .store
+            .list_with_delimiter(Some(&self.location.key))
+            .await
+            .map_err(self.failed("cannot list", &self.location.key))?
+            .objects;
         let checksums: std::collections::BTreeSet<String> = objects
             .iter()
             .filter_map(|m| m.location.filename())
@@ -445,10 +448,7 @@ impl BackupStore {
             .iter()
             .filter_map(|m| {
                 let name = m.location.filename()?.to_string();
-                // Only the store's own level: a prefix's sub-folders are
-                // someone else's.
-                let directly_under = m.location.prefix_match(&self.location.key)?.count() == 1;
-                (directly_under && backup::is_dump_name(&name)).then(|| {
+                backup::is_dump_name(&name).then(|| {
                     let modified = SystemTime::from(m.last_modified);
                     (
                         backup::chronology(&name, Some(modified)),

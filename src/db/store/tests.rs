@@ -156,6 +156,18 @@ async fn a_missing_directory_is_refused_not_created_and_incomplete_copies_never_
     .unwrap();
     // Named by hand: not rollbackd's.
     std::fs::write(copies.join("rollbackd-before-migration.dump"), b"mine").unwrap();
+    // Another prefix below this one: not walked, not listed.
+    std::fs::create_dir(copies.join("staging")).unwrap();
+    std::fs::write(
+        copies.join("staging/rollbackd-20260110T000000Z-rb-7.dump"),
+        b"x",
+    )
+    .unwrap();
+    std::fs::write(
+        copies.join("staging/rollbackd-20260110T000000Z-rb-7.dump.sha256"),
+        b"x",
+    )
+    .unwrap();
     let mut b = local_backup(
         local.path(),
         "rollbackd-20260101T000000Z-rb-1.dump",
