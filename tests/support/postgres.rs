@@ -186,11 +186,15 @@ impl Postgres {
     }
 
     /// Ends every other session holding an advisory lock (a killed psql's
-    /// backend would otherwise keep sleeping, and holding, until pg_sleep ends).
+    /// backend would otherwise keep sleeping, and holding, until pg_sleep ends),
+    /// and waits until they are gone: without the timeout argument
+    /// `pg_terminate_backend` only signals, and the locks can still show as
+    /// granted for a moment (a race the replicas test once lost in CI).
     pub fn release_advisory_locks(&self) {
         self.psql(
             "app",
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
+            "SELECT count(pg_terminate_backend(pid, 10000)) FROM \
+             (SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()) held",
         );
     }
 
