@@ -195,11 +195,7 @@ fn each_fault_fails_the_drill_at_the_check_it_concerns() {
          size=$(stat -c %s \"$f\")\nprintf 'damaged by the test' | dd of=\"$f\" bs=1 seek=$((size - 40)) conv=notrunc 2>/dev/null\n",
     )
     .unwrap();
-    std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(&broken)
-        .status()
-        .unwrap();
+    support::make_executable(&broken);
     let (code, out, _) = drill(
         d.path(),
         &[("ROLLBACKD_DATABASE__PG_DUMP", broken.to_str().unwrap())],

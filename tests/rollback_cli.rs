@@ -514,11 +514,7 @@ esac
 "#,
     )
     .unwrap();
-    std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(&script)
-        .status()
-        .unwrap();
+    support::make_executable(&script);
     let s = script.display();
     let config = |list: &str| {
         format!(

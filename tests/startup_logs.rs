@@ -146,11 +146,7 @@ esac
 "#,
     )
     .unwrap();
-    std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(&script)
-        .status()
-        .unwrap();
+    support::make_executable(&script);
     let s = script.display();
     let config = |logs: &str| {
         format!(

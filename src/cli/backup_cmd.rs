@@ -260,7 +260,7 @@ async fn list(dir: &Path, store: Option<&BackupStore>, json: bool) -> Exit {
             Err(e) => (Vec::new(), Some(e.to_string())),
         },
     };
-    if json {
+    let printed = if json {
         let tagged = |location: &str, v: serde_json::Value| {
             let mut v = v;
             v["location"] = location.into();
@@ -275,56 +275,51 @@ async fn list(dir: &Path, store: Option<&BackupStore>, json: bool) -> Exit {
                 .iter()
                 .map(|r| tagged("remote", serde_json::to_value(r).unwrap_or_default())),
         );
-        let printed = print_json(&all);
-        return match failed {
-            Some(e) => {
-                eprintln!("rollbackd: {e}");
-                Exit::Failed
-            }
-            None => printed,
-        };
-    }
-    if local.is_empty() {
-        println!("no backups in {}", dir.display());
-    }
-    for b in &local {
-        println!(
-            "local   {}  {} bytes  {}  deployment {}  {}{}",
-            b.created_at,
-            b.size_bytes,
-            b.path.display(),
-            b.deployment_id,
-            b.reason,
-            if b.remote_url.is_some() {
-                "  (copied)"
-            } else {
-                ""
-            }
-        );
-    }
-    if let Some(store) = store {
-        if remote.is_empty() && failed.is_none() {
-            println!("no copies in {}", store.url());
+        print_json(&all)
+    } else {
+        if local.is_empty() {
+            println!("no backups in {}", dir.display());
         }
-    }
-    for r in &remote {
-        println!(
-            "remote  {}  {} bytes  {}{}",
-            r.modified,
-            r.size_bytes,
-            r.url,
-            if r.has_checksum {
-                ""
-            } else {
-                "  (no .sha256 beside it: cannot be verified)"
+        for b in &local {
+            println!(
+                "local   {}  {} bytes  {}  deployment {}  {}{}",
+                b.created_at,
+                b.size_bytes,
+                b.path.display(),
+                b.deployment_id,
+                b.reason,
+                if b.remote_url.is_some() {
+                    "  (copied)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(store) = store {
+            if remote.is_empty() && failed.is_none() {
+                println!("no copies in {}", store.url());
             }
-        );
-    }
+        }
+        for r in &remote {
+            println!(
+                "remote  {}  {} bytes  {}{}",
+                r.modified,
+                r.size_bytes,
+                r.url,
+                if r.has_checksum {
+                    ""
+                } else {
+                    "  (no .sha256 beside it: cannot be verified)"
+                }
+            );
+        }
+        Exit::Ok
+    };
     match failed {
         Some(e) => {
             eprintln!("rollbackd: {e}");
             Exit::Failed
         }
-        None => Exit::Ok,
+        None => printed,
     }
 }

@@ -56,6 +56,12 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// `chmod +x`: for the operator scripts the tests write.
+pub fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A blocking HTTP GET on loopback.
 pub fn http_get(url: &str) -> Result<(u16, String), String> {
     block_on(async {

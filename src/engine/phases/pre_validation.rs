@@ -173,39 +173,19 @@ async fn backup(run: &mut Run<'_>) -> Result<String, String> {
                 &backup.sha256[..12],
             );
             // The copy off this machine, in what is left of the budget.
-            let mut upload_failed = None;
-            if let Some(store) = &db.store {
-                let left = budget.saturating_sub(started.elapsed()).min(store.timeout);
-                if left.is_zero() {
-                    upload_failed = Some(format!(
-                        "pg_dump used the backup's whole budget (two thirds of pre-validation); \
-                         no time was left to copy it to {}",
-                        store.url()
-                    ));
-                } else {
-                    match run.wait(tokio::time::timeout(left, store.upload(&mut backup))).await {
-                        Ok(Ok(up)) => {
-                            detail.push_str(&format!(
-                                ", copied to {} and read back in {:.1}s",
-                                up.url, up.seconds
-                            ));
-                            if let Some(e) = up.prune_error {
-                                tracing::warn!(error = %e, "old copies in the backup store were not pruned");
-                                detail.push_str(&format!(" (old copies not pruned: {e})"));
-                            }
+            let upload_failed = match &db.store {
+                None => None,
+                Some(store) => {
+                    let left = budget.saturating_sub(started.elapsed()).min(store.timeout);
+                    match copy_off(run, store, &mut backup, left).await {
+                        Ok(copied) => {
+                            detail.push_str(&copied);
+                            None
                         }
-                        Ok(Err(e)) => upload_failed = Some(format!("database.backup_store: {e}")),
-                        Err(_) => {
-                            upload_failed = Some(format!(
-                                "the upload to {} did not finish within {} (database.backup_store.timeout, \
-                                 or what the pre-validation budget left)",
-                                store.url(),
-                                crate::duration::format(left)
-                            ))
-                        }
+                        Err(e) => Some(e),
                     }
                 }
-            }
+            };
             detail.push_str(&format!("; restore with: {}", backup.restore_command));
             run.extra.insert(
                 "backup".into(),
@@ -237,5 +217,42 @@ async fn backup(run: &mut Run<'_>) -> Result<String, String> {
             );
             Ok(format!("WARNING: the emergency backup failed: {e}"))
         }
+    }
+}
+
+/// Uploads `backup` to `store` within `left`: what to add to the phase's
+/// detail, or why there is no copy.
+async fn copy_off(
+    run: &mut Run<'_>,
+    store: &crate::db::store::BackupStore,
+    backup: &mut crate::db::backup::Backup,
+    left: std::time::Duration,
+) -> Result<String, String> {
+    if left.is_zero() {
+        return Err(format!(
+            "pg_dump used the backup's whole budget (two thirds of pre-validation); \
+             no time was left to copy it to {}",
+            store.url()
+        ));
+    }
+    match run
+        .wait(tokio::time::timeout(left, store.upload(backup)))
+        .await
+    {
+        Ok(Ok(up)) => {
+            let mut copied = format!(", copied to {} and read back in {:.1}s", up.url, up.seconds);
+            if let Some(e) = up.prune_error {
+                tracing::warn!(error = %e, "old copies in the backup store were not pruned");
+                copied.push_str(&format!(" (old copies not pruned: {e})"));
+            }
+            Ok(copied)
+        }
+        Ok(Err(e)) => Err(format!("database.backup_store: {e}")),
+        Err(_) => Err(format!(
+            "the upload to {} did not finish within {} (database.backup_store.timeout, \
+             or what the pre-validation budget left)",
+            store.url(),
+            crate::duration::format(left)
+        )),
     }
 }
