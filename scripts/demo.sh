@@ -73,11 +73,19 @@ type = "command"
 list = ["$root/examples/demo/deploys.sh", "list"]
 status = ["$root/examples/demo/deploys.sh", "status"]
 rollback = ["$root/examples/demo/deploys.sh", "rollback"]
+cancel = ["$root/examples/demo/deploys.sh", "cancel"]
 timeout = "10s"
 
 [engine]
 state_dir = "$work/state"
 poll_interval = "500ms"
+
+[blame]
+# This Prometheus is seconds old: the baseline is the little it holds
+# before the deploy (by default, the 30 minutes before go-live, ending a
+# minute before it).
+baseline = "5m"
+baseline_gap = "2s"
 
 [verify]
 initial_wait = "2s"
@@ -106,7 +114,7 @@ for _ in $(seq 1 120); do
 done
 echo
 echo "== $(ts) what rollbackd did (its log):"
-grep -E "rule state changed|rule fired|rollback (started|phase finished|succeeded|failed)|would roll back" "$work/rollbackd.log" \
+grep -E "rule state changed|rule fired|blame judged|rollback (started|phase finished|succeeded|failed)|would roll back" "$work/rollbackd.log" \
   | sed -E 's/^[^ ]+ +//' | cut -c1-220 | sed 's/^/   /'
 echo
 echo "== the audit trail (rollbackd history):"

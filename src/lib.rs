@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod backtest;
+pub mod blame;
 pub mod child;
 pub mod cli;
 pub mod clock;

@@ -40,7 +40,7 @@ fn setup(policy: &str, heal: bool) -> Setup {
     let config = format!(
         "[prometheus]\nurl = \"http://127.0.0.1:1\"\n\n[service]\nname = \"web\"\nbase_url = \"{}\"\n\n\
          [watch]\nrule_paths = [\"rules\"]\n\n{}\n\
-         [engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
+         [blame]\nenabled = false\n\n[engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
          [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n\
          [alertmanager]\nmatchers = {{ rollback = \"true\" }}\npolicy = \"{policy}\"\n\n\
          [[notifiers]]\ntype = \"pagerduty\"\nrouting_key = \"key\"\nurl = \"{}\"\n",

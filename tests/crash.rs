@@ -47,7 +47,7 @@ impl Crash {
         let config = format!(
             "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n\n[service]\nname = \"demo\"\nbase_url = \"{}\"\n\n\
              [watch]\nrule_paths = [\"rules\"]\n\n{}\n\
-             [engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
+             [blame]\nenabled = false\n\n[engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
              [verify]\ninitial_wait = \"{initial_wait}\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n{extra}",
             prom.url(),
             fake.url(),

@@ -410,7 +410,7 @@ fn a_rollback_from_revision_c_to_b_end_to_end_keeps_the_rows() {
     .unwrap();
     let config = format!(
         "[prometheus]\nurl = \"{}\"\n\n[service]\nbase_url = \"{}\"\n\n[watch]\nrule_paths = [\"rules\"]\n\n{}\n\
-         [engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
+         [blame]\nenabled = false\n\n[engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
          [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n{}",
         prom.url(),
         fake.url(),

@@ -59,7 +59,7 @@ fn every_dashboard_query_parses_and_returns_data_after_a_real_scenario() {
         dir.path(),
         &format!(
             "[prometheus]\nurl = \"http://127.0.0.1:{prom_port}\"\ntimeout = \"1s\"\n\n[service]\nbase_url = \"{}\"\n\n\
-             [watch]\nrule_paths = [\"rules\"]\n\n{}\n[engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
+             [watch]\nrule_paths = [\"rules\"]\n\n{}\n[blame]\nenabled = false\n\n[engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
              [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n\
              [[drills]]\nname = \"quick\"\nschedule = \"*/2 * * * * *\"\n",
             fake.url(),

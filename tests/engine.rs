@@ -53,7 +53,7 @@ fn setup(rules: &[String], engine: &str, knobs: impl FnOnce(&mut RailwayKnobs)) 
     let config = format!(
         "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n\n[service]\nname = \"demo\"\nbase_url = \"{}\"\n\n\
          [watch]\nrule_paths = [\"rules\"]\n\n{}\n\
-         [engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\n{coalesce}{engine}\n\n\
+         [blame]\nenabled = false\n\n[engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\n{coalesce}{engine}\n\n\
          [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n",
         prom.url(),
         fake.url(),

@@ -387,7 +387,7 @@ fn an_alertmanager_flood_stays_bounded_and_one_alert_name_is_one_rule() {
     let w = watcher(
         d,
         &format!(
-            "[service]\nname = \"web\"\nbase_url = \"{}\"\n{}\n[engine]\nstate_dir = \"state\"\ncoalesce = \"300ms\"\n\
+            "[service]\nname = \"web\"\nbase_url = \"{}\"\n{}\n[blame]\nenabled = false\n\n[engine]\nstate_dir = \"state\"\ncoalesce = \"300ms\"\n\
              [alertmanager]\nmatchers = {{ rollback = \"true\" }}\npolicy = \"confirm\"\n",
             service.url(),
             railway.provider_toml()

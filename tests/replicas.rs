@@ -52,7 +52,7 @@ impl Replicas {
         let config = format!(
             "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n\n[service]\nname = \"demo\"\nbase_url = \"{}\"\n\n\
              [watch]\nrule_paths = [\"rules\"]\n\n{}\n\
-             [engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\ncooldown = \"1s\"\n\n\
+             [blame]\nenabled = false\n\n[engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\ncooldown = \"1s\"\n\n\
              [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n\
              [state]\nbackend = \"postgres\"\nurl = \"{}\"\nleader_check = \"500ms\"\n",
             prom.url(),

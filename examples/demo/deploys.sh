@@ -7,5 +7,6 @@ case "${1:-}" in
   list)     curl -fsS "$DEMO_URL/deployments" ;;
   status)   curl -fsS "$DEMO_URL/deployments/$ROLLBACKD_DEPLOYMENT_ID" ;;
   rollback) curl -fsS -X POST "$DEMO_URL/deployments/$ROLLBACKD_DEPLOYMENT_ID/rollback" ;;
-  *) echo "usage: deploys.sh list|status|rollback" >&2; exit 2 ;;
+  cancel)   curl -fsS -X POST "$DEMO_URL/deployments/$ROLLBACKD_DEPLOYMENT_ID/cancel" ;;
+  *) echo "usage: deploys.sh list|status|rollback|cancel" >&2; exit 2 ;;
 esac

@@ -148,6 +148,7 @@ pub(crate) async fn receive(State(state): State<AppState>, bytes: Bytes) -> Resp
             since,
             fired_at: SystemTime::now(),
             annotations: alert.annotations,
+            spec: None,
         };
         let event = if alert.status == "firing" {
             RuleEvent::Fired(event)

@@ -97,6 +97,10 @@ pub enum Command {
         limit: usize,
         #[arg(long)]
         json: bool,
+        /// Show one entry in full, by its id: what was decided and the
+        /// evidence (the blame judgement's figures).
+        #[arg(long, value_name = "ID")]
+        show: Option<String>,
     },
     /// Show or reset the deploy breaker.
     #[command(subcommand)]
@@ -394,7 +398,10 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Deployments(cmd) => engine_cmd::deployments(&config, cmd).await,
         Command::Revisions { json } => engine_cmd::revisions(&config, json),
         Command::Validate(args) => engine_cmd::validate(&config, args).await,
-        Command::History { limit, json } => engine_cmd::history(&config, limit, json),
+        Command::History { limit, json, show } => match show {
+            Some(id) => engine_cmd::history_entry(&config, &id, json),
+            None => engine_cmd::history(&config, limit, json),
+        },
         Command::Breaker(cmd) => engine_cmd::breaker(&config, cmd).await,
         Command::State(cmd) => state_cmd::state(&config, cmd),
         Command::Backup(cmd) => backup_cmd::backup(&config, cmd).await,

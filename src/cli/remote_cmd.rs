@@ -76,6 +76,9 @@ pub async fn pending(config: &Config, remote: &RemoteArgs, json: bool) -> Exit {
         for line in p["plan"].as_str().unwrap_or("").lines() {
             println!("    {line}");
         }
+        if let Ok(j) = serde_json::from_value::<crate::blame::Judgement>(p["blame"].clone()) {
+            println!("    blame: {j}");
+        }
         println!(
             "    approve: rollbackd approve {id}    reject: rollbackd reject {id}",
             id = p["id"].as_str().unwrap_or("?")

@@ -82,6 +82,7 @@ pub async fn watch(config: Config) -> Exit {
     metrics::gauge!("rollbackd_pending_confirmations").set(0.0);
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let events_tx_alerts = events_tx.clone();
+    let blame_source = prometheus.clone();
     let ctx = GroupContext {
         source: prometheus,
         http,
@@ -134,7 +135,9 @@ pub async fn watch(config: Config) -> Exit {
     let stopping = engine.clone();
     match engine {
         Some(engine) => {
-            let dispatcher = Dispatcher::new(engine, board, pending);
+            let dispatcher = Dispatcher::new(engine, board, pending).with_blame(
+                crate::blame::Blamer::new(blame_source, config.blame.clone()),
+            );
             running = Some(dispatcher.running());
             supervisor.spawn_forever("dispatcher", dispatcher.run(events_rx, commands_rx));
         }

@@ -57,6 +57,8 @@ pub struct Config {
     /// can watch but not roll back.
     pub provider: Option<ProviderConfig>,
     pub engine: EngineConfig,
+    /// Whether the live deployment is to blame before rolling it back (`[blame]`).
+    pub blame: crate::blame::config::BlameConfig,
     pub verify: VerifyConfig,
     /// The service's database; without it the database phase is skipped.
     pub database: Option<DatabaseConfig>,
@@ -154,6 +156,7 @@ impl Config {
         self.server.validate(&mut problems);
         self.service.validate(&mut problems);
         self.engine.validate(&mut problems);
+        self.blame.validate(&mut problems);
         self.verify.validate(&mut problems);
         self.state.validate(&mut problems);
         crate::drill::config::validate_all(&self.drills, &mut problems);

@@ -388,6 +388,7 @@ impl Engine {
             policy: Some(req.policy_label().into()),
             rules: req.trigger.rules().to_vec(),
             error: Some(format!("{}: {}", blocked.guard, blocked.reason)),
+            blame: req.blame.clone(),
             ..Event::default()
         };
         if let Err(e) = self.history.append(event, None) {
@@ -405,6 +406,7 @@ impl Engine {
         n.rules = req.trigger.rules().to_vec();
         n.policy = Some(req.policy_label().to_string());
         n.outcome = Some(format!("not rolled back: {}", blocked.reason));
+        n.blame = req.blame.clone();
         self.notify(n);
     }
 }

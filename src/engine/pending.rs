@@ -25,6 +25,10 @@ pub struct PendingRollback {
     /// When its rules breached and fired, for the detection figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detected: Option<crate::engine::request::Detected>,
+    /// The blame judgement, when one was made (an `auto` rule parks here
+    /// when there was not enough evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blame: Option<crate::blame::Judgement>,
 }
 
 #[derive(Debug, Default)]

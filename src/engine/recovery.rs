@@ -213,6 +213,7 @@ impl Engine {
             joined: Default::default(),
             at: tokio::time::Instant::now(),
             detected: super::detection::detected(event),
+            blame: event.blame.clone(),
         };
         let mut run = Run::new(self, journal.id.clone(), req, progress);
         run.called_at = super::detection::called_at(&journal.steps);

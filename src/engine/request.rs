@@ -84,6 +84,8 @@ pub struct RollbackRequest {
     /// When the incident's rules began to breach and fired (none for an
     /// operator's rollback): the start of its detection figures.
     pub detected: Option<Detected>,
+    /// Whether the live deployment was judged to blame (none: not judged).
+    pub blame: Option<crate::blame::Judgement>,
 }
 
 /// The schema revision an operator asked for (`rollbackd rollback
@@ -133,6 +135,7 @@ impl RollbackRequest {
             joined: Default::default(),
             at: tokio::time::Instant::now(),
             detected: None,
+            blame: None,
         }
     }
 

@@ -251,6 +251,7 @@ impl<'a> Run<'a> {
             phases: self.steps.iter().map(PhaseStep::record).collect(),
             error: self.error(),
             detection: super::detection::figures(self),
+            blame: self.req.blame.clone(),
             drill: None,
             extra: self.extra.clone(),
         }
@@ -266,6 +267,7 @@ impl<'a> Run<'a> {
         n.target_deployment = self.plan.as_ref().map(|p| p.target.id.clone());
         n.from_deployment = self.plan.as_ref().map(|p| p.current.id.clone());
         n.phases = self.steps.iter().map(PhaseStep::record).collect();
+        n.blame = self.req.blame.clone();
         n
     }
 }

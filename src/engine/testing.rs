@@ -25,6 +25,7 @@ pub enum Call {
     List,
     Status(String),
     Rollback(String),
+    Cancel(String),
 }
 
 /// What the fake platform does with a rollback call.
@@ -59,6 +60,8 @@ struct PlatformState {
     log_requests: Vec<(String, SystemTime, SystemTime)>,
     /// A `logs` request takes this long.
     logs_latency: Duration,
+    /// Whether `cancel` works (a platform without one says so).
+    cancels: bool,
 }
 
 /// A deploy platform in memory: deployments newest first; a rollback creates
@@ -94,6 +97,7 @@ impl FakePlatform {
                 logs: None,
                 log_requests: Vec::new(),
                 logs_latency: Duration::ZERO,
+                cancels: false,
             }),
         })
     }
@@ -158,6 +162,18 @@ impl FakePlatform {
         let created_at = s.deployments[0].created_at + Duration::from_secs(60);
         s.deployments
             .insert(0, deployment(id, status, Duration::ZERO, created_at));
+    }
+
+    /// A deployment's status changes (a deploy in progress settles).
+    pub fn set_status(&self, id: &str, status: &str) {
+        for d in self.state().deployments.iter_mut().filter(|d| d.id == id) {
+            d.status = status.into();
+        }
+    }
+
+    /// The platform can cancel a deployment in progress.
+    pub fn allow_cancel(&self) {
+        self.state().cancels = true;
     }
 
     pub fn live(&self) -> Option<String> {
@@ -236,6 +252,27 @@ impl DeployProvider for FakePlatform {
             );
             s.polled = 0;
             Ok((!silent).then_some(id))
+        })
+    }
+
+    fn cancels(&self) -> bool {
+        self.state().cancels
+    }
+
+    fn cancel<'a>(&'a self, d: &'a Deployment) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            self.call(Call::Cancel(d.id.clone())).await;
+            let mut s = self.state();
+            match s.deployments.iter_mut().find(|x| x.id == d.id) {
+                Some(x) if x.in_progress() => {
+                    x.status = "REMOVED".into();
+                    Ok(())
+                }
+                _ => Err(ProviderError::Api {
+                    what: "the fake platform".into(),
+                    message: format!("deployment {} is not in progress", d.id),
+                }),
+            }
         })
     }
 

@@ -66,6 +66,9 @@ pub struct Event {
     /// How fast the incident was detected and recovered from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection: Option<Detection>,
+    /// Whether the live deployment was judged to blame, and the evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blame: Option<crate::blame::Judgement>,
     /// A drill's checks (`type: drill`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillRecord>,

@@ -134,6 +134,9 @@ pub fn body(n: &Notification) -> String {
     if let Some(outcome) = &n.outcome {
         line("Outcome", outcome.clone());
     }
+    if let Some(blame) = &n.blame {
+        line("Blame", blame.to_string());
+    }
     if let Some(hint) = &n.approve_hint {
         line("Approve", hint.clone());
     }

@@ -139,6 +139,9 @@ pub struct Notification {
     /// For a finished rollback: each phase's result, time and detail.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<crate::history::PhaseRecord>,
+    /// Whether the live deployment was judged to blame, and the evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blame: Option<crate::blame::Judgement>,
     #[serde(with = "crate::rules::state::rfc3339")]
     pub at: SystemTime,
 }
@@ -162,6 +165,7 @@ impl Notification {
             service: None,
             environment: None,
             phases: Vec::new(),
+            blame: None,
             at: SystemTime::now(),
         }
     }

@@ -139,6 +139,7 @@ pub fn event(n: &Notification, environment: Option<&str>) -> Value {
         "rules": n.rules,
         "phases": n.phases,
         "outcome": n.outcome,
+        "blame": n.blame,
     });
     let mut event = json!({
         "event_id": event_id(n),

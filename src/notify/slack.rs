@@ -53,6 +53,9 @@ pub fn payload(n: &Notification) -> Value {
     if let Some(o) = &n.outcome {
         field("Outcome", o.clone());
     }
+    if let Some(b) = &n.blame {
+        field("Blame", b.to_string());
+    }
     fields.truncate(10);
     let mut blocks = vec![
         json!({ "type": "header", "text": { "type": "plain_text", "text": n.event.title() } }),

@@ -13,6 +13,8 @@
 //! - `logs` (optional): `ROLLBACKD_DEPLOYMENT_ID`'s log lines between
 //!   `ROLLBACKD_LOGS_FROM` and `ROLLBACKD_LOGS_TO` (RFC 3339), one per line:
 //!   plain text, or a JSON object with `message`/`msg` and `level`/`severity`.
+//! - `cancel` (optional): stop `ROLLBACKD_DEPLOYMENT_ID`, a deployment still
+//!   in progress that is to blame for a breach; prints nothing.
 //!
 //! A non-zero exit is a refusal, reported with the end of its stderr. Each
 //! command runs in its own process group and dies with rollbackd (`child`).
@@ -155,6 +157,24 @@ impl DeployProvider for CommandProvider {
                 deployment_id: Option<String>,
             }
             Ok(Self::decode::<Created>("rollback", &out)?.deployment_id)
+        })
+    }
+
+    fn cancels(&self) -> bool {
+        self.config.cancel.is_some()
+    }
+
+    fn cancel<'a>(&'a self, d: &'a Deployment) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let Some(argv) = &self.config.cancel else {
+                return Err(ProviderError::Api {
+                    what: "provider.cancel".into(),
+                    message: "no cancel command is configured".into(),
+                });
+            };
+            self.run("cancel", argv, &[("ROLLBACKD_DEPLOYMENT_ID", &d.id)])
+                .await
+                .map(|_| ())
         })
     }
 

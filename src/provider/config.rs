@@ -170,6 +170,10 @@ pub struct CommandConfig {
     /// Optional: prints a deployment's log lines (start-up error checks).
     #[serde(default)]
     pub logs: Option<Vec<String>>,
+    /// Optional: cancels `ROLLBACKD_DEPLOYMENT_ID`, a deployment still in
+    /// progress that blame found responsible for a breach.
+    #[serde(default)]
+    pub cancel: Option<Vec<String>>,
     #[serde(with = "duration::serde_str", default = "command_timeout")]
     pub timeout: Duration,
     #[serde(with = "duration::opt_serde_str", default)]
@@ -194,10 +198,12 @@ impl CommandConfig {
                 ));
             }
         }
-        if self.logs.as_ref().is_some_and(Vec::is_empty) {
-            problems.push(
-                "provider.logs: give the command as a list, like [\"./deploy.sh\", \"logs\"], or leave it out".into(),
-            );
+        for (name, argv) in [("logs", &self.logs), ("cancel", &self.cancel)] {
+            if argv.as_ref().is_some_and(Vec::is_empty) {
+                problems.push(format!(
+                    "provider.{name}: give the command as a list, like [\"./deploy.sh\", \"{name}\"], or leave it out"
+                ));
+            }
         }
     }
 }

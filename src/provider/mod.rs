@@ -34,6 +34,17 @@ impl Deployment {
         self.status == "SUCCESS"
     }
 
+    /// A status on its way to SUCCESS or failure: the deployment is being
+    /// built or rolled out and does not serve yet (Railway's BUILDING,
+    /// DEPLOYING, INITIALIZING, QUEUED, WAITING; the railway CLI's
+    /// `src/commands/deployment.rs` shows the same set as in progress).
+    pub fn in_progress(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "BUILDING" | "DEPLOYING" | "INITIALIZING" | "QUEUED" | "WAITING"
+        )
+    }
+
     /// A status that will not change into SUCCESS any more.
     pub fn has_failed(&self) -> bool {
         matches!(
@@ -71,6 +82,25 @@ pub trait DeployProvider: Send + Sync {
         &'a self,
         target: &'a Deployment,
     ) -> BoxFuture<'a, Result<Option<String>, ProviderError>>;
+
+    /// Whether [`DeployProvider::cancel`] can stop a deployment in progress.
+    fn cancels(&self) -> bool {
+        false
+    }
+
+    /// Cancels deployment `d`, still in progress (the one to blame for a
+    /// breach, so it never goes live). Sent once, never retried.
+    fn cancel<'a>(&'a self, d: &'a Deployment) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            Err(ProviderError::Api {
+                what: "the provider".into(),
+                message: format!(
+                    "cannot cancel deployment {}: the provider has no cancel",
+                    d.id
+                ),
+            })
+        })
+    }
 
     /// Whether [`DeployProvider::logs`] can read anything.
     fn reads_logs(&self) -> bool {

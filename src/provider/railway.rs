@@ -306,6 +306,37 @@ impl DeployProvider for Railway {
         })
     }
 
+    fn cancels(&self) -> bool {
+        true
+    }
+
+    /// `deploymentCancel(id: String!): Boolean!` ("Cancels a deployment.",
+    /// the schema the railway CLI ships, `src/gql/schema.json`), sent once
+    /// like a rollback.
+    fn cancel<'a>(&'a self, d: &'a Deployment) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Data {
+                deployment_cancel: bool,
+            }
+            let data: Data = self
+                .send(
+                    "mutation deploymentCancel($id: String!) { deploymentCancel(id: $id) }",
+                    json!({ "id": d.id }),
+                )
+                .await?;
+            if data.deployment_cancel {
+                Ok(())
+            } else {
+                Err(ProviderError::Api {
+                    what: WHAT.into(),
+                    message: format!("deploymentCancel({}) returned false", d.id),
+                })
+            }
+        })
+    }
+
     fn reads_logs(&self) -> bool {
         true
     }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Labels, Policy};
+use super::model::{Labels, Policy, QueryRule, RuleBlame};
 
 /// One rule series went to firing. Produced exactly once per firing episode
 /// of a series; consumed by the rollback engine.
@@ -29,6 +29,21 @@ pub struct FiringEvent {
     #[serde(with = "crate::clock::rfc3339")]
     pub fired_at: SystemTime,
     pub annotations: Labels,
+    /// What the rule evaluates and how it is judged for blame; none for an
+    /// Alertmanager alert. Not sent between replicas: each evaluates its
+    /// own rules.
+    #[serde(skip)]
+    pub spec: Option<std::sync::Arc<FiredRule>>,
+}
+
+/// The parts of a fired rule that blame needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FiredRule {
+    /// The expression and its interpretation; none for a probe.
+    pub query: Option<QueryRule>,
+    /// The group's interval: the step of the judgement's range queries.
+    pub interval: std::time::Duration,
+    pub blame: RuleBlame,
 }
 
 /// The group name of events that came from Alertmanager rather than a rule.

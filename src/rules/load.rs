@@ -143,6 +143,37 @@ struct RawRule {
     #[serde(default)]
     policy: Policy,
     probe: Option<RawProbe>,
+    blame: Option<RawBlame>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlame {
+    enabled: Option<bool>,
+    baseline: Option<String>,
+    onset_window: Option<String>,
+    max_baseline_share: Option<f64>,
+    min_factor: Option<f64>,
+    min_margin: Option<f64>,
+    #[serde(default)]
+    inhibit: Vec<RawInhibitor>,
+    versions: Option<RawVersions>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInhibitor {
+    name: Option<String>,
+    expr: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVersions {
+    label: Option<String>,
+    expr: Option<String>,
+    errors: Option<String>,
+    requests: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -331,7 +362,7 @@ pub(crate) fn parse_file(
     }
 }
 
-fn validate_rule(raw: RawRule, vars: &Variables, ctx: &mut RuleCtx) -> Option<Rule> {
+fn validate_rule(mut raw: RawRule, vars: &Variables, ctx: &mut RuleCtx) -> Option<Rule> {
     if raw.name.trim().is_empty() {
         ctx.error("`name` is empty");
     }
@@ -354,6 +385,10 @@ fn validate_rule(raw: RawRule, vars: &Variables, ctx: &mut RuleCtx) -> Option<Ru
             annotations.insert(key.clone(), v);
         }
     }
+    let blame = match raw.blame.take() {
+        None => RuleBlame::default(),
+        Some(b) => validate_blame(b, vars, ctx),
+    };
     let kind = match raw.probe {
         Some(probe) => {
             for (present, field) in [
@@ -383,7 +418,103 @@ fn validate_rule(raw: RawRule, vars: &Variables, ctx: &mut RuleCtx) -> Option<Ru
         labels,
         annotations,
         policy: raw.policy,
+        blame,
     })
+}
+
+/// `blame:`: each value checked, every expression parsed. Inhibitors may
+/// end in a filtering comparison (`up{job="payments"} == 0`): like an
+/// alert's expression, a series in the answer means the condition holds.
+fn validate_blame(raw: RawBlame, vars: &Variables, ctx: &mut RuleCtx) -> RuleBlame {
+    let positive = |ctx: &mut RuleCtx, field: &str, text: Option<&str>| {
+        let d = text.map(|t| ctx.duration(field, Some(t)));
+        if d == Some(Duration::ZERO) {
+            ctx.error(format!("{field}: must be greater than 0"));
+        }
+        d
+    };
+    let baseline = positive(ctx, "blame.baseline", raw.baseline.as_deref());
+    let onset_window = positive(ctx, "blame.onset_window", raw.onset_window.as_deref());
+    if let Some(share) = raw.max_baseline_share {
+        if !(share > 0.0 && share <= 1.0) {
+            ctx.error("blame.max_baseline_share must be above 0 and at most 1 (a share of the baseline's evaluations)");
+        }
+    }
+    if let Some(factor) = raw.min_factor {
+        if !(factor.is_finite() && factor >= 1.0) {
+            ctx.error("blame.min_factor must be a number of at least 1 (how many times worse than the baseline)");
+        }
+    }
+    if let Some(margin) = raw.min_margin {
+        if !(margin.is_finite() && margin >= 0.0) {
+            ctx.error("blame.min_margin must be a finite number of at least 0");
+        }
+    }
+    let mut inhibit = Vec::new();
+    for (i, raw) in raw.inhibit.into_iter().enumerate() {
+        let name = raw.name.unwrap_or_else(|| format!("inhibit[{i}]"));
+        if inhibit.iter().any(|x: &Inhibitor| x.name == name) {
+            ctx.error(format!("blame.inhibit: two inhibitors are named {name:?}"));
+        }
+        let field = format!("blame.inhibit[{i}].expr");
+        if let Some(expr) = ctx.expand(&field, &raw.expr, vars) {
+            any_vector(ctx, &field, &expr);
+            inhibit.push(Inhibitor { name, expr });
+        }
+    }
+    let versions = raw.versions.map(|v| {
+        if let Some(label) = &v.label {
+            if !is_label_name(label) {
+                ctx.error(format!(
+                    "blame.versions.label: {label:?} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+                ));
+            }
+        }
+        if v.errors.is_some() != v.requests.is_some() {
+            ctx.error("blame.versions: `errors` and `requests` go together (failed and all requests per version)");
+        }
+        if v.expr.is_none() && v.errors.is_none() && v.requests.is_none() {
+            ctx.error("blame.versions: needs `expr` (the value per version) or `errors` with `requests` (counts per version)");
+        }
+        let expand = |ctx: &mut RuleCtx, key: &str, text: Option<String>| {
+            let field = format!("blame.versions.{key}");
+            let expr = text.and_then(|t| ctx.expand(&field, &t, vars));
+            if let Some(e) = &expr {
+                ctx.promql(&field, e);
+            }
+            expr
+        };
+        VersionCompare {
+            label: v.label,
+            expr: expand(ctx, "expr", v.expr),
+            errors: expand(ctx, "errors", v.errors),
+            requests: expand(ctx, "requests", v.requests),
+        }
+    });
+    RuleBlame {
+        enabled: raw.enabled,
+        baseline,
+        onset_window,
+        max_baseline_share: raw.max_baseline_share,
+        min_factor: raw.min_factor,
+        min_margin: raw.min_margin,
+        inhibit,
+        versions,
+    }
+}
+
+/// An expression that answers series or a number, comparisons allowed.
+fn any_vector(ctx: &mut RuleCtx, field: &str, expr: &str) {
+    match parser::parse(expr) {
+        Err(e) => ctx.error(format!("{field}: invalid PromQL: {}", e.trim())),
+        Ok(ast) if !matches!(ast.value_type(), ValueType::Vector | ValueType::Scalar) => {
+            ctx.error(format!(
+                "{field}: the expression returns a {}; it must return an instant vector",
+                ast.value_type()
+            ))
+        }
+        Ok(_) => {}
+    }
 }
 
 fn validate_query(raw: &RawRule, vars: &Variables, ctx: &mut RuleCtx) -> Option<QueryRule> {
@@ -714,5 +845,63 @@ groups:
             load_text("groups:\n  - name: g\n    rules:\n      - {alert: A, expr: up, below: 1}\n")
                 .unwrap();
         assert_eq!(set.groups[0].rules[0].name, "A");
+    }
+
+    #[test]
+    fn each_bad_blame_setting_names_its_key() {
+        let errors = load_text(
+            "groups:\n  - name: g\n    rules:\n      - name: R\n        expr: up\n        above: 1\n        blame:\n\
+             \x20         baseline: 0s\n          min_factor: 0.5\n          max_baseline_share: 2\n\
+             \x20         inhibit:\n            - expr: 'up{'\n\
+             \x20         versions:\n            label: 1version\n            errors: up\n",
+        )
+        .unwrap_err();
+        let text = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for key in [
+            "blame.baseline",
+            "blame.min_factor",
+            "blame.max_baseline_share",
+            "blame.inhibit[0].expr: invalid PromQL",
+            "blame.versions.label",
+            "`errors` and `requests` go together",
+        ] {
+            assert!(text.contains(key), "{key} missing from:\n{text}");
+        }
+        assert!(
+            errors.iter().all(|e| e.rule.as_deref() == Some("R")),
+            "{text}"
+        );
+        let unknown = load_text(
+            "groups:\n  - name: g\n    rules:\n      - name: R\n        expr: up\n        above: 1\n        blame:\n          onset: 5m\n",
+        )
+        .unwrap_err();
+        assert!(unknown[0].message.contains("onset"), "{:?}", unknown);
+    }
+
+    #[test]
+    fn a_rule_s_blame_settings_are_read_with_templates_expanded() {
+        let set = load_text(
+            "groups:\n  - name: g\n    rules:\n      - name: R\n        expr: up\n        above: 1\n        blame:\n\
+             \x20         enabled: true\n          onset_window: 5m\n\
+             \x20         inhibit:\n            - name: payments\n              expr: 'up{job=\"payments-{{service}}\"} == 0'\n\
+             \x20         versions:\n            expr: 'sum by (version) (rate(errors_total{service=\"{{service}}\"}[1m]))'\n",
+        )
+        .unwrap();
+        let b = &set.groups[0].rules[0].blame;
+        assert_eq!(b.enabled, Some(true));
+        assert_eq!(b.onset_window, Some(Duration::from_secs(300)));
+        assert_eq!(b.inhibit[0].expr, "up{job=\"payments-web\"} == 0");
+        assert!(b
+            .versions
+            .as_ref()
+            .unwrap()
+            .expr
+            .as_ref()
+            .unwrap()
+            .contains("service=\"web\""));
     }
 }

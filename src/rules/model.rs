@@ -76,6 +76,51 @@ pub struct Rule {
     pub labels: Labels,
     pub annotations: Labels,
     pub policy: Policy,
+    /// The rule's own blame settings (`blame:`); what it leaves unset comes
+    /// from `[blame]`.
+    pub blame: RuleBlame,
+}
+
+/// A rule's `blame:` settings, validated. `None` means "as `[blame]` says".
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RuleBlame {
+    pub enabled: Option<bool>,
+    pub baseline: Option<Duration>,
+    pub onset_window: Option<Duration>,
+    pub max_baseline_share: Option<f64>,
+    pub min_factor: Option<f64>,
+    pub min_margin: Option<f64>,
+    /// Conditions under which the deploy is not to blame (a dependency down).
+    pub inhibit: Vec<Inhibitor>,
+    /// How to compare the new version with the old one while both serve.
+    pub versions: Option<VersionCompare>,
+}
+
+/// A condition that, while it holds (its expression returns a series),
+/// says a breach is not the deploy's: Alertmanager's `inhibit_rules` for
+/// rollbacks.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inhibitor {
+    pub name: String,
+    pub expr: String,
+}
+
+/// Per-version expressions, each aggregated `by (<label>)`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VersionCompare {
+    /// The label that names the version; `None`: `[blame] version_label`.
+    pub label: Option<String>,
+    /// The rule's value per version, compared point by point with a rank
+    /// test (Mann-Whitney U) since go-live.
+    pub expr: Option<String>,
+    /// Failed and all requests per version, as counters
+    /// (`sum by (version) (http_requests_total{code=~"5.."})`): rollbackd
+    /// takes each one's increase since go-live, so the comparison covers
+    /// exactly the time both versions served; compared with a
+    /// two-proportion test.
+    pub errors: Option<String>,
+    pub requests: Option<String>,
 }
 
 impl Rule {

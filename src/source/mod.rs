@@ -57,6 +57,23 @@ pub trait MetricsSource: Send + Sync {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    /// `expr` at every `step` from `from` to `to` (Prometheus's range API);
+    /// a source without one says so.
+    fn query_range<'a>(
+        &'a self,
+        expr: &'a str,
+        from: SystemTime,
+        to: SystemTime,
+        step: Duration,
+    ) -> BoxFuture<'a, Result<range::Answers, SourceError>> {
+        let _ = (expr, from, to, step);
+        Box::pin(async {
+            Err(SourceError::Unsupported(
+                "this metrics source has no range queries".into(),
+            ))
+        })
+    }
+
     /// Evaluates every query at the same time `at`, answering in order, at
     /// most `concurrency` requests at once. A source may answer several
     /// queries with one request, as long as each answer is the one its own

@@ -320,6 +320,16 @@ impl MetricsSource for Prometheus {
         Box::pin(self.instant(expr, at))
     }
 
+    fn query_range<'a>(
+        &'a self,
+        expr: &'a str,
+        from: SystemTime,
+        to: SystemTime,
+        step: std::time::Duration,
+    ) -> BoxFuture<'a, Result<super::range::Answers, SourceError>> {
+        Box::pin(Prometheus::query_range(self, expr, from, to, step))
+    }
+
     fn scrape_timings(
         &self,
     ) -> BoxFuture<'_, Result<Vec<super::scrapes::ScrapeTiming>, SourceError>> {

@@ -170,6 +170,25 @@ pub fn rollback_planned(trigger: &'static str, plan: &str) {
     );
 }
 
+/// A blame judgement was made.
+pub fn blame_judged(j: &crate::blame::Judgement) {
+    metrics::counter!(
+        "rollbackd_blame_verdicts_total",
+        "verdict" => j.verdict.as_str(),
+        "reason" => j.reason.as_str()
+    )
+    .increment(1);
+    metrics::histogram!("rollbackd_blame_duration_seconds").record(j.seconds);
+    info!(
+        verdict = j.verdict.as_str(),
+        reason = j.reason.as_str(),
+        deployment = %j.deployment,
+        seconds = j.seconds,
+        evidence = %serde_json::to_string(j).unwrap_or_default(),
+        "blame judged"
+    );
+}
+
 /// A guard refused a rollback.
 pub fn rollback_blocked(
     trigger: &'static str,

@@ -133,8 +133,19 @@ fn register_zeroes() {
         "in_progress",
         "provider",
         "history",
+        "blame",
     ] {
         metrics::counter!("rollbackd_rollbacks_blocked_total", "guard" => guard).absolute(0);
+    }
+    for verdict in [
+        crate::blame::Verdict::ToBlame,
+        crate::blame::Verdict::NotToBlame,
+        crate::blame::Verdict::Inconclusive,
+    ] {
+        for reason in crate::blame::Reason::ALL {
+            metrics::counter!("rollbackd_blame_verdicts_total", "verdict" => verdict.as_str(), "reason" => reason.as_str())
+                .absolute(0);
+        }
     }
 }
 
@@ -217,7 +228,16 @@ fn describe() {
     );
     describe_counter!(
         "rollbackd_rollbacks_blocked_total",
-        "Rollbacks refused, by guard (breaker, loop, same_deployment, cooldown, rate_limit, deploy_age, in_progress, provider, history)."
+        "Rollbacks refused, by guard (breaker, loop, same_deployment, cooldown, rate_limit, deploy_age, in_progress, provider, history, blame)."
+    );
+    describe_counter!(
+        "rollbackd_blame_verdicts_total",
+        "Blame judgements before acting, by verdict (to_blame, not_to_blame, inconclusive) and reason."
+    );
+    describe_histogram!(
+        "rollbackd_blame_duration_seconds",
+        Unit::Seconds,
+        "Time a blame judgement took, between a rule firing and the decision."
     );
     describe_gauge!(
         "rollbackd_pending_confirmations",

@@ -507,6 +507,7 @@ mod tests {
             labels: Labels::new(),
             annotations: Labels::new(),
             policy: crate::rules::Policy::DryRun,
+            blame: Default::default(),
         };
         let probe_answer = Answer::Probe(CheckResult {
             status: Some(503),

@@ -262,7 +262,7 @@ async fn evaluate_once(
         let mut rules = shared.lock().unwrap_or_else(PoisonError::into_inner);
         for (rt, answer) in rules.iter_mut().zip(answers) {
             if let Some(answer) = answer {
-                apply(&group.name, rt, answer, now, &mut fired);
+                apply(&group.name, group.interval, rt, answer, now, &mut fired);
             }
         }
     }
@@ -282,6 +282,7 @@ async fn evaluate_once(
 /// Interprets one answer and steps the rule's state machine.
 fn apply(
     group: &str,
+    interval: std::time::Duration,
     rt: &mut RuleRuntime,
     answer: evaluate::Answer,
     now: SystemTime,
@@ -322,6 +323,14 @@ fn apply(
                 since: t.active_since,
                 fired_at: now,
                 annotations: rt.rule.annotations.clone(),
+                spec: Some(std::sync::Arc::new(crate::rules::event::FiredRule {
+                    query: match &rt.rule.kind {
+                        crate::rules::RuleKind::Query(q) => Some(q.clone()),
+                        crate::rules::RuleKind::Probe(_) => None,
+                    },
+                    interval,
+                    blame: rt.rule.blame.clone(),
+                })),
             };
             fired.push(if resolved {
                 RuleEvent::Resolved(event)

@@ -3,7 +3,18 @@
 //! knobs for 500s, slow answers, refused or FAILED rollbacks. A rollback
 //! creates a new deployment that goes DEPLOYING → SUCCESS (or FAILED) after a
 //! delay, then calls a hook (the test points the fake service at the good
-//! version there).
+//! version there). `deploymentCancel` and `deploymentRemove` take a
+//! deployment out (REMOVED); both are recorded.
+//!
+//! Signatures from Railway's schema as the railway CLI vendors it
+//! (railwayapp/cli `src/gql/schema.json`, Mutation type):
+//! `deploymentCancel(id: String!): Boolean!` ("Cancels a deployment."),
+//! `deploymentRemove(id: String!): Boolean!` ("Removes a deployment."),
+//! `deploymentStop(id: String!): Boolean!` ("Stops a deployment.", not faked).
+//! Its `DeploymentStatus` enum is BUILDING, CRASHED, DEPLOYING, FAILED,
+//! INITIALIZING, NEEDS_APPROVAL, QUEUED, REMOVED, REMOVING, SKIPPED, SLEEPING,
+//! SUCCESS, WAITING: there is no CANCELLED, so a cancelled deployment is shown
+//! REMOVED.
 
 #![allow(dead_code)]
 
@@ -27,6 +38,10 @@ pub struct FakeDeployment {
     pub created_at: SystemTime,
     pub commit: String,
 }
+
+/// Statuses of a deployment still on its way (the ones the railway CLI
+/// colours as in progress: railwayapp/cli `src/commands/deployment.rs`).
+const IN_PROGRESS: [&str; 5] = ["BUILDING", "DEPLOYING", "INITIALIZING", "QUEUED", "WAITING"];
 
 /// Knobs a test turns.
 #[derive(Debug, Clone)]
@@ -65,6 +80,8 @@ struct Inner {
     deployments: Vec<FakeDeployment>,
     knobs: RailwayKnobs,
     rollbacks: Vec<String>,
+    cancels: Vec<String>,
+    removes: Vec<String>,
     requests: Vec<Value>,
     on_success: Option<Hook>,
 }
@@ -100,6 +117,8 @@ impl FakeRailway {
             deployments,
             knobs: RailwayKnobs::default(),
             rollbacks: Vec::new(),
+            cancels: Vec::new(),
+            removes: Vec::new(),
             requests: Vec::new(),
             on_success: None,
         }));
@@ -150,9 +169,26 @@ impl FakeRailway {
         g.deployments.push(deployment(id, "SUCCESS", 0));
     }
 
+    /// Adds `d` as it is, touching no other deployment: how a test puts a
+    /// deployment in progress (e.g. `deployment("d4", "DEPLOYING", 0)`) beside
+    /// the live one.
+    pub fn add(&self, d: FakeDeployment) {
+        self.inner.lock().unwrap().deployments.push(d);
+    }
+
     /// Targets of every `deploymentRollback` received.
     pub fn rollbacks(&self) -> Vec<String> {
         self.inner.lock().unwrap().rollbacks.clone()
+    }
+
+    /// Ids of every `deploymentCancel` received, refused ones included.
+    pub fn cancels(&self) -> Vec<String> {
+        self.inner.lock().unwrap().cancels.clone()
+    }
+
+    /// Ids of every `deploymentRemove` received, refused ones included.
+    pub fn removes(&self) -> Vec<String> {
+        self.inner.lock().unwrap().removes.clone()
     }
 
     pub fn deployments(&self) -> Vec<FakeDeployment> {
@@ -218,6 +254,10 @@ async fn graphql(
         let id = vars["id"].as_str().unwrap_or("").to_string();
         return Json(rollback(&inner, &id)).into_response();
     }
+    if query.contains("deploymentCancel") || query.contains("deploymentRemove") {
+        let id = vars["id"].as_str().unwrap_or("").to_string();
+        return Json(take_out(&inner, &id, query.contains("deploymentCancel"))).into_response();
+    }
     let g = inner.lock().unwrap();
     if query.contains("deploymentLogs(") {
         let dated = ["startDate", "endDate"].iter().all(|k| {
@@ -282,6 +322,14 @@ fn rollback(inner: &Arc<Mutex<Inner>>, id: &str) -> Value {
         tokio::time::sleep(takes).await;
         let hook = {
             let mut g = inner.lock().unwrap();
+            // Cancelled or removed while DEPLOYING: it never comes live.
+            if !g
+                .deployments
+                .iter()
+                .any(|d| d.id == new.id && d.status == "DEPLOYING")
+            {
+                return;
+            }
             if outcome == "SUCCESS" {
                 for d in g.deployments.iter_mut() {
                     if d.status == "SUCCESS" {
@@ -299,6 +347,40 @@ fn rollback(inner: &Arc<Mutex<Inner>>, id: &str) -> Value {
         }
     });
     json!({ "data": { "deploymentRollback": true } })
+}
+
+/// `deploymentCancel(id)` (`cancel`) or `deploymentRemove(id)`: the deployment
+/// becomes REMOVED and the answer is `true`. Cancel takes only a deployment
+/// in progress; remove also takes a finished one (`railway down` removes the
+/// latest SUCCESS deployment with it: railwayapp/cli `src/commands/down.rs`).
+fn take_out(inner: &Arc<Mutex<Inner>>, id: &str, cancel: bool) -> Value {
+    let mut g = inner.lock().unwrap();
+    let field = if cancel {
+        g.cancels.push(id.to_string());
+        "deploymentCancel"
+    } else {
+        g.removes.push(id.to_string());
+        "deploymentRemove"
+    };
+    let Some(d) = g.deployments.iter_mut().find(|d| d.id == id) else {
+        return json!({ "errors": [{ "message": "Deployment not found" }], "data": null });
+    };
+    // Reproduces Railway refusing to cancel a deployment no longer in progress
+    // (or to remove one already gone). Assumed: neither the schema nor the
+    // railway CLI says what the API answers there, nor its wording; the
+    // message must not say "not found", which rollbackd reads as an unknown id.
+    let refused = if cancel {
+        !IN_PROGRESS.contains(&d.status.as_str())
+    } else {
+        matches!(d.status.as_str(), "REMOVED" | "REMOVING")
+    };
+    if refused {
+        let verb = if cancel { "cancelled" } else { "removed" };
+        let message = format!("Deployment {} cannot be {verb}: it is {}", d.id, d.status);
+        return json!({ "errors": [{ "message": message }], "data": null });
+    }
+    d.status = "REMOVED".into();
+    json!({ "data": { field: true } })
 }
 
 /// A Railway log line: on stderr (so severity `error`, whatever it says),

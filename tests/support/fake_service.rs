@@ -56,6 +56,38 @@ pub struct Knobs {
     /// in Prometheus's scrapes.
     #[serde(default = "ok")]
     pub metrics_status: u16,
+    /// Fraction of every version's requests that fail because a dependency
+    /// fails, on top of the version's own `error_ratio`: a request fails if
+    /// either fails, so its version's requests fail at
+    /// 1 - (1 - error_ratio) * (1 - dependency_error_ratio). It lets a test
+    /// tell "the deploy broke it" from "a dependency broke every version".
+    pub dependency_error_ratio: f64,
+    /// Whether request series (`http_requests_total` and the
+    /// `http_request_duration_seconds` histogram) carry a `version` label
+    /// naming the version that served them; labels are then service, route,
+    /// version, and code / le. Off, they are the sum over versions without
+    /// that label, as before.
+    pub version_label: bool,
+    /// A rolling update or canary under way: the old version serves its
+    /// `share` of the requests with its own error ratio and latency, and
+    /// `version` the rest with the knobs'. None: `version` serves all.
+    pub old_version: Option<OldVersion>,
+}
+
+/// The version still serving part of the traffic during a rolling update or
+/// canary (`Knobs::old_version`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OldVersion {
+    pub version: String,
+    /// Share of requests it serves (0..1); `Knobs::version` serves the rest.
+    pub share: f64,
+    /// Fraction of its requests answered 500 (dependency failures come on
+    /// top, as for the new version).
+    pub error_ratio: f64,
+    /// Latency of most of its requests, in seconds; its slow requests are
+    /// the knobs' `slow_ratio` at `slow_latency`, as the new version's.
+    pub latency: f64,
 }
 
 fn ok() -> u16 {
@@ -82,6 +114,9 @@ impl Default for Knobs {
             health_bodies: BTreeMap::new(),
             routes: 1,
             metrics_status: 200,
+            dependency_error_ratio: 0.0,
+            version_label: false,
+            old_version: None,
         }
     }
 }
@@ -90,14 +125,78 @@ const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Debug)]
-struct Inner {
-    knobs: Knobs,
+/// Request counters of one version, or of all versions together.
+#[derive(Debug, Clone, Default)]
+struct Counters {
     ok: f64,
     errors: f64,
     buckets: [f64; BUCKETS.len()],
     sum: f64,
     count: f64,
+}
+
+impl Counters {
+    /// Counts `n` requests of which `fail` fail, all taking `latency`
+    /// seconds but `slow_ratio` of them that take `slow_latency`.
+    fn add(&mut self, n: f64, fail: f64, latency: f64, slow_ratio: f64, slow_latency: f64) {
+        self.errors += n * fail;
+        self.ok += n * (1.0 - fail);
+        for (latency, share) in [(latency, 1.0 - slow_ratio), (slow_latency, slow_ratio)] {
+            let m = n * share;
+            for (i, le) in BUCKETS.iter().enumerate() {
+                if latency <= *le {
+                    self.buckets[i] += m;
+                }
+            }
+            self.sum += m * latency;
+            self.count += m;
+        }
+    }
+
+    /// Writes these counters' series with labels `l`, each value scaled by
+    /// `share` (the route's part of the traffic).
+    fn write(&self, l: &str, share: f64, requests: &mut String, histogram: &mut String) {
+        requests.push_str(&format!(
+            "http_requests_total{{{l},code=\"200\"}} {}\n",
+            self.ok * share
+        ));
+        requests.push_str(&format!(
+            "http_requests_total{{{l},code=\"500\"}} {}\n",
+            self.errors * share
+        ));
+        for (le, c) in BUCKETS.iter().zip(self.buckets) {
+            histogram.push_str(&format!(
+                "http_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {}\n",
+                c * share
+            ));
+        }
+        histogram.push_str(&format!(
+            "http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}\n",
+            self.count * share
+        ));
+        histogram.push_str(&format!(
+            "http_request_duration_seconds_sum{{{l}}} {}\n",
+            self.sum * share
+        ));
+        histogram.push_str(&format!(
+            "http_request_duration_seconds_count{{{l}}} {}\n",
+            self.count * share
+        ));
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    knobs: Knobs,
+    /// All versions' requests together, what the series without a version
+    /// label show. Kept as it accumulates rather than summed from
+    /// `by_version` at render: a sum regrouped after a deploy would round
+    /// differently, and tests depend on the exact series.
+    total: Counters,
+    /// Each version's requests since the service started: a version that
+    /// stops serving keeps its last values, as a real client library's
+    /// series stay until the process restarts.
+    by_version: BTreeMap<String, Counters>,
     db_ok: f64,
     db_errors: f64,
     health_checks: u64,
@@ -139,6 +238,20 @@ impl Inner {
         });
     }
 
+    /// A deployment that stays DEPLOYING (until cancelled) while its first
+    /// pods already take traffic under the current knobs; the live one stays.
+    fn record_in_progress(&mut self) {
+        let n = self.deployments.len() + 1;
+        self.deployments.push(DemoDeployment {
+            id: format!("dep-{n}"),
+            status: "DEPLOYING".into(),
+            created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            git_sha: format!("{}-{n:04x}", self.knobs.version),
+            knobs: self.knobs.clone(),
+            started: Instant::now(),
+        });
+    }
+
     /// Deployments newest first; the newest reads DEPLOYING for its first second.
     fn deployment_list(&self) -> Vec<DemoDeployment> {
         let mut list: Vec<DemoDeployment> = self.deployments.iter().rev().cloned().collect();
@@ -157,22 +270,25 @@ impl Inner {
         let now = Instant::now();
         let dt = now.duration_since(self.last).as_secs_f64();
         self.last = now;
-        let k = &self.knobs;
+        // A copy, so the counters can grow while the knobs are read.
+        let k = self.knobs.clone();
         let n = k.rps * dt;
-        self.errors += n * k.error_ratio;
-        self.ok += n * (1.0 - k.error_ratio);
-        for (latency, share) in [
-            (k.latency, 1.0 - k.slow_ratio),
-            (k.slow_latency, k.slow_ratio),
-        ] {
-            let m = n * share;
-            for (i, le) in BUCKETS.iter().enumerate() {
-                if latency <= *le {
-                    self.buckets[i] += m;
-                }
-            }
-            self.sum += m * latency;
-            self.count += m;
+        // Who served the `n` requests, how many each, and how they fared.
+        let mut serving = vec![(k.version.clone(), n, k.error_ratio, k.latency)];
+        if let Some(old) = &k.old_version {
+            let share = old.share.clamp(0.0, 1.0);
+            serving[0].1 = n * (1.0 - share);
+            serving.push((old.version.clone(), n * share, old.error_ratio, old.latency));
+        }
+        let (d, slow, slow_latency) = (k.dependency_error_ratio, k.slow_ratio, k.slow_latency);
+        for (version, n, error_ratio, latency) in serving {
+            // 1 - (1 - e)(1 - d) rearranged so that with no dependency
+            // failures it is exactly `error_ratio`, bit for bit: the series
+            // stay what they were before this knob existed.
+            let fail = error_ratio + d - error_ratio * d;
+            self.total.add(n, fail, latency, slow, slow_latency);
+            let counters = self.by_version.entry(version).or_default();
+            counters.add(n, fail, latency, slow, slow_latency);
         }
         let q = k.db_qps * dt;
         self.db_errors += q * k.db_error_ratio;
@@ -189,39 +305,24 @@ impl Inner {
         ));
         // Like a real client library, labelled request series appear only
         // after the first request: a service without traffic has none.
-        if self.count > 0.0 {
+        if self.total.count > 0.0 {
             let routes = self.knobs.routes.max(1);
             let share = 1.0 / f64::from(routes);
             let mut requests = String::from("# TYPE http_requests_total counter\n");
             let mut histogram = String::from("# TYPE http_request_duration_seconds histogram\n");
             for r in 0..routes {
                 let l = format!("service=\"{s}\",route=\"/r{r}\"");
-                requests.push_str(&format!(
-                    "http_requests_total{{{l},code=\"200\"}} {}\n",
-                    self.ok * share
-                ));
-                requests.push_str(&format!(
-                    "http_requests_total{{{l},code=\"500\"}} {}\n",
-                    self.errors * share
-                ));
-                for (le, c) in BUCKETS.iter().zip(self.buckets) {
-                    histogram.push_str(&format!(
-                        "http_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {}\n",
-                        c * share
-                    ));
+                if !self.knobs.version_label {
+                    self.total.write(&l, share, &mut requests, &mut histogram);
+                    continue;
                 }
-                histogram.push_str(&format!(
-                    "http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}\n",
-                    self.count * share
-                ));
-                histogram.push_str(&format!(
-                    "http_request_duration_seconds_sum{{{l}}} {}\n",
-                    self.sum * share
-                ));
-                histogram.push_str(&format!(
-                    "http_request_duration_seconds_count{{{l}}} {}\n",
-                    self.count * share
-                ));
+                for (version, counters) in &self.by_version {
+                    // Likewise, a version's series appear with its first request.
+                    if counters.count > 0.0 {
+                        let l = format!("{l},version=\"{version}\"");
+                        counters.write(&l, share, &mut requests, &mut histogram);
+                    }
+                }
             }
             out.push_str(&requests);
             out.push_str(&histogram);
@@ -269,11 +370,8 @@ impl FakeService {
     pub fn start_on(addr: SocketAddr, knobs: Knobs) -> Self {
         let inner = Arc::new(Mutex::new(Inner {
             knobs,
-            ok: 0.0,
-            errors: 0.0,
-            buckets: [0.0; BUCKETS.len()],
-            sum: 0.0,
-            count: 0.0,
+            total: Counters::default(),
+            by_version: BTreeMap::new(),
             db_ok: 0.0,
             db_errors: 0.0,
             health_checks: 0,
@@ -369,9 +467,11 @@ fn router(inner: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/control", get(get_control).post(post_control))
         .route("/deploy", post(deploy))
+        .route("/deploy/in-progress", post(deploy_in_progress))
         .route("/deployments", get(list_deployments))
         .route("/deployments/{id}", get(get_deployment))
         .route("/deployments/{id}/rollback", post(rollback_deployment))
+        .route("/deployments/{id}/cancel", post(cancel_deployment))
         .route("/", get(|s: State<Shared>| health(s, "/".to_string())))
         .route(
             "/health",
@@ -482,6 +582,45 @@ async fn deploy(state: State<Shared>, patch: Json<serde_json::Value>) -> Respons
         inner.lock().unwrap().record_deployment();
     }
     response
+}
+
+/// `POST /deploy/in-progress` with knobs: a deployment that stays
+/// DEPLOYING, its pods serving under those knobs, until it is cancelled.
+async fn deploy_in_progress(state: State<Shared>, patch: Json<serde_json::Value>) -> Response {
+    let inner = state.0.clone();
+    let response = post_control(state, patch).await;
+    if response.status().is_success() {
+        inner.lock().unwrap().record_in_progress();
+    }
+    response
+}
+
+/// `POST /deployments/{id}/cancel`: a deployment in progress is removed and
+/// its traffic goes back to the live deployment; anything else is refused.
+async fn cancel_deployment(State(inner): State<Shared>, Path(id): Path<String>) -> Response {
+    let mut guard = inner.lock().unwrap();
+    guard.advance();
+    let Some(index) = guard.deployments.iter().position(|d| d.id == id) else {
+        return (StatusCode::NOT_FOUND, format!("no deployment {id}\n")).into_response();
+    };
+    if guard.deployments[index].status != "DEPLOYING" {
+        let status = guard.deployments[index].status.clone();
+        return (
+            StatusCode::CONFLICT,
+            format!("deployment {id} is {status}, not in progress\n"),
+        )
+            .into_response();
+    }
+    guard.deployments[index].status = "REMOVED".into();
+    if let Some(live) = guard
+        .deployments
+        .iter()
+        .rev()
+        .find(|d| d.status == "SUCCESS")
+    {
+        guard.knobs = live.knobs.clone();
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn list_deployments(State(inner): State<Shared>) -> Json<Vec<DemoDeployment>> {

@@ -94,6 +94,7 @@ mod tests {
             since: std::time::SystemTime::UNIX_EPOCH,
             fired_at: std::time::SystemTime::UNIX_EPOCH,
             annotations: Labels::new(),
+            spec: None,
         }
     }
 

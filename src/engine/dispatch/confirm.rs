@@ -59,6 +59,7 @@ impl Dispatcher {
             reason: req.reason.clone(),
             plan,
             detected: req.detected.clone(),
+            blame: req.blame.clone(),
         };
         tracing::warn!(
             pending = %pending.id,
@@ -72,6 +73,7 @@ impl Dispatcher {
         n.pending_id = Some(pending.id.clone());
         n.rules = pending.rules.clone();
         n.policy = Some("confirm".into());
+        n.blame = req.blame.clone();
         n.outcome = Some(format!(
             "waits for an operator; expires at {} to {:?}",
             crate::clock::seconds(pending.expires_at),
@@ -178,6 +180,7 @@ impl Dispatcher {
             },
             at: tokio::time::Instant::now(),
             detected: pending.detected.clone(),
+            blame: pending.blame.clone(),
         };
         let rollback_id = self.start(req);
         // Other confirmations were for the state before this rollback.
@@ -193,7 +196,7 @@ impl Dispatcher {
     }
 
     /// Whether the rules behind a pending rollback still fire, in words.
-    fn recheck(&self, rules: &[RuleTrigger]) -> (bool, Vec<String>) {
+    pub(super) fn recheck(&self, rules: &[RuleTrigger]) -> (bool, Vec<String>) {
         let statuses = self.board.rules();
         let mut findings = Vec::new();
         let mut any_firing = false;

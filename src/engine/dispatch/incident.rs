@@ -31,11 +31,11 @@ pub(super) struct Open {
     policy: Policy,
     upgraded: bool,
     /// One event per rule, the first one's first.
-    events: Vec<FiringEvent>,
+    pub(super) events: Vec<FiringEvent>,
     /// Shared with its run, which records the rules that joined.
     pub(super) joined: Joined,
     pub(super) pending: Option<String>,
-    run: Option<String>,
+    pub(super) run: Option<String>,
     /// Open to any rule until then, and to every rule while `run` runs.
     until: Instant,
 }
@@ -208,37 +208,46 @@ impl Dispatcher {
 
     /// Carries out `req` under its policy, noting its confirmation or run
     /// in the open incident.
-    async fn act(&mut self, req: RollbackRequest) {
+    pub(super) async fn act(&mut self, req: RollbackRequest) {
         match req.policy {
             Policy::DryRun => match self.engine.plan(&req).await {
                 Ok(plan) => events::rollback_planned(req.trigger.label(), &format!("{plan}")),
                 Err(e) => tracing::warn!(error = %e, "dry run: no rollback could be planned"),
             },
             Policy::Confirm => {
-                if let Err(blocked) = self.guards().await {
-                    self.engine.record_blocked(&req, &blocked);
-                    return;
-                }
+                let live = match self.guards().await {
+                    Ok(live) => live,
+                    Err(blocked) => return self.engine.record_blocked(&req, &blocked),
+                };
+                // The operator decides; the judgement is their evidence.
+                let mut req = req;
+                req.blame = self.judge(&req, &live).await;
                 let pending = self.park(req).await;
                 if let Some(open) = self.open.as_mut() {
                     open.pending = pending;
                 }
             }
             Policy::Auto => {
-                if let Err(blocked) = self.guards().await {
-                    self.engine.record_blocked(&req, &blocked);
-                    return;
-                }
-                let run = self.start(req);
-                if let Some(open) = self.open.as_mut() {
-                    open.run = Some(run);
+                let live = match self.guards().await {
+                    Ok(live) => live,
+                    Err(blocked) => return self.engine.record_blocked(&req, &blocked),
+                };
+                match self.judge(&req, &live).await {
+                    Some(judgement) => self.act_on_verdict(req, judgement).await,
+                    None => {
+                        let run = self.start(req);
+                        if let Some(open) = self.open.as_mut() {
+                            open.run = Some(run);
+                        }
+                    }
                 }
             }
         }
     }
 
     /// The guards for rollbacks rollbackd starts on its own.
-    pub(super) async fn guards(&mut self) -> Result<(), Blocked> {
+    /// Returns the live deployment they allowed.
+    pub(super) async fn guards(&mut self) -> Result<crate::provider::Deployment, Blocked> {
         if let Some(id) = self.busy() {
             return Err(Blocked {
                 guard: "in_progress",
@@ -246,7 +255,7 @@ impl Dispatcher {
             });
         }
         let now = self.engine.clock.now();
-        self.engine.check_automatic(now).await.map(|_| ())
+        self.engine.check_automatic(now).await
     }
 }
 

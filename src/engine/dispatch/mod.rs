@@ -19,6 +19,7 @@
 //! tokio's paused clock in tests.
 
 mod alerts;
+mod blame;
 mod confirm;
 mod forwarded;
 mod incident;
@@ -102,6 +103,11 @@ pub struct Dispatcher {
     /// The incident acted on last: rules that fire within `engine.coalesce`
     /// of it, or while its rollback runs, join it (`incident.rs`).
     open: Option<incident::Open>,
+    /// Judges whether the live deployment is to blame before acting
+    /// (`blame.rs`); none: blame is not judged.
+    blamer: Option<Arc<crate::blame::Blamer>>,
+    /// A rollback held while a newer deployment, to blame, settles.
+    deferred: Option<blame::Deferred>,
 }
 
 impl Dispatcher {
@@ -124,6 +130,8 @@ impl Dispatcher {
             led_epoch: engine_epoch,
             seen_firing: Default::default(),
             open: None,
+            blamer: None,
+            deferred: None,
         }
     }
 

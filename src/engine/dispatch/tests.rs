@@ -24,6 +24,7 @@ use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 use crate::rules::{Labels, Policy};
 use crate::watch::StatusBoard;
 
+mod blame;
 mod leading_edge;
 
 struct Daemon {
@@ -44,9 +45,21 @@ impl Daemon {
         board: Arc<StatusBoard>,
         tweak: impl FnOnce(&mut crate::engine::EngineSetup),
     ) -> Daemon {
+        Daemon::built(board, tweak, |d, _| d)
+    }
+
+    /// A daemon whose dispatcher `wrap` finishes (blame, say).
+    fn built(
+        board: Arc<StatusBoard>,
+        tweak: impl FnOnce(&mut crate::engine::EngineSetup),
+        wrap: impl FnOnce(Dispatcher, &Rig) -> Dispatcher,
+    ) -> Daemon {
         let rig = Rig::new(tweak);
         let pending = Arc::new(PendingStore::default());
-        let dispatcher = Dispatcher::new(rig.engine.clone(), board, pending.clone());
+        let dispatcher = wrap(
+            Dispatcher::new(rig.engine.clone(), board, pending.clone()),
+            &rig,
+        );
         let running = dispatcher.running();
         let (events, events_rx) = mpsc::channel(16);
         let (commands, commands_rx) = mpsc::channel(16);
@@ -134,6 +147,7 @@ fn event(rule: &str, group: &str, policy: Policy) -> FiringEvent {
         since: SystemTime::UNIX_EPOCH,
         fired_at: SystemTime::UNIX_EPOCH,
         annotations: Labels::new(),
+        spec: None,
     }
 }
 

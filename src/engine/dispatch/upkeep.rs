@@ -33,6 +33,7 @@ impl Dispatcher {
         self.forwarded().await;
         self.record_revision().await;
         self.expire_confirmations().await;
+        self.settle_deferred().await;
         let rules = self.board.rules();
         // While a rule is pending, keep the deployment list fresh: the
         // rollback it may start then lists nothing before it acts. (Not
