@@ -68,6 +68,8 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
     let to = (now - 2 * HOUR) / STEP * STEP;
     let from = to - 7 * DAY;
     let i1 = from + DAY + 10 * HOUR; // d2 went live 5 minutes before
+    let d2b = from + 2 * DAY;
+    let i2 = d2b + 30 * 60; // a dependency, 30 minutes after a good deploy
     let blip = from + 3 * DAY; // 1 minute: shorter than `for`
     let d3 = from + 4 * DAY;
     let i3 = d3 + 4 * HOUR; // d3 is 4 hours old: not blamed
@@ -76,6 +78,10 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
     let incidents = [
         Incident {
             start: i1,
+            secs: 20 * 60,
+        },
+        Incident {
+            start: i2,
             secs: 20 * 60,
         },
         Incident {
@@ -114,6 +120,7 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
     let railway = FakeRailway::start_with(vec![
         deployment("d4", "SUCCESS", d4),
         deployment("d3", "REMOVED", d3),
+        deployment("d2b", "REMOVED", d2b),
         deployment("d2", "REMOVED", i1 - 5 * 60),
         deployment("d1", "REMOVED", from - DAY),
     ]);
@@ -167,18 +174,24 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
         "{}",
         rule["evaluations"]
     );
-    // Three firings and the blip that only pended.
+    // Four firings and the blip that only pended.
     let states: Vec<bool> = rule["intervals"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| !i["firing_from"].is_null())
         .collect();
-    assert_eq!(states, [true, false, true, true], "{}", rule["intervals"]);
+    assert_eq!(
+        states,
+        [true, true, false, true, true],
+        "{}",
+        rule["intervals"]
+    );
     assert_eq!(
         support::would_be_summary(&report),
         [
             "rollback - d2->d1",
+            "refused blame d2b->d2",
             "refused deploy_age d3->-",
             "rollback - d4->d3"
         ],
@@ -192,6 +205,12 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
     let (code, out, err) = gate("2");
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("rollback d2 -> d1"), "{out}");
+    // The dependency 30 minutes after d2b: judged as watch would, refused.
+    assert!(out.contains("refused: not the deploy's (late_onset)"), "{out}");
+    assert!(
+        out.contains("blame: 1 refused as not the deploy's, 0 parked for lack of evidence"),
+        "{out}"
+    );
     let (code, _, err) = gate("1");
     assert_eq!(code, 1, "{err}");
     assert!(

@@ -13,6 +13,10 @@
 //!   would-be rollbacks before them, with the provider's deployment list
 //!   when there is one (each rollback then names its deployment and
 //!   target). Rules firing within `engine.coalesce` of an incident join it.
+//!   A firing the guards allow then meets its blame judgement, made
+//!   beforehand by the same code as `watch` (`blame::Blamer`, the CLI asks
+//!   Prometheus): not to blame is refused by the `blame` guard, not enough
+//!   evidence is parked.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -178,8 +182,9 @@ pub struct WouldBe {
     pub at: SystemTime,
     pub group: String,
     pub rule: String,
-    /// `rollback`, `joins` (the incident of the rollback just before), or
-    /// `refused`.
+    /// `rollback`, `joins` (the incident of the rollback just before),
+    /// `refused`, or `parked` (not enough evidence to blame the deploy: a
+    /// person would have been asked).
     pub action: &'static str,
     /// The guard that refused it, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -192,7 +197,32 @@ pub struct WouldBe {
     pub deployment: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The blame judgement, when one was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blame: Option<crate::blame::Judgement>,
 }
+
+/// One firing of a replay: when, which group and rule, and the interval
+/// it fired in.
+pub type Firing<'a> = (SystemTime, &'a str, &'a str, &'a Interval);
+
+/// Every firing of `reports`, in time order.
+pub fn firings(reports: &[RuleReport]) -> Vec<Firing<'_>> {
+    let mut out: Vec<Firing<'_>> = reports
+        .iter()
+        .flat_map(|r| {
+            r.intervals.iter().filter_map(move |i| {
+                i.firing_from
+                    .map(|t| (t, r.group.as_str(), r.rule.as_str(), i))
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    out
+}
+
+/// Blame judgements made beforehand, by firing time, group and rule.
+pub type Judgements = BTreeMap<(SystemTime, String, String), crate::blame::Judgement>;
 
 /// The guards a back-test cannot judge: without the provider's deployment
 /// list, the ones that need it; with it, only the loop guard (which needs
@@ -208,7 +238,7 @@ pub fn not_judged(with_deployments: bool) -> &'static [&'static str] {
 /// The deployment live at `t`: the newest one created by then that ran
 /// (SUCCESS, or REMOVED once a newer one replaced it), from a list newest
 /// first.
-fn live_at(deployments: &[Deployment], t: SystemTime) -> Option<&Deployment> {
+pub fn live_at(deployments: &[Deployment], t: SystemTime) -> Option<&Deployment> {
     deployments
         .iter()
         .find(|d| d.created_at <= t && (d.is_success() || d.status == "REMOVED"))
@@ -235,21 +265,13 @@ pub fn would_be_rollbacks(
     reports: &[RuleReport],
     engine: &EngineConfig,
     deployments: Option<&[Deployment]>,
+    judgements: &Judgements,
 ) -> Vec<WouldBe> {
-    let mut firings: Vec<(SystemTime, &str, &str)> = reports
-        .iter()
-        .flat_map(|r| {
-            r.intervals
-                .iter()
-                .filter_map(|i| i.firing_from)
-                .map(move |t| (t, r.group.as_str(), r.rule.as_str()))
-        })
-        .collect();
-    firings.sort();
+    let firings = firings(reports);
     let mut out = Vec::new();
     let mut history = History::default();
     let mut incident: Option<SystemTime> = None;
-    for (n, (t, group, rule)) in firings.into_iter().enumerate() {
+    for (n, (t, group, rule, _)) in firings.into_iter().enumerate() {
         let since = |a: SystemTime| t.duration_since(a).unwrap_or_default();
         let mut w = WouldBe {
             at: t,
@@ -260,6 +282,7 @@ pub fn would_be_rollbacks(
             reason: None,
             deployment: None,
             target: None,
+            blame: None,
         };
         if incident.is_some_and(|i| since(i) <= engine.coalesce) {
             w.action = "joins";
@@ -310,6 +333,25 @@ pub fn would_be_rollbacks(
         if let Some(list) = deployments {
             w.deployment = Some(current.id.clone());
             w.target = target_of(list, current).map(|d| d.id.clone());
+        }
+        if let Some(j) = judgements.get(&(t, group.to_string(), rule.to_string())) {
+            w.blame = Some(j.clone());
+            match j.verdict {
+                crate::blame::Verdict::ToBlame => {}
+                crate::blame::Verdict::NotToBlame => {
+                    w.guard = Some("blame");
+                    w.reason = Some(format!("the live deployment is not to blame: {j}"));
+                    out.push(w);
+                    continue;
+                }
+                crate::blame::Verdict::Inconclusive => {
+                    // A person would have been asked; nothing rolled back.
+                    w.action = "parked";
+                    w.reason = Some(j.to_string());
+                    out.push(w);
+                    continue;
+                }
+            }
         }
         history.events.push(Event {
             kind: EventKind::Rollback,

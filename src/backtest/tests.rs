@@ -170,7 +170,7 @@ fn firings_go_through_coalescing_the_cooldown_and_the_rate_limit() {
         fired("F", 1000 + 2700), // a fourth within the hour: rate limit
         fired("G", 1000 + 3700), // the first has left the hour
     ];
-    let got: Vec<String> = would_be_rollbacks(&reports, &engine, None)
+    let got: Vec<String> = would_be_rollbacks(&reports, &engine, None, &Default::default())
         .iter()
         .map(|w| format!("{} {} {}", w.rule, w.action, w.guard.unwrap_or("-")))
         .collect();
@@ -213,7 +213,7 @@ fn with_the_provider_s_deployments_each_rollback_names_its_deployment_and_target
         fired("C", 10_100 + 1_000),    // d3 again, past the cooldown
         fired("D", 5_000 + 3 * 3_600), // d3, but sorted: see below
     ];
-    let got: Vec<String> = would_be_rollbacks(&reports, &engine, Some(&list))
+    let got: Vec<String> = would_be_rollbacks(&reports, &engine, Some(&list), &Default::default())
         .iter()
         .map(|w| {
             format!(
@@ -237,6 +237,41 @@ fn with_the_provider_s_deployments_each_rollback_names_its_deployment_and_target
         ]
     );
     // Without a rollback before it, a deployment live for over 2 h is not blamed.
-    let old = would_be_rollbacks(&[fired("Late", 10_000 + 3 * 3_600)], &engine, Some(&list));
+    let old = would_be_rollbacks(
+        &[fired("Late", 10_000 + 3 * 3_600)],
+        &engine,
+        Some(&list),
+        &Default::default(),
+    );
     assert_eq!(old[0].guard, Some("deploy_age"), "{old:?}");
+}
+
+#[test]
+fn blame_refuses_and_parks_before_the_history_counts_them() {
+    use crate::blame::{Judgement, Reason, Verdict};
+    let engine = EngineConfig::default();
+    let judged = |verdict, reason| Judgement {
+        verdict,
+        reason,
+        summary: "scripted".into(),
+        deployment: "unknown".into(),
+        go_live: String::new(),
+        rules: Vec::new(),
+        inhibitors: Vec::new(),
+        seconds: 0.0,
+        in_progress: None,
+    };
+    let reports = [fired("A", 1000), fired("B", 1100), fired("C", 1200)];
+    let mut judgements = crate::backtest::Judgements::new();
+    let key = |rule: &str, s: u64| (at(s * 1000), "http".to_string(), rule.to_string());
+    judgements.insert(key("A", 1000), judged(Verdict::NotToBlame, Reason::AlreadyBreaching));
+    judgements.insert(key("B", 1100), judged(Verdict::Inconclusive, Reason::NoBaseline));
+    judgements.insert(key("C", 1200), judged(Verdict::ToBlame, Reason::WorseThanBaseline));
+    let got: Vec<String> = would_be_rollbacks(&reports, &engine, None, &judgements)
+        .iter()
+        .map(|w| format!("{} {} {}", w.rule, w.action, w.guard.unwrap_or("-")))
+        .collect();
+    // Neither the refusal nor the parked one opened the breaker or started a
+    // cooldown: C, 200 s after A, still rolls back.
+    assert_eq!(got, ["A refused blame", "B parked -", "C rollback -"]);
 }

@@ -85,7 +85,16 @@ struct Report<'a> {
     rules: &'a [RuleReport],
     would_be_rollbacks: &'a [WouldBe],
     /// The engine's guards this back-test did not judge.
-    not_judged: &'static [&'static str],
+    not_judged: &'a [&'static str],
+    /// Would-be rollbacks blame refused (not the deploy's) and parked (not
+    /// enough evidence).
+    blame: BlameCounts,
+}
+
+#[derive(Serialize)]
+struct BlameCounts {
+    refused: usize,
+    parked: usize,
 }
 
 pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
@@ -105,10 +114,11 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    let prometheus = match Prometheus::new(&config.prometheus) {
-        Ok(p) => p,
+    let source_arc = match Prometheus::new(&config.prometheus) {
+        Ok(p) => std::sync::Arc::new(p),
         Err(e) => return Exit::Usage(e.to_string()),
     };
+    let prometheus: &Prometheus = &source_arc;
     // Each rule's range queries, at most four rules at a time (replayed
     // in order once answered); a progress line on a terminal.
     let selected: Vec<_> = set
@@ -120,7 +130,6 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
     let total = selected.len();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let prometheus = &prometheus;
     let done = &done;
     let replayed: Vec<(RuleReport, bool)> = futures_util::stream::iter(selected)
         .map(|(group, rule)| async move {
@@ -144,8 +153,22 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
         return Exit::Failed;
     }
     let deployments = deployments(config).await;
-    let would_be = backtest::would_be_rollbacks(&reports, &config.engine, deployments.as_deref());
-    let not_judged = backtest::not_judged(deployments.is_some());
+    let judgements = match &deployments {
+        Some(list) => judge(config, &set, &reports, list, source_arc.clone()).await,
+        None => Default::default(),
+    };
+    let would_be = backtest::would_be_rollbacks(
+        &reports,
+        &config.engine,
+        deployments.as_deref(),
+        &judgements,
+    );
+    let mut not_judged = backtest::not_judged(deployments.is_some()).to_vec();
+    if deployments.is_none() && config.blame.enabled {
+        // Blame needs each deployment's go-live.
+        not_judged.push("blame");
+    }
+    let not_judged = &not_judged[..];
     let rollbacks = would_be.iter().filter(|w| w.action == "rollback").count();
     if args.json {
         let exit = super::engine_cmd::print_json(&Report {
@@ -154,6 +177,7 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
             rules: &reports,
             would_be_rollbacks: &would_be,
             not_judged,
+            blame: blame_counts(&would_be),
         });
         if !matches!(exit, Exit::Ok) {
             return exit;
@@ -236,6 +260,56 @@ async fn replay_one(
     }
 }
 
+/// The blame judgement of every firing that blame applies to, made as
+/// `watch` would have made it then (the live deployment from the
+/// provider's list), four at a time. A deployment's past status (in
+/// progress then) is not in the list: that check is not replayed.
+async fn judge(
+    config: &Config,
+    set: &crate::rules::RuleSet,
+    reports: &[RuleReport],
+    deployments: &[crate::provider::Deployment],
+    source: std::sync::Arc<Prometheus>,
+) -> backtest::Judgements {
+    use crate::rules::event::{FiredRule, FiringEvent};
+    // A back-test has time: each judgement gets 30 s, not watch's budget.
+    let mut blame = config.blame.clone();
+    blame.budget = blame.budget.max(Duration::from_secs(30));
+    let blamer = crate::blame::Blamer::new(source, blame);
+    let blamer = &blamer;
+    let jobs: Vec<_> = backtest::firings(reports)
+        .into_iter()
+        .filter_map(|(t, group, rule, interval)| {
+            let (g, r) = set.rules().find(|(g, r)| g.name == group && r.name == rule)?;
+            let live = backtest::live_at(deployments, t)?.clone();
+            let event = FiringEvent {
+                group: group.to_string(),
+                rule: rule.to_string(),
+                labels: Default::default(),
+                value: interval.peak.unwrap_or(f64::NAN),
+                condition: r.condition_text(),
+                threshold: r.threshold(),
+                policy: crate::rules::Policy::Auto,
+                since: interval.from,
+                fired_at: t,
+                annotations: Default::default(),
+                spec: Some(std::sync::Arc::new(FiredRule::of(r, g.interval))),
+            };
+            blamer
+                .applies(std::slice::from_ref(&event))
+                .then_some((t, event, live))
+        })
+        .collect();
+    futures_util::stream::iter(jobs)
+        .map(|(t, event, live)| async move {
+            let j = blamer.judge(std::slice::from_ref(&event), &live, t).await;
+            ((t, event.group, event.rule), j)
+        })
+        .buffered(4)
+        .collect()
+        .await
+}
+
 /// The provider's recent deployments, when a provider is configured (the
 /// guards that need them are judged then); a failure to list is said and
 /// the back-test goes on without them.
@@ -259,6 +333,16 @@ async fn deployments(config: &Config) -> Option<Vec<crate::provider::Deployment>
 
 fn at(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn blame_counts(would_be: &[WouldBe]) -> BlameCounts {
+    BlameCounts {
+        refused: would_be
+            .iter()
+            .filter(|w| w.action == "refused" && w.guard == Some("blame"))
+            .count(),
+        parked: would_be.iter().filter(|w| w.action == "parked").count(),
+    }
 }
 
 fn print_tables(
@@ -337,7 +421,15 @@ fn print_tables(
     }
     for w in would_be {
         let what = match (w.action, w.guard) {
+            ("refused", Some("blame")) => format!(
+                "refused: not the deploy's ({})",
+                w.blame.as_ref().map_or("", |j| j.reason.as_str())
+            ),
             ("refused", Some(guard)) => format!("refused by the {guard} guard"),
+            ("parked", _) => format!(
+                "parked for confirmation: not enough evidence ({})",
+                w.blame.as_ref().map_or("", |j| j.reason.as_str())
+            ),
             ("joins", _) => "joins the incident before it".to_string(),
             (action, _) => match (&w.deployment, &w.target) {
                 (Some(from), Some(to)) => format!("{action} {from} -> {to}"),
@@ -350,6 +442,13 @@ fn print_tables(
             crate::clock::seconds(w.at),
             w.group,
             w.rule
+        );
+    }
+    let counts = blame_counts(would_be);
+    if !would_be.is_empty() {
+        println!(
+            "blame: {} refused as not the deploy's, {} parked for lack of evidence",
+            counts.refused, counts.parked
         );
     }
 }

@@ -46,6 +46,20 @@ pub struct FiredRule {
     pub blame: RuleBlame,
 }
 
+impl FiredRule {
+    /// What blame needs of `rule`, evaluated every `interval`.
+    pub fn of(rule: &super::Rule, interval: std::time::Duration) -> FiredRule {
+        FiredRule {
+            query: match &rule.kind {
+                super::RuleKind::Query(q) => Some(q.clone()),
+                super::RuleKind::Probe(_) => None,
+            },
+            interval,
+            blame: rule.blame.clone(),
+        }
+    }
+}
+
 /// The group name of events that came from Alertmanager rather than a rule.
 pub const ALERTMANAGER_GROUP: &str = "alertmanager";
 

@@ -323,14 +323,9 @@ fn apply(
                 since: t.active_since,
                 fired_at: now,
                 annotations: rt.rule.annotations.clone(),
-                spec: Some(std::sync::Arc::new(crate::rules::event::FiredRule {
-                    query: match &rt.rule.kind {
-                        crate::rules::RuleKind::Query(q) => Some(q.clone()),
-                        crate::rules::RuleKind::Probe(_) => None,
-                    },
-                    interval,
-                    blame: rt.rule.blame.clone(),
-                })),
+                spec: Some(std::sync::Arc::new(crate::rules::event::FiredRule::of(
+                    &rt.rule, interval,
+                ))),
             };
             fired.push(if resolved {
                 RuleEvent::Resolved(event)
