@@ -120,6 +120,11 @@ echo
 echo "== the audit trail (rollbackd history):"
 "$bin" --config "$work/rollbackd.toml" history
 echo
+echo "== why it rolled back: the blame judgement's evidence (rollbackd history --show ID):"
+last=$("$bin" --config "$work/rollbackd.toml" history --json --limit 1 \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
+"$bin" --config "$work/rollbackd.toml" history --show "$last"
+echo
 echo "== deployments now:"
 "$bin" --config "$work/rollbackd.toml" deployments list
 echo
