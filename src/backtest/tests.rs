@@ -264,9 +264,18 @@ fn blame_refuses_and_parks_before_the_history_counts_them() {
     let reports = [fired("A", 1000), fired("B", 1100), fired("C", 1200)];
     let mut judgements = crate::backtest::Judgements::new();
     let key = |rule: &str, s: u64| (at(s * 1000), "http".to_string(), rule.to_string());
-    judgements.insert(key("A", 1000), judged(Verdict::NotToBlame, Reason::AlreadyBreaching));
-    judgements.insert(key("B", 1100), judged(Verdict::Inconclusive, Reason::NoBaseline));
-    judgements.insert(key("C", 1200), judged(Verdict::ToBlame, Reason::WorseThanBaseline));
+    judgements.insert(
+        key("A", 1000),
+        judged(Verdict::NotToBlame, Reason::AlreadyBreaching),
+    );
+    judgements.insert(
+        key("B", 1100),
+        judged(Verdict::Inconclusive, Reason::NoBaseline),
+    );
+    judgements.insert(
+        key("C", 1200),
+        judged(Verdict::ToBlame, Reason::WorseThanBaseline),
+    );
     let got: Vec<String> = would_be_rollbacks(&reports, &engine, None, &judgements)
         .iter()
         .map(|w| format!("{} {} {}", w.rule, w.action, w.guard.unwrap_or("-")))

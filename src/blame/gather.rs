@@ -15,6 +15,7 @@ use super::config::BlameConfig;
 use super::judge::{self, Point, RuleCase, VersionSamples};
 use super::{InhibitorEvidence, Judgement, Reason, Verdict};
 use crate::provider::Deployment;
+use crate::rules::event::FiredRule;
 use crate::rules::{FiringEvent, Inhibitor, QueryRule, VersionCompare};
 use crate::source::range::{millis, Answers};
 use crate::source::{MetricsSource, Sample, SourceError};
@@ -28,11 +29,63 @@ const MAX_POINTS: u64 = 600;
 pub struct Blamer {
     source: Arc<dyn MetricsSource>,
     pub config: BlameConfig,
+    /// Baselines already asked for: a baseline lies wholly before go-live,
+    /// so it never changes for a rule and a deployment. Filled while a
+    /// rule is pending ([`Blamer::prefetch`]) or by a first judgement.
+    baselines: std::sync::Mutex<BTreeMap<BaselineKey, Arc<Vec<Point>>>>,
 }
+
+/// A rule's baseline before a deployment's go-live: group, rule, its
+/// expression and guard, the deployment, the window.
+type BaselineKey = (String, String, String, String, u64, u64);
+
+/// The most baselines kept (a few rules, the last deployments).
+const BASELINES_KEPT: usize = 64;
 
 impl Blamer {
     pub fn new(source: Arc<dyn MetricsSource>, config: BlameConfig) -> Blamer {
-        Blamer { source, config }
+        Blamer {
+            source,
+            config,
+            baselines: Default::default(),
+        }
+    }
+
+    /// Asks for a pending rule's baseline before `live`'s go-live now, so
+    /// the judgement when it fires asks only for what happened since.
+    pub async fn prefetch(&self, group: &str, rule: &str, spec: &FiredRule, live: &Deployment) {
+        let Some(query) = &spec.query else { return };
+        let settings = self.config.for_rule(&spec.blame);
+        if !settings.enabled {
+            return;
+        }
+        let (from, to) = baseline_window(&settings, live.created_at);
+        let key = baseline_key(group, rule, query, live, from, to);
+        if self.cached(&key).is_some() {
+            return;
+        }
+        if let Ok(points) = self.points(query, spec.interval, from, to).await {
+            self.keep(key, Arc::new(points));
+        }
+    }
+
+    fn cached(&self, key: &BaselineKey) -> Option<Arc<Vec<Point>>> {
+        self.baselines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn keep(&self, key: BaselineKey, points: Arc<Vec<Point>>) {
+        let mut kept = self
+            .baselines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.len() >= BASELINES_KEPT {
+            kept.clear();
+        }
+        kept.insert(key, points);
     }
 
     /// Whether blame is judged for these events: on for every rule unless
@@ -145,14 +198,22 @@ impl Blamer {
             return case;
         };
         case.condition = Some(query.condition);
-        let base_to = go_live
-            .checked_sub(settings.baseline_gap)
-            .unwrap_or(go_live);
-        let base_from = base_to.checked_sub(settings.baseline).unwrap_or(base_to);
+        let (base_from, base_to) = baseline_window(&settings, go_live);
         let post_from = go_live.min(now);
         let versions = spec.blame.versions.as_ref();
+        let key = baseline_key(&e.group, &e.rule, query, live, base_from, base_to);
+        let baseline = async {
+            if let Some(points) = self.cached(&key) {
+                return Ok(points.as_ref().clone());
+            }
+            let points = self
+                .points(query, spec.interval, base_from, base_to)
+                .await?;
+            self.keep(key.clone(), Arc::new(points.clone()));
+            Ok(points)
+        };
         let (baseline, post, versions) = futures_util::join!(
-            self.points(query, spec.interval, base_from, base_to),
+            baseline,
             self.points(query, spec.interval, post_from, now),
             async {
                 match versions {
@@ -266,6 +327,35 @@ impl Blamer {
         let (counts, points) = (counts?, points?);
         Ok(pick_versions(&label, live, counts, points.as_ref()))
     }
+}
+
+/// The baseline's window for a deployment live from `go_live`.
+fn baseline_window(s: &super::config::Settings, go_live: SystemTime) -> (SystemTime, SystemTime) {
+    let to = go_live.checked_sub(s.baseline_gap).unwrap_or(go_live);
+    (to.checked_sub(s.baseline).unwrap_or(to), to)
+}
+
+fn baseline_key(
+    group: &str,
+    rule: &str,
+    query: &QueryRule,
+    live: &Deployment,
+    from: SystemTime,
+    to: SystemTime,
+) -> BaselineKey {
+    let guard = query
+        .min_traffic
+        .as_ref()
+        .map(|g| format!("{} > {}", g.expr, g.above))
+        .unwrap_or_default();
+    (
+        format!("{group}/{rule}"),
+        query.expr.clone(),
+        guard,
+        live.id.clone(),
+        millis(from),
+        millis(to),
+    )
 }
 
 /// The step of a range query over `from..to`: the rule's interval, or

@@ -280,7 +280,9 @@ async fn judge(
     let jobs: Vec<_> = backtest::firings(reports)
         .into_iter()
         .filter_map(|(t, group, rule, interval)| {
-            let (g, r) = set.rules().find(|(g, r)| g.name == group && r.name == rule)?;
+            let (g, r) = set
+                .rules()
+                .find(|(g, r)| g.name == group && r.name == rule)?;
             let live = backtest::live_at(deployments, t)?.clone();
             let event = FiringEvent {
                 group: group.to_string(),

@@ -95,6 +95,32 @@ impl StatusBoard {
             .collect()
     }
 
+    /// The rules pending now (breaching, waiting out `for`), with what
+    /// blame needs of them: their judgement's baseline can be asked for
+    /// before they fire.
+    /// Each as (group, rule, what blame needs).
+    pub fn pending(&self) -> Vec<(String, String, crate::rules::event::FiredRule)> {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        for (name, g) in groups.iter() {
+            for rt in g
+                .rules
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+            {
+                if rt.state.overall() == crate::rules::AlertState::Pending {
+                    out.push((
+                        name.clone(),
+                        rt.rule.name.clone(),
+                        crate::rules::event::FiredRule::of(&rt.rule, g.interval),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Every rule's status, in group order.
     pub fn rules(&self) -> Vec<RuleStatus> {
         let groups: Vec<(String, SharedRules)> = self

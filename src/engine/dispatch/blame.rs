@@ -151,6 +151,36 @@ impl Dispatcher {
         });
     }
 
+    /// Upkeep, while rules are pending: ask for their baselines before the
+    /// live deployment's go-live now, so the judgement when one fires asks
+    /// only for what happened since (one task at a time; a baseline once
+    /// had is kept).
+    pub(super) fn prefetch_baselines(&mut self) {
+        let Some(blamer) = self.blamer.clone() else {
+            return;
+        };
+        if self.prefetching.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let pending = self.board.pending();
+        if pending.is_empty() {
+            return;
+        }
+        let engine = self.engine.clone();
+        self.prefetching = Some(tokio::spawn(async move {
+            let Ok(listed) = engine.deployments().await else {
+                return;
+            };
+            let Some(live) = listed.deployments.iter().find(|d| d.is_success()).cloned() else {
+                return;
+            };
+            let asks = pending
+                .iter()
+                .map(|(group, rule, spec)| blamer.prefetch(group, rule, spec, &live));
+            futures_util::future::join_all(asks).await;
+        }));
+    }
+
     /// Upkeep: a deferred rollback whose newer deployment settled (or whose
     /// wait ran out) is decided again; one whose rules resolved is dropped.
     pub(super) async fn settle_deferred(&mut self) {

@@ -108,6 +108,8 @@ pub struct Dispatcher {
     blamer: Option<Arc<crate::blame::Blamer>>,
     /// A rollback held while a newer deployment, to blame, settles.
     deferred: Option<blame::Deferred>,
+    /// The task asking for pending rules' baselines, at most one at a time.
+    prefetching: Option<JoinHandle<()>>,
 }
 
 impl Dispatcher {
@@ -132,6 +134,7 @@ impl Dispatcher {
             open: None,
             blamer: None,
             deferred: None,
+            prefetching: None,
         }
     }
 

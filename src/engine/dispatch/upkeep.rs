@@ -40,6 +40,7 @@ impl Dispatcher {
         // while one runs: the platform is changing under it.)
         if self.busy().is_none() && rules.iter().any(|r| r.state == AlertState::Pending) {
             crate::engine::listing::prefetch(&self.engine);
+            self.prefetch_baselines();
         }
         self.close_breaker_when_clear(&rules);
         self.settle_orphans();

@@ -21,7 +21,11 @@ use crate::source::{MetricsSource, QueryResult, Sample, SourceError};
 /// The error ratio at each time, as a function of seconds since the live
 /// deployment (`d2`, 600 s old when the daemon starts) went live; `None`
 /// is no data.
-struct Script(Box<dyn Fn(f64) -> Option<f64> + Send + Sync>, SystemTime);
+struct Script(
+    Box<dyn Fn(f64) -> Option<f64> + Send + Sync>,
+    SystemTime,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
 
 impl MetricsSource for Script {
     fn query<'a>(&'a self, _expr: &'a str, _at: SystemTime) -> BoxFuture<'a, QueryResult> {
@@ -35,6 +39,7 @@ impl MetricsSource for Script {
         to: SystemTime,
         step: Duration,
     ) -> BoxFuture<'a, Result<Answers, SourceError>> {
+        self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             let mut answers = Answers::new();
             let mut t = millis(from);
@@ -60,14 +65,27 @@ fn blaming(
     script: impl Fn(f64) -> Option<f64> + Send + Sync + 'static,
     tweak: impl FnOnce(&mut crate::engine::EngineSetup),
 ) -> Daemon {
-    Daemon::built(board(&[("HighErrorRate", true)]), tweak, move |d, rig| {
+    blaming_on(board(&[("HighErrorRate", true)]), script, tweak).0
+}
+
+/// As [`blaming`], with the watcher showing `board`; also returns how many
+/// range queries the source was asked.
+fn blaming_on(
+    board: Arc<crate::watch::StatusBoard>,
+    script: impl Fn(f64) -> Option<f64> + Send + Sync + 'static,
+    tweak: impl FnOnce(&mut crate::engine::EngineSetup),
+) -> (Daemon, Arc<std::sync::atomic::AtomicUsize>) {
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    let d = Daemon::built(board, tweak, move |d, rig| {
         // The rig's live deployment d2 went live 600 s before it was made.
         let go_live = rig.engine.clock.now() - Duration::from_secs(600);
         d.with_blame(Blamer::new(
-            Arc::new(Script(Box::new(script), go_live)),
+            Arc::new(Script(Box::new(script), go_live, counter)),
             BlameConfig::default(),
         ))
-    })
+    });
+    (d, asked)
 }
 
 /// `HighErrorRate` fires now, its breach begun `breached` s ago.
@@ -183,4 +201,39 @@ async fn a_platform_that_can_cancel_has_the_deploy_to_blame_cancelled() {
     let history = d.rig.history();
     assert_eq!(history.events[0].kind, EventKind::Blocked);
     assert_eq!(blame_of(&d).reason, crate::blame::Reason::DeployInProgress);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_rule_s_baseline_is_asked_for_before_it_fires_and_only_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // HighErrorRate breaches with `for: 1h`: pending, not firing.
+    let board = crate::engine::testing::board_with_for(&[("HighErrorRate", true)], "1h");
+    let (d, asked) = blaming_on(board, |t| Some(if t > 60.0 { 0.3 } else { 0.0 }), |_| {});
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!(asked.load(SeqCst), 1, "the baseline, once, while pending");
+    assert_eq!(d.rollbacks(), 0);
+    // When it fires, the judgement asks only for what happened since go-live.
+    let now = d.rig.engine.clock.now();
+    let mut e = event("HighErrorRate", "service", Policy::Auto);
+    e.since = now - Duration::from_secs(500);
+    e.fired_at = now;
+    e.spec = Some(Arc::new(FiredRule {
+        query: Some(QueryRule {
+            expr: "sum(rate(errors_total[1m]))".into(),
+            condition: Condition {
+                op: Comparison::Above,
+                threshold: 0.1,
+            },
+            on_no_data: Default::default(),
+            on_error: Default::default(),
+            min_traffic: None,
+        }),
+        interval: Duration::from_secs(10),
+        blame: RuleBlame::default(),
+    }));
+    d.events.send(RuleEvent::Fired(e)).await.unwrap();
+    sleep(Duration::from_millis(100)).await;
+    assert_eq!(asked.load(SeqCst), 2, "the baseline was not asked again");
+    sleep(Duration::from_secs(60)).await;
+    assert_eq!(d.rollbacks(), 1);
 }
