@@ -17,7 +17,8 @@
 //!
 //! Several rules: an inhibitor that holds makes the incident not the
 //! deploy's; otherwise one rule to blame is enough, then one without
-//! enough evidence makes the incident so.
+//! enough evidence makes the incident so; a rule judged on its onset alone
+//! (a probe) blames only when no rule with figures says otherwise.
 //! Nothing here does I/O or reads the clock.
 
 use std::time::{Duration, SystemTime};
@@ -461,9 +462,16 @@ pub fn combine(
             ),
         )
     } else {
-        let pick = |v: Verdict| rules.iter().find(|r| r.verdict == v);
+        // A rule with figures outweighs one judged on its onset alone (a
+        // health probe failing with the same dependency as the error rate).
+        let pick = |v: Verdict| {
+            rules
+                .iter()
+                .find(|r| r.verdict == v && r.reason != Reason::OnsetAfterDeploy)
+        };
         match pick(Verdict::ToBlame)
             .or_else(|| pick(Verdict::Inconclusive))
+            .or_else(|| pick(Verdict::NotToBlame))
             .or_else(|| rules.first())
         {
             Some(r) => (r.verdict, r.reason, format!("{}: {}", r.rule, r.summary)),

@@ -297,8 +297,23 @@ fn an_inhibitor_that_holds_overrides_every_rule() {
         Verdict::Inconclusive
     );
     assert_eq!(
-        combine("d2", at(0), vec![clear], vec![]).verdict,
+        combine("d2", at(0), vec![clear.clone()], vec![]).verdict,
         Verdict::NotToBlame
+    );
+    // A probe failing within the onset window does not outweigh the error
+    // rate's baseline, which says the breach was already there.
+    let mut probe = case(20, &QUIET, &[]);
+    probe.condition = None;
+    let probe = judge_rule(&probe);
+    assert_eq!(probe.reason, Reason::OnsetAfterDeploy);
+    let j = combine("d2", at(0), vec![probe.clone(), clear], vec![]);
+    assert_eq!(
+        (j.verdict, j.reason),
+        (Verdict::NotToBlame, Reason::AlreadyBreaching)
+    );
+    assert_eq!(
+        combine("d2", at(0), vec![probe], vec![]).verdict,
+        Verdict::ToBlame
     );
 }
 
