@@ -206,7 +206,10 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("rollback d2 -> d1"), "{out}");
     // The dependency 30 minutes after d2b: judged as watch would, refused.
-    assert!(out.contains("refused: not the deploy's (late_onset)"), "{out}");
+    assert!(
+        out.contains("refused: not the deploy's (late_onset)"),
+        "{out}"
+    );
     assert!(
         out.contains("blame: 1 refused as not the deploy's, 0 parked for lack of evidence"),
         "{out}"

@@ -296,8 +296,9 @@ fn rolling(k: &mut Knobs) {
     k.version = "v2".into();
 }
 
-#[test]
-fn a_rolling_update_whose_new_version_fails_is_to_blame() {
+/// Request series labelled by version, then a rolling update to v2 (with
+/// `change`), watched with the version comparison.
+fn rolling_update(change: impl FnOnce(&mut Knobs)) -> Scenario {
     // 200 requests a second: enough for the test within seconds of go-live.
     let mut s = Scenario::start(|k| {
         k.version_label = true;
@@ -305,9 +306,15 @@ fn a_rolling_update_whose_new_version_fails_is_to_blame() {
     });
     s.deploy(|k| {
         rolling(k);
-        k.error_ratio = 0.3;
+        change(k);
     });
     s.watch(VERSIONS, "");
+    s
+}
+
+#[test]
+fn a_rolling_update_whose_new_version_fails_is_to_blame() {
+    let s = rolling_update(|k| k.error_ratio = 0.3);
     let (verdict, reason, evidence) = s.judged();
     assert_eq!(
         (verdict.as_str(), reason.as_str()),
@@ -325,17 +332,8 @@ fn a_rolling_update_whose_new_version_fails_is_to_blame() {
 
 #[test]
 fn a_rolling_update_where_both_versions_fail_alike_is_refused() {
-    // 200 requests a second: enough for the test within seconds of go-live.
-    let mut s = Scenario::start(|k| {
-        k.version_label = true;
-        k.rps = 200.0;
-    });
     // A dependency fails as v2 rolls out: every version's requests.
-    s.deploy(|k| {
-        rolling(k);
-        k.dependency_error_ratio = 0.3;
-    });
-    s.watch(VERSIONS, "");
+    let s = rolling_update(|k| k.dependency_error_ratio = 0.3);
     let (verdict, reason, evidence) = s.judged();
     assert_eq!(
         (verdict.as_str(), reason.as_str()),

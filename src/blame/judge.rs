@@ -363,14 +363,15 @@ fn judge_versions(case: &RuleCase, op: Comparison, v: &VersionSamples) -> Option
                     ),
                 ));
             }
-            // Worse is larger for `above`, smaller for `below`: negate.
-            let sign = if op == Comparison::Above { 1.0 } else { -1.0 };
-            let neg = |xs: &[f64]| xs.iter().map(|x| x * sign).collect::<Vec<_>>();
-            let t = stats::mann_whitney(&neg(&oldf), &neg(&newf))?;
+            // Worse is larger for `above`, smaller for `below`.
+            let t = match op {
+                Comparison::Above => stats::mann_whitney(&oldf, &newf)?,
+                Comparison::Below => stats::mann_whitney_lower(&oldf, &newf)?,
+            };
             (
                 "mann_whitney",
-                stats::median(&oldf)?,
-                stats::median(&newf)?,
+                t.old_median,
+                t.new_median,
                 oldf.len() as f64,
                 newf.len() as f64,
                 t.u,
@@ -414,7 +415,7 @@ fn judge_versions(case: &RuleCase, op: Comparison, v: &VersionSamples) -> Option
             Verdict::NotToBlame,
             Reason::VersionsEqual,
             format!(
-                "both versions breach alike: {}={} has {} and {}={} has {} ({test}, p = {:.2} ≥ {})",
+                "the new version is no worse than the old one: {}={} has {} and {}={} has {} ({test}, p = {:.2} ≥ {})",
                 v.label,
                 v.new,
                 short(new_value),

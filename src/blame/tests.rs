@@ -385,3 +385,26 @@ mod versions {
         assert_eq!(pick_versions("version", &live(), Some(counts), None), None);
     }
 }
+
+#[test]
+fn for_a_below_rule_the_lower_version_is_the_worse_one() {
+    // Throughput per version below 10: v2 serves 4, v1 100.
+    let mut c = case(30, &QUIET, &[0.0, 0.3]);
+    c.condition = Some(Condition {
+        op: Comparison::Below,
+        threshold: 10.0,
+    });
+    c.versions = Some(versions(None, Some((vec![100.0; 12], vec![4.0; 12]))));
+    let e = judge_rule(&c);
+    assert_eq!(
+        (e.verdict, e.reason),
+        (Verdict::ToBlame, Reason::NewVersionWorse),
+        "{}",
+        e.summary
+    );
+    let v = e.versions.unwrap();
+    assert_eq!((v.old_value, v.new_value), (100.0, 4.0));
+    // The other way round, v2 is the better one: not to blame.
+    c.versions = Some(versions(None, Some((vec![4.0; 12], vec![100.0; 12]))));
+    assert_eq!(judge_rule(&c).reason, Reason::VersionsEqual);
+}

@@ -92,17 +92,10 @@ impl Dispatcher {
                     reason: format!("the live deployment is not to blame: {judgement}"),
                 },
             ),
+            // Never a silent skip: a person decides.
             Verdict::Inconclusive => {
-                // Never a silent skip: a person decides.
-                req.policy = Policy::Confirm;
-                req.reason = format!(
-                    "{} (an auto rule, parked for confirmation: not enough evidence to blame the deploy)",
-                    req.reason
-                );
-                let pending = self.park(req).await;
-                if let Some(open) = self.open.as_mut() {
-                    open.pending = pending;
-                }
+                self.park_instead(req, "not enough evidence to blame the deploy")
+                    .await
             }
         }
     }
@@ -213,9 +206,19 @@ impl Dispatcher {
             req.blame = None;
             return Box::pin(self.act(req)).await;
         }
+        self.park_instead(
+            req,
+            "the newer deployment did not settle within blame.settle_timeout",
+        )
+        .await
+    }
+
+    /// An automatic rollback that blame could not decide: parked as a
+    /// confirmation, saying why.
+    async fn park_instead(&mut self, mut req: RollbackRequest, why: &str) {
         req.policy = Policy::Confirm;
         req.reason = format!(
-            "{} (the newer deployment did not settle within blame.settle_timeout: parked for confirmation)",
+            "{} (an auto rule, parked for confirmation: {why})",
             req.reason
         );
         let pending = self.park(req).await;
