@@ -3,7 +3,8 @@
 //! and rolls the service back safely.
 //!
 //! Layout: `rules` (types, loading, the pure state machine), `source`
-//! (Prometheus), `watch` (evaluation loop and reload), `engine` (the rollback
+//! (Prometheus), `watch` (evaluation loop and reload), `blame` (is the live
+//! deployment to blame for a breach?), `engine` (the rollback
 //! phases, guards, breaker, confirmations), `provider` (Railway, commands),
 //! `verify` (HTTP health checks), `history` (the audit trail), `api`
 //! (rollbackd's own HTTP server), `telemetry` (logs and metrics), `duration`
