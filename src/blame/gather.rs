@@ -281,33 +281,22 @@ impl Blamer {
             .label
             .clone()
             .unwrap_or_else(|| self.config.version_label.clone());
-        // Counters: their increase since go-live (a version that did not
-        // exist then counts from zero), and which versions served before.
+        // Counters over the range from the baseline's end: which versions
+        // served then, and each one's increase over the time both served.
         let counts = async {
             match (&v.errors, &v.requests) {
                 (Some(errors), Some(requests)) => {
-                    let (errors_now, requests_now, errors_then, requests_then, earlier) = futures_util::join!(
-                        self.source.query(errors, now),
-                        self.source.query(requests, now),
-                        self.source.query(errors, from),
-                        self.source.query(requests, from),
-                        self.source.query(requests, before),
+                    let step = step(interval, before, now);
+                    let (errors, requests) = futures_util::join!(
+                        self.source.query_range(errors, before, now, step),
+                        self.source.query_range(requests, before, now, step),
                     );
-                    let since = |now: Vec<Sample>, then: Vec<Sample>| {
-                        let then = by_label(&then, &label);
-                        let mut out = by_label(&now, &label);
-                        for (version, n) in out.iter_mut() {
-                            let start = then.get(version).copied().unwrap_or(0.0);
-                            // A counter that went down was reset: all of it is new.
-                            *n = if *n >= start { *n - start } else { *n };
-                        }
-                        out
-                    };
-                    Ok::<_, SourceError>(Some(Counts {
-                        errors: since(errors_now?, errors_then?),
-                        requests: since(requests_now?, requests_then?),
-                        before: by_label(&earlier?, &label),
-                    }))
+                    Ok::<_, SourceError>(Some(increases(
+                        &errors?,
+                        &requests?,
+                        &label,
+                        millis(before),
+                    )))
                 }
                 _ => Ok(None),
             }
@@ -403,6 +392,58 @@ pub(super) struct Counts {
     pub before: BTreeMap<String, f64>,
 }
 
+/// Per version and time, the sum of an answer's values (series without
+/// `label` are left out).
+fn per_version(answers: &Answers, label: &str) -> BTreeMap<String, BTreeMap<u64, f64>> {
+    let mut out: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
+    for (t, samples) in answers {
+        for (version, value) in by_label(samples, label) {
+            *out.entry(version).or_default().entry(*t).or_insert(0.0) += value;
+        }
+    }
+    out
+}
+
+/// Failed and all requests per version over the time every version served:
+/// from the first step at which the newest of them had a sample (so the old
+/// version's requests before the new one took traffic do not dilute its
+/// rate) to the last. `first` is the range's first step: the versions with
+/// a sample then served before go-live.
+pub(super) fn increases(errors: &Answers, requests: &Answers, label: &str, first: u64) -> Counts {
+    let requests = per_version(requests, label);
+    let errors = per_version(errors, label);
+    let start = requests
+        .values()
+        .filter_map(|series| series.keys().next().copied())
+        .max()
+        .unwrap_or(first);
+    let increase = |series: &BTreeMap<u64, f64>| {
+        let Some((_, last)) = series.last_key_value() else {
+            return 0.0;
+        };
+        let from = series.range(..=start).next_back().map_or(0.0, |(_, v)| *v);
+        // A counter that went down was reset: all of it is new.
+        if *last >= from {
+            last - from
+        } else {
+            *last
+        }
+    };
+    let each = |m: &BTreeMap<String, BTreeMap<u64, f64>>| {
+        m.iter()
+            .map(|(version, series)| (version.clone(), increase(series)))
+            .collect()
+    };
+    Counts {
+        errors: each(&errors),
+        requests: each(&requests),
+        before: requests
+            .iter()
+            .filter_map(|(version, series)| series.get(&first).map(|v| (version.clone(), *v)))
+            .collect(),
+    }
+}
+
 /// Sums an answer's values per value of `label` (series without it are left out).
 fn by_label(samples: &[Sample], label: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
@@ -493,13 +534,15 @@ pub(super) fn pick_versions(
         .filter(|v| **v != new)
         .max_by(|a, b| weight(a).total_cmp(&weight(b)))?
         .clone();
+    // Points from when the later of the two appeared: both served then.
+    let since = first_seen(&old).max(first_seen(&new)).unwrap_or(0);
     let values = |v: &str| -> Vec<f64> {
         series
             .get(v)
             .map(|p| {
                 p.iter()
+                    .filter(|(t, x)| *t >= since && x.is_finite())
                     .map(|(_, x)| *x)
-                    .filter(|x| x.is_finite())
                     .collect()
             })
             .unwrap_or_default()

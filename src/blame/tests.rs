@@ -333,8 +333,10 @@ fn the_judgement_serializes_with_its_evidence() {
 mod versions {
     use std::collections::BTreeMap;
 
-    use super::super::gather::{pick_versions, Counts};
+    use super::super::gather::{increases, pick_versions, Counts};
     use crate::provider::Deployment;
+    use crate::source::range::Answers;
+    use crate::source::Sample;
 
     fn live() -> Deployment {
         Deployment {
@@ -372,6 +374,45 @@ mod versions {
         };
         let v = pick_versions("version", &live(), Some(counts), None).unwrap();
         // v0 no longer serves (no requests since go-live): never compared.
+        assert_eq!((v.new.as_str(), v.old.as_str()), ("v2", "v1"));
+    }
+
+    /// `version`'s counter at each second `t0..`: `per_second` a second
+    /// from `t0`, starting at `start`.
+    fn counter(a: &mut Answers, version: &str, t0: u64, to: u64, start: f64, per_second: f64) {
+        for t in t0..=to {
+            a.entry(t * 1000).or_default().push(Sample {
+                labels: [("version".to_string(), version.to_string())].into(),
+                value: start + per_second * (t - t0) as f64,
+            });
+        }
+    }
+
+    #[test]
+    fn counts_cover_only_the_time_both_versions_served() {
+        // v1 served alone (100/s, no errors) until v2 appeared at 5 s; from
+        // then a dependency fails 30 % of both versions' 50/s.
+        let (mut requests, mut errors) = (Answers::new(), Answers::new());
+        counter(&mut requests, "v1", 0, 5, 0.0, 100.0);
+        counter(&mut errors, "v1", 0, 5, 0.0, 0.0);
+        for t in 6..=20 {
+            counter(
+                &mut requests,
+                "v1",
+                t,
+                t,
+                500.0 + 50.0 * (t - 5) as f64,
+                0.0,
+            );
+            counter(&mut errors, "v1", t, t, 15.0 * (t - 5) as f64, 0.0);
+        }
+        counter(&mut requests, "v2", 5, 20, 0.0, 50.0);
+        counter(&mut errors, "v2", 5, 20, 0.0, 15.0);
+        let c = increases(&errors, &requests, "version", 0);
+        assert_eq!(c.requests, map(&[("v1", 750.0), ("v2", 750.0)]));
+        assert_eq!(c.errors, map(&[("v1", 225.0), ("v2", 225.0)]));
+        assert_eq!(c.before, map(&[("v1", 0.0)]));
+        let v = pick_versions("version", &live(), Some(c), None).unwrap();
         assert_eq!((v.new.as_str(), v.old.as_str()), ("v2", "v1"));
     }
 

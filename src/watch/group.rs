@@ -117,6 +117,7 @@ pub async fn run(
     let mut aligned: Option<super::align::Aligned> = None;
     let mut next_alignment = tokio::time::Instant::now();
     let mut last_tick: Option<tokio::time::Instant> = None;
+    let mut anchor = (ctx.clock.now(), tokio::time::Instant::now());
     loop {
         if ctx.align_to_scrapes && tokio::time::Instant::now() >= next_alignment {
             next_alignment = tokio::time::Instant::now() + super::align::EVERY;
@@ -142,13 +143,51 @@ pub async fn run(
         // Like Prometheus, an evaluation is stamped with its scheduled time,
         // not with whenever the task woke up: otherwise a `for` that ends
         // exactly on a tick would fire one interval late about half the time.
-        let wall = ctx.clock.now();
-        let now = wall.checked_sub(scheduled.elapsed()).unwrap_or(wall);
+        let now = stamp(
+            &mut anchor,
+            scheduled,
+            ctx.clock.now(),
+            tokio::time::Instant::now(),
+        );
         evaluate_once(&group, &plan, &shared, &ctx, &histograms, now).await;
         ctx.board.group_evaluated(&group.name);
     }
     let rules = std::mem::take(&mut *shared.lock().unwrap_or_else(PoisonError::into_inner));
     rules
+}
+
+/// The wall time of a tick scheduled at `scheduled` (tokio's clock).
+/// `anchor` pairs the two clocks once, so ticks a period apart are stamped
+/// exactly a period apart: reading both clocks afresh at each tick gave
+/// stamps a few microseconds off each time, and a `for` ending exactly on a
+/// tick then fired one interval late about half the time. The pair is made
+/// again when the wall clock has moved more than 100 ms from it (NTP).
+fn stamp(
+    anchor: &mut (SystemTime, tokio::time::Instant),
+    scheduled: tokio::time::Instant,
+    wall_now: SystemTime,
+    instant_now: tokio::time::Instant,
+) -> SystemTime {
+    let fresh = wall_now
+        .checked_sub(instant_now.saturating_duration_since(scheduled))
+        .unwrap_or(wall_now);
+    let anchored = if scheduled >= anchor.1 {
+        anchor.0.checked_add(scheduled - anchor.1)
+    } else {
+        anchor.0.checked_sub(anchor.1 - scheduled)
+    };
+    let drift = |a: SystemTime| {
+        a.duration_since(fresh)
+            .or_else(|_| fresh.duration_since(a))
+            .unwrap_or_default()
+    };
+    match anchored {
+        Some(a) if drift(a) <= std::time::Duration::from_millis(100) => a,
+        _ => {
+            *anchor = (wall_now, instant_now);
+            fresh
+        }
+    }
 }
 
 /// Metric handles resolved once per group, not once per evaluation.
@@ -347,4 +386,65 @@ async fn fetch_timed(
     let answer = evaluate::fetch(rule, ctx.source.as_ref(), &ctx.http, now).await;
     histogram.record(started.elapsed().as_secs_f64());
     answer
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use std::time::{Duration, SystemTime};
+
+    use tokio::time::Instant;
+
+    use super::stamp;
+
+    #[test]
+    fn ticks_a_period_apart_are_stamped_exactly_a_period_apart() {
+        let (wall, start) = (
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            Instant::now(),
+        );
+        let mut anchor = (wall, start);
+        // Each tick's fresh reading of the two clocks is a few µs off, one
+        // way or the other: the regression that made `for` fire late.
+        for (n, wobble_us) in [(1u64, 7i64), (2, -5), (3, 3), (4, -9)] {
+            let scheduled = start + Duration::from_secs(n);
+            let woke = scheduled + Duration::from_millis(2);
+            let wall_now = if wobble_us >= 0 {
+                wall + Duration::from_secs(n)
+                    + Duration::from_millis(2)
+                    + Duration::from_micros(wobble_us as u64)
+            } else {
+                wall + Duration::from_secs(n) + Duration::from_millis(2)
+                    - Duration::from_micros((-wobble_us) as u64)
+            };
+            assert_eq!(
+                stamp(&mut anchor, scheduled, wall_now, woke),
+                wall + Duration::from_secs(n),
+                "tick {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wall_clock_that_jumped_is_followed() {
+        let (wall, start) = (
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            Instant::now(),
+        );
+        let mut anchor = (wall, start);
+        // NTP moved the wall clock 2 s ahead.
+        let scheduled = start + Duration::from_secs(10);
+        let jumped = wall + Duration::from_secs(12);
+        assert_eq!(stamp(&mut anchor, scheduled, jumped, scheduled), jumped);
+        // The next tick is a period after the new pairing.
+        let next = scheduled + Duration::from_secs(1);
+        assert_eq!(
+            stamp(
+                &mut anchor,
+                next,
+                jumped + Duration::from_secs(1) + Duration::from_micros(4),
+                next
+            ),
+            jumped + Duration::from_secs(1)
+        );
+    }
 }

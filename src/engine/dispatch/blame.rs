@@ -47,8 +47,12 @@ impl Dispatcher {
             return None;
         }
         let now = self.engine.clock.now();
+        let started = std::time::Instant::now();
         let judgement = match self.in_progress(live, req).await {
-            Some(newer) => in_progress(live, &newer),
+            Some(newer) => Judgement {
+                seconds: started.elapsed().as_secs_f64(),
+                ..in_progress(live, &newer)
+            },
             None => blamer.judge(&events, live, now).await,
         };
         events::blame_judged(&judgement);
