@@ -483,6 +483,9 @@ def start_rollbackd(rollbackd, work, n, prom_url, svc_url, wrapper, log, ready_t
             'timeout = "10s"\n\n'
             # A fresh state dir per trial: nothing from earlier trials
             # (cooldown, rate limit, breaker, loop) can refuse this one.
+            # Detection speed against Alertmanager's pipeline, which judges
+            # no blame; what blame costs is bench/blame.py's to measure.
+            '[blame]\nenabled = false\n\n'
             f'[engine]\nstate_dir = "{work}/state-{n}"\n'
             # These two act after the platform call only: the run ends sooner.
             'poll_interval = "500ms"\n\n'

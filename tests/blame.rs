@@ -204,6 +204,31 @@ fn a_dependency_outage_well_after_a_good_deploy_is_refused_and_notified() {
         },
     );
     assert_eq!(notified["blame"]["reason"], "late_onset", "{notified}");
+    // The API's history shows the refusal with its evidence.
+    let recorded = s.watcher().api("/api/v1/rollbacks");
+    assert_eq!(recorded[0]["type"], "blocked", "{recorded}");
+    assert_eq!(recorded[0]["blame"]["reason"], "late_onset", "{recorded}");
+}
+
+#[test]
+fn an_inhibitor_that_holds_refuses_even_a_breach_that_looks_like_the_deploy_s() {
+    // The database's pool is nearly gone (another service holds it): while
+    // that holds, no breach is the deploy's.
+    let mut s = Scenario::start(|k| k.pool_available = 1.0);
+    s.deploy(|k| k.error_ratio = 0.3);
+    s.watch(
+        "",
+        "[[blame.inhibit]]\nname = \"DbPoolExhausted\"\nexpr = 'db_pool_connections_available{service=\"demo\"} < 5'\n",
+    );
+    let (verdict, reason, evidence) = s.judged();
+    assert_eq!(
+        (verdict.as_str(), reason.as_str()),
+        ("not_to_blame", "inhibited"),
+        "{evidence}"
+    );
+    assert_eq!(evidence["inhibitors"][0]["name"], "DbPoolExhausted");
+    assert_eq!(evidence["inhibitors"][0]["holds"], true);
+    assert!(s.railway.rollbacks().is_empty());
 }
 
 #[test]

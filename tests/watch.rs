@@ -540,8 +540,10 @@ fn transitions_match_prometheus_alerts_within_one_interval() {
     let w = Watcher::start(
         dir.path(),
         &format!(
+            // Fidelity with Prometheus's rule engine and the engine's
+            // guards; blame's back-test is tests/backtest.rs's.
             "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n[service]\nname = \"demo\"\n\
-             [watch]\nrule_paths = [\"rules\"]\n{}",
+             [watch]\nrule_paths = [\"rules\"]\n[blame]\nenabled = false\n{}",
             prom.url(),
             railway.provider_toml()
         ),
