@@ -701,3 +701,69 @@ fn prometheus_transitions(prom: &Prometheus, interval: f64) -> Vec<(String, f64)
     }
     out
 }
+
+#[test]
+fn every_request_to_prometheus_carries_the_configured_headers() {
+    // A multi-tenant store (Mimir, Cortex) wants its tenant on every
+    // request; the proxy records what reaches it.
+    let fake = FakeService::start();
+    let prom = Prometheus::start(&[fake.addr], None);
+    prom.wait_for_scrape("app_deployment_info");
+    let proxy = support::proxy::RecordingProxy::start(&prom.url());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/test.yml"),
+        group(&[ratio_rule("HighErrorRate", "        for: 2s\n")]),
+    )
+    .unwrap();
+    let key = "k-5ecret-value";
+    let env = [("API_KEY_FOR_TENANT_TEST", key)];
+    let w = Watcher::start_with_env(
+        dir.path(),
+        &format!(
+            "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n\
+             headers = {{ \"X-Scope-OrgID\" = \"team-a\", \"X-Api-Key\" = {{ env = \"API_KEY_FOR_TENANT_TEST\" }} }}\n\n\
+             [service]\nname = \"demo\"\n\n[watch]\nevaluation_interval = \"1s\"\nrule_paths = [\"rules\"]\n",
+            proxy.url()
+        ),
+        &env,
+    );
+    wait_evaluations(&w, "HighErrorRate", "ok", 3.0);
+    // The back-test asks the range API through the same client.
+    let (code, out, err) = support::run_rollbackd(
+        dir.path(),
+        &[
+            "--config",
+            "rollbackd.toml",
+            "rules",
+            "backtest",
+            "--last",
+            "1m",
+            "--json",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let seen = proxy.seen();
+    for path in ["/api/v1/query", "/api/v1/query_range", "/api/v1/targets"] {
+        assert!(
+            seen.iter().any(|(p, _)| p == path),
+            "no request to {path}: {:?}",
+            seen.iter().map(|(p, _)| p).collect::<Vec<_>>()
+        );
+    }
+    for (path, headers) in &seen {
+        assert_eq!(
+            (
+                headers.get("x-scope-orgid").map(String::as_str),
+                headers.get("x-api-key").map(String::as_str)
+            ),
+            (Some("team-a"), Some(key)),
+            "{path}: {headers:?}"
+        );
+    }
+    // The value read from the environment is never logged.
+    assert!(!w.dump().contains(key), "{}", w.dump());
+    assert!(!err.contains(key), "{err}");
+}

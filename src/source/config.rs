@@ -3,6 +3,7 @@
 //! Only data and its checks live here; nothing in this module opens a
 //! connection (reading `bearer_token_file` happens when the client is built).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,7 +32,46 @@ pub struct PrometheusConfig {
     pub max_response_bytes: u64,
     /// The most series one query may answer with (same outcome past it).
     pub max_series: usize,
+    /// Headers sent with every request to Prometheus: the tenant of Grafana
+    /// Mimir, Cortex or Thanos (`X-Scope-OrgID`), an API key. A value is
+    /// given as it is, or read from a file (`{ file = "…" }`) or an
+    /// environment variable (`{ env = "…" }`); values are never logged.
+    pub headers: BTreeMap<String, HeaderSource>,
 }
+
+/// Where a header's value comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a header value: a string, { file = \"/path\" } or { env = \"VARIABLE\" }"
+)]
+pub enum HeaderSource {
+    Value(Secret),
+    File(HeaderFile),
+    Env(HeaderEnv),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderFile {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEnv {
+    pub env: String,
+}
+
+/// Headers rollbackd sets itself, or that would break the requests.
+const RESERVED_HEADERS: [&str; 6] = [
+    "authorization",
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+];
 
 impl Default for PrometheusConfig {
     fn default() -> Self {
@@ -44,6 +84,7 @@ impl Default for PrometheusConfig {
             bearer_token: None,
             bearer_token_file: None,
             basic_auth: None,
+            headers: BTreeMap::new(),
         }
     }
 }
@@ -70,6 +111,28 @@ pub enum AuthError {
     /// `bearer_token_file` holds nothing but whitespace.
     #[error("prometheus.bearer_token_file {}: the file is empty; put the token in it", path.display())]
     EmptyTokenFile { path: PathBuf },
+    /// A header's value file is missing, unreadable or empty.
+    #[error(
+        "prometheus.headers.{name}: cannot read {}: {why}; fix the file (it must exist, be readable by rollbackd and hold the value)",
+        path.display()
+    )]
+    HeaderFile {
+        name: String,
+        path: PathBuf,
+        why: String,
+    },
+    /// A header's environment variable is not set (or not text).
+    #[error("prometheus.headers.{name}: the environment variable {var} is not set; set it to the header's value, or give the value another way")]
+    HeaderEnv { name: String, var: String },
+    /// A header's value cannot travel in HTTP (the value is not shown).
+    #[error("prometheus.headers.{name}: the value holds characters not allowed in an HTTP header (a stray newline or control character?)")]
+    HeaderValue { name: String },
+}
+
+/// One header to send, resolved.
+pub struct ResolvedHeader {
+    pub name: reqwest::header::HeaderName,
+    pub value: reqwest::header::HeaderValue,
 }
 
 impl PrometheusConfig {
@@ -93,6 +156,50 @@ impl PrometheusConfig {
             username: b.username.clone(),
             password: b.password.expose().to_string(),
         }))
+    }
+
+    /// The headers to send, each value read from where it is given and
+    /// marked sensitive (reqwest and rollbackd never print it).
+    pub fn resolved_headers(&self) -> Result<Vec<ResolvedHeader>, AuthError> {
+        let mut out = Vec::new();
+        for (name, source) in &self.headers {
+            let text = match source {
+                HeaderSource::Value(v) => v.expose().to_string(),
+                HeaderSource::File(HeaderFile { file }) => {
+                    let text =
+                        std::fs::read_to_string(file).map_err(|e| AuthError::HeaderFile {
+                            name: name.clone(),
+                            path: file.clone(),
+                            why: e.to_string(),
+                        })?;
+                    let text = text.trim().to_string();
+                    if text.is_empty() {
+                        return Err(AuthError::HeaderFile {
+                            name: name.clone(),
+                            path: file.clone(),
+                            why: "the file is empty".into(),
+                        });
+                    }
+                    text
+                }
+                HeaderSource::Env(HeaderEnv { env }) => {
+                    std::env::var(env).map_err(|_| AuthError::HeaderEnv {
+                        name: name.clone(),
+                        var: env.clone(),
+                    })?
+                }
+            };
+            let bad = || AuthError::HeaderValue { name: name.clone() };
+            let header =
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+            let mut value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| bad())?;
+            value.set_sensitive(true);
+            out.push(ResolvedHeader {
+                name: header,
+                value,
+            });
+        }
+        Ok(out)
     }
 
     /// The key that holds the credentials rollbackd sends, if any, for
@@ -146,6 +253,33 @@ impl PrometheusConfig {
                 "prometheus: set only one of bearer_token, bearer_token_file and basic_auth".into(),
             );
         }
+        for (name, source) in &self.headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push(format!(
+                    "prometheus.headers.{name}: not a valid HTTP header name (letters, digits and -, such as X-Scope-OrgID)"
+                ));
+            } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                problems.push(format!(
+                    "prometheus.headers.{name}: rollbackd sets this header itself{}",
+                    if name.eq_ignore_ascii_case("authorization") {
+                        "; use prometheus.bearer_token, bearer_token_file or basic_auth"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            if let HeaderSource::Env(HeaderEnv { env }) = source {
+                if env.is_empty() || env.contains('=') {
+                    problems.push(format!(
+                        "prometheus.headers.{name}: env = {env:?} is not an environment variable's name"
+                    ));
+                } else if env.to_ascii_uppercase().starts_with("ROLLBACKD_") {
+                    problems.push(format!(
+                        "prometheus.headers.{name}: env = {env:?}: ROLLBACKD_* variables are rollbackd's own configuration keys; give the value in a variable of another name"
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -154,4 +288,120 @@ impl PrometheusConfig {
 pub struct BasicAuth {
     pub username: String,
     pub password: Secret,
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    fn with(headers: &[(&str, HeaderSource)]) -> PrometheusConfig {
+        PrometheusConfig {
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            ..PrometheusConfig::default()
+        }
+    }
+
+    fn value(v: &str) -> HeaderSource {
+        HeaderSource::Value(Secret::new(v))
+    }
+
+    #[test]
+    fn headers_rollbackd_sets_itself_and_bad_names_are_refused() {
+        let config = with(&[
+            ("Authorization", value("Bearer x")),
+            ("Host", value("prom")),
+            ("X Scope", value("a")),
+            ("X-Key", HeaderSource::Env(HeaderEnv { env: "A=B".into() })),
+            (
+                "X-Tenant",
+                HeaderSource::Env(HeaderEnv {
+                    env: "ROLLBACKD_TENANT".into(),
+                }),
+            ),
+            ("X-Scope-OrgID", value("team-a")),
+        ]);
+        let mut problems = Vec::new();
+        config.validate(&mut problems);
+        let text = problems.join("\n");
+        for needle in [
+            "prometheus.headers.Authorization: rollbackd sets this header itself; use prometheus.bearer_token",
+            "prometheus.headers.Host: rollbackd sets this header itself",
+            "prometheus.headers.X Scope: not a valid HTTP header name",
+            "prometheus.headers.X-Key: env = \"A=B\"",
+            "prometheus.headers.X-Tenant: env = \"ROLLBACKD_TENANT\": ROLLBACKD_* variables are rollbackd's own",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        assert!(!text.contains("prometheus.headers.X-Scope-OrgID"), "{text}");
+    }
+
+    #[test]
+    fn values_come_from_the_config_a_file_or_the_environment_and_stay_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tenant");
+        std::fs::write(&file, "team-b\n").unwrap();
+        // A variable only this test sets.
+        std::env::set_var("RBD_UNIT_TEST_TENANT_C", "team-c");
+        let config = with(&[
+            ("X-A", value("team-a")),
+            ("X-B", HeaderSource::File(HeaderFile { file: file.clone() })),
+            (
+                "X-C",
+                HeaderSource::Env(HeaderEnv {
+                    env: "RBD_UNIT_TEST_TENANT_C".into(),
+                }),
+            ),
+        ]);
+        let got: Vec<(String, String, bool)> = config
+            .resolved_headers()
+            .unwrap()
+            .into_iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    h.value.to_str().unwrap().to_string(),
+                    h.value.is_sensitive(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("x-a".to_string(), "team-a".to_string(), true),
+                ("x-b".to_string(), "team-b".to_string(), true),
+                ("x-c".to_string(), "team-c".to_string(), true),
+            ]
+        );
+        // What cannot be had names the header and where to fix it, never a value.
+        let missing = with(&[(
+            "X-Scope-OrgID",
+            HeaderSource::Env(HeaderEnv {
+                env: "RBD_UNIT_TEST_UNSET_TENANT".into(),
+            }),
+        )]);
+        let text = missing.resolved_headers().err().unwrap().to_string();
+        assert!(
+            text.contains("prometheus.headers.X-Scope-OrgID")
+                && text.contains("RBD_UNIT_TEST_UNSET_TENANT is not set"),
+            "{text}"
+        );
+        let gone = with(&[(
+            "X-B",
+            HeaderSource::File(HeaderFile {
+                file: dir.path().join("nope"),
+            }),
+        )]);
+        let text = gone.resolved_headers().err().unwrap().to_string();
+        assert!(
+            text.contains("prometheus.headers.X-B: cannot read"),
+            "{text}"
+        );
+        let broken = with(&[("X-A", value("secret-value\nInjected: 1"))]);
+        let text = broken.resolved_headers().err().unwrap().to_string();
+        assert!(text.contains("prometheus.headers.X-A"), "{text}");
+        assert!(!text.contains("secret-value"), "{text}");
+    }
 }

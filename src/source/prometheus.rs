@@ -80,6 +80,9 @@ impl Prometheus {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
+        for h in config.resolved_headers()? {
+            headers.insert(h.name, h.value);
+        }
         crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .default_headers(headers)

@@ -8,6 +8,7 @@ pub mod fake_hooks;
 pub mod fake_railway;
 pub mod fake_service;
 pub mod postgres;
+pub mod proxy;
 pub mod s3;
 pub mod smtp;
 
