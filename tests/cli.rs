@@ -130,6 +130,9 @@ fn bad_config_gives_a_clear_message_and_exit_2() {
         // A syntax error on a secret's line says where, without quoting it.
         ("c.toml", "[prometheus]\nbearer_token = \"t0ken-value\n", &[], &["c.toml", "line 2"]),
         ("c.toml", "[server]\nlisten = \"everywhere\"\n", &[], &["server.listen"]),
+        ("c.toml", "[prometheus.tls]\ncert_file = \"/etc/client.pem\"\n", &[], &["c.toml: prometheus.tls: cert_file and key_file go together"]),
+        ("c.toml", "[prometheus.tls]\nmin_version = \"1.1\"\n", &[], &["c.toml: prometheus.tls.min_version", "\"1.2\" or \"1.3\""]),
+        ("c.toml", "[prometheus.tls]\nca_fil = \"/etc/ca.pem\"\n", &[], &["c.toml", "prometheus.tls", "ca_fil"]),
         ("c.toml", "[prometheus.headers]\nAuthorization = \"Bearer x\"\n", &[], &["c.toml: prometheus.headers.Authorization", "bearer_token"]),
         ("c.toml", "[prometheus.headers]\nX-Scope-OrgID = { path = \"/run/tenant\" }\n", &[], &["c.toml: key prometheus.headers.X-Scope-OrgID", "{ file = \"/path\" } or { env = \"VARIABLE\" }"]),
         (

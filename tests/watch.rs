@@ -767,3 +767,233 @@ fn every_request_to_prometheus_carries_the_configured_headers() {
     assert!(!w.dump().contains(key), "{}", w.dump());
     assert!(!err.contains(key), "{err}");
 }
+
+/// `openssl` in `dir`, failing the test with its output.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl is installed (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`NAME-ca.pem`) and a certificate it signed (`NAME-LEAF.pem`,
+/// `NAME-LEAF.key`) for 127.0.0.1, made in `dir`.
+fn certificates(dir: &std::path::Path, name: &str, leaves: &[&str]) {
+    let ca = format!("{name}-ca");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ],
+    );
+    for leaf in leaves {
+        let base = format!("{name}-{leaf}");
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={leaf}"),
+                "-keyout",
+                &format!("{base}.key"),
+                "-out",
+                &format!("{base}.csr"),
+            ],
+        );
+        std::fs::write(
+            dir.join(format!("{base}.ext")),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{base}.csr"),
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{base}.ext"),
+                "-out",
+                &format!("{base}.pem"),
+            ],
+        );
+    }
+}
+
+/// A real Prometheus serving only TLS and requiring a client certificate
+/// from `certs`' CA (its own `--web.config.file`); stopped when dropped.
+struct TlsPrometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsPrometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_prometheus(certs: &std::path::Path, target: std::net::SocketAddr) -> TlsPrometheus {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| certs.join(f).display().to_string();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: service\n    \
+             static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  \
+             client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+            path("good-server.pem"),
+            path("good-server.key"),
+            path("good-ca.pem")
+        ),
+    )
+    .unwrap();
+    let port = support::free_port();
+    let child = std::process::Command::new(support::require_binary("prometheus"))
+        .current_dir(dir.path())
+        .args([
+            "--config.file=prometheus.yml",
+            "--web.config.file=web.yml",
+            "--storage.tsdb.path=data",
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus starts");
+    wait_for("Prometheus to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    TlsPrometheus {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn a_prometheus_behind_tls_with_a_private_ca_and_client_certificates() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path(), "good", &["server", "client"]);
+    certificates(certs.path(), "other", &[]);
+    let fake = FakeService::start();
+    let prom = tls_prometheus(certs.path(), fake.addr);
+    let cert = |f: &str| certs.path().join(f).display().to_string();
+    let config = |tls: &str| {
+        format!(
+            "[prometheus]\nurl = \"https://127.0.0.1:{}\"\ntimeout = \"2s\"\n\n[prometheus.tls]\n{tls}\n\
+             [service]\nname = \"demo\"\n\n[watch]\nevaluation_interval = \"1s\"\nrule_paths = [\"rules\"]\n\
+             align_to_scrapes = false\n",
+            prom.port
+        )
+    };
+    let rules = group(&[ratio_rule("HighErrorRate", "        for: 2s\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/test.yml"), &rules).unwrap();
+    let trusted = format!(
+        "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert("good-ca.pem"),
+        cert("good-client.pem"),
+        cert("good-client.key")
+    );
+    // Trusting the private CA and presenting the client certificate: the
+    // rule evaluates.
+    let w = Watcher::start(dir.path(), &config(&trusted));
+    wait_evaluations(&w, "HighErrorRate", "ok", 2.0);
+    drop(w);
+
+    // `rules eval` asks once: each wrong setting fails, saying so.
+    let eval = |tls: &str| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("rules")).unwrap();
+        std::fs::write(d.path().join("rules/test.yml"), &rules).unwrap();
+        std::fs::write(d.path().join("rollbackd.toml"), config(tls)).unwrap();
+        let (code, out, err) = support::run_rollbackd(
+            d.path(),
+            &["--config", "rollbackd.toml", "rules", "eval"],
+            &[],
+        );
+        (code, format!("{out}{err}"))
+    };
+    let (code, text) = eval(&trusted);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(" ok "), "{text}");
+    // Another CA: Prometheus's certificate is not trusted, and the message
+    // says which key to set.
+    let (_, text) = eval(&format!(
+        "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert("other-ca.pem"),
+        cert("good-client.pem"),
+        cert("good-client.key")
+    ));
+    assert!(
+        text.contains("certificate is not trusted: set prometheus.tls.ca_file"),
+        "{text}"
+    );
+    // No client certificate: Prometheus refuses the connection.
+    let (_, text) = eval(&format!("ca_file = \"{}\"\n", cert("good-ca.pem")));
+    assert!(
+        text.contains(
+            "if it requires client certificates (client_auth_type), set prometheus.tls.cert_file"
+        ),
+        "{text}"
+    );
+    // A CA file that is not there is named by `check`, before anything runs.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("rules")).unwrap();
+    std::fs::write(d.path().join("rules/test.yml"), &rules).unwrap();
+    std::fs::write(
+        d.path().join("rollbackd.toml"),
+        config("ca_file = \"/nonexistent/ca.pem\"\n"),
+    )
+    .unwrap();
+    let (code, out, err) = support::run_rollbackd(
+        d.path(),
+        &["--config", "rollbackd.toml", "check", "--offline"],
+        &[],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("prometheus.tls.ca_file /nonexistent/ca.pem"),
+        "{out}{err}"
+    );
+}

@@ -32,6 +32,16 @@ pub fn check(config: &Config, paths: &[PathBuf], whole_config: bool) -> Exit {
         }
         Ok(set) => {
             if whole_config {
+                // The Prometheus client is built as `watch` builds it: its
+                // headers and TLS files are read now.
+                if let Err(e) = crate::source::prometheus::Prometheus::new(&config.prometheus) {
+                    return Exit::Usage(e.to_string());
+                }
+                if config.prometheus.tls.insecure_skip_verify {
+                    println!(
+                        "WARNING: prometheus.tls.insecure_skip_verify is on: ANY certificate is accepted from Prometheus; use prometheus.tls.ca_file"
+                    );
+                }
                 println!(
                     "config OK: Prometheus {}, listening on {}",
                     crate::secret::redact_url(&config.prometheus.url),

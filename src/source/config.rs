@@ -37,6 +37,118 @@ pub struct PrometheusConfig {
     /// given as it is, or read from a file (`{ file = "…" }`) or an
     /// environment variable (`{ env = "…" }`); values are never logged.
     pub headers: BTreeMap<String, HeaderSource>,
+    /// TLS beyond the system's roots: a private CA, a client certificate.
+    pub tls: TlsConfig,
+}
+
+/// `[prometheus.tls]`, as Prometheus's own `tls_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// CA certificates (PEM) trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) and its key (PEM, PKCS#8 or RSA), for a
+    /// Prometheus that requires one (`client_auth_type`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The lowest TLS version accepted: "1.2" (default) or "1.3".
+    pub min_version: Option<String>,
+    /// Accept any certificate: for a test bench only; said loudly at start
+    /// and by `check`.
+    pub insecure_skip_verify: bool,
+}
+
+impl TlsConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            problems.push(
+                "prometheus.tls: cert_file and key_file go together (the client certificate and its key)"
+                    .into(),
+            );
+        }
+        if let Some(v) = &self.min_version {
+            if !matches!(v.as_str(), "1.2" | "1.3") {
+                problems.push(format!(
+                    "prometheus.tls.min_version: {v:?}; write \"1.2\" or \"1.3\""
+                ));
+            }
+        }
+    }
+}
+
+/// Why the TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file is missing or unreadable.
+    #[error("prometheus.tls.{key} {}: {source}; the file must exist and be readable by rollbackd", path.display())]
+    Read {
+        key: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM.
+    #[error("prometheus.tls.{key} {}: {why}", path.display())]
+    Pem {
+        key: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+}
+
+impl TlsConfig {
+    /// `builder` with these settings, reading every file now.
+    pub fn apply(
+        &self,
+        mut builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, TlsError> {
+        let read = |key: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                key,
+                path: path.clone(),
+                source,
+            })
+        };
+        if let Some(path) = &self.ca_file {
+            let pem = read("ca_file", path)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| TlsError::Pem {
+                    key: "ca_file",
+                    path: path.clone(),
+                    why: "no PEM certificate in it (-----BEGIN CERTIFICATE-----)".into(),
+                })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            let mut pem = read("cert_file", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("key_file", key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| TlsError::Pem {
+                key: "cert_file",
+                path: cert.clone(),
+                why: format!(
+                    "the certificate and the key_file's key cannot be used together ({e}); both must be PEM"
+                ),
+            })?;
+            builder = builder.identity(identity);
+        }
+        if self.min_version.as_deref() == Some("1.3") {
+            builder = builder.min_tls_version(reqwest::tls::Version::TLS_1_3);
+        } else {
+            builder = builder.min_tls_version(reqwest::tls::Version::TLS_1_2);
+        }
+        if self.insecure_skip_verify {
+            tracing::warn!(
+                "prometheus.tls.insecure_skip_verify is on: rollbackd accepts ANY certificate from Prometheus, so anyone between them can feed it metrics; use prometheus.tls.ca_file instead"
+            );
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        Ok(builder)
+    }
 }
 
 /// Where a header's value comes from.
@@ -85,6 +197,7 @@ impl Default for PrometheusConfig {
             bearer_token_file: None,
             basic_auth: None,
             headers: BTreeMap::new(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -253,6 +366,7 @@ impl PrometheusConfig {
                 "prometheus: set only one of bearer_token, bearer_token_file and basic_auth".into(),
             );
         }
+        self.tls.validate(problems);
         for (name, source) in &self.headers {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 problems.push(format!(

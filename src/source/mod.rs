@@ -184,6 +184,9 @@ pub enum SetupError {
     /// The configured credentials cannot be read.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// `[prometheus.tls]` cannot be used.
+    #[error(transparent)]
+    Tls(#[from] config::TlsError),
     /// The credentials cannot travel in an HTTP header.
     #[error("{key}: the Prometheus credentials contain characters not allowed in an HTTP header (a stray newline or control character?)")]
     Header { key: &'static str },

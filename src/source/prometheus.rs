@@ -38,6 +38,9 @@ pub struct Prometheus {
     max_series: usize,
     /// The key holding the credentials sent, named when Prometheus refuses them.
     auth_key: Option<&'static str>,
+    /// Whether rollbackd speaks TLS to it without a client certificate: a
+    /// connection it closes at once may want one.
+    tls_without_client_cert: bool,
     /// Expressions that failed when asked alone after a combined request
     /// fell back: asked alone from then on, until one succeeds, so a broken
     /// or slow expression does not cost its chunk a failed combined request
@@ -84,7 +87,9 @@ impl Prometheus {
             headers.insert(h.name, h.value);
         }
         crate::install_crypto_provider();
-        let client = reqwest::Client::builder()
+        let client = config
+            .tls
+            .apply(reqwest::Client::builder())?
             .default_headers(headers)
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
@@ -100,6 +105,8 @@ impl Prometheus {
             max_response_bytes: config.max_response_bytes,
             max_series: config.max_series.max(1),
             auth_key,
+            tls_without_client_cert: config.url.starts_with("https:")
+                && config.tls.cert_file.is_none(),
             solo: Arc::default(),
         })
     }
@@ -312,9 +319,36 @@ impl Prometheus {
             }
             SourceError::Connect {
                 url: crate::secret::redact_url(&self.base),
-                message: crate::secret::redact_url(&message),
+                message: format!(
+                    "{}{}",
+                    crate::secret::redact_url(&message),
+                    tls_hint(&message, self.tls_without_client_cert)
+                ),
             }
         }
+    }
+}
+
+/// What to change for a TLS failure, from rustls's words.
+fn tls_hint(message: &str, without_client_cert: bool) -> &'static str {
+    if message.contains("invalid peer certificate") {
+        if message.contains("NotValidForName") {
+            "; Prometheus's certificate does not name the host in prometheus.url: use the name (or IP) it was issued for"
+        } else if message.contains("Expired") {
+            "; Prometheus's certificate has expired"
+        } else {
+            "; Prometheus's certificate is not trusted: set prometheus.tls.ca_file to the CA that signed it"
+        }
+    } else if message.contains("CertificateRequired")
+        || message.contains("certificate required")
+        || message.contains("BadCertificate")
+        || message.contains("UnknownCA")
+    {
+        "; Prometheus refused rollbackd's client certificate (or wants one): set prometheus.tls.cert_file and key_file to a certificate its client_ca_file trusts"
+    } else if without_client_cert && message.contains("connection closed") {
+        "; Prometheus closed the connection during TLS: if it requires client certificates (client_auth_type), set prometheus.tls.cert_file and key_file"
+    } else {
+        ""
     }
 }
 
