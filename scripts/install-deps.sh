@@ -3,7 +3,8 @@
 # - Debian packages: a real Prometheus (`prometheus`, with promtool), a real
 #   Alertmanager (`prometheus-alertmanager`),
 #   PostgreSQL 15 (`postgresql-15`: initdb/pg_ctl under /usr/lib/postgresql/15/bin,
-#   psql, pg_dump, pg_restore), curl, python3 and its venv module;
+#   psql, pg_dump, pg_restore), curl, openssl (the TLS tests make their
+#   certificates with it), python3 and its venv module;
 # - PyPI packages, in ./.venv: Alembic and psycopg2 for the migration tests,
 #   moto's S3-compatible server for the backup store tests, aiosmtpd (a real
 #   SMTP server, with STARTTLS) for the email notifier's.
@@ -15,6 +16,7 @@ need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client-15)
