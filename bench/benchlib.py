@@ -1,7 +1,8 @@
-"""What the benchmark scripts share: free loopback ports and waiting for a
-service to answer."""
+"""What the benchmark scripts share: free loopback ports, waiting for a
+service to answer, and stopping a process."""
 
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -22,3 +23,13 @@ def wait_http(url, timeout=30):
         except Exception:
             time.sleep(0.2)
     sys.exit(f"bench: {url} did not come up")
+
+
+def stop_process(p, timeout=15):
+    """SIGTERM, then SIGKILL if it has not ended within `timeout` seconds."""
+    p.terminate()
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()

@@ -55,7 +55,7 @@ import urllib.parse
 import urllib.request
 from datetime import datetime
 
-from benchlib import free_port, wait_http
+from benchlib import free_port, stop_process, wait_http
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "bench-token"
@@ -182,12 +182,7 @@ class Case:
         """rollbackd first (it finishes a running rollback against the live
         service), then Prometheus, then the service."""
         for p in reversed(self.procs):
-            p.terminate()
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_process(p)
 
     def start(self):
         """Service with the initial knobs live, Prometheus with >= 8 s of it,

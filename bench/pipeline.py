@@ -65,7 +65,7 @@ import urllib.request
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from benchlib import free_port, wait_http
+from benchlib import free_port, stop_process, wait_http
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THRESHOLD = 0.00025
@@ -242,12 +242,7 @@ def run_setting(interval_name, args, rollbackd, service, work):
         return p
 
     def stop(p):
-        p.terminate()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_process(p, timeout=10)
 
     print(f"\n== {interval_name}: scrape {interval}s, evaluation {interval}s (Prometheus and rollbackd), "
           f"for 0s, threshold {THRESHOLD}; Alertmanager group_wait 0s, group_interval 1s, "
