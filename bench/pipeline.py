@@ -476,11 +476,11 @@ def start_rollbackd(rollbackd, work, n, prom_url, svc_url, wrapper, log, ready_t
             f'[provider]\ntype = "command"\nlist = ["{wrapper}", "list"]\n'
             f'status = ["{wrapper}", "status"]\nrollback = ["{wrapper}", "rollback"]\n'
             'timeout = "10s"\n\n'
-            # A fresh state dir per trial: nothing from earlier trials
-            # (cooldown, rate limit, breaker, loop) can refuse this one.
             # Detection speed against Alertmanager's pipeline, which judges
             # no blame; what blame costs is bench/blame.py's to measure.
             '[blame]\nenabled = false\n\n'
+            # A fresh state dir per trial: nothing from earlier trials
+            # (cooldown, rate limit, breaker, loop) can refuse this one.
             f'[engine]\nstate_dir = "{work}/state-{n}"\n'
             # These two act after the platform call only: the run ends sooner.
             'poll_interval = "500ms"\n\n'
