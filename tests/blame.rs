@@ -109,6 +109,17 @@ impl Scenario {
         )
     }
 
+    /// The judgement, once made, which must be `verdict` for `reason`: its evidence.
+    fn judged_as(&self, verdict: &str, reason: &str) -> Value {
+        let (got_verdict, got_reason, evidence) = self.judged();
+        assert_eq!(
+            (got_verdict.as_str(), got_reason.as_str()),
+            (verdict, reason),
+            "{evidence}"
+        );
+        evidence
+    }
+
     /// Waits for the rollback call (to d1).
     fn rolled_back(&self) {
         wait_for("the rollback call", Duration::from_secs(20), || {
@@ -139,12 +150,7 @@ fn a_bad_deploy_is_to_blame_and_rolled_back() {
     let mut s = Scenario::start(|_| {});
     s.deploy(|k| k.error_ratio = 0.3);
     s.watch("", "");
-    let (verdict, reason, evidence) = s.judged();
-    assert_eq!(
-        (verdict.as_str(), reason.as_str()),
-        ("to_blame", "worse_than_baseline"),
-        "{evidence}"
-    );
+    let evidence = s.judged_as("to_blame", "worse_than_baseline");
     s.rolled_back();
     let rule = &evidence["rules"][0];
     assert!(
@@ -186,12 +192,7 @@ fn a_dependency_outage_well_after_a_good_deploy_is_refused_and_notified() {
     // Past the 12 s onset window, a dependency fails every version.
     s.wait_evaluations(16.0);
     s.service.set(|k| k.dependency_error_ratio = 0.3);
-    let (verdict, reason, evidence) = s.judged();
-    assert_eq!(
-        (verdict.as_str(), reason.as_str()),
-        ("not_to_blame", "late_onset"),
-        "{evidence}"
-    );
+    s.judged_as("not_to_blame", "late_onset");
     assert!(s.railway.rollbacks().is_empty());
     let notified = wait_for(
         "the refusal's notification",
@@ -220,12 +221,7 @@ fn an_inhibitor_that_holds_refuses_even_a_breach_that_looks_like_the_deploy_s() 
         "",
         "[[blame.inhibit]]\nname = \"DbPoolExhausted\"\nexpr = 'db_pool_connections_available{service=\"demo\"} < 5'\n",
     );
-    let (verdict, reason, evidence) = s.judged();
-    assert_eq!(
-        (verdict.as_str(), reason.as_str()),
-        ("not_to_blame", "inhibited"),
-        "{evidence}"
-    );
+    let evidence = s.judged_as("not_to_blame", "inhibited");
     assert_eq!(evidence["inhibitors"][0]["name"], "DbPoolExhausted");
     assert_eq!(evidence["inhibitors"][0]["holds"], true);
     assert!(s.railway.rollbacks().is_empty());
@@ -236,12 +232,7 @@ fn a_dependency_already_failing_before_a_good_deploy_is_refused() {
     let mut s = Scenario::start(|k| k.dependency_error_ratio = 0.3);
     s.deploy(|k| k.version = "v2".into());
     s.watch("", "");
-    let (verdict, reason, evidence) = s.judged();
-    assert_eq!(
-        (verdict.as_str(), reason.as_str()),
-        ("not_to_blame", "already_breaching"),
-        "{evidence}"
-    );
+    s.judged_as("not_to_blame", "already_breaching");
     assert!(s.railway.rollbacks().is_empty());
 }
 
@@ -250,12 +241,7 @@ fn a_bad_deploy_while_a_dependency_fails_a_little_is_to_blame() {
     let mut s = Scenario::start(|k| k.dependency_error_ratio = 0.02);
     s.deploy(|k| k.error_ratio = 0.3);
     s.watch("", "");
-    let (verdict, reason, evidence) = s.judged();
-    assert_eq!(
-        (verdict.as_str(), reason.as_str()),
-        ("to_blame", "worse_than_baseline"),
-        "{evidence}"
-    );
+    s.judged_as("to_blame", "worse_than_baseline");
     s.rolled_back();
 }
 
@@ -267,12 +253,7 @@ fn a_slow_bad_deploy_breaching_inside_the_onset_window_is_to_blame() {
     // v2 starts failing a few seconds in (a cache warming, a cron job).
     s.wait_evaluations(3.0);
     s.service.set(|k| k.error_ratio = 0.3);
-    let (verdict, reason, evidence) = s.judged();
-    assert_eq!(
-        (verdict.as_str(), reason.as_str()),
-        ("to_blame", "worse_than_baseline"),
-        "{evidence}"
-    );
+    let evidence = s.judged_as("to_blame", "worse_than_baseline");
     let after = evidence["rules"][0]["onset_after_go_live_seconds"]
         .as_f64()
         .unwrap();
@@ -291,12 +272,7 @@ fn very_low_traffic_before_the_deploy_parks_a_confirmation() {
         "        min_traffic:\n          expr: sum(rate(http_requests_total[5s]))\n          above: 5\n",
         "",
     );
-    let (verdict, reason, evidence) = s.judged();
-    assert_eq!(
-        (verdict.as_str(), reason.as_str()),
-        ("inconclusive", "no_baseline"),
-        "{evidence}"
-    );
+    s.judged_as("inconclusive", "no_baseline");
     let pending = wait_for("the parked confirmation", Duration::from_secs(10), || {
         let list = s.watcher().api("/api/v1/pending");
         (list.as_array()?.len() == 1).then(|| list[0].clone())
@@ -340,12 +316,7 @@ fn rolling_update(change: impl FnOnce(&mut Knobs)) -> Scenario {
 #[test]
 fn a_rolling_update_whose_new_version_fails_is_to_blame() {
     let s = rolling_update(|k| k.error_ratio = 0.3);
-    let (verdict, reason, evidence) = s.judged();
-    assert_eq!(
-        (verdict.as_str(), reason.as_str()),
-        ("to_blame", "new_version_worse"),
-        "{evidence}"
-    );
+    let evidence = s.judged_as("to_blame", "new_version_worse");
     let v = &evidence["rules"][0]["versions"];
     assert_eq!(
         (v["old"].as_str(), v["new"].as_str()),
@@ -359,12 +330,7 @@ fn a_rolling_update_whose_new_version_fails_is_to_blame() {
 fn a_rolling_update_where_both_versions_fail_alike_is_refused() {
     // A dependency fails as v2 rolls out: every version's requests.
     let s = rolling_update(|k| k.dependency_error_ratio = 0.3);
-    let (verdict, reason, evidence) = s.judged();
-    assert_eq!(
-        (verdict.as_str(), reason.as_str()),
-        ("not_to_blame", "versions_equal"),
-        "{evidence}"
-    );
+    s.judged_as("not_to_blame", "versions_equal");
     assert!(s.railway.rollbacks().is_empty());
 }
 
@@ -377,12 +343,7 @@ fn a_breach_while_a_newer_deployment_is_deploying_never_rolls_back_the_live_one(
     // d3 is on its way; its first pods take traffic and fail.
     s.railway.add(deployment("d3", "DEPLOYING", 0));
     s.service.set(|k| k.error_ratio = 0.3);
-    let (verdict, reason, evidence) = s.judged();
-    assert_eq!(
-        (verdict.as_str(), reason.as_str()),
-        ("not_to_blame", "deploy_in_progress"),
-        "{evidence}"
-    );
+    let evidence = s.judged_as("not_to_blame", "deploy_in_progress");
     assert_eq!(evidence["in_progress"], "d3", "{evidence}");
     wait_for("the cancel of d3", Duration::from_secs(10), || {
         (!s.railway.cancels().is_empty()).then_some(())

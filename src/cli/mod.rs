@@ -6,6 +6,7 @@ mod backtest_cmd;
 mod backup_cmd;
 mod drill_cmd;
 mod engine_cmd;
+mod history_cmd;
 mod probe;
 mod remote_cmd;
 mod rules_cmd;
@@ -399,8 +400,8 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Revisions { json } => engine_cmd::revisions(&config, json),
         Command::Validate(args) => engine_cmd::validate(&config, args).await,
         Command::History { limit, json, show } => match show {
-            Some(id) => engine_cmd::history_entry(&config, &id, json),
-            None => engine_cmd::history(&config, limit, json),
+            Some(id) => history_cmd::history_entry(&config, &id, json),
+            None => history_cmd::history(&config, limit, json),
         },
         Command::Breaker(cmd) => engine_cmd::breaker(&config, cmd).await,
         Command::State(cmd) => state_cmd::state(&config, cmd),
