@@ -51,6 +51,12 @@ impl Blamer {
         }
     }
 
+    /// Whether blame judges the rule `spec` describes (`[blame]` under the
+    /// rule's own `blame.enabled`).
+    pub fn judges(&self, spec: &FiredRule) -> bool {
+        spec.blame.enabled.unwrap_or(self.config.enabled)
+    }
+
     /// Asks for a pending rule's baseline before `live`'s go-live now, so
     /// the judgement when it fires asks only for what happened since.
     pub async fn prefetch(&self, group: &str, rule: &str, spec: &FiredRule, live: &Deployment) {
@@ -91,11 +97,9 @@ impl Blamer {
     /// Whether blame is judged for these events: on for every rule unless
     /// `[blame]` or the rule's own `blame.enabled` says otherwise.
     pub fn applies(&self, events: &[FiringEvent]) -> bool {
-        events.iter().any(|e| {
-            e.spec
-                .as_ref()
-                .and_then(|s| s.blame.enabled)
-                .unwrap_or(self.config.enabled)
+        events.iter().any(|e| match &e.spec {
+            Some(spec) => self.judges(spec),
+            None => self.config.enabled,
         })
     }
 

@@ -159,7 +159,14 @@ impl Dispatcher {
         if self.prefetching.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
-        let pending = self.board.pending();
+        // Only rules with an expression that blame judges have a baseline:
+        // with blame off, nothing is asked (not even the deployment list).
+        let pending: Vec<_> = self
+            .board
+            .pending()
+            .into_iter()
+            .filter(|(_, _, spec)| spec.query.is_some() && blamer.judges(spec))
+            .collect();
         if pending.is_empty() {
             return;
         }
