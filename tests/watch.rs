@@ -973,7 +973,7 @@ fn a_prometheus_behind_tls_with_a_private_ca_and_client_certificates() {
     let (_, text) = eval(&format!("ca_file = \"{}\"\n", cert("good-ca.pem")));
     assert!(
         text.contains(
-            "if it requires client certificates (client_auth_type), set prometheus.tls.cert_file"
+            "Prometheus wants a client certificate (client_auth_type): set prometheus.tls.cert_file"
         ),
         "{text}"
     );

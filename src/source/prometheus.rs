@@ -343,10 +343,18 @@ fn tls_hint(message: &str, without_client_cert: bool) -> &'static str {
         || message.contains("certificate required")
         || message.contains("BadCertificate")
         || message.contains("UnknownCA")
+        || (without_client_cert && message.contains("connection closed"))
     {
-        "; Prometheus refused rollbackd's client certificate (or wants one): set prometheus.tls.cert_file and key_file to a certificate its client_ca_file trusts"
-    } else if without_client_cert && message.contains("connection closed") {
-        "; Prometheus closed the connection during TLS: if it requires client certificates (client_auth_type), set prometheus.tls.cert_file and key_file"
+        // Go's TLS server answers a missing client certificate with
+        // `certificate_required` under TLS 1.3 and `bad_certificate` under
+        // TLS 1.2, or closes the connection before the alert is read: which
+        // one rollbackd sees depends on timing, so the hint depends only on
+        // whether it presented one.
+        if without_client_cert {
+            "; Prometheus wants a client certificate (client_auth_type): set prometheus.tls.cert_file and key_file"
+        } else {
+            "; Prometheus refused rollbackd's client certificate: set prometheus.tls.cert_file and key_file to a certificate its client_ca_file trusts"
+        }
     } else {
         ""
     }
