@@ -34,6 +34,7 @@ pub mod source;
 pub mod state;
 pub mod supervise;
 pub mod telemetry;
+pub mod tls;
 pub mod verify;
 pub mod watch;
 

@@ -768,87 +768,6 @@ fn every_request_to_prometheus_carries_the_configured_headers() {
     assert!(!err.contains(key), "{err}");
 }
 
-/// `openssl` in `dir`, failing the test with its output.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is installed (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`NAME-ca.pem`) and a certificate it signed (`NAME-LEAF.pem`,
-/// `NAME-LEAF.key`) for 127.0.0.1, made in `dir`.
-fn certificates(dir: &std::path::Path, name: &str, leaves: &[&str]) {
-    let ca = format!("{name}-ca");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name} test CA"),
-            "-keyout",
-            &format!("{ca}.key"),
-            "-out",
-            &format!("{ca}.pem"),
-        ],
-    );
-    for leaf in leaves {
-        let base = format!("{name}-{leaf}");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={leaf}"),
-                "-keyout",
-                &format!("{base}.key"),
-                "-out",
-                &format!("{base}.csr"),
-            ],
-        );
-        std::fs::write(
-            dir.join(format!("{base}.ext")),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{base}.csr"),
-                "-CA",
-                &format!("{ca}.pem"),
-                "-CAkey",
-                &format!("{ca}.key"),
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{base}.ext"),
-                "-out",
-                &format!("{base}.pem"),
-            ],
-        );
-    }
-}
-
 /// A real Prometheus serving only TLS and requiring a client certificate
 /// from `certs`' CA (its own `--web.config.file`); stopped when dropped.
 struct TlsPrometheus {
@@ -863,6 +782,9 @@ impl Drop for TlsPrometheus {
         let _ = self.child.wait();
     }
 }
+
+/// bcrypt (cost 4) of "s3cret", for Prometheus's `basic_auth_users`.
+const BCRYPT_S3CRET: &str = "$2b$04$OI/9G5dus59wO48BA2Pcr.oqtIVM4NRmmfsZY/DyuhqJ6iL/SrOk.";
 
 fn tls_prometheus(certs: &std::path::Path, target: std::net::SocketAddr) -> TlsPrometheus {
     let dir = tempfile::tempdir().unwrap();
@@ -879,7 +801,8 @@ fn tls_prometheus(certs: &std::path::Path, target: std::net::SocketAddr) -> TlsP
         dir.path().join("web.yml"),
         format!(
             "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  \
-             client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+             client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n\
+             basic_auth_users:\n  rollbackd: '{BCRYPT_S3CRET}'\n",
             path("good-server.pem"),
             path("good-server.key"),
             path("good-ca.pem")
@@ -912,14 +835,15 @@ fn tls_prometheus(certs: &std::path::Path, target: std::net::SocketAddr) -> TlsP
 #[test]
 fn a_prometheus_behind_tls_with_a_private_ca_and_client_certificates() {
     let certs = tempfile::tempdir().unwrap();
-    certificates(certs.path(), "good", &["server", "client"]);
-    certificates(certs.path(), "other", &[]);
+    support::tls::certificates(certs.path(), "good", &["server", "client"]);
+    support::tls::certificates(certs.path(), "other", &[]);
     let fake = FakeService::start();
     let prom = tls_prometheus(certs.path(), fake.addr);
     let cert = |f: &str| certs.path().join(f).display().to_string();
     let config = |tls: &str| {
         format!(
-            "[prometheus]\nurl = \"https://127.0.0.1:{}\"\ntimeout = \"2s\"\n\n[prometheus.tls]\n{tls}\n\
+            "[prometheus]\nurl = \"https://127.0.0.1:{}\"\ntimeout = \"2s\"\n\
+             basic_auth = {{ username = \"rollbackd\", password = \"s3cret\" }}\n\n[prometheus.tls]\n{tls}\n\
              [service]\nname = \"demo\"\n\n[watch]\nevaluation_interval = \"1s\"\nrule_paths = [\"rules\"]\n\
              align_to_scrapes = false\n",
             prom.port
@@ -935,9 +859,26 @@ fn a_prometheus_behind_tls_with_a_private_ca_and_client_certificates() {
         cert("good-client.pem"),
         cert("good-client.key")
     );
-    // Trusting the private CA and presenting the client certificate: the
-    // rule evaluates.
-    let w = Watcher::start(dir.path(), &config(&trusted));
+    // The CA file first holds another CA: every evaluation fails. Once it
+    // holds the CA that signed Prometheus's certificate, it is read again
+    // (as Prometheus's own tls_config is) and the rule evaluates, with no
+    // restart.
+    let rotating = dir.path().join("ca.pem");
+    std::fs::copy(certs.path().join("other-ca.pem"), &rotating).unwrap();
+    let w = Watcher::start(
+        dir.path(),
+        &config(&format!(
+            "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            rotating.display(),
+            cert("good-client.pem"),
+            cert("good-client.key")
+        )),
+    );
+    wait_evaluations(&w, "HighErrorRate", "error", 1.0);
+    assert_eq!(evaluations(&w, "HighErrorRate", "ok"), 0.0);
+    let staged = dir.path().join("ca.pem.new");
+    std::fs::copy(certs.path().join("good-ca.pem"), &staged).unwrap();
+    std::fs::rename(&staged, &rotating).unwrap();
     wait_evaluations(&w, "HighErrorRate", "ok", 2.0);
     drop(w);
 
@@ -976,6 +917,38 @@ fn a_prometheus_behind_tls_with_a_private_ca_and_client_certificates() {
             "Prometheus wants a client certificate (client_auth_type): set prometheus.tls.cert_file"
         ),
         "{text}"
+    );
+    // server_name: the name the certificate must carry when the URL's host
+    // is not on it. Prometheus's certificate names localhost.
+    let (code, text) = eval(&format!("{trusted}server_name = \"localhost\"\n"));
+    assert_eq!(code, 0, "{text}");
+    let (_, text) = eval(&format!(
+        "{trusted}server_name = \"prometheus.elsewhere\"\n"
+    ));
+    assert!(
+        text.contains("certificate does not name the host"),
+        "{text}"
+    );
+    // The basic-auth password Prometheus's web config checks.
+    let wrong_password = {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("rules")).unwrap();
+        std::fs::write(d.path().join("rules/test.yml"), &rules).unwrap();
+        std::fs::write(
+            d.path().join("rollbackd.toml"),
+            config(&trusted).replace("\"s3cret\"", "\"wrong\""),
+        )
+        .unwrap();
+        let (_, out, err) = support::run_rollbackd(
+            d.path(),
+            &["--config", "rollbackd.toml", "rules", "eval"],
+            &[],
+        );
+        format!("{out}{err}")
+    };
+    assert!(
+        wrong_password.contains("refused rollbackd's credentials"),
+        "{wrong_password}"
     );
     // A CA file that is not there is named by `check`, before anything runs.
     let d = tempfile::tempdir().unwrap();

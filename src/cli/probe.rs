@@ -66,6 +66,9 @@ pub async fn database(config: &Config) -> Exit {
             }
         },
     };
+    if problems.is_empty() {
+        transport(&db).await;
+    }
     if let Some((tool, revision)) = revision {
         match tool.tool_current(&db).await {
             Ok(seen) if seen == revision => println!(
@@ -115,4 +118,24 @@ pub async fn database(config: &Config) -> Exit {
     }
     eprintln!("(`rollbackd check --offline` checks the config and rules only)");
     Exit::Failed
+}
+
+/// Says how the database session is protected: TLS and what it verifies,
+/// or plain text (a warning: nothing else is wrong with it).
+async fn transport(db: &crate::db::Database) {
+    let Ok(client) = db.connect(Duration::from_secs(10)).await else {
+        return;
+    };
+    match db.transport(&client).await {
+        Ok(Some(version)) => println!("database TLS OK: {version}, {}", db.tls.describe()),
+        Ok(None) if db.target.starts_with('/') || db.target.starts_with("local socket") => {
+            println!("database TLS: none (a local socket)")
+        }
+        Ok(None) => println!(
+            "database TLS WARNING: the session is plain text ({}); set sslmode=verify-full and sslrootcert \
+             in the URL to require TLS",
+            db.tls.describe()
+        ),
+        Err(e) => println!("database TLS: unknown ({e})"),
+    }
 }

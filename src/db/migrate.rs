@@ -152,7 +152,10 @@ impl Alembic {
             "ROLLBACKD_SQLALCHEMY_URL",
             sqlalchemy_url(db.url(), &self.driver),
         );
-        for (k, v) in extra_env {
+        // The TLS settings, as libpq variables: the URL's parameters
+        // already reach psycopg, and these carry the ones rollbackd read
+        // from its own environment or libpq's defaults.
+        for (k, v) in db.tls.libpq_env().iter().chain(extra_env) {
             cmd.env(k, v);
         }
         if let Some(dir) = &self.working_dir {

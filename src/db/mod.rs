@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod restore;
 pub mod revisions;
 pub mod store;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,12 @@ pub enum DbError {
     /// `database.url` names another database system.
     #[error("database.url uses {0:?}; rollbackd supports PostgreSQL URLs (postgres://user:pass@host:5432/db)")]
     NotPostgres(String),
+    /// A TLS setting (in the URL or a PGSSL* variable) cannot be used.
+    #[error("database.url: {0}")]
+    BadParameter(String),
+    /// A certificate or key file for TLS cannot be used.
+    #[error("database TLS: {0}")]
+    Tls(String),
     /// The server could not be reached or refused the session.
     #[error("cannot connect to the database ({target}): {message}")]
     Connect { target: String, message: String },
@@ -54,10 +61,15 @@ pub enum DbError {
 #[derive(Clone)]
 pub struct Database {
     url: Secret,
+    /// The URL without the TLS parameters, for tokio-postgres (which knows
+    /// only some of them).
+    session_url: Secret,
     /// `host:port/dbname`, safe to print.
     pub target: String,
     env: Vec<(&'static str, String)>,
     dbname: String,
+    /// TLS, as libpq reads it.
+    pub tls: tls::PgTls,
 }
 
 impl std::fmt::Debug for Database {
@@ -110,7 +122,16 @@ impl Database {
         let mut user = decode(parsed.username());
         let mut password = parsed.password().map(decode);
         let mut db = decode(parsed.path().trim_start_matches('/'));
-        let mut sslmode = None;
+        let parameters: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        let tls = tls::PgTls::from_parameters(
+            &parameters,
+            |var| std::env::var(var).ok(),
+            home.as_deref(),
+        )?;
         for (k, v) in parsed.query_pairs() {
             match &*k {
                 "host" => host = v.into_owned(),
@@ -118,7 +139,6 @@ impl Database {
                 "user" => user = v.into_owned(),
                 "password" => password = Some(v.into_owned()),
                 "dbname" => db = v.into_owned(),
-                "sslmode" => sslmode = Some(v.into_owned()),
                 _ => {}
             }
         }
@@ -129,12 +149,12 @@ impl Database {
             ("PGUSER", Some(user)),
             ("PGPASSWORD", password),
             ("PGDATABASE", Some(db.clone())),
-            ("PGSSLMODE", sslmode),
         ] {
             if let Some(value) = value.filter(|v| !v.is_empty()) {
                 env.push((key, value));
             }
         }
+        env.extend(tls.libpq_env().iter().cloned());
         let shown_host = if host.is_empty() {
             "local socket"
         } else {
@@ -143,9 +163,11 @@ impl Database {
         let shown_port = if port.is_empty() { "5432" } else { &port };
         Ok(Database {
             target: format!("{shown_host}:{shown_port}/{db}"),
+            session_url: Secret::new(without_tls_parameters(url.expose())),
             url,
             env,
             dbname: db,
+            tls,
         })
     }
 
@@ -185,10 +207,13 @@ impl Database {
         timeout: Duration,
     ) -> Result<tokio_postgres::Client, DbError> {
         let mut config: tokio_postgres::Config =
-            self.url.expose().parse().map_err(|e| DbError::Connect {
-                target: self.target.clone(),
-                message: format!("{e}"),
-            })?;
+            self.session_url
+                .expose()
+                .parse()
+                .map_err(|e| DbError::Connect {
+                    target: self.target.clone(),
+                    message: format!("{e}"),
+                })?;
         if let Some(dbname) = dbname {
             config.dbname(dbname);
         }
@@ -208,20 +233,129 @@ impl Database {
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3)
             .tcp_user_timeout(Duration::from_secs(10));
-        let (client, connection) =
-            config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|e| DbError::Connect {
-                    target: self.target.clone(),
-                    message: describe(&e),
-                })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "database connection ended");
-            }
-        });
+        let client = self
+            .open(config)
+            .await
+            .map_err(|message| DbError::Connect {
+                target: self.target.clone(),
+                message,
+            })?;
         Ok(client)
+    }
+
+    /// Connects with the TLS `sslmode` asks for; a failure in words, with
+    /// what to change.
+    async fn open(
+        &self,
+        mut config: tokio_postgres::Config,
+    ) -> Result<tokio_postgres::Client, String> {
+        use tls::SslMode;
+        use tokio_postgres::config::{Host, SslMode as Wire};
+        // A Unix socket never uses TLS, as in libpq.
+        let tcp = config.get_hosts().iter().find_map(|h| match h {
+            Host::Tcp(name) => Some(name.clone()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        });
+        let Some(host) = tcp.clone().filter(|_| self.tls.mode != SslMode::Disable) else {
+            config.ssl_mode(Wire::Disable);
+            return spawn(config.connect(tokio_postgres::NoTls).await).map_err(|e| {
+                let message = describe(&e);
+                let hint = match &tcp {
+                    Some(host) => self.tls.hint(&message, host),
+                    None => String::new(),
+                };
+                format!("{message}{hint}")
+            });
+        };
+        let connector = || -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+            self.tls
+                .client_config()
+                .map(tokio_postgres_rustls::MakeRustlsConnect::new)
+                .map_err(|e| e.to_string())
+        };
+        let fail = |e: tokio_postgres::Error| {
+            let message = describe(&e);
+            let hint = self.tls.hint(&message, &host);
+            format!("{message}{hint}")
+        };
+        match self.tls.mode {
+            SslMode::Allow => {
+                // Plain text first; TLS only if the server refuses it.
+                config.ssl_mode(Wire::Disable);
+                match config.connect(tokio_postgres::NoTls).await {
+                    Ok(pair) => Ok(spawn(Ok(pair)).map_err(|e| describe(&e))?),
+                    Err(e) if e.code().is_some() => {
+                        config.ssl_mode(Wire::Require);
+                        spawn(config.connect(connector()?).await).map_err(fail)
+                    }
+                    Err(e) => Err(fail(e)),
+                }
+            }
+            SslMode::Prefer => {
+                config.ssl_mode(Wire::Prefer);
+                spawn(config.connect(connector()?).await).map_err(fail)
+            }
+            _ => {
+                config.ssl_mode(Wire::Require);
+                spawn(config.connect(connector()?).await).map_err(fail)
+            }
+        }
+    }
+
+    /// Whether this session runs over TLS, and which version, as the
+    /// server sees it (`pg_stat_ssl`).
+    pub async fn transport(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<Option<String>, DbError> {
+        let row = client
+            .query_opt(
+                "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| DbError::Query(describe(&e)))?;
+        Ok(row.and_then(|r| {
+            r.get::<_, bool>(0)
+                .then(|| r.get::<_, Option<String>>(1).unwrap_or_default())
+        }))
+    }
+}
+
+/// Drives the connection in the background and hands back the client.
+fn spawn<S, T>(
+    pair: Result<(tokio_postgres::Client, tokio_postgres::Connection<S, T>), tokio_postgres::Error>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = pair?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// `url` without the TLS parameters [`tls::PgTls`] reads.
+fn without_tls_parameters(url: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            !pair.is_empty() && !tls::is_tls_parameter(&decode(key))
+        })
+        .collect();
+    if kept.is_empty() {
+        head.to_string()
+    } else {
+        format!("{head}?{}", kept.join("&"))
     }
 }
 

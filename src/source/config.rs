@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -51,6 +52,9 @@ pub struct TlsConfig {
     /// Prometheus that requires one (`client_auth_type`).
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// The name the server's certificate must carry, when it is not the
+    /// URL's host (a Prometheus reached by IP or through a tunnel).
+    pub server_name: Option<String>,
     /// The lowest TLS version accepted: "1.2" (default) or "1.3".
     pub min_version: Option<String>,
     /// Accept any certificate: for a test bench only; said loudly at start
@@ -65,6 +69,13 @@ impl TlsConfig {
                 "prometheus.tls: cert_file and key_file go together (the client certificate and its key)"
                     .into(),
             );
+        }
+        if let Some(name) = &self.server_name {
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                problems.push(format!(
+                    "prometheus.tls.server_name: {name:?} is not a host name or IP address"
+                ));
+            }
         }
         if let Some(v) = &self.min_version {
             if !matches!(v.as_str(), "1.2" | "1.3") {
@@ -97,57 +108,90 @@ pub enum TlsError {
 }
 
 impl TlsConfig {
-    /// `builder` with these settings, reading every file now.
+    /// `builder` with these settings, reading every file now. The CA file
+    /// and the client certificate are read again when they change, as
+    /// Prometheus's own `tls_config` does; with no setting at all reqwest's
+    /// default (the system's roots) is kept.
     pub fn apply(
         &self,
-        mut builder: reqwest::ClientBuilder,
+        builder: reqwest::ClientBuilder,
     ) -> Result<reqwest::ClientBuilder, TlsError> {
-        let read = |key: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|source| TlsError::Read {
-                key,
-                path: path.clone(),
-                source,
-            })
-        };
-        if let Some(path) = &self.ca_file {
-            let pem = read("ca_file", path)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| TlsError::Pem {
-                    key: "ca_file",
+        let read_error = |key: &'static str, path: &PathBuf, why: String| {
+            if !path.exists() || std::fs::File::open(path).is_err() {
+                TlsError::Read {
+                    key,
                     path: path.clone(),
-                    why: "no PEM certificate in it (-----BEGIN CERTIFICATE-----)".into(),
-                })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
+                    source: std::fs::File::open(path)
+                        .err()
+                        .unwrap_or_else(|| std::io::Error::other(why.clone())),
+                }
+            } else {
+                TlsError::Pem {
+                    key,
+                    path: path.clone(),
+                    why,
+                }
             }
+        };
+        let defaults = self.ca_file.is_none()
+            && self.cert_file.is_none()
+            && self.server_name.is_none()
+            && self.min_version.is_none()
+            && !self.insecure_skip_verify;
+        if defaults {
+            return Ok(builder.min_tls_version(reqwest::tls::Version::TLS_1_2));
         }
-        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
-            let mut pem = read("cert_file", cert)?;
-            pem.push(b'\n');
-            pem.extend(read("key_file", key)?);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| TlsError::Pem {
-                key: "cert_file",
-                path: cert.clone(),
-                why: format!(
-                    "the certificate and the key_file's key cannot be used together ({e}); both must be PEM"
-                ),
-            })?;
-            builder = builder.identity(identity);
-        }
-        if self.min_version.as_deref() == Some("1.3") {
-            builder = builder.min_tls_version(reqwest::tls::Version::TLS_1_3);
-        } else {
-            builder = builder.min_tls_version(reqwest::tls::Version::TLS_1_2);
-        }
-        if self.insecure_skip_verify {
+        let provider = crate::tls::provider();
+        let versions: &[&rustls::SupportedProtocolVersion] =
+            if self.min_version.as_deref() == Some("1.3") {
+                &[&rustls::version::TLS13]
+            } else {
+                rustls::DEFAULT_VERSIONS
+            };
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if self
+            .insecure_skip_verify
+        {
             tracing::warn!(
-                "prometheus.tls.insecure_skip_verify is on: rollbackd accepts ANY certificate from Prometheus, so anyone between them can feed it metrics; use prometheus.tls.ca_file instead"
-            );
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        Ok(builder)
+                    "prometheus.tls.insecure_skip_verify is on: rollbackd accepts ANY certificate from Prometheus, so anyone between them can feed it metrics; use prometheus.tls.ca_file instead"
+                );
+            Arc::new(crate::tls::AcceptAny(provider.clone()))
+        } else {
+            let server_name = self
+                .server_name
+                .as_ref()
+                .and_then(|n| rustls::pki_types::ServerName::try_from(n.clone()).ok());
+            let verifier = crate::tls::ReloadingVerifier::new(self.ca_file.clone(), server_name)
+                .map_err(|why| {
+                    let path = self.ca_file.clone().unwrap_or_default();
+                    read_error("ca_file", &path, why)
+                })?;
+            Arc::new(verifier)
+        };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map_err(|e| TlsError::Pem {
+                key: "min_version",
+                path: PathBuf::new(),
+                why: e.to_string(),
+            })?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let config = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                let resolver = crate::tls::ReloadingClientCert::new(cert.clone(), key.clone())
+                    .map_err(|why| match why.strip_prefix("key_file: ") {
+                        Some(why) => read_error("key_file", key, why.to_string()),
+                        None => read_error(
+                            "cert_file",
+                            cert,
+                            why.strip_prefix("cert_file: ").unwrap_or(&why).to_string(),
+                        ),
+                    })?;
+                config.with_client_cert_resolver(Arc::new(resolver))
+            }
+            _ => config.with_no_client_auth(),
+        };
+        Ok(builder.tls_backend_preconfigured(config))
     }
 }
 

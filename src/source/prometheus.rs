@@ -332,9 +332,9 @@ impl Prometheus {
 /// What to change for a TLS failure, from rustls's words.
 fn tls_hint(message: &str, without_client_cert: bool) -> &'static str {
     if message.contains("invalid peer certificate") {
-        if message.contains("NotValidForName") {
-            "; Prometheus's certificate does not name the host in prometheus.url: use the name (or IP) it was issued for"
-        } else if message.contains("Expired") {
+        if message.contains("NotValidForName") || message.contains("not valid for name") {
+            "; Prometheus's certificate does not name the host in prometheus.url (or prometheus.tls.server_name): use the name (or IP) it was issued for, or set server_name to it"
+        } else if message.contains("Expired") || message.contains("certificate expired") {
             "; Prometheus's certificate has expired"
         } else {
             "; Prometheus's certificate is not trusted: set prometheus.tls.ca_file to the CA that signed it"

@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod s3;
 pub mod smtp;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

@@ -36,8 +36,26 @@ pub struct Postgres {
     running: bool,
 }
 
+/// TLS for a cluster: its certificate and key, the CA whose client
+/// certificates it accepts, and the whole of its pg_hba.conf.
+pub struct Tls<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub ca: &'a Path,
+    pub hba: &'a str,
+}
+
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A cluster with `ssl = on` and `tls.hba` as its pg_hba.conf.
+    pub fn start_tls(tls: Tls<'_>) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<Tls<'_>>) -> Self {
         assert!(
             Path::new(BIN).join("initdb").exists(),
             "PostgreSQL 15 is not installed ({BIN}/initdb is missing). Install it with \
@@ -71,6 +89,33 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some(tls) = tls {
+            let data = dir.path().join("data");
+            let mut conf = String::from("ssl = on\n");
+            for (key, from, name) in [
+                ("ssl_cert_file", tls.cert, "server.crt"),
+                ("ssl_key_file", tls.key, "server.key"),
+                ("ssl_ca_file", tls.ca, "ca.crt"),
+            ] {
+                let to = data.join(name);
+                std::fs::copy(from, &to).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+                if is_root() {
+                    let ok = Command::new("chown")
+                        .arg("postgres:postgres")
+                        .arg(&to)
+                        .status()
+                        .unwrap();
+                    assert!(ok.success(), "chown of {name} failed");
+                }
+                conf.push_str(&format!("{key} = '{}'\n", to.display()));
+            }
+            let mut text = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+            text.push_str(&conf);
+            std::fs::write(data.join("postgresql.conf"), text).unwrap();
+            std::fs::write(data.join("pg_hba.conf"), tls.hba).unwrap();
+        }
         let mut pg = Postgres {
             port: super::free_port(),
             dir,

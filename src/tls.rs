@@ -1,0 +1,278 @@
+//! TLS pieces shared by rollbackd's clients (PostgreSQL in `db::tls`,
+//! Prometheus in `source::config`): rustls with ring, certificates read from
+//! PEM files, and the verifiers libpq's and Prometheus's settings call for.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// The one crypto provider.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Every certificate in a PEM file; `Err` says what is wrong in words.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| "no PEM certificate in it (-----BEGIN CERTIFICATE-----)".to_string())
+}
+
+/// The private key in a PEM file (PKCS#8, RSA or EC), refusing an
+/// encrypted one by name.
+pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    if pem.windows(9).any(|w| w == b"ENCRYPTED") {
+        return Err(format!(
+            "the key is encrypted; rollbackd does not decrypt keys: store it unencrypted \
+             (openssl pkey -in {} -out NEW), readable by rollbackd's user alone",
+            path.display()
+        ));
+    }
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|_| "no PEM private key in it (PKCS#8, RSA or EC)".to_string())
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Accepts any certificate: TLS against eavesdropping only (libpq's
+/// `require` without a root certificate, Prometheus's
+/// `insecure_skip_verify`). The handshake's signatures are still checked.
+#[derive(Debug)]
+pub struct AcceptAny(pub Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The system's roots plus the CAs of `ca_file`, re-read when the file
+/// changes (as Prometheus's own `tls_config` does); the certificate must
+/// carry `server_name` when one is set, else the URL's host.
+#[derive(Debug)]
+pub struct ReloadingVerifier {
+    ca_file: Option<PathBuf>,
+    server_name: Option<ServerName<'static>>,
+    provider: Arc<CryptoProvider>,
+    current: Mutex<(Option<SystemTime>, Arc<dyn ServerCertVerifier>)>,
+}
+
+impl ReloadingVerifier {
+    /// Reads `ca_file` now: `Err` when it cannot be used.
+    pub fn new(
+        ca_file: Option<PathBuf>,
+        server_name: Option<ServerName<'static>>,
+    ) -> Result<ReloadingVerifier, String> {
+        let provider = provider();
+        let verifier = Self::build(ca_file.as_deref(), &provider)?;
+        let stamp = ca_file.as_deref().and_then(modified);
+        Ok(ReloadingVerifier {
+            ca_file,
+            server_name,
+            provider,
+            current: Mutex::new((stamp, verifier)),
+        })
+    }
+
+    fn build(
+        ca_file: Option<&Path>,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Arc<dyn ServerCertVerifier>, String> {
+        let extra = match ca_file {
+            Some(path) => certificates(path)?,
+            None => Vec::new(),
+        };
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map(|v| Arc::new(v) as Arc<dyn ServerCertVerifier>)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The verifier for the file as it is now; a file that became
+    /// unusable keeps the last good one, said in the log.
+    fn verifier(&self) -> Arc<dyn ServerCertVerifier> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = &self.ca_file {
+            let stamp = modified(path);
+            if stamp != current.0 {
+                match Self::build(Some(path), &self.provider) {
+                    Ok(verifier) => {
+                        tracing::info!(file = %path.display(), "CA file changed: re-read");
+                        *current = (stamp, verifier);
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "CA file changed but cannot be used: keeping the previous CAs");
+                        current.0 = stamp;
+                    }
+                }
+            }
+        }
+        current.1.clone()
+    }
+}
+
+impl ServerCertVerifier for ReloadingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = self.server_name.as_ref().unwrap_or(server_name);
+        self.verifier()
+            .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.verifier().supported_verify_schemes()
+    }
+}
+
+/// When the certificate and key files were last changed.
+type Stamps = (Option<SystemTime>, Option<SystemTime>);
+
+/// A client certificate and key re-read when either file changes.
+#[derive(Debug)]
+pub struct ReloadingClientCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: Mutex<(Stamps, Arc<CertifiedKey>)>,
+}
+
+impl ReloadingClientCert {
+    /// Reads both files now: `Err` names the one that cannot be used.
+    pub fn new(cert_file: PathBuf, key_file: PathBuf) -> Result<ReloadingClientCert, String> {
+        let provider = provider();
+        let key = Self::load(&cert_file, &key_file, &provider)?;
+        let stamp = (modified(&cert_file), modified(&key_file));
+        Ok(ReloadingClientCert {
+            cert_file,
+            key_file,
+            provider,
+            current: Mutex::new((stamp, key)),
+        })
+    }
+
+    fn load(
+        cert_file: &Path,
+        key_file: &Path,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Arc<CertifiedKey>, String> {
+        let chain = certificates(cert_file).map_err(|e| format!("cert_file: {e}"))?;
+        let key = private_key(key_file).map_err(|e| format!("key_file: {e}"))?;
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| format!("key_file: {e}"))?;
+        let certified = CertifiedKey::new(chain, signing);
+        match certified.keys_match() {
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                return Err("cert_file and key_file do not belong together (another key)".into())
+            }
+            Err(rustls::Error::InconsistentKeys(_)) | Ok(()) => {}
+            Err(e) => return Err(format!("cert_file: {e}")),
+        }
+        Ok(Arc::new(certified))
+    }
+}
+
+impl ResolvesClientCert for ReloadingClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let stamp = (modified(&self.cert_file), modified(&self.key_file));
+        if stamp != current.0 {
+            match Self::load(&self.cert_file, &self.key_file, &self.provider) {
+                Ok(key) => {
+                    tracing::info!(file = %self.cert_file.display(), "client certificate changed: re-read");
+                    *current = (stamp, key);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %self.cert_file.display(), error = %e, "client certificate changed but cannot be used: keeping the previous one");
+                    current.0 = stamp;
+                }
+            }
+        }
+        Some(current.1.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
