@@ -910,6 +910,30 @@ fn a_prometheus_behind_tls_with_a_private_ca_and_client_certificates() {
         text.contains("certificate is not trusted: set prometheus.tls.ca_file"),
         "{text}"
     );
+    // `check` asks Prometheus too: an untrusted certificate fails it.
+    let check = |tls: &str| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("rules")).unwrap();
+        std::fs::write(d.path().join("rules/test.yml"), &rules).unwrap();
+        std::fs::write(d.path().join("rollbackd.toml"), config(tls)).unwrap();
+        let (code, out, err) =
+            support::run_rollbackd(d.path(), &["--config", "rollbackd.toml", "check"], &[]);
+        (code, format!("{out}{err}"))
+    };
+    let (code, text) = check(&format!(
+        "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert("other-ca.pem"),
+        cert("good-client.pem"),
+        cert("good-client.key")
+    ));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("set prometheus.tls.ca_file"), "{text}");
+    let (code, text) = check(&trusted);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("answers (TLS with a client certificate; basic auth)"),
+        "{text}"
+    );
     // No client certificate: Prometheus refuses the connection.
     let (_, text) = eval(&format!("ca_file = \"{}\"\n", cert("good-ca.pem")));
     assert!(

@@ -387,7 +387,14 @@ pub async fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Watch => watch_cmd::watch(config).await,
         Command::Check { offline } => match rules_cmd::check(&config, &[], true) {
-            Exit::Ok if !offline => probe::database(&config).await,
+            Exit::Ok if !offline => match probe::prometheus(&config).await {
+                Exit::Ok => probe::database(&config).await,
+                failed => {
+                    // Say what the database side needs too.
+                    let _ = probe::database(&config).await;
+                    failed
+                }
+            },
             other => other,
         },
         Command::Rules(RulesCommand::Check { paths }) => rules_cmd::check(&config, &paths, false),

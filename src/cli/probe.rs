@@ -10,6 +10,76 @@ use std::time::Duration;
 use super::Exit;
 use crate::config::Config;
 
+/// Asks Prometheus once, through the client `watch` builds (TLS, headers,
+/// credentials, SigV4). A setting Prometheus or its TLS refuses fails the
+/// check, naming the key; a Prometheus that is not up is a warning (`watch`
+/// holds every rule until it answers).
+pub async fn prometheus(config: &Config) -> Exit {
+    use crate::source::{MetricsSource, SourceError};
+    let url = crate::secret::redact_url(&config.prometheus.url);
+    let client = match crate::source::prometheus::Prometheus::new(&config.prometheus) {
+        Ok(client) => client,
+        Err(e) => return Exit::Usage(e.to_string()),
+    };
+    let mut how = Vec::new();
+    if config.prometheus.url.starts_with("https:") {
+        how.push(if config.prometheus.tls.cert_file.is_some() {
+            "TLS with a client certificate".to_string()
+        } else {
+            "TLS".to_string()
+        });
+    }
+    if let Some(key) = config.prometheus.auth_key() {
+        how.push(key.trim_start_matches("prometheus.").replace('_', " "));
+    }
+    if !config.prometheus.headers.is_empty() {
+        let names: Vec<&str> = config
+            .prometheus
+            .headers
+            .keys()
+            .map(String::as_str)
+            .collect();
+        how.push(format!("headers {}", names.join(", ")));
+    }
+    let how = if how.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", how.join("; "))
+    };
+    match client
+        .query("vector(1)", std::time::SystemTime::now())
+        .await
+    {
+        Ok(_) => {
+            println!("prometheus OK: {url} answers{how}");
+            Exit::Ok
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let unreachable =
+                matches!(e, SourceError::Connect { .. } | SourceError::Timeout { .. })
+                    && ![
+                        "certificate",
+                        "TLS",
+                        "tls",
+                        "handshake",
+                        "alert",
+                        "sigv4",
+                        "AWS",
+                    ]
+                    .iter()
+                    .any(|w| text.contains(w));
+            if unreachable {
+                println!("prometheus WARNING: {text} (`watch` holds every rule until it answers)");
+                Exit::Ok
+            } else {
+                eprintln!("rollbackd: prometheus: {text}");
+                Exit::Failed
+            }
+        }
+    }
+}
+
 /// Probes the database side; `Exit::Failed` when anything it will need is
 /// missing, each problem named with its key and what to do.
 pub async fn database(config: &Config) -> Exit {

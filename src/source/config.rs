@@ -40,6 +40,55 @@ pub struct PrometheusConfig {
     pub headers: BTreeMap<String, HeaderSource>,
     /// TLS beyond the system's roots: a private CA, a client certificate.
     pub tls: TlsConfig,
+    /// AWS SigV4 signing, for Amazon Managed Service for Prometheus.
+    pub sigv4: Option<SigV4Config>,
+}
+
+/// `[prometheus.sigv4]`: every request signed with AWS Signature Version 4.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigV4Config {
+    /// The workspace's region; else `AWS_REGION`, `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// The signing service: `aps` for Amazon Managed Service for Prometheus.
+    #[serde(default = "aps")]
+    pub service: String,
+    /// A profile of the shared credentials file; else `AWS_PROFILE`.
+    pub profile: Option<String>,
+    /// Keys given here (prefer the environment or a role); both or none.
+    pub access_key: Option<String>,
+    pub secret_key: Option<Secret>,
+}
+
+fn aps() -> String {
+    "aps".into()
+}
+
+impl SigV4Config {
+    fn validate(&self, problems: &mut Vec<String>) {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if self.region.is_none()
+            && env("AWS_REGION").is_none()
+            && env("AWS_DEFAULT_REGION").is_none()
+        {
+            problems.push(
+                "prometheus.sigv4.region: not set; set it to the workspace's region (for example \"eu-west-1\") or set AWS_REGION"
+                    .into(),
+            );
+        }
+        if self.access_key.is_some() != self.secret_key.is_some() {
+            problems.push(
+                "prometheus.sigv4: access_key and secret_key go together (or leave both out and use the AWS environment, a profile or a role)"
+                    .into(),
+            );
+        }
+        if self.service.is_empty() {
+            problems.push(
+                "prometheus.sigv4.service: empty; Amazon Managed Service for Prometheus is \"aps\""
+                    .into(),
+            );
+        }
+    }
 }
 
 /// `[prometheus.tls]`, as Prometheus's own `tls_config`.
@@ -242,6 +291,7 @@ impl Default for PrometheusConfig {
             basic_auth: None,
             headers: BTreeMap::new(),
             tls: TlsConfig::default(),
+            sigv4: None,
         }
     }
 }
@@ -368,6 +418,8 @@ impl PrometheusConfig {
             Some("prometheus.bearer_token_file")
         } else if self.basic_auth.is_some() {
             Some("prometheus.basic_auth")
+        } else if self.sigv4.is_some() {
+            Some("prometheus.sigv4")
         } else {
             None
         }
@@ -404,11 +456,16 @@ impl PrometheusConfig {
             self.bearer_token.is_some(),
             self.bearer_token_file.is_some(),
             self.basic_auth.is_some(),
+            self.sigv4.is_some(),
         ];
         if auths.iter().filter(|a| **a).count() > 1 {
             problems.push(
-                "prometheus: set only one of bearer_token, bearer_token_file and basic_auth".into(),
+                "prometheus: set only one of bearer_token, bearer_token_file, basic_auth and sigv4"
+                    .into(),
             );
+        }
+        if let Some(sigv4) = &self.sigv4 {
+            sigv4.validate(problems);
         }
         self.tls.validate(problems);
         for (name, source) in &self.headers {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod prometheus;
 pub mod range;
 pub mod scrapes;
+pub mod sigv4;
 
 use config::AuthError;
 
@@ -190,6 +191,9 @@ pub enum SetupError {
     /// The credentials cannot travel in an HTTP header.
     #[error("{key}: the Prometheus credentials contain characters not allowed in an HTTP header (a stray newline or control character?)")]
     Header { key: &'static str },
+    /// `[prometheus.sigv4]` cannot be used.
+    #[error(transparent)]
+    SigV4(#[from] sigv4::SigV4Error),
     /// The HTTP client itself could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),

@@ -46,6 +46,8 @@ pub struct Prometheus {
     /// or slow expression does not cost its chunk a failed combined request
     /// on every tick.
     solo: Arc<Mutex<HashSet<String>>>,
+    /// Signs every request (Amazon Managed Service for Prometheus).
+    sigv4: Option<Arc<super::sigv4::Signer>>,
 }
 
 impl std::fmt::Debug for Prometheus {
@@ -108,6 +110,10 @@ impl Prometheus {
             tls_without_client_cert: config.url.starts_with("https:")
                 && config.tls.cert_file.is_none(),
             solo: Arc::default(),
+            sigv4: match &config.sigv4 {
+                Some(c) => Some(Arc::new(super::sigv4::Signer::new(c)?)),
+                None => None,
+            },
         })
     }
 
@@ -280,7 +286,21 @@ impl Prometheus {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(reqwest::StatusCode, Vec<u8>), SourceError> {
-        let mut response = request.send().await.map_err(|e| self.transport(e))?;
+        let mut request = request.build().map_err(|e| self.transport(e))?;
+        if let Some(signer) = &self.sigv4 {
+            signer
+                .sign(&mut request)
+                .await
+                .map_err(|message| SourceError::Connect {
+                    url: crate::secret::redact_url(&self.base),
+                    message,
+                })?;
+        }
+        let mut response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| self.transport(e))?;
         let status = response.status();
         let too_large = || {
             SourceError::TooLarge(format!(
