@@ -11,11 +11,15 @@
 //! `rollback` command kept running after rollbackd was killed and rolled the
 //! service back unrecorded.
 //!
-//! The parent-death signal reaches the command itself, not what *it*
-//! started (a script's `curl`): every command started during a rollback
-//! carries `ROLLBACKD_RUN_ID` in its environment, and a restarted rollbackd
-//! kills whatever still carries a dead run's id ([`kill_run`]) before it
-//! decides anything about that run.
+//! A parent-death signal reaches only a direct child, not what *it*
+//! started (a script's `curl`). So each command runs under a keeper: the
+//! process rollbackd forks leads the command's process group, forks the
+//! command and stays behind ([`keep`]); when rollbackd dies, the keeper's
+//! parent-death signal makes it kill the whole group, itself included.
+//! What leaves the group (a `setsid` daemon) is still marked: every command
+//! started during a rollback carries `ROLLBACKD_RUN_ID` in its environment,
+//! and a restarted rollbackd kills whatever still carries a dead run's id
+//! ([`kill_run`]) before it decides anything about that run.
 //!
 //! The parent-death signal fires when the *thread* that forked exits: every
 //! command here is started from the runtime's thread (rollbackd runs a
@@ -58,25 +62,92 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     // async-signal-safe system calls; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
+            // This process leads the command's group. It forks the command
+            // and stays behind as its keeper (never returning here), so the
+            // whole group dies with rollbackd.
+            let keeper = libc::getpid();
+            match libc::fork() {
+                -1 => Err(io::Error::last_os_error()),
+                0 => {
+                    // The command: dies with its keeper.
+                    if libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGKILL as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if libc::getppid() != keeper {
+                        libc::_exit(127);
+                    }
+                    Ok(())
+                }
+                command => keep(command, parent),
             }
-            // rollbackd died between fork and prctl: the signal will never
-            // come, so do not start at all.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
         });
     }
     cmd
+}
+
+/// The keeper of a command's process group, between rollbackd and the
+/// command: it waits for the command and exits as it did; when rollbackd
+/// dies (a parent-death SIGTERM, even after `kill -9`), it kills the whole
+/// group, itself included, so what the command started (a script's `curl`)
+/// dies too instead of acting unrecorded. Only async-signal-safe calls: it
+/// runs in a fork of a multi-threaded process.
+///
+/// # Safety
+/// Call only in a forked child, before exec.
+unsafe fn keep(command: libc::pid_t, rollbackd: libc::pid_t) -> ! {
+    extern "C" fn wake(_: libc::c_int) {}
+    // SAFETY (whole body): plain system calls on this process's own state.
+    unsafe {
+        // Nothing of rollbackd's but stdio stays open here: the exec-error
+        // pipe std's spawn reads to its end among them, which the command's
+        // exec closes.
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+            for fd in 3..4096 {
+                libc::close(fd);
+            }
+        }
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = wake as *const () as libc::sighandler_t;
+        // No SA_RESTART: the signal interrupts waitpid.
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        loop {
+            if libc::getppid() != rollbackd {
+                libc::kill(0, libc::SIGKILL);
+                libc::_exit(137);
+            }
+            let mut status = 0;
+            let r = libc::waitpid(command, &mut status, 0);
+            if r == command {
+                if libc::WIFEXITED(status) {
+                    libc::_exit(libc::WEXITSTATUS(status));
+                }
+                if libc::WIFSIGNALED(status) {
+                    let signal = libc::WTERMSIG(status);
+                    libc::signal(signal, libc::SIG_DFL);
+                    libc::kill(libc::getpid(), signal);
+                    libc::_exit(128 + signal);
+                }
+                continue;
+            }
+            if r < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+    }
 }
 
 /// Why a command gave no output.
@@ -234,7 +305,7 @@ mod tests {
     #[tokio::test]
     async fn a_command_runs_in_its_own_group_and_its_output_is_captured() {
         let out = output(
-            command("sh").args(["-c", "echo $$ $(ps -o pgid= -p $$)"]),
+            command("sh").args(["-c", "echo $PPID $(ps -o pgid= -p $$)"]),
             None,
         )
         .await
@@ -242,7 +313,11 @@ mod tests {
         let text = String::from_utf8_lossy(&out.stdout);
         let ids: Vec<&str> = text.split_whitespace().collect();
         assert_eq!(ids.len(), 2, "{text}");
-        assert_eq!(ids[0], ids[1], "the command leads its own process group");
+        assert_eq!(
+            ids[0], ids[1],
+            "the command's keeper (its parent) leads the command's own process group"
+        );
+        assert_ne!(ids[0], std::process::id().to_string());
     }
 
     #[tokio::test]

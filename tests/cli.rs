@@ -600,3 +600,22 @@ fn a_backtest_against_an_unreachable_prometheus_fails_naming_the_rules() {
     );
     assert!(out.contains("not replayed: a probe rule"), "{out}");
 }
+
+#[test]
+fn a_backtest_over_a_century_of_a_one_second_group_is_refused_saying_how_to_narrow_it() {
+    // Once accepted, it grew to 15.5 GB in 60 s with no output.
+    let dir = dir_with(&[(
+        "rules/r.yml",
+        "groups:\n  - name: fast\n    interval: 1s\n    rules:\n      - name: Errors\n        expr: 'vector(0)'\n        above: 1\n",
+    )]);
+    for last in ["100y", "30d"] {
+        let (code, out, err) =
+            run_rollbackd(dir.path(), &["rules", "backtest", "--last", last], &[]);
+        assert_eq!(code, 2, "{last}: {out}{err}");
+        assert!(
+            err.contains("evaluations of fast/Errors (every 1s); a back-test replays at most 1000000 per rule")
+                && err.contains("narrow --from/--to or --last"),
+            "{last}: {err}"
+        );
+    }
+}

@@ -149,8 +149,8 @@ fn the_alerting_rules_about_rollbackd_pass_promtool() {
         "{out}{}",
         String::from_utf8_lossy(&promtool.stderr)
     );
-    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
-    // The drill alerts fire when they should, and only then.
+    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
+    // The drill and backup alerts fire when they should, and only then.
     let tested = std::process::Command::new("promtool")
         .args(["test", "rules"])
         .arg(repo("deploy/prometheus/rollbackd-alerts.test.yml"))

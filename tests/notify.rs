@@ -249,6 +249,18 @@ fn bad_notifier_config_is_named() {
             "[[notifiers]]\ntype = \"email\"\nhost = \"smtp.example.com\"\nfrom = \"r@example.com\"\nto = [\"a@example.com\"]\ntls = \"ssl\"\n",
             "notifiers.0: unknown variant: found `ssl`",
         ),
+        (
+            "[[notifiers]]\ntype = \"pagerduty\"\nrouting_key = \"k\"\nevents = [\"rollback_failed\", \"drill_failed\"]\n",
+            "notifiers[0].events: PagerDuty has no incident for drill_failed",
+        ),
+        (
+            "[[notifiers]]\ntype = \"email\"\nhost = \"no such host!!\"\nfrom = \"r@example.com\"\nto = [\"a@example.com\"]\n",
+            "notifiers[0].host: \"no such host!!\" is not a host name or IP address",
+        ),
+        (
+            "[[notifiers]]\ntype = \"email\"\nhost = \"smtp.example.com\"\nport = 0\nfrom = \"r@example.com\"\nto = [\"a@example.com\"]\n",
+            "notifiers[0].port: 0 is not a port; leave it out for the default of tls (587)",
+        ),
     ] {
         std::fs::write(d.path().join("rollbackd.toml"), text).unwrap();
         let (code, _, err) = run_rollbackd(d.path(), &["check"], &[]);

@@ -270,15 +270,28 @@ fn an_approval_sent_to_a_follower_is_carried_out_once_by_the_leader() {
             None,
         )
     };
-    let (status, body) = approve(follower);
-    assert_eq!(status, 202, "{body}");
-    assert!(body.contains("forwarded_to_leader"), "{body}");
+    // `rollbackd approve` run beside a follower: handed over, exit 0.
+    let cli = |i: usize, args: &[&str]| {
+        let mut all = vec!["--config", "rollbackd.toml"];
+        all.extend_from_slice(args);
+        support::run_rollbackd(r.dirs[i].path(), &all, &[])
+    };
+    let (code, out, err) = cli(follower, &["approve", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("approve {id}: handed to the leader (request req-")),
+        "{out}"
+    );
     let leading = replicas[leader].as_ref().unwrap();
     leading.wait_for_log("rollback succeeded", Duration::from_secs(40));
-    // The same answer again, through the other follower: nothing more.
-    let (status, _) = approve(other);
-    assert_eq!(status, 202);
-    std::thread::sleep(Duration::from_secs(3));
+    // The same answer again, through the other follower: nobody waits for
+    // it any more, so it is refused as the leader would refuse it.
+    let (status, body) = approve(other);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no pending rollback"), "{body}");
+    let (code, out, err) = cli(other, &["approve", "rb-nope"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("no pending rollback rb-nope"), "{err}");
     assert_eq!(r.fake.rollback_calls(), 1, "{}", leading.dump());
     assert_eq!(
         leading

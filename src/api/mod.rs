@@ -291,6 +291,18 @@ async fn pending(State(state): State<AppState>) -> Response {
 /// shared state; the leader carries it out once.
 fn forward(state: &AppState, answer: Forwarded) -> Option<Response> {
     let engine = state.engine.as_ref().filter(|e| !e.is_leader())?;
+    // An answer about a confirmation nobody is waiting for is refused here,
+    // as the leader would refuse it, rather than handed over as accepted.
+    if let Forwarded::Approve { pending, .. } | Forwarded::Reject { pending } = &answer {
+        let known = state
+            .pending
+            .shared()
+            .iter()
+            .any(|p| p["id"].as_str() == Some(pending.as_str()));
+        if !known {
+            return Some(approve_error(ApproveError::NotFound(pending.clone())));
+        }
+    }
     Some(match crate::engine::dispatch::forward(engine, &answer) {
         Ok(request) => (
             StatusCode::ACCEPTED,

@@ -127,6 +127,9 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
         .flat_map(|g| g.rules.iter().map(move |r| (g, r)))
         .filter(|(_, r)| args.rule.as_deref().is_none_or(|name| name == r.name))
         .collect();
+    if let Err(e) = within_bounds(&selected, from, to) {
+        return Exit::Usage(e);
+    }
     let total = selected.len();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -195,6 +198,38 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
         }
         _ => Exit::Ok,
     }
+}
+
+/// The most evaluations one rule is replayed for: every evaluation is kept
+/// (about 220 bytes each), so a range must not grow memory without bound.
+/// 30 days of a 5 s group fit; a 1 s group fits about 11 days.
+pub const MAX_EVALUATIONS: u64 = 1_000_000;
+
+/// Refuses a range whose evaluation count is absurd for some rule's group,
+/// saying how to narrow it.
+fn within_bounds(
+    selected: &[(&crate::rules::Group, &crate::rules::Rule)],
+    from: SystemTime,
+    to: SystemTime,
+) -> Result<(), String> {
+    let span = to.duration_since(from).unwrap_or_default();
+    for (group, rule) in selected {
+        let step = group.interval.max(Duration::from_millis(1));
+        let count = (span.as_millis() / step.as_millis()) as u64 + 1;
+        if count > MAX_EVALUATIONS {
+            let fits = step * MAX_EVALUATIONS as u32;
+            return Err(format!(
+                "the range is {} evaluations of {}/{} (every {}); a back-test replays at most {MAX_EVALUATIONS} \
+                 per rule, about {} at that interval: narrow --from/--to or --last, or pick rules with --rule",
+                count,
+                group.name,
+                rule.name,
+                crate::duration::format(step),
+                crate::duration::format(fits)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One rule over the range; `true` when its range query failed (a failed

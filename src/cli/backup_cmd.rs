@@ -211,6 +211,9 @@ impl Fetched {
             });
         }
         let url = arg.display().to_string();
+        // Refused before anything is printed or created: a URL with a
+        // credential in it is never echoed whole.
+        store::Location::parse(&url).map_err(|e| e.to_string())?;
         let dir = backups.join(format!(".download-{}", engine::new_id("dl")));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -218,7 +221,7 @@ impl Fetched {
             path: dir.clone(),
             download: Some((dir.clone(), url.clone())),
         };
-        eprintln!("downloading {url}");
+        eprintln!("downloading {}", store::redact(&url));
         // On an error `fetched` is dropped, and the directory with it.
         fetched.path = store::download(&url, &dir)
             .await

@@ -110,6 +110,14 @@ pub async fn decide(config: &Config, remote: &RemoteArgs, id: &str, force: Optio
         Ok(r) => r,
         Err(e) => return e,
     };
+    if status == 202 && body["forwarded_to_leader"] == true {
+        // A follower handed it over; the leader carries it out.
+        println!(
+            "{action} {id}: handed to the leader (request {}); follow it with `rollbackd history` or the logs",
+            body["request"].as_str().unwrap_or("?")
+        );
+        return Exit::Ok;
+    }
     match (status, force) {
         (200 | 202, Some(_)) => {
             println!(

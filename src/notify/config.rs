@@ -212,6 +212,23 @@ impl NotifierConfig {
                      send a test from PagerDuty itself, or set it on a Slack or webhook notifier"
                 ));
             }
+            // An event PagerDuty has no incident action for would be
+            // dropped on the floor: refused here instead.
+            let ignored: Vec<&str> = c
+                .events
+                .iter()
+                .flatten()
+                .filter(|e| !super::pagerduty::DEFAULT_EVENTS.contains(e))
+                .map(|e| e.as_str())
+                .collect();
+            if !ignored.is_empty() {
+                problems.push(format!(
+                    "notifiers[{index}].events: PagerDuty has no incident for {}; it acts on rollback_pending, \
+                     rollback_failed, rollback_succeeded and rollback_rejected only: send the others to a Slack, \
+                     email or webhook notifier",
+                    ignored.join(", ")
+                ));
+            }
         }
     }
 
@@ -234,6 +251,23 @@ impl EmailConfig {
             problems.push(format!(
                 "{}: name the SMTP server, like \"smtp.example.com\"",
                 key("host")
+            ));
+        } else if rustls::pki_types::ServerName::try_from(self.host.as_str()).is_err() {
+            problems.push(format!(
+                "{}: {:?} is not a host name or IP address; write the SMTP server's name, like \"smtp.example.com\"",
+                key("host"),
+                self.host
+            ));
+        }
+        if self.port == Some(0) {
+            problems.push(format!(
+                "{}: 0 is not a port; leave it out for the default of tls ({}), or give the server's port",
+                key("port"),
+                match self.tls {
+                    SmtpTls::Tls => 465,
+                    SmtpTls::None => 25,
+                    _ => 587,
+                }
             ));
         }
         if let Err(e) = self.from.parse::<lettre::message::Mailbox>() {

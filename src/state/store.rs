@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::file::{write_atomic, StateLock};
@@ -97,7 +97,7 @@ impl FileStore {
 
 impl StateStore for FileStore {
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
-        std::fs::read(self.location(name))
+        read_regular(&self.location(name))
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
@@ -134,9 +134,47 @@ impl StateStore for FileStore {
     }
 }
 
+/// The whole of a regular file. Anything else under that name (a FIFO
+/// would block the reader forever, a device never end) is refused without
+/// being read: it is opened without blocking and checked first.
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a regular file (a FIFO, a device or a directory); move it out of the state directory",
+                path.display()
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_in_the_state_directory_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("runs-x.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a plain system call with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_regular(&fifo).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        std::fs::write(dir.path().join("ok.json"), b"{}").unwrap();
+        assert_eq!(read_regular(&dir.path().join("ok.json")).unwrap(), b"{}");
+    }
 
     #[test]
     fn a_file_store_reads_writes_lists_and_removes_documents() {

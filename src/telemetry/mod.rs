@@ -55,6 +55,12 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the global metrics recorder (once per process) and returns the
 /// handle that renders it.
+/// One emergency backup's copy to the backup store: `ok`, `failed` or
+/// `timeout`.
+pub fn backup_upload(result: &'static str) {
+    metrics::counter!("rollbackd_backup_uploads_total", "result" => result).increment(1);
+}
+
 pub fn metrics_handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
@@ -202,6 +208,10 @@ fn describe() {
     describe_counter!(
         "rollbackd_rollbacks_total",
         "Rollbacks by result (success, failure, dry_run, interrupted), trigger (manual, rule, alertmanager) and policy."
+    );
+    describe_counter!(
+        "rollbackd_backup_uploads_total",
+        "Emergency backups copied to database.backup_store, by result (ok, failed, timeout): a failed one stays only on the machine that took it."
     );
     describe_counter!(
         "rollbackd_rollbacks_resumed_total",

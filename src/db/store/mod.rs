@@ -70,16 +70,27 @@ pub struct Location {
     key: Key,
 }
 
+/// `url` fit to print: without its user part, query or fragment, any of
+/// which may hold a credential (`s3://KEY:SECRET@…`, `?x-amz-credential=…`,
+/// `#token=…`).
+pub fn redact(url: &str) -> String {
+    let (base, cut) = match url.find(['?', '#']) {
+        Some(i) => (&url[..i], "?***"),
+        None => (url, ""),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &base[..scheme + 3], &base[at..])
+        }
+        _ => base.to_string(),
+    };
+    format!("{base}{cut}")
+}
+
 impl Location {
     /// `s3://bucket/prefix` or `file:///absolute/path`.
     pub fn parse(url: &str) -> Result<Location, StoreError> {
-        // A URL is quoted without its user part, which may hold a credential.
-        let shown = match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}***{}", &url[..scheme + 3], &url[at..])
-            }
-            _ => url.to_string(),
-        };
+        let shown = redact(url);
         let bad = |why: &str| StoreError::BadUrl(format!("{shown:?} {why}"));
         let parsed = reqwest::Url::parse(url)
             .map_err(|_| bad("is not a URL; use s3://bucket/prefix or file:///mounted/path"))?;
@@ -516,7 +527,8 @@ pub async fn download(url: &str, dir: &Path) -> Result<PathBuf, StoreError> {
         .filter(|n| backup::is_dump_name(n))
         .ok_or_else(|| {
             StoreError::BadUrl(format!(
-                "{url:?} does not name a backup (rollbackd-….dump); `rollbackd backup list` shows them"
+                "{:?} does not name a backup (rollbackd-….dump); `rollbackd backup list` shows them",
+                redact(url)
             ))
         })?
         .to_string();

@@ -214,3 +214,19 @@ fn a_url_that_does_not_parse_is_quoted_without_its_user_part() {
     assert!(!e.contains("abc") && !e.contains("AKIAX"), "{e}");
     assert!(e.contains("s3://***@bucket/x"), "{e}");
 }
+
+#[test]
+fn a_secret_in_the_query_or_fragment_is_never_quoted() {
+    for url in [
+        "s3://bucket/x?x-amz-credential=AKIAs3kr1t",
+        "s3://bucket/x?token=s3kr1t-token",
+        "s3://bucket/x#secret=s3kr1t-fragment",
+        "s3://AK:s3kr1tkey@bucket/x?token=s3kr1t2",
+        "gs://bucket/x?token=s3kr1t3",
+    ] {
+        let e = Location::parse(url).unwrap_err().to_string();
+        assert!(!e.contains("s3kr1t"), "{url}: {e}");
+    }
+    assert_eq!(redact("s3://bucket/x?token=SECRET"), "s3://bucket/x?***");
+    assert_eq!(redact("s3://bucket/x"), "s3://bucket/x");
+}

@@ -235,10 +235,15 @@ async fn copy_off(
             store.url()
         ));
     }
-    match run
+    let result = run
         .wait(tokio::time::timeout(left, store.upload(backup)))
-        .await
-    {
+        .await;
+    crate::telemetry::backup_upload(match &result {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "failed",
+        Err(_) => "timeout",
+    });
+    match result {
         Ok(Ok(up)) => {
             let mut copied = format!(", copied to {} and read back in {:.1}s", up.url, up.seconds);
             if let Some(e) = up.prune_error {
