@@ -344,3 +344,49 @@ fn a_staging_drill_rolls_staging_back_for_real_and_leaves_production_alone() {
         "{err}"
     );
 }
+
+#[test]
+fn what_a_killed_drill_left_behind_is_swept_at_start_and_nothing_else() {
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "b");
+    let railway = FakeRailway::start();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("rules")).unwrap();
+    // As a drill killed mid-restore leaves them: the scratch database it
+    // recorded, its dump directory, a staging drill's state directory.
+    pg.psql(
+        "postgres",
+        "CREATE DATABASE rollbackd_drill_drill0123456789ab",
+    );
+    let marks = d.path().join("state/drills/scratch");
+    std::fs::create_dir_all(&marks).unwrap();
+    std::fs::write(marks.join("rollbackd_drill_drill0123456789ab"), "").unwrap();
+    let dump = d.path().join("state/backups/drill-drill-0123456789ab");
+    std::fs::create_dir_all(&dump).unwrap();
+    std::fs::write(dump.join("rollbackd-x.dump"), "partial").unwrap();
+    let staging = d.path().join("state/drills/drill-0123456789ab");
+    std::fs::create_dir_all(&staging).unwrap();
+    // Not the drill's: a database of that shape nobody recorded, and a
+    // backup beside the drill's directory.
+    pg.psql("postgres", "CREATE DATABASE rollbackd_drill_someoneelse");
+    std::fs::write(d.path().join("state/backups/rollbackd-keep.dump"), "kept").unwrap();
+
+    let config = format!(
+        "[engine]\nstate_dir = \"state\"\n[watch]\nallow_empty_rules = true\n\n[blame]\nenabled = false\n\n{}\n{}",
+        railway.provider_toml(),
+        database_toml(&pg, "")
+    );
+    let w = support::Watcher::start(d.path(), &config);
+    w.wait_for_log(
+        "removed what stopped drills left behind",
+        std::time::Duration::from_secs(20),
+    );
+    let databases = pg.psql(
+        "postgres",
+        "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname LIKE 'rollbackd_drill_%'",
+    );
+    assert_eq!(databases, "rollbackd_drill_someoneelse");
+    assert!(!dump.exists() && !staging.exists());
+    assert!(!marks.join("rollbackd_drill_drill0123456789ab").exists());
+    assert!(d.path().join("state/backups/rollbackd-keep.dump").exists());
+}

@@ -97,6 +97,29 @@ pub fn replay(
     times: &[u64],
     answers: &RangeAnswers,
 ) -> RuleReport {
+    replay_from(group, interval, rule, times, answers, 0)
+}
+
+/// How long before `--from` a rule must already be evaluated for its state
+/// at `--from` to be the watcher's: its `for` (a breach already pending)
+/// and its `keep_firing_for` (one already held), in whole intervals.
+pub fn warm_up(rule: &Rule, interval: Duration) -> Duration {
+    let wanted = rule.for_ + rule.keep_firing_for;
+    let step = interval.as_millis().max(1);
+    Duration::from_millis((wanted.as_millis().div_ceil(step) * step) as u64)
+}
+
+/// As [`replay`], counting and reporting only the evaluations at or after
+/// `report_from` (ms): the ones before only warm the state up, so a breach
+/// already running at `report_from` fires when Prometheus would have.
+pub fn replay_from(
+    group: &str,
+    interval: Duration,
+    rule: &Rule,
+    times: &[u64],
+    answers: &RangeAnswers,
+    report_from: u64,
+) -> RuleReport {
     let mut report = RuleReport {
         group: group.to_string(),
         rule: rule.name.clone(),
@@ -115,6 +138,7 @@ pub fn replay(
     let mut state = RuleState::new(rule.for_, rule.keep_firing_for);
     let mut failures = 0;
     let mut open: Option<Interval> = None;
+    let mut reported = false;
     for &t in times {
         let main = match &answers.main {
             Ok(a) => Ok(a.get(&t).cloned().unwrap_or_default()),
@@ -136,11 +160,20 @@ pub fn replay(
             },
             &mut failures,
         );
-        *report.evaluations.entry(e.outcome.as_str()).or_default() += 1;
         let before = state.overall();
         state.step(at(t), e.input.clone());
         let after = state.overall();
-        if before == AlertState::Inactive && after != AlertState::Inactive {
+        if t < report_from {
+            continue;
+        }
+        *report.evaluations.entry(e.outcome.as_str()).or_default() += 1;
+        // A breach the warm-up left pending or firing opens at the first
+        // reported evaluation.
+        let first = !std::mem::replace(&mut reported, true);
+        if (before == AlertState::Inactive || first)
+            && after != AlertState::Inactive
+            && open.is_none()
+        {
             open = Some(Interval {
                 from: at(t),
                 firing_from: None,

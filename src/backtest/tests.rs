@@ -284,3 +284,34 @@ fn blame_refuses_and_parks_before_the_history_counts_them() {
     // cooldown: C, 200 s after A, still rolls back.
     assert_eq!(got, ["A refused blame", "B parked -", "C rollback -"]);
 }
+
+#[test]
+fn a_breach_already_running_at_from_fires_when_prometheus_would_have() {
+    // for: 30s; the breach began 20 s before --from (t = 50 s).
+    let (rule, interval) = rule("        for: 30s\n");
+    assert_eq!(warm_up(&rule, interval), Duration::from_secs(30));
+    let values = [
+        Some(0.0), // 0 s
+        Some(0.0), // 10 s
+        Some(0.0), // 20 s
+        Some(0.5), // 30 s: pending, during the warm-up
+        Some(0.5), // 40 s
+        Some(0.5), // 50 s: --from
+        Some(0.5), // 60 s: firing, 30 s after 30 s
+        Some(0.5), // 70 s
+    ];
+    let t: Vec<u64> = (2..values.len() as u64).map(|i| i * 10_000).collect();
+    let warmed = replay_from("http", interval, &rule, &t, &answers(&values), 50_000);
+    assert_eq!(warmed.intervals.len(), 1, "{:?}", warmed.intervals);
+    assert_eq!(secs(Some(warmed.intervals[0].from)), Some(50));
+    assert_eq!(secs(warmed.intervals[0].firing_from), Some(60));
+    assert_eq!(
+        warmed.evaluations.get("ok"),
+        Some(&3),
+        "only from --from on"
+    );
+    // Without the warm-up it would have fired only at 80 s: past the range.
+    let cold: Vec<u64> = (5..values.len() as u64).map(|i| i * 10_000).collect();
+    let r = replay("http", interval, &rule, &cold, &answers(&values));
+    assert_eq!(r.intervals[0].firing_from, None);
+}

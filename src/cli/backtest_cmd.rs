@@ -242,7 +242,11 @@ async fn replay_one(
     to: SystemTime,
 ) -> (RuleReport, bool) {
     let times = backtest::times(from, to, group.interval);
-    let (Some(first), Some(last)) = (times.first(), times.last()) else {
+    // Evaluated from before --from, so the state there is the watcher's.
+    let warm = backtest::warm_up(rule, group.interval);
+    let warmed = backtest::times(from.checked_sub(warm).unwrap_or(from), to, group.interval);
+    let report_from = times.first().copied().unwrap_or(u64::MAX);
+    let (Some(first), Some(last)) = (warmed.first(), times.last()) else {
         let mut report = backtest::replay(
             &group.name,
             group.interval,
@@ -283,7 +287,14 @@ async fn replay_one(
         (Err(e), _) | (_, Some(Err(e))) => Some(e.to_string()),
         _ => None,
     };
-    let mut report = backtest::replay(&group.name, group.interval, rule, &times, &answers);
+    let mut report = backtest::replay_from(
+        &group.name,
+        group.interval,
+        rule,
+        &warmed,
+        &answers,
+        report_from,
+    );
     match broken {
         Some(e) => {
             report.evaluations.clear();

@@ -120,6 +120,10 @@ pub async fn watch(config: Config) -> Exit {
         "http server",
         crate::api::serve(listener, app, (&config.server).into()),
     );
+    if let Some(engine) = &engine {
+        // Before any drill can run: what a killed drill left behind.
+        crate::drill::sweep::sweep(engine).await;
+    }
     let mut drills = None;
     if let (Some(engine), false) = (&engine, config.drills.is_empty()) {
         let staging = super::wiring::staging_engines(&config);

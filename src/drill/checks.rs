@@ -66,8 +66,11 @@ impl<'a> Context<'a> {
             match db.connect(Duration::from_secs(10)).await {
                 Ok(admin) => {
                     let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    if let Err(e) = admin.batch_execute(&drop).await {
-                        tracing::warn!(database = %name, error = %crate::db::describe(&e), "the drill's scratch database could not be dropped");
+                    match admin.batch_execute(&drop).await {
+                        Ok(()) => super::sweep::unmark(&self.engine.config.state_dir, &name),
+                        Err(e) => {
+                            tracing::warn!(database = %name, error = %crate::db::describe(&e), "the drill's scratch database could not be dropped; the next start tries again")
+                        }
                     }
                 }
                 Err(e) => {
@@ -215,6 +218,14 @@ impl<'a> Context<'a> {
             }
         };
         let scratch = format!("rollbackd_drill_{}", db_suffix(self.id));
+        // Recorded before it exists, so a drill killed from here on has it
+        // dropped at the next start (`sweep`).
+        if let Err(e) = super::sweep::mark(&self.engine.config.state_dir, &scratch) {
+            return (
+                CheckResult::Failed,
+                format!("cannot record the scratch database {scratch} before creating it: {e}"),
+            );
+        }
         // Dropped at the end only when the drill created it: a database of
         // that name that was already there is never touched.
         self.scratch = Some((db.database.clone(), scratch.clone()));
@@ -230,6 +241,7 @@ impl<'a> Context<'a> {
         {
             if matches!(e, crate::db::restore::RestoreError::Exists(_)) {
                 self.scratch = None;
+                super::sweep::unmark(&self.engine.config.state_dir, &scratch);
             }
             return (
                 CheckResult::Failed,

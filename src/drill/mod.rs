@@ -9,6 +9,7 @@
 pub mod checks;
 pub mod config;
 pub mod schedule;
+pub mod sweep;
 #[cfg(test)]
 mod tests;
 

@@ -135,16 +135,39 @@ impl Dispatcher {
             );
             return;
         }
-        let until = Instant::now() + blamer.config.settle_timeout;
+        self.defer(req, newer.id);
+    }
+
+    /// When the guards found no live deployment because the newest one is
+    /// still in progress (a rule can fire in the second a deploy goes
+    /// live): that deployment's id.
+    pub(super) async fn settling(&self, blocked: &Blocked) -> Option<String> {
+        if blocked.guard != "provider" || !blocked.reason.starts_with("no deployment is live") {
+            return None;
+        }
+        let listed = self.engine.deployments().await.ok()?;
+        let newest = listed.deployments.first()?;
+        newest.in_progress().then(|| newest.id.clone())
+    }
+
+    /// Holds `req` until `deployment` settles (at most
+    /// `blame.settle_timeout`), then decides again (upkeep).
+    pub(super) fn defer(&mut self, req: RollbackRequest, deployment: String) {
+        let wait = self
+            .blamer
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(600), |b| {
+                b.config.settle_timeout
+            });
         tracing::warn!(
-            deployment = %newer.id,
-            "blame: the newer deployment is still in progress; waiting up to {} for it to settle, then deciding again",
-            crate::duration::format(blamer.config.settle_timeout)
+            deployment = %deployment,
+            "the newest deployment is still in progress and none is live yet; waiting up to {} for it to settle, then deciding again",
+            crate::duration::format(wait)
         );
         self.deferred = Some(Deferred {
             req,
-            deployment: newer.id,
-            until,
+            deployment,
+            until: Instant::now() + wait,
         });
     }
 

@@ -230,7 +230,12 @@ impl Dispatcher {
             Policy::Auto => {
                 let live = match self.guards().await {
                     Ok(live) => live,
-                    Err(blocked) => return self.engine.record_blocked(&req, &blocked),
+                    Err(blocked) => match self.settling(&blocked).await {
+                        // Fired while the only deployment is still going
+                        // live: decided again once it has settled.
+                        Some(newest) => return self.defer(req, newest),
+                        None => return self.engine.record_blocked(&req, &blocked),
+                    },
                 };
                 match self.judge(&req, &live).await {
                     Some(judgement) => self.act_on_verdict(req, judgement).await,

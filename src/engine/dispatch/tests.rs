@@ -744,3 +744,19 @@ async fn an_alert_delivered_to_a_follower_is_handed_to_the_leader_which_acts_onc
     );
     assert!(d.rig.engine.state().list("requests").unwrap().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_firing_while_the_only_deployment_goes_live_waits_for_it_instead_of_refusing() {
+    // Once refused for good ("no deployment is live") when the rule fired
+    // in the second the deploy went live, and never acted again.
+    let d = Daemon::watching(board(&[("HighErrorRate", true)]), |_| {});
+    d.rig.platform.set_status("d2", "REMOVED");
+    d.rig.platform.begin_deploy("d3", "BUILDING");
+    d.fire("HighErrorRate", "service", Policy::Auto).await;
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(d.rollbacks(), 0, "nothing is live to roll back yet");
+    assert!(!d.rig.notices().contains(&NotifyEvent::RollbackBlocked));
+    d.rig.platform.set_status("d3", "SUCCESS");
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!(d.rollbacks(), 1, "decided again once d3 went live");
+}
