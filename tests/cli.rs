@@ -619,3 +619,40 @@ fn a_backtest_over_a_century_of_a_one_second_group_is_refused_saying_how_to_narr
         );
     }
 }
+
+#[test]
+fn check_reads_the_state_as_watch_would_and_fails_where_watch_would() {
+    // Once: both exited 0 from `check` and 1 from `watch`.
+    let dir = dir_with(&[
+        (
+            "c.toml",
+            "[engine]\nstate_dir = \"state\"\n[watch]\nallow_empty_rules = true\n",
+        ),
+        ("rules/.keep", ""),
+        ("state/runs/rb-broken.json", "{ not a journal"),
+    ]);
+    let (code, out, err) = run_rollbackd(dir.path(), &["--config", "c.toml", "check"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("rollbackd: state: ") && err.contains("rb-broken.json"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.path().join("state/runs/rb-broken.json")).unwrap();
+    let (code, out, err) = run_rollbackd(dir.path(), &["--config", "c.toml", "check"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("state OK: directory state, 0 unfinished rollback journal(s)"),
+        "{out}"
+    );
+
+    let dir = dir_with(&[
+        (
+            "c.toml",
+            "[watch]\nallow_empty_rules = true\n[state]\nbackend = \"postgres\"\nurl = \"postgres://u@127.0.0.1:1/x?sslmode=disable\"\n",
+        ),
+        ("rules/.keep", ""),
+    ]);
+    let (code, out, err) = run_rollbackd(dir.path(), &["--config", "c.toml", "check"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("rollbackd: state: "), "{err}");
+}

@@ -387,14 +387,19 @@ pub async fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Watch => watch_cmd::watch(config).await,
         Command::Check { offline } => match rules_cmd::check(&config, &[], true) {
-            Exit::Ok if !offline => match probe::prometheus(&config).await {
-                Exit::Ok => probe::database(&config).await,
-                failed => {
-                    // Say what the database side needs too.
-                    let _ = probe::database(&config).await;
-                    failed
-                }
-            },
+            Exit::Ok if !offline => {
+                // Every probe runs and says its part; the first failure is
+                // the exit.
+                let probes = [
+                    probe::prometheus(&config).await,
+                    probe::database(&config).await,
+                    probe::state(&config).await,
+                ];
+                probes
+                    .into_iter()
+                    .find(|e| !matches!(e, Exit::Ok))
+                    .unwrap_or(Exit::Ok)
+            }
             other => other,
         },
         Command::Rules(RulesCommand::Check { paths }) => rules_cmd::check(&config, &paths, false),

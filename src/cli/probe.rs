@@ -1,9 +1,12 @@
-//! The probes of `rollbackd check` (skipped with `--offline`): what the
-//! database side will need during a rollback, tried now rather than found
-//! missing at 3 a.m. Nothing is changed: pg_dump and pg_restore answer
-//! `--version`, the database answers and says its revision, Alembic,
-//! through its own configuration, names the same revision, and the backup
-//! store lists its copies.
+//! The probes of `rollbackd check` (skipped with `--offline`): what a
+//! rollback will need, tried now rather than found missing at 3 a.m.
+//! Prometheus answers one query through `watch`'s client; pg_dump and
+//! pg_restore answer `--version`, the database answers and says its
+//! revision and how its session is protected, Alembic, through its own
+//! configuration, names the same revision, the backup store lists its
+//! copies; the state opens and every unfinished journal reads. Nothing is
+//! changed, except that the PostgreSQL state's tables are created if they
+//! are missing, as `watch` would.
 
 use std::time::Duration;
 
@@ -207,5 +210,37 @@ async fn transport(db: &crate::db::Database) {
             db.tls.describe()
         ),
         Err(e) => println!("database TLS: unknown ({e})"),
+    }
+}
+
+/// Opens the state `watch` would use and reads every journal left by an
+/// unfinished rollback, as `watch` does at start: an unreachable PostgreSQL
+/// state or a journal that cannot be read fails here, not at the restart.
+pub async fn state(config: &Config) -> Exit {
+    let (store, _) = match crate::cli::wiring::state(config) {
+        Ok(shared) => shared,
+        Err(e) => return Exit::Usage(e.to_string()),
+    };
+    let backend = match config.state.backend {
+        crate::state::config::Backend::File => {
+            format!("directory {}", config.engine.state_dir.display())
+        }
+        crate::state::config::Backend::Postgres => {
+            format!("postgres (schema {})", config.state.schema)
+        }
+    };
+    let journals = crate::engine::journal::JournalStore::new(store);
+    match journals.unfinished() {
+        Ok(left) => {
+            println!(
+                "state OK: {backend}, {} unfinished rollback journal(s)",
+                left.len()
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("rollbackd: state: {e}");
+            Exit::Failed
+        }
     }
 }

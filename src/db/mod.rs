@@ -233,13 +233,21 @@ impl Database {
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3)
             .tcp_user_timeout(Duration::from_secs(10));
-        let client = self
-            .open(config)
-            .await
-            .map_err(|message| DbError::Connect {
-                target: self.target.clone(),
-                message,
-            })?;
+        // The connect timeout above covers the TCP connection only: a host
+        // that accepts and never answers (a stuck proxy, a half-open
+        // firewall) would hold the startup for minutes.
+        let client = match tokio::time::timeout(timeout, self.open(config)).await {
+            Ok(opened) => opened,
+            Err(_) => Err(format!(
+                "the server accepted the connection but did not finish the startup within {} \
+                 (a proxy or firewall holding it?)",
+                crate::duration::format(timeout)
+            )),
+        }
+        .map_err(|message| DbError::Connect {
+            target: self.target.clone(),
+            message,
+        })?;
         Ok(client)
     }
 
@@ -488,6 +496,30 @@ mod tests {
             sqlalchemy_url("postgres:///app?host=/run/postgresql", "psycopg2"),
             "postgresql+psycopg2:///app?host=/run/postgresql"
         );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_accepts_and_never_answers_times_out() {
+        // Once: the drill's connection hung for minutes on such a host.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                kept.push(socket);
+            }
+        });
+        let db = Database::new(Secret::new(format!(
+            "postgres://u@127.0.0.1:{port}/app?sslmode=disable"
+        )))
+        .unwrap();
+        let e = db
+            .connect(Duration::from_millis(300))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did not finish the startup within 300ms"), "{e}");
+        held.abort();
     }
 
     #[test]

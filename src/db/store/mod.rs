@@ -266,6 +266,18 @@ impl BackupStore {
         Ok(())
     }
 
+    /// Makes a file:// copy readable by its owner alone.
+    fn restrict(&self, key: &Key) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.location.scheme == Scheme::File {
+            let path = PathBuf::from(format!("/{key}"));
+            if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!(file = %path.display(), error = %e, "cannot make the backup copy private (0600)");
+            }
+        }
+    }
+
     fn key(&self, name: &str) -> Key {
         self.location.key.clone().join(name)
     }
@@ -326,6 +338,15 @@ impl BackupStore {
                 return Err(e);
             }
         };
+        // A file:// copy is as private as the local dump (0600), not the
+        // umask's 0644: it holds the whole database.
+        for key in [
+            key.clone(),
+            self.key(&format!("{name}.sha256")),
+            self.key(&format!("{name}.json")),
+        ] {
+            self.restrict(&key);
+        }
         backup.remote_url = Some(url.clone());
         // The local metadata names the copy too.
         crate::state::write_atomic(&backup::metadata_path(&backup.path), &meta).map_err(

@@ -72,6 +72,15 @@ async fn copies_are_uploaded_read_back_listed_pruned_and_downloaded() {
         let mut b = local_backup(local.path(), name, format!("dump {i}").as_bytes());
         let up = store.upload(&mut b).await.unwrap();
         assert_eq!(b.remote_url.as_deref(), Some(up.url.as_str()));
+        // As private as the local dump: it holds the whole database.
+        use std::os::unix::fs::PermissionsExt;
+        let copy = remote.path().join("copies").join(name);
+        assert_eq!(
+            std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            copy.display()
+        );
         let meta: Backup =
             serde_json::from_slice(&std::fs::read(backup::metadata_path(&b.path)).unwrap())
                 .unwrap();
