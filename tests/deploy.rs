@@ -61,7 +61,7 @@ fn every_dashboard_query_parses_and_returns_data_after_a_real_scenario() {
             "[prometheus]\nurl = \"http://127.0.0.1:{prom_port}\"\ntimeout = \"1s\"\n\n[service]\nbase_url = \"{}\"\n\n\
              [watch]\nrule_paths = [\"rules\"]\n\n{}\n[blame]\nenabled = false\n\n[engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
              [verify]\ninitial_wait = \"0s\"\nretry_interval = \"300ms\"\ncheck_timeout = \"1s\"\n\n\
-             [[drills]]\nname = \"quick\"\nschedule = \"*/2 * * * * *\"\n",
+             [[drills]]\nname = \"quick\"\nschedule = \"*/2 * * * * *\"\nmin_interval = \"1s\"\n",
             fake.url(),
             railway.provider_toml()
         ),

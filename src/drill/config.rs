@@ -30,6 +30,16 @@ pub struct DrillConfig {
     /// For a `staging` drill: the environment it rolls back.
     #[serde(default)]
     pub staging: Option<StagingConfig>,
+    /// The least time between two runs the schedule may ask for (default
+    /// 1h): each run asks production's health endpoints, takes and
+    /// restores a backup and adds to the history. Lower it on a test bench
+    /// only.
+    #[serde(with = "duration::serde_str", default = "an_hour")]
+    pub min_interval: Duration,
+}
+
+fn an_hour() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// Another environment a `staging` drill rolls back for real, with the
@@ -109,6 +119,19 @@ impl DrillConfig {
         Ok(next.with_timezone(&Utc).into())
     }
 
+    /// The shortest time between two of the schedule's next runs (over
+    /// the next 50), from `now`.
+    pub fn shortest_interval(&self, now: SystemTime) -> Result<Duration, String> {
+        let mut at = self.next_run(now)?;
+        let mut shortest = Duration::MAX;
+        for _ in 0..50 {
+            let next = self.next_run(at)?;
+            shortest = shortest.min(next.duration_since(at).unwrap_or_default());
+            at = next;
+        }
+        Ok(shortest)
+    }
+
     /// Adds a message per unusable value to `problems`, each naming the
     /// drill; no I/O.
     pub fn validate(&self, index: usize, problems: &mut Vec<String>) {
@@ -130,6 +153,20 @@ impl DrillConfig {
             ));
         } else if let (Ok(_), Err(e)) = (self.tz(), self.next_run(SystemTime::now())) {
             problems.push(format!("{at}.schedule: {e}"));
+        } else if let Ok(gap) = self.shortest_interval(SystemTime::now()) {
+            if gap < self.min_interval {
+                problems.push(format!(
+                    "{at}.schedule: {:?} runs every {}; a drill may run at most every {} (min_interval): each run \
+                     asks production's health endpoints, takes and restores a backup and adds to the history. \
+                     Schedule it less often (hourly, nightly, weekly)",
+                    self.schedule,
+                    duration::format(gap),
+                    duration::format(self.min_interval)
+                ));
+            }
+        }
+        if self.min_interval < Duration::from_secs(1) {
+            problems.push(format!("{at}.min_interval: at least 1s"));
         }
         if let Err(e) = self.tz() {
             problems.push(format!("{at}.timezone: {e}"));
@@ -227,7 +264,31 @@ mod tests {
             kind: DrillKind::Readiness,
             timeout: ten_minutes(),
             staging: None,
+            min_interval: an_hour(),
         }
+    }
+
+    #[test]
+    fn a_drill_every_second_is_refused_and_an_hourly_one_is_not() {
+        let mut problems = Vec::new();
+        drill("* * * * * *", "UTC").validate(0, &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].contains("runs every 1s; a drill may run at most every 1h (min_interval)"),
+            "{}",
+            problems[0]
+        );
+        let mut problems = Vec::new();
+        drill("0 0 * * * *", "UTC").validate(0, &mut problems);
+        assert!(problems.is_empty(), "{problems:#?}");
+        // A test bench lowers the floor explicitly.
+        let mut problems = Vec::new();
+        DrillConfig {
+            min_interval: Duration::from_secs(1),
+            ..drill("*/2 * * * * *", "UTC")
+        }
+        .validate(0, &mut problems);
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn drill() -> DrillConfig {
         kind: DrillKind::Readiness,
         timeout: Duration::from_secs(600),
         staging: None,
+        min_interval: Duration::from_secs(3600),
     }
 }
 
