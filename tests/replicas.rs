@@ -386,6 +386,11 @@ fn postgres_restarted_idle_and_while_a_rule_fires_leadership_returns_and_acts_on
         "firing",
         Duration::from_secs(30),
     );
+    // Said as it is: nobody leads, so no "the leader acts on it".
+    replicas[leader].as_ref().unwrap().wait_for_log(
+        "rollback trigger: no replica can act now",
+        Duration::from_secs(10),
+    );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         r.fake.rollback_calls(),

@@ -218,10 +218,22 @@ impl BodyCheck {
                         LatencyUnit::Ms => n / 1000.0,
                         LatencyUnit::S => n,
                     });
-            // Negative, NaN or too large for a Duration: beyond any limit.
+            // Negative, NaN or too large for a Duration: beyond any limit,
+            // and said as what it is.
             match seconds.map(Duration::try_from_secs_f64) {
                 Some(Ok(d)) => Some(d),
-                Some(Err(_)) => Some(Duration::MAX),
+                Some(Err(_)) => {
+                    let raw = v.pointer(pointer).map(Value::to_string).unwrap_or_default();
+                    let why = if seconds.is_some_and(|s| s < 0.0) {
+                        "negative"
+                    } else {
+                        "too large"
+                    };
+                    reasons.push(format!(
+                        "latency {raw} at {pointer} is {why}: not a time the component took (body.component_latency)"
+                    ));
+                    None
+                }
                 _ if self.max_latency.is_some() => {
                     reasons.push(format!("no latency at {pointer} (body.component_latency)"));
                     None
@@ -231,12 +243,9 @@ impl BodyCheck {
         });
         if let (Some(took), Some(max)) = (latency, self.max_latency) {
             if took > max {
-                let took = match took {
-                    Duration::MAX => "an unusable latency".to_string(),
-                    took => format!("{} ms", took.as_millis()),
-                };
                 reasons.push(format!(
-                    "{took}, over {} (body.max_latency)",
+                    "{} ms, over {} (body.max_latency)",
+                    took.as_millis(),
                     duration::format(max)
                 ));
             }
@@ -387,11 +396,20 @@ mod tests {
             max_latency: Some(Duration::from_secs(5)),
             ..external()
         };
-        for value in ["1e300", "-1", "1.7976931348623157e308"] {
+        // Once: a negative latency was described as "over 5s".
+        for (value, why) in [
+            ("1e300", "at /ms is too large"),
+            ("-1", "-1 at /ms is negative"),
+            ("1.7976931348623157e308", "at /ms is too large"),
+        ] {
             let body = format!(r#"{{"services":{{"a":{{"status":"ok","ms":{value}}}}}}}"#);
             let c = &check.judge(body.as_bytes()).unwrap()[0];
             assert!(!c.healthy, "{value}");
-            assert_eq!(c.reason, "an unusable latency, over 5s (body.max_latency)");
+            assert!(
+                c.reason.contains(why) && c.reason.contains("not a time the component took"),
+                "{value}: {}",
+                c.reason
+            );
         }
     }
 

@@ -158,13 +158,17 @@ impl Dispatcher {
         }
         // Beside several replicas, only the leader tells people and acts.
         if !self.engine.is_leader() {
+            // Said as it is: during an outage of the shared state nobody
+            // leads, and "the leader acts on it" would be untrue.
+            let who = if self.engine.leadership().state_reachable() {
+                "this replica follows: the leader acts on it"
+            } else {
+                "no replica can act now: the shared state (PostgreSQL) cannot be reached, and a leader \
+                 cut off from it stops acting; the rule is acted on once one leads again"
+            };
             for e in &fired {
                 self.hand_alert_to_leader(e, true);
-                events::trigger_received(
-                    e,
-                    e.policy.as_str(),
-                    "this replica follows: the leader acts on it",
-                );
+                events::trigger_received(e, e.policy.as_str(), who);
             }
             return;
         }

@@ -24,12 +24,16 @@ impl Election {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = self.round(&mut session).await {
-                if self.leadership.is_leader() {
-                    tracing::error!(error = %e, "lost the database session that held leadership; this replica stops acting");
+            match self.round(&mut session).await {
+                Ok(()) => self.leadership.set_reachable(true),
+                Err(e) => {
+                    if self.leadership.is_leader() {
+                        tracing::error!(error = %e, "lost the database session that held leadership; this replica stops acting");
+                    }
+                    self.leadership.set_reachable(false);
+                    self.leadership.follow();
+                    session = None;
                 }
-                self.leadership.follow();
-                session = None;
             }
         }
     }

@@ -53,6 +53,9 @@ const FOLLOWER: i64 = -1;
 pub struct Leadership {
     leader: Arc<AtomicBool>,
     epoch: Arc<AtomicI64>,
+    /// Whether the last election round reached the shared state: when it
+    /// did not, no replica can be sure anyone leads.
+    reachable: Arc<AtomicBool>,
 }
 
 impl Leadership {
@@ -62,6 +65,7 @@ impl Leadership {
         Leadership {
             leader: Arc::new(AtomicBool::new(true)),
             epoch: Arc::new(AtomicI64::new(UNFENCED)),
+            reachable: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -70,11 +74,24 @@ impl Leadership {
         Leadership {
             leader: Arc::new(AtomicBool::new(false)),
             epoch: Arc::new(AtomicI64::new(FOLLOWER)),
+            reachable: Arc::new(AtomicBool::new(true)),
         }
     }
 
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::SeqCst)
+    }
+
+    /// Whether this replica's last election round reached the shared state.
+    /// A follower that cannot reach it cannot tell whether anyone leads;
+    /// and a leader cut off from it stops acting, so most likely no one
+    /// does.
+    pub fn state_reachable(&self) -> bool {
+        self.reachable.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn set_reachable(&self, reachable: bool) {
+        self.reachable.store(reachable, Ordering::SeqCst);
     }
 
     /// The fencing epoch this process leads under (0 when alone or following).
@@ -167,6 +184,7 @@ impl PgStore {
         let leadership = Leadership {
             leader: Arc::new(AtomicBool::new(false)),
             epoch: self.epoch.clone(),
+            reachable: Arc::new(AtomicBool::new(true)),
         };
         leadership.follow();
         let _ = self.tx.send(Request::Elect(
