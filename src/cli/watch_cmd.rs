@@ -176,6 +176,11 @@ pub async fn watch(config: Config) -> Exit {
         // A drill running now removes its scratch database and dump first.
         drills.stop(Duration::from_secs(30)).await;
     }
+    if let Some(notifiers) = stopping.as_ref().and_then(|e| e.notifiers()) {
+        // What the run just reported (its end, a failure) still goes out;
+        // what cannot is said in the log rather than lost silently.
+        notifiers.flush(Duration::from_secs(10)).await;
+    }
     server.abort();
     if let Some(failure) = supervisor.failure() {
         eprintln!("rollbackd: {failure}");
