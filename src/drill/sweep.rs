@@ -75,35 +75,11 @@ pub async fn sweep(engine: &Engine) -> Vec<String> {
     }
     // Dump directories (`drill-<id>` in the backup directory) and staging
     // state directories (`drills/<id>`): both made by drills alone.
-    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut dirs = Vec::new();
     if let Some(db) = &engine.db {
-        dirs.extend(
-            std::fs::read_dir(&db.backup_dir)
-                .into_iter()
-                .flatten()
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.is_dir()
-                        && p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with("drill-drill-"))
-                }),
-        );
+        dirs.extend(dirs_named(&db.backup_dir, "drill-drill-"));
     }
-    dirs.extend(
-        std::fs::read_dir(state_dir.join("drills"))
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.is_dir()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("drill-"))
-            }),
-    );
+    dirs.extend(dirs_named(&state_dir.join("drills"), "drill-"));
     for dir in dirs {
         if std::fs::remove_dir_all(&dir).is_ok() {
             removed.push(dir.display().to_string());
@@ -113,6 +89,22 @@ pub async fn sweep(engine: &Engine) -> Vec<String> {
         tracing::warn!(removed = ?removed, "removed what stopped drills left behind");
     }
     removed
+}
+
+/// The directories in `dir` whose names start with `prefix`.
+fn dirs_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect()
 }
 
 #[cfg(test)]

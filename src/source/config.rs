@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::sigv4::SigV4Config;
 use crate::duration;
 use crate::secret::Secret;
 
@@ -42,53 +43,6 @@ pub struct PrometheusConfig {
     pub tls: TlsConfig,
     /// AWS SigV4 signing, for Amazon Managed Service for Prometheus.
     pub sigv4: Option<SigV4Config>,
-}
-
-/// `[prometheus.sigv4]`: every request signed with AWS Signature Version 4.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigV4Config {
-    /// The workspace's region; else `AWS_REGION`, `AWS_DEFAULT_REGION`.
-    pub region: Option<String>,
-    /// The signing service: `aps` for Amazon Managed Service for Prometheus.
-    #[serde(default = "aps")]
-    pub service: String,
-    /// A profile of the shared credentials file; else `AWS_PROFILE`.
-    pub profile: Option<String>,
-    /// Keys given here (prefer the environment or a role); both or none.
-    pub access_key: Option<String>,
-    pub secret_key: Option<Secret>,
-}
-
-fn aps() -> String {
-    "aps".into()
-}
-
-impl SigV4Config {
-    fn validate(&self, problems: &mut Vec<String>) {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if self.region.is_none()
-            && env("AWS_REGION").is_none()
-            && env("AWS_DEFAULT_REGION").is_none()
-        {
-            problems.push(
-                "prometheus.sigv4.region: not set; set it to the workspace's region (for example \"eu-west-1\") or set AWS_REGION"
-                    .into(),
-            );
-        }
-        if self.access_key.is_some() != self.secret_key.is_some() {
-            problems.push(
-                "prometheus.sigv4: access_key and secret_key go together (or leave both out and use the AWS environment, a profile or a role)"
-                    .into(),
-            );
-        }
-        if self.service.is_empty() {
-            problems.push(
-                "prometheus.sigv4.service: empty; Amazon Managed Service for Prometheus is \"aps\""
-                    .into(),
-            );
-        }
-    }
 }
 
 /// `[prometheus.tls]`, as Prometheus's own `tls_config`.
