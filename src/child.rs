@@ -157,23 +157,200 @@ pub enum ChildError {
     Spawn(#[source] io::Error),
     #[error("did not finish within {}; it was killed with everything it started", crate::duration::format(*.0))]
     Timeout(Duration),
+    #[error("printed more than {} MiB on stdout; it was killed with everything it started", .0 >> 20)]
+    TooMuch(usize),
     #[error("{0}")]
     Wait(#[source] io::Error),
 }
 
+/// The most of a command's stdout rollbackd holds: JSON answers, a
+/// `pg_restore --list`. A command that prints more is stopped and refused
+/// rather than read into memory without end.
+pub const MAX_STDOUT: usize = 64 << 20;
+/// How much of the end of a command's stderr is kept for messages.
+const STDERR_TAIL: usize = 64 << 10;
+
 /// Runs `cmd` (made by [`command`]) to completion, or until `timeout`;
-/// either way, nothing it started is left running.
+/// either way, nothing it started is left running. Its stdout is kept up
+/// to [`MAX_STDOUT`], its stderr's last 64 KiB.
 pub async fn output(cmd: &mut Command, timeout: Option<Duration>) -> Result<Output, ChildError> {
-    let child = cmd.spawn().map_err(ChildError::Spawn)?;
+    use tokio::io::AsyncReadExt;
+    let done = reading(cmd, timeout, |mut out| async move {
+        let mut kept = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            let n = out.read(&mut chunk).await.map_err(ChildError::Wait)?;
+            if n == 0 {
+                return Ok((kept, true));
+            }
+            if kept.len() + n > MAX_STDOUT {
+                return Err(ChildError::TooMuch(MAX_STDOUT));
+            }
+            kept.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await?;
+    Ok(Output {
+        // `reading` waits for the command whenever the reader read to the end.
+        status: done.status.expect("read to the end"),
+        stdout: done.read,
+        stderr: done.stderr,
+    })
+}
+
+/// The lines a command printed, read as they come: at most `max_lines`,
+/// each cut at `max_line` bytes (a 50 MB line costs 50 MB nowhere).
+#[derive(Debug, Default)]
+pub struct Lines {
+    pub lines: Vec<String>,
+    /// Lines that were cut to `max_line` bytes.
+    pub long: usize,
+    /// Whether the command had more to say once `max_lines` were read (it
+    /// was then stopped).
+    pub cut: bool,
+}
+
+/// A command whose stdout was read by a reader of rollbackd's.
+#[derive(Debug)]
+pub struct Finished<T> {
+    pub read: T,
+    /// How it exited; `None` when the reader stopped early and the command
+    /// was killed.
+    pub status: Option<std::process::ExitStatus>,
+    /// The end of its stderr.
+    pub stderr: Vec<u8>,
+}
+
+/// Runs `cmd` and reads its stdout line by line, under a cap
+/// ([`Lines`]); reaching `max_lines` stops and kills it.
+pub async fn lines(
+    cmd: &mut Command,
+    timeout: Option<Duration>,
+    max_lines: usize,
+    max_line: usize,
+) -> Result<Finished<Lines>, ChildError> {
+    use tokio::io::AsyncReadExt;
+    reading(cmd, timeout, |mut out| async move {
+        let mut read = Lines::default();
+        let mut line: Vec<u8> = Vec::new();
+        let mut cut_here = false;
+        let mut chunk = vec![0u8; 64 << 10];
+        let finish = |line: &mut Vec<u8>, cut_here: &mut bool, read: &mut Lines| {
+            read.lines.push(String::from_utf8_lossy(line).into_owned());
+            read.long += usize::from(*cut_here);
+            line.clear();
+            *cut_here = false;
+        };
+        loop {
+            let n = out.read(&mut chunk).await.map_err(ChildError::Wait)?;
+            if n == 0 {
+                if !line.is_empty() {
+                    finish(&mut line, &mut cut_here, &mut read);
+                }
+                return Ok((read, true));
+            }
+            for piece in chunk[..n].split_inclusive(|b| *b == b'\n') {
+                let (text, ends) = match piece.strip_suffix(b"\n") {
+                    Some(text) => (text, true),
+                    None => (piece, false),
+                };
+                let room = max_line.saturating_sub(line.len());
+                line.extend_from_slice(&text[..text.len().min(room)]);
+                cut_here |= text.len() > room;
+                if ends {
+                    finish(&mut line, &mut cut_here, &mut read);
+                    if read.lines.len() >= max_lines {
+                        read.cut = true;
+                        return Ok((read, false));
+                    }
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Runs `cmd` (made by [`command`]) with `read` taking its stdout, and
+/// keeps the end of its stderr. When `read` returns having read to the end
+/// (`true`), the command is waited for; otherwise, and on a timeout or an
+/// error, its whole group is killed.
+async fn reading<T, F, Fut>(
+    cmd: &mut Command,
+    timeout: Option<Duration>,
+    read: F,
+) -> Result<Finished<T>, ChildError>
+where
+    F: FnOnce(tokio::process::ChildStdout) -> Fut,
+    Fut: std::future::Future<Output = Result<(T, bool), ChildError>>,
+{
+    use tokio::io::AsyncReadExt;
+    let mut child = cmd.spawn().map_err(ChildError::Spawn)?;
     let _group = child.id().map(|pid| Group(pid as libc::pid_t));
-    let waiting = child.wait_with_output();
-    match timeout {
-        None => waiting.await.map_err(ChildError::Wait),
-        Some(limit) => tokio::time::timeout(limit, waiting)
-            .await
-            .map_err(|_| ChildError::Timeout(limit))?
-            .map_err(ChildError::Wait),
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    enum Stop<T> {
+        /// The reader stopped before the end.
+        Early(T),
+        Failed(ChildError),
     }
+    let work = async {
+        let out = async {
+            let Some(out) = stdout else {
+                return Err(Stop::Failed(ChildError::Wait(io::Error::other(
+                    "stdout is not captured",
+                ))));
+            };
+            match read(out).await {
+                Ok((value, true)) => Ok(value),
+                Ok((value, false)) => Err(Stop::Early(value)),
+                Err(e) => Err(Stop::Failed(e)),
+            }
+        };
+        let err = async {
+            let mut tail = Vec::new();
+            if let Some(mut err) = stderr {
+                let mut chunk = vec![0u8; 8 << 10];
+                loop {
+                    let n = err
+                        .read(&mut chunk)
+                        .await
+                        .map_err(|e| Stop::Failed(ChildError::Wait(e)))?;
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&chunk[..n]);
+                    if tail.len() > 2 * STDERR_TAIL {
+                        tail.drain(..tail.len() - STDERR_TAIL);
+                    }
+                }
+            }
+            if tail.len() > STDERR_TAIL {
+                tail.drain(..tail.len() - STDERR_TAIL);
+            }
+            Ok(tail)
+        };
+        // A reader that stops early (or fails) ends the wait at once: the
+        // command may be blocked on a full pipe and never close its stderr.
+        match tokio::try_join!(out, err) {
+            Ok((value, tail)) => {
+                let status = child.wait().await.map_err(ChildError::Wait)?;
+                Ok((value, Some(status), tail))
+            }
+            Err(Stop::Early(value)) => Ok((value, None, Vec::new())),
+            Err(Stop::Failed(e)) => Err(e),
+        }
+    };
+    let (read, status, stderr) = match timeout {
+        None => work.await?,
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| ChildError::Timeout(limit))??,
+    };
+    Ok(Finished {
+        read,
+        status,
+        stderr,
+    })
 }
 
 /// Kills every process of this user (but this one) whose environment says
@@ -359,5 +536,64 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("{background} outlived the command that started it");
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_log_lines_is_read_under_its_cap_and_the_command_stopped() {
+        // Once: 2M lines were read whole (239 MB), a 50 MB line cost 115 MB.
+        let done = lines(
+            command("sh").args([
+                "-c",
+                "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo second; seq 1 2000000; echo never-read >&2",
+            ]),
+            Some(Duration::from_secs(30)),
+            1000,
+            64,
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.read.lines.len(), 1000);
+        assert_eq!(done.read.lines[0], "x".repeat(64), "cut to its cap");
+        assert_eq!(done.read.long, 1);
+        assert_eq!(done.read.lines[1], "second");
+        assert_eq!(done.read.lines[999], "998");
+        assert!(
+            done.read.cut && done.status.is_none(),
+            "stopped, not waited for"
+        );
+
+        let done = lines(
+            command("sh").args(["-c", "printf 'a\\nb'; echo oops >&2; exit 3"]),
+            None,
+            1000,
+            64,
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.read.lines, ["a", "b"]);
+        assert!(!done.read.cut);
+        assert_eq!(done.status.unwrap().code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&done.stderr).trim(), "oops");
+    }
+
+    #[tokio::test]
+    async fn a_command_that_prints_without_end_is_refused_not_held_in_memory() {
+        let e = output(
+            command("sh").args(["-c", "head -c 80000000 /dev/zero"]),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, ChildError::TooMuch(MAX_STDOUT)), "{e}");
+        assert!(e.to_string().contains("more than 64 MiB"), "{e}");
+        // Its stderr is kept to its end, whatever it printed before.
+        let out = output(
+            command("sh").args(["-c", "head -c 1000000 /dev/zero >&2; echo last >&2"]),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.stderr.len(), STDERR_TAIL);
+        assert!(out.stderr.ends_with(b"last\n"));
     }
 }

@@ -30,6 +30,14 @@ impl Clock {
         }
     }
 
+    /// Wall time that moves with tokio's clock, starting from `wall` (a
+    /// test that needs a given date: a daylight-saving change).
+    pub fn tokio_at(wall: SystemTime) -> Clock {
+        Clock {
+            anchor: Some((wall, tokio::time::Instant::now())),
+        }
+    }
+
     pub fn now(&self) -> SystemTime {
         match self.anchor {
             None => SystemTime::now(),

@@ -59,7 +59,7 @@ fn backups_are_copied_off_the_machine_pruned_verified_and_restored_from_their_ur
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(&format!(
-            "database.backup_store OK: s3://{BUCKET}/prod/db answers, 0 copies"
+            "database.backup_store OK: s3://{BUCKET}/prod/db/app@127.0.0.1 answers, 0 copies"
         )),
         "{out}"
     );
@@ -72,7 +72,9 @@ fn backups_are_copied_off_the_machine_pruned_verified_and_restored_from_their_ur
     }
     // keep = 2 in the store (5 on this machine): the first copy is pruned,
     // with its checksum and metadata.
-    let prefix = "prod/db/";
+    // Under the database's own folder: another database sharing the
+    // prefix never prunes these.
+    let prefix = "prod/db/app@127.0.0.1/";
     let keys = s3.keys(BUCKET);
     assert_eq!(keys.len(), 6, "{keys:?}");
     let first = copies[0].trim_start_matches(&format!("s3://{BUCKET}/"));
@@ -300,7 +302,7 @@ fn a_failed_upload_is_a_warning_unless_backups_are_required() {
         .unwrap()
         .to_string();
     assert!(
-        detail.contains("copied to s3://backups/rollbackd/rollbackd-"),
+        detail.contains("copied to s3://backups/rollbackd/app@127.0.0.1/rollbackd-"),
         "{detail}"
     );
     assert_eq!(
@@ -325,7 +327,7 @@ fn a_failed_upload_is_a_warning_unless_backups_are_required() {
         "{detail}"
     );
     assert!(
-        detail.contains("s3://no-such-bucket/rollbackd/rollbackd-"),
+        detail.contains("s3://no-such-bucket/rollbackd/app@127.0.0.1/rollbackd-"),
         "{detail}"
     );
 
@@ -369,7 +371,7 @@ fn a_readiness_drill_checks_that_the_store_takes_a_write_and_touches_no_copy() {
     // A copy already there, which the drill must leave alone.
     s3.put(
         BUCKET,
-        "rollbackd/rollbackd-20260101T000000Z-rb-1.dump",
+        "rollbackd/app@127.0.0.1/rollbackd-20260101T000000Z-rb-1.dump",
         b"old".to_vec(),
     );
     let drill = "[[drills]]\nname = \"weekly\"\nschedule = \"0 30 9 * * Mon\"\n";
@@ -382,13 +384,13 @@ fn a_readiness_drill_checks_that_the_store_takes_a_write_and_touches_no_copy() {
         .unwrap_or_else(|| panic!("{out}"));
     assert!(
         backup.contains(
-            "the backup store s3://backups/rollbackd takes a write, a read and a delete; 1 copies"
+            "the backup store s3://backups/rollbackd/app@127.0.0.1 takes a write, a read and a delete; 1 copies"
         ),
         "{backup}"
     );
     assert_eq!(
         s3.keys(BUCKET),
-        ["rollbackd/rollbackd-20260101T000000Z-rb-1.dump"],
+        ["rollbackd/app@127.0.0.1/rollbackd-20260101T000000Z-rb-1.dump"],
         "the probe is deleted, the copy kept, the drill's dump not uploaded"
     );
 
@@ -402,7 +404,7 @@ fn a_readiness_drill_checks_that_the_store_takes_a_write_and_touches_no_copy() {
     assert!(
         backup.contains("FAILED")
             && backup.contains(
-                "the backup store: cannot write to s3://no-such-bucket/rollbackd/.rollbackd-probe-"
+                "the backup store: cannot write to s3://no-such-bucket/rollbackd/app@127.0.0.1/.rollbackd-probe-"
             ),
         "{backup}"
     );

@@ -248,7 +248,7 @@ fn killed_just_before_the_platform_call_the_run_is_interrupted_and_the_rules_rol
 
 #[test]
 fn killed_just_after_the_platform_call_the_run_is_resumed_and_recorded_once() {
-    let c = Crash::setup("", "0s");
+    let mut c = Crash::setup("", "0s");
     c.hold("rollback-after");
     let mut w = c.start();
     c.bad_deploy(&w);
@@ -263,8 +263,13 @@ fn killed_just_after_the_platform_call_the_run_is_resumed_and_recorded_once() {
     );
 
     c.release("rollback-after");
+    // The platform lists what the call created 10 s late: the restart
+    // waits for it (provider.list_settle) instead of calling again.
+    std::fs::write(c.path("list-late"), "10").unwrap();
+    c.env
+        .push(("ROLLBACKD_PROVIDER__LIST_SETTLE".into(), "30s".into()));
     let w = c.start();
-    w.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    w.wait_for_log("rollback succeeded", Duration::from_secs(60));
     assert_eq!(
         w.logs_starting("resuming a rollback rollbackd was stopped during")
             .len(),
@@ -595,4 +600,71 @@ fn what_a_rollback_command_started_dies_with_a_killed_rollbackd_and_never_acts()
         kinds(&c.history()),
         [("interrupted".into(), false), ("rollback".into(), true)]
     );
+}
+
+#[test]
+fn a_journal_that_turns_unreadable_under_watch_is_said_at_once_and_stops_rollbacks_until_quarantined(
+) {
+    // Once: a corrupt journal that appeared under a running `watch` was
+    // ignored (no log, /healthz green), the next rollback went ahead, and
+    // the restart then refused to start at all.
+    let c = Crash::setup("", "0s");
+    let mut w = c.start();
+    std::fs::create_dir_all(c.path("state/runs")).unwrap();
+    std::fs::write(
+        c.path("state/runs/rb-torn.json"),
+        "{\"version\": 1, \"id\": \"rb-to",
+    )
+    .unwrap();
+    w.wait_for_log("a run journal cannot be read", Duration::from_secs(15));
+    assert_eq!(w.metric("rollbackd_journals_unreadable", &[]), Some(1.0));
+    let (code, body) = support::http_get(&format!("{}/readyz", w.url())).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("rb-torn.json"), "{body}");
+    // A bad deploy: detected, never acted on.
+    c.bad_deploy(&w);
+    w.wait_for_log("rollback failed", Duration::from_secs(30));
+    assert_eq!(c.fake.rollback_calls(), 0, "{}", w.dump());
+    let refused = w.logs_starting("rollback failed");
+    let said = refused[0].to_string();
+    assert!(
+        said.contains("rb-torn.json") && said.contains("rollbackd state quarantine ID"),
+        "{said}"
+    );
+    // A restart is no loop: it watches and says why it will not roll back.
+    c.kill9(&mut w);
+    let w = c.start();
+    w.wait_for_log("a run journal cannot be read", Duration::from_secs(15));
+    let cli = |args: &[&str]| {
+        support::run_rollbackd(
+            c.dir.path(),
+            &[&["--config", "rollbackd.toml"][..], args].concat(),
+            &[],
+        )
+    };
+    let (code, out, err) = cli(&["state", "journals"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("rb-torn  UNREADABLE"), "{out}");
+    assert!(out.contains("rollbackd state quarantine ID"), "{out}");
+    let (code, out, err) = cli(&["state", "quarantine", "rb-torn"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("moved to"), "{out}");
+    assert!(!c.path("state/runs/rb-torn.json").exists());
+    let kept: Vec<_> = std::fs::read_dir(c.path("state/quarantine"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(kept[0].path()).unwrap(),
+        "{\"version\": 1, \"id\": \"rb-to",
+        "kept whole"
+    );
+    let (code, out, _) = cli(&["state", "journals"]);
+    assert_eq!((code, out.trim()), (0, "no unfinished rollbacks"));
+    let (code, _, err) = cli(&["state", "quarantine", "rb-nothing"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("rb-nothing"), "{err}");
+    w.wait_for_log("the run journals read again", Duration::from_secs(15));
+    assert_eq!(w.metric("rollbackd_journals_unreadable", &[]), Some(0.0));
 }

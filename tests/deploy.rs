@@ -149,7 +149,7 @@ fn the_alerting_rules_about_rollbackd_pass_promtool() {
         "{out}{}",
         String::from_utf8_lossy(&promtool.stderr)
     );
-    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 10 rules found"), "{out}");
     // The drill and backup alerts fire when they should, and only then.
     let tested = std::process::Command::new("promtool")
         .args(["test", "rules"])

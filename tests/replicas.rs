@@ -391,6 +391,18 @@ fn postgres_restarted_idle_and_while_a_rule_fires_leadership_returns_and_acts_on
         "rollback trigger: no replica can act now",
         Duration::from_secs(10),
     );
+    // Said where people and probes look: /readyz stays 200 (as a sidecar's
+    // readiness it would take the service's pod out of its load balancer)
+    // and says that nothing can roll back; the API and a metric say so too.
+    for w in replicas.iter().flatten() {
+        let (code, body) = support::http_get(&format!("{}/readyz", w.url())).unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("no replica can roll back now"), "{body}");
+        let leader = w.api("/api/v1/leader");
+        assert_eq!(leader["can_act"], false, "{leader}");
+        assert_eq!(leader["state_reachable"], false, "{leader}");
+        assert_eq!(w.metric("rollbackd_state_reachable", &[]), Some(0.0));
+    }
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         r.fake.rollback_calls(),
@@ -399,6 +411,13 @@ fn postgres_restarted_idle_and_while_a_rule_fires_leadership_returns_and_acts_on
     );
     r.pg.start_again();
     let leader = r.leader(&replicas);
+    let w = replicas[leader].as_ref().unwrap();
+    assert_eq!(w.api("/api/v1/leader")["can_act"], true);
+    let (_, body) = support::http_get(&format!("{}/readyz", w.url())).unwrap();
+    assert!(
+        body.contains("this replica leads and can roll back"),
+        "{body}"
+    );
     replicas[leader]
         .as_ref()
         .unwrap()
@@ -417,7 +436,7 @@ fn a_leader_whose_epoch_moved_on_writes_nothing_and_steps_down() {
     let daemon = PgStore::new(database.clone(), "rollbackd");
     // Checked every 2 s: the write below, a few milliseconds after the
     // epoch moves, meets the fence before the check notices (almost always).
-    let leadership = daemon.elect("test", Duration::from_secs(2));
+    let leadership = daemon.elect("test", Duration::from_secs(2), Some("service:test:"));
     wait_for("leadership", Duration::from_secs(10), || {
         leadership.is_leader().then_some(())
     });
@@ -467,4 +486,60 @@ fn a_leader_whose_epoch_moved_on_writes_nothing_and_steps_down() {
         "{err}"
     );
     drop(held);
+}
+
+#[test]
+fn two_replicas_of_one_service_under_different_schemas_never_both_lead() {
+    // Once: `state.schema` differed between two replicas of one service;
+    // both led and both started a rollback for one incident.
+    use rollbackd::state::postgres::PgStore;
+    let pg = Postgres::start();
+    let database = rollbackd::db::Database::new(rollbackd::secret::Secret::new(pg.url())).unwrap();
+    let first = PgStore::new(database.clone(), "rollbackd");
+    let a = first.elect(
+        "replica-a",
+        Duration::from_millis(200),
+        Some("service:shop:prod"),
+    );
+    wait_for("the first replica to lead", Duration::from_secs(10), || {
+        a.is_leader().then_some(())
+    });
+    let second = PgStore::new(database.clone(), "rollbackd_other");
+    let b = second.elect(
+        "replica-b",
+        Duration::from_millis(200),
+        Some("service:shop:prod"),
+    );
+    let holder = wait_for("the conflict to be seen", Duration::from_secs(10), || {
+        b.conflict()
+    });
+    assert!(
+        holder.contains("rollbackd replica-a (state.schema rollbackd)"),
+        "{holder}"
+    );
+    assert!(!b.is_leader() && a.is_leader());
+    // Another service under that other schema leads at once.
+    let third = PgStore::new(database.clone(), "rollbackd_third");
+    let c = third.elect(
+        "replica-c",
+        Duration::from_millis(200),
+        Some("service:billing:prod"),
+    );
+    wait_for(
+        "another service's replica to lead",
+        Duration::from_secs(10),
+        || c.is_leader().then_some(()),
+    );
+    assert!(c.conflict().is_none());
+    // When the first leader's session goes, the second leads.
+    drop(first);
+    pg.psql(
+        "app",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'rollbackd replica-a%'",
+    );
+    wait_for(
+        "the second replica to lead",
+        Duration::from_secs(10),
+        || (b.is_leader() && b.conflict().is_none()).then_some(()),
+    );
 }

@@ -235,11 +235,32 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Ready once every group has evaluated. Whether anything can roll back
+/// is said in the body, not the status: beside a service as a sidecar, a
+/// failing readiness would take the service's pod out of its load balancer
+/// for an outage of rollbackd's state (`rollbackd_leader`,
+/// `rollbackd_state_reachable` and the alert `RollbackdNoReplicaCanAct`
+/// carry it to people).
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.board.ready() {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    if let Err(why) = state.board.ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
     }
+    let Some(engine) = &state.engine else {
+        return (StatusCode::OK, "ready\n").into_response();
+    };
+    let leadership = engine.leadership();
+    let body = if let Some(why) = engine.unreadable_journal() {
+        format!("ready; no rollback starts until this run journal is repaired or quarantined (`rollbackd state journals`): {why}\n")
+    } else if let Some(holder) = leadership.conflict() {
+        format!("ready; this replica refuses to lead: {holder} leads this service under another state.schema\n")
+    } else if !leadership.state_reachable() {
+        "ready; the shared state cannot be reached, so no replica can roll back now\n".into()
+    } else if leadership.is_leader() {
+        "ready; this replica leads and can roll back\n".into()
+    } else {
+        "ready; this replica follows\n".into()
+    };
+    (StatusCode::OK, body).into_response()
 }
 
 async fn rules(State(state): State<AppState>) -> Response {
@@ -449,6 +470,9 @@ async fn leader(State(state): State<AppState>) -> Response {
     Json(json!({
         "leader": leadership.is_leader(),
         "epoch": leadership.epoch(),
+        "state_reachable": leadership.state_reachable(),
+        "can_act": leadership.can_act(),
+        "conflict": leadership.conflict(),
     }))
     .into_response()
 }

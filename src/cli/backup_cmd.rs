@@ -26,7 +26,11 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
     // blocks verifying or restoring a file (or a URL, opened on its own).
     let store = match (&db_config.backup_store, &cmd) {
         (Some(c), BackupCommand::Create { .. } | BackupCommand::List { .. }) => {
-            match BackupStore::open(c, db_config.keep_backups) {
+            let folder = match crate::db::Database::from_config(db_config) {
+                Ok(db) => db.store_folder().to_string(),
+                Err(e) => return Exit::Usage(e.to_string()),
+            };
+            match BackupStore::open(c, db_config.keep_backups, &folder) {
                 Ok(store) => Some(store),
                 Err(e) => return Exit::Usage(format!("database.backup_store: {e}")),
             }

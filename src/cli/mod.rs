@@ -289,6 +289,19 @@ pub enum StateCommand {
         #[arg(long)]
         force: bool,
     },
+    /// List the journals of unfinished rollbacks (`runs/`), in either
+    /// backend: each one's id, its last step, or why it cannot be read.
+    Journals {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move one journal out of the way (to `quarantine/`, kept whole), so a
+    /// journal that cannot be read stops blocking rollbacks. What that run
+    /// did is then for you to check: rollbackd will never settle it.
+    Quarantine {
+        /// The journal's id (`rb-…`), as `state journals` shows it.
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -163,8 +163,11 @@ pub async fn database(config: &Config) -> Exit {
     if let Some(store_config) = &db_config.backup_store {
         // Listing reads nothing but names: the credentials and the bucket
         // are tried without writing.
-        let listed = match crate::db::store::BackupStore::open(store_config, db_config.keep_backups)
-        {
+        let listed = match crate::db::store::BackupStore::open(
+            store_config,
+            db_config.keep_backups,
+            db.store_folder(),
+        ) {
             Ok(store) => match tokio::time::timeout(Duration::from_secs(30), store.list()).await {
                 Ok(Ok(copies)) => Ok(format!(
                     "database.backup_store OK: {} answers, {} copies",

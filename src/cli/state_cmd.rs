@@ -1,12 +1,123 @@
-//! `rollbackd state import`: moving the state between backends.
+//! `rollbackd state`: moving the state between backends (`import`), and
+//! the journals of unfinished rollbacks (`journals`, `quarantine`).
 
 use super::{Exit, StateCommand};
 use crate::config::Config;
 use crate::state::{Doc, StateDir};
 
-/// `rollbackd state import --from DIR`.
+/// `rollbackd state …`.
 pub fn state(config: &Config, cmd: StateCommand) -> Exit {
-    let StateCommand::Import { from, force } = cmd;
+    match cmd {
+        StateCommand::Import { from, force } => import(config, &from, force),
+        StateCommand::Journals { json } => journals(config, json),
+        StateCommand::Quarantine { id } => quarantine(config, &id),
+    }
+}
+
+/// `rollbackd state journals [--json]`.
+fn journals(config: &Config, json: bool) -> Exit {
+    let state = match super::wiring::state(config) {
+        Ok((state, _)) => state,
+        Err(e) => return Exit::Usage(e.to_string()),
+    };
+    let store = crate::engine::journal::JournalStore::new(state);
+    let each = match store.each() {
+        Ok(each) => each,
+        Err(e) => {
+            eprintln!("rollbackd: {e}");
+            return Exit::Failed;
+        }
+    };
+    let unreadable = each.iter().filter(|(_, j)| j.is_err()).count();
+    if json {
+        let rows: Vec<serde_json::Value> = each
+            .iter()
+            .map(|(name, read)| match read {
+                Ok(j) => serde_json::json!({
+                    "name": name,
+                    "location": store.path(&j.id),
+                    "id": j.id,
+                    "pid": j.pid,
+                    "started": j.event.timestamp,
+                    "last_step": j.steps.last().map(|m| m.step.as_str()),
+                    "readable": true,
+                }),
+                Err(e) => serde_json::json!({
+                    "name": name,
+                    "id": journal_id(name),
+                    "readable": false,
+                    "error": e.to_string(),
+                }),
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else if each.is_empty() {
+        println!("no unfinished rollbacks");
+    } else {
+        for (name, read) in &each {
+            match read {
+                Ok(j) => println!(
+                    "{}  started {}  last step {}  (pid {})",
+                    j.id,
+                    j.event.timestamp,
+                    j.steps.last().map_or("none", |m| m.step.as_str()),
+                    j.pid
+                ),
+                Err(e) => println!("{}  UNREADABLE: {e}", journal_id(name)),
+            }
+        }
+        if unreadable > 0 {
+            println!(
+                "\nno rollback starts while a journal cannot be read. Repair it, or move it aside \
+                 (kept whole, never settled by rollbackd) with `rollbackd state quarantine ID`, \
+                 then check by hand what that run did"
+            );
+        }
+    }
+    if unreadable > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    }
+}
+
+/// `runs/rb-1.json` -> `rb-1`.
+fn journal_id(name: &str) -> &str {
+    name.trim_start_matches("runs/").trim_end_matches(".json")
+}
+
+/// `rollbackd state quarantine ID`.
+fn quarantine(config: &Config, id: &str) -> Exit {
+    let state = match super::wiring::state(config) {
+        Ok((state, _)) => state,
+        Err(e) => return Exit::Usage(e.to_string()),
+    };
+    // Never under a running rollback (it may be that run's journal).
+    let _lock =
+        match super::engine_cmd::rollback_lock(&state, "quarantine the journal after it ends") {
+            Ok(lock) => lock,
+            Err(exit) => return exit,
+        };
+    let store = crate::engine::journal::JournalStore::new(state);
+    let stamp = crate::clock::seconds(std::time::SystemTime::now()).replace([':', '-'], "");
+    match store.quarantine(id, &stamp) {
+        Ok(aside) => {
+            println!(
+                "journal {} moved to {}; rollbackd will not settle that run: check by hand what it did (the platform's deployments, the database's revision, the breaker)",
+                journal_id(id),
+                aside.display()
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("rollbackd: {e} (`rollbackd state journals` lists the journals)");
+            Exit::Failed
+        }
+    }
+}
+
+/// `rollbackd state import --from DIR`.
+fn import(config: &Config, from: &std::path::Path, force: bool) -> Exit {
     if config.state.backend == crate::state::config::Backend::File {
         return Exit::Usage(
             "state import copies a state directory into PostgreSQL: set [state] backend = \"postgres\" first".into(),
@@ -27,7 +138,7 @@ pub fn state(config: &Config, cmd: StateCommand) -> Exit {
         Ok(lock) => lock,
         Err(exit) => return exit,
     };
-    let source = crate::state::FileStore::new(StateDir::new(&from));
+    let source = crate::state::FileStore::new(StateDir::new(from));
     // Nothing is copied that does not read: a broken file stops the import.
     let history = crate::history::HistoryStore::new(Doc::new(
         std::sync::Arc::new(source.clone()),

@@ -51,9 +51,12 @@ pub async fn watch(config: Config) -> Exit {
             return Exit::Failed;
         }
         // A rollback a killed rollbackd left unfinished is settled before
-        // anything else; a journal it cannot read stops it, as the history
-        // does. Beside several replicas, the leader settles them when it
-        // takes over (the dispatcher's upkeep).
+        // anything else. Beside several replicas, the leader settles them
+        // when it takes over (the dispatcher's upkeep). A journal it cannot
+        // read does not stop it (a restart would meet it again, and again):
+        // it watches, says so (the log, `rollbackd_journals_unreadable`,
+        // `/readyz`) and starts no rollback until the journal is repaired or
+        // quarantined.
         let recovered = if config.state.backend == crate::state::config::Backend::File {
             engine.recover().await
         } else {
@@ -64,6 +67,9 @@ pub async fn watch(config: Config) -> Exit {
                 for s in &settled {
                     tracing::warn!(rollback = %s.id(), "{}", s.summary());
                 }
+            }
+            Err(crate::engine::RecoveryError::Journal(e)) => {
+                eprintln!("rollbackd: {e}; watching, but no rollback starts until it is repaired or quarantined (`rollbackd state journals`, `rollbackd state quarantine ID`)");
             }
             Err(e) => {
                 eprintln!("rollbackd: {e}");

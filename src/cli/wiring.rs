@@ -31,10 +31,34 @@ pub fn engine(config: &Config) -> Result<Engine, EngineError> {
 /// The engine of `rollbackd watch`: beside several replicas sharing
 /// PostgreSQL, it takes part in leader election and acts only while it leads.
 pub fn daemon_engine(config: &Config) -> Result<Engine, EngineError> {
-    let leadership = state(config)?
-        .1
-        .map(|pg| pg.elect(&replica_name(), config.state.leader_check));
+    let leadership = state(config)?.1.map(|pg| {
+        pg.elect(
+            &replica_name(),
+            config.state.leader_check,
+            service_identity(config).as_deref(),
+        )
+    });
     engine_with(config, provider(config)?, leadership)
+}
+
+/// What identifies the deployed service across configurations: Railway's
+/// service and environment ids, else `service.name` and
+/// `service.environment`. Replicas of one service that share it never both
+/// lead, whatever `state.schema` each was given.
+fn service_identity(config: &Config) -> Option<String> {
+    if let Some(ProviderConfig::Railway(r)) = &config.provider {
+        if let Ok(service) = r.service_id() {
+            return Some(format!(
+                "railway:{service}:{}",
+                r.environment_id().unwrap_or_default()
+            ));
+        }
+    }
+    let name = config.service.name.as_deref()?;
+    Some(format!(
+        "service:{name}:{}",
+        config.service.environment.as_deref().unwrap_or_default()
+    ))
 }
 
 /// Who this replica is, for `GET /api/v1/leader` and the leader row.
@@ -61,24 +85,31 @@ pub fn engine_with(
     let state = state(config)?.0;
     let db = match &config.database {
         None => None,
-        Some(db) => Some(DbSetup {
-            database: crate::db::Database::from_config(db)
-                .map_err(|e| EngineError::Database(e.into()))?,
-            config: db.clone(),
-            tool: migration_tool(config),
-            revisions: crate::db::revisions::RevisionStore::new(Doc::new(
-                state.clone(),
-                StateDir::REVISIONS,
-            )),
-            backup_dir: db.backup_dir.clone().unwrap_or_else(|| dir.backups()),
-            store: match &db.backup_store {
-                None => None,
-                Some(store) => Some(Arc::new(
-                    crate::db::store::BackupStore::open(store, db.keep_backups)
-                        .map_err(|e| EngineError::Database(e.into()))?,
+        Some(db) => {
+            let database = crate::db::Database::from_config(db)
+                .map_err(|e| EngineError::Database(e.into()))?;
+            Some(DbSetup {
+                config: db.clone(),
+                tool: migration_tool(config),
+                revisions: crate::db::revisions::RevisionStore::new(Doc::new(
+                    state.clone(),
+                    StateDir::REVISIONS,
                 )),
-            },
-        }),
+                backup_dir: db.backup_dir.clone().unwrap_or_else(|| dir.backups()),
+                store: match &db.backup_store {
+                    None => None,
+                    Some(store) => Some(Arc::new(
+                        crate::db::store::BackupStore::open(
+                            store,
+                            db.keep_backups,
+                            database.store_folder(),
+                        )
+                        .map_err(|e| EngineError::Database(e.into()))?,
+                    )),
+                },
+                database,
+            })
+        }
     };
     let notifiers = if config.notifiers.is_empty() {
         None

@@ -68,6 +68,8 @@ pub struct Database {
     pub target: String,
     env: Vec<(&'static str, String)>,
     dbname: String,
+    /// `<dbname>@<host>`, the folder its copies go to in a backup store.
+    store_folder: String,
     /// TLS, as libpq reads it.
     pub tls: tls::PgTls,
 }
@@ -161,8 +163,26 @@ impl Database {
             &host
         };
         let shown_port = if port.is_empty() { "5432" } else { &port };
+        let store_folder = format!(
+            "{db}@{}",
+            if host.is_empty() || host.starts_with('/') {
+                "local"
+            } else {
+                &host
+            }
+        )
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._@-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
         Ok(Database {
             target: format!("{shown_host}:{shown_port}/{db}"),
+            store_folder,
             session_url: Secret::new(without_tls_parameters(url.expose())),
             url,
             env,
@@ -185,6 +205,14 @@ impl Database {
     /// The database's name.
     pub fn dbname(&self) -> &str {
         &self.dbname
+    }
+
+    /// The folder, under a backup store's prefix, that holds this
+    /// database's copies: `<dbname>@<host>` (`local` for a socket), so
+    /// services whose databases share a prefix never list or prune each
+    /// other's copies.
+    pub fn store_folder(&self) -> &str {
+        &self.store_folder
     }
 
     /// A session, with the connection driven in the background.
@@ -469,6 +497,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(db.target, "db.internal:6543/shop");
+        assert_eq!(db.store_folder(), "shop@db.internal");
+        let socket =
+            Database::new(Secret::new("postgres:///my%20db?host=/run/postgresql")).unwrap();
+        assert_eq!(socket.store_folder(), "my_db@local");
         let env: std::collections::BTreeMap<_, _> = db.libpq_env().iter().cloned().collect();
         assert_eq!(env["PGPASSWORD"], "p@ss");
         assert_eq!(env["PGUSER"], "app");

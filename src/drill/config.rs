@@ -16,8 +16,7 @@ use crate::duration;
 #[serde(deny_unknown_fields)]
 pub struct DrillConfig {
     pub name: String,
-    /// A cron expression with seconds (six fields: `0 30 9 * * Mon`), as
-    /// tokio-cron-scheduler reads it.
+    /// A cron expression with seconds (six fields: `0 30 9 * * Mon`).
     pub schedule: String,
     /// An IANA time zone the schedule is read in (`Europe/Paris`).
     #[serde(default = "utc")]
@@ -87,8 +86,8 @@ fn ten_minutes() -> Duration {
     Duration::from_secs(600)
 }
 
-/// The parser tokio-cron-scheduler uses: seconds required, day of month
-/// and day of week both matched when both are given.
+/// Seconds required; day of month and day of week both matched when both
+/// are given (as tokio-cron-scheduler, which ran drills before, read them).
 fn parser() -> CronParser {
     CronParser::builder()
         .seconds(Seconds::Required)

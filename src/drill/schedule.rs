@@ -1,5 +1,8 @@
-//! Drills on their schedules inside `rollbackd watch`, run by
-//! tokio-cron-scheduler. Only the leader runs them; a drill still running
+//! Drills on their schedules inside `rollbackd watch`. Each drill has a
+//! loop of its own ([`follow`]) that works out its next time from the wall
+//! clock in the drill's time zone after every run, and sleeps toward it a
+//! minute at a time, so a daylight-saving change or a stepped clock is
+//! followed at once. Only the leader runs them; a drill still running
 //! when its next time comes is not started twice; a drill never starts
 //! while a rollback runs, and a rollback that starts cancels it. A failed
 //! drill is notified (`drill_failed`).
@@ -8,10 +11,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use tokio_cron_scheduler::{Job, JobScheduler};
-
 use super::config::DrillConfig;
 use super::DrillError;
+use crate::clock::Clock;
 use crate::engine::Engine;
 use crate::history::{EventKind, TriggerKind};
 use crate::notify::{Notification, NotifyEvent};
@@ -167,9 +169,9 @@ pub fn restore_gauges(engine: &Engine, drills: &[DrillConfig], now: SystemTime) 
     }
 }
 
-/// The running scheduler and the drills' runner.
+/// The drills' loops and runner.
 pub struct Scheduled {
-    scheduler: JobScheduler,
+    loops: Vec<tokio::task::JoinHandle<()>>,
     runner: Arc<Runner>,
     refresh: tokio::task::JoinHandle<()>,
 }
@@ -177,16 +179,18 @@ pub struct Scheduled {
 impl Scheduled {
     /// Stops starting drills, cancels a running readiness drill and waits
     /// (at most `limit`) for the drills to clean up.
-    pub async fn stop(mut self, limit: Duration) {
-        let _ = self.scheduler.shutdown().await;
+    pub async fn stop(self, limit: Duration) {
+        for l in &self.loops {
+            l.abort();
+        }
         self.refresh.abort();
         self.runner.stop(limit).await;
     }
 }
 
-/// Starts a scheduler with one job per drill. The gauges are re-read from
-/// the history every minute, so a drill run by the command line, or by
-/// another replica sharing the state, shows on every replica.
+/// Starts one loop per drill. The gauges are re-read from the history
+/// every minute, so a drill run by the command line, or by another replica
+/// sharing the state, shows on every replica.
 pub async fn start(
     engine: Arc<Engine>,
     drills: &[DrillConfig],
@@ -194,6 +198,12 @@ pub async fn start(
 ) -> Result<Scheduled, String> {
     let started = SystemTime::now();
     restore_gauges(&engine, drills, started);
+    for drill in drills {
+        // Refused here rather than in a loop that would end in silence.
+        drill
+            .next_run(started)
+            .map_err(|e| format!("drill {:?}: {e}", drill.name))?;
+    }
     let refresh = {
         let (engine, drills) = (engine.clone(), drills.to_vec());
         tokio::spawn(async move {
@@ -205,33 +215,135 @@ pub async fn start(
             }
         })
     };
-    let scheduler = JobScheduler::new()
-        .await
-        .map_err(|e| format!("cannot start the drill scheduler: {e}"))?;
+    let clock = engine.clock;
     let runner = Runner::new(engine, Some(staging));
-    for drill in drills {
-        let tz = drill.tz()?;
-        let (runner, job_drill) = (runner.clone(), Arc::new(drill.clone()));
-        let job = Job::new_async_tz(drill.schedule.as_str(), tz, move |_, _| {
-            let (runner, drill) = (runner.clone(), job_drill.clone());
-            Box::pin(async move {
-                // Its own task: a long drill never holds the scheduler's tick.
+    let loops = drills
+        .iter()
+        .map(|drill| {
+            let (runner, drill) = (runner.clone(), Arc::new(drill.clone()));
+            tokio::spawn(follow(drill.clone(), clock, move || {
+                let (runner, drill) = (runner.clone(), drill.clone());
+                // Its own task: a long drill never holds its loop, so an
+                // overrun is seen and counted.
                 tokio::spawn(async move { runner.fire(&drill).await });
-            })
+            }))
         })
-        .map_err(|e| format!("drill {:?}: schedule {:?}: {e}", drill.name, drill.schedule))?;
-        scheduler
-            .add(job)
-            .await
-            .map_err(|e| format!("cannot schedule drill {:?}: {e}", drill.name))?;
-    }
-    scheduler
-        .start()
-        .await
-        .map_err(|e| format!("cannot start the drill scheduler: {e}"))?;
+        .collect();
     Ok(Scheduled {
-        scheduler,
+        loops,
         runner,
         refresh,
     })
+}
+
+/// The longest sleep before the wall clock is read again: a clock stepped
+/// by NTP or by hand is noticed within it.
+const RECHECK: Duration = Duration::from_secs(60);
+
+/// Calls `fire` at each of `drill`'s times, read from `clock` in the
+/// drill's time zone: the next time is worked out again after every run
+/// (a daylight-saving change moves it as it should), and the wall clock is
+/// re-read at least every minute while waiting. Times the clock jumped past
+/// are run once, not once each.
+pub async fn follow(drill: Arc<DrillConfig>, clock: Clock, mut fire: impl FnMut()) {
+    let mut after = clock.now();
+    loop {
+        let next = match drill.next_run(after) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(drill = %drill.name, error = %e, "drill has no next time: it will not run again until rollbackd restarts");
+                return;
+            }
+        };
+        loop {
+            let now = clock.now();
+            let Ok(left) = next.duration_since(now) else {
+                break;
+            };
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(RECHECK)).await;
+        }
+        fire();
+        after = clock.now().max(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> SystemTime {
+        humantime::parse_rfc3339(text).unwrap()
+    }
+
+    fn daily(schedule: &str, timezone: &str) -> Arc<DrillConfig> {
+        Arc::new(DrillConfig {
+            name: "nightly".into(),
+            schedule: schedule.into(),
+            timezone: timezone.into(),
+            kind: super::super::config::DrillKind::Readiness,
+            timeout: Duration::from_secs(600),
+            staging: None,
+            min_interval: Duration::from_secs(1),
+        })
+    }
+
+    /// Runs `drill`'s loop from `start` until `count` runs, on a paused clock.
+    async fn runs(drill: Arc<DrillConfig>, start: SystemTime, count: usize) -> Vec<String> {
+        let clock = Clock::tokio_at(start);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let looping = tokio::spawn(follow(drill, clock, move || {
+            let _ = tx.send(clock.now());
+        }));
+        let mut at = Vec::new();
+        while at.len() < count {
+            at.push(crate::clock::seconds(rx.recv().await.unwrap()));
+        }
+        looping.abort();
+        at
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_daylight_saving_change_moves_the_next_drill_with_it() {
+        // 09:30 in Paris: 08:30 UTC in winter, 07:30 UTC from Sunday 29
+        // March 2026. Once the drill kept its winter offset until restart.
+        let at = runs(
+            daily("0 30 9 * * *", "Europe/Paris"),
+            utc("2026-03-27T12:00:00Z"),
+            4,
+        )
+        .await;
+        assert_eq!(
+            at,
+            [
+                "2026-03-28T08:30:00Z",
+                "2026-03-29T07:30:00Z",
+                "2026-03-30T07:30:00Z",
+                "2026-03-31T07:30:00Z"
+            ]
+        );
+        // And back in October (Sunday 25 October 2026).
+        let at = runs(
+            daily("0 30 9 * * *", "Europe/Paris"),
+            utc("2026-10-24T12:00:00Z"),
+            2,
+        )
+        .await;
+        assert_eq!(at, ["2026-10-25T08:30:00Z", "2026-10-26T08:30:00Z"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_hourly_drill_runs_on_the_hour() {
+        let at = runs(daily("0 0 * * * *", "UTC"), utc("2026-01-01T10:59:59Z"), 3).await;
+        assert_eq!(
+            at,
+            [
+                "2026-01-01T11:00:00Z",
+                "2026-01-01T12:00:00Z",
+                "2026-01-01T13:00:00Z"
+            ]
+        );
+    }
 }

@@ -57,6 +57,8 @@ pub struct EngineConfig {
     #[serde(with = "duration::serde_str")]
     pub poll_interval: Duration,
     pub budgets: Budgets,
+    /// How much history is kept.
+    pub history: crate::history::Retention,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +77,7 @@ impl Default for EngineConfig {
             deployments_max_age: Duration::from_secs(5),
             poll_interval: Duration::from_secs(3),
             budgets: Budgets::default(),
+            history: crate::history::Retention::default(),
         }
     }
 }
@@ -122,6 +125,7 @@ impl EngineConfig {
 
     /// Adds what is wrong with this section to `problems`.
     pub fn validate(&self, problems: &mut Vec<String>) {
+        self.history.validate(problems);
         for phase in Phase::ALL {
             if self.budget(phase).is_zero() {
                 problems.push(format!(

@@ -131,6 +131,9 @@ pub enum JournalError {
     },
 }
 
+/// A journal by name, read or not.
+pub type Listed = (String, Result<Journal, JournalError>);
+
 /// The journals, `runs/<id>.json` in the state store.
 #[derive(Debug, Clone)]
 pub struct JournalStore {
@@ -138,6 +141,9 @@ pub struct JournalStore {
 }
 
 const DIR: &str = "runs";
+/// Where `rollbackd state quarantine` moves a journal: out of every
+/// replica's sight, kept for the post-mortem.
+const QUARANTINE: &str = "quarantine";
 
 impl JournalStore {
     pub fn new(store: Arc<dyn StateStore>) -> JournalStore {
@@ -190,6 +196,56 @@ impl JournalStore {
             .collect::<Result<Vec<_>, _>>()?;
         journals.sort_by(|a, b| a.event.timestamp.cmp(&b.event.timestamp));
         Ok(journals)
+    }
+
+    /// Every journal, each read on its own, by name (`runs/<id>.json`):
+    /// one that cannot be read does not hide the others.
+    pub fn each(&self) -> Result<Vec<Listed>, JournalError> {
+        let names = self.store.list(DIR).map_err(|source| JournalError::Dir {
+            path: self.store.location(DIR),
+            source,
+        })?;
+        Ok(names
+            .into_iter()
+            .filter(|n| n.ends_with(".json"))
+            .map(|n| {
+                let read = self.read(&n);
+                (n, read)
+            })
+            .collect())
+    }
+
+    /// Moves journal `id` (`rb-…`, `rb-….json` or `runs/rb-….json`) out of
+    /// the way, whole, to `quarantine/<id>-<stamp>.json`: written there
+    /// first, then removed here, so nothing is lost if this stops midway.
+    /// Returns where it went.
+    pub fn quarantine(&self, id: &str, stamp: &str) -> Result<PathBuf, JournalError> {
+        let id = id
+            .trim_start_matches("runs/")
+            .trim_end_matches(".json")
+            .to_string();
+        let name = format!("{DIR}/{id}.json");
+        let bytes = self
+            .store
+            .read(&name)
+            .map_err(|source| JournalError::Write {
+                path: self.store.location(&name),
+                source,
+            })?;
+        let aside = format!("{QUARANTINE}/{id}-{stamp}.json");
+        self.store
+            .write(&aside, &bytes)
+            .map_err(|source| JournalError::Write {
+                path: self.store.location(&aside),
+                source,
+            })?;
+        self.store
+            .remove(&name)
+            .map_err(|source| JournalError::Write {
+                path: self.store.location(&name),
+                source,
+            })?;
+        Ok(self.store.location(&aside))
     }
 
     fn read(&self, name: &str) -> Result<Journal, JournalError> {

@@ -58,7 +58,7 @@ pub use guard::Blocked;
 pub use outcome::{FailureKind, Phase, PhaseOutcome, PhaseStep, SkipReason};
 pub(crate) use plan::DbStep;
 pub use plan::{Plan, PlanError};
-pub use recovery::Settled;
+pub use recovery::{RecoveryError, Settled};
 pub use request::{new_id, DbTarget, RollbackRequest, Trigger};
 pub use run::{Progress, RunReport};
 
@@ -121,6 +121,8 @@ pub struct Engine {
     pub db: Option<DbSetup>,
     notifiers: Option<Arc<crate::notify::Notifiers>>,
     pub clock: Clock,
+    /// Why a run journal cannot be read, while one cannot.
+    unreadable: std::sync::Mutex<Option<String>>,
 }
 
 /// What an engine is built from; the command line assembles it from the
@@ -153,7 +155,8 @@ impl Engine {
         Ok(Engine {
             provider,
             health: Arc::new(http),
-            history: HistoryStore::new(Doc::new(state.clone(), StateDir::HISTORY)),
+            history: HistoryStore::new(Doc::new(state.clone(), StateDir::HISTORY))
+                .with_retention(setup.config.history.clone()),
             breaker: BreakerStore::new(Doc::new(state.clone(), StateDir::BREAKER)),
             journal: journal::JournalStore::new(state.clone()),
             state,
@@ -169,6 +172,7 @@ impl Engine {
             db: setup.db,
             notifiers: setup.notifiers,
             clock: Clock::system(),
+            unreadable: std::sync::Mutex::new(None),
         })
     }
 
@@ -323,6 +327,45 @@ impl Engine {
 
     pub fn leadership(&self) -> &Leadership {
         &self.leadership
+    }
+
+    /// The unfinished runs' journals, read; a journal that cannot be read
+    /// is said once (an ERROR, `rollbackd_journals_unreadable` 1, `/readyz`)
+    /// and from then on stops every new rollback (`unreadable_journal`)
+    /// until it reads again or is quarantined (`rollbackd state
+    /// quarantine`). Once a corrupt journal appearing under a running
+    /// `watch` went unnoticed and the next rollback went ahead.
+    pub fn unfinished(&self) -> Result<Vec<journal::Journal>, journal::JournalError> {
+        let read = self.journal.unfinished();
+        let problem = read.as_ref().err().map(ToString::to_string);
+        let mut held = self
+            .unreadable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *held != problem {
+            match &problem {
+                Some(why) => tracing::error!(
+                    error = %why,
+                    "a run journal cannot be read: no rollback starts until it is repaired or quarantined (`rollbackd state journals`, then `rollbackd state quarantine ID`)"
+                ),
+                None => tracing::warn!("the run journals read again: rollbacks can start"),
+            }
+            *held = problem.clone();
+        }
+        metrics::gauge!("rollbackd_journals_unreadable").set(if problem.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+        read
+    }
+
+    /// Why a run journal cannot be read, as last seen.
+    pub fn unreadable_journal(&self) -> Option<String> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The rollback lock, if no rollback (here or in the CLI) holds it.

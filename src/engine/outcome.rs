@@ -101,6 +101,9 @@ pub enum FailureKind {
     JournalFailed,
     /// rollbackd died during a step whose result it cannot know.
     OutcomeUnknown,
+    /// A run journal cannot be read: what that run did is unknown, so no
+    /// new rollback starts until it is repaired or quarantined.
+    UnreadableJournal,
 }
 
 impl FailureKind {
@@ -127,10 +130,11 @@ impl FailureKind {
             FailureKind::RecordFailed => "record_failed",
             FailureKind::JournalFailed => "journal_failed",
             FailureKind::OutcomeUnknown => "outcome_unknown",
+            FailureKind::UnreadableJournal => "unreadable_journal",
         }
     }
 
-    pub const ALL: [FailureKind; 21] = [
+    pub const ALL: [FailureKind; 22] = [
         FailureKind::RollbackLocked,
         FailureKind::LockError,
         FailureKind::NoPlan,
@@ -152,6 +156,7 @@ impl FailureKind {
         FailureKind::RecordFailed,
         FailureKind::JournalFailed,
         FailureKind::OutcomeUnknown,
+        FailureKind::UnreadableJournal,
     ];
 }
 

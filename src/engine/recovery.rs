@@ -95,7 +95,7 @@ impl Engine {
     /// daemon calls this before it watches, the CLI before a rollback.
     pub async fn recover(&self) -> Result<Vec<Settled>, RecoveryError> {
         let mut settled = Vec::new();
-        for journal in self.journal.unfinished()? {
+        for journal in self.unfinished()? {
             let Some(lock) = self.try_lock() else {
                 tracing::info!(rollback = %journal.id, "a rollback is running in another process; its journal is left to it");
                 break;
@@ -104,12 +104,6 @@ impl Engine {
             settled.push(crate::child::for_run(id, self.settle(journal, lock)).await?);
         }
         Ok(settled)
-    }
-
-    /// The runs left unfinished (a dry run warns about them: the plan may
-    /// change once they are settled).
-    pub fn unfinished(&self) -> Result<Vec<Journal>, JournalError> {
-        self.journal.unfinished()
     }
 
     async fn settle(&self, journal: Journal, lock: StateLock) -> Result<Settled, RecoveryError> {
@@ -411,9 +405,10 @@ impl Engine {
         let deadline = Instant::now() + self.config.budget(Phase::Application) / 2;
         // A call that reached the platform shows in its list at once (Railway
         // creates the deployment before it answers; the commands that could
-        // still act were just killed). Lists are taken for a few seconds
-        // anyway, to cover a platform that lists a little late.
-        let settle_for = (poll * 3).max(Duration::from_secs(5));
+        // still act were just killed). Lists are taken for the provider's
+        // `list_settle` anyway (5 s by default), for a platform that lists
+        // late: only then is the call taken as never made.
+        let settle_for = (poll * 3).max(self.provider.list_settle());
         let first = Instant::now();
         let mut listed = false;
         loop {

@@ -62,6 +62,14 @@ struct PlatformState {
     logs_latency: Duration,
     /// Whether `cancel` works (a platform without one says so).
     cancels: bool,
+    /// A deployment a rollback created is listed only this long after.
+    list_lag: Duration,
+    /// When each deployment created by a rollback shows in the list.
+    listed_from: Vec<(String, tokio::time::Instant)>,
+    /// What `list_settle` answers.
+    list_settle: Duration,
+    /// A rollback answers this long after it created the deployment.
+    answer_delay: Duration,
 }
 
 /// A deploy platform in memory: deployments newest first; a rollback creates
@@ -98,6 +106,10 @@ impl FakePlatform {
                 log_requests: Vec::new(),
                 logs_latency: Duration::ZERO,
                 cancels: false,
+                list_lag: Duration::ZERO,
+                listed_from: Vec::new(),
+                list_settle: crate::provider::DEFAULT_LIST_SETTLE,
+                answer_delay: Duration::ZERO,
             }),
         })
     }
@@ -108,6 +120,20 @@ impl FakePlatform {
 
     pub fn set_behaviour(&self, behaviour: RollbackBehaviour) {
         self.state().behaviour = behaviour;
+    }
+
+    /// A deployment a rollback creates is listed only `lag` later (its
+    /// `status` answers at once); `settle` is the provider's `list_settle`.
+    pub fn set_list_lag(&self, lag: Duration, settle: Duration) {
+        let mut s = self.state();
+        s.list_lag = lag;
+        s.list_settle = settle;
+    }
+
+    /// A rollback creates its deployment at once and answers `delay` later
+    /// (an answer a kill can lose).
+    pub fn set_answer_delay(&self, delay: Duration) {
+        self.state().answer_delay = delay;
     }
 
     pub fn set_latency(&self, latency: Duration) {
@@ -202,7 +228,18 @@ impl DeployProvider for FakePlatform {
             self.call(Call::List).await;
             let mut s = self.state();
             advance(&mut s);
-            Ok(s.deployments.iter().take(limit).cloned().collect())
+            let now = tokio::time::Instant::now();
+            let hidden = |d: &&Deployment| {
+                s.listed_from
+                    .iter()
+                    .any(|(id, from)| *id == d.id && *from > now)
+            };
+            Ok(s.deployments
+                .iter()
+                .filter(|d| !hidden(d))
+                .take(limit)
+                .cloned()
+                .collect())
         })
     }
 
@@ -225,38 +262,48 @@ impl DeployProvider for FakePlatform {
     ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
         Box::pin(async move {
             self.call(Call::Rollback(target.id.clone())).await;
-            let mut s = self.state();
-            let silent = matches!(
-                s.behaviour,
-                RollbackBehaviour::SucceedSilently { .. } | RollbackBehaviour::FailSilently
-            );
-            if s.behaviour == RollbackBehaviour::Refuse {
-                return Err(ProviderError::Api {
-                    what: "the fake platform".into(),
-                    message: "rollback refused".into(),
-                });
-            }
-            let id = format!("{}-redeploy-{}", target.id, s.calls.len());
-            let created_at =
-                target.created_at.max(s.deployments[0].created_at) + Duration::from_secs(1);
-            s.deployments.insert(
-                0,
-                Deployment {
-                    id: id.clone(),
-                    status: "DEPLOYING".into(),
-                    created_at,
-                    git_sha: target.git_sha.clone(),
-                    git_branch: target.git_branch.clone(),
-                    can_rollback: None,
-                },
-            );
-            s.polled = 0;
+            let (silent, id, delay) = {
+                let mut s = self.state();
+                let silent = matches!(
+                    s.behaviour,
+                    RollbackBehaviour::SucceedSilently { .. } | RollbackBehaviour::FailSilently
+                );
+                if s.behaviour == RollbackBehaviour::Refuse {
+                    return Err(ProviderError::Api {
+                        what: "the fake platform".into(),
+                        message: "rollback refused".into(),
+                    });
+                }
+                let id = format!("{}-redeploy-{}", target.id, s.calls.len());
+                let created_at =
+                    target.created_at.max(s.deployments[0].created_at) + Duration::from_secs(1);
+                s.deployments.insert(
+                    0,
+                    Deployment {
+                        id: id.clone(),
+                        status: "DEPLOYING".into(),
+                        created_at,
+                        git_sha: target.git_sha.clone(),
+                        git_branch: target.git_branch.clone(),
+                        can_rollback: None,
+                    },
+                );
+                s.polled = 0;
+                let from = tokio::time::Instant::now() + s.list_lag;
+                s.listed_from.push((id.clone(), from));
+                Ok((silent, id, s.answer_delay))
+            }?;
+            tokio::time::sleep(delay).await;
             Ok((!silent).then_some(id))
         })
     }
 
     fn cancels(&self) -> bool {
         self.state().cancels
+    }
+
+    fn list_settle(&self) -> Duration {
+        self.state().list_settle
     }
 
     fn cancel<'a>(&'a self, d: &'a Deployment) -> BoxFuture<'a, Result<(), ProviderError>> {

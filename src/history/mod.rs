@@ -10,6 +10,9 @@ use std::path::PathBuf;
 
 use crate::state::Doc;
 
+mod retention;
+pub use retention::Retention;
+
 use serde::{Deserialize, Serialize};
 
 /// The whole history file.
@@ -329,11 +332,22 @@ pub enum HistoryError {
 #[derive(Debug, Clone)]
 pub struct HistoryStore {
     doc: Doc,
+    retention: Retention,
 }
 
 impl HistoryStore {
+    /// The history in `doc`, kept to the default [`Retention`].
     pub fn new(doc: Doc) -> Self {
-        HistoryStore { doc }
+        HistoryStore {
+            doc,
+            retention: Retention::default(),
+        }
+    }
+
+    /// Kept to `retention` instead (`[engine.history]`).
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Where it is (a path, or the table and key), for messages.
@@ -376,9 +390,19 @@ impl HistoryStore {
         last_known_good: Option<LastKnownGood>,
     ) -> Result<(), HistoryError> {
         let mut history = self.load()?;
+        // As of the new entry's own time: the same entries go whatever
+        // clock the caller runs on.
+        let now = event.time().unwrap_or_else(std::time::SystemTime::now);
         history.events.push(event);
         if last_known_good.is_some() {
             history.last_known_good = last_known_good;
+        }
+        let dropped = self.retention.prune(&mut history, now);
+        if dropped > 0 {
+            tracing::debug!(
+                dropped,
+                "history entries past [engine.history]'s limits dropped"
+            );
         }
         self.save(&history)
     }

@@ -40,15 +40,14 @@ impl CommandProvider {
         }
     }
 
-    async fn run(
-        &self,
+    /// `argv` ready to run, with `env`.
+    fn prepare(
         which: &str,
         argv: &[String],
         env: &[(&str, &str)],
-    ) -> Result<Vec<u8>, ProviderError> {
-        let what = format!("the {which} command");
+    ) -> Result<tokio::process::Command, ProviderError> {
         let (program, args) = argv.split_first().ok_or_else(|| ProviderError::Api {
-            what: what.clone(),
+            what: format!("the {which} command"),
             message: format!("provider.{which} is empty"),
         })?;
         let mut cmd = crate::child::command(program);
@@ -56,37 +55,58 @@ impl CommandProvider {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Ok(cmd)
+    }
+
+    fn failed(which: &str, argv: &[String], e: ChildError) -> ProviderError {
+        let what = format!("the {which} command");
+        match e {
+            ChildError::Timeout(after) => ProviderError::Timeout { what, after },
+            ChildError::Spawn(e) => ProviderError::Unreachable {
+                what,
+                message: format!("cannot start {:?}: {e}", argv[0]),
+            },
+            e @ ChildError::TooMuch(_) => ProviderError::Api {
+                what,
+                message: e.to_string(),
+            },
+            ChildError::Wait(e) => ProviderError::Unreachable {
+                what,
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// A non-zero exit, with the end of what it said on stderr.
+    fn refused(which: &str, status: std::process::ExitStatus, stderr: &[u8]) -> ProviderError {
+        let stderr = String::from_utf8_lossy(stderr);
+        let tail: String = stderr
+            .trim()
+            .chars()
+            .rev()
+            .take(300)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        ProviderError::Api {
+            what: format!("the {which} command"),
+            message: format!("exited with {status}: {tail}"),
+        }
+    }
+
+    async fn run(
+        &self,
+        which: &str,
+        argv: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<Vec<u8>, ProviderError> {
+        let mut cmd = Self::prepare(which, argv, env)?;
         let output = crate::child::output(&mut cmd, Some(self.config.timeout))
             .await
-            .map_err(|e| match e {
-                ChildError::Timeout(after) => ProviderError::Timeout {
-                    what: what.clone(),
-                    after,
-                },
-                ChildError::Spawn(e) => ProviderError::Unreachable {
-                    what: what.clone(),
-                    message: format!("cannot start {program:?}: {e}"),
-                },
-                ChildError::Wait(e) => ProviderError::Unreachable {
-                    what: what.clone(),
-                    message: e.to_string(),
-                },
-            })?;
+            .map_err(|e| Self::failed(which, argv, e))?;
         if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: String = stderr
-                .trim()
-                .chars()
-                .rev()
-                .take(300)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            return Err(ProviderError::Api {
-                what,
-                message: format!("exited with {}: {tail}", output.status),
-            });
+            return Err(Self::refused(which, output.status, &output.stderr));
         }
         Ok(output.stdout)
     }
@@ -182,6 +202,10 @@ impl DeployProvider for CommandProvider {
         self.config.logs.is_some()
     }
 
+    fn list_settle(&self) -> Duration {
+        self.config.list_settle
+    }
+
     fn logs<'a>(
         &'a self,
         id: &'a str,
@@ -194,21 +218,44 @@ impl DeployProvider for CommandProvider {
             };
             let time = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
             let (from, to) = (time(from), time(to));
-            let out = self
-                .run(
-                    "logs",
-                    argv,
-                    &[
-                        ("ROLLBACKD_DEPLOYMENT_ID", id),
-                        ("ROLLBACKD_LOGS_FROM", &from),
-                        ("ROLLBACKD_LOGS_TO", &to),
-                    ],
-                )
-                .await?;
-            Ok(String::from_utf8_lossy(&out)
-                .lines()
+            let mut cmd = Self::prepare(
+                "logs",
+                argv,
+                &[
+                    ("ROLLBACKD_DEPLOYMENT_ID", id),
+                    ("ROLLBACKD_LOGS_FROM", &from),
+                    ("ROLLBACKD_LOGS_TO", &to),
+                ],
+            )?;
+            // Read as it comes, under the cap Railway's API has: millions
+            // of lines (or one of 50 MB) never sit in memory.
+            let done = crate::child::lines(
+                &mut cmd,
+                Some(self.config.timeout),
+                MAX_LOG_LINES,
+                MAX_LOG_LINE,
+            )
+            .await
+            .map_err(|e| Self::failed("logs", argv, e))?;
+            if let Some(status) = done.status.filter(|s| !s.success()) {
+                return Err(Self::refused("logs", status, &done.stderr));
+            }
+            if done.read.cut || done.read.long > 0 {
+                tracing::info!(
+                    deployment = %id,
+                    lines = done.read.lines.len(),
+                    stopped = done.read.cut,
+                    long_lines = done.read.long,
+                    "the logs command printed more than rollbackd reads: the first {MAX_LOG_LINES} lines, each up to {} KiB, are scanned",
+                    MAX_LOG_LINE >> 10
+                );
+            }
+            Ok(done
+                .read
+                .lines
+                .iter()
                 .filter(|l| !l.trim().is_empty())
-                .map(log_line)
+                .map(|l| log_line(l))
                 .collect())
         })
     }
@@ -240,6 +287,11 @@ fn log_line(text: &str) -> LogLine {
         None => plain(),
     }
 }
+
+/// The most lines of a deployment's logs read (Railway's own limit), and
+/// the most of each line kept.
+pub const MAX_LOG_LINES: usize = 5_000;
+pub const MAX_LOG_LINE: usize = 8 << 10;
 
 /// Default command timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -63,6 +63,9 @@ pub struct RailwayConfig {
     /// Railway cannot roll back to deployments older than about two weeks.
     #[serde(with = "duration::serde_str")]
     pub retention: Duration,
+    /// See [`super::DeployProvider::list_settle`].
+    #[serde(with = "duration::serde_str")]
+    pub list_settle: Duration,
 }
 
 impl Default for RailwayConfig {
@@ -76,6 +79,7 @@ impl Default for RailwayConfig {
             environment_id: None,
             timeout: Duration::from_secs(15),
             retention: Duration::from_secs(14 * 24 * 3600),
+            list_settle: super::DEFAULT_LIST_SETTLE,
         }
     }
 }
@@ -151,6 +155,7 @@ impl RailwayConfig {
     /// Adds a message per unusable value to `problems`; no I/O (the
     /// environment fallbacks are read when the provider is built).
     pub fn validate(&self, problems: &mut Vec<String>) {
+        check_list_settle(self.list_settle, problems);
         if reqwest::Url::parse(&self.endpoint).is_err() {
             problems.push(format!(
                 "provider.endpoint: {:?} is not a URL",
@@ -178,15 +183,37 @@ pub struct CommandConfig {
     pub timeout: Duration,
     #[serde(with = "duration::opt_serde_str", default)]
     pub retention: Option<Duration>,
+    /// See [`super::DeployProvider::list_settle`].
+    #[serde(with = "duration::serde_str", default = "list_settle")]
+    pub list_settle: Duration,
 }
 
 fn command_timeout() -> Duration {
     super::command::DEFAULT_TIMEOUT
 }
 
+fn list_settle() -> Duration {
+    super::DEFAULT_LIST_SETTLE
+}
+
+/// The longest `provider.list_settle` accepted: a restart waits that long
+/// before it may call the platform again.
+const MAX_LIST_SETTLE: Duration = Duration::from_secs(30 * 60);
+
+fn check_list_settle(settle: Duration, problems: &mut Vec<String>) {
+    if settle > MAX_LIST_SETTLE {
+        problems.push(format!(
+            "provider.list_settle: {} is longer than {}; it is how long a restart waits for the platform to list what an interrupted call created",
+            duration::format(settle),
+            duration::format(MAX_LIST_SETTLE)
+        ));
+    }
+}
+
 impl CommandConfig {
     /// Adds a message per unusable value to `problems`; no I/O.
     pub fn validate(&self, problems: &mut Vec<String>) {
+        check_list_settle(self.list_settle, problems);
         for (name, argv) in [
             ("list", &self.list),
             ("status", &self.status),

@@ -58,6 +58,10 @@ impl Deployment {
     }
 }
 
+/// `provider.list_settle`'s default: Railway creates the deployment before
+/// it answers the call.
+pub const DEFAULT_LIST_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One line of a deployment's logs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {
@@ -100,6 +104,14 @@ pub trait DeployProvider: Send + Sync {
                 ),
             })
         })
+    }
+
+    /// How long after a restart the platform's list is watched for the
+    /// deployment an interrupted call created before the call is taken as
+    /// never made (`provider.list_settle`): a platform that lists a new
+    /// deployment late must not be rolled back twice.
+    fn list_settle(&self) -> std::time::Duration {
+        DEFAULT_LIST_SETTLE
     }
 
     /// Whether [`DeployProvider::logs`] can read anything.

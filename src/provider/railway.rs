@@ -40,6 +40,7 @@ pub struct Railway {
     service_id: String,
     environment_id: Option<String>,
     timeout: Duration,
+    list_settle: Duration,
 }
 
 impl std::fmt::Debug for Railway {
@@ -74,6 +75,7 @@ impl Railway {
             project_id: config.project_id()?,
             service_id: config.service_id()?,
             environment_id: config.environment_id(),
+            list_settle: config.list_settle,
             timeout: config.timeout,
         })
     }
@@ -227,6 +229,10 @@ impl Node {
 }
 
 impl DeployProvider for Railway {
+    fn list_settle(&self) -> Duration {
+        self.list_settle
+    }
+
     fn list(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Deployment>, ProviderError>> {
         Box::pin(async move {
             #[derive(Deserialize)]

@@ -14,9 +14,15 @@ DIR/waiting-NAME. The gates:
     rollback-before  before the rollback call reaches the platform
     rollback-after   after it did, before rollbackd hears the answer
     status           before answering a `status`
+
+While DIR/list-late holds a number of seconds, `list` leaves out the
+deployments created less than that long ago: a platform that lists a new
+deployment late.
 """
 
+import datetime
 import glob
+import json
 import os
 import sys
 import time
@@ -45,6 +51,16 @@ def main():
         if glob.glob(os.path.join(directory, "state", "runs", "*.json")):
             gate(directory, "list-in-run")
         out = fetch(url + "/deployments")
+        late = os.path.join(directory, "list-late")
+        if os.path.exists(late):
+            with open(late) as f:
+                seconds = float(f.read())
+            now = datetime.datetime.now(datetime.timezone.utc)
+            listed = [
+                d for d in json.loads(out)
+                if (now - datetime.datetime.fromisoformat(d["created_at"].replace("Z", "+00:00"))).total_seconds() >= seconds
+            ]
+            out = json.dumps(listed)
     elif command == "status":
         gate(directory, "status")
         out = fetch(url + "/deployments/" + os.environ["ROLLBACKD_DEPLOYMENT_ID"])

@@ -198,7 +198,11 @@ impl Location {
 
 /// The configured store: where copies go and how many are kept.
 pub struct BackupStore {
+    /// Where this database's copies are: the configured URL's key with the
+    /// database's folder under it.
     location: Location,
+    /// The configured key (a file:// store's mount point).
+    root: Key,
     store: Arc<dyn ObjectStore>,
     pub keep: usize,
     pub timeout: std::time::Duration,
@@ -236,14 +240,20 @@ pub struct Uploaded {
 }
 
 impl BackupStore {
+    /// The store at `config.url`, holding one database's copies in
+    /// `folder` under it ([`super::Database::store_folder`]).
     pub fn open(
         config: &super::config::BackupStoreConfig,
         keep_default: usize,
+        folder: &str,
     ) -> Result<BackupStore, StoreError> {
-        let location = Location::parse(&config.url)?;
+        let mut location = Location::parse(&config.url)?;
+        let root = location.key.clone();
+        location.key = root.clone().join(folder);
         let store = location.open()?;
         Ok(BackupStore {
             location,
+            root,
             store,
             keep: config.keep.unwrap_or(keep_default),
             timeout: config.timeout,
@@ -257,14 +267,28 @@ impl BackupStore {
 
     /// A file:// store's directory must be there: object_store would
     /// create it, and an unmounted path would then fill the local disk.
+    /// The database's folder in it is made here, owner-only.
     fn ready(&self) -> Result<(), StoreError> {
         if self.location.scheme == Scheme::File {
-            let dir = PathBuf::from(format!("/{}", self.location.key));
-            if !dir.is_dir() {
+            let root = PathBuf::from(format!("/{}", self.root));
+            if !root.is_dir() {
                 return Err(StoreError::BadUrl(format!(
                     "{} is not a directory here; create or mount it",
-                    self.url()
+                    self.location.url_of(&self.root)
                 )));
+            }
+            let dir = PathBuf::from(format!("/{}", self.location.key));
+            use std::os::unix::fs::DirBuilderExt;
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(StoreError::Local {
+                        what: "cannot create the database's folder",
+                        path: dir,
+                        source,
+                    })
+                }
             }
         }
         Ok(())

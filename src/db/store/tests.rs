@@ -47,14 +47,21 @@ fn local_backup(dir: &Path, name: &str, bytes: &[u8]) -> Backup {
     }
 }
 
+/// The database folder the tests' stores use.
+const FOLDER: &str = "app@db";
+
 fn file_store(root: &Path, keep: usize) -> BackupStore {
+    file_store_for(root, keep, FOLDER)
+}
+
+fn file_store_for(root: &Path, keep: usize, folder: &str) -> BackupStore {
     let config = crate::db::config::BackupStoreConfig {
         url: format!("file://{}/copies", root.display()),
         keep: Some(keep),
         timeout: std::time::Duration::from_secs(10),
     };
     std::fs::create_dir_all(root.join("copies")).unwrap();
-    BackupStore::open(&config, 5).unwrap()
+    BackupStore::open(&config, 5, folder).unwrap()
 }
 
 #[tokio::test]
@@ -74,7 +81,7 @@ async fn copies_are_uploaded_read_back_listed_pruned_and_downloaded() {
         assert_eq!(b.remote_url.as_deref(), Some(up.url.as_str()));
         // As private as the local dump: it holds the whole database.
         use std::os::unix::fs::PermissionsExt;
-        let copy = remote.path().join("copies").join(name);
+        let copy = remote.path().join("copies").join(FOLDER).join(name);
         assert_eq!(
             std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
             0o600,
@@ -101,12 +108,14 @@ async fn copies_are_uploaded_read_back_listed_pruned_and_downloaded() {
     assert!(!remote
         .path()
         .join("copies")
+        .join(FOLDER)
         .join(format!("{}.sha256", names[0]))
         .exists());
     let sum = std::fs::read_to_string(
         remote
             .path()
             .join("copies")
+            .join(FOLDER)
             .join(format!("{}.sha256", names[3])),
     )
     .unwrap();
@@ -157,7 +166,9 @@ async fn a_missing_directory_is_refused_not_created_and_incomplete_copies_never_
     let remote = tempfile::tempdir().unwrap();
     let store = file_store(remote.path(), 1);
     // An upload cut short: a newer dump without its .sha256.
-    let copies = remote.path().join("copies");
+    let root = remote.path().join("copies");
+    let copies = root.join(FOLDER);
+    std::fs::create_dir(&copies).unwrap();
     std::fs::write(
         copies.join("rollbackd-20260109T000000Z-rb-9.dump"),
         b"partial",
@@ -204,15 +215,50 @@ async fn a_missing_directory_is_refused_not_created_and_incomplete_copies_never_
     );
     assert!(copies.join("rollbackd-before-migration.dump").exists());
 
-    std::fs::remove_dir_all(&copies).unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
     let e = store.upload(&mut b).await.unwrap_err().to_string();
     assert!(
         e.contains("is not a directory here; create or mount it"),
         "{e}"
     );
-    assert!(!copies.exists(), "never created by rollbackd");
+    assert!(!root.exists(), "never created by rollbackd");
     let e = Location::parse("file:///").unwrap_err().to_string();
     assert!(e.contains("names the root directory"), "{e}");
+}
+
+#[tokio::test]
+async fn two_databases_sharing_a_prefix_never_list_or_prune_each_others_copies() {
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let orders = file_store_for(remote.path(), 1, "orders@db1");
+    let users = file_store_for(remote.path(), 1, "users@db2");
+    let mut b = local_backup(
+        local.path(),
+        "rollbackd-20260101T000000Z-rb-1.dump",
+        b"orders",
+    );
+    orders.upload(&mut b).await.unwrap();
+    assert!(b
+        .remote_url
+        .as_deref()
+        .unwrap()
+        .ends_with("/copies/orders@db1/rollbackd-20260101T000000Z-rb-1.dump"));
+    // Newer, and keep = 1: it would have pruned the orders copy.
+    let mut b = local_backup(
+        local.path(),
+        "rollbackd-20260102T000000Z-rb-2.dump",
+        b"users",
+    );
+    let up = users.upload(&mut b).await.unwrap();
+    assert!(up.pruned.is_empty(), "{:?}", up.pruned);
+    assert_eq!(orders.list().await.unwrap().len(), 1);
+    assert_eq!(users.list().await.unwrap().len(), 1);
+    let folder = remote.path().join("copies/orders@db1");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&folder).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
 }
 
 #[test]

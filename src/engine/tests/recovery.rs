@@ -156,6 +156,42 @@ async fn when_the_answer_was_lost_the_deployment_the_call_made_is_found_by_listi
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_platform_that_lists_the_calls_deployment_late_is_waited_for_never_called_twice() {
+    // The call reached the platform, which lists what it created 40 s
+    // later. Once "nothing new for 5 s" was read as "never reached" and
+    // the rules made a second call.
+    for (settle, resumed_once) in [
+        (Duration::from_secs(60), true),
+        (Duration::from_secs(5), false),
+    ] {
+        let rig = Rig::new(|_| {});
+        rig.platform.set_answer_delay(Duration::from_secs(3600));
+        rig.platform.set_list_lag(Duration::from_secs(40), settle);
+        let journal = killed_after(&rig, Duration::from_secs(20)).await;
+        assert_eq!(steps(&journal).last(), Some(&Step::PlatformCallStarted));
+        rig.platform.set_answer_delay(Duration::ZERO);
+        let restarted = rig.restarted(None);
+        let settled = restarted.recover().await.unwrap();
+        assert_eq!(rig.platform.rollbacks(), ["d1"], "one call, never two");
+        if resumed_once {
+            let report = resumed(&settled);
+            assert!(report.success, "{:?}", report.error);
+            assert_eq!(
+                rig.history().events[0].created_deployment_id.as_deref(),
+                Some("d1-redeploy-2")
+            );
+        } else {
+            // Too short a settle for this platform: taken as never made,
+            // which is what `provider.list_settle` is there to prevent.
+            assert!(
+                matches!(&settled[..], [Settled::Interrupted { .. }]),
+                "{settled:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn killed_during_the_call_that_never_reached_the_platform_the_run_is_interrupted() {
     let rig = Rig::new(|_| {});
     rig.platform.set_latency(Duration::from_secs(10));

@@ -15,6 +15,9 @@ pub(super) struct Election {
     pub(super) leadership: Leadership,
     pub(super) name: String,
     pub(super) every: Duration,
+    /// The deployed service, keying a lock of its own (see
+    /// [`super::PgStore::elect`]).
+    pub(super) service: Option<String>,
 }
 
 impl Election {
@@ -48,7 +51,22 @@ impl Election {
                     // The lock went with the session: lead no more.
                     return Err(io::Error::other("the session holding leadership ended"));
                 }
-                *session = Some(connect(&self.database, &self.schema).await?);
+                let client = connect(&self.database, &self.schema).await?;
+                // Named, so a replica under another schema can say who
+                // holds this service's lock.
+                client
+                    .execute(
+                        "SELECT set_config('application_name', $1, false)",
+                        &[
+                            &format!("rollbackd {} (state.schema {})", self.name, self.schema)
+                                .chars()
+                                .take(63)
+                                .collect::<String>(),
+                        ],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                *session = Some(client);
             }
             let client = session.as_ref().expect("connected");
             if self.leadership.is_leader() {
@@ -79,6 +97,22 @@ impl Election {
             if !row.get::<_, bool>(0) {
                 return Ok(());
             }
+            if let Some(service) = &self.service {
+                if let Some(holder) = self.service_held(client, service).await? {
+                    if self.leadership.set_conflict(Some(holder.clone())) {
+                        tracing::error!(
+                            service = %service,
+                            holder = %holder,
+                            schema = %self.schema,
+                            "another rollbackd leads this service under another state.schema; this replica refuses to lead. Give every replica of one service the same [state] schema"
+                        );
+                    }
+                    return Ok(());
+                }
+                if self.leadership.set_conflict(None) {
+                    tracing::warn!(service = %service, "no other rollbackd leads this service any more");
+                }
+            }
             let epoch: i64 = client
                 .query_one(
                     &format!(
@@ -99,5 +133,45 @@ impl Election {
         tokio::time::timeout(deadline, work).await.map_err(|_| {
             io::Error::new(io::ErrorKind::TimedOut, "PostgreSQL did not answer in time")
         })?
+    }
+
+    /// Takes the service's lock on the session that holds the schema's.
+    /// When another session holds it, gives the schema's lock back and
+    /// says who holds the service's.
+    async fn service_held(
+        &self,
+        client: &tokio_postgres::Client,
+        service: &str,
+    ) -> io::Result<Option<String>> {
+        let service_key = key("service", service);
+        let taken: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&service_key])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if taken {
+            return Ok(None);
+        }
+        client
+            .execute(
+                "SELECT pg_advisory_unlock($1)",
+                &[&key(&self.schema, "leader")],
+            )
+            .await
+            .map_err(pg_error)?;
+        // An advisory lock on a bigint shows in pg_locks as its two halves.
+        let (high, low) = ((service_key >> 32) as u32, service_key as u32);
+        let holder = client
+            .query_opt(
+                "SELECT a.application_name || ' (pid ' || a.pid || coalesce(' from ' || host(a.client_addr), '') || ')' \
+                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1",
+                &[&high, &low],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|row| row.get::<_, String>(0))
+            .unwrap_or_else(|| "a session that just let go".into());
+        Ok(Some(holder))
     }
 }

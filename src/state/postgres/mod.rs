@@ -56,6 +56,9 @@ pub struct Leadership {
     /// Whether the last election round reached the shared state: when it
     /// did not, no replica can be sure anyone leads.
     reachable: Arc<AtomicBool>,
+    /// Who else leads this service (under another `state.schema`), when
+    /// that is why this replica does not.
+    conflict: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Leadership {
@@ -66,6 +69,7 @@ impl Leadership {
             leader: Arc::new(AtomicBool::new(true)),
             epoch: Arc::new(AtomicI64::new(UNFENCED)),
             reachable: Arc::new(AtomicBool::new(true)),
+            conflict: Arc::default(),
         }
     }
 
@@ -75,6 +79,7 @@ impl Leadership {
             leader: Arc::new(AtomicBool::new(false)),
             epoch: Arc::new(AtomicI64::new(FOLLOWER)),
             reachable: Arc::new(AtomicBool::new(true)),
+            conflict: Arc::default(),
         }
     }
 
@@ -92,6 +97,38 @@ impl Leadership {
 
     pub(super) fn set_reachable(&self, reachable: bool) {
         self.reachable.store(reachable, Ordering::SeqCst);
+        metrics::gauge!("rollbackd_state_reachable").set(if reachable { 1.0 } else { 0.0 });
+    }
+
+    /// Whether this replica can roll back now: it leads, and its last
+    /// election round reached the shared state.
+    pub fn can_act(&self) -> bool {
+        self.is_leader() && self.state_reachable()
+    }
+
+    /// Who leads this service under another `state.schema`, when that is
+    /// what keeps this replica from leading.
+    pub fn conflict(&self) -> Option<String> {
+        self.conflict
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records the conflict; true when it changed (and is worth a log line).
+    pub(super) fn set_conflict(&self, conflict: Option<String>) -> bool {
+        let mut held = self
+            .conflict
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        metrics::gauge!("rollbackd_leader_conflict").set(if conflict.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+        let changed = *held != conflict;
+        *held = conflict;
+        changed
     }
 
     /// The fencing epoch this process leads under (0 when alone or following).
@@ -124,7 +161,7 @@ enum Request {
         std_mpsc::Sender<io::Result<Option<u64>>>,
     ),
     Unlock(u64),
-    Elect(Leadership, String, Duration),
+    Elect(Leadership, String, Duration, Option<String>),
 }
 
 /// The PostgreSQL backend.
@@ -180,17 +217,22 @@ impl PgStore {
 
     /// Takes part in leader election (a daemon): from now on this process
     /// writes only while it leads, under its epoch. `name` says who leads.
-    pub fn elect(&self, name: &str, check_every: Duration) -> Leadership {
+    /// `service` names the deployed service (the platform's id for it): a
+    /// second lock, keyed by it alone, keeps replicas of one service that
+    /// were given different `state.schema`s from both leading.
+    pub fn elect(&self, name: &str, check_every: Duration, service: Option<&str>) -> Leadership {
         let leadership = Leadership {
             leader: Arc::new(AtomicBool::new(false)),
             epoch: self.epoch.clone(),
             reachable: Arc::new(AtomicBool::new(true)),
+            conflict: Arc::default(),
         };
         leadership.follow();
         let _ = self.tx.send(Request::Elect(
             leadership.clone(),
             name.to_string(),
             check_every,
+            service.map(str::to_string),
         ));
         leadership
     }
@@ -351,13 +393,14 @@ impl Worker {
                 // Closing the session releases its advisory lock.
                 self.locks.remove(&id);
             }
-            Request::Elect(leadership, name, every) => {
+            Request::Elect(leadership, name, every, service) => {
                 let election = Election {
                     database: self.database.clone(),
                     schema: self.schema.clone(),
                     leadership,
                     name,
                     every,
+                    service,
                 };
                 crate::supervise::global().spawn_forever("leader election", election.run());
             }
