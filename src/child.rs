@@ -21,10 +21,13 @@
 //! and a restarted rollbackd kills whatever still carries a dead run's id
 //! ([`kill_run`]) before it decides anything about that run.
 //!
-//! The parent-death signal fires when the *thread* that forked exits: every
-//! command here is started from the runtime's thread (rollbackd runs a
-//! current-thread runtime on its main thread), which lives as long as the
-//! process. Never start one from `spawn_blocking`, whose threads come and go.
+//! The parent-death signal fires when the *thread* that forked exits, and
+//! rollbackd's runtime has several threads that come and go (a worker that
+//! blocks on the state store hands its tasks to a new one). The keeper
+//! tells one from the other: woken by the signal, it looks at its parent
+//! process, and while that is still rollbackd it waits on (the kernel has
+//! moved it to another of rollbackd's threads, whose exit signals again);
+//! only when rollbackd itself is gone does it kill the group.
 
 use std::io;
 use std::process::{Output, Stdio};
@@ -595,5 +598,30 @@ mod tests {
         .unwrap();
         assert_eq!(out.stderr.len(), STDERR_TAIL);
         assert!(out.stderr.ends_with(b"last\n"));
+    }
+
+    #[test]
+    fn a_command_outlives_the_thread_that_started_it_but_not_rollbackd() {
+        // rollbackd's runtime threads come and go; the parent-death signal
+        // follows the thread that forked, and must not kill the command.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        let child = std::thread::spawn(move || {
+            let _entered = handle.enter();
+            command("sh")
+                .args(["-c", "sleep 0.5; echo still-here"])
+                .spawn()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        // The thread that forked the keeper is gone; the command goes on.
+        let out = runtime.block_on(child.wait_with_output()).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "still-here");
     }
 }

@@ -31,6 +31,7 @@ pub mod rules;
 pub mod secret;
 pub mod service;
 pub mod source;
+pub mod standing;
 pub mod state;
 pub mod supervise;
 pub mod telemetry;

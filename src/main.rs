@@ -29,7 +29,12 @@ fn main() {
         quiet_on_broken_pipe();
     }
     rollbackd::telemetry::init_logging(cli.log_format, cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Several threads: a task blocked on the state store (a PostgreSQL that
+    // hangs) hands the others (/healthz, the API, the rule groups) to
+    // another thread instead of holding them up.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("rollbackd")
         .enable_all()
         .build()
     {

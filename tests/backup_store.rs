@@ -409,3 +409,43 @@ fn a_readiness_drill_checks_that_the_store_takes_a_write_and_touches_no_copy() {
         "{backup}"
     );
 }
+
+#[test]
+fn watch_says_at_start_when_the_backup_store_cannot_be_used() {
+    // Once `watch` started in silence with a store it could not use, and
+    // every emergency backup stayed on the pod.
+    let pg = Postgres::start();
+    alembic_upgrade(&pg.url(), "c");
+    let s3 = S3::start();
+    s3.create_bucket(BUCKET);
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for (bucket, usable) in [("no-such-bucket", false), (BUCKET, true)] {
+        let (_railway, _service, dir) = with_store(&pg, bucket, false, "");
+        let config = std::fs::read_to_string(dir.path().join("rollbackd.toml")).unwrap();
+        let w = support::Watcher::start_with_env(dir.path(), &config, &env);
+        let gauge = support::wait_for(
+            "the store to be looked at",
+            std::time::Duration::from_secs(30),
+            || w.metric("rollbackd_backup_store_usable", &[]),
+        );
+        let (code, body) = support::http_get(&format!("{}/readyz", w.url())).unwrap();
+        assert_eq!(code, 200, "{body}");
+        if usable {
+            assert_eq!(gauge, 1.0);
+            assert!(!body.contains("backup_store"), "{body}");
+        } else {
+            assert_eq!(gauge, 0.0);
+            let said = w.wait_for_log(
+                "the backup store cannot be used",
+                std::time::Duration::from_secs(5),
+            );
+            assert!(said.to_string().contains("no-such-bucket"), "{said}");
+            assert!(
+                body.contains("database.backup_store cannot be used")
+                    && body.contains("no-such-bucket"),
+                "{body}"
+            );
+        }
+    }
+}

@@ -249,6 +249,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
         return (StatusCode::OK, "ready\n").into_response();
     };
     let leadership = engine.leadership();
+    let store = engine
+        .store_problem()
+        .map(|why| format!("; database.backup_store cannot be used, emergency backups stay on this machine: {why}"))
+        .unwrap_or_default();
     let body = if let Some(why) = engine.unreadable_journal() {
         format!("ready; no rollback starts until this run journal is repaired or quarantined (`rollbackd state journals`): {why}\n")
     } else if let Some(holder) = leadership.conflict() {
@@ -259,6 +263,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "ready; this replica leads and can roll back\n".into()
     } else {
         "ready; this replica follows\n".into()
+    };
+    let body = match store.is_empty() {
+        true => body,
+        false => format!("{}{store}\n", body.trim_end()),
     };
     (StatusCode::OK, body).into_response()
 }
@@ -402,6 +410,9 @@ async fn approve(State(state): State<AppState>, Path(id): Path<String>, bytes: B
         Forwarded::Approve {
             pending: id.clone(),
             force,
+            // The confirmation as the leader shares it: should the leader
+            // die before carrying the answer out, the next one can.
+            snapshot: state.pending.shared_one(&id).map(Box::new),
         },
     ) {
         return r;

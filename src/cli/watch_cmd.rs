@@ -129,6 +129,12 @@ pub async fn watch(config: Config) -> Exit {
     if let Some(engine) = &engine {
         // Before any drill can run: what a killed drill left behind.
         crate::drill::sweep::sweep(engine).await;
+        if let Some(store) = engine.db.as_ref().and_then(|db| db.store.clone()) {
+            supervisor.spawn_forever(
+                "backup store check",
+                watch_backup_store(engine.clone(), store),
+            );
+        }
     }
     let mut drills = None;
     if let (Some(engine), false) = (&engine, config.drills.is_empty()) {
@@ -228,5 +234,27 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Whether `[database.backup_store]` can be used, at start and every 15
+/// minutes: its copies are listed (nothing is written). Once `watch` started
+/// in silence with a store it could not use, and every emergency backup
+/// stayed on the pod.
+async fn watch_backup_store(
+    engine: Arc<crate::engine::Engine>,
+    store: Arc<crate::db::store::BackupStore>,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(15 * 60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let problem =
+            match tokio::time::timeout(std::time::Duration::from_secs(30), store.list()).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("{} did not answer within 30s", store.url())),
+            };
+        engine.set_store_problem(problem);
     }
 }

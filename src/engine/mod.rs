@@ -46,6 +46,7 @@ use std::time::SystemTime;
 use crate::clock::Clock;
 use crate::history::{Event, EventKind, HistoryStore};
 use crate::provider::{DeployProvider, Deployment};
+use crate::standing::{Change, Standing};
 use crate::state::postgres::Leadership;
 use crate::state::{Doc, FileStore, StateDir, StateLock, StateStore};
 use crate::telemetry::events;
@@ -122,7 +123,9 @@ pub struct Engine {
     notifiers: Option<Arc<crate::notify::Notifiers>>,
     pub clock: Clock,
     /// Why a run journal cannot be read, while one cannot.
-    unreadable: std::sync::Mutex<Option<String>>,
+    unreadable: Standing,
+    /// Why `[database.backup_store]` cannot be used, while it cannot.
+    store_problem: Standing,
 }
 
 /// What an engine is built from; the command line assembles it from the
@@ -172,7 +175,8 @@ impl Engine {
             db: setup.db,
             notifiers: setup.notifiers,
             clock: Clock::system(),
-            unreadable: std::sync::Mutex::new(None),
+            unreadable: Standing::default(),
+            store_problem: Standing::default(),
         })
     }
 
@@ -338,34 +342,44 @@ impl Engine {
     pub fn unfinished(&self) -> Result<Vec<journal::Journal>, journal::JournalError> {
         let read = self.journal.unfinished();
         let problem = read.as_ref().err().map(ToString::to_string);
-        let mut held = self
-            .unreadable
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *held != problem {
-            match &problem {
-                Some(why) => tracing::error!(
-                    error = %why,
-                    "a run journal cannot be read: no rollback starts until it is repaired or quarantined (`rollbackd state journals`, then `rollbackd state quarantine ID`)"
-                ),
-                None => tracing::warn!("the run journals read again: rollbacks can start"),
-            }
-            *held = problem.clone();
+        metrics::gauge!("rollbackd_journals_unreadable")
+            .set(f64::from(u8::from(problem.is_some())));
+        match self.unreadable.set(problem) {
+            Change::Now(why) => tracing::error!(
+                error = %why,
+                "a run journal cannot be read: no rollback starts until it is repaired or quarantined (`rollbackd state journals`, then `rollbackd state quarantine ID`)"
+            ),
+            Change::Cleared => tracing::warn!("the run journals read again: rollbacks can start"),
+            Change::Same => {}
         }
-        metrics::gauge!("rollbackd_journals_unreadable").set(if problem.is_some() {
-            1.0
-        } else {
-            0.0
-        });
         read
+    }
+
+    /// Records whether the backup store can be used (`watch` looks at
+    /// start and every 15 minutes): a WARN when it turns unusable (every
+    /// emergency backup then stays on this machine), `rollbackd_backup_store_usable`
+    /// and `/readyz`.
+    pub fn set_store_problem(&self, problem: Option<String>) {
+        metrics::gauge!("rollbackd_backup_store_usable")
+            .set(f64::from(u8::from(problem.is_none())));
+        match self.store_problem.set(problem) {
+            Change::Now(why) => tracing::warn!(
+                error = %why,
+                "the backup store cannot be used: emergency backups stay on this machine until it can (check the bucket and the AWS_* credentials; `rollbackd check`)"
+            ),
+            Change::Cleared => tracing::info!("the backup store can be used again"),
+            Change::Same => {}
+        }
+    }
+
+    /// Why the backup store cannot be used, as last seen.
+    pub fn store_problem(&self) -> Option<String> {
+        self.store_problem.get()
     }
 
     /// Why a run journal cannot be read, as last seen.
     pub fn unreadable_journal(&self) -> Option<String> {
-        self.unreadable
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.unreadable.get()
     }
 
     /// The rollback lock, if no rollback (here or in the CLI) holds it.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::history::RuleTrigger;
 use crate::state::Doc;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PendingRollback {
     pub id: String,
     #[serde(with = "crate::clock::rfc3339")]
@@ -55,6 +55,23 @@ impl PendingStore {
             .and_then(|doc| doc.read().ok())
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
+    }
+
+    /// One confirmation of the shared list (a follower's copy of the
+    /// leader's), whole.
+    pub fn shared_one(&self, id: &str) -> Option<PendingRollback> {
+        self.shared()
+            .into_iter()
+            .find(|p| p["id"].as_str() == Some(id))
+            .and_then(|p| serde_json::from_value(p).ok())
+    }
+
+    /// Whether this replica holds confirmation `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(id)
     }
 
     pub fn add(&self, p: PendingRollback) {

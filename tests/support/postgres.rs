@@ -34,6 +34,8 @@ pub struct Postgres {
     pub port: u16,
     dir: tempfile::TempDir,
     running: bool,
+    /// The processes [`Postgres::pause`] stopped.
+    paused: Vec<i32>,
 }
 
 /// TLS for a cluster: its certificate and key, the CA whose client
@@ -120,6 +122,7 @@ impl Postgres {
             port: super::free_port(),
             dir,
             running: false,
+            paused: Vec::new(),
         };
         pg.launch();
         pg.psql("postgres", "CREATE DATABASE app");
@@ -254,6 +257,42 @@ impl Postgres {
         }
     }
 
+    /// Freezes the whole cluster (`SIGSTOP` to the postmaster and every
+    /// backend): connections stay open and nothing answers, as a server
+    /// that hangs. [`Postgres::resume`] (or dropping it) thaws it.
+    pub fn pause(&mut self) {
+        let pid_file = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .expect("the cluster runs");
+        let postmaster: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    stat.rsplit(')')
+                        .next()
+                        .and_then(|rest| rest.split_whitespace().nth(1))
+                        .is_some_and(|ppid| ppid == postmaster.to_string())
+                })
+            })
+            .collect();
+        pids.push(postmaster);
+        for pid in &pids {
+            // SAFETY: a plain system call.
+            unsafe { libc::kill(*pid, libc::SIGSTOP) };
+        }
+        self.paused = pids;
+    }
+
+    /// Thaws a paused cluster.
+    pub fn resume(&mut self) {
+        for pid in std::mem::take(&mut self.paused).iter().rev() {
+            // SAFETY: a plain system call.
+            unsafe { libc::kill(*pid, libc::SIGCONT) };
+        }
+    }
+
     /// Starts it again after `stop`, on the same port with the same data.
     pub fn start_again(&mut self) {
         if !self.running {
@@ -264,6 +303,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        self.resume();
         self.stop();
     }
 }

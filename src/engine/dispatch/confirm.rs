@@ -130,6 +130,17 @@ impl Dispatcher {
         force: bool,
         how: &str,
     ) -> Result<Approved, ApproveError> {
+        self.approve_as(id, force, how, None).await
+    }
+
+    /// [`Self::approve`], the run started under `run` when given.
+    pub(super) async fn approve_as(
+        &mut self,
+        id: &str,
+        force: bool,
+        how: &str,
+        run: Option<String>,
+    ) -> Result<Approved, ApproveError> {
         let pending = self
             .pending
             .take(id)
@@ -182,7 +193,10 @@ impl Dispatcher {
             detected: pending.detected.clone(),
             blame: pending.blame.clone(),
         };
-        let rollback_id = self.start(req);
+        let rollback_id = match run {
+            Some(run) => self.start_as(req, run),
+            None => self.start(req),
+        };
         // Other confirmations were for the state before this rollback.
         for other in self.pending.list() {
             if let Some(p) = self.pending.take(&other.id) {

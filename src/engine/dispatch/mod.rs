@@ -94,6 +94,10 @@ pub struct Dispatcher {
     /// How often to look: 10 s, doubling (to 10 min) while a journal cannot
     /// be settled, so a failure is not retried, and announced, every 10 s.
     orphans_every: Duration,
+    /// Settling what the previous leader left, in a task of its own: the
+    /// dispatcher goes on answering meanwhile, and acts on the rules that
+    /// fire once it is done.
+    takeover: Option<JoinHandle<Option<()>>>,
     /// Whether this replica led at the last upkeep, and under which epoch.
     was_leader: bool,
     led_epoch: i64,
@@ -127,6 +131,7 @@ impl Dispatcher {
             alerts: alerts::FiringAlerts::default(),
             orphans_checked: None,
             settling: None,
+            takeover: None,
             orphans_every: Duration::from_secs(10),
             was_leader,
             led_epoch: engine_epoch,
@@ -175,6 +180,12 @@ impl Dispatcher {
             }
             RuleEvent::Fired(e) => {
                 self.alerts.fired(&e);
+                if self.taking_over() {
+                    // Acted on once the previous leader's run is settled.
+                    self.seen_firing
+                        .insert((e.group.clone(), e.rule.clone()), e);
+                    return;
+                }
                 if self.incident_open() {
                     self.join(e).await;
                 } else {
@@ -198,8 +209,13 @@ impl Dispatcher {
 
     /// Starts a rollback in its own task and returns its id at once.
     fn start(&mut self, req: RollbackRequest) -> String {
+        self.start_as(req, new_id("rb"))
+    }
+
+    /// Starts a rollback under `id` (one chosen and recorded beforehand: a
+    /// forwarded approval's).
+    fn start_as(&mut self, req: RollbackRequest, id: String) -> String {
         let engine = self.engine.clone();
-        let id = new_id("rb");
         let run_id = id.clone();
         // A run that panics stops rollbackd; the restart settles its journal.
         let task = crate::supervise::global().spawn("rollback", async move {

@@ -25,6 +25,7 @@ use crate::rules::{Labels, Policy};
 use crate::watch::StatusBoard;
 
 mod blame;
+mod forwarded;
 mod leading_edge;
 
 struct Daemon {

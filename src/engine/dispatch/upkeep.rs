@@ -23,12 +23,18 @@ impl Dispatcher {
         let epoch = self.engine.leadership().epoch();
         if leader && (!self.was_leader || epoch != self.led_epoch) {
             self.orphans_every = Duration::from_secs(10);
-            self.took_over().await;
+            self.take_over();
         }
         self.was_leader = leader;
         self.led_epoch = epoch;
         if !leader {
             return;
+        }
+        if self.taking_over() {
+            return;
+        }
+        if self.takeover.take().is_some() {
+            self.took_over().await;
         }
         self.forwarded().await;
         self.record_revision().await;
@@ -47,19 +53,37 @@ impl Dispatcher {
     }
 
     /// This replica now leads: first settle what the previous leader left
-    /// (its journal), then act on the rules that fired while it followed and
-    /// still fire (the guards refuse what the old leader already did).
-    async fn took_over(&mut self) {
-        match self.engine.recover().await {
-            Ok(settled) => {
-                for s in &settled {
-                    tracing::warn!(rollback = %s.id(), "{}", s.summary());
+    /// (its journal), in a supervised task of its own, so the dispatcher
+    /// (and the API's answers through it) never waits on it; then
+    /// ([`Self::took_over`]) act on the rules that fired meanwhile.
+    fn take_over(&mut self) {
+        if let Some(earlier) = self.takeover.take() {
+            earlier.abort();
+        }
+        let engine = self.engine.clone();
+        self.takeover = Some(crate::supervise::global().spawn("settling", async move {
+            match engine.recover().await {
+                Ok(settled) => {
+                    for s in &settled {
+                        tracing::warn!(rollback = %s.id(), "{}", s.summary());
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot settle a rollback the previous leader left")
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot settle a rollback the previous leader left")
-            }
-        }
+        }));
+    }
+
+    /// Whether the previous leader's runs are still being settled.
+    pub(super) fn taking_over(&self) -> bool {
+        self.takeover.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// What the previous leader left is settled: act on the rules that
+    /// fired while this replica followed (or took over) and still fire (the
+    /// guards refuse what the old leader already did).
+    async fn took_over(&mut self) {
         self.orphans_checked = Some(Instant::now());
         // The previous leader's confirmations died with it: share that.
         self.pending.publish();

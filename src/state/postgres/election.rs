@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{connect, key, pg_error, Leadership};
 use crate::db::Database;
+use crate::standing::Change;
 
 /// One replica's part in leader election.
 pub(super) struct Election {
@@ -99,7 +100,7 @@ impl Election {
             }
             if let Some(service) = &self.service {
                 if let Some(holder) = self.service_held(client, service).await? {
-                    if self.leadership.set_conflict(Some(holder.clone())) {
+                    if self.leadership.set_conflict(Some(holder.clone())) != Change::Same {
                         tracing::error!(
                             service = %service,
                             holder = %holder,
@@ -109,7 +110,7 @@ impl Election {
                     }
                     return Ok(());
                 }
-                if self.leadership.set_conflict(None) {
+                if self.leadership.set_conflict(None) == Change::Cleared {
                     tracing::warn!(service = %service, "no other rollbackd leads this service any more");
                 }
             }

@@ -58,7 +58,7 @@ pub struct Leadership {
     reachable: Arc<AtomicBool>,
     /// Who else leads this service (under another `state.schema`), when
     /// that is why this replica does not.
-    conflict: Arc<std::sync::Mutex<Option<String>>>,
+    conflict: Arc<crate::standing::Standing>,
 }
 
 impl Leadership {
@@ -109,26 +109,13 @@ impl Leadership {
     /// Who leads this service under another `state.schema`, when that is
     /// what keeps this replica from leading.
     pub fn conflict(&self) -> Option<String> {
-        self.conflict
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.conflict.get()
     }
 
-    /// Records the conflict; true when it changed (and is worth a log line).
-    pub(super) fn set_conflict(&self, conflict: Option<String>) -> bool {
-        let mut held = self
-            .conflict
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        metrics::gauge!("rollbackd_leader_conflict").set(if conflict.is_some() {
-            1.0
-        } else {
-            0.0
-        });
-        let changed = *held != conflict;
-        *held = conflict;
-        changed
+    /// Records the conflict; how it changed (worth a log line unless the same).
+    pub(super) fn set_conflict(&self, conflict: Option<String>) -> crate::standing::Change {
+        metrics::gauge!("rollbackd_leader_conflict").set(f64::from(u8::from(conflict.is_some())));
+        self.conflict.set(conflict)
     }
 
     /// The fencing epoch this process leads under (0 when alone or following).
@@ -245,14 +232,14 @@ impl PgStore {
         self.tx
             .send(make(reply))
             .map_err(|_| io::Error::other("the state store's connection thread is gone"))?;
-        answer
-            .recv_timeout(CALL_TIMEOUT + Duration::from_secs(1))
-            .map_err(|_| {
+        off_the_runtime(|| answer.recv_timeout(CALL_TIMEOUT + Duration::from_secs(1))).map_err(
+            |_| {
                 io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("PostgreSQL at {} did not answer in time", self.target),
                 )
-            })?
+            },
+        )?
     }
 }
 
@@ -331,6 +318,21 @@ struct Worker {
     /// Sessions holding the rollback lock, with their backend pid.
     locks: HashMap<u64, (tokio_postgres::Client, i32)>,
     next_lock: u64,
+}
+
+/// Runs `wait` (a wait for the connection thread's answer, up to
+/// `CALL_TIMEOUT`) without holding up the async runtime: on the daemon's
+/// multi-threaded runtime the waiting thread hands its other tasks
+/// (`/healthz`, the API, the rule groups) to another thread first, so a
+/// PostgreSQL that hangs stalls only the caller. Elsewhere (the CLI's
+/// runtime, tests without one) it simply waits.
+fn off_the_runtime<T>(wait: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
 }
 
 fn pg_error(e: impl std::fmt::Display) -> io::Error {
