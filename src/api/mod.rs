@@ -492,18 +492,26 @@ async fn leader(State(state): State<AppState>) -> Response {
 #[serde(deny_unknown_fields)]
 struct ResetBody {
     reason: String,
+    /// Also give back what rollbackd holds on the platform (Argo CD's
+    /// automated sync).
+    #[serde(default)]
+    resume_sync: bool,
 }
 
 impl Default for ResetBody {
     fn default() -> Self {
         ResetBody {
             reason: "reset through the API".into(),
+            resume_sync: false,
         }
     }
 }
 
 async fn breaker_reset(State(state): State<AppState>, bytes: Bytes) -> Response {
-    let ResetBody { reason } = match body(&bytes) {
+    let ResetBody {
+        reason,
+        resume_sync,
+    } = match body(&bytes) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -515,6 +523,7 @@ async fn breaker_reset(State(state): State<AppState>, bytes: Bytes) -> Response 
         &state,
         Forwarded::ResetBreaker {
             reason: reason.clone(),
+            resume_sync,
         },
     ) {
         return r;
@@ -534,7 +543,20 @@ async fn breaker_reset(State(state): State<AppState>, bytes: Bytes) -> Response 
         Ok(()) => {
             engine.breaker_state(now);
             tracing::warn!(reason = %reason, "deploy breaker reset through the API");
-            Json(json!({ "state": "CLOSED", "reason": reason })).into_response()
+            let resumed = if resume_sync {
+                match engine.provider.resume_sync().await {
+                    Ok(done) => done,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_GATEWAY,
+                            format!("the breaker is CLOSED, but automated sync could not be turned back on: {e}"),
+                        )
+                    }
+                }
+            } else {
+                None
+            };
+            Json(json!({ "state": "CLOSED", "reason": reason, "resumed": resumed })).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

@@ -411,7 +411,10 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                 Exit::Ok
             }
         }
-        BreakerCommand::Reset { reason } => {
+        BreakerCommand::Reset {
+            reason,
+            resume_sync,
+        } => {
             // A rollback a killed rollbackd left unfinished is settled first:
             // resetting its breaker would let deploys go ahead over it.
             let journals = engine::journal::JournalStore::new(state.clone());
@@ -458,18 +461,51 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                 Ok(lock) => lock,
                 Err(exit) => return exit,
             };
-            match store.close(now, &reason) {
-                Ok(()) => {
-                    println!("breaker CLOSED ({reason}); deploys may go ahead");
-                    Exit::Ok
-                }
-                Err(e) => {
-                    eprintln!("rollbackd: {e}");
-                    Exit::Failed
-                }
+            if let Err(e) = store.close(now, &reason) {
+                eprintln!("rollbackd: {e}");
+                return Exit::Failed;
             }
+            println!("breaker CLOSED ({reason}); deploys may go ahead");
+            held_on_the_platform(config, resume_sync).await
         }
     }
+}
+
+/// After a reset: gives back what a rollback holds on the platform (with
+/// `--resume-sync`), or says that it still holds it.
+async fn held_on_the_platform(config: &Config, resume: bool) -> Exit {
+    let provider = match (super::wiring::provider(config), resume) {
+        (Ok(p), _) => p,
+        (Err(e), true) => {
+            eprintln!("rollbackd: --resume-sync: {e}");
+            return Exit::Failed;
+        }
+        (Err(_), false) => return Exit::Ok,
+    };
+    if resume {
+        return match provider.resume_sync().await {
+            Ok(Some(done)) => {
+                println!("{done}");
+                Exit::Ok
+            }
+            Ok(None) => {
+                println!("nothing to resume: rollbackd holds nothing off on the platform");
+                Exit::Ok
+            }
+            Err(e) => {
+                eprintln!("rollbackd: automated sync could not be turned back on: {e}");
+                Exit::Failed
+            }
+        };
+    }
+    match tokio::time::timeout(Duration::from_secs(15), provider.held()).await {
+        Ok(Ok(Some(held))) => println!("NOTE: {held}"),
+        Ok(Err(e)) => {
+            eprintln!("rollbackd: cannot tell whether rollbackd holds automated sync off: {e}")
+        }
+        _ => {}
+    }
+    Exit::Ok
 }
 
 /// The rollback lock for an operator's command that must not run beside a

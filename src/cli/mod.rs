@@ -315,6 +315,10 @@ pub enum BreakerCommand {
     Reset {
         #[arg(long, default_value = "reset by an operator")]
         reason: String,
+        /// Also turn back on what a rollback turned off on the platform:
+        /// Argo CD's automated sync, restored exactly as it was recorded.
+        #[arg(long)]
+        resume_sync: bool,
     },
 }
 
@@ -407,6 +411,7 @@ pub async fn run(cli: Cli) -> Exit {
                     probe::prometheus(&config).await,
                     probe::database(&config).await,
                     probe::state(&config).await,
+                    probe::provider(&config).await,
                 ];
                 probes
                     .into_iter()

@@ -247,3 +247,46 @@ pub async fn state(config: &Config) -> Exit {
         }
     }
 }
+
+/// The provider, when it is Argo CD: the application answers the token, and
+/// whether rollbackd holds its automated sync off. A refusal (a token that
+/// is wrong, an application it may not read) fails the check; a server that
+/// cannot be reached is a warning, as for Prometheus.
+pub async fn provider(config: &Config) -> Exit {
+    let Some(crate::provider::config::ProviderConfig::Argocd(argocd)) = &config.provider else {
+        return Exit::Ok;
+    };
+    let provider = match super::wiring::provider(config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("rollbackd: provider: {e}");
+            return Exit::Failed;
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(30), provider.list(50)).await {
+        Ok(Ok(list)) => println!(
+            "provider OK: Argo CD application {} answers; {} history entries, the newest {}",
+            argocd.application,
+            list.len(),
+            list.first().map_or("none", |d| d.id.as_str())
+        ),
+        Ok(Err(
+            e @ crate::provider::ProviderError::Http {
+                status: 400..=499, ..
+            },
+        )) => {
+            eprintln!("rollbackd: provider: {e}");
+            return Exit::Failed;
+        }
+        Ok(Err(e)) => eprintln!("rollbackd: WARNING: provider: {e}"),
+        Err(_) => eprintln!(
+            "rollbackd: WARNING: provider: {} did not answer within 30s",
+            argocd.server
+        ),
+    }
+    if let Ok(Ok(Some(held))) = tokio::time::timeout(Duration::from_secs(30), provider.held()).await
+    {
+        println!("WARNING: {held}");
+    }
+    Exit::Ok
+}

@@ -20,6 +20,9 @@ pub fn provider(config: &Config) -> Result<Arc<dyn DeployProvider>, EngineError>
             Railway::new(r).map_err(|e| EngineError::Provider(e.into()))?,
         )),
         Some(ProviderConfig::Command(c)) => Ok(Arc::new(CommandProvider::new(c))),
+        Some(ProviderConfig::Argocd(a)) => Ok(Arc::new(
+            crate::provider::argocd::Argocd::new(a).map_err(|e| EngineError::Provider(e.into()))?,
+        )),
     }
 }
 
@@ -46,6 +49,14 @@ pub fn daemon_engine(config: &Config) -> Result<Engine, EngineError> {
 /// `service.environment`. Replicas of one service that share it never both
 /// lead, whatever `state.schema` each was given.
 fn service_identity(config: &Config) -> Option<String> {
+    if let Some(ProviderConfig::Argocd(a)) = &config.provider {
+        return Some(format!(
+            "argocd:{}:{}:{}",
+            a.server.trim_end_matches('/'),
+            a.app_namespace.as_deref().unwrap_or_default(),
+            a.application
+        ));
+    }
     if let Some(ProviderConfig::Railway(r)) = &config.provider {
         if let Ok(service) = r.service_id() {
             return Some(format!(

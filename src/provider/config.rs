@@ -15,6 +15,7 @@ use crate::secret::Secret;
 pub enum ProviderConfig {
     Railway(RailwayConfig),
     Command(CommandConfig),
+    Argocd(super::argocd::config::ArgocdConfig),
 }
 
 impl ProviderConfig {
@@ -23,6 +24,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Railway(_) => true,
             ProviderConfig::Command(c) => c.logs.is_some(),
+            ProviderConfig::Argocd(_) => false,
         }
     }
 
@@ -31,6 +33,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Railway(r) => Some(r.retention),
             ProviderConfig::Command(c) => c.retention,
+            ProviderConfig::Argocd(a) => a.retention,
         }
     }
 
@@ -39,6 +42,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Railway(r) => r.validate(problems),
             ProviderConfig::Command(c) => c.validate(problems),
+            ProviderConfig::Argocd(a) => a.validate(problems),
         }
     }
 }
@@ -200,7 +204,7 @@ fn list_settle() -> Duration {
 /// before it may call the platform again.
 const MAX_LIST_SETTLE: Duration = Duration::from_secs(30 * 60);
 
-fn check_list_settle(settle: Duration, problems: &mut Vec<String>) {
+pub(super) fn check_list_settle(settle: Duration, problems: &mut Vec<String>) {
     if settle > MAX_LIST_SETTLE {
         problems.push(format!(
             "provider.list_settle: {} is longer than {}; it is how long a restart waits for the platform to list what an interrupted call created",

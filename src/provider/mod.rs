@@ -3,6 +3,7 @@
 //! `command`). A provider reports what the platform said and never decides
 //! anything: choosing a target and following a rollback is the engine's job.
 
+pub mod argocd;
 pub mod command;
 pub mod config;
 pub mod railway;
@@ -112,6 +113,25 @@ pub trait DeployProvider: Send + Sync {
     /// deployment late must not be rolled back twice.
     fn list_settle(&self) -> std::time::Duration {
         DEFAULT_LIST_SETTLE
+    }
+
+    /// What the platform keeps in a rollback's state after it (Argo CD:
+    /// automated sync stays off), said in the run's record and its
+    /// notification.
+    fn after_rollback(&self) -> Option<String> {
+        None
+    }
+
+    /// What rollbackd holds on the platform now (Argo CD: automated sync it
+    /// turned off), for `check` and `breaker reset`.
+    fn held(&self) -> BoxFuture<'_, Result<Option<String>, ProviderError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Gives back what rollbackd held (`breaker reset --resume-sync`): what
+    /// was done, or `None` when nothing was held.
+    fn resume_sync(&self) -> BoxFuture<'_, Result<Option<String>, ProviderError>> {
+        Box::pin(async { Ok(None) })
     }
 
     /// Whether [`DeployProvider::logs`] can read anything.

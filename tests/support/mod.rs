@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_argocd;
 pub mod fake_hooks;
 pub mod fake_railway;
 pub mod fake_service;

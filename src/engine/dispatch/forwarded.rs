@@ -45,6 +45,9 @@ pub enum Forwarded {
     },
     ResetBreaker {
         reason: String,
+        /// Also give back what rollbackd holds on the platform.
+        #[serde(default)]
+        resume_sync: bool,
     },
     /// Alertmanager delivered to a follower: an alert fired…
     AlertFired(FiringEvent),
@@ -235,9 +238,21 @@ impl Dispatcher {
                     .map_err(|e| e.to_string())
                 }
                 Forwarded::Reject { pending } => self.reject(pending).map_err(|e| e.to_string()),
-                Forwarded::ResetBreaker { reason } => {
-                    self.reset_breaker_once(reason, previous.is_some(), request.at)
-                }
+                Forwarded::ResetBreaker {
+                    reason,
+                    resume_sync,
+                } => match self.reset_breaker_once(reason, previous.is_some(), request.at) {
+                    Ok(()) if *resume_sync => match self.engine.provider.resume_sync().await {
+                        Ok(done) => {
+                            if let Some(done) = done {
+                                tracing::warn!("{done}");
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(format!("the breaker is CLOSED, but automated sync could not be turned back on: {e}")),
+                    },
+                    other => other,
+                },
                 Forwarded::AlertFired(e) => {
                     self.alerts.fired(e);
                     self.incident(vec![e.clone()]).await;

@@ -166,8 +166,13 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         Err(failed) => return failed,
         Ok(logs) => logs,
     };
+    let held = engine
+        .provider
+        .after_rollback()
+        .map(|held| format!("; {held}"))
+        .unwrap_or_default();
     PhaseOutcome::Succeeded(format!(
-        "deployment {} is live and answers /health{logs}",
+        "deployment {} is live and answers /health{logs}{held}",
         deployment.id
     ))
 }
