@@ -436,3 +436,99 @@ fn the_kubernetes_recipe_gives_rollbackd_the_migrations_of_the_version_it_runs_b
         .collect();
     assert!(volumes.contains(&"migrations"), "{volumes:?}");
 }
+
+#[test]
+fn the_rollout_undo_recipe_rolls_a_plain_deployment_back_and_suspends_flux_first() {
+    // The recipe's script against a fake kubectl and flux
+    // (tests/support/fake_kubectl.py): revisions 1-3, 3 live.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = repo("tests/support/fake_kubectl.py");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(&fake, bin.join("kubectl")).unwrap();
+    std::os::unix::fs::symlink(&fake, bin.join("flux")).unwrap();
+    let rs = |revision: u32, image: &str, age: &str| {
+        serde_json::json!({
+            "metadata": {"name": format!("shop-{image}"), "creationTimestamp": age,
+                         "annotations": {"deployment.kubernetes.io/revision": revision.to_string()},
+                         "ownerReferences": [{"kind": "Deployment", "name": "shop", "uid": "u-1"}]},
+            "spec": {"template": {"metadata": {"labels": {"app": "shop"}},
+                                   "spec": {"containers": [{"name": "shop", "image": format!("registry/shop:{image}")}]}}}
+        })
+    };
+    let state = serde_json::json!({
+        "deployment": {
+            "metadata": {"name": "shop", "uid": "u-1", "generation": 3,
+                         "annotations": {"deployment.kubernetes.io/revision": "3"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "shop"}}},
+            "status": {"observedGeneration": 3, "updatedReplicas": 2, "availableReplicas": 2}
+        },
+        "replicasets": [rs(1, "aaa", "2026-01-01T00:00:00Z"), rs(2, "bbb", "2026-01-02T00:00:00Z"), rs(3, "ccc", "2026-01-03T00:00:00Z")]
+    });
+    std::fs::write(dir.path().join("state.json"), state.to_string()).unwrap();
+    let service = support::FakeService::start();
+    let config = std::fs::read_to_string(repo("deploy/kubernetes/rollout-undo/rollbackd.toml"))
+        .unwrap()
+        .replace(
+            "/etc/rollbackd/deployments.py",
+            repo("deploy/kubernetes/rollout-undo/deployments.py")
+                .to_str()
+                .unwrap(),
+        )
+        .replace("/etc/rollbackd/rules", "rules")
+        .replace("/var/lib/rollbackd", "state")
+        .replace("http://127.0.0.1:8000", &service.url());
+    std::fs::write(
+        dir.path().join("rollbackd.toml"),
+        format!("{config}\n[verify]\ninitial_wait = \"0s\"\nretry_interval = \"200ms\"\ncheck_timeout = \"1s\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let state_file = dir.path().join("state.json");
+    let log = dir.path().join("calls.log");
+    let env = [
+        ("PATH", path.as_str()),
+        ("FAKE_KUBE_STATE", state_file.to_str().unwrap()),
+        ("FAKE_KUBE_LOG", log.to_str().unwrap()),
+        ("K8S_DEPLOYMENT", "shop"),
+        ("K8S_NAMESPACE", "shop"),
+        ("FLUX_KUSTOMIZATION", "shop"),
+    ];
+    let (code, out, err) = support::run_rollbackd(dir.path(), &["check", "--offline"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) =
+        support::run_rollbackd(dir.path(), &["deployments", "list", "--json"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap(), d["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ids, [("3", "SUCCESS"), ("2", "REMOVED"), ("1", "REMOVED")]);
+    assert_eq!(listed[0]["git_sha"], "ccc");
+    let (code, out, err) = support::run_rollbackd(dir.path(), &["rollback", "--yes"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let suspend = calls
+        .find(r#"["flux", "suspend", "kustomization", "shop"]"#)
+        .unwrap_or_else(|| panic!("{calls}"));
+    let undo = calls
+        .find(r#""rollout", "undo", "deployment/shop", "--to-revision=2"]"#)
+        .unwrap_or_else(|| panic!("{calls}"));
+    assert!(suspend < undo, "Flux is suspended before the undo: {calls}");
+    assert_eq!(calls.matches("\"undo\"").count(), 1, "{calls}");
+    let history: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("state/history.json")).unwrap(),
+    )
+    .unwrap();
+    let e = &history["events"][0];
+    assert_eq!(e["success"], true, "{e}");
+    assert_eq!(e["target_deployment_id"], "2");
+    assert_eq!(
+        e["created_deployment_id"], "4",
+        "the target's ReplicaSet, as revision 4"
+    );
+}
