@@ -260,21 +260,29 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// A request that changes something: admitted, JSON, and its body read.
+fn change(headers: &HeaderMap, name: &str, body: &str) -> Result<Value, Box<Response>> {
+    if let Some(r) = admit(headers, name).or_else(|| json_only(headers)) {
+        return Err(Box::new(r));
+    }
+    serde_json::from_str::<Value>(body).map_err(|_| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            3,
+            "invalid character in request body",
+        ))
+    })
+}
+
 async fn patch_app(
     State(inner): State<Arc<Mutex<Inner>>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Some(r) = admit(&headers, &name).or_else(|| json_only(&headers)) {
-        return r;
-    }
-    let Ok(request) = serde_json::from_str::<Value>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            3,
-            "invalid character in request body",
-        );
+    let request = match change(&headers, &name, &body) {
+        Ok(request) => request,
+        Err(refused) => return *refused,
     };
     let patch_type = request["patchType"].as_str().unwrap_or("");
     let Some(Ok(patch)) = request["patch"].as_str().map(serde_json::from_str::<Value>) else {
@@ -325,15 +333,9 @@ async fn rollback(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Some(r) = admit(&headers, &name).or_else(|| json_only(&headers)) {
-        return r;
-    }
-    let Ok(request) = serde_json::from_str::<Value>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            3,
-            "invalid character in request body",
-        );
+    let request = match change(&headers, &name, &body) {
+        Ok(request) => request,
+        Err(refused) => return *refused,
     };
     let mut g = inner.lock().unwrap();
     g.rollbacks.push(request.clone());

@@ -24,16 +24,18 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 mod election;
+mod leadership;
 mod schema;
 
 use election::Election;
+pub use leadership::Leadership;
 use schema::ensure_schema;
 
 use super::file::StateLock;
@@ -44,98 +46,9 @@ use crate::db::Database;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Writes are not fenced (the CLI: it holds the rollback lock).
-const UNFENCED: i64 = i64::MIN;
+pub(super) const UNFENCED: i64 = i64::MIN;
 /// A daemon that is not the leader: every write is refused.
-const FOLLOWER: i64 = -1;
-
-/// Who leads, as this process sees it.
-#[derive(Debug, Clone)]
-pub struct Leadership {
-    leader: Arc<AtomicBool>,
-    epoch: Arc<AtomicI64>,
-    /// Whether the last election round reached the shared state: when it
-    /// did not, no replica can be sure anyone leads.
-    reachable: Arc<AtomicBool>,
-    /// Who else leads this service (under another `state.schema`), when
-    /// that is why this replica does not.
-    conflict: Arc<crate::standing::Standing>,
-}
-
-impl Leadership {
-    /// A single instance (the file backend): always the leader.
-    pub fn alone() -> Leadership {
-        metrics::gauge!("rollbackd_leader").set(1.0);
-        Leadership {
-            leader: Arc::new(AtomicBool::new(true)),
-            epoch: Arc::new(AtomicI64::new(UNFENCED)),
-            reachable: Arc::new(AtomicBool::new(true)),
-            conflict: Arc::default(),
-        }
-    }
-
-    /// A replica that does not lead (and, with the file state, never will).
-    pub fn following() -> Leadership {
-        Leadership {
-            leader: Arc::new(AtomicBool::new(false)),
-            epoch: Arc::new(AtomicI64::new(FOLLOWER)),
-            reachable: Arc::new(AtomicBool::new(true)),
-            conflict: Arc::default(),
-        }
-    }
-
-    pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::SeqCst)
-    }
-
-    /// Whether this replica's last election round reached the shared state.
-    /// A follower that cannot reach it cannot tell whether anyone leads;
-    /// and a leader cut off from it stops acting, so most likely no one
-    /// does.
-    pub fn state_reachable(&self) -> bool {
-        self.reachable.load(Ordering::SeqCst)
-    }
-
-    pub(super) fn set_reachable(&self, reachable: bool) {
-        self.reachable.store(reachable, Ordering::SeqCst);
-        metrics::gauge!("rollbackd_state_reachable").set(if reachable { 1.0 } else { 0.0 });
-    }
-
-    /// Whether this replica can roll back now: it leads, and its last
-    /// election round reached the shared state.
-    pub fn can_act(&self) -> bool {
-        self.is_leader() && self.state_reachable()
-    }
-
-    /// Who leads this service under another `state.schema`, when that is
-    /// what keeps this replica from leading.
-    pub fn conflict(&self) -> Option<String> {
-        self.conflict.get()
-    }
-
-    /// Records the conflict; how it changed (worth a log line unless the same).
-    pub(super) fn set_conflict(&self, conflict: Option<String>) -> crate::standing::Change {
-        metrics::gauge!("rollbackd_leader_conflict").set(f64::from(u8::from(conflict.is_some())));
-        self.conflict.set(conflict)
-    }
-
-    /// The fencing epoch this process leads under (0 when alone or following).
-    pub fn epoch(&self) -> i64 {
-        self.epoch.load(Ordering::SeqCst).max(0)
-    }
-
-    fn lead(&self, epoch: i64) {
-        self.epoch.store(epoch, Ordering::SeqCst);
-        self.leader.store(true, Ordering::SeqCst);
-        metrics::gauge!("rollbackd_leader").set(1.0);
-    }
-
-    fn follow(&self) {
-        // Fence first: from here on no write of this process commits.
-        self.epoch.store(FOLLOWER, Ordering::SeqCst);
-        self.leader.store(false, Ordering::SeqCst);
-        metrics::gauge!("rollbackd_leader").set(0.0);
-    }
-}
+pub(super) const FOLLOWER: i64 = -1;
 
 enum Request {
     Read(String, std_mpsc::Sender<io::Result<Vec<u8>>>),
@@ -208,13 +121,7 @@ impl PgStore {
     /// second lock, keyed by it alone, keeps replicas of one service that
     /// were given different `state.schema`s from both leading.
     pub fn elect(&self, name: &str, check_every: Duration, service: Option<&str>) -> Leadership {
-        let leadership = Leadership {
-            leader: Arc::new(AtomicBool::new(false)),
-            epoch: self.epoch.clone(),
-            reachable: Arc::new(AtomicBool::new(true)),
-            conflict: Arc::default(),
-        };
-        leadership.follow();
+        let leadership = Leadership::fenced_by(self.epoch.clone());
         let _ = self.tx.send(Request::Elect(
             leadership.clone(),
             name.to_string(),
