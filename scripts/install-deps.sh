@@ -4,7 +4,8 @@
 #   Alertmanager (`prometheus-alertmanager`),
 #   PostgreSQL 15 (`postgresql-15`: initdb/pg_ctl under /usr/lib/postgresql/15/bin,
 #   psql, pg_dump, pg_restore), curl, openssl (the TLS tests make their
-#   certificates with it), python3 and its venv module;
+#   certificates with it), git (the [gitops] tests push to a bare
+#   repository), python3 and its venv module;
 # - PyPI packages, in ./.venv: Alembic and psycopg2 for the migration tests,
 #   moto's S3-compatible server for the backup store tests, aiosmtpd (a real
 #   SMTP server, with STARTTLS) for the email notifier's.
@@ -17,6 +18,7 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v git >/dev/null 2>&1 || need+=(git)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client-15)

@@ -5,7 +5,8 @@
 //! Layout: `rules` (types, loading, the pure state machine), `source`
 //! (Prometheus), `watch` (evaluation loop and reload), `blame` (is the live
 //! deployment to blame for a breach?), `engine` (the rollback
-//! phases, guards, breaker, confirmations), `provider` (Railway, commands),
+//! phases, guards, breaker, confirmations), `provider` (Railway, Argo CD,
+//! commands), `gitops` (a pull request in git after a rollback),
 //! `verify` (HTTP health checks), `history` (the audit trail), `api`
 //! (rollbackd's own HTTP server), `telemetry` (logs and metrics), `duration`
 //! (Prometheus-style durations), `child` (commands that die with rollbackd), `supervise` (tasks whose failure stops
@@ -24,6 +25,7 @@ pub mod db;
 pub mod drill;
 pub mod duration;
 pub mod engine;
+pub mod gitops;
 pub mod history;
 pub mod notify;
 pub mod provider;

@@ -87,6 +87,79 @@ pub fn shown(text: &str, max: usize) -> String {
     }
 }
 
+/// Why a credential named in the configuration cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("{key} {}: {source}", path.display())]
+    File {
+        key: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{key} {} is empty", path.display())]
+    Empty {
+        key: &'static str,
+        path: std::path::PathBuf,
+    },
+}
+
+/// A credential as configured: `inline`, else the first line of `file`
+/// (named `key` in errors), else the environment variable `env`; `None`
+/// when none of them holds one.
+pub fn token_from(
+    inline: Option<&Secret>,
+    file: Option<&std::path::Path>,
+    key: &'static str,
+    env: &str,
+) -> Result<Option<Secret>, TokenFileError> {
+    if let Some(token) = inline {
+        return Ok(Some(token.clone()));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::File {
+            key,
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let token = text.lines().next().unwrap_or("").trim();
+        if token.is_empty() {
+            return Err(TokenFileError::Empty {
+                key,
+                path: path.to_path_buf(),
+            });
+        }
+        return Ok(Some(Secret::new(token)));
+    }
+    Ok(std::env::var(env)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| Secret::new(t.trim())))
+}
+
+/// Standard base64 with padding (RFC 4648), for `Authorization: Basic`.
+pub fn base64(input: &str) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = input.as_bytes();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Query parameter names whose values are never shown (matched as parts of
 /// the name, in any case).
 const SECRET_PARAMS: [&str; 9] = [
@@ -134,6 +207,13 @@ impl fmt::Debug for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64("user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64("a"), "YQ==");
+        assert_eq!(base64("ab"), "YWI=");
+    }
 
     #[test]
     fn credentials_in_urls_are_redacted_wherever_they_appear() {

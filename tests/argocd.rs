@@ -239,3 +239,49 @@ fn a_wrong_token_is_named_by_check_and_refused_before_anything_changes() {
     assert_ne!(code, 0);
     assert!(err.contains("ARGOCD_AUTH_TOKEN"), "{err}");
 }
+
+#[test]
+fn deployments_validate_and_a_readiness_drill_work_with_argo_cd_and_change_nothing() {
+    let argo = FakeArgocd::start();
+    let service = FakeService::start();
+    let d = dir(&argo, &service.url(), TOKEN);
+    let config = d.path().join("rollbackd.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "\n[[drills]]\nname = \"weekly\"\nschedule = \"0 30 9 * * Mon\"\ntimezone = \"UTC\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let (code, out, err) = cli(d.path(), &["deployments", "list", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["2", "1", "0"], "newest first");
+    assert_eq!(list[0]["git_sha"], "ccc");
+    let (code, out, _) = cli(
+        d.path(),
+        &["deployments", "status", "--deployment-id", "1", "--json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["git_sha"],
+        "bbb"
+    );
+    let (code, out, err) = cli(d.path(), &["validate", "--wait", "0"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // A readiness drill reads the application and checks the path; it
+    // neither turns automated sync off nor asks for a rollback.
+    let (code, out, err) = cli(d.path(), &["drill", "run", "weekly"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("a rollback now would go from 2 to 1"), "{out}");
+    assert!(out.contains("drill weekly PASSED"), "{out}");
+    assert!(argo.rollbacks().is_empty(), "{:?}", argo.rollbacks());
+    assert!(argo.patches().is_empty(), "{:?}", argo.patches());
+    assert_eq!(automated(&argo), json!({"prune": true, "selfHeal": true}));
+}

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use support::fake_argocd::{self, FakeArgocd};
 use support::fake_railway::{FakeDeployment, FakeRailway};
 use support::{run_rollbackd, Prometheus};
 
@@ -219,5 +220,44 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
     assert!(
         err.contains("2 would-be rollback(s), more than --fail-on-rollbacks 1"),
         "{err}"
+    );
+
+    // The same week deployed by Argo CD: the application's sync history
+    // (ids 0..4 for d1, d2, d2b, d3, d4) gives the same judgements.
+    let argo = FakeArgocd::start();
+    let at = |t: u64| UNIX_EPOCH + Duration::from_secs(t);
+    argo.set_history(&[
+        ("r1", at(from - DAY)),
+        ("r2", at(i1 - 5 * 60)),
+        ("r2b", at(d2b)),
+        ("r3", at(d3)),
+        ("r4", at(d4)),
+    ]);
+    std::fs::write(
+        dir.path().join("rollbackd.toml"),
+        format!(
+            "[prometheus]\nurl = \"{}\"\ntimeout = \"30s\"\n[watch]\nrule_paths = [\"rules\"]\n{}",
+            prom.url(),
+            argo.provider_toml(fake_argocd::TOKEN)
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = backtest(&["--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        support::would_be_summary(&report),
+        [
+            "rollback - 1->0",
+            "refused blame 2->1",
+            "refused deploy_age 3->-",
+            "rollback - 4->3"
+        ],
+        "{}",
+        report["would_be_rollbacks"]
+    );
+    assert!(
+        argo.rollbacks().is_empty() && argo.patches().is_empty(),
+        "a back-test changes nothing"
     );
 }

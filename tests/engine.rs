@@ -176,7 +176,18 @@ fn a_bad_deploy_under_auto_is_rolled_back_once_verified_and_recorded() {
         ),
         (Some("OPEN"), Some(false))
     );
-    assert_eq!(w.api("/api/v1/rollbacks")[0]["target_deployment_id"], "d2");
+    let entry = &w.api("/api/v1/rollbacks")[0];
+    assert_eq!(entry["target_deployment_id"], "d2");
+    // One entry by its id (the link in a [gitops] pull request).
+    let one = w.api(&format!(
+        "/api/v1/rollbacks/{}",
+        entry["id"].as_str().unwrap()
+    ));
+    assert_eq!(&one, entry);
+    let (status, body) =
+        support::http_get(&format!("{}/api/v1/rollbacks/rb-none", w.url())).unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no history entry \\\"rb-none\\\""), "{body}");
 
     let (code, out, _) = run_rollbackd(
         s.dir.path(),

@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/rollbacks", get(rollbacks))
+        .route("/api/v1/rollbacks/{id}", get(rollback))
         .route("/api/v1/pending", get(pending))
         .route("/api/v1/breaker", get(breaker))
         .route("/api/v1/leader", get(leader))
@@ -304,6 +305,29 @@ async fn rollbacks(
     };
     match engine.history().load() {
         Ok(h) => Json(h.events.into_iter().rev().take(limit).collect::<Vec<_>>()).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// One history entry by its id (the link in a `[gitops]` pull request).
+async fn rollback(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let engine = match engine(&state) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    match engine.history().load() {
+        Ok(h) => match h
+            .events
+            .into_iter()
+            .rev()
+            .find(|e| e.id.as_deref() == Some(&id))
+        {
+            Some(e) => Json(e).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("no history entry {id:?}; GET /api/v1/rollbacks lists them"),
+            ),
+        },
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -68,6 +68,9 @@ pub fn history_entry(config: &Config, id: &str, json: bool) -> Exit {
             e.duration_seconds
         );
     }
+    if let Some(revert) = &e.revert {
+        println!("  {revert}");
+    }
     match &e.blame {
         None => println!("  blame:   not judged"),
         Some(j) => print_judgement(j),

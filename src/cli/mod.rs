@@ -412,6 +412,7 @@ pub async fn run(cli: Cli) -> Exit {
                     probe::database(&config).await,
                     probe::state(&config).await,
                     probe::provider(&config).await,
+                    probe::gitops(&config).await,
                 ];
                 probes
                     .into_iter()

@@ -290,3 +290,30 @@ pub async fn provider(config: &Config) -> Exit {
     }
     Exit::Ok
 }
+
+/// `[gitops]`: git reaches the repository's base branch, and GitHub lets the
+/// token push and open pull requests there. Any refusal fails the check:
+/// the pull request is opened after a rollback, when nobody is there to fix
+/// a token.
+pub async fn gitops(config: &Config) -> Exit {
+    let Some(g) = config.gitops.as_ref().filter(|g| g.enabled) else {
+        return Exit::Ok;
+    };
+    let gitops = match crate::gitops::Gitops::new(g, &config.engine.state_dir) {
+        Ok(gitops) => gitops,
+        Err(e) => {
+            eprintln!("rollbackd: gitops: {e}");
+            return Exit::Failed;
+        }
+    };
+    match gitops.check().await {
+        Ok(said) => {
+            println!("gitops OK: {said}");
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("rollbackd: {e}");
+            Exit::Failed
+        }
+    }
+}

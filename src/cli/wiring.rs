@@ -138,6 +138,13 @@ pub fn engine_with(
             base_url: config.service.base_url.clone(),
             db,
             notifiers,
+            gitops: match config.gitops.as_ref().filter(|g| g.enabled) {
+                None => None,
+                Some(g) => Some(Arc::new(
+                    crate::gitops::Gitops::new(g, &config.engine.state_dir)
+                        .map_err(|e| EngineError::Gitops(e.to_string()))?,
+                )),
+            },
             state: Some(state),
             leadership,
         },
@@ -221,6 +228,7 @@ pub fn staging_engines(config: &Config) -> crate::drill::StagingEngines {
         c.notifiers = Vec::new();
         c.alertmanager = None;
         c.drills = Vec::new();
+        c.gitops = None;
         engine(&c).map(Engine::quiet).map_err(|e| e.to_string())
     })
 }

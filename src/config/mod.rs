@@ -72,6 +72,8 @@ pub struct Config {
     pub state: crate::state::config::StateConfig,
     /// Rollback drills on a schedule (`[[drills]]`).
     pub drills: Vec<crate::drill::config::DrillConfig>,
+    /// A pull request in git after a verified rollback (`[gitops]`).
+    pub gitops: Option<crate::gitops::config::GitopsConfig>,
 }
 
 /// Why the configuration could not be used.
@@ -160,6 +162,9 @@ impl Config {
         self.verify.validate(&mut problems);
         self.state.validate(&mut problems);
         crate::drill::config::validate_all(&self.drills, &mut problems);
+        if let Some(gitops) = &self.gitops {
+            gitops.validate(self.engine.budgets.post_rollback, &mut problems);
+        }
         if !self.drills.is_empty() && self.provider.is_none() {
             problems.push(
                 "drills: a drill checks the rollback path, which needs a [provider] (and rollbackd can only watch without one)"

@@ -78,6 +78,9 @@ pub enum EngineError {
     Database(#[source] BoxError),
     #[error("{0}")]
     Notifiers(#[source] BoxError),
+    /// `[gitops]` cannot be set up.
+    #[error("{0}")]
+    Gitops(String),
     /// `[state]` cannot be used.
     #[error("{0}")]
     State(String),
@@ -121,6 +124,7 @@ pub struct Engine {
     base_url: Option<String>,
     pub db: Option<DbSetup>,
     notifiers: Option<Arc<crate::notify::Notifiers>>,
+    gitops: Option<Arc<crate::gitops::Gitops>>,
     pub clock: Clock,
     /// Why a run journal cannot be read, while one cannot.
     unreadable: Standing,
@@ -139,6 +143,8 @@ pub struct EngineSetup {
     pub base_url: Option<String>,
     pub db: Option<DbSetup>,
     pub notifiers: Option<Arc<crate::notify::Notifiers>>,
+    /// `[gitops]`: a pull request after a verified rollback.
+    pub gitops: Option<Arc<crate::gitops::Gitops>>,
     /// Where the state lives; `None`: the state directory (`config.state_dir`).
     pub state: Option<Arc<dyn StateStore>>,
     /// Whether this replica leads; `None`: a single instance, always.
@@ -174,6 +180,7 @@ impl Engine {
             base_url: setup.base_url,
             db: setup.db,
             notifiers: setup.notifiers,
+            gitops: setup.gitops,
             clock: Clock::system(),
             unreadable: Standing::default(),
             store_problem: Standing::default(),

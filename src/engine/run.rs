@@ -97,6 +97,8 @@ pub(crate) struct Run<'a> {
     /// When the rollback deployment first answered `/health`: verification's
     /// initial wait counts from here.
     pub live_at: Option<Instant>,
+    /// What `[gitops]` did after the rollback was verified.
+    pub revert: Option<crate::gitops::RevertRecord>,
 }
 
 impl<'a> Run<'a> {
@@ -130,6 +132,7 @@ impl<'a> Run<'a> {
             called_at: None,
             healthy_at: None,
             live_at: None,
+            revert: None,
         }
     }
 
@@ -252,6 +255,7 @@ impl<'a> Run<'a> {
             error: self.error(),
             detection: super::detection::figures(self),
             blame: self.req.blame.clone(),
+            revert: self.revert.clone(),
             drill: None,
             extra: self.extra.clone(),
         }
@@ -268,6 +272,7 @@ impl<'a> Run<'a> {
         n.from_deployment = self.plan.as_ref().map(|p| p.current.id.clone());
         n.phases = self.steps.iter().map(PhaseStep::record).collect();
         n.blame = self.req.blame.clone();
+        n.revert = self.revert.clone();
         n
     }
 }
@@ -392,6 +397,9 @@ impl Engine {
                 }
                 return self.settle_interrupted(run).await;
             }
+            if phase == Phase::PostRollback {
+                self.propose_revert(&mut run).await;
+            }
             let started = Instant::now();
             let outcome = match gate(phase, &run) {
                 Some(skipped) => skipped,
@@ -445,6 +453,39 @@ impl Engine {
             }
         }
         self.finish(run)
+    }
+
+    /// After a verified rollback, `[gitops]`'s pull request, recorded with
+    /// the run (a restart that finishes the run asks again and finds the
+    /// one it opened).
+    async fn propose_revert(&self, run: &mut Run<'_>) {
+        let (Some(gitops), Some(plan)) = (&self.gitops, &run.plan) else {
+            return;
+        };
+        if !run.success() || run.revert.is_some() {
+            return;
+        }
+        if self.is_stopping() {
+            let record = crate::gitops::RevertRecord {
+                result: crate::gitops::RevertResult::Failed,
+                url: None,
+                branch: None,
+                detail: "rollbackd was stopping; open the pull request by hand".into(),
+            };
+            crate::telemetry::events::gitops_pull_request(&run.id, &record);
+            run.revert = Some(record);
+            return;
+        }
+        let event = run.event();
+        let incident = crate::gitops::Incident {
+            rollback_id: &run.id,
+            from: &plan.current,
+            target: &plan.target,
+            event: &event,
+        };
+        let record = gitops.propose(&incident).await;
+        run.note(record.to_string());
+        run.revert = Some(record);
     }
 
     /// Runs one phase under its budget. A phase cut off by its budget is a
@@ -520,7 +561,11 @@ impl Engine {
                         run.req.reason
                     ),
                 );
-                n.outcome = Some("succeeded; the service is verified healthy".into());
+                let mut outcome = "succeeded; the service is verified healthy".to_string();
+                if let Some(revert) = &run.revert {
+                    outcome.push_str(&format!("; {revert}"));
+                }
+                n.outcome = Some(outcome);
                 n
             } else {
                 let mut outcome = format!("failed: {why}; the deploy breaker stays OPEN");

@@ -540,6 +540,7 @@ pub fn setup(dir: &std::path::Path) -> EngineSetup {
         base_url: Some("http://service.test".into()),
         db: None,
         notifiers: None,
+        gitops: None,
         state: None,
         leadership: None,
     };

@@ -72,6 +72,10 @@ pub struct Event {
     /// Whether the live deployment was judged to blame, and the evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blame: Option<crate::blame::Judgement>,
+    /// The pull request `[gitops]` opened after a verified rollback, or
+    /// why none was opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<crate::gitops::RevertRecord>,
     /// A drill's checks (`type: drill`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillRecord>,

@@ -142,6 +142,9 @@ pub struct Notification {
     /// Whether the live deployment was judged to blame, and the evidence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blame: Option<crate::blame::Judgement>,
+    /// For a finished rollback: the pull request `[gitops]` opened, or why none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revert: Option<crate::gitops::RevertRecord>,
     #[serde(with = "crate::rules::state::rfc3339")]
     pub at: SystemTime,
 }
@@ -166,6 +169,7 @@ impl Notification {
             environment: None,
             phases: Vec::new(),
             blame: None,
+            revert: None,
             at: SystemTime::now(),
         }
     }

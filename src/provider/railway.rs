@@ -181,7 +181,8 @@ fn variables_id(v: &Value) -> Option<String> {
     v.get("id").and_then(Value::as_str).map(str::to_string)
 }
 
-pub(super) fn describe(e: &reqwest::Error) -> String {
+/// A reqwest error with its causes, as one line.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut message = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(inner) = source {

@@ -76,7 +76,10 @@ impl Prometheus {
             let value = match auth {
                 PrometheusAuth::Bearer(token) => format!("Bearer {token}"),
                 PrometheusAuth::Basic { username, password } => {
-                    format!("Basic {}", base64(&format!("{username}:{password}")))
+                    format!(
+                        "Basic {}",
+                        crate::secret::base64(&format!("{username}:{password}"))
+                    )
                 }
             };
             let mut value = HeaderValue::from_str(&value).map_err(|_| SetupError::Header {
@@ -630,28 +633,6 @@ pub(super) fn parse_value(text: &str) -> Result<f64, SourceError> {
     }
 }
 
-fn base64(input: &str) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = input.as_bytes();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,13 +796,6 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(e.kind(), "unsupported_result");
-    }
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64("user:pass"), "dXNlcjpwYXNz");
-        assert_eq!(base64("a"), "YQ==");
-        assert_eq!(base64("ab"), "YWI=");
     }
 
     /// Answers one HTTP request with `response`, on a thread of its own.

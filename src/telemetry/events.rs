@@ -189,6 +189,29 @@ pub fn blame_judged(j: &crate::blame::Judgement) {
     );
 }
 
+/// `[gitops]` opened (or did not open) the pull request for a rollback.
+pub fn gitops_pull_request(rollback: &str, record: &crate::gitops::RevertRecord) {
+    use crate::gitops::RevertResult;
+    metrics::counter!("rollbackd_gitops_pull_requests_total", "result" => record.result.as_str())
+        .increment(1);
+    let url = record.url.as_deref().unwrap_or("");
+    match record.result {
+        RevertResult::Opened | RevertResult::Unchanged => info!(
+            rollback,
+            result = record.result.as_str(),
+            url,
+            detail = %record.detail,
+            "gitops pull request"
+        ),
+        _ => warn!(
+            rollback,
+            result = record.result.as_str(),
+            detail = %record.detail,
+            "gitops pull request not opened"
+        ),
+    }
+}
+
 /// A guard refused a rollback.
 pub fn rollback_blocked(
     trigger: &'static str,

@@ -143,6 +143,10 @@ fn register_zeroes() {
     ] {
         metrics::counter!("rollbackd_rollbacks_blocked_total", "guard" => guard).absolute(0);
     }
+    for result in crate::gitops::RevertResult::ALL {
+        metrics::counter!("rollbackd_gitops_pull_requests_total", "result" => result.as_str())
+            .absolute(0);
+    }
     for verdict in [
         crate::blame::Verdict::ToBlame,
         crate::blame::Verdict::NotToBlame,
@@ -239,6 +243,10 @@ fn describe() {
     describe_counter!(
         "rollbackd_rollbacks_blocked_total",
         "Rollbacks refused, by guard (breaker, loop, same_deployment, cooldown, rate_limit, deploy_age, in_progress, provider, history, blame)."
+    );
+    describe_counter!(
+        "rollbackd_gitops_pull_requests_total",
+        "[gitops] pull requests after a verified rollback, by result (opened, unchanged, conflict, failed, skipped)."
     );
     describe_counter!(
         "rollbackd_blame_verdicts_total",

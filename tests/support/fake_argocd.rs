@@ -164,6 +164,36 @@ impl FakeArgocd {
         change(&mut self.inner.lock().unwrap().knobs);
     }
 
+    /// The revisions of history entries 0, 1 and 2 (the live one): a
+    /// test's own git commits.
+    pub fn set_revisions(&self, revisions: [&str; 3]) {
+        let mut g = self.inner.lock().unwrap();
+        for (i, r) in revisions.iter().enumerate() {
+            g.app["status"]["history"][i]["revision"] = json!(r);
+        }
+        g.app["status"]["sync"]["revision"] = json!(revisions[2]);
+    }
+
+    /// The sync history, oldest first, as `(revision, deployed at)`: ids
+    /// 0, 1, …; the last is what runs.
+    pub fn set_history(&self, entries: &[(&str, SystemTime)]) {
+        let mut g = self.inner.lock().unwrap();
+        let history: Vec<Value> = entries
+            .iter()
+            .enumerate()
+            .map(|(id, (revision, deployed))| {
+                let mut e = entry(id as i64, revision, 0);
+                let at = humantime::format_rfc3339_seconds(*deployed).to_string();
+                e["deployedAt"] = json!(at);
+                e["deployStartedAt"] = json!(at);
+                e
+            })
+            .collect();
+        let live = entries.last().map(|(r, _)| *r).unwrap_or_default();
+        g.app["status"]["history"] = json!(history);
+        g.app["status"]["sync"]["revision"] = json!(live);
+    }
+
     /// The application as the fake holds it now.
     pub fn app(&self) -> Value {
         self.inner.lock().unwrap().app.clone()

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_argocd;
+pub mod fake_github;
 pub mod fake_hooks;
 pub mod fake_railway;
 pub mod fake_service;
@@ -50,7 +51,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 }
 
 /// Runs one future to completion, so tests stay synchronous and simple.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     rollbackd::install_crypto_provider();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

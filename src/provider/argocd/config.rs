@@ -67,14 +67,8 @@ fn list_settle() -> Duration {
 /// Why the token cannot be had.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("provider.token_file {}: {source}", path.display())]
-    File {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("provider.token_file {} is empty", .0.display())]
-    Empty(PathBuf),
+    #[error(transparent)]
+    File(#[from] crate::secret::TokenFileError),
     #[error("no Argo CD token: set provider.token, provider.token_file or {TOKEN_ENV} (an API token of an account with get, update and sync on the application)")]
     Missing,
 }
@@ -83,25 +77,13 @@ impl ArgocdConfig {
     /// The token: `token`, else the first line of `token_file`, else
     /// `ARGOCD_AUTH_TOKEN`.
     pub fn token(&self) -> Result<Secret, TokenError> {
-        if let Some(token) = &self.token {
-            return Ok(token.clone());
-        }
-        if let Some(path) = &self.token_file {
-            let text = std::fs::read_to_string(path).map_err(|source| TokenError::File {
-                path: path.clone(),
-                source,
-            })?;
-            let token = text.trim();
-            if token.is_empty() {
-                return Err(TokenError::Empty(path.clone()));
-            }
-            return Ok(Secret::new(token));
-        }
-        std::env::var(TOKEN_ENV)
-            .ok()
-            .filter(|t| !t.trim().is_empty())
-            .map(|t| Secret::new(t.trim()))
-            .ok_or(TokenError::Missing)
+        crate::secret::token_from(
+            self.token.as_ref(),
+            self.token_file.as_deref(),
+            "provider.token_file",
+            TOKEN_ENV,
+        )?
+        .ok_or(TokenError::Missing)
     }
 
     /// Adds a message per unusable value to `problems`; no I/O.
