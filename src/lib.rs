@@ -27,6 +27,7 @@ pub mod duration;
 pub mod engine;
 pub mod gitops;
 pub mod history;
+pub mod init;
 pub mod notify;
 pub mod provider;
 pub mod rules;

@@ -662,3 +662,64 @@ fn check_reads_the_state_as_watch_would_and_fails_where_watch_would() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("rollbackd: state: "), "{err}");
 }
+
+#[test]
+fn version_names_the_commit_and_completions_and_the_man_page_come_from_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    // None of these reads the configuration: they work beside a broken one.
+    std::fs::write(dir.path().join("rollbackd.toml"), "[prometheus\n").unwrap();
+    let head = std::process::Command::new("git")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .expect("git runs (apt-get install git)");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let (code, out, err) = run_rollbackd(dir.path(), &["--version"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("rollbackd {} (commit {head})", env!("CARGO_PKG_VERSION"))
+    );
+
+    let (code, script, err) = run_rollbackd(dir.path(), &["completions", "bash"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let file = dir.path().join("rollbackd.bash");
+    std::fs::write(&file, &script).unwrap();
+    let bash = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && complete -p rollbackd",
+            file.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&bash.stdout).contains("_rollbackd"),
+        "bash loads it: {}",
+        String::from_utf8_lossy(&bash.stderr)
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, script, _) = run_rollbackd(dir.path(), &["completions", shell], &[]);
+        assert_eq!(code, 0);
+        for word in ["init", "backtest", "selector", "breaker"] {
+            assert!(script.contains(word), "{shell} completes {word}");
+        }
+    }
+    let (code, _, err) = run_rollbackd(dir.path(), &["completions", "tcsh"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("possible values: bash"), "{err}");
+
+    let (code, page, err) = run_rollbackd(dir.path(), &["man"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH rollbackd 1"),
+        "{page}"
+    );
+    assert!(page.contains(&head), "the page names the build");
+    for command in ["init", "watch", "rollback", "completions"] {
+        assert!(
+            page.contains(&format!("rollbackd\\-{command}")) || page.contains(command),
+            "{command}"
+        );
+    }
+}

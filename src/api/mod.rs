@@ -99,7 +99,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such endpoint; the API is described in the README",
+                "no such endpoint; the API is described in docs/api.md",
             )
         })
         .layer(axum::middleware::from_fn(json_errors))
@@ -137,7 +137,7 @@ async fn json_errors(request: axum::extract::Request, next: axum::middleware::Ne
         .unwrap_or_default();
     let message = match status {
         StatusCode::METHOD_NOT_ALLOWED => {
-            "this endpoint does not take that method; the API is described in the README".into()
+            "this endpoint does not take that method; the API is described in docs/api.md".into()
         }
         StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than 2 MiB".into(),
         _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_string(),

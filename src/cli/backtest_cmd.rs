@@ -263,26 +263,7 @@ async fn replay_one(
         ));
         return (report, false);
     };
-    let (first, last) = (at(*first), at(*last));
-    let answers = match &rule.kind {
-        RuleKind::Query(q) => RangeAnswers {
-            main: prometheus
-                .query_range(&q.expr, first, last, group.interval)
-                .await,
-            guard: match &q.min_traffic {
-                Some(g) => Some(
-                    prometheus
-                        .query_range(&g.expr, first, last, group.interval)
-                        .await,
-                ),
-                None => None,
-            },
-        },
-        RuleKind::Probe(_) => RangeAnswers {
-            main: Ok(Default::default()),
-            guard: None,
-        },
-    };
+    let answers = range_answers(prometheus, rule, at(*first), at(*last), group.interval).await;
     let broken = match (&answers.main, &answers.guard) {
         (Err(e), _) | (_, Some(Err(e))) => Some(e.to_string()),
         _ => None,
@@ -303,6 +284,30 @@ async fn replay_one(
             (report, true)
         }
         None => (report, false),
+    }
+}
+
+/// A rule's query and traffic guard over `[first, last]` at `interval`
+/// (a probe rule has none: its past answers are not in Prometheus).
+pub(crate) async fn range_answers(
+    prometheus: &Prometheus,
+    rule: &crate::rules::Rule,
+    first: SystemTime,
+    last: SystemTime,
+    interval: Duration,
+) -> RangeAnswers {
+    match &rule.kind {
+        RuleKind::Query(q) => RangeAnswers {
+            main: prometheus.query_range(&q.expr, first, last, interval).await,
+            guard: match &q.min_traffic {
+                Some(g) => Some(prometheus.query_range(&g.expr, first, last, interval).await),
+                None => None,
+            },
+        },
+        RuleKind::Probe(_) => RangeAnswers {
+            main: Ok(Default::default()),
+            guard: None,
+        },
     }
 }
 

@@ -177,7 +177,7 @@ fn list(config: &Config, json: bool) -> Exit {
         return print_json(&rows);
     }
     if rows.is_empty() {
-        println!("no drills: add [[drills]] to the config (see the README's Drills section)");
+        println!("no drills: add [[drills]] to the config (see docs/drills.md)");
         return Exit::Ok;
     }
     println!(

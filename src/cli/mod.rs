@@ -2,11 +2,12 @@
 //! Each command returns an [`Exit`]; `main` turns it into the process's exit
 //! code. Output meant for people goes to stdout; logs go to stderr.
 
-mod backtest_cmd;
+pub(crate) mod backtest_cmd;
 mod backup_cmd;
 mod drill_cmd;
 mod engine_cmd;
 mod history_cmd;
+mod init_cmd;
 mod probe;
 mod remote_cmd;
 mod rules_cmd;
@@ -21,10 +22,18 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::telemetry::LogFormat;
 
+/// The version and the commit it was built from (see `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BUILD_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rollbackd",
-    version,
+    version = VERSION,
     about = "Autonomous rollback controller: watches Prometheus, decides from rules kept in git whether the latest deploy broke production.",
     propagate_version = true
 )]
@@ -75,9 +84,20 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Write rules for a service's own metrics: discover its series in
+    /// Prometheus, recognise their conventions, back-test the thresholds.
+    Init(init_cmd::InitArgs),
     /// Work with rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Print a shell completion script: `rollbackd completions bash >
+    /// /etc/bash_completion.d/rollbackd`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `rollbackd man > rollbackd.1`.
+    Man,
     /// Roll the service back now (asks before acting unless --yes or --dry-run).
     Rollback(RollbackArgs),
     /// List deployments, show the previous good one, or one deployment's status.
@@ -386,6 +406,8 @@ impl Command {
             self,
             Command::Check { .. }
                 | Command::Rules(_)
+                | Command::Completions { .. }
+                | Command::Man
                 | Command::Deployments(_)
                 | Command::Revisions { .. }
                 | Command::History { .. }
@@ -395,13 +417,48 @@ impl Command {
     }
 }
 
+/// Writes `bytes` to stdout; a reader that went away ends it quietly.
+fn print_bytes(bytes: &[u8]) -> Exit {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => Exit::Ok,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
+        Err(e) => {
+            eprintln!("rollbackd: cannot write to stdout: {e}");
+            Exit::Failed
+        }
+    }
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Exit {
+    // These read no configuration: they work beside a broken one.
+    match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "rollbackd", &mut script);
+            return print_bytes(&script);
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut page = Vec::new();
+            if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                eprintln!("rollbackd: man: {e}");
+                return Exit::Failed;
+            }
+            return print_bytes(&page);
+        }
+        _ => {}
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => return Exit::Usage(format!("config: {e}")),
     };
     match cli.command {
+        Command::Completions { .. } | Command::Man => {
+            unreachable!("answered before the configuration is read")
+        }
         Command::Watch => watch_cmd::watch(config).await,
         Command::Check { offline } => match rules_cmd::check(&config, &[], true) {
             Exit::Ok if !offline => {
@@ -421,6 +478,7 @@ pub async fn run(cli: Cli) -> Exit {
             }
             other => other,
         },
+        Command::Init(args) => init_cmd::init(&config, args).await,
         Command::Rules(RulesCommand::Check { paths }) => rules_cmd::check(&config, &paths, false),
         Command::Rules(RulesCommand::Backtest(args)) => backtest_cmd::backtest(&config, args).await,
         Command::Rules(RulesCommand::Eval { rule, json }) => {

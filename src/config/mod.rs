@@ -30,6 +30,9 @@ use crate::verify::config::VerifyConfig;
 
 mod yaml;
 
+#[cfg(test)]
+mod reference;
+
 /// `ROLLBACKD_*` variables that are not configuration: the command line's
 /// own, and those rollbackd sets for the commands it runs (a provider script
 /// that calls `rollbackd` inherits them). Any other `ROLLBACKD_*` variable

@@ -114,7 +114,7 @@ impl CommandProvider {
     fn decode<T: for<'de> Deserialize<'de>>(which: &str, bytes: &[u8]) -> Result<T, ProviderError> {
         serde_json::from_slice(bytes).map_err(|e| ProviderError::Decode {
             what: format!("the {which} command"),
-            message: format!("{e} (see the JSON contract in the README)"),
+            message: format!("{e} (see the JSON contract in docs/rolling-back.md, \"Command\")"),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! query returned nothing": a failure is a [`SourceError`], an empty result is
 //! an empty `Vec`.
 
+pub mod catalog;
 pub mod config;
 pub mod prometheus;
 pub mod range;

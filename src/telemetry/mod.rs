@@ -78,7 +78,7 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         describe();
         register_zeroes();
-        metrics::gauge!("rollbackd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        metrics::gauge!("rollbackd_build_info", "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("BUILD_COMMIT")).set(1.0);
         handle
     })
 }
@@ -161,7 +161,10 @@ fn register_zeroes() {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!("rollbackd_build_info", "rollbackd's version; always 1.");
+    describe_gauge!(
+        "rollbackd_build_info",
+        "rollbackd's version and the commit it was built from; always 1."
+    );
     describe_counter!(
         "rollbackd_incident_joins_total",
         "Rules that joined an incident already acted on (within engine.coalesce, or while its rollback ran)."

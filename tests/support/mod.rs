@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod exporters;
 pub mod fake_argocd;
 pub mod fake_github;
 pub mod fake_hooks;

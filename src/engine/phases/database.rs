@@ -59,7 +59,7 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
         Ok(Some(seen)) if seen == from => None,
         Ok(seen) => Some(format!(
             "`alembic current` {}, but {} is at {from}: Alembic's env.py reaches another database \
-             (read ROLLBACKD_SQLALCHEMY_URL or DATABASE_URL in env.py, not alembic.ini's sqlalchemy.url; see the README)",
+             (read ROLLBACKD_SQLALCHEMY_URL or DATABASE_URL in env.py, not alembic.ini's sqlalchemy.url; see docs/database.md, \"Setting it up\")",
             seen.map_or("sees no revision".into(), |rev| format!("says the database is at {rev}")),
             db.database.target
         )),
@@ -147,6 +147,6 @@ fn explain_wait(why: String, waited_on_us: bool, key: i64) -> String {
     }
     format!(
         "{why}; it was waiting on rollbackd's own migration lock (advisory lock {key}): \
-         in env.py, skip pg_advisory_lock when ROLLBACKD_HOLDS_MIGRATION_LOCK is set (see the README)"
+         in env.py, skip pg_advisory_lock when ROLLBACKD_HOLDS_MIGRATION_LOCK is set (see docs/database.md, \"Setting it up\")"
     )
 }
