@@ -4,13 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+# What the tests run against (Debian and PyPI packages) installs while the
+# code compiles: nothing before `cargo test` needs it.
+deps_log=$(mktemp)
+scripts/install-deps.sh >"$deps_log" 2>&1 &
+deps=$!
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 # Benchmarks are compiled (so they cannot rot) but only run by `cargo bench`.
 cargo build --locked --benches
-# --no-fail-fast: one failing test binary must not hide the others.
-# Four test threads on two cores: the integration tests mostly wait on the
-# real services they start; the decision logic is tested on tokio's paused
-# clock and does not depend on it.
-cargo test --locked --no-fail-fast -- --test-threads 4
+if ! wait "$deps"; then
+  cat "$deps_log" >&2
+  echo "rollbackd: scripts/install-deps.sh failed (above)" >&2
+  exit 1
+fi
+cat "$deps_log" >&2
+rm -f "$deps_log"
+# --no-fail-fast: one failing test must not hide the others. The
+# integration tests are one binary (tests/main.rs) and mostly wait on the
+# real services they start, so six run at once on two cores; the
+# decision logic is tested on tokio's paused clock and does not depend on it.
+cargo test --locked --no-fail-fast -- --test-threads 6

@@ -1,7 +1,7 @@
 //! Alertmanager as a trigger: a real Prometheus alert, routed by a real
 //! Alertmanager to rollbackd's webhook endpoint.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

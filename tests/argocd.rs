@@ -5,7 +5,7 @@
 //! fails the phase; `kill -9` between the patch and the rollback call makes
 //! one call in the end; `check` names a wrong token.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -4,7 +4,7 @@
 //! deployments of that week, and `rollbackd rules backtest` must find
 //! exactly the rollbacks the engine would have made.
 
-mod support;
+use crate::support;
 
 use std::fmt::Write as _;
 use std::process::Command;

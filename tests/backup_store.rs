@@ -3,7 +3,7 @@
 //! restored from their URL into a real PostgreSQL 15; an upload that fails
 //! is a warning, or stops the rollback under `backup_required`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -7,7 +7,7 @@
 //! deadline), then checks the platform: the judgement comes before any
 //! platform call, so a wrong call would already show.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The command line: what a user sees for good and bad input.
 
-mod support;
+use crate::support;
 
 use support::{run_rollbackd, FakeService, Prometheus};
 

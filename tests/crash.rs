@@ -6,7 +6,7 @@
 //! (one record for the incident, with the right result), the breaker, and
 //! that no command rollbackd started outlived it.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -618,8 +618,14 @@ fn a_journal_that_turns_unreadable_under_watch_is_said_at_once_and_stops_rollbac
     .unwrap();
     w.wait_for_log("a run journal cannot be read", Duration::from_secs(15));
     assert_eq!(w.metric("rollbackd_journals_unreadable", &[]), Some(1.0));
-    let (code, body) = support::http_get(&format!("{}/readyz", w.url())).unwrap();
-    assert_eq!(code, 200, "{body}");
+    // Ready once the rules' first evaluation is in (it may trail the log
+    // line on a busy machine), and saying why nothing can roll back.
+    let body = support::wait_for("/readyz to answer 200", Duration::from_secs(30), || {
+        match support::http_get(&format!("{}/readyz", w.url())) {
+            Ok((200, body)) => Some(body),
+            _ => None,
+        }
+    });
     assert!(body.contains("rb-torn.json"), "{body}");
     // A bad deploy: detected, never acted on.
     c.bad_deploy(&w);

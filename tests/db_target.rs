@@ -4,7 +4,7 @@
 //! `--target=-1`, under the same destructive-SQL scan, advisory lock and
 //! verification as a recorded target.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -5,7 +5,7 @@
 //! pg_dump/pg_restore all get through with one URL; each wrong setting is
 //! refused saying what to change.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

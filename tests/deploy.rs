@@ -2,7 +2,7 @@
 //! real Prometheus that scraped rollbackd through a real scenario), the
 //! alerting rules about rollbackd (promtool), and the manifests.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! nothing, then each injected fault failing the drill at the check it
 //! concerns.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! The rollback engine end to end: a real Prometheus scraping the fake
 //! service, rollbackd watching it, and the fake Railway API rolling back.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! same rollback, the pull request already open is found, not doubled;
 //! `check` names a refused token.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! after what once broke (rules vanishing, a frozen or starved daemon,
 //! unbounded answers and bookkeeping), and asserts the bound that now holds.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 //! service with no metric rollbackd knows gets a clear message and a
 //! template; every wrong flag a clear error.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

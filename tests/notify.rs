@@ -3,7 +3,7 @@
 //! SMTP server (aiosmtpd, STARTTLS and AUTH), field by field, and what 429s
 //! and 500s do (retried, then given up, never touching the rollback).
 
-mod support;
+use crate::support;
 
 use support::fake_hooks::FakeHooks;
 use support::fake_railway::FakeRailway;

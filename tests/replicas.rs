@@ -5,7 +5,7 @@
 //! replica is asked shows the same history and breaker, and when the leader
 //! is killed (idle or mid-rollback) another takes over and finishes.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

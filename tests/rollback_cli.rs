@@ -1,7 +1,7 @@
 //! The on-call engineer's commands against the fake Railway API, the fake
 //! service, and an operator-supplied command provider.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

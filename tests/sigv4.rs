@@ -5,7 +5,7 @@
 //! stands in front of a real Prometheus. Wrong keys, region or profile are
 //! refused with a message naming `prometheus.sigv4`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

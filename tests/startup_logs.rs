@@ -3,7 +3,7 @@
 //! GraphQL shape) and the command provider's optional `logs` command, with
 //! and without an error line.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! own alerts and the back-test to one scenario, and the helpers that read
 //! Prometheus's transitions serve it alone.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -123,12 +123,42 @@ pub enum JournalError {
         path.display()
     )]
     Corrupt { path: PathBuf, message: String },
+    /// The state store cannot be reached now (PostgreSQL down): nothing is
+    /// known about the journals, which is not the same as one that is broken.
+    #[error("cannot reach the run journals at {}: {source}", path.display())]
+    Unreachable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write the run journal {}: {source}", path.display())]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Whether `e` says the state store cannot be reached (rather than that
+/// what it holds is wrong).
+fn unreachable(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        NotConnected
+            | TimedOut
+            | ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | BrokenPipe
+    )
+}
+
+impl JournalError {
+    /// The store could not be reached: the journals may be fine.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, JournalError::Unreachable { .. })
+    }
 }
 
 /// A journal by name, read or not.
@@ -185,10 +215,19 @@ impl JournalStore {
     /// Every journal left, oldest first. Any that cannot be read is an
     /// error naming it.
     pub fn unfinished(&self) -> Result<Vec<Journal>, JournalError> {
-        let names = self.store.list(DIR).map_err(|source| JournalError::Dir {
-            path: self.store.location(DIR),
-            source,
-        })?;
+        let names = self
+            .store
+            .list(DIR)
+            .map_err(|source| match unreachable(&source) {
+                true => JournalError::Unreachable {
+                    path: self.store.location(DIR),
+                    source,
+                },
+                false => JournalError::Dir {
+                    path: self.store.location(DIR),
+                    source,
+                },
+            })?;
         let mut journals = names
             .iter()
             .filter(|n| n.ends_with(".json"))
@@ -201,10 +240,19 @@ impl JournalStore {
     /// Every journal, each read on its own, by name (`runs/<id>.json`):
     /// one that cannot be read does not hide the others.
     pub fn each(&self) -> Result<Vec<Listed>, JournalError> {
-        let names = self.store.list(DIR).map_err(|source| JournalError::Dir {
-            path: self.store.location(DIR),
-            source,
-        })?;
+        let names = self
+            .store
+            .list(DIR)
+            .map_err(|source| match unreachable(&source) {
+                true => JournalError::Unreachable {
+                    path: self.store.location(DIR),
+                    source,
+                },
+                false => JournalError::Dir {
+                    path: self.store.location(DIR),
+                    source,
+                },
+            })?;
         Ok(names
             .into_iter()
             .filter(|n| n.ends_with(".json"))
@@ -253,7 +301,13 @@ impl JournalStore {
             path: self.store.location(name),
             message,
         };
-        let bytes = self.store.read(name).map_err(|e| corrupt(e.to_string()))?;
+        let bytes = self.store.read(name).map_err(|e| match unreachable(&e) {
+            true => JournalError::Unreachable {
+                path: self.store.location(name),
+                source: e,
+            },
+            false => corrupt(e.to_string()),
+        })?;
         let journal: Journal =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
         if journal.version > VERSION {
@@ -344,5 +398,64 @@ mod tests {
         store.write(&newer).unwrap();
         let err = store.unfinished().unwrap_err().to_string();
         assert!(err.contains("newer rollbackd"), "{err}");
+    }
+
+    /// A store that cannot be reached now (PostgreSQL stopped).
+    #[derive(Debug)]
+    struct Down(Arc<dyn StateStore>, std::sync::atomic::AtomicBool);
+
+    impl Down {
+        fn gone(&self) -> std::io::Result<()> {
+            match self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                true => Err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "connection refused",
+                )),
+                false => Ok(()),
+            }
+        }
+    }
+
+    impl StateStore for Down {
+        fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+            self.gone()?;
+            self.0.read(name)
+        }
+        fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+            self.gone()?;
+            self.0.write(name, bytes)
+        }
+        fn remove(&self, name: &str) -> std::io::Result<()> {
+            self.0.remove(name)
+        }
+        fn list(&self, dir: &str) -> std::io::Result<Vec<String>> {
+            self.gone()?;
+            self.0.list(dir)
+        }
+        fn location(&self, name: &str) -> std::path::PathBuf {
+            self.0.location(name)
+        }
+        fn try_lock(&self) -> std::io::Result<Option<crate::state::StateLock>> {
+            self.0.try_lock()
+        }
+    }
+
+    #[test]
+    fn a_store_that_cannot_be_reached_is_not_a_broken_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let down = Arc::new(Down(files(dir.path()), Default::default()));
+        let store = JournalStore::new(down.clone());
+        store
+            .write(&journal("rb-1", "2026-01-01T00:00:00Z"))
+            .unwrap();
+        down.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = store.unfinished().unwrap_err();
+        assert!(err.is_unreachable(), "{err}");
+        assert!(
+            err.to_string().starts_with("cannot reach the run journals"),
+            "{err}"
+        );
+        down.1.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(store.unfinished().unwrap().len(), 1);
     }
 }

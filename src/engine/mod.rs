@@ -348,6 +348,14 @@ impl Engine {
     /// `watch` went unnoticed and the next rollback went ahead.
     pub fn unfinished(&self) -> Result<Vec<journal::Journal>, journal::JournalError> {
         let read = self.journal.unfinished();
+        // A state store that cannot be reached says nothing about the
+        // journals: what was said of them stands until they can be read.
+        if read
+            .as_ref()
+            .is_err_and(journal::JournalError::is_unreachable)
+        {
+            return read;
+        }
         let problem = read.as_ref().err().map(ToString::to_string);
         metrics::gauge!("rollbackd_journals_unreadable")
             .set(f64::from(u8::from(problem.is_some())));

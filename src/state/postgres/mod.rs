@@ -242,8 +242,16 @@ fn off_the_runtime<T>(wait: impl FnOnce() -> T) -> T {
     }
 }
 
-fn pg_error(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
+/// A statement's error; a session that is gone (PostgreSQL stopped or the
+/// connection broke) is NotConnected: the store cannot be reached, which
+/// callers tell apart from a document that is wrong.
+fn pg_error(e: tokio_postgres::Error) -> io::Error {
+    let gone = e.is_closed()
+        || std::error::Error::source(&e).is_some_and(|s| s.downcast_ref::<io::Error>().is_some());
+    match gone {
+        true => io::Error::new(io::ErrorKind::NotConnected, e.to_string()),
+        false => io::Error::other(e.to_string()),
+    }
 }
 
 fn fenced(epoch: i64) -> io::Error {
@@ -504,7 +512,12 @@ async fn within<T>(call: impl std::future::Future<Output = io::Result<T>>) -> io
 /// advisory locks of a partitioned leader go in about 10 s, not the server's
 /// default of hours.
 async fn connect(database: &Database, schema: &str) -> io::Result<tokio_postgres::Client> {
-    let mut client = database.connect(CALL_TIMEOUT).await.map_err(pg_error)?;
+    // NotConnected: the store cannot be reached, which callers tell apart
+    // from a document that is wrong.
+    let mut client = database
+        .connect(CALL_TIMEOUT)
+        .await
+        .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e.to_string()))?;
     client
         .batch_execute(
             "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
