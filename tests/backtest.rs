@@ -7,7 +7,6 @@
 use crate::support;
 
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::fake_argocd::{self, FakeArgocd};
@@ -100,23 +99,7 @@ fn a_backfilled_week_gives_exactly_the_rollbacks_the_engine_would_have_made() {
     ];
 
     let mut prom = Prometheus::start_raw(support::free_port(), "global:\n  scrape_interval: 15s\n");
-    prom.stop();
-    let input = prom.dir.path().join("week.om");
-    std::fs::write(&input, openmetrics(from, to, &incidents)).unwrap();
-    let promtool = support::require_binary("promtool");
-    let out = Command::new(promtool)
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&input)
-        .arg(prom.dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    prom.restart();
+    prom.backfill(&openmetrics(from, to, &incidents));
 
     let railway = FakeRailway::start_with(vec![
         deployment("d4", "SUCCESS", d4),

@@ -12,7 +12,6 @@
 use crate::support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -70,7 +69,6 @@ fn world() -> World {
         "  - job_name: queue-worker\n    static_configs:\n      - targets: ['{unknown_addr}']\n"
     ));
     let mut prometheus = Prometheus::start_raw(support::free_port(), &config);
-    prometheus.stop();
     // A day of history, ending two hours ago (clear of the head block).
     let (from, to) = (now - 26 * HOUR, now - 2 * HOUR);
     let mut history = String::new();
@@ -78,21 +76,7 @@ fn world() -> World {
         history.push_str(&exporters::openmetrics(c, from, to, 30, shape(now)));
     }
     history.push_str("# EOF\n");
-    let input = prometheus.dir.path().join("history.om");
-    std::fs::write(&input, history).unwrap();
-    let out = Command::new(support::require_binary("promtool"))
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&input)
-        .arg(prometheus.dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    prometheus.restart();
+    prometheus.backfill(&history);
     for (c, _) in &exporters {
         prometheus.wait_for_scrape(&format!(
             "{}{{job=\"{}\",instance!=\"\"}}",
@@ -100,6 +84,7 @@ fn world() -> World {
             c.job()
         ));
     }
+    prometheus.wait_for_scrape("queue_depth{job=\"queue-worker\"}");
     World {
         prometheus,
         exporters,

@@ -322,6 +322,12 @@ fn validate_prints_a_table_and_exits_to_match() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["passed"], false);
     assert_eq!(v["phases"].as_array().unwrap().len(), 4);
+    // Each phase once; --retry-for retries the failing one.
+    assert_eq!(v["phases"][3]["attempts"], 1, "{v}");
+    let (code, out, _) = cli(d.path(), &["validate", "--json", "--retry-for", "1s"]);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["phases"][3]["attempts"].as_u64().unwrap() >= 2, "{v}");
 
     // A core check down fails the critical phase, and later phases never run.
     service.set(|k| {

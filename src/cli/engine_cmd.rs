@@ -358,7 +358,13 @@ pub async fn validate(config: &Config, args: ValidateArgs) -> Exit {
         (config.verify.check_timeout + Duration::from_secs(1)) * config.verify.phases.len() as u32;
     let budget = wait + args.retry_for + per_attempt;
     let started = Instant::now();
-    let report = verify::verify(&client, &base_url, &config.verify, wait, budget, &|_| {}).await;
+    // Without --retry-for each phase is tried once: a failing one is the
+    // answer, not a reason to keep asking until the budget runs out.
+    let mut verify_config = config.verify.clone();
+    if args.retry_for.is_zero() {
+        verify_config.retry_interval = budget;
+    }
+    let report = verify::verify(&client, &base_url, &verify_config, wait, budget, &|_| {}).await;
     if args.json {
         print_json(&report);
     } else {

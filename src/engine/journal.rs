@@ -212,22 +212,21 @@ impl JournalStore {
         }
     }
 
+    /// The names in the journals' directory.
+    fn names(&self) -> Result<Vec<String>, JournalError> {
+        self.store.list(DIR).map_err(|source| {
+            let path = self.store.location(DIR);
+            match unreachable(&source) {
+                true => JournalError::Unreachable { path, source },
+                false => JournalError::Dir { path, source },
+            }
+        })
+    }
+
     /// Every journal left, oldest first. Any that cannot be read is an
     /// error naming it.
     pub fn unfinished(&self) -> Result<Vec<Journal>, JournalError> {
-        let names = self
-            .store
-            .list(DIR)
-            .map_err(|source| match unreachable(&source) {
-                true => JournalError::Unreachable {
-                    path: self.store.location(DIR),
-                    source,
-                },
-                false => JournalError::Dir {
-                    path: self.store.location(DIR),
-                    source,
-                },
-            })?;
+        let names = self.names()?;
         let mut journals = names
             .iter()
             .filter(|n| n.ends_with(".json"))
@@ -240,19 +239,7 @@ impl JournalStore {
     /// Every journal, each read on its own, by name (`runs/<id>.json`):
     /// one that cannot be read does not hide the others.
     pub fn each(&self) -> Result<Vec<Listed>, JournalError> {
-        let names = self
-            .store
-            .list(DIR)
-            .map_err(|source| match unreachable(&source) {
-                true => JournalError::Unreachable {
-                    path: self.store.location(DIR),
-                    source,
-                },
-                false => JournalError::Dir {
-                    path: self.store.location(DIR),
-                    source,
-                },
-            })?;
+        let names = self.names()?;
         Ok(names
             .into_iter()
             .filter(|n| n.ends_with(".json"))

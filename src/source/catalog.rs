@@ -66,6 +66,22 @@ impl Prometheus {
         }
     }
 
+    /// `path` for the series `selector` matches over `[from, to]`.
+    async fn over<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        selector: &str,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<T, SourceError> {
+        let params = [
+            ("match[]", selector.to_string()),
+            ("start", seconds(from)),
+            ("end", seconds(to)),
+        ];
+        self.api(path, &params).await
+    }
+
     /// The metric names of the series `selector` matches over `[from, to]`.
     pub async fn metric_names(
         &self,
@@ -73,15 +89,8 @@ impl Prometheus {
         from: SystemTime,
         to: SystemTime,
     ) -> Result<Vec<String>, SourceError> {
-        self.api(
-            "/api/v1/label/__name__/values",
-            &[
-                ("match[]", selector.to_string()),
-                ("start", seconds(from)),
-                ("end", seconds(to)),
-            ],
-        )
-        .await
+        self.over("/api/v1/label/__name__/values", selector, from, to)
+            .await
     }
 
     /// The label names of the series `selector` matches over `[from, to]`.
@@ -91,15 +100,7 @@ impl Prometheus {
         from: SystemTime,
         to: SystemTime,
     ) -> Result<Vec<String>, SourceError> {
-        self.api(
-            "/api/v1/labels",
-            &[
-                ("match[]", selector.to_string()),
-                ("start", seconds(from)),
-                ("end", seconds(to)),
-            ],
-        )
-        .await
+        self.over("/api/v1/labels", selector, from, to).await
     }
 
     /// The values of label `name` on the series `selector` matches.
@@ -110,15 +111,8 @@ impl Prometheus {
         from: SystemTime,
         to: SystemTime,
     ) -> Result<Vec<String>, SourceError> {
-        self.api(
-            &format!("/api/v1/label/{name}/values"),
-            &[
-                ("match[]", selector.to_string()),
-                ("start", seconds(from)),
-                ("end", seconds(to)),
-            ],
-        )
-        .await
+        self.over(&format!("/api/v1/label/{name}/values"), selector, from, to)
+            .await
     }
 
     /// Every metric's metadata (one entry per name: the first the targets

@@ -202,6 +202,28 @@ impl Prometheus {
         }
     }
 
+    /// Writes `openmetrics` (timestamped samples, ending with `# EOF`) into
+    /// its storage with `promtool tsdb create-blocks-from openmetrics`, with
+    /// Prometheus stopped, and starts it again: a history it never scraped.
+    pub fn backfill(&mut self, openmetrics: &str) {
+        self.stop();
+        let input = self.dir.path().join("history.om");
+        std::fs::write(&input, openmetrics).unwrap();
+        let out = Command::new(require_binary("promtool"))
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(self.dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.launch();
+    }
+
     /// Starts it again on the same port with the same data.
     pub fn restart(&mut self) {
         self.stop();

@@ -71,13 +71,24 @@ async fn prepare(run: &mut Run<'_>) -> Result<String, PhaseOutcome> {
         }
     };
     // Under the lock, so no journal appears between this look and the plan.
-    if let Err(e) = engine.unfinished() {
-        return Err(PhaseOutcome::failed(
-            FailureKind::UnreadableJournal,
-            format!(
-                "{e}; what that run did is unknown, so nothing was changed. See it with `rollbackd state journals`; repair it, or move it aside with `rollbackd state quarantine ID`"
-            ),
-        ));
+    match engine.unfinished() {
+        Ok(_) => {}
+        // The state store cannot be reached: nothing is known of the
+        // journals, and nothing could be recorded either.
+        Err(e) if e.is_unreachable() => {
+            return Err(PhaseOutcome::failed(
+                FailureKind::LockError,
+                format!("{e}; nothing was changed"),
+            ))
+        }
+        Err(e) => {
+            return Err(PhaseOutcome::failed(
+                FailureKind::UnreadableJournal,
+                format!(
+                    "{e}; what that run did is unknown, so nothing was changed. See it with `rollbackd state journals`; repair it, or move it aside with `rollbackd state quarantine ID`"
+                ),
+            ))
+        }
     }
     let req = run.req.clone();
     let plan = match run.wait(engine.plan(&req)).await {
