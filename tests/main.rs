@@ -6,6 +6,8 @@
 
 mod support;
 
+// The longest test first (see accuracy.rs).
+mod accuracy;
 mod alertmanager;
 mod argocd;
 mod backtest;

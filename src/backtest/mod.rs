@@ -221,7 +221,7 @@ pub struct WouldBe {
     pub action: &'static str,
     /// The guard that refused it, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub guard: Option<&'static str>,
+    pub guard: Option<guard::Guard>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The deployment it would have rolled back, and the one it would have
@@ -335,7 +335,7 @@ pub fn would_be_rollbacks(
             Some(list) => match live_at(list, t) {
                 Some(d) => d,
                 None => {
-                    w.guard = Some("provider");
+                    w.guard = Some(guard::Guard::Provider);
                     w.reason = Some("no deployment in the provider's list was live then".into());
                     out.push(w);
                     continue;
@@ -372,7 +372,7 @@ pub fn would_be_rollbacks(
             match j.verdict {
                 crate::blame::Verdict::ToBlame => {}
                 crate::blame::Verdict::NotToBlame => {
-                    w.guard = Some("blame");
+                    w.guard = Some(guard::Guard::Blame);
                     w.reason = Some(format!("the live deployment is not to blame: {j}"));
                     out.push(w);
                     continue;

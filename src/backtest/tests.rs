@@ -172,7 +172,14 @@ fn firings_go_through_coalescing_the_cooldown_and_the_rate_limit() {
     ];
     let got: Vec<String> = would_be_rollbacks(&reports, &engine, None, &Default::default())
         .iter()
-        .map(|w| format!("{} {} {}", w.rule, w.action, w.guard.unwrap_or("-")))
+        .map(|w| {
+            format!(
+                "{} {} {}",
+                w.rule,
+                w.action,
+                w.guard.map_or("-", crate::engine::guard::Guard::as_str)
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -220,7 +227,7 @@ fn with_the_provider_s_deployments_each_rollback_names_its_deployment_and_target
                 "{} {} {} {}->{}",
                 w.rule,
                 w.action,
-                w.guard.unwrap_or("-"),
+                w.guard.map_or("-", crate::engine::guard::Guard::as_str),
                 w.deployment.as_deref().unwrap_or("-"),
                 w.target.as_deref().unwrap_or("-")
             )
@@ -243,7 +250,11 @@ fn with_the_provider_s_deployments_each_rollback_names_its_deployment_and_target
         Some(&list),
         &Default::default(),
     );
-    assert_eq!(old[0].guard, Some("deploy_age"), "{old:?}");
+    assert_eq!(
+        old[0].guard,
+        Some(crate::engine::guard::Guard::DeployAge),
+        "{old:?}"
+    );
 }
 
 #[test]
@@ -278,7 +289,14 @@ fn blame_refuses_and_parks_before_the_history_counts_them() {
     );
     let got: Vec<String> = would_be_rollbacks(&reports, &engine, None, &judgements)
         .iter()
-        .map(|w| format!("{} {} {}", w.rule, w.action, w.guard.unwrap_or("-")))
+        .map(|w| {
+            format!(
+                "{} {} {}",
+                w.rule,
+                w.action,
+                w.guard.map_or("-", crate::engine::guard::Guard::as_str)
+            )
+        })
         .collect();
     // Neither the refusal nor the parked one opened the breaker or started a
     // cooldown: C, 200 s after A, still rolls back.

@@ -392,7 +392,9 @@ fn blame_counts(would_be: &[WouldBe]) -> BlameCounts {
     BlameCounts {
         refused: would_be
             .iter()
-            .filter(|w| w.action == "refused" && w.guard == Some("blame"))
+            .filter(|w| {
+                w.action == "refused" && w.guard == Some(crate::engine::guard::Guard::Blame)
+            })
             .count(),
         parked: would_be.iter().filter(|w| w.action == "parked").count(),
     }
@@ -474,7 +476,7 @@ fn print_tables(
     }
     for w in would_be {
         let what = match (w.action, w.guard) {
-            ("refused", Some("blame")) => format!(
+            ("refused", Some(crate::engine::guard::Guard::Blame)) => format!(
                 "refused: not the deploy's ({})",
                 w.blame.as_ref().map_or("", |j| j.reason.as_str())
             ),

@@ -12,11 +12,72 @@ use crate::engine::config::EngineConfig;
 use crate::history::History;
 use crate::provider::Deployment;
 
+/// Which guard refused an automatic rollback. Its label is what metrics
+/// (`rollbackd_rollbacks_blocked_total{guard}`), the history, back-tests
+/// and logs say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guard {
+    /// The deploy breaker is OPEN.
+    Breaker,
+    /// The last rollback rolled back to the deployment now live.
+    Loop,
+    /// This deployment was already rolled back automatically.
+    SameDeployment,
+    Cooldown,
+    RateLimit,
+    /// The live deployment is too old to blame.
+    DeployAge,
+    /// A newer deployment is still in progress.
+    InProgress,
+    /// The platform cannot say what is live.
+    Provider,
+    /// The history cannot be read.
+    History,
+    /// Blame found the deploy not to blame.
+    Blame,
+}
+
+impl Guard {
+    pub const ALL: [Guard; 10] = [
+        Guard::Breaker,
+        Guard::Loop,
+        Guard::SameDeployment,
+        Guard::Cooldown,
+        Guard::RateLimit,
+        Guard::DeployAge,
+        Guard::InProgress,
+        Guard::Provider,
+        Guard::History,
+        Guard::Blame,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guard::Breaker => "breaker",
+            Guard::Loop => "loop",
+            Guard::SameDeployment => "same_deployment",
+            Guard::Cooldown => "cooldown",
+            Guard::RateLimit => "rate_limit",
+            Guard::DeployAge => "deploy_age",
+            Guard::InProgress => "in_progress",
+            Guard::Provider => "provider",
+            Guard::History => "history",
+            Guard::Blame => "blame",
+        }
+    }
+}
+
+impl std::fmt::Display for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A refusal: which guard, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Blocked {
-    /// A small fixed label: breaker, loop, same_deployment, cooldown, rate_limit, deploy_age.
-    pub guard: &'static str,
+    pub guard: Guard,
     pub reason: String,
 }
 
@@ -40,7 +101,7 @@ pub fn check_automatic(input: &GuardInput) -> Result<(), Blocked> {
     } = input;
     if *breaker == BreakerState::Open {
         return Err(Blocked {
-            guard: "breaker",
+            guard: Guard::Breaker,
             reason: "the deploy breaker is OPEN after a recent rollback (see `rollbackd breaker status`; \
                      an operator can `rollbackd breaker reset`)"
                 .into(),
@@ -50,7 +111,7 @@ pub fn check_automatic(input: &GuardInput) -> Result<(), Blocked> {
         e.is_rollback() && e.created_deployment_id.as_deref() == Some(current.id.as_str())
     }) {
         return Err(Blocked {
-            guard: "loop",
+            guard: Guard::Loop,
             reason: format!(
                 "the live deployment {} was created by rollback {}; rolling it back again would loop \
                  (roll forward, or run `rollbackd rollback` by hand)",
@@ -69,7 +130,7 @@ pub fn check_automatic(input: &GuardInput) -> Result<(), Blocked> {
         .find(|e| e.from_deployment_id.as_deref() == Some(current.id.as_str()))
     {
         return Err(Blocked {
-            guard: "same_deployment",
+            guard: Guard::SameDeployment,
             reason: format!(
                 "rollbackd already rolled back automatically from deployment {} ({}); it never does so twice",
                 current.id,
@@ -85,7 +146,7 @@ pub fn check_automatic(input: &GuardInput) -> Result<(), Blocked> {
     if let Some(last) = automatic.iter().map(|e| since(&e)).min() {
         if last < config.cooldown {
             return Err(Blocked {
-                guard: "cooldown",
+                guard: Guard::Cooldown,
                 reason: format!(
                     "the last automatic rollback was {} ago, within the cooldown of {}",
                     fmt(Duration::from_secs(last.as_secs())),
@@ -100,7 +161,7 @@ pub fn check_automatic(input: &GuardInput) -> Result<(), Blocked> {
         .count();
     if recent as u32 >= config.max_auto_rollbacks {
         return Err(Blocked {
-            guard: "rate_limit",
+            guard: Guard::RateLimit,
             reason: format!(
                 "{recent} automatic rollbacks in the last {} (engine.max_auto_rollbacks is {})",
                 fmt(config.auto_window),
@@ -111,7 +172,7 @@ pub fn check_automatic(input: &GuardInput) -> Result<(), Blocked> {
     let age = current.age(*now);
     if age > config.max_deploy_age {
         return Err(Blocked {
-            guard: "deploy_age",
+            guard: Guard::DeployAge,
             reason: format!(
                 "the live deployment {} is {} old, older than engine.max_deploy_age ({}), so it cannot \
                  be blamed for this breach",
@@ -217,7 +278,7 @@ mod tests {
         ];
         for (history, breaker, age, guard) in cases {
             let blocked = check(history, breaker, age).unwrap_err();
-            assert_eq!(blocked.guard, guard, "{}", blocked.reason);
+            assert_eq!(blocked.guard.as_str(), guard, "{}", blocked.reason);
             assert!(!blocked.reason.is_empty());
         }
     }
@@ -227,7 +288,7 @@ mod tests {
         let mut earlier = auto_rollback("d7", 600);
         earlier.created_deployment_id = Some("d9".into());
         let blocked = check(vec![earlier], BreakerState::Closed, 10).unwrap_err();
-        assert_eq!(blocked.guard, "loop", "{}", blocked.reason);
+        assert_eq!(blocked.guard, Guard::Loop, "{}", blocked.reason);
     }
 
     #[test]
@@ -250,7 +311,7 @@ mod tests {
             Ok(())
         );
         let blocked = check(vec![auto_rollback("d7", 14)], BreakerState::Closed, 10).unwrap_err();
-        assert_eq!(blocked.guard, "cooldown");
+        assert_eq!(blocked.guard, Guard::Cooldown);
     }
 
     #[test]
@@ -265,7 +326,7 @@ mod tests {
         };
         assert_eq!(check(history(60), BreakerState::Closed, 10), Ok(()));
         let blocked = check(history(59), BreakerState::Closed, 10).unwrap_err();
-        assert_eq!(blocked.guard, "rate_limit");
+        assert_eq!(blocked.guard, Guard::RateLimit);
     }
 
     #[test]
@@ -273,6 +334,6 @@ mod tests {
         // engine.max_deploy_age is 2h.
         assert_eq!(check(vec![], BreakerState::Closed, 120), Ok(()));
         let blocked = check(vec![], BreakerState::Closed, 121).unwrap_err();
-        assert_eq!(blocked.guard, "deploy_age");
+        assert_eq!(blocked.guard, Guard::DeployAge);
     }
 }

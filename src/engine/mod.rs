@@ -414,7 +414,7 @@ impl Engine {
     /// Whether an automatic rollback may start now.
     pub async fn check_automatic(&self, now: SystemTime) -> Result<Deployment, Blocked> {
         let listed = self.deployments().await.map_err(|e| Blocked {
-            guard: "provider",
+            guard: guard::Guard::Provider,
             reason: format!("cannot list deployments to check the guards: {e}"),
         })?;
         let current = listed
@@ -423,11 +423,11 @@ impl Engine {
             .find(|d| d.is_success())
             .cloned()
             .ok_or_else(|| Blocked {
-                guard: "provider",
+                guard: guard::Guard::Provider,
                 reason: "no deployment is live (none has status SUCCESS)".into(),
             })?;
         let history = self.history.load().map_err(|e| Blocked {
-            guard: "history",
+            guard: guard::Guard::History,
             reason: e.to_string(),
         })?;
         guard::check_automatic(&guard::GuardInput {

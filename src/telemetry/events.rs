@@ -216,9 +216,10 @@ pub fn gitops_pull_request(rollback: &str, record: &crate::gitops::RevertRecord)
 pub fn rollback_blocked(
     trigger: &'static str,
     policy: &'static str,
-    guard: &'static str,
+    guard: crate::engine::guard::Guard,
     reason: &str,
 ) {
+    let guard = guard.as_str();
     metrics::counter!("rollbackd_rollbacks_blocked_total", "guard" => guard).increment(1);
     warn!(
         trigger,

@@ -129,19 +129,9 @@ fn register_zeroes() {
         metrics::counter!("rollbackd_prometheus_requests_total", "kind" => kind).absolute(0);
     }
     metrics::counter!("rollbackd_prometheus_combined_fallbacks_total").absolute(0);
-    for guard in [
-        "breaker",
-        "loop",
-        "same_deployment",
-        "cooldown",
-        "rate_limit",
-        "deploy_age",
-        "in_progress",
-        "provider",
-        "history",
-        "blame",
-    ] {
-        metrics::counter!("rollbackd_rollbacks_blocked_total", "guard" => guard).absolute(0);
+    for guard in crate::engine::guard::Guard::ALL {
+        metrics::counter!("rollbackd_rollbacks_blocked_total", "guard" => guard.as_str())
+            .absolute(0);
     }
     for result in crate::gitops::RevertResult::ALL {
         metrics::counter!("rollbackd_gitops_pull_requests_total", "result" => result.as_str())

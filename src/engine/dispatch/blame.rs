@@ -92,7 +92,7 @@ impl Dispatcher {
             Verdict::NotToBlame => self.engine.record_blocked(
                 &req,
                 &Blocked {
-                    guard: "blame",
+                    guard: crate::engine::guard::Guard::Blame,
                     reason: format!("the live deployment is not to blame: {judgement}"),
                 },
             ),
@@ -129,7 +129,7 @@ impl Dispatcher {
             self.engine.record_blocked(
                 &req,
                 &Blocked {
-                    guard: "blame",
+                    guard: crate::engine::guard::Guard::Blame,
                     reason: format!("{judgement}; {outcome}; the live deployment stays"),
                 },
             );
@@ -142,7 +142,9 @@ impl Dispatcher {
     /// still in progress (a rule can fire in the second a deploy goes
     /// live): that deployment's id.
     pub(super) async fn settling(&self, blocked: &Blocked) -> Option<String> {
-        if blocked.guard != "provider" || !blocked.reason.starts_with("no deployment is live") {
+        if blocked.guard != crate::engine::guard::Guard::Provider
+            || !blocked.reason.starts_with("no deployment is live")
+        {
             return None;
         }
         let listed = self.engine.deployments().await.ok()?;

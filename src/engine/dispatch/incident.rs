@@ -259,7 +259,7 @@ impl Dispatcher {
     pub(super) async fn guards(&mut self) -> Result<crate::provider::Deployment, Blocked> {
         if let Some(id) = self.busy() {
             return Err(Blocked {
-                guard: "in_progress",
+                guard: crate::engine::guard::Guard::InProgress,
                 reason: format!("rollback {id} is already running for this incident"),
             });
         }

@@ -102,7 +102,12 @@ async fn the_deployment_a_rollback_created_is_never_rolled_back_automatically() 
     let later = rig.engine.clock.now() + Duration::from_secs(3600);
     rig.engine.breaker().close(later, "test").unwrap();
     let blocked = rig.engine.check_automatic(later).await.unwrap_err();
-    assert_eq!(blocked.guard, "loop", "{}", blocked.reason);
+    assert_eq!(
+        blocked.guard,
+        crate::engine::guard::Guard::Loop,
+        "{}",
+        blocked.reason
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -297,7 +302,7 @@ async fn a_second_run_while_the_lock_is_held_changes_nothing() {
 async fn a_refusal_is_recorded_as_blocked_not_as_a_rollback() {
     let rig = Rig::new(|_| {});
     let blocked = super::Blocked {
-        guard: "cooldown",
+        guard: crate::engine::guard::Guard::Cooldown,
         reason: "too soon".into(),
     };
     rig.engine.record_blocked(&automatic(), &blocked);
