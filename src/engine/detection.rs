@@ -19,7 +19,8 @@ use super::run::Run;
 use crate::clock::millis;
 use crate::history::Detection;
 
-/// The figures' names, in the order of an incident, as histograms name them.
+/// The figures' names, in the order of an incident, as histograms name them
+/// (`telemetry::events::incident_observed` records them).
 pub const FIGURES: [&str; 5] = [
     "deploy_to_breach",
     "breach_to_firing",
@@ -78,29 +79,4 @@ pub(crate) fn called_at(marks: &[super::journal::Mark]) -> Option<SystemTime> {
         .iter()
         .find(|m| m.step == super::journal::Step::PlatformCallStarted)
         .and_then(|m| crate::clock::parse(&m.at))
-}
-
-/// Creates a group's histograms empty, so its first incident is a change
-/// that `rate()` sees (a series born with its first observation looks flat).
-pub fn register_group(group: &str) {
-    for name in FIGURES {
-        let _ = metrics::histogram!(format!("rollbackd_incident_{name}_seconds"), "group" => group.to_string());
-    }
-}
-
-/// Records a finished run's figures in the histograms.
-pub(crate) fn observe(d: &Detection) {
-    let values = [
-        d.deploy_to_breach_seconds,
-        d.breach_to_firing_seconds,
-        d.firing_to_call_seconds,
-        d.call_to_healthy_seconds,
-        d.deploy_to_healthy_seconds,
-    ];
-    for (name, value) in FIGURES.iter().zip(values) {
-        if let Some(v) = value {
-            metrics::histogram!(format!("rollbackd_incident_{name}_seconds"), "group" => d.group.clone())
-                .record(v);
-        }
-    }
 }

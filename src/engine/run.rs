@@ -601,7 +601,7 @@ impl Engine {
         }
         if !self.quiet {
             if let Some(detection) = &event.detection {
-                super::detection::observe(detection);
+                events::incident_observed(detection);
             }
             events::rollback_finished(
                 &run.id,

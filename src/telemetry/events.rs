@@ -212,6 +212,32 @@ pub fn gitops_pull_request(rollback: &str, record: &crate::gitops::RevertRecord)
     }
 }
 
+/// A rule group's incident histograms, created empty, so its first
+/// incident is a change that `rate()` sees (a series born with its first
+/// observation looks flat).
+pub fn incident_group(group: &str) {
+    for name in crate::engine::detection::FIGURES {
+        let _ = metrics::histogram!(format!("rollbackd_incident_{name}_seconds"), "group" => group.to_string());
+    }
+}
+
+/// A finished run's detection figures, in the incident histograms.
+pub fn incident_observed(d: &crate::history::Detection) {
+    let values = [
+        d.deploy_to_breach_seconds,
+        d.breach_to_firing_seconds,
+        d.firing_to_call_seconds,
+        d.call_to_healthy_seconds,
+        d.deploy_to_healthy_seconds,
+    ];
+    for (name, value) in crate::engine::detection::FIGURES.iter().zip(values) {
+        if let Some(v) = value {
+            metrics::histogram!(format!("rollbackd_incident_{name}_seconds"), "group" => d.group.clone())
+                .record(v);
+        }
+    }
+}
+
 /// A guard refused a rollback.
 pub fn rollback_blocked(
     trigger: &'static str,

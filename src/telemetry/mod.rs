@@ -109,7 +109,7 @@ fn register_zeroes() {
     metrics::counter!("rollbackd_incident_joins_total").absolute(0);
     // Rule groups register theirs as they load.
     for group in ["manual", crate::rules::ALERTMANAGER_GROUP] {
-        crate::engine::detection::register_group(group);
+        events::incident_group(group);
     }
     for result in ["success", "failure"] {
         let _ = metrics::histogram!("rollbackd_rollback_duration_seconds", "result" => result);

@@ -156,7 +156,7 @@ impl Watcher {
                 .ctx
                 .board
                 .register_group(&group.name, group.interval, runtimes);
-            crate::engine::detection::register_group(&group.name);
+            crate::telemetry::events::incident_group(&group.name);
             let task = crate::supervise::global().spawn(
                 format!("rule group {name}"),
                 group::run(group, shared, self.ctx.clone(), stop_rx),

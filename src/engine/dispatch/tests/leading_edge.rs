@@ -131,7 +131,7 @@ async fn a_rollback_records_its_detection_figures_and_the_histograms_have_them()
             })
             .unwrap_or(0.0)
     };
-    crate::engine::detection::register_group(group);
+    crate::telemetry::events::incident_group(group);
     let before: Vec<f64> = crate::engine::detection::FIGURES
         .iter()
         .map(|n| count(n))
