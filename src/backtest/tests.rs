@@ -172,14 +172,7 @@ fn firings_go_through_coalescing_the_cooldown_and_the_rate_limit() {
     ];
     let got: Vec<String> = would_be_rollbacks(&reports, &engine, None, &Default::default())
         .iter()
-        .map(|w| {
-            format!(
-                "{} {} {}",
-                w.rule,
-                w.action,
-                w.guard.map_or("-", crate::engine::guard::Guard::as_str)
-            )
-        })
+        .map(summary)
         .collect();
     assert_eq!(
         got,
@@ -289,14 +282,7 @@ fn blame_refuses_and_parks_before_the_history_counts_them() {
     );
     let got: Vec<String> = would_be_rollbacks(&reports, &engine, None, &judgements)
         .iter()
-        .map(|w| {
-            format!(
-                "{} {} {}",
-                w.rule,
-                w.action,
-                w.guard.map_or("-", crate::engine::guard::Guard::as_str)
-            )
-        })
+        .map(summary)
         .collect();
     // Neither the refusal nor the parked one opened the breaker or started a
     // cooldown: C, 200 s after A, still rolls back.
@@ -332,4 +318,14 @@ fn a_breach_already_running_at_from_fires_when_prometheus_would_have() {
     let cold: Vec<u64> = (5..values.len() as u64).map(|i| i * 10_000).collect();
     let r = replay("http", interval, &rule, &cold, &answers(&values));
     assert_eq!(r.intervals[0].firing_from, None);
+}
+
+/// `rule action guard`, as the assertions read a would-be rollback.
+fn summary(w: &WouldBe) -> String {
+    format!(
+        "{} {} {}",
+        w.rule,
+        w.action,
+        w.guard.map_or("-", crate::engine::guard::Guard::as_str)
+    )
 }

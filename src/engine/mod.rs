@@ -32,6 +32,7 @@ mod phases;
 pub mod plan;
 mod recovery;
 pub mod request;
+mod revert;
 pub mod run;
 pub mod target;
 #[cfg(test)]

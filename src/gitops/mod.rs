@@ -18,17 +18,20 @@
 //! environment (`GIT_CONFIG_*`), never on a command line or in a URL, and
 //! GitHub as a bearer token; neither is logged.
 
+mod body;
 pub mod config;
 mod edit;
+mod git;
 mod github;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use self::config::{GitopsConfig, Mode};
+use self::git::{conflicts, stderr, Git};
 use self::github::Github;
 use crate::history::Event;
 use crate::provider::Deployment;
@@ -121,6 +124,11 @@ pub enum GitopsError {
     Github(#[from] github::GithubError),
     #[error("gitops.github_repo: cannot tell the GitHub repository; name it as OWNER/NAME")]
     NoRepo,
+    /// `git ls-remote` failed: the repository or its credentials.
+    #[error("gitops.repository: {0}")]
+    Git(String),
+    #[error("gitops.base: {repository} has no branch {base:?}")]
+    NoBase { repository: String, base: String },
 }
 
 /// A step that ends the attempt without a pull request.
@@ -160,7 +168,7 @@ impl Gitops {
 
     /// Whether git reaches the repository's base branch and the token may
     /// open pull requests on it (for `rollbackd check`).
-    pub async fn check(&self) -> Result<String, String> {
+    pub async fn check(&self) -> Result<String, GitopsError> {
         let git = Git {
             gitops: self,
             dir: std::env::temp_dir(),
@@ -175,18 +183,14 @@ impl Gitops {
                 &self.config.base,
             ])
             .await
-            .map_err(|Stop(_, why)| why)?;
+            .map_err(|Stop(_, why)| GitopsError::Git(why))?;
         if heads.trim().is_empty() {
-            return Err(format!(
-                "gitops.base: {} has no branch {:?}",
-                self.repository(),
-                self.config.base
-            ));
+            return Err(GitopsError::NoBase {
+                repository: self.repository(),
+                base: self.config.base.clone(),
+            });
         }
-        self.github
-            .check()
-            .await
-            .map_err(|e| format!("gitops: {e}"))?;
+        self.github.check().await?;
         Ok(format!(
             "{} branch {} reachable; the token may push and open pull requests",
             self.repository(),
@@ -303,7 +307,7 @@ impl Gitops {
             ])
             .await?;
         }
-        let body = self.body(incident, &change);
+        let body = body::body(&self.config, incident, &change);
         let pr = self
             .github
             .open(branch, base, &change.title, &body, self.config.draft)
@@ -451,84 +455,6 @@ impl Gitops {
         })
     }
 
-    /// The pull request's body: what changed, why (the rules, their values,
-    /// the blame judgement), the timeline and where the history entry is.
-    fn body(&self, incident: &Incident<'_>, change: &Change) -> String {
-        let e = incident.event;
-        let (from, target) = (incident.from, incident.target);
-        let sha = |d: &Deployment| {
-            d.git_sha
-                .as_deref()
-                .map(|s| format!(" (`{}`)", short(s)))
-                .unwrap_or_default()
-        };
-        let mut out = format!(
-            "rollbackd rolled production back from deployment `{}`{} to `{}`{} and verified it healthy. \
-             This pull request makes git say the same: it {}.\n\n\
-             Until it is merged, git still describes the version that was rolled back: \
-             a sync or a redeploy from git brings it back.\n\n### Why\n\n{}\n",
-            from.id,
-            sha(from),
-            target.id,
-            sha(target),
-            change.what,
-            e.reason
-        );
-        if !e.rules.is_empty() {
-            out.push_str("\n| rule | value | condition |\n|---|---|---|\n");
-            for r in &e.rules {
-                let value = r
-                    .value
-                    .map(|v| format!("{v:.4}"))
-                    .unwrap_or_else(|| "-".into());
-                out.push_str(&format!(
-                    "| {}/{} | {value} | `{}` |\n",
-                    r.group, r.rule, r.condition
-                ));
-            }
-        }
-        if let Some(blame) = &e.blame {
-            out.push_str(&format!("\nBlame: {blame}\n"));
-        }
-        out.push_str("\n### Timeline\n\n");
-        if let Some(d) = &e.detection {
-            for (what, at) in [
-                ("deployed", &d.deployed_at),
-                ("first breach", &d.breached_at),
-                ("rule fired", &d.fired_at),
-                ("platform called", &d.called_at),
-                ("verified healthy", &d.healthy_at),
-            ] {
-                if let Some(at) = at {
-                    out.push_str(&format!("- {what}: {at}\n"));
-                }
-            }
-        }
-        out.push_str("\n| phase | result | seconds | detail |\n|---|---|---|---|\n");
-        for p in &e.phases {
-            out.push_str(&format!(
-                "| {} | {} | {:.1} | {} |\n",
-                p.name.as_str(),
-                p.result.as_str(),
-                p.duration_seconds,
-                p.detail.replace('|', "\\|")
-            ));
-        }
-        out.push_str(&format!(
-            "\n### History\n\n`rollbackd history --show {}`",
-            incident.rollback_id
-        ));
-        if let Some(link) = &self.config.link {
-            out.push_str(&format!(
-                " or {}/api/v1/rollbacks/{}",
-                link.trim_end_matches('/'),
-                incident.rollback_id
-            ));
-        }
-        out.push('\n');
-        out
-    }
-
     fn repository(&self) -> String {
         crate::secret::redact_url(&self.config.repository)
     }
@@ -586,73 +512,6 @@ fn revision_ok(sha: &str) -> bool {
         && sha
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'))
-}
-
-fn stderr(output: &std::process::Output) -> String {
-    crate::secret::shown(String::from_utf8_lossy(&output.stderr).trim(), 400)
-}
-
-/// The files a three-way apply left in conflict, or what it said.
-fn conflicts(output: &std::process::Output) -> String {
-    let text = String::from_utf8_lossy(&output.stderr);
-    let files: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("U ")).collect();
-    match files.is_empty() {
-        true => stderr(output),
-        false => format!("conflict in {}", files.join(", ")),
-    }
-}
-
-/// `git` in one directory, with rollbackd's identity and the token in its
-/// environment, under the step's deadline.
-struct Git<'a> {
-    gitops: &'a Gitops,
-    dir: PathBuf,
-    deadline: Instant,
-}
-
-impl Git<'_> {
-    async fn run(&self, args: &[&str]) -> Result<std::process::Output, Stop> {
-        let config = &self.gitops.config;
-        let mut cmd = crate::child::command("git");
-        cmd.current_dir(&self.dir)
-            .args(["-c", &format!("user.name={}", config.author_name)])
-            .args(["-c", &format!("user.email={}", config.author_email)])
-            .args([
-                "-c",
-                "commit.gpgsign=false",
-                "-c",
-                "core.hooksPath=/dev/null",
-            ])
-            .args(args)
-            // Never ask, never read the machine's or the user's git config.
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null");
-        let repo = &config.repository;
-        if repo.starts_with("https://") || repo.starts_with("http://") {
-            let basic =
-                crate::secret::base64(&format!("x-access-token:{}", self.gitops.token.expose()));
-            cmd.env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                .env(
-                    "GIT_CONFIG_VALUE_0",
-                    format!("Authorization: Basic {basic}"),
-                );
-        }
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        crate::child::output(&mut cmd, Some(left.max(Duration::from_millis(1))))
-            .await
-            .map_err(|e| failed(format!("git {}: {e}", args[0])))
-    }
-
-    /// Runs git and gives its stdout; a non-zero exit stops the attempt.
-    async fn ok(&self, args: &[&str]) -> Result<String, Stop> {
-        let output = self.run(args).await?;
-        if !output.status.success() {
-            return Err(failed(format!("git {}: {}", args[0], stderr(&output))));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    }
 }
 
 #[cfg(test)]
