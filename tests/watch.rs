@@ -650,9 +650,11 @@ fn a_prometheus_behind_tls_with_a_private_ca_and_client_certificates() {
     let fake = FakeService::start();
     let prom = tls_prometheus(certs.path(), fake.addr);
     let cert = |f: &str| certs.path().join(f).display().to_string();
+    // 10 s: a TLS handshake and a query on a busy machine; every refusal
+    // below comes back at once anyway.
     let config = |tls: &str| {
         format!(
-            "[prometheus]\nurl = \"https://127.0.0.1:{}\"\ntimeout = \"2s\"\n\
+            "[prometheus]\nurl = \"https://127.0.0.1:{}\"\ntimeout = \"10s\"\n\
              basic_auth = {{ username = \"rollbackd\", password = \"s3cret\" }}\n\n[prometheus.tls]\n{tls}\n\
              [service]\nname = \"demo\"\n\n[watch]\nevaluation_interval = \"1s\"\nrule_paths = [\"rules\"]\n\
              align_to_scrapes = false\n",
