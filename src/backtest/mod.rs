@@ -274,7 +274,7 @@ pub fn not_judged(with_deployments: bool) -> &'static [&'static str] {
 pub fn live_at(deployments: &[Deployment], t: SystemTime) -> Option<&Deployment> {
     deployments
         .iter()
-        .find(|d| d.created_at <= t && (d.is_success() || d.status == "REMOVED"))
+        .find(|d| d.created_at <= t && d.status.served())
 }
 
 /// The deployment a rollback from `live` would go back to: the newest older

@@ -165,7 +165,7 @@ fn list(config: &Config, json: bool) -> Exit {
                     .map(|r| {
                         r.checks
                             .iter()
-                            .filter(|c| c.result == "failed")
+                            .filter(|c| c.result == crate::history::CheckResult::Failed)
                             .map(|c| c.name.clone())
                             .collect()
                     })

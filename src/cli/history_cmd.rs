@@ -167,7 +167,7 @@ pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
             _ => "refused",
         };
         // A run finished by a restarted rollbackd says so.
-        let kind = if e.extra.get("resumed") == Some(&serde_json::Value::Bool(true)) {
+        let kind = if e.resumed {
             "resumed".to_string()
         } else {
             e.kind.to_string()

@@ -58,25 +58,7 @@ pub struct StagingConfig {
     pub migrations: Option<crate::db::config::MigrationsConfig>,
 }
 
-/// What a drill does.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DrillKind {
-    /// Checks every part of the rollback path without changing production.
-    #[default]
-    Readiness,
-    /// A full rollback of another environment (`[drills.staging]`).
-    Staging,
-}
-
-impl DrillKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DrillKind::Readiness => "readiness",
-            DrillKind::Staging => "staging",
-        }
-    }
-}
+pub use crate::history::DrillKind;
 
 fn utc() -> String {
     "UTC".into()

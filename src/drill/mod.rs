@@ -21,28 +21,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::engine::Engine;
+pub use crate::history::CheckResult;
 use crate::history::{DrillCheck, DrillRecord, Event, EventKind, TriggerKind};
 use config::DrillConfig;
-
-/// How a check ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckResult {
-    Passed,
-    Failed,
-    /// Nothing to check (no database configured, say).
-    Skipped,
-}
-
-impl CheckResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckResult::Passed => "passed",
-            CheckResult::Failed => "failed",
-            CheckResult::Skipped => "skipped",
-        }
-    }
-}
 
 /// One check's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +39,7 @@ pub struct Check {
 pub struct DrillReport {
     pub id: String,
     pub name: String,
-    pub kind: &'static str,
+    pub kind: config::DrillKind,
     pub passed: bool,
     pub duration_seconds: f64,
     pub checks: Vec<Check>,
@@ -173,7 +154,7 @@ pub async fn run(
     let mut report = DrillReport {
         id,
         name: drill.name.clone(),
-        kind: drill.kind.as_str(),
+        kind: drill.kind,
         passed,
         duration_seconds: started.elapsed().as_secs_f64(),
         checks: done,
@@ -276,13 +257,13 @@ fn record(
         },
         drill: Some(DrillRecord {
             name: report.name.clone(),
-            kind: report.kind.into(),
+            kind: report.kind,
             checks: report
                 .checks
                 .iter()
                 .map(|c| DrillCheck {
                     name: c.name.into(),
-                    result: c.result.as_str().into(),
+                    result: c.result,
                     duration_seconds: c.duration_seconds,
                     detail: c.detail.clone(),
                 })

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::journal::{Journal, JournalError, Step};
 use super::outcome::{FailureKind, Phase, PhaseOutcome, PhaseStep};
+use super::phases::application::Called;
 use super::run::{Progress, Run, RunReport};
 use super::{Engine, RollbackRequest, Trigger};
 use crate::history::{EventKind, HistoryError, TriggerKind};
@@ -85,6 +86,8 @@ enum Decision {
     Interrupt,
     /// Walk on from this phase.
     Resume(Phase),
+    /// The platform call was made: follow what it created, then walk on.
+    Follow(Called),
     /// Record this phase's outcome as unknown, then walk on (the gate skips
     /// what must not run after it).
     Unknown(Phase, String),
@@ -155,7 +158,12 @@ impl Engine {
             }
             Decision::Resume(from) => {
                 self.announce_resume(&mut run, phase);
-                let report = self.walk_from(run, from).await;
+                let report = self.walk_from(run, from, None).await;
+                Ok(Settled::Resumed { id, report })
+            }
+            Decision::Follow(called) => {
+                self.announce_resume(&mut run, phase);
+                let report = self.walk_from(run, Phase::Application, Some(called)).await;
                 Ok(Settled::Resumed { id, report })
             }
             Decision::Unknown(at, why) => {
@@ -171,7 +179,7 @@ impl Engine {
                     .skip_while(|p| *p != at)
                     .nth(1)
                     .unwrap_or(Phase::PostRollback);
-                let report = self.walk_from(run, next).await;
+                let report = self.walk_from(run, next, None).await;
                 Ok(Settled::Resumed { id, report })
             }
         }
@@ -221,7 +229,8 @@ impl Engine {
                 .unwrap_or_else(Instant::now);
         }
         run.plan = journal.plan.clone();
-        run.extra = event.extra.clone();
+        run.backup = event.backup.clone();
+        run.backup_warning = event.backup_warning.clone();
         run.created_deployment = event.created_deployment_id.clone();
         run.steps = event
             .phases
@@ -291,9 +300,11 @@ impl Engine {
                 let accepted = run.has(Step::PlatformCallAnswered);
                 match self.find_created(run).await {
                     Ok(Some(created)) => {
-                        run.created_deployment = Some(created);
-                        run.follow_only = true;
-                        Decision::Resume(Phase::Application)
+                        run.created(&created);
+                        Decision::Follow(Called {
+                            known: run.known_deployments.iter().cloned().collect(),
+                            created: Some(created),
+                        })
                     }
                     Ok(None) if accepted => Decision::Unknown(
                         Phase::Application,
@@ -447,10 +458,9 @@ impl Engine {
             Err(e) => format!("the database's revision cannot be read ({e})"),
         };
         let restore = run
-            .extra
-            .get("backup")
-            .and_then(|b| b["restore_command"].as_str())
-            .map(|cmd| format!("; the emergency backup restores it: {cmd}"))
+            .backup
+            .as_ref()
+            .map(|b| format!("; the emergency backup restores it: {}", b.restore_command))
             .unwrap_or_default();
         format!(
             "rollbackd was killed during the downgrade {what} (started {at}); whether it finished, and what the schema holds, is unknown: {now}. Check the schema before anything else; the application was not rolled back{restore}"
@@ -458,12 +468,7 @@ impl Engine {
     }
 
     fn announce_resume(&self, run: &mut Run<'_>, phase: Phase) {
-        run.extra
-            .insert("resumed".into(), serde_json::Value::Bool(true));
-        run.extra.insert(
-            "resumed_at_phase".into(),
-            serde_json::Value::String(phase.as_str().into()),
-        );
+        run.resumed_at = Some(phase);
         metrics::counter!("rollbackd_rollbacks_resumed_total").increment(1);
         tracing::warn!(rollback = %run.id, phase = phase.as_str(), settled = "resumed", "resuming a rollback rollbackd was stopped during");
         let n = run.notification(

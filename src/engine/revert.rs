@@ -3,28 +3,28 @@
 
 use super::run::Run;
 use super::Engine;
+use crate::gitops::RevertRecord;
 
 impl Engine {
-    /// After a verified rollback, `[gitops]`'s pull request, recorded with
-    /// the run (a restart that finishes the run asks again and finds the
-    /// one it opened).
-    pub(super) async fn propose_revert(&self, run: &mut Run<'_>) {
+    /// After a verified rollback, `[gitops]`'s pull request, or why none
+    /// was opened; `None` when there is nothing to propose. A restart that
+    /// finishes the run asks again and finds the one it opened.
+    pub(super) async fn propose_revert(&self, run: &Run<'_>) -> Option<RevertRecord> {
         let (Some(gitops), Some(plan)) = (&self.gitops, &run.plan) else {
-            return;
+            return None;
         };
-        if !run.success() || run.revert.is_some() {
-            return;
+        if !run.success() {
+            return None;
         }
         if self.is_stopping() {
-            let record = crate::gitops::RevertRecord {
+            let record = RevertRecord {
                 result: crate::gitops::RevertResult::Failed,
                 url: None,
                 branch: None,
                 detail: "rollbackd was stopping; open the pull request by hand".into(),
             };
             crate::telemetry::events::gitops_pull_request(&run.id, &record);
-            run.revert = Some(record);
-            return;
+            return Some(record);
         }
         let event = run.event();
         let incident = crate::gitops::Incident {
@@ -35,6 +35,6 @@ impl Engine {
         };
         let record = gitops.propose(&incident).await;
         run.note(record.to_string());
-        run.revert = Some(record);
+        Some(record)
     }
 }

@@ -26,7 +26,7 @@ pub struct NoTarget(pub String);
 /// REMOVED (Railway marks a deployment REMOVED once a newer one replaces it)
 /// unless the platform says it can no longer be rolled back to.
 pub fn is_candidate(d: &Deployment) -> bool {
-    (d.is_success() || d.status == "REMOVED") && d.can_rollback != Some(false)
+    d.status.served() && d.can_rollback != Some(false)
 }
 
 /// Picks the target.

@@ -15,6 +15,7 @@ use futures_util::future::BoxFuture;
 use super::{Engine, EngineConfig, EngineSetup};
 use crate::clock::Clock;
 use crate::notify::{Notification, Notifier, Notifiers, NotifyError, NotifyEvent};
+use crate::provider::DeploymentStatus;
 use crate::provider::{DeployProvider, Deployment, LogLine, ProviderError};
 use crate::verify::config::VerifyConfig;
 use crate::verify::{Answer, HealthProbe};
@@ -361,7 +362,11 @@ impl DeployProvider for FakePlatform {
 
 /// One look at the platform: a deployment on its way moves along.
 fn advance(s: &mut PlatformState) {
-    let Some(index) = s.deployments.iter().position(|d| d.status == "DEPLOYING") else {
+    let Some(index) = s
+        .deployments
+        .iter()
+        .position(|d| d.status == DeploymentStatus::Deploying)
+    else {
         return;
     };
     s.polled += 1;

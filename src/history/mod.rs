@@ -79,6 +79,19 @@ pub struct Event {
     /// A drill's checks (`type: drill`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillRecord>,
+    /// The emergency backup pre-validation took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::db::backup::Backup>,
+    /// Why there is no backup, or no copy of it off this machine, when
+    /// neither was required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_warning: Option<String>,
+    /// A restarted rollbackd finished the run, from this phase on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at_phase: Option<String>,
+    /// Keys this version does not know, kept as they were.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -124,16 +137,56 @@ pub struct Detection {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DrillRecord {
     pub name: String,
-    pub kind: String,
+    pub kind: DrillKind,
     pub checks: Vec<DrillCheck>,
+}
+
+/// What a drill does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrillKind {
+    /// Checks every part of the rollback path without changing production.
+    #[default]
+    Readiness,
+    /// A full rollback of another environment (`[drills.staging]`).
+    Staging,
+}
+
+impl DrillKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrillKind::Readiness => "readiness",
+            DrillKind::Staging => "staging",
+        }
+    }
+}
+
+/// How a drill's check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckResult {
+    #[default]
+    Passed,
+    Failed,
+    /// Nothing to check (no database configured, say).
+    Skipped,
+}
+
+impl CheckResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::Passed => "passed",
+            CheckResult::Failed => "failed",
+            CheckResult::Skipped => "skipped",
+        }
+    }
 }
 
 /// One check of a drill.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DrillCheck {
     pub name: String,
-    /// `passed`, `failed` or `skipped`.
-    pub result: String,
+    pub result: CheckResult,
     pub duration_seconds: f64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,

@@ -119,11 +119,6 @@ impl CommandProvider {
     }
 }
 
-fn normalize(mut d: Deployment) -> Deployment {
-    d.status = d.status.to_uppercase();
-    d
-}
-
 impl DeployProvider for CommandProvider {
     fn list(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Deployment>, ProviderError>> {
         Box::pin(async move {
@@ -133,7 +128,7 @@ impl DeployProvider for CommandProvider {
                 .await?;
             let mut list: Vec<Deployment> = Self::decode("list", &out)?;
             list.sort_by_key(|d| std::cmp::Reverse(d.created_at));
-            Ok(list.into_iter().map(normalize).collect())
+            Ok(list)
         })
     }
 
@@ -149,7 +144,7 @@ impl DeployProvider for CommandProvider {
             if out.iter().all(u8::is_ascii_whitespace) || out.trim_ascii() == b"null" {
                 return Err(ProviderError::NotFound(id.to_string()));
             }
-            Self::decode("status", &out).map(normalize)
+            Self::decode("status", &out)
         })
     }
 

@@ -7,6 +7,9 @@ pub mod argocd;
 pub mod command;
 pub mod config;
 pub mod railway;
+mod status;
+
+pub use status::DeploymentStatus;
 
 use std::time::{Duration, SystemTime};
 
@@ -17,8 +20,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: String,
-    /// The platform's status in upper case (`SUCCESS`, `FAILED`, `DEPLOYING`…).
-    pub status: String,
+    /// What the platform says of it, in rollbackd's words.
+    pub status: DeploymentStatus,
     #[serde(with = "rfc3339")]
     pub created_at: SystemTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,26 +35,17 @@ pub struct Deployment {
 
 impl Deployment {
     pub fn is_success(&self) -> bool {
-        self.status == "SUCCESS"
+        self.status.is_success()
     }
 
-    /// A status on its way to SUCCESS or failure: the deployment is being
-    /// built or rolled out and does not serve yet (Railway's BUILDING,
-    /// DEPLOYING, INITIALIZING, QUEUED, WAITING; the railway CLI's
-    /// `src/commands/deployment.rs` shows the same set as in progress).
+    /// See [`DeploymentStatus::in_progress`].
     pub fn in_progress(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "BUILDING" | "DEPLOYING" | "INITIALIZING" | "QUEUED" | "WAITING"
-        )
+        self.status.in_progress()
     }
 
-    /// A status that will not change into SUCCESS any more.
+    /// See [`DeploymentStatus::has_failed`].
     pub fn has_failed(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "FAILED" | "CRASHED" | "REMOVED" | "SKIPPED" | "REMOVING"
-        )
+        self.status.has_failed()
     }
 
     pub fn age(&self, now: SystemTime) -> Duration {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::config::{MissingSetting, RailwayConfig, TokenKind};
-use super::{DeployProvider, Deployment, LogLine, ProviderError};
+use super::{DeployProvider, Deployment, DeploymentStatus, LogLine, ProviderError};
 
 const WHAT: &str = "Railway";
 const FIELDS: &str = "id status createdAt meta canRollback";
@@ -113,47 +113,7 @@ impl Railway {
                 what: WHAT.into(),
                 message: describe(&e),
             })?;
-        #[derive(Deserialize)]
-        struct GraphqlError {
-            message: String,
-        }
-        #[derive(Deserialize)]
-        struct Envelope<T> {
-            data: Option<T>,
-            #[serde(default)]
-            errors: Vec<GraphqlError>,
-        }
-        match serde_json::from_slice::<Envelope<T>>(&body) {
-            Ok(envelope) if !envelope.errors.is_empty() => {
-                let message: Vec<String> = envelope.errors.into_iter().map(|e| e.message).collect();
-                let message = message.join("; ");
-                if message.to_lowercase().contains("not found") {
-                    if let Some(id) = variables_id(&variables) {
-                        return Err(ProviderError::NotFound(id));
-                    }
-                }
-                Err(ProviderError::Api {
-                    what: WHAT.into(),
-                    message,
-                })
-            }
-            _ if !status.is_success() => Err(ProviderError::Http {
-                what: WHAT.into(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
-            }),
-            Ok(Envelope {
-                data: Some(data), ..
-            }) => Ok(data),
-            Ok(_) => Err(ProviderError::Decode {
-                what: WHAT.into(),
-                message: "an answer without data or errors".into(),
-            }),
-            Err(e) => Err(ProviderError::Decode {
-                what: WHAT.into(),
-                message: e.to_string(),
-            }),
-        }
+        decode(status.as_u16(), &body, variables_id(&variables))
     }
 
     /// A read, retried up to three times on transient failures.
@@ -174,6 +134,58 @@ impl Railway {
             }
         }
         unreachable!("the loop returns by the third attempt")
+    }
+}
+
+/// Railway's answer to one GraphQL request: its `data`, or the error it
+/// means. GraphQL errors win over the HTTP status (Railway answers them
+/// with 200 or 400); a "not found" about the request's `id` is
+/// [`ProviderError::NotFound`].
+fn decode<T: DeserializeOwned>(
+    status: u16,
+    body: &[u8],
+    id: Option<String>,
+) -> Result<T, ProviderError> {
+    #[derive(Deserialize)]
+    struct GraphqlError {
+        message: String,
+    }
+    #[derive(Deserialize)]
+    struct Envelope<T> {
+        data: Option<T>,
+        #[serde(default)]
+        errors: Vec<GraphqlError>,
+    }
+    match serde_json::from_slice::<Envelope<T>>(body) {
+        Ok(envelope) if !envelope.errors.is_empty() => {
+            let message: Vec<String> = envelope.errors.into_iter().map(|e| e.message).collect();
+            let message = message.join("; ");
+            match id {
+                Some(id) if message.to_lowercase().contains("not found") => {
+                    Err(ProviderError::NotFound(id))
+                }
+                _ => Err(ProviderError::Api {
+                    what: WHAT.into(),
+                    message,
+                }),
+            }
+        }
+        _ if !(200..300).contains(&status) => Err(ProviderError::Http {
+            what: WHAT.into(),
+            status,
+            body: String::from_utf8_lossy(body).chars().take(200).collect(),
+        }),
+        Ok(Envelope {
+            data: Some(data), ..
+        }) => Ok(data),
+        Ok(_) => Err(ProviderError::Decode {
+            what: WHAT.into(),
+            message: "an answer without data or errors".into(),
+        }),
+        Err(e) => Err(ProviderError::Decode {
+            what: WHAT.into(),
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -220,7 +232,7 @@ impl Node {
         };
         Ok(Deployment {
             id: self.id,
-            status: self.status.to_uppercase(),
+            status: DeploymentStatus::parse(&self.status),
             created_at,
             git_sha: text(&["commitHash", "commitSha"]),
             git_branch: text(&["branch"]),
@@ -402,5 +414,125 @@ impl DeployProvider for Railway {
                 })
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::{decode, Node};
+    use crate::provider::{DeploymentStatus, ProviderError};
+
+    fn answer(status: u16, body: Value) -> Result<Value, ProviderError> {
+        decode(status, body.to_string().as_bytes(), Some("d1".into()))
+    }
+
+    #[test]
+    fn data_is_the_answer() {
+        let data = answer(200, json!({"data": {"deploymentRollback": true}})).unwrap();
+        assert_eq!(data, json!({"deploymentRollback": true}));
+    }
+
+    #[test]
+    fn graphql_errors_win_over_the_http_status_and_name_every_message() {
+        // Railway answers a refused mutation with 200 or 400 and `errors`.
+        for status in [200, 400] {
+            let e = answer(
+                status,
+                json!({"data": null, "errors": [{"message": "Not Authorized"}, {"message": "try again"}]}),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&e, ProviderError::Api { message, .. } if message == "Not Authorized; try again"),
+                "{e:?}"
+            );
+            assert!(!e.is_transient());
+        }
+    }
+
+    #[test]
+    fn a_deployment_not_found_is_not_found_only_when_the_request_named_one() {
+        let body = json!({"errors": [{"message": "Deployment not found"}]});
+        let e = answer(200, body.clone()).unwrap_err();
+        assert!(
+            matches!(&e, ProviderError::NotFound(id) if id == "d1"),
+            "{e:?}"
+        );
+        let e = decode::<Value>(200, body.to_string().as_bytes(), None).unwrap_err();
+        assert!(matches!(e, ProviderError::Api { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_refusal_without_graphql_errors_is_its_http_status_with_the_start_of_the_body() {
+        let page = format!("<html>{}</html>", "x".repeat(500));
+        let e = decode::<Value>(502, page.as_bytes(), None).unwrap_err();
+        match &e {
+            ProviderError::Http { status, body, .. } => {
+                assert_eq!(*status, 502);
+                assert_eq!(body.chars().count(), 200);
+                assert!(body.starts_with("<html>"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e.is_transient());
+        let e = answer(429, json!({"message": "rate limited"})).unwrap_err();
+        assert!(matches!(e, ProviderError::Http { status: 429, .. }) && e.is_transient());
+        let e = answer(401, json!({"data": null})).unwrap_err();
+        assert!(matches!(e, ProviderError::Http { status: 401, .. }) && !e.is_transient());
+    }
+
+    #[test]
+    fn an_answer_with_neither_data_nor_errors_or_not_json_is_undecodable() {
+        let e = answer(200, json!({"data": null})).unwrap_err();
+        assert!(
+            matches!(&e, ProviderError::Decode { message, .. } if message.contains("without data or errors")),
+            "{e:?}"
+        );
+        let e = decode::<Value>(200, b"not json", None).unwrap_err();
+        assert!(matches!(e, ProviderError::Decode { .. }), "{e:?}");
+    }
+
+    fn node(value: Value) -> Node {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_node_becomes_a_deployment_in_rollbackd_s_words() {
+        let d = node(json!({
+            "id": "d2", "status": "Removed", "createdAt": "2026-01-15T10:30:00.123Z",
+            "canRollback": true,
+            "meta": {"commitHash": "a1b2c3d", "branch": "main", "commitMessage": "fix"}
+        }))
+        .into_deployment()
+        .unwrap();
+        assert_eq!(d.id, "d2");
+        assert_eq!(d.status, DeploymentStatus::Removed);
+        assert!(d.status.served());
+        assert_eq!(d.git_sha.as_deref(), Some("a1b2c3d"));
+        assert_eq!(d.git_branch.as_deref(), Some("main"));
+        assert_eq!(d.can_rollback, Some(true));
+        assert_eq!(
+            humantime::format_rfc3339_millis(d.created_at).to_string(),
+            "2026-01-15T10:30:00.123Z"
+        );
+        // An image deploy has no commit; an unknown status is kept.
+        let d = node(json!({"id": "d3", "status": "NEEDS_APPROVAL", "createdAt": "2026-01-15 10:30:00", "meta": {"image": "shop:1"}}))
+            .into_deployment()
+            .unwrap();
+        assert_eq!(d.git_sha, None);
+        assert_eq!(d.status, DeploymentStatus::Other("NEEDS_APPROVAL".into()));
+        assert!(!d.is_success() && !d.has_failed() && !d.in_progress());
+    }
+
+    #[test]
+    fn a_node_with_a_bad_creation_time_names_it() {
+        let e = node(json!({"id": "d4", "status": "SUCCESS", "createdAt": "yesterday"}))
+            .into_deployment()
+            .unwrap_err();
+        assert!(
+            matches!(&e, ProviderError::Decode { message, .. } if message.contains("createdAt \"yesterday\"")),
+            "{e:?}"
+        );
     }
 }

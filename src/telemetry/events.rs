@@ -100,6 +100,14 @@ pub fn format_labels(labels: &Labels) -> String {
     format!("{{{}}}", inner.join(", "))
 }
 
+/// A health phase answered during verification: each check's latency.
+pub fn health_phase_checked(p: &crate::verify::phases::PhaseReport) {
+    for c in &p.checks {
+        metrics::histogram!("rollbackd_health_check_duration_seconds", "phase" => p.name.clone())
+            .record(c.latency_ms as f64 / 1000.0);
+    }
+}
+
 /// A rollback run began.
 pub fn rollback_started(id: &str, trigger: &str, policy: &str, reason: &str) {
     warn!(rollback = id, trigger, policy, reason, "rollback started");

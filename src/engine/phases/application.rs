@@ -1,7 +1,8 @@
-//! Phase 3: ask the platform to roll back to the target, follow the
-//! deployment that creates until it succeeds, wait for the service to
-//! answer `/health`, then read the deployment's start-up logs for errors
-//! (`verify.startup_logs`). The platform call is made exactly once: a
+//! Phase 3: ask the platform to roll back to the target ([`call`]), follow
+//! the deployment that creates until it succeeds ([`follow`]), wait for the
+//! service to answer `/health` ([`await_health`]), then read the
+//! deployment's start-up logs for errors ([`startup_errors`],
+//! `verify.startup_logs`). The platform call is made exactly once: a
 //! refused or lost call is a failure, never a retry.
 
 use std::collections::BTreeSet;
@@ -10,73 +11,44 @@ use tokio::time::Instant;
 
 use super::super::journal::Step;
 use super::super::outcome::{FailureKind, Phase, PhaseOutcome};
+use super::super::plan::Plan;
 use super::super::run::Run;
+use crate::provider::Deployment;
 
-pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
+/// What the platform call left: the deployments that were there before
+/// it, and the one it created when the platform names it.
+pub(crate) struct Called {
+    pub known: BTreeSet<String>,
+    pub created: Option<String>,
+}
+
+/// The rollback deployment, live: it succeeded and answers `/health`.
+pub(crate) struct Live {
+    pub deployment: Deployment,
+    /// When it first answered `/health`: verification's initial wait counts
+    /// from here.
+    pub at: Instant,
+    /// The phase's detail (what the logs said, what the provider holds).
+    pub detail: String,
+}
+
+/// Rolls the application back to `plan`'s target and waits until it is
+/// live. `resumed` is a call a restarted rollbackd finds already made:
+/// it is followed, never made again.
+pub(crate) async fn run(
+    run: &mut Run<'_>,
+    plan: &Plan,
+    resumed: Option<Called>,
+) -> Result<Live, PhaseOutcome> {
     let engine = run.engine;
-    let Some(plan) = run.plan.clone() else {
-        return PhaseOutcome::failed(FailureKind::NoPlan, "no plan");
-    };
-    let (known, created) = if run.follow_only {
-        // A restarted rollbackd finishing this run: the call may have been
-        // made, so it is never made again; follow what it created.
-        run.note("resuming: following the rollback the platform was asked for before the restart");
-        let known: BTreeSet<String> = run.known_deployments.iter().cloned().collect();
-        (known, run.created_deployment.clone())
-    } else {
-        // The call is based on a list asked for after the rule fired: the
-        // one pre-validation asked for meanwhile, or a new one.
-        let req = run.req.clone();
-        let listed = match run.wait(engine.deployments_for_call(&req)).await {
-            Ok(listed) => listed,
-            Err(e) => {
-                return PhaseOutcome::failed(
-                    FailureKind::ProviderError,
-                    format!("cannot list deployments: {e}"),
-                )
-            }
-        };
-        if let Err(why) = crate::engine::listing::still_valid(&plan, &listed.deployments) {
-            return PhaseOutcome::failed(
-                FailureKind::PlanOutdated,
-                format!("{why}; the platform was not asked to roll back"),
+    let called = match resumed {
+        Some(called) => {
+            run.note(
+                "resuming: following the rollback the platform was asked for before the restart",
             );
+            called
         }
-        let known: BTreeSet<String> = listed.deployments.iter().map(|d| d.id.clone()).collect();
-        run.known_deployments = known.iter().cloned().collect();
-        // From this line on, the platform may have been asked.
-        if let Err(e) = run.mark(Step::PlatformCallStarted, plan.target.id.clone()) {
-            return PhaseOutcome::failed(
-                FailureKind::JournalFailed,
-                format!("{e}; the platform was not asked to roll back"),
-            );
-        }
-        run.called_at = Some(engine.clock.now());
-        let called = run.wait(engine.provider.rollback(&plan.target)).await;
-        // Whatever the answer, the list no longer says what runs.
-        engine.listing.forget();
-        let created = match called {
-            Ok(created) => created,
-            Err(e) => {
-                run.mark_done(Step::PlatformCallAnswered, format!("refused: {e}"));
-                return PhaseOutcome::failed(
-                    FailureKind::PlatformRefused,
-                    format!("the platform refused the rollback: {e}"),
-                );
-            }
-        };
-        if created.is_some() {
-            run.created_deployment = created.clone();
-        }
-        run.mark_done(
-            Step::PlatformCallAnswered,
-            created.clone().unwrap_or_else(|| "accepted".into()),
-        );
-        run.note(format!(
-            "platform accepted the rollback to {}",
-            plan.target.id
-        ));
-        (known, created)
+        None => call(run, plan).await?,
     };
     // Stop a little before the phase budget, so the failure says what was
     // last seen instead of only "did not finish".
@@ -86,25 +58,109 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
             .config
             .budget(Phase::Application)
             .saturating_sub(poll + std::time::Duration::from_secs(1));
+    let deployment = follow(run, &called, deadline).await?;
+    let at = await_health(run, plan, &deployment, deadline).await?;
+    let logs = startup_errors(run, &deployment, deadline).await?;
+    let held = engine
+        .provider
+        .after_rollback()
+        .map(|held| format!("; {held}"))
+        .unwrap_or_default();
+    let detail = format!(
+        "deployment {} is live and answers /health{logs}{held}",
+        deployment.id
+    );
+    Ok(Live {
+        deployment,
+        at,
+        detail,
+    })
+}
+
+/// Asks the platform, once, to roll back to the target, on a list asked
+/// for after the rule fired (the one pre-validation asked for meanwhile,
+/// or a new one) that still agrees with the plan.
+async fn call(run: &mut Run<'_>, plan: &Plan) -> Result<Called, PhaseOutcome> {
+    let engine = run.engine;
+    let req = run.req.clone();
+    let listed = run
+        .wait(engine.deployments_for_call(&req))
+        .await
+        .map_err(|e| {
+            PhaseOutcome::failed(
+                FailureKind::ProviderError,
+                format!("cannot list deployments: {e}"),
+            )
+        })?;
+    if let Err(why) = crate::engine::listing::still_valid(plan, &listed.deployments) {
+        return Err(PhaseOutcome::failed(
+            FailureKind::PlanOutdated,
+            format!("{why}; the platform was not asked to roll back"),
+        ));
+    }
+    let known: BTreeSet<String> = listed.deployments.iter().map(|d| d.id.clone()).collect();
+    // From this line on, the platform may have been asked.
+    if let Err(e) = run.calling(&known, &plan.target.id) {
+        return Err(PhaseOutcome::failed(
+            FailureKind::JournalFailed,
+            format!("{e}; the platform was not asked to roll back"),
+        ));
+    }
+    let answer = run.wait(engine.provider.rollback(&plan.target)).await;
+    // Whatever the answer, the list no longer says what runs.
+    engine.listing.forget();
+    let created = match answer {
+        Ok(created) => created,
+        Err(e) => {
+            run.mark_done(Step::PlatformCallAnswered, format!("refused: {e}"));
+            return Err(PhaseOutcome::failed(
+                FailureKind::PlatformRefused,
+                format!("the platform refused the rollback: {e}"),
+            ));
+        }
+    };
+    if let Some(id) = &created {
+        run.created(id);
+    }
+    run.mark_done(
+        Step::PlatformCallAnswered,
+        created.clone().unwrap_or_else(|| "accepted".into()),
+    );
+    run.note(format!(
+        "platform accepted the rollback to {}",
+        plan.target.id
+    ));
+    Ok(Called { known, created })
+}
+
+/// Follows the deployment the call created (by its id, or as the one new
+/// deployment in the platform's list) until it succeeds.
+async fn follow(
+    run: &mut Run<'_>,
+    called: &Called,
+    deadline: Instant,
+) -> Result<Deployment, PhaseOutcome> {
+    let engine = run.engine;
+    let poll = engine.config.poll_interval;
     let mut last_seen = String::from("the new deployment has not appeared yet");
     // What the progress output last said about the deployment.
     let mut announced: Option<(String, String)> = None;
-    let deployment = loop {
+    loop {
         if Instant::now() >= deadline {
-            return PhaseOutcome::failed(
+            return Err(PhaseOutcome::failed(
                 FailureKind::DeploymentTimeout,
                 format!(
                     "the rollback deployment did not reach SUCCESS within the application budget; last seen: {last_seen}"
                 ),
-            );
+            ));
         }
         run.wait(tokio::time::sleep(poll)).await;
-        let found = match &created {
+        let found = match &called.created {
             Some(id) => run.wait(engine.provider.status(id)).await.map(Some),
             None => run
                 .wait(engine.provider.list(10))
                 .await
-                .map(|list| list.into_iter().find(|d| !known.contains(&d.id))),
+                .map(|list| list.into_iter().find(|d| !called.known.contains(&d.id))),
         };
         match found {
             Err(e) => {
@@ -112,30 +168,41 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
                 last_seen = format!("the platform could not be asked: {e}");
             }
             Ok(None) => {}
-            Ok(Some(d)) if d.is_success() => break d,
-            Ok(Some(d)) if d.has_failed() => {
-                run.created_deployment = Some(d.id.clone());
-                return PhaseOutcome::failed(
-                    FailureKind::DeploymentFailed,
-                    format!("the rollback deployment {} ended {}", d.id, d.status),
-                );
-            }
             Ok(Some(d)) => {
+                run.created(&d.id);
+                if d.is_success() {
+                    run.note(format!(
+                        "rollback deployment {} is SUCCESS; waiting for /health",
+                        d.id
+                    ));
+                    return Ok(d);
+                }
+                if d.has_failed() {
+                    return Err(PhaseOutcome::failed(
+                        FailureKind::DeploymentFailed,
+                        format!("the rollback deployment {} ended {}", d.id, d.status),
+                    ));
+                }
                 last_seen = format!("deployment {} was {}", d.id, d.status);
-                let now = Some((d.id.clone(), d.status.clone()));
+                let now = Some((d.id.clone(), d.status.to_string()));
                 if announced != now {
                     run.note(format!("rollback deployment {} is {}", d.id, d.status));
                     announced = now;
                 }
-                run.created_deployment = Some(d.id);
             }
         }
-    };
-    run.created_deployment = Some(deployment.id.clone());
-    run.note(format!(
-        "rollback deployment {} is SUCCESS; waiting for /health",
-        deployment.id
-    ));
+    }
+}
+
+/// Waits until the service answers `/health` as `verify.expect_status`
+/// says: when it first did.
+async fn await_health(
+    run: &mut Run<'_>,
+    plan: &Plan,
+    deployment: &Deployment,
+    deadline: Instant,
+) -> Result<Instant, PhaseOutcome> {
+    let engine = run.engine;
     let url = format!("{}/health", plan.base_url);
     let expect = crate::verify::Expect::status(engine.verify.expect_status.clone());
     loop {
@@ -148,33 +215,20 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
             ))
             .await;
         if check.healthy {
-            break;
+            return Ok(Instant::now());
         }
         if Instant::now() >= deadline {
-            return PhaseOutcome::failed(
+            return Err(PhaseOutcome::failed(
                 FailureKind::ServiceUnhealthy,
                 format!(
                     "deployment {} is SUCCESS but {url} kept failing ({}) until the application budget ran out",
                     deployment.id, check.reason
                 ),
-            );
+            ));
         }
-        run.wait(tokio::time::sleep(poll)).await;
+        run.wait(tokio::time::sleep(engine.config.poll_interval))
+            .await;
     }
-    run.live_at = Some(Instant::now());
-    let logs = match startup_errors(run, &deployment, deadline).await {
-        Err(failed) => return failed,
-        Ok(logs) => logs,
-    };
-    let held = engine
-        .provider
-        .after_rollback()
-        .map(|held| format!("; {held}"))
-        .unwrap_or_default();
-    PhaseOutcome::Succeeded(format!(
-        "deployment {} is live and answers /health{logs}{held}",
-        deployment.id
-    ))
 }
 
 /// Reads the deployment's logs from its creation until the window after it

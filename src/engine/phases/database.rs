@@ -7,13 +7,9 @@ use super::super::outcome::{FailureKind, Phase, PhaseOutcome, SkipReason};
 use super::super::plan::DbStep;
 use super::super::run::Run;
 
-pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
+/// Takes the plan's database step.
+pub(crate) async fn run(run: &mut Run<'_>, step: DbStep) -> PhaseOutcome {
     let engine = run.engine;
-    let step = run
-        .plan
-        .as_ref()
-        .map(|p| p.db_step.clone())
-        .unwrap_or_default();
     let (from, to) = match step {
         DbStep::Nothing => {
             return PhaseOutcome::skipped(SkipReason::NothingPlanned, "nothing planned")

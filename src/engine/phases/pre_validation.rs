@@ -2,8 +2,8 @@
 //! backup, open the deploy breaker. Nothing in production changes here; from
 //! the moment the plan exists the run holds the lock and will be recorded.
 
-use super::super::journal::Step;
 use super::super::outcome::{FailureKind, Phase, PhaseOutcome};
+use super::super::plan::Plan;
 use super::super::run::Run;
 
 pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
@@ -103,25 +103,20 @@ async fn prepare(run: &mut Run<'_>) -> Result<String, PhaseOutcome> {
     }
     // From here on the run is journaled and recorded in the history, even if
     // it stops, and even if rollbackd dies.
-    run.lock = Some(lock);
-    let started = format!("{} -> {}", plan.current.id, plan.target.id);
-    run.plan = Some(plan);
-    run.breaker_before = engine.breaker.load().ok();
-    if let Err(e) = run.mark(Step::Started, started) {
+    if let Err(e) = run.begin(lock, plan.clone()) {
         return Err(PhaseOutcome::failed(
             FailureKind::JournalFailed,
             format!("{e}; nothing was changed"),
         ));
     }
-    let backup = match backup(run).await {
-        Ok(detail) => detail,
-        Err(why) => return Err(PhaseOutcome::failed(FailureKind::BackupFailed, why)),
-    };
-    if run.extra.contains_key("backup") {
-        run.mark_done(Step::BackupTaken, backup.clone());
-    }
-    run.note(backup.clone());
-    Ok(backup)
+    let backup = backup(run, &plan).await;
+    let detail = backup.detail.clone();
+    run.backed_up(backup.taken, backup.warning, &detail);
+    let detail = backup.failed.map_or(Ok(detail), |why| {
+        Err(PhaseOutcome::failed(FailureKind::BackupFailed, why))
+    })?;
+    run.note(detail.clone());
+    Ok(detail)
 }
 
 /// Opens the deploy breaker: the last step of pre-validation.
@@ -139,31 +134,47 @@ fn open_breaker(run: &mut Run<'_>, backup: String) -> PhaseOutcome {
             format!("cannot open the deploy breaker: {e}"),
         );
     }
-    run.breaker_opened = true;
-    run.mark_done(Step::BreakerOpened, reason);
+    run.opened_breaker(reason);
     engine.breaker_state(now);
     PhaseOutcome::Succeeded(format!(
         "target {target} (live: {live}); {backup}; deploy breaker OPEN"
     ))
 }
 
-/// The emergency backup: `Ok(detail)`, or `Err(reason)` when it failed and
-/// backups are required. A failed backup that is not required is a warning
-/// in the detail and in the history.
-async fn backup(run: &mut Run<'_>) -> Result<String, String> {
+/// What the emergency backup left: the phase's detail, the backup when
+/// one was taken, a warning when it (or its copy off this machine) failed
+/// but was not required, and why the phase fails when it was.
+struct BackupResult {
+    detail: String,
+    taken: Option<crate::db::backup::Backup>,
+    warning: Option<String>,
+    failed: Option<String>,
+}
+
+impl BackupResult {
+    fn none(detail: String) -> BackupResult {
+        BackupResult {
+            detail,
+            taken: None,
+            warning: None,
+            failed: None,
+        }
+    }
+}
+
+/// Takes the emergency backup the plan calls for, and copies it off this
+/// machine when `[database.backup_store]` is set.
+async fn backup(run: &mut Run<'_>, plan: &Plan) -> BackupResult {
     let engine = run.engine;
-    let Some(plan) = run.plan.as_ref() else {
-        return Ok("no plan".into());
-    };
     let Some(db) = &engine.db else {
-        return Ok(plan.backup.clone());
+        return BackupResult::none(plan.backup.clone());
     };
     if plan.backup.starts_with("skipped") {
-        return Ok(plan.backup.clone());
+        return BackupResult::none(plan.backup.clone());
     }
     let tools = crate::db::backup::Tools::new(&db.config);
     // The backup must leave time for the rest of pre-validation.
-    let budget = engine.config.budget(super::super::Phase::PreValidation) * 2 / 3;
+    let budget = engine.config.budget(Phase::PreValidation) * 2 / 3;
     let (id, live, reason) = (
         run.id.clone(),
         plan.current.id.clone(),
@@ -183,61 +194,61 @@ async fn backup(run: &mut Run<'_>) -> Result<String, String> {
             crate::duration::format(budget)
         )),
     };
-    match taken {
-        Ok(mut backup) => {
-            crate::db::backup::prune(&db.backup_dir, db.config.keep_backups);
-            let mut detail = format!(
-                "backup {} ({} bytes, sha256 {}) verified",
-                backup.path.display(),
-                backup.size_bytes,
-                &backup.sha256[..12],
-            );
-            // The copy off this machine, in what is left of the budget.
-            let upload_failed = match &db.store {
-                None => None,
-                Some(store) => {
-                    let left = budget.saturating_sub(started.elapsed()).min(store.timeout);
-                    match copy_off(run, store, &mut backup, left).await {
-                        Ok(copied) => {
-                            detail.push_str(&copied);
-                            None
-                        }
-                        Err(e) => Some(e),
-                    }
-                }
+    let mut backup = match taken {
+        Ok(backup) => backup,
+        Err(e) if db.config.backup_required => {
+            let why = format!("the emergency backup failed: {e} (database.backup_required is set)");
+            return BackupResult {
+                failed: Some(why.clone()),
+                ..BackupResult::none(why)
             };
-            detail.push_str(&format!("; restore with: {}", backup.restore_command));
-            run.extra.insert(
-                "backup".into(),
-                serde_json::to_value(&backup).unwrap_or_default(),
-            );
-            match upload_failed {
-                None => Ok(detail),
-                Some(e) if db.config.backup_required => Err(format!(
-                    "the backup's copy off this machine failed: {e} (database.backup_required is set; the local backup is kept: {detail})"
-                )),
-                Some(e) => {
-                    tracing::warn!(error = %e, "the backup was not copied to the backup store; going on with the local one (database.backup_required is not set)");
-                    run.extra.insert(
-                        "backup_warning".into(),
-                        serde_json::Value::String(e.clone()),
-                    );
-                    Ok(format!("{detail}; WARNING: not copied off this machine: {e}"))
-                }
-            }
         }
-        Err(e) if db.config.backup_required => Err(format!(
-            "the emergency backup failed: {e} (database.backup_required is set)"
-        )),
         Err(e) => {
             tracing::warn!(error = %e, "emergency backup failed; going on without one (database.backup_required is not set)");
-            run.extra.insert(
-                "backup_warning".into(),
-                serde_json::Value::String(e.clone()),
-            );
-            Ok(format!("WARNING: the emergency backup failed: {e}"))
+            return BackupResult {
+                warning: Some(e.clone()),
+                ..BackupResult::none(format!("WARNING: the emergency backup failed: {e}"))
+            };
+        }
+    };
+    crate::db::backup::prune(&db.backup_dir, db.config.keep_backups);
+    let mut detail = format!(
+        "backup {} ({} bytes, sha256 {}) verified",
+        backup.path.display(),
+        backup.size_bytes,
+        &backup.sha256[..12],
+    );
+    // The copy off this machine, in what is left of the budget.
+    let upload_failed = match &db.store {
+        None => None,
+        Some(store) => {
+            let left = budget.saturating_sub(started.elapsed()).min(store.timeout);
+            match copy_off(run, store, &mut backup, left).await {
+                Ok(copied) => {
+                    detail.push_str(&copied);
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        }
+    };
+    detail.push_str(&format!("; restore with: {}", backup.restore_command));
+    let mut result = BackupResult::none(detail.clone());
+    result.taken = Some(backup);
+    match upload_failed {
+        None => {}
+        Some(e) if db.config.backup_required => {
+            result.failed = Some(format!(
+                "the backup's copy off this machine failed: {e} (database.backup_required is set; the local backup is kept: {detail})"
+            ));
+        }
+        Some(e) => {
+            tracing::warn!(error = %e, "the backup was not copied to the backup store; going on with the local one (database.backup_required is not set)");
+            result.detail = format!("{detail}; WARNING: not copied off this machine: {e}");
+            result.warning = Some(e);
         }
     }
+    result
 }
 
 /// Uploads `backup` to `store` within `left`: what to add to the phase's

@@ -1,32 +1,36 @@
 //! Phase 4: the health phases against the service (quick, core,
 //! performance, external), retried within the budget. It only reads.
 
+use tokio::time::Instant;
+
 use super::super::journal::Step;
 use super::super::outcome::{FailureKind, Phase, PhaseOutcome};
 use super::super::run::{Progress, Run};
+use crate::telemetry::events;
+use crate::verify::Verification;
 
-pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
+/// Verifies the service at `base_url`; `live_since` is when the rollback
+/// deployment first answered `/health` (the wait for it to settle counts
+/// from there). The report is kept whatever the outcome.
+pub(crate) async fn run(
+    run: &mut Run<'_>,
+    base_url: &str,
+    live_since: Option<Instant>,
+) -> (PhaseOutcome, Verification) {
     let engine = run.engine;
-    let Some(base_url) = run.plan.as_ref().map(|p| p.base_url.clone()) else {
-        return PhaseOutcome::failed(FailureKind::NoPlan, "no plan");
-    };
-    run.mark_done(Step::VerificationStarted, base_url.clone());
+    run.mark_done(Step::VerificationStarted, base_url);
     let progress = run.progress;
-    // The wait for the deployment to settle counts from when it first
-    // answered /health (the start-up log window already spent part of it).
-    let settled = run.live_at.map(|t| t.elapsed()).unwrap_or_default();
+    // The start-up log window already spent part of the initial wait.
+    let settled = live_since.map(|t| t.elapsed()).unwrap_or_default();
     let report = run
         .wait(crate::verify::verify(
             engine.health.as_ref(),
-            &base_url,
+            base_url,
             &engine.verify,
             engine.verify.initial_wait.saturating_sub(settled),
             engine.config.budget(Phase::Verification),
             &|p| {
-                for c in &p.checks {
-                    metrics::histogram!("rollbackd_health_check_duration_seconds", "phase" => p.name.clone())
-                        .record(c.latency_ms as f64 / 1000.0);
-                }
+                events::health_phase_checked(p);
                 progress(Progress::Note(format!(
                     "health {}: {}/{} {} healthy (attempt {}){}",
                     p.name,
@@ -50,6 +54,5 @@ pub(crate) async fn run(run: &mut Run<'_>) -> PhaseOutcome {
                 .unwrap_or_else(|| "health verification failed".into()),
         )
     };
-    run.verification = Some(report);
-    outcome
+    (outcome, report)
 }

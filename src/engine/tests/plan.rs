@@ -69,7 +69,7 @@ async fn a_database_step_that_must_stop_the_run_leaves_the_application_alone() {
     );
     // A failed backup that is not required is a warning, kept in the history.
     let event = &rig.history().events[0];
-    assert!(event.extra.contains_key("backup_warning"), "{event:?}");
+    assert!(event.backup_warning.is_some(), "{event:?}");
     assert!(!event.touched_production());
 }
 
@@ -214,10 +214,7 @@ async fn skip_db_skips_the_backup_and_the_database_even_when_configured() {
         outcomes(&report)[1],
         (Phase::Database, "skipped", Some("skip_db"))
     );
-    assert!(
-        !report.event.extra.contains_key("backup_warning"),
-        "no backup was tried"
-    );
+    assert!(report.event.backup_warning.is_none(), "no backup was tried");
 }
 
 #[tokio::test(start_paused = true)]

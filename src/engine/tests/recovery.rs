@@ -103,8 +103,8 @@ async fn killed_while_following_the_deployment_the_run_is_resumed_without_a_seco
     let event = &history.events[0];
     assert_eq!(event.kind, EventKind::Rollback);
     assert!(event.success);
-    assert_eq!(event.extra["resumed"], true);
-    assert_eq!(event.extra["resumed_at_phase"], "application");
+    assert!(event.resumed);
+    assert_eq!(event.resumed_at_phase.as_deref(), Some("application"));
     assert_eq!(
         event.created_deployment_id.as_deref(),
         rig.platform.live().as_deref()
@@ -256,8 +256,8 @@ async fn killed_during_verification_only_verification_runs_again() {
     );
     assert_eq!(rig.platform.rollbacks(), ["d1"]);
     assert_eq!(
-        rig.history().events[0].extra["resumed_at_phase"],
-        "verification"
+        rig.history().events[0].resumed_at_phase.as_deref(),
+        Some("verification")
     );
 }
 

@@ -128,7 +128,7 @@ async fn killed_after_the_downgrade_before_the_platform_call_the_rollback_is_fin
         "asked once, after the restart"
     );
     let event = &rig.history().events[0];
-    assert_eq!(event.extra["resumed_at_phase"], "application");
+    assert_eq!(event.resumed_at_phase.as_deref(), Some("application"));
     assert_eq!(event.phases[1].detail, "downgraded c3 -> b2");
 }
 

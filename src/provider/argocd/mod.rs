@@ -37,7 +37,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
 
 use self::config::{ArgocdConfig, TokenError, TOKEN_ENV};
-use super::{DeployProvider, Deployment, ProviderError};
+use super::{DeployProvider, Deployment, DeploymentStatus, ProviderError};
 
 const WHAT: &str = "Argo CD";
 
@@ -395,9 +395,9 @@ fn deployments(app: &Value) -> Result<Vec<Deployment>, ProviderError> {
         let status = match (i, health) {
             // What runs: deployed (every history entry is a sync that
             // succeeded), serving unless it is still rolling out.
-            (0, "Progressing") => "DEPLOYING",
-            (0, _) => "SUCCESS",
-            _ => "REMOVED",
+            (0, "Progressing") => DeploymentStatus::Deploying,
+            (0, _) => DeploymentStatus::Success,
+            _ => DeploymentStatus::Removed,
         };
         let first = |key: &str| {
             entry[key]
@@ -412,7 +412,7 @@ fn deployments(app: &Value) -> Result<Vec<Deployment>, ProviderError> {
         };
         out.push(Deployment {
             id: id.to_string(),
-            status: status.into(),
+            status,
             created_at: at,
             git_sha: first("revision").or_else(|| {
                 revisions
@@ -522,7 +522,7 @@ mod tests {
         assert_eq!(list[1].can_rollback, Some(true));
         let old = json!({"status": {"history": [{"id": 0, "revision": "a", "deployedAt": "2026-01-01T00:00:00Z", "source": {"repoURL": ""}}, {"id": 1, "revision": "b", "deployedAt": "2026-01-02T00:00:00Z", "source": {"repoURL": "r"}}]}});
         let list = deployments(&old).unwrap();
-        assert_eq!(list[0].status, "SUCCESS");
+        assert_eq!(list[0].status, DeploymentStatus::Success);
         assert_eq!(
             list[1].can_rollback,
             Some(false),

@@ -9,273 +9,20 @@
 //! without the lock, and never lose the record of what it did: once the lock
 //! is taken, post-rollback always runs.
 
-use std::time::{Duration, SystemTime};
-
 use tokio::time::Instant;
 
-use super::breaker::BreakerRecord;
-use super::journal::{Journal, JournalError, Mark, RequestRecord, Step};
+use super::journal::Step;
 use super::outcome::{round3, FailureKind, Phase, PhaseOutcome, PhaseStep, SkipReason};
 use super::phases;
-use super::plan::Plan;
+use super::phases::application::Called;
 use super::{Engine, RollbackRequest};
-use crate::history::{Event, EventKind};
-use crate::notify::{Notification, NotifyEvent};
-use crate::state::StateLock;
+use crate::notify::NotifyEvent;
 use crate::telemetry::events;
-use crate::verify::Verification;
 
-/// Progress of a run, for the CLI's live output and the logs.
-#[derive(Debug, Clone)]
-pub enum Progress {
-    Started {
-        id: String,
-    },
-    PhaseStarted(Phase),
-    PhaseFinished {
-        phase: Phase,
-        outcome: PhaseOutcome,
-        elapsed: Duration,
-    },
-    Note(String),
-}
+mod state;
 
-/// The result of one run.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    pub id: String,
-    pub success: bool,
-    pub plan: Option<Plan>,
-    pub phases: Vec<PhaseStep>,
-    pub error: Option<String>,
-    pub duration: Duration,
-    /// Time spent waiting on the platform, the service and pauses: the rest
-    /// of `duration` is rollbackd's own overhead.
-    pub waiting: Duration,
-    pub verification: Option<Verification>,
-    pub event: Event,
-}
-
-/// One run in progress: what the phases read and what they leave for the
-/// phases after them.
-pub(crate) struct Run<'a> {
-    pub engine: &'a Engine,
-    pub id: String,
-    pub req: RollbackRequest,
-    pub progress: &'a (dyn Fn(Progress) + Send + Sync),
-    pub started_at: SystemTime,
-    pub t0: Instant,
-    /// Set by pre-validation once a plan exists.
-    pub plan: Option<Plan>,
-    /// Held from the moment the run will be recorded until it is.
-    pub lock: Option<StateLock>,
-    /// Pre-validation opened the breaker; post-rollback settles it.
-    pub breaker_opened: bool,
-    /// Extra history fields (the backup's metadata, warnings).
-    pub extra: serde_json::Map<String, serde_json::Value>,
-    /// The deployment the platform created for the rollback, once known.
-    pub created_deployment: Option<String>,
-    pub verification: Option<Verification>,
-    /// Time spent waiting on others (see [`RunReport::waiting`]).
-    pub waited: Duration,
-    pub steps: Vec<PhaseStep>,
-    /// What the journal says was done, in order.
-    pub marks: Vec<Mark>,
-    /// The breaker before this run opened it.
-    pub breaker_before: Option<BreakerRecord>,
-    /// The deployments listed just before the platform call.
-    pub known_deployments: Vec<String>,
-    /// A restarted rollbackd finishes a run whose platform call may have
-    /// been made: the application phase follows that call instead of making one.
-    pub follow_only: bool,
-    /// This process is stopping and left the run for the next start.
-    pub stopped: bool,
-    /// When the platform was asked to roll back, and when the service was
-    /// verified healthy (the detection figures' last ends).
-    pub called_at: Option<SystemTime>,
-    pub healthy_at: Option<SystemTime>,
-    /// When the rollback deployment first answered `/health`: verification's
-    /// initial wait counts from here.
-    pub live_at: Option<Instant>,
-    /// What `[gitops]` did after the rollback was verified.
-    pub revert: Option<crate::gitops::RevertRecord>,
-}
-
-impl<'a> Run<'a> {
-    /// A run that has not started yet.
-    pub fn new(
-        engine: &'a Engine,
-        id: String,
-        req: RollbackRequest,
-        progress: &'a (dyn Fn(Progress) + Send + Sync),
-    ) -> Run<'a> {
-        Run {
-            engine,
-            id,
-            req,
-            progress,
-            started_at: engine.clock.now(),
-            t0: Instant::now(),
-            plan: None,
-            lock: None,
-            breaker_opened: false,
-            extra: serde_json::Map::new(),
-            created_deployment: None,
-            verification: None,
-            waited: Duration::ZERO,
-            steps: Vec::new(),
-            marks: Vec::new(),
-            breaker_before: None,
-            known_deployments: Vec::new(),
-            follow_only: false,
-            stopped: false,
-            called_at: None,
-            healthy_at: None,
-            live_at: None,
-            revert: None,
-        }
-    }
-
-    /// The run as its journal holds it.
-    pub fn journal(&self) -> Journal {
-        Journal {
-            version: super::journal::VERSION,
-            id: self.id.clone(),
-            pid: std::process::id(),
-            steps: self.marks.clone(),
-            breaker_before: self.breaker_before.clone(),
-            plan: self.plan.clone(),
-            known_deployments: self.known_deployments.clone(),
-            request: RequestRecord {
-                deployment_id: self.req.deployment_id.clone(),
-                skip_db: self.req.skip_db,
-                db_target: self.req.db_target.clone(),
-                base_url: self.req.base_url.clone(),
-                pending_id: self.req.pending_id.clone(),
-            },
-            event: self.event(),
-        }
-    }
-
-    /// Journals `step`. Before a step that changes the world, an error
-    /// means the step must not be taken.
-    pub fn mark(&mut self, step: Step, detail: impl Into<String>) -> Result<(), JournalError> {
-        self.marks.push(Mark {
-            step,
-            at: crate::clock::millis(self.engine.clock.now()),
-            detail: detail.into(),
-        });
-        self.save()
-    }
-
-    /// Journals a step that already happened: a failed write is logged (the
-    /// next write may succeed) and the run goes on.
-    pub fn mark_done(&mut self, step: Step, detail: impl Into<String>) {
-        if let Err(e) = self.mark(step, detail) {
-            tracing::error!(error = %e, step = step.as_str(), "cannot journal a step that happened");
-        }
-    }
-
-    /// Rewrites the journal as the run stands.
-    pub fn save(&self) -> Result<(), JournalError> {
-        self.engine.journal.write(&self.journal())
-    }
-
-    pub fn has(&self, step: Step) -> bool {
-        self.marks.iter().any(|m| m.step == step)
-    }
-
-    /// Whether anything this run did reached production: a downgrade was
-    /// started, or the platform may have been asked to roll back.
-    pub fn reached_production(&self) -> bool {
-        self.has(Step::DowngradeStarted) || self.has(Step::PlatformCallStarted)
-    }
-
-    pub fn note(&self, text: impl Into<String>) {
-        (self.progress)(Progress::Note(text.into()));
-    }
-
-    /// Awaits `f`, counting the time as waiting on others.
-    pub async fn wait<F: std::future::Future>(&mut self, f: F) -> F::Output {
-        let started = Instant::now();
-        let out = f.await;
-        self.waited += started.elapsed();
-        out
-    }
-
-    pub(crate) fn outcome(&self, phase: Phase) -> Option<&PhaseOutcome> {
-        self.steps
-            .iter()
-            .find(|s| s.phase == phase)
-            .map(|s| &s.outcome)
-    }
-
-    /// The steps that decide the result: all but post-rollback, whose own
-    /// failure (the record could not be written) is reported on its own and
-    /// does not undo a rollback that happened.
-    fn deciding_steps(&self) -> impl Iterator<Item = &PhaseStep> {
-        self.steps.iter().filter(|s| s.phase != Phase::PostRollback)
-    }
-
-    /// No phase failed, and the service was verified.
-    pub fn success(&self) -> bool {
-        self.deciding_steps().all(|s| !s.outcome.is_failure())
-            && self
-                .outcome(Phase::Verification)
-                .is_some_and(PhaseOutcome::is_success)
-    }
-
-    /// The first failure, as `phase: why`.
-    pub fn error(&self) -> Option<String> {
-        self.deciding_steps().find_map(|s| match &s.outcome {
-            PhaseOutcome::Failed(_, why) => Some(format!("{}: {why}", s.phase.as_str())),
-            _ => None,
-        })
-    }
-
-    /// The history entry for the run as it stands.
-    pub fn event(&self) -> Event {
-        let plan = self.plan.as_ref();
-        Event {
-            kind: EventKind::Rollback,
-            id: Some(self.id.clone()),
-            timestamp: crate::clock::seconds(self.started_at),
-            target_deployment_id: plan.map(|p| p.target.id.clone()),
-            from_deployment_id: plan.map(|p| p.current.id.clone()),
-            created_deployment_id: self.created_deployment.clone(),
-            git_sha: plan.and_then(|p| p.target.git_sha.clone()),
-            git_branch: plan.and_then(|p| p.target.git_branch.clone()),
-            trigger: self.req.trigger.kind(),
-            reason: self.req.reason.clone(),
-            duration_seconds: round3(self.t0.elapsed().as_secs_f64()),
-            success: self.success(),
-            policy: Some(self.req.policy_label().into()),
-            rules: self.req.all_rules(),
-            phases: self.steps.iter().map(PhaseStep::record).collect(),
-            error: self.error(),
-            detection: super::detection::figures(self),
-            blame: self.req.blame.clone(),
-            revert: self.revert.clone(),
-            drill: None,
-            extra: self.extra.clone(),
-        }
-    }
-
-    /// A notification about this run.
-    pub fn notification(&self, event: NotifyEvent, summary: String) -> Notification {
-        let mut n = Notification::new(event, summary);
-        n.rollback_id = Some(self.id.clone());
-        n.pending_id = self.req.pending_id.clone();
-        n.rules = self.req.all_rules();
-        n.policy = Some(self.req.policy_label().to_string());
-        n.target_deployment = self.plan.as_ref().map(|p| p.target.id.clone());
-        n.from_deployment = self.plan.as_ref().map(|p| p.current.id.clone());
-        n.phases = self.steps.iter().map(PhaseStep::record).collect();
-        n.blame = self.req.blame.clone();
-        n.revert = self.revert.clone();
-        n
-    }
-}
+pub(crate) use state::Run;
+pub use state::{Progress, RunReport};
 
 /// Whether `phase` runs, given the steps before it; `Some` is the skip to
 /// record instead.
@@ -371,12 +118,18 @@ impl Engine {
                 &run.req.reason,
             );
         }
-        self.walk_from(run, Phase::PreValidation).await
+        self.walk_from(run, Phase::PreValidation, None).await
     }
 
     /// Walks the phases from `first` on (a restarted rollbackd resumes a
-    /// run part of the way through).
-    pub(crate) async fn walk_from(&self, mut run: Run<'_>, first: Phase) -> RunReport {
+    /// run part of the way through; `resumed` is a platform call it found
+    /// already made, which the application phase follows).
+    pub(crate) async fn walk_from(
+        &self,
+        mut run: Run<'_>,
+        first: Phase,
+        mut resumed: Option<Called>,
+    ) -> RunReport {
         let progress = run.progress;
         for phase in Phase::ALL.into_iter().skip_while(|p| *p != first) {
             // SIGTERM: stop between phases, never inside one. Post-rollback
@@ -397,15 +150,15 @@ impl Engine {
                 }
                 return self.settle_interrupted(run).await;
             }
-            if phase == Phase::PostRollback {
-                self.propose_revert(&mut run).await;
+            if phase == Phase::PostRollback && run.revert.is_none() {
+                run.revert = self.propose_revert(&run).await;
             }
             let started = Instant::now();
             let outcome = match gate(phase, &run) {
                 Some(skipped) => skipped,
                 None => {
                     progress(Progress::PhaseStarted(phase));
-                    self.under_budget(phase, &mut run).await
+                    self.under_budget(phase, &mut run, resumed.take()).await
                 }
             };
             let step = PhaseStep {
@@ -455,18 +208,41 @@ impl Engine {
         self.finish(run)
     }
 
-    /// Runs one phase under its budget. A phase cut off by its budget is a
-    /// failure that says so; what it did before is kept in the run.
-    async fn under_budget(&self, phase: Phase, run: &mut Run<'_>) -> PhaseOutcome {
+    /// Runs one phase under its budget, with what the phases before it
+    /// produced, and keeps what it produces. A phase cut off by its budget
+    /// is a failure that says so; what it journaled before is kept.
+    async fn under_budget(
+        &self,
+        phase: Phase,
+        run: &mut Run<'_>,
+        resumed: Option<Called>,
+    ) -> PhaseOutcome {
         let budget = self.config.budget(phase);
         let waited_before = run.waited;
         let work = async {
-            match phase {
-                Phase::PreValidation => phases::pre_validation::run(run).await,
-                Phase::Database => phases::database::run(run).await,
-                Phase::Application => phases::application::run(run).await,
-                Phase::Verification => phases::verification::run(run).await,
-                Phase::PostRollback => phases::post_rollback::run(run).await,
+            match (phase, run.plan.clone()) {
+                (Phase::PreValidation, _) => phases::pre_validation::run(run).await,
+                (Phase::PostRollback, _) => phases::post_rollback::run(run).await,
+                // The gate runs the others only after a pre-validation that planned.
+                (_, None) => PhaseOutcome::failed(FailureKind::NoPlan, "no plan"),
+                (Phase::Database, Some(plan)) => phases::database::run(run, plan.db_step).await,
+                (Phase::Application, Some(plan)) => {
+                    match phases::application::run(run, &plan, resumed).await {
+                        Ok(live) => {
+                            run.created(&live.deployment.id);
+                            run.live_at = Some(live.at);
+                            PhaseOutcome::Succeeded(live.detail)
+                        }
+                        Err(failed) => failed,
+                    }
+                }
+                (Phase::Verification, Some(plan)) => {
+                    let live_since = run.live_at;
+                    let (outcome, report) =
+                        phases::verification::run(run, &plan.base_url, live_since).await;
+                    run.verification = Some(report);
+                    outcome
+                }
             }
         };
         match tokio::time::timeout(budget, work).await {
@@ -539,11 +315,7 @@ impl Engine {
                 // The new code may now run on the old schema: say so loudly.
                 if let Some(PhaseOutcome::Succeeded(detail)) = run.outcome(Phase::Database) {
                     outcome.push_str(&format!("; NOTE the database phase already ran ({detail})"));
-                    if let Some(cmd) = run
-                        .extra
-                        .get("backup")
-                        .and_then(|b| b["restore_command"].as_str())
-                    {
+                    if let Some(cmd) = run.backup.as_ref().map(|b| &b.restore_command) {
                         outcome.push_str(&format!("; the emergency backup restores it: {cmd}"));
                     }
                 }
