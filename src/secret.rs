@@ -90,12 +90,11 @@ pub fn shown(text: &str, max: usize) -> String {
 /// Why a credential named in the configuration cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
-    #[error("{key} {}: {source}", path.display())]
+    #[error("{key} {}: {cause}", path.display())]
     File {
         key: &'static str,
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{key} {} is empty", path.display())]
     Empty {
@@ -120,7 +119,7 @@ pub fn token_from(
         let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::File {
             key,
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let token = text.lines().next().unwrap_or("").trim();
         if token.is_empty() {

@@ -19,29 +19,58 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Every certificate in a PEM file; `Err` says what is wrong in words.
-pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+/// Why a PEM file cannot be used. The caller names the setting and the
+/// file; this says what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    /// It cannot be read (the I/O error's words are the message).
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("no PEM certificate in it (-----BEGIN CERTIFICATE-----)")]
+    NoCertificate,
+    #[error("no PEM private key in it (PKCS#8, RSA or EC)")]
+    NoKey,
+    #[error(
+        "the key is encrypted; rollbackd does not decrypt keys: store it unencrypted \
+         (openssl pkey -in {path} -out NEW), readable by rollbackd's user alone"
+    )]
+    Encrypted { path: String },
+    /// rustls refused what it holds.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Which of a client certificate's two files cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCertError {
+    #[error("cert_file: {0}")]
+    CertFile(PemError),
+    #[error("key_file: {0}")]
+    KeyFile(PemError),
+    #[error("cert_file and key_file do not belong together (another key)")]
+    Mismatch,
+}
+
+/// Every certificate in a PEM file.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let pem = std::fs::read(path).map_err(PemError::Read)?;
     CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .ok()
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| "no PEM certificate in it (-----BEGIN CERTIFICATE-----)".to_string())
+        .ok_or(PemError::NoCertificate)
 }
 
 /// The private key in a PEM file (PKCS#8, RSA or EC), refusing an
 /// encrypted one by name.
-pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+    let pem = std::fs::read(path).map_err(PemError::Read)?;
     if pem.windows(9).any(|w| w == b"ENCRYPTED") {
-        return Err(format!(
-            "the key is encrypted; rollbackd does not decrypt keys: store it unencrypted \
-             (openssl pkey -in {} -out NEW), readable by rollbackd's user alone",
-            path.display()
-        ));
+        return Err(PemError::Encrypted {
+            path: path.display().to_string(),
+        });
     }
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|_| "no PEM private key in it (PKCS#8, RSA or EC)".to_string())
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| PemError::NoKey)
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -115,7 +144,7 @@ impl ReloadingVerifier {
     pub fn new(
         ca_file: Option<PathBuf>,
         server_name: Option<ServerName<'static>>,
-    ) -> Result<ReloadingVerifier, String> {
+    ) -> Result<ReloadingVerifier, PemError> {
         let provider = provider();
         let verifier = Self::build(ca_file.as_deref(), &provider)?;
         let stamp = ca_file.as_deref().and_then(modified);
@@ -130,14 +159,14 @@ impl ReloadingVerifier {
     fn build(
         ca_file: Option<&Path>,
         provider: &Arc<CryptoProvider>,
-    ) -> Result<Arc<dyn ServerCertVerifier>, String> {
+    ) -> Result<Arc<dyn ServerCertVerifier>, PemError> {
         let extra = match ca_file {
             Some(path) => certificates(path)?,
             None => Vec::new(),
         };
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
             .map(|v| Arc::new(v) as Arc<dyn ServerCertVerifier>)
-            .map_err(|e| e.to_string())
+            .map_err(|e| PemError::Refused(e.to_string()))
     }
 
     /// The verifier for the file as it is now; a file that became
@@ -214,7 +243,10 @@ pub struct ReloadingClientCert {
 
 impl ReloadingClientCert {
     /// Reads both files now: `Err` names the one that cannot be used.
-    pub fn new(cert_file: PathBuf, key_file: PathBuf) -> Result<ReloadingClientCert, String> {
+    pub fn new(
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    ) -> Result<ReloadingClientCert, ClientCertError> {
         let provider = provider();
         let key = Self::load(&cert_file, &key_file, &provider)?;
         let stamp = (modified(&cert_file), modified(&key_file));
@@ -230,20 +262,20 @@ impl ReloadingClientCert {
         cert_file: &Path,
         key_file: &Path,
         provider: &Arc<CryptoProvider>,
-    ) -> Result<Arc<CertifiedKey>, String> {
-        let chain = certificates(cert_file).map_err(|e| format!("cert_file: {e}"))?;
-        let key = private_key(key_file).map_err(|e| format!("key_file: {e}"))?;
+    ) -> Result<Arc<CertifiedKey>, ClientCertError> {
+        let chain = certificates(cert_file).map_err(ClientCertError::CertFile)?;
+        let key = private_key(key_file).map_err(ClientCertError::KeyFile)?;
         let signing = provider
             .key_provider
             .load_private_key(key)
-            .map_err(|e| format!("key_file: {e}"))?;
+            .map_err(|e| ClientCertError::KeyFile(PemError::Refused(e.to_string())))?;
         let certified = CertifiedKey::new(chain, signing);
         match certified.keys_match() {
             Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-                return Err("cert_file and key_file do not belong together (another key)".into())
+                return Err(ClientCertError::Mismatch)
             }
             Err(rustls::Error::InconsistentKeys(_)) | Ok(()) => {}
-            Err(e) => return Err(format!("cert_file: {e}")),
+            Err(e) => return Err(ClientCertError::CertFile(PemError::Refused(e.to_string()))),
         }
         Ok(Arc::new(certified))
     }

@@ -9,6 +9,7 @@ mod support;
 // The longest test first (see accuracy.rs).
 mod accuracy;
 mod alertmanager;
+mod architecture;
 mod argocd;
 mod backtest;
 mod backup_store;

@@ -422,5 +422,29 @@ mod opt_time {
     }
 }
 
+/// A rule's query and traffic guard over `[first, last]` at `interval`
+/// (a probe rule has none: its past answers are not in Prometheus).
+pub async fn range_answers(
+    prometheus: &crate::source::prometheus::Prometheus,
+    rule: &Rule,
+    first: SystemTime,
+    last: SystemTime,
+    interval: Duration,
+) -> RangeAnswers {
+    match &rule.kind {
+        RuleKind::Query(q) => RangeAnswers {
+            main: prometheus.query_range(&q.expr, first, last, interval).await,
+            guard: match &q.min_traffic {
+                Some(g) => Some(prometheus.query_range(&g.expr, first, last, interval).await),
+                None => None,
+            },
+        },
+        RuleKind::Probe(_) => RangeAnswers {
+            main: Ok(Default::default()),
+            guard: None,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -157,13 +157,13 @@ unsafe fn keep(command: libc::pid_t, rollbackd: libc::pid_t) -> ! {
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
     #[error("cannot start it: {0}")]
-    Spawn(#[source] io::Error),
+    Spawn(io::Error),
     #[error("did not finish within {}; it was killed with everything it started", crate::duration::format(*.0))]
     Timeout(Duration),
     #[error("printed more than {} MiB on stdout; it was killed with everything it started", .0 >> 20)]
     TooMuch(usize),
-    #[error("{0}")]
-    Wait(#[source] io::Error),
+    #[error(transparent)]
+    Wait(io::Error),
 }
 
 /// The most of a command's stdout rollbackd holds: JSON answers, a

@@ -10,7 +10,6 @@ use serde::Serialize;
 use super::Exit;
 use crate::backtest::{self, RangeAnswers, RuleReport, WouldBe};
 use crate::config::Config;
-use crate::rules::RuleKind;
 use crate::source::prometheus::Prometheus;
 
 /// What to replay, over which range.
@@ -39,7 +38,7 @@ pub struct BacktestArgs {
 }
 
 /// The range the arguments name, checked.
-pub fn range(args: &BacktestArgs, now: SystemTime) -> Result<(SystemTime, SystemTime), String> {
+fn range(args: &BacktestArgs, now: SystemTime) -> Result<(SystemTime, SystemTime), String> {
     let time = |flag: &str, text: &str| -> Result<SystemTime, String> {
         if text == "now" {
             return Ok(now);
@@ -263,7 +262,8 @@ async fn replay_one(
         ));
         return (report, false);
     };
-    let answers = range_answers(prometheus, rule, at(*first), at(*last), group.interval).await;
+    let answers =
+        backtest::range_answers(prometheus, rule, at(*first), at(*last), group.interval).await;
     let broken = match (&answers.main, &answers.guard) {
         (Err(e), _) | (_, Some(Err(e))) => Some(e.to_string()),
         _ => None,
@@ -284,30 +284,6 @@ async fn replay_one(
             (report, true)
         }
         None => (report, false),
-    }
-}
-
-/// A rule's query and traffic guard over `[first, last]` at `interval`
-/// (a probe rule has none: its past answers are not in Prometheus).
-pub(crate) async fn range_answers(
-    prometheus: &Prometheus,
-    rule: &crate::rules::Rule,
-    first: SystemTime,
-    last: SystemTime,
-    interval: Duration,
-) -> RangeAnswers {
-    match &rule.kind {
-        RuleKind::Query(q) => RangeAnswers {
-            main: prometheus.query_range(&q.expr, first, last, interval).await,
-            guard: match &q.min_traffic {
-                Some(g) => Some(prometheus.query_range(&g.expr, first, last, interval).await),
-                None => None,
-            },
-        },
-        RuleKind::Probe(_) => RangeAnswers {
-            main: Ok(Default::default()),
-            guard: None,
-        },
     }
 }
 

@@ -214,10 +214,13 @@ pub fn migration_tool(config: &Config) -> Option<Arc<dyn crate::db::migrate::Mig
 pub fn staging_engines(config: &Config) -> crate::drill::StagingEngines {
     let base = config.clone();
     Arc::new(move |drill, dir| {
-        let staging = drill
-            .staging
-            .as_ref()
-            .ok_or_else(|| format!("drill {:?} has no [drills.staging]", drill.name))?;
+        let staging =
+            drill
+                .staging
+                .as_ref()
+                .ok_or_else(|| crate::drill::DrillSetupError::NoStaging {
+                    drill: drill.name.clone(),
+                })?;
         let mut c = base.clone();
         c.provider = Some(staging.provider.clone());
         c.service.base_url = Some(staging.base_url.clone());
@@ -229,6 +232,6 @@ pub fn staging_engines(config: &Config) -> crate::drill::StagingEngines {
         c.alertmanager = None;
         c.drills = Vec::new();
         c.gitops = None;
-        engine(&c).map(Engine::quiet).map_err(|e| e.to_string())
+        Ok(engine(&c).map(Engine::quiet)?)
     })
 }

@@ -37,26 +37,14 @@ pub struct Backup {
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     /// The backup directory cannot be created.
-    #[error("cannot create the backup directory {}: {source}", dir.display())]
-    CreateDir {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot create the backup directory {}: {cause}", dir.display())]
+    CreateDir { dir: PathBuf, cause: std::io::Error },
     /// The backup directory cannot be made absolute.
-    #[error("backup directory {}: {source}", dir.display())]
-    Absolute {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("backup directory {}: {cause}", dir.display())]
+    Absolute { dir: PathBuf, cause: std::io::Error },
     /// pg_dump or pg_restore could not be started.
-    #[error("cannot run {what}: {source} (is the PostgreSQL client installed?)")]
-    Spawn {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot run {what}: {cause} (is the PostgreSQL client installed?)")]
+    Spawn { what: String, cause: std::io::Error },
     /// pg_dump or pg_restore ran and failed.
     #[error("{what} failed ({status}): {stderr}")]
     Failed {
@@ -66,32 +54,30 @@ pub enum BackupError {
     },
     /// The finished dump cannot be renamed to its final name.
     #[error("cannot move the dump into place: {0}")]
-    Rename(#[source] std::io::Error),
+    Rename(std::io::Error),
     /// A file cannot be read while hashing it.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The hashing task ended abnormally.
     #[error("checksum task failed: {0}")]
-    HashTask(#[source] tokio::task::JoinError),
+    HashTask(tokio::task::JoinError),
     /// The checksum file cannot be written.
     #[error("cannot write the checksum: {0}")]
-    WriteChecksum(#[source] std::io::Error),
+    WriteChecksum(std::io::Error),
     /// The metadata cannot be turned into JSON.
-    #[error("{0}")]
-    Encode(#[source] serde_json::Error),
+    #[error(transparent)]
+    Encode(serde_json::Error),
     /// The metadata file cannot be written.
     #[error("cannot write the backup metadata: {0}")]
-    WriteMetadata(#[source] std::io::Error),
+    WriteMetadata(std::io::Error),
     /// The checksum file beside a backup cannot be read.
-    #[error("backup {}: cannot read its checksum file: {source}", path.display())]
+    #[error("backup {}: cannot read its checksum file: {cause}", path.display())]
     ReadChecksum {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The backup's bytes do not match its checksum file.
     #[error("backup {} is corrupt: its SHA-256 is {actual}, the checksum file says {recorded}", path.display())]
@@ -101,11 +87,10 @@ pub enum BackupError {
         recorded: String,
     },
     /// `pg_restore --list` cannot read the backup.
-    #[error("backup {} cannot be read back: {source}", path.display())]
+    #[error("backup {} cannot be read back: {cause}", path.display())]
     Unreadable {
         path: PathBuf,
-        #[source]
-        source: Box<BackupError>,
+        cause: Box<BackupError>,
     },
 }
 
@@ -139,12 +124,12 @@ pub async fn create(
 ) -> Result<Backup, BackupError> {
     std::fs::create_dir_all(dir).map_err(|source| BackupError::CreateDir {
         dir: dir.to_path_buf(),
-        source,
+        cause: source,
     })?;
     // Absolute, so the restore command works from anywhere.
     let dir = &std::path::absolute(dir).map_err(|source| BackupError::Absolute {
         dir: dir.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let path = dir.join(file_name(SystemTime::now(), rollback_id));
     // pg_dump writes beside the final name; only a complete dump is renamed
@@ -162,7 +147,7 @@ pub async fn create(
             .open(&partial)
             .map_err(|source| BackupError::CreateDir {
                 dir: partial.clone(),
-                source,
+                cause: source,
             })?;
     }
     let started = Instant::now();
@@ -222,7 +207,7 @@ pub async fn verify(path: &Path, tools: &Tools) -> Result<(), BackupError> {
     let recorded = std::fs::read_to_string(checksum_path(path)).map_err(|source| {
         BackupError::ReadChecksum {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     })?;
     let recorded = recorded.split_whitespace().next().unwrap_or("").to_string();
@@ -243,7 +228,7 @@ pub async fn verify(path: &Path, tools: &Tools) -> Result<(), BackupError> {
     .await
     .map_err(|e| BackupError::Unreadable {
         path: path.to_path_buf(),
-        source: Box::new(e),
+        cause: Box::new(e),
     })
 }
 
@@ -391,7 +376,7 @@ async fn sha256_off_thread(path: &Path) -> Result<String, BackupError> {
 fn sha256_file(path: &Path) -> Result<String, BackupError> {
     let read_error = |source| BackupError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut file = std::fs::File::open(path).map_err(read_error)?;
     let mut hasher = Sha256::new();
@@ -415,7 +400,7 @@ async fn run(cmd: &mut Command, what: &str) -> Result<(), BackupError> {
         .await
         .map_err(|e| BackupError::Spawn {
             what: what.to_string(),
-            source: match e {
+            cause: match e {
                 crate::child::ChildError::Spawn(e) | crate::child::ChildError::Wait(e) => e,
                 timeout => std::io::Error::other(timeout.to_string()),
             },

@@ -112,7 +112,7 @@ pub fn sqlalchemy_url(url: &str, driver: &str) -> String {
         return format!("postgresql+{driver}://{rest}");
     }
     let path = if tail.is_empty() { "/" } else { tail };
-    let mut extra = format!("host={}", super::decode(host));
+    let mut extra = format!("host={}", crate::pg::decode(host));
     if let Some(port) = port {
         extra.push_str(&format!("&port={port}"));
     }

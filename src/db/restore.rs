@@ -18,9 +18,9 @@ use super::{describe, Database, DbError};
 /// Why a restore stopped; what was done so far is said.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("{0}")]
+    #[error(transparent)]
     Backup(#[from] BackupError),
-    #[error("{0}")]
+    #[error(transparent)]
     Db(#[from] DbError),
     #[error("{0:?} is not a plain database name (letters, digits and _, at most 63, not starting with a digit)")]
     BadName(String),

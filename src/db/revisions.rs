@@ -13,28 +13,25 @@ use crate::state::Doc;
 #[derive(Debug, thiserror::Error)]
 pub enum RevisionError {
     /// The file exists but cannot be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not the JSON rollbackd writes.
-    #[error("{} is not valid: {source} (fix or remove it)", path.display())]
+    #[error("{} is not valid: {cause} (fix or remove it)", path.display())]
     Invalid {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// The revisions could not be turned into JSON.
-    #[error("{0}")]
-    Encode(#[source] serde_json::Error),
+    #[error(transparent)]
+    Encode(serde_json::Error),
     /// The file cannot be written.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {cause}", path.display())]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -66,11 +63,11 @@ impl RevisionStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Revisions::default()),
             Err(source) => Err(RevisionError::Read {
                 path: self.doc.path(),
-                source,
+                cause: source,
             }),
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| RevisionError::Invalid {
                 path: self.doc.path(),
-                source,
+                cause: source,
             }),
         }
     }
@@ -103,7 +100,7 @@ impl RevisionStore {
             .write(&bytes)
             .map_err(|source| RevisionError::Write {
                 path: self.doc.path(),
-                source,
+                cause: source,
             })?;
         Ok(true)
     }

@@ -388,7 +388,7 @@ impl Context<'_> {
             .filter_map(|(label, r)| {
                 r.as_ref()
                     .err()
-                    .map(|e| format!("{label}: {}", crate::secret::shown(e, 200)))
+                    .map(|e| format!("{label}: {}", crate::secret::shown(&e.to_string(), 200)))
             })
             .collect();
         let labels: Vec<&str> = answers.iter().map(|(l, _)| l.as_str()).collect();

@@ -77,32 +77,48 @@ fn parser() -> CronParser {
         .build()
 }
 
+/// Why a drill's schedule gives no next run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("{zone:?} is not an IANA time zone; write one like \"UTC\" or \"Europe/Paris\"")]
+    TimeZone { zone: String },
+    #[error("{}", schedule_error(.schedule, .why))]
+    NotCron { schedule: String, why: String },
+    #[error("{schedule:?} never runs: {why}")]
+    NeverRuns { schedule: String, why: String },
+}
+
 impl DrillConfig {
-    pub fn tz(&self) -> Result<Tz, String> {
-        self.timezone.parse::<Tz>().map_err(|_| {
-            format!(
-                "{:?} is not an IANA time zone; write one like \"UTC\" or \"Europe/Paris\"",
-                self.timezone
-            )
-        })
+    pub fn tz(&self) -> Result<Tz, ScheduleError> {
+        self.timezone
+            .parse::<Tz>()
+            .map_err(|_| ScheduleError::TimeZone {
+                zone: self.timezone.clone(),
+            })
     }
 
     /// The first run strictly after `now`.
-    pub fn next_run(&self, now: SystemTime) -> Result<SystemTime, String> {
+    pub fn next_run(&self, now: SystemTime) -> Result<SystemTime, ScheduleError> {
         let cron = parser()
             .parse(&self.schedule)
-            .map_err(|e| schedule_error(&self.schedule, &e.to_string()))?;
+            .map_err(|e| ScheduleError::NotCron {
+                schedule: self.schedule.clone(),
+                why: e.to_string(),
+            })?;
         let tz = self.tz()?;
         let now: DateTime<Utc> = now.into();
         let next = cron
             .find_next_occurrence(&now.with_timezone(&tz), false)
-            .map_err(|e| format!("{:?} never runs: {e}", self.schedule))?;
+            .map_err(|e| ScheduleError::NeverRuns {
+                schedule: self.schedule.clone(),
+                why: e.to_string(),
+            })?;
         Ok(next.with_timezone(&Utc).into())
     }
 
     /// The shortest time between two of the schedule's next runs (over
     /// the next 50), from `now`.
-    pub fn shortest_interval(&self, now: SystemTime) -> Result<Duration, String> {
+    pub fn shortest_interval(&self, now: SystemTime) -> Result<Duration, ScheduleError> {
         let mut at = self.next_run(now)?;
         let mut shortest = Duration::MAX;
         for _ in 0..50 {

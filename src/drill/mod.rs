@@ -76,13 +76,30 @@ pub const CANCELLED: &str = "cancelled: a rollback started, or rollbackd stopped
 
 /// Builds the engine of a staging drill's environment, with its state in
 /// the given directory (the command line assembles it from the config).
-pub type StagingEngines = Arc<dyn Fn(&DrillConfig, &Path) -> Result<Engine, String> + Send + Sync>;
+pub type StagingEngines =
+    Arc<dyn Fn(&DrillConfig, &Path) -> Result<Engine, DrillSetupError> + Send + Sync>;
 
 /// Why a drill did not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
     #[error("a rollback is running; a drill never runs beside one (try again when it is done)")]
     RollbackRunning,
+}
+
+/// Why drills cannot be set up: a schedule, or a staging environment.
+#[derive(Debug, thiserror::Error)]
+pub enum DrillSetupError {
+    /// A drill's schedule gives no next run (refused when `watch` starts).
+    #[error("drill {drill:?}: {error}")]
+    Schedule {
+        drill: String,
+        error: config::ScheduleError,
+    },
+    #[error("drill {drill:?} has no [drills.staging]")]
+    NoStaging { drill: String },
+    /// The staging environment's engine cannot be built.
+    #[error(transparent)]
+    Staging(#[from] crate::engine::EngineError),
 }
 
 /// Runs `drill` against what `engine` would roll back, calling `progress`

@@ -195,14 +195,17 @@ pub async fn start(
     engine: Arc<Engine>,
     drills: &[DrillConfig],
     staging: super::StagingEngines,
-) -> Result<Scheduled, String> {
+) -> Result<Scheduled, super::DrillSetupError> {
     let started = SystemTime::now();
     restore_gauges(&engine, drills, started);
     for drill in drills {
         // Refused here rather than in a loop that would end in silence.
         drill
             .next_run(started)
-            .map_err(|e| format!("drill {:?}: {e}", drill.name))?;
+            .map_err(|error| super::DrillSetupError::Schedule {
+                drill: drill.name.clone(),
+                error,
+            })?;
     }
     let refresh = {
         let (engine, drills) = (engine.clone(), drills.to_vec());

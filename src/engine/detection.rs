@@ -19,16 +19,6 @@ use super::run::Run;
 use crate::clock::millis;
 use crate::history::Detection;
 
-/// The figures' names, in the order of an incident, as histograms name them
-/// (`telemetry::events::incident_observed` records them).
-pub const FIGURES: [&str; 5] = [
-    "deploy_to_breach",
-    "breach_to_firing",
-    "firing_to_call",
-    "call_to_healthy",
-    "deploy_to_healthy",
-];
-
 /// Seconds from `a` to `b`, when both are known and `b` is not before `a`.
 fn between(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<f64> {
     let d = b?.duration_since(a?).ok()?;

@@ -110,11 +110,10 @@ impl Journal {
 /// Why a journal cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("cannot read the run journal directory {}: {source}", path.display())]
+    #[error("cannot read the run journal directory {}: {cause}", path.display())]
     Dir {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "run journal {} cannot be read: {message}. rollbackd does not know how far that \
@@ -125,17 +124,15 @@ pub enum JournalError {
     Corrupt { path: PathBuf, message: String },
     /// The state store cannot be reached now (PostgreSQL down): nothing is
     /// known about the journals, which is not the same as one that is broken.
-    #[error("cannot reach the run journals at {}: {source}", path.display())]
+    #[error("cannot reach the run journals at {}: {cause}", path.display())]
     Unreachable {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot write the run journal {}: {source}", path.display())]
+    #[error("cannot write the run journal {}: {cause}", path.display())]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -193,11 +190,14 @@ impl JournalStore {
         let path = self.path(&journal.id);
         let bytes = serde_json::to_vec_pretty(journal).map_err(|e| JournalError::Write {
             path: path.clone(),
-            source: std::io::Error::other(e),
+            cause: std::io::Error::other(e),
         })?;
         self.store
             .write(&Self::name(&journal.id), &bytes)
-            .map_err(|source| JournalError::Write { path, source })
+            .map_err(|source| JournalError::Write {
+                path,
+                cause: source,
+            })
     }
 
     /// Removes a settled run's journal.
@@ -207,7 +207,7 @@ impl JournalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(JournalError::Write {
                 path: self.path(id),
-                source,
+                cause: source,
             }),
         }
     }
@@ -217,8 +217,14 @@ impl JournalStore {
         self.store.list(DIR).map_err(|source| {
             let path = self.store.location(DIR);
             match unreachable(&source) {
-                true => JournalError::Unreachable { path, source },
-                false => JournalError::Dir { path, source },
+                true => JournalError::Unreachable {
+                    path,
+                    cause: source,
+                },
+                false => JournalError::Dir {
+                    path,
+                    cause: source,
+                },
             }
         })
     }
@@ -265,20 +271,20 @@ impl JournalStore {
             .read(&name)
             .map_err(|source| JournalError::Write {
                 path: self.store.location(&name),
-                source,
+                cause: source,
             })?;
         let aside = format!("{QUARANTINE}/{id}-{stamp}.json");
         self.store
             .write(&aside, &bytes)
             .map_err(|source| JournalError::Write {
                 path: self.store.location(&aside),
-                source,
+                cause: source,
             })?;
         self.store
             .remove(&name)
             .map_err(|source| JournalError::Write {
                 path: self.store.location(&name),
-                source,
+                cause: source,
             })?;
         Ok(self.store.location(&aside))
     }
@@ -291,7 +297,7 @@ impl JournalStore {
         let bytes = self.store.read(name).map_err(|e| match unreachable(&e) {
             true => JournalError::Unreachable {
                 path: self.store.location(name),
-                source: e,
+                cause: e,
             },
             false => corrupt(e.to_string()),
         })?;

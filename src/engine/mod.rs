@@ -71,14 +71,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum EngineError {
     #[error("no [provider] is configured; set provider.type = \"railway\" or \"command\"")]
     NoProvider,
-    #[error("{0}")]
-    Provider(#[source] BoxError),
+    #[error(transparent)]
+    Provider(BoxError),
     #[error("cannot build the HTTP client: {0}")]
-    HttpClient(#[source] reqwest::Error),
-    #[error("{0}")]
-    Database(#[source] BoxError),
-    #[error("{0}")]
-    Notifiers(#[source] BoxError),
+    HttpClient(reqwest::Error),
+    #[error(transparent)]
+    Database(BoxError),
+    #[error(transparent)]
+    Notifiers(BoxError),
     /// `[gitops]` cannot be set up.
     #[error("{0}")]
     Gitops(String),

@@ -53,7 +53,7 @@ pub(crate) enum DbStep {
 pub enum PlanError {
     /// The platform could not list its deployments.
     #[error("cannot list deployments: {0}")]
-    List(#[source] ProviderError),
+    List(ProviderError),
     /// The requested deployment could not be looked up.
     #[error(transparent)]
     Requested(ProviderError),

@@ -456,7 +456,7 @@ impl HealthProbe for FakeService {
         url: &'a str,
         timeout: Duration,
         _read_body: bool,
-    ) -> BoxFuture<'a, Result<Answer, String>> {
+    ) -> BoxFuture<'a, Result<Answer, crate::verify::FetchError>> {
         Box::pin(async move {
             let (status, latency, body) = {
                 let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -474,7 +474,7 @@ impl HealthProbe for FakeService {
             };
             if latency >= timeout {
                 tokio::time::sleep(timeout).await;
-                return Err("no answer within the timeout".into());
+                return Err(crate::verify::FetchError::Timeout(timeout));
             }
             tokio::time::sleep(latency).await;
             Ok(Answer {

@@ -14,7 +14,7 @@ use crate::secret::Secret;
 #[derive(Debug, thiserror::Error)]
 pub enum GithubError {
     #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(reqwest::Error),
     #[error("the GitHub token cannot be sent as a header")]
     Header,
     #[error("GitHub at {url} cannot be reached: {message}")]

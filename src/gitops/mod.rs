@@ -24,11 +24,8 @@ mod edit;
 mod git;
 mod github;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-use serde::{Deserialize, Serialize};
 
 use self::config::{GitopsConfig, Mode};
 use self::git::{conflicts, stderr, Git};
@@ -37,72 +34,7 @@ use crate::history::Event;
 use crate::provider::Deployment;
 use crate::secret::Secret;
 
-/// What became of the pull request, as the history and the notifications
-/// record it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RevertRecord {
-    pub result: RevertResult,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub branch: Option<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RevertResult {
-    /// A pull request is open (this time or before).
-    Opened,
-    /// Git already says what production runs.
-    Unchanged,
-    /// The revert does not apply cleanly onto the base branch.
-    Conflict,
-    /// Something refused or broke: the token, the network, git.
-    Failed,
-    /// Nothing to work from (the deployments carry no git revision).
-    Skipped,
-}
-
-impl RevertResult {
-    pub const ALL: [RevertResult; 5] = [
-        RevertResult::Opened,
-        RevertResult::Unchanged,
-        RevertResult::Conflict,
-        RevertResult::Failed,
-        RevertResult::Skipped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RevertResult::Opened => "opened",
-            RevertResult::Unchanged => "unchanged",
-            RevertResult::Conflict => "conflict",
-            RevertResult::Failed => "failed",
-            RevertResult::Skipped => "skipped",
-        }
-    }
-}
-
-impl fmt::Display for RevertRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.result, &self.url) {
-            (RevertResult::Opened, Some(url)) => {
-                write!(f, "git: pull request {url} ({})", self.detail)
-            }
-            (RevertResult::Unchanged, _) => {
-                write!(f, "git: no pull request needed: {}", self.detail)
-            }
-            (RevertResult::Conflict, _) => write!(
-                f,
-                "git: NO pull request: {}; revert it in git by hand before the next sync",
-                self.detail
-            ),
-            _ => write!(f, "git: NO pull request: {}", self.detail),
-        }
-    }
-}
+pub use crate::history::revert::{RevertRecord, RevertResult};
 
 /// The rollback the pull request is about.
 pub struct Incident<'a> {
@@ -121,7 +53,7 @@ pub enum GitopsError {
     #[error(transparent)]
     Token(#[from] config::TokenError),
     #[error("gitops: {0}")]
-    Github(#[from] github::GithubError),
+    Github(github::GithubError),
     #[error("gitops.github_repo: cannot tell the GitHub repository; name it as OWNER/NAME")]
     NoRepo,
     /// `git ls-remote` failed: the repository or its credentials.
@@ -129,6 +61,12 @@ pub enum GitopsError {
     Git(String),
     #[error("gitops.base: {repository} has no branch {base:?}")]
     NoBase { repository: String, base: String },
+}
+
+impl From<github::GithubError> for GitopsError {
+    fn from(e: github::GithubError) -> Self {
+        GitopsError::Github(e)
+    }
 }
 
 /// A step that ends the attempt without a pull request.

@@ -10,7 +10,10 @@ use std::path::PathBuf;
 
 use crate::state::Doc;
 
+pub mod blame;
+pub mod guard;
 mod retention;
+pub mod revert;
 pub use retention::Retention;
 
 use serde::{Deserialize, Serialize};
@@ -71,11 +74,11 @@ pub struct Event {
     pub detection: Option<Detection>,
     /// Whether the live deployment was judged to blame, and the evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blame: Option<crate::blame::Judgement>,
+    pub blame: Option<blame::Judgement>,
     /// The pull request `[gitops]` opened after a verified rollback, or
     /// why none was opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revert: Option<crate::gitops::RevertRecord>,
+    pub revert: Option<revert::RevertRecord>,
     /// A drill's checks (`type: drill`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillRecord>,
@@ -95,6 +98,16 @@ pub struct Event {
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
+
+/// The figures of a [`Detection`], in the order of an incident, as
+/// histograms name them (`telemetry::events::incident_observed` records them).
+pub const DETECTION_FIGURES: [&str; 5] = [
+    "deploy_to_breach",
+    "breach_to_firing",
+    "firing_to_call",
+    "call_to_healthy",
+    "deploy_to_healthy",
+];
 
 /// The seed's "time to detect vs time to rollback" for one rollback: when
 /// the live deployment was created, the first rule began to breach and
@@ -365,11 +378,10 @@ impl Event {
 /// Why the history file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    #[error("cannot read history file {}: {source}", path.display())]
+    #[error("cannot read history file {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "history file {} is not valid: {message}. rollbackd will not overwrite it: \
@@ -377,11 +389,10 @@ pub enum HistoryError {
         path.display()
     )]
     Corrupt { path: PathBuf, message: String },
-    #[error("cannot write history file {}: {source}", path.display())]
+    #[error("cannot write history file {}: {cause}", path.display())]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -423,7 +434,7 @@ impl HistoryStore {
             Err(source) => {
                 return Err(HistoryError::Read {
                     path: self.path(),
-                    source,
+                    cause: source,
                 })
             }
         };
@@ -468,13 +479,13 @@ impl HistoryStore {
     fn save(&self, history: &History) -> Result<(), HistoryError> {
         let bytes = serde_json::to_vec_pretty(history).map_err(|e| HistoryError::Write {
             path: self.path(),
-            source: std::io::Error::other(e),
+            cause: std::io::Error::other(e),
         })?;
         self.doc
             .write(&bytes)
             .map_err(|source| HistoryError::Write {
                 path: self.path(),
-                source,
+                cause: source,
             })
     }
 

@@ -24,7 +24,7 @@ use crate::source::SourceError;
 /// Why `init` cannot propose anything.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("{0}")]
+    #[error(transparent)]
     Prometheus(#[from] SourceError),
     #[error("no series match {selector} over the last {span}; {jobs}")]
     NoSeries {
@@ -125,8 +125,7 @@ async fn backtest(
     };
     let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
     let answers =
-        crate::cli::backtest_cmd::range_answers(prometheus, rule, at(*first), at(*last), interval)
-            .await;
+        crate::backtest::range_answers(prometheus, rule, at(*first), at(*last), interval).await;
     if let Err(e) = &answers.main {
         return fallback(
             proposal,

@@ -32,7 +32,7 @@ pub struct Email {
 
 impl Email {
     /// The transport, built once; `index` names the notifier in errors.
-    pub fn new(config: &EmailConfig, index: usize) -> Result<Email, String> {
+    pub(super) fn new(config: &EmailConfig, index: usize) -> Result<Email, String> {
         let key = |k: &str| format!("notifiers[{index}].{k}");
         let from: Mailbox = config
             .from

@@ -193,7 +193,7 @@ impl Notification {
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("cannot build the HTTP client for notifications: {0}")]
-    HttpClient(#[source] reqwest::Error),
+    HttpClient(reqwest::Error),
     /// A notifier's settings cannot be used (a CA file, a DSN).
     #[error("{0}")]
     Notifier(String),
@@ -380,14 +380,14 @@ impl Notifiers {
 
     /// Sends `n` now, once, to every notifier with `drill_test`, and says
     /// how each answered (`notifiers[0] (slack)`, and the error if any).
-    pub async fn test(&self, mut n: Notification) -> Vec<(String, Result<(), String>)> {
+    pub async fn test(&self, mut n: Notification) -> Vec<(String, Result<(), NotifyError>)> {
         n.service = n.service.or_else(|| self.service.name.clone());
         n.environment = n.environment.or_else(|| self.service.environment.clone());
         let mut answers = Vec::new();
         for sink in self.sinks.iter().filter(|s| s.drill_test) {
             let label = format!("notifiers[{}] ({})", sink.index, sink.notifier.kind());
             let sent = sink.notifier.send(&self.client, &n).await;
-            answers.push((label, sent.map_err(|e| e.to_string())));
+            answers.push((label, sent));
         }
         answers
     }

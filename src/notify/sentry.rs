@@ -36,7 +36,7 @@ impl std::fmt::Debug for Dsn {
 
 impl Dsn {
     /// Errors never quote the DSN: its user part is the project's key.
-    pub fn parse(dsn: &str) -> Result<Dsn, String> {
+    pub(super) fn parse(dsn: &str) -> Result<Dsn, String> {
         let url = reqwest::Url::parse(dsn).map_err(|_| {
             "not a Sentry DSN; copy it from Sentry's Settings → Client Keys, like https://<key>@o1.ingest.sentry.io/<project>".to_string()
         })?;

@@ -29,7 +29,7 @@ pub enum SetupError {
     Header,
     /// The HTTP client itself could not be built.
     #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(reqwest::Error),
 }
 
 pub struct Railway {

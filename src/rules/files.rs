@@ -33,7 +33,7 @@ pub fn rule_files(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<RuleError>), L
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|source| LoadError::Path {
             path: path.clone(),
-            source,
+            cause: source,
         })?;
         if !meta.is_dir() {
             match not_a_rule_file(path, Ok(meta)) {
@@ -44,7 +44,7 @@ pub fn rule_files(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<RuleError>), L
         }
         let entries = std::fs::read_dir(path).map_err(|source| LoadError::Path {
             path: path.clone(),
-            source,
+            cause: source,
         })?;
         let mut found: Vec<PathBuf> = Vec::new();
         for entry in entries.filter_map(Result::ok) {

@@ -51,11 +51,10 @@ impl fmt::Display for RuleError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// A configured rule path does not exist or cannot be listed.
-    #[error("rule path {}: {source} (check watch.rule_paths in the config)", path.display())]
+    #[error("rule path {}: {cause} (check watch.rule_paths in the config)", path.display())]
     Path {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// One or more files have problems; all of them are listed.
     #[error("{} problem(s) in rule files:\n{}", .0.len(), render(.0))]
@@ -192,7 +191,7 @@ struct RawProbe {
     #[serde(default)]
     expect_status: Vec<u16>,
     #[serde(default)]
-    body: Option<crate::verify::BodyCheck>,
+    body: Option<crate::expect::BodyCheck>,
 }
 
 /// Collects the errors of one rule while it is being validated.
@@ -617,7 +616,7 @@ fn validate_probe(raw: RawProbe, vars: &Variables, ctx: &mut RuleCtx) -> Option<
         url,
         timeout,
         failures,
-        expect: crate::verify::Expect {
+        expect: crate::expect::Expect {
             status: raw.expect_status,
             body: raw.body,
         },

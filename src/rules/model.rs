@@ -178,7 +178,7 @@ pub struct ProbeRule {
     /// Consecutive failed checks that make a breach.
     pub failures: u32,
     /// Statuses that count as healthy (empty: any 2xx), and what the body must say.
-    pub expect: crate::verify::Expect,
+    pub expect: crate::expect::Expect,
 }
 
 /// A second expression that must exceed `above` before the rule may fire.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 pub use super::sigv4::SigV4Config;
 use crate::duration;
 use crate::secret::Secret;
+use crate::tls::ClientCertError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -94,12 +95,11 @@ impl TlsConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file is missing or unreadable.
-    #[error("prometheus.tls.{key} {}: {source}; the file must exist and be readable by rollbackd", path.display())]
+    #[error("prometheus.tls.{key} {}: {cause}; the file must exist and be readable by rollbackd", path.display())]
     Read {
         key: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file holds no usable PEM.
     #[error("prometheus.tls.{key} {}: {why}", path.display())]
@@ -124,7 +124,7 @@ impl TlsConfig {
                 TlsError::Read {
                     key,
                     path: path.clone(),
-                    source: std::fs::File::open(path)
+                    cause: std::fs::File::open(path)
                         .err()
                         .unwrap_or_else(|| std::io::Error::other(why.clone())),
                 }
@@ -166,7 +166,7 @@ impl TlsConfig {
             let verifier = crate::tls::ReloadingVerifier::new(self.ca_file.clone(), server_name)
                 .map_err(|why| {
                     let path = self.ca_file.clone().unwrap_or_default();
-                    read_error("ca_file", &path, why)
+                    read_error("ca_file", &path, why.to_string())
                 })?;
             Arc::new(verifier)
         };
@@ -182,13 +182,14 @@ impl TlsConfig {
         let config = match (&self.cert_file, &self.key_file) {
             (Some(cert), Some(key)) => {
                 let resolver = crate::tls::ReloadingClientCert::new(cert.clone(), key.clone())
-                    .map_err(|why| match why.strip_prefix("key_file: ") {
-                        Some(why) => read_error("key_file", key, why.to_string()),
-                        None => read_error(
-                            "cert_file",
-                            cert,
-                            why.strip_prefix("cert_file: ").unwrap_or(&why).to_string(),
-                        ),
+                    .map_err(|why| match why {
+                        ClientCertError::KeyFile(why) => {
+                            read_error("key_file", key, why.to_string())
+                        }
+                        ClientCertError::CertFile(why) => {
+                            read_error("cert_file", cert, why.to_string())
+                        }
+                        mismatch => read_error("cert_file", cert, mismatch.to_string()),
                     })?;
                 config.with_client_cert_resolver(Arc::new(resolver))
             }

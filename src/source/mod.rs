@@ -177,12 +177,8 @@ pub type UrlError = <reqwest::Url as std::str::FromStr>::Err;
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// `prometheus.url` does not make an API URL.
-    #[error("prometheus.url {url:?} is not a URL: {source}")]
-    Url {
-        url: String,
-        #[source]
-        source: UrlError,
-    },
+    #[error("prometheus.url {url:?} is not a URL: {cause}")]
+    Url { url: String, cause: UrlError },
     /// The configured credentials cannot be read.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -197,7 +193,7 @@ pub enum SetupError {
     SigV4(#[from] sigv4::SigV4Error),
     /// The HTTP client itself could not be built.
     #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(reqwest::Error),
 }
 
 impl SourceError {

@@ -67,7 +67,7 @@ impl Prometheus {
         let query_url = reqwest::Url::parse(&format!("{base}/api/v1/query")).map_err(|source| {
             SetupError::Url {
                 url: crate::secret::redact_url(&config.url),
-                source,
+                cause: source,
             }
         })?;
         let mut headers = HeaderMap::new();

@@ -191,7 +191,7 @@ impl Signer {
     /// and `Authorization` to `request`. The query is first written with
     /// `%20` for spaces (never `+`), the form SigV4's canonical request
     /// uses, so what is signed is what is sent.
-    pub async fn sign(&self, request: &mut reqwest::Request) -> Result<(), String> {
+    pub(super) async fn sign(&self, request: &mut reqwest::Request) -> Result<(), String> {
         canonical_query(request.url_mut());
         let credential = self
             .credentials

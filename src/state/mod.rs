@@ -23,6 +23,38 @@ use std::path::{Path, PathBuf};
 pub use file::{write_atomic, StateLock};
 pub use store::{Doc, FileStore, StateStore};
 
+/// A change the state store refused because this process may not make it
+/// any more: carried inside the `io::Error` its calls return, and told
+/// apart by [`StateError::of`], never by the error's kind.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A follower replica: only the leader changes anything.
+    #[error("this replica is not the leader: it changes nothing")]
+    NotLeader,
+    /// Leadership moved on from the epoch this process's writes carry.
+    #[error("fenced: leadership moved on from epoch {epoch}; this replica changes nothing")]
+    Fenced { epoch: i64 },
+    /// The session that held the rollback lock ended: another run may hold
+    /// it now.
+    #[error(
+        "the rollback lock was lost (its PostgreSQL session ended); this run changes nothing more"
+    )]
+    LockLost,
+}
+
+impl StateError {
+    /// The refusal `e` carries, if it is one.
+    pub fn of(e: &std::io::Error) -> Option<&StateError> {
+        e.get_ref()?.downcast_ref::<StateError>()
+    }
+}
+
+impl From<StateError> for std::io::Error {
+    fn from(e: StateError) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
 /// The state directory's layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDir {

@@ -101,10 +101,10 @@ pub fn format_labels(labels: &Labels) -> String {
 }
 
 /// A health phase answered during verification: each check's latency.
-pub fn health_phase_checked(p: &crate::verify::phases::PhaseReport) {
-    for c in &p.checks {
-        metrics::histogram!("rollbackd_health_check_duration_seconds", "phase" => p.name.clone())
-            .record(c.latency_ms as f64 / 1000.0);
+pub fn health_phase_checked(phase: &str, latencies_ms: impl IntoIterator<Item = u64>) {
+    for ms in latencies_ms {
+        metrics::histogram!("rollbackd_health_check_duration_seconds", "phase" => phase.to_string())
+            .record(ms as f64 / 1000.0);
     }
 }
 
@@ -179,7 +179,7 @@ pub fn rollback_planned(trigger: &'static str, plan: &str) {
 }
 
 /// A blame judgement was made.
-pub fn blame_judged(j: &crate::blame::Judgement) {
+pub fn blame_judged(j: &crate::history::blame::Judgement) {
     metrics::counter!(
         "rollbackd_blame_verdicts_total",
         "verdict" => j.verdict.as_str(),
@@ -198,8 +198,8 @@ pub fn blame_judged(j: &crate::blame::Judgement) {
 }
 
 /// `[gitops]` opened (or did not open) the pull request for a rollback.
-pub fn gitops_pull_request(rollback: &str, record: &crate::gitops::RevertRecord) {
-    use crate::gitops::RevertResult;
+pub fn gitops_pull_request(rollback: &str, record: &crate::history::revert::RevertRecord) {
+    use crate::history::revert::RevertResult;
     metrics::counter!("rollbackd_gitops_pull_requests_total", "result" => record.result.as_str())
         .increment(1);
     let url = record.url.as_deref().unwrap_or("");
@@ -224,7 +224,7 @@ pub fn gitops_pull_request(rollback: &str, record: &crate::gitops::RevertRecord)
 /// incident is a change that `rate()` sees (a series born with its first
 /// observation looks flat).
 pub fn incident_group(group: &str) {
-    for name in crate::engine::detection::FIGURES {
+    for name in crate::history::DETECTION_FIGURES {
         let _ = metrics::histogram!(format!("rollbackd_incident_{name}_seconds"), "group" => group.to_string());
     }
 }
@@ -238,7 +238,7 @@ pub fn incident_observed(d: &crate::history::Detection) {
         d.call_to_healthy_seconds,
         d.deploy_to_healthy_seconds,
     ];
-    for (name, value) in crate::engine::detection::FIGURES.iter().zip(values) {
+    for (name, value) in crate::history::DETECTION_FIGURES.iter().zip(values) {
         if let Some(v) = value {
             metrics::histogram!(format!("rollbackd_incident_{name}_seconds"), "group" => d.group.clone())
                 .record(v);
@@ -250,7 +250,7 @@ pub fn incident_observed(d: &crate::history::Detection) {
 pub fn rollback_blocked(
     trigger: &'static str,
     policy: &'static str,
-    guard: crate::engine::guard::Guard,
+    guard: crate::history::guard::Guard,
     reason: &str,
 ) {
     let guard = guard.as_str();

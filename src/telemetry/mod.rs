@@ -129,20 +129,20 @@ fn register_zeroes() {
         metrics::counter!("rollbackd_prometheus_requests_total", "kind" => kind).absolute(0);
     }
     metrics::counter!("rollbackd_prometheus_combined_fallbacks_total").absolute(0);
-    for guard in crate::engine::guard::Guard::ALL {
+    for guard in crate::history::guard::Guard::ALL {
         metrics::counter!("rollbackd_rollbacks_blocked_total", "guard" => guard.as_str())
             .absolute(0);
     }
-    for result in crate::gitops::RevertResult::ALL {
+    for result in crate::history::revert::RevertResult::ALL {
         metrics::counter!("rollbackd_gitops_pull_requests_total", "result" => result.as_str())
             .absolute(0);
     }
     for verdict in [
-        crate::blame::Verdict::ToBlame,
-        crate::blame::Verdict::NotToBlame,
-        crate::blame::Verdict::Inconclusive,
+        crate::history::blame::Verdict::ToBlame,
+        crate::history::blame::Verdict::NotToBlame,
+        crate::history::blame::Verdict::Inconclusive,
     ] {
-        for reason in crate::blame::Reason::ALL {
+        for reason in crate::history::blame::Reason::ALL {
             metrics::counter!("rollbackd_blame_verdicts_total", "verdict" => verdict.as_str(), "reason" => reason.as_str())
                 .absolute(0);
         }

@@ -3,7 +3,6 @@
 //! hangs past its timeout: every failure is a [`CheckResult`]. Asking
 //! ([`HealthProbe::fetch`]) is apart from judging ([`judge`]), which is pure.
 
-pub mod body;
 pub mod config;
 pub mod phases;
 pub mod startup;
@@ -12,26 +11,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
-pub use body::{BodyCheck, Component};
+pub use crate::expect::{body, BodyCheck, Component, Expect};
 pub use phases::{verify, Verification};
 
 /// The most of a body that is read; health answers are small.
 const MAX_BODY: usize = 1 << 20;
-
-/// What makes an answer healthy.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Expect {
-    /// Accepted statuses; empty: any 2xx.
-    pub status: Vec<u16>,
-    /// What the JSON body must say; none: the body is not read.
-    pub body: Option<BodyCheck>,
-}
-
-impl Expect {
-    pub fn status(status: Vec<u16>) -> Expect {
-        Expect { status, body: None }
-    }
-}
 
 /// An HTTP answer, before it is judged.
 #[derive(Debug, Clone)]
@@ -97,7 +81,7 @@ pub fn judge(expect: &Expect, answer: Answer, latency: Duration) -> CheckResult 
         return result;
     };
     match body.judge(&answer.body) {
-        Err(reason) => result.reason = reason,
+        Err(reason) => result.reason = reason.to_string(),
         Ok(components) => {
             let failed: Vec<String> = components
                 .iter()
@@ -124,7 +108,7 @@ pub async fn check(
     let latency = started.elapsed();
     match fetched {
         Ok(answer) => judge(expect, answer, latency),
-        Err(reason) => CheckResult::unanswered(latency, reason),
+        Err(reason) => CheckResult::unanswered(latency, reason.to_string()),
     }
 }
 
@@ -138,7 +122,24 @@ pub trait HealthProbe: Send + Sync {
         url: &'a str,
         timeout: Duration,
         read_body: bool,
-    ) -> BoxFuture<'a, Result<Answer, String>>;
+    ) -> BoxFuture<'a, Result<Answer, FetchError>>;
+}
+
+/// Why a health endpoint gave no answer to judge.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FetchError {
+    #[error("no answer within {}", crate::duration::format(*.0))]
+    Timeout(Duration),
+    #[error("connection refused or unreachable")]
+    Unreachable,
+    #[error("request failed")]
+    Failed,
+    #[error("HTTP {status}, but the body did not arrive within {}", crate::duration::format(*.timeout))]
+    SlowBody { status: u16, timeout: Duration },
+    #[error("HTTP {status}, then {broke}")]
+    BodyBroke { status: u16, broke: Box<FetchError> },
+    #[error("HTTP {status}, but the body is larger than {} MiB (body.* reads small JSON answers)", MAX_BODY >> 20)]
+    BodyTooLarge { status: u16 },
 }
 
 impl HealthProbe for reqwest::Client {
@@ -147,16 +148,16 @@ impl HealthProbe for reqwest::Client {
         url: &'a str,
         timeout: Duration,
         read_body: bool,
-    ) -> BoxFuture<'a, Result<Answer, String>> {
+    ) -> BoxFuture<'a, Result<Answer, FetchError>> {
         Box::pin(async move {
             let started = Instant::now();
             let words = |e: reqwest::Error| {
                 if e.is_timeout() {
-                    format!("no answer within {}", crate::duration::format(timeout))
+                    FetchError::Timeout(timeout)
                 } else if e.is_connect() {
-                    "connection refused or unreachable".to_string()
+                    FetchError::Unreachable
                 } else {
-                    "request failed".to_string()
+                    FetchError::Failed
                 }
             };
             let mut response = self.get(url).timeout(timeout).send().await.map_err(words)?;
@@ -166,21 +167,18 @@ impl HealthProbe for reqwest::Client {
             while reading {
                 let left = timeout.saturating_sub(started.elapsed());
                 match tokio::time::timeout(left, response.chunk()).await {
-                    Err(_) => {
-                        return Err(format!(
-                            "HTTP {status}, but the body did not arrive within {}",
-                            crate::duration::format(timeout)
-                        ))
+                    Err(_) => return Err(FetchError::SlowBody { status, timeout }),
+                    Ok(Err(e)) => {
+                        return Err(FetchError::BodyBroke {
+                            status,
+                            broke: Box::new(words(e)),
+                        })
                     }
-                    Ok(Err(e)) => return Err(format!("HTTP {status}, then {}", words(e))),
                     Ok(Ok(None)) => reading = false,
                     Ok(Ok(Some(chunk))) => {
                         body.extend_from_slice(&chunk);
                         if body.len() > MAX_BODY {
-                            return Err(format!(
-                                "HTTP {status}, but the body is larger than {} MiB (body.* reads small JSON answers)",
-                                MAX_BODY >> 20
-                            ));
+                            return Err(FetchError::BodyTooLarge { status });
                         }
                     }
                 }

@@ -44,12 +44,11 @@ pub enum StoreError {
         source: object_store::Error,
     },
     /// A local file could not be read or written.
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {cause}", path.display())]
     Local {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// What was read back is not what was sent.
     #[error("the copy at {url} does not match the local backup: {found}, expected {expected}; it was removed")]
@@ -150,7 +149,7 @@ impl BackupStore {
                     return Err(StoreError::Local {
                         what: "cannot create the database's folder",
                         path: dir,
-                        source,
+                        cause: source,
                     })
                 }
             }
@@ -197,7 +196,7 @@ impl BackupStore {
             .map_err(|source| StoreError::Local {
                 what: "cannot read the backup",
                 path: backup.path.clone(),
-                source,
+                cause: source,
             })?;
         // Multipart for a large dump; an upload that fails midway is aborted
         // and never becomes visible under its name.
@@ -245,7 +244,7 @@ impl BackupStore {
             |source| StoreError::Local {
                 what: "cannot write the backup metadata",
                 path: backup::metadata_path(&backup.path),
-                source,
+                cause: source,
             },
         )?;
         // The copy is good whatever pruning does: a store that refuses
@@ -479,7 +478,7 @@ async fn fetch(
     let local = |source| StoreError::Local {
         what: "cannot write",
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let got = store.get(key).await.map_err(failed("cannot download"))?;
     let mut file = tokio::fs::OpenOptions::new()

@@ -30,7 +30,7 @@ pub(crate) async fn run(
             engine.verify.initial_wait.saturating_sub(settled),
             engine.config.budget(Phase::Verification),
             &|p| {
-                events::health_phase_checked(p);
+                events::health_phase_checked(&p.name, p.checks.iter().map(|c| c.latency_ms));
                 progress(Progress::Note(format!(
                     "health {}: {}/{} {} healthy (attempt {}){}",
                     p.name,

@@ -57,7 +57,7 @@ pub enum SetupError {
         message: String,
     },
     #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(reqwest::Error),
     #[error("provider.server / provider.application: {0:?} is not a URL")]
     Url(String),
 }

@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use super::{connect, key, pg_error, Leadership};
-use crate::db::Database;
+use crate::pg::Database;
 use crate::standing::Change;
 
 /// One replica's part in leader election.

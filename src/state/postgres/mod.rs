@@ -40,7 +40,8 @@ use schema::ensure_schema;
 
 use super::file::StateLock;
 use super::store::StateStore;
-use crate::db::Database;
+use super::StateError;
+use crate::pg::Database;
 
 /// How long a call waits for PostgreSQL before it fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -255,14 +256,10 @@ fn pg_error(e: tokio_postgres::Error) -> io::Error {
 }
 
 fn fenced(epoch: i64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        if epoch == FOLLOWER {
-            "this replica is not the leader: it changes nothing".to_string()
-        } else {
-            format!("fenced: leadership moved on from epoch {epoch}; this replica changes nothing")
-        },
-    )
+    match epoch {
+        FOLLOWER => StateError::NotLeader.into(),
+        epoch => StateError::Fenced { epoch }.into(),
+    }
 }
 
 impl Worker {
@@ -329,10 +326,7 @@ impl Worker {
     /// fenced write, leaves it fine.)
     fn settled<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
         if let Err(e) = &result {
-            if !matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
-            ) {
+            if e.kind() != io::ErrorKind::NotFound && StateError::of(e).is_none() {
                 self.client = None;
             }
         }
@@ -382,10 +376,7 @@ impl Worker {
                 .map_err(pg_error)?
                 .get(0);
             if held == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "the rollback lock was lost (its PostgreSQL session ended); this run changes nothing more",
-                ));
+                return Err(StateError::LockLost.into());
             }
         }
         tx.execute(

@@ -62,6 +62,25 @@ fn component_name() -> String {
     "/name".into()
 }
 
+/// Why a body makes the whole answer unhealthy.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("the body is not JSON ({error}); body.* reads a JSON answer: {excerpt}")]
+    NotJson { error: String, excerpt: String },
+    #[error("the body has no {pointer} ({key})")]
+    Missing { pointer: String, key: &'static str },
+    #[error("{pointer} is {found} (healthy: {healthy})")]
+    Status {
+        pointer: String,
+        found: String,
+        healthy: String,
+    },
+    #[error("{pointer} is {kind}, not a list or map of components (body.components)")]
+    NotComponents { pointer: String, kind: &'static str },
+    #[error("{pointer} lists no components (body.components)")]
+    NoComponents { pointer: String },
+}
+
 impl BodyCheck {
     /// Components read at `pointer`, each judged by status and latency.
     pub fn with_components(pointer: &str) -> BodyCheck {
@@ -137,23 +156,24 @@ impl BodyCheck {
     /// Judges a body: `Err` says why the answer as a whole is unhealthy
     /// (not JSON, a field missing, the overall status not accepted);
     /// `Ok` holds the components (empty when none are configured).
-    pub fn judge(&self, body: &[u8]) -> Result<Vec<Component>, String> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            format!(
-                "the body is not JSON ({e}); body.* reads a JSON answer: {}",
-                excerpt(body)
-            )
+    pub fn judge(&self, body: &[u8]) -> Result<Vec<Component>, Unhealthy> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| Unhealthy::NotJson {
+            error: e.to_string(),
+            excerpt: excerpt(body),
         })?;
         if let Some(pointer) = &self.status {
             let Some(found) = value.pointer(pointer) else {
-                return Err(format!("the body has no {pointer} (body.status)"));
+                return Err(Unhealthy::Missing {
+                    pointer: pointer.clone(),
+                    key: "body.status",
+                });
             };
             if !self.accepts(found) {
-                return Err(format!(
-                    "{pointer} is {} (healthy: {})",
-                    text(found),
-                    self.healthy.join(", ")
-                ));
+                return Err(Unhealthy::Status {
+                    pointer: pointer.clone(),
+                    found: text(found),
+                    healthy: self.healthy.join(", "),
+                });
             }
         }
         let Some(pointer) = &self.components else {
@@ -173,15 +193,22 @@ impl BodyCheck {
                 })
                 .collect(),
             Some(other) => {
-                return Err(format!(
-                    "{pointer} is {}, not a list or map of components (body.components)",
-                    kind(other)
-                ))
+                return Err(Unhealthy::NotComponents {
+                    pointer: pointer.clone(),
+                    kind: kind(other),
+                })
             }
-            None => return Err(format!("the body has no {pointer} (body.components)")),
+            None => {
+                return Err(Unhealthy::Missing {
+                    pointer: pointer.clone(),
+                    key: "body.components",
+                })
+            }
         };
         if named.is_empty() {
-            return Err(format!("{pointer} lists no components (body.components)"));
+            return Err(Unhealthy::NoComponents {
+                pointer: pointer.clone(),
+            });
         }
         Ok(named
             .into_iter()
@@ -356,14 +383,26 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_json_or_lacks_the_field_says_which() {
-        let e = external().judge(b"<html>Bad Gateway</html>").unwrap_err();
+        let e = external()
+            .judge(b"<html>Bad Gateway</html>")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("the body is not JSON"), "{e}");
         assert!(e.contains("\"<html>Bad Gateway</html>\""), "{e}");
-        let e = external().judge(br#"{"status":"ok"}"#).unwrap_err();
+        let e = external()
+            .judge(br#"{"status":"ok"}"#)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "the body has no /services (body.components)");
-        let e = external().judge(br#"{"services":[]}"#).unwrap_err();
+        let e = external()
+            .judge(br#"{"services":[]}"#)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "/services lists no components (body.components)");
-        let e = external().judge(br#"{"services":"fine"}"#).unwrap_err();
+        let e = external()
+            .judge(br#"{"services":"fine"}"#)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "/services is a string, not a list or map of components (body.components)"
@@ -380,11 +419,14 @@ mod tests {
         assert_eq!(check.judge(br#"{"status":"OK"}"#), Ok(vec![]));
         assert_eq!(check.judge(br#"{"status":true}"#), Ok(vec![]));
         assert_eq!(
-            check.judge(br#"{"status":"degraded"}"#).unwrap_err(),
+            check
+                .judge(br#"{"status":"degraded"}"#)
+                .unwrap_err()
+                .to_string(),
             "/status is degraded (healthy: ok, healthy, up, pass, true)"
         );
         assert_eq!(
-            check.judge(br#"{"state":"ok"}"#).unwrap_err(),
+            check.judge(br#"{"state":"ok"}"#).unwrap_err().to_string(),
             "the body has no /status (body.status)"
         );
     }
@@ -417,7 +459,8 @@ mod tests {
     fn what_a_body_says_is_redacted_before_it_is_shown() {
         let e = external()
             .judge(b"<pre>connect postgres://app:hunter2@db failed</pre>")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("hunter2"), "{e}");
         let c = external()
             .judge(br#"{"services":{"db":{"status":"down: password=hunter2"}}}"#)
