@@ -2,7 +2,7 @@
 //! exit code (0 success, 1 the command found problems, 2 bad config or usage).
 
 use clap::Parser;
-use rollbackd::cli::{self, Cli, Exit};
+use rollbackd::cli::{self, Cli};
 
 /// A reader that went away (`rollbackd check | head -1`) ends a command
 /// that only reads quietly with 0, as it would for any Unix tool, instead
@@ -44,9 +44,13 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let exit = runtime.block_on(cli::run(cli));
-    if let Exit::Usage(message) = &exit {
-        eprintln!("rollbackd: {message}");
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            if let Some(message) = e.message() {
+                eprintln!("rollbackd: {message}");
+            }
+            std::process::exit(e.code());
+        }
     }
-    std::process::exit(exit.code());
 }

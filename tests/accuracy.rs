@@ -48,15 +48,25 @@ fn transitions_match_prometheus_alerts_within_one_interval() {
     let began = SystemTime::now() - Duration::from_secs(3);
     // A gap in Prometheus's scrapes while the service is healthy: no data,
     // which holds the rule on every side (no transition).
+    // Each step holds for a number of the scrapes Prometheus really made.
     fake.set(|k| k.metrics_status = 503);
-    std::thread::sleep(Duration::from_secs(8));
+    fake.hold_for_scrapes(8);
     fake.set(|k| k.metrics_status = 200);
-    std::thread::sleep(Duration::from_secs(8));
+    fake.hold_for_scrapes(8);
 
     // A long breach (fires), a short one (pending only), a long one again.
-    for (ratio, secs) in [(0.5, 10), (0.0, 8), (0.5, 1), (0.0, 8), (0.5, 10)] {
+    for (ratio, scrapes) in [(0.5, 10), (0.0, 8)] {
         fake.set(|k| k.error_ratio = ratio);
-        std::thread::sleep(Duration::from_secs(secs));
+        fake.hold_for_scrapes(scrapes);
+    }
+    // The short breach is one second of errors (50 requests a second, half
+    // failing): its size is wall time, not a number of scrapes, so this one
+    // stimulus is timed.
+    fake.set(|k| k.error_ratio = 0.5);
+    std::thread::sleep(Duration::from_secs(1));
+    for (ratio, scrapes) in [(0.0, 8), (0.5, 10)] {
+        fake.set(|k| k.error_ratio = ratio);
+        fake.hold_for_scrapes(scrapes);
     }
     // The last breach ends; both sides resolve within a few evaluations.
     fake.set(|k| k.error_ratio = 0.0);
@@ -65,7 +75,19 @@ fn transitions_match_prometheus_alerts_within_one_interval() {
         Duration::from_secs(30),
         || (w.transitions("Anchor").len() >= 8).then_some(()),
     );
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for(
+        "Prometheus to resolve its Anchor alert",
+        Duration::from_secs(30),
+        || {
+            prom.query(r#"ALERTS{alertname="Anchor"}"#)
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+                .then_some(())
+        },
+    );
+    // A few evaluations past the resolution, so the back-test's range (to
+    // now) holds its last evaluation whatever its grid's phase.
+    w.wait_more_evaluations("Anchor", 3, "inactive", Duration::from_secs(30));
 
     let ours: Vec<(String, f64)> = w
         .transitions("Anchor")
@@ -168,7 +190,7 @@ fn unix(t: SystemTime) -> f64 {
 /// `ALERTS` (one per rule evaluation while pending or firing). A series that
 /// stops means the alert resolved at the next evaluation.
 fn prometheus_transitions(prom: &Prometheus, interval: f64) -> Vec<(String, f64)> {
-    let result = prom.query("ALERTS{alertname=\"Anchor\"}[5m]");
+    let result = prom.query("ALERTS{alertname=\"Anchor\"}[10m]");
     let mut samples: Vec<(f64, String)> = Vec::new();
     for series in result.as_array().unwrap() {
         let state = series["metric"]["alertstate"].as_str().unwrap().to_string();

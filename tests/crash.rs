@@ -275,9 +275,17 @@ fn killed_just_after_the_platform_call_the_run_is_resumed_and_recorded_once() {
             .len(),
         1
     );
-    // The service is healthy again: nothing more happens.
-    std::thread::sleep(Duration::from_secs(3));
+    // The service is healthy again: nothing more happens while the rule is
+    // evaluated 3 more times and reads inactive.
+    let runs = w.logs_starting("rollback started").len();
+    w.wait_more_evaluations("HighErrorRate", 3, "inactive", Duration::from_secs(30));
     assert_eq!(c.fake.rollback_calls(), 1, "{}", w.dump());
+    assert_eq!(
+        w.logs_starting("rollback started").len(),
+        runs,
+        "{}",
+        w.dump()
+    );
     let history = c.history();
     assert_eq!(kinds(&history), [("rollback".into(), true)], "{history:#?}");
     let event = &history[0];
@@ -313,7 +321,21 @@ fn killed_during_verification_only_verification_runs_again() {
         k.health_status = 503;
         k.health_overrides.insert("/health".into(), 200);
     });
-    std::thread::sleep(Duration::from_millis(2500));
+    // Killed once the run has seen them fail: two attempts of the quick
+    // phase (/ and /health each time, / answering 503) after the change.
+    let quick = || {
+        w.metric(
+            "rollbackd_health_check_duration_seconds_count",
+            &[("phase", "quick")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = quick();
+    wait_for(
+        "two failing attempts of the quick phase",
+        Duration::from_secs(30),
+        || (quick() >= before + 4.0).then_some(()),
+    );
     c.kill9(&mut w);
     assert!(c.history().is_empty(), "{}", w.dump());
     c.fake.set(|k| {
@@ -420,7 +442,19 @@ fn killed_during_a_downgrade_the_run_fails_with_what_is_unknown_the_breaker_stay
     alembic_upgrade(&pg.url(), "c");
     c.bad_deploy(&w);
     c.wait_for_step("downgrade_started");
-    std::thread::sleep(Duration::from_millis(1000));
+    // Killed inside the downgrade: its migration sits in PostgreSQL's pause.
+    wait_for(
+        "the downgrade to reach its pause in PostgreSQL",
+        Duration::from_secs(30),
+        || {
+            let n = pg.psql(
+                "app",
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+                 AND state = 'active' AND query LIKE 'SELECT pg_sleep(%'",
+            );
+            (n.trim().parse::<u32>().unwrap_or(0) > 0).then_some(())
+        },
+    );
     c.kill9(&mut w);
     assert_eq!(c.fake.rollback_calls(), 0);
 
@@ -460,8 +494,16 @@ fn killed_during_a_downgrade_the_run_fails_with_what_is_unknown_the_breaker_stay
             .find(|e| e["event_action"] == "trigger")
     });
     // The next incident meets the OPEN breaker, as any failed rollback leaves it.
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(c.fake.rollback_calls(), 0);
+    let refused = wait_for(
+        "the next firing to be refused by the breaker",
+        Duration::from_secs(30),
+        || {
+            w.logs_starting("rollback refused by a guard")
+                .into_iter()
+                .find(|l| l["guard"] == "breaker")
+        },
+    );
+    assert_eq!(c.fake.rollback_calls(), 0, "{refused}\n{}", w.dump());
 }
 
 #[test]
@@ -471,17 +513,16 @@ fn sigterm_finishes_the_step_in_progress_and_the_next_start_finishes_the_run() {
     let mut w = c.start();
     c.bad_deploy(&w);
     c.wait_at("status", &w);
-    // Asked to stop while following the rollback deployment: the phase
-    // finishes (the command is released a second later), then rollbackd exits.
-    let release = std::thread::spawn({
-        let hold = c.path("hold-status");
-        move || {
-            std::thread::sleep(Duration::from_secs(1));
-            std::fs::remove_file(hold).unwrap();
-        }
-    });
-    let status = w.terminate(Duration::from_secs(30));
-    release.join().unwrap();
+    // Asked to stop while following the rollback deployment: the command
+    // is released once rollbackd has taken the stop; the phase finishes,
+    // then rollbackd exits.
+    w.sigterm();
+    w.wait_for_log(
+        "shutting down: waiting for the running rollback to finish",
+        Duration::from_secs(30),
+    );
+    std::fs::remove_file(c.path("hold-status")).unwrap();
+    let status = w.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", w.dump());
     assert_eq!(
         w.logs_starting("rollbackd is stopping").len(),
@@ -512,8 +553,17 @@ fn a_manual_rollback_after_a_crash_settles_the_lost_run_first_and_never_targets_
     c.kill9(&mut w);
     c.release("rollback-after");
     assert_eq!(c.fake.rollback_calls(), 1);
-    // The redeploy reads DEPLOYING for its first second.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The redeploy reads DEPLOYING for its first second: wait until it
+    // reads SUCCESS.
+    wait_for(
+        "the redeploy to read SUCCESS",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = support::http_get(&format!("{}/deployments", c.fake.url())).ok()?;
+            let list: Value = serde_json::from_str(&body).ok()?;
+            (list[0]["status"] == "SUCCESS").then_some(())
+        },
+    );
 
     let cli = |args: &[&str]| {
         let mut all = vec!["--config", "rollbackd.toml"];

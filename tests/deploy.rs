@@ -113,7 +113,9 @@ fn every_dashboard_query_parses_and_returns_data_after_a_real_scenario() {
         .expect("a scheduled drill in the history");
     assert_eq!(drill["trigger"], "schedule");
     assert_eq!(drill["drill"]["name"], "quick");
-    std::thread::sleep(Duration::from_secs(2));
+    // Two more scrapes of rollbackd: the newest series (the drill's, the
+    // refusal's) then have the two samples increase() and rate() need.
+    prom.wait_for_scrapes("rollbackd", 2, Duration::from_secs(30));
 
     let queries = dashboard_queries();
     assert!(queries.len() >= 12, "{queries:?}");

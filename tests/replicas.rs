@@ -157,7 +157,7 @@ fn three_replicas_roll_back_once_and_agree_and_a_killed_leader_is_replaced() {
     r.bad_deploy(replicas[first].as_ref().unwrap());
     let leader = replicas[first].as_ref().unwrap();
     leader.wait_for_log("rollback succeeded", Duration::from_secs(40));
-    std::thread::sleep(Duration::from_secs(3));
+    settled(&replicas, leader);
     assert_eq!(r.fake.rollback_calls(), 1, "{}", leader.dump());
     for (i, w) in replicas.iter().enumerate() {
         let w = w.as_ref().unwrap();
@@ -200,13 +200,25 @@ fn three_replicas_roll_back_once_and_agree_and_a_killed_leader_is_replaced() {
         &[],
     );
     assert_eq!(code, 0, "{err}");
-    std::thread::sleep(Duration::from_secs(4));
-    r.bad_deploy(replicas[second].as_ref().unwrap());
-    replicas[second]
-        .as_ref()
-        .unwrap()
-        .wait_for_log("rollback succeeded", Duration::from_secs(40));
-    std::thread::sleep(Duration::from_secs(2));
+    // Every replica reads the reset from the shared state; the new leader
+    // can act and has evaluated the rule twice since, clear.
+    for w in replicas.iter().flatten() {
+        wait_for(
+            "every replica to read the breaker CLOSED",
+            Duration::from_secs(10),
+            || (w.api("/api/v1/breaker")["state"] == "CLOSED").then_some(()),
+        );
+    }
+    let new_leader = replicas[second].as_ref().unwrap();
+    wait_for(
+        "the new leader to be able to act",
+        Duration::from_secs(10),
+        || (new_leader.api("/api/v1/leader")["can_act"] == true).then_some(()),
+    );
+    new_leader.wait_more_evaluations("HighErrorRate", 2, "inactive", Duration::from_secs(30));
+    r.bad_deploy(new_leader);
+    new_leader.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    settled(&replicas, new_leader);
     assert_eq!(r.fake.rollback_calls(), 2);
     assert_eq!(r.history((second + 1) % 3).len(), 2);
 }
@@ -234,7 +246,7 @@ fn a_leader_killed_mid_rollback_is_finished_by_the_next_one_with_one_call() {
     let second = r.leader(&replicas);
     let next = replicas[second].as_ref().unwrap();
     next.wait_for_log("rollback succeeded", Duration::from_secs(40));
-    std::thread::sleep(Duration::from_secs(3));
+    settled(&replicas, next);
     assert_eq!(r.fake.rollback_calls(), 1, "{}", next.dump());
     let history = r.history(second);
     assert_eq!(history.len(), 1, "{history:#?}");
@@ -403,7 +415,15 @@ fn postgres_restarted_idle_and_while_a_rule_fires_leadership_returns_and_acts_on
         assert_eq!(leader["state_reachable"], false, "{leader}");
         assert_eq!(w.metric("rollbackd_state_reachable", &[]), Some(0.0));
     }
-    std::thread::sleep(Duration::from_secs(1));
+    // Every replica has taken the firing and decided: none can act.
+    for w in replicas.iter().flatten() {
+        w.wait_for_log("rollback trigger: ", Duration::from_secs(30));
+        assert!(
+            w.logs_starting("rollback started").is_empty(),
+            "{}",
+            w.dump()
+        );
+    }
     assert_eq!(
         r.fake.rollback_calls(),
         0,
@@ -422,7 +442,7 @@ fn postgres_restarted_idle_and_while_a_rule_fires_leadership_returns_and_acts_on
         .as_ref()
         .unwrap()
         .wait_for_log("rollback succeeded", Duration::from_secs(40));
-    std::thread::sleep(Duration::from_secs(3));
+    settled(&replicas, replicas[leader].as_ref().unwrap());
     assert_eq!(r.fake.rollback_calls(), 1);
     assert_eq!(r.history(leader).len(), 1);
 }
@@ -593,4 +613,22 @@ fn a_postgres_that_hangs_never_holds_up_healthz_the_api_or_the_rules() {
     );
     // And it leads again once PostgreSQL answers.
     r.leader(&replicas);
+}
+
+/// After a rollback succeeded on `acting`: every live replica evaluates
+/// the rule 3 more times and reads it inactive (the service is healthy
+/// again), and `acting` starts no other run meanwhile. A second platform
+/// call would need a rule to fire again or a replica to act on an earlier
+/// firing: both had their chance.
+fn settled(replicas: &[Option<Watcher>], acting: &Watcher) {
+    let runs = acting.logs_starting("rollback started").len();
+    for w in replicas.iter().flatten() {
+        w.wait_more_evaluations("HighErrorRate", 3, "inactive", Duration::from_secs(30));
+    }
+    assert_eq!(
+        acting.logs_starting("rollback started").len(),
+        runs,
+        "{}",
+        acting.dump()
+    );
 }

@@ -268,10 +268,15 @@ fn empty_results_and_nan_hold_instead_of_firing() {
     let pending = w.wait_for_state("Held", "pending", Duration::from_secs(15));
     s.fake.set(|k| k.rps = 0.0);
     wait_evaluations(w, "Held", "nan", 3.0);
-    let until = pending + Duration::from_secs(20);
-    while SystemTime::now() < until {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Evaluated well past its 15 s `for` (pending + 20 s), pending all along.
+    w.wait_evaluated_at("Held", pending + Duration::from_secs(20), |r| {
+        assert_eq!(
+            r["state"],
+            "pending",
+            "NaN holds the rule pending: {r}\n{}",
+            w.dump()
+        );
+    });
     assert_eq!(
         w.metric("rollbackd_rule_state", &[("rule", "Held")]),
         Some(1.0),
@@ -299,10 +304,16 @@ fn a_stopped_prometheus_holds_and_the_watcher_recovers() {
     s.prom.stop();
     let w = &s.watcher;
     wait_evaluations(w, "HighErrorRate", "error", 3.0);
-    let until = pending + Duration::from_secs(14);
-    while SystemTime::now() < until {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Evaluated past its 10 s `for` (pending + 14 s) with Prometheus down,
+    // pending all along.
+    w.wait_evaluated_at("HighErrorRate", pending + Duration::from_secs(14), |r| {
+        assert_eq!(
+            r["state"],
+            "pending",
+            "held while Prometheus is down: {r}\n{}",
+            w.dump()
+        );
+    });
     assert_eq!(
         w.metric("rollbackd_rule_state", &[("rule", "HighErrorRate")]),
         Some(1.0)

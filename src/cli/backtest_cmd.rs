@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::Exit;
+use super::{CliError, Exit};
 use crate::backtest::{self, RangeAnswers, RuleReport, WouldBe};
 use crate::config::Config;
 use crate::source::prometheus::Prometheus;
@@ -99,7 +99,7 @@ struct BlameCounts {
 pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
     let (from, to) = match range(&args, SystemTime::now()) {
         Ok(range) => range,
-        Err(e) => return Exit::Usage(e),
+        Err(e) => return Err(CliError::Usage(e)),
     };
     let mut source =
         crate::watch::RuleSource::from_config(&config.watch, config.template_variables());
@@ -110,12 +110,12 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
         Ok(set) => set,
         Err(e) => {
             eprintln!("{e}");
-            return Exit::Failed;
+            return Err(CliError::Reported);
         }
     };
     let source_arc = match Prometheus::new(&config.prometheus) {
         Ok(p) => std::sync::Arc::new(p),
-        Err(e) => return Exit::Usage(e.to_string()),
+        Err(e) => return Err(CliError::Usage(e.to_string())),
     };
     let prometheus: &Prometheus = &source_arc;
     // Each rule's range queries, at most four rules at a time (replayed
@@ -127,7 +127,7 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
         .filter(|(_, r)| args.rule.as_deref().is_none_or(|name| name == r.name))
         .collect();
     if let Err(e) = within_bounds(&selected, from, to) {
-        return Exit::Usage(e);
+        return Err(CliError::Usage(e));
     }
     let total = selected.len();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -152,7 +152,7 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
     let reports: Vec<RuleReport> = replayed.into_iter().map(|(r, _)| r).collect();
     if let (Some(name), true) = (&args.rule, reports.is_empty()) {
         eprintln!("no rule named {name:?}; `rollbackd rules check` lists the rules");
-        return Exit::Failed;
+        return Err(CliError::Reported);
     }
     let deployments = deployments(config).await;
     let judgements = match &deployments {
@@ -173,29 +173,25 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
     let not_judged = &not_judged[..];
     let rollbacks = would_be.iter().filter(|w| w.action == "rollback").count();
     if args.json {
-        let exit = super::engine_cmd::print_json(&Report {
+        super::engine_cmd::print_json(&Report {
             from,
             to,
             rules: &reports,
             would_be_rollbacks: &would_be,
             not_judged,
             blame: blame_counts(&would_be),
-        });
-        if !matches!(exit, Exit::Ok) {
-            return exit;
-        }
+        })?;
     } else {
         print_tables(from, to, &reports, &would_be, not_judged);
     }
     if failed {
-        return Exit::Failed;
+        return Err(CliError::Reported);
     }
     match args.fail_on_rollbacks {
-        Some(n) if rollbacks > n => {
-            eprintln!("{rollbacks} would-be rollback(s), more than --fail-on-rollbacks {n}");
-            Exit::Failed
-        }
-        _ => Exit::Ok,
+        Some(n) if rollbacks > n => Err(CliError::Failed(format!(
+            "{rollbacks} would-be rollback(s), more than --fail-on-rollbacks {n}"
+        ))),
+        _ => Ok(()),
     }
 }
 

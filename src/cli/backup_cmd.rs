@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use super::engine_cmd::print_json;
-use super::{BackupCommand, Exit};
+use super::{BackupCommand, CliError, Exit};
 use crate::config::Config;
 use crate::db::store::{self, BackupStore};
 use crate::engine;
@@ -13,9 +13,9 @@ use crate::state::StateDir;
 
 pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
     let Some(db_config) = &config.database else {
-        return Exit::Usage(
+        return Err(CliError::Usage(
             "no database is configured: set DATABASE_URL (or database.url); `[database] enabled = false` turns it off".into(),
-        );
+        ));
     };
     let dir = db_config
         .backup_dir
@@ -28,28 +28,24 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
         (Some(c), BackupCommand::Create { .. } | BackupCommand::List { .. }) => {
             let folder = match crate::db::Database::from_config(db_config) {
                 Ok(db) => db.store_folder().to_string(),
-                Err(e) => return Exit::Usage(e.to_string()),
+                Err(e) => return Err(CliError::Usage(e.to_string())),
             };
             match BackupStore::open(c, db_config.keep_backups, &folder) {
                 Ok(store) => Some(store),
-                Err(e) => return Exit::Usage(format!("database.backup_store: {e}")),
+                Err(e) => return Err(CliError::Usage(format!("database.backup_store: {e}"))),
             }
         }
         _ => None,
     };
     match cmd {
         BackupCommand::Create { reason } => {
-            let db = match crate::db::Database::from_config(db_config) {
-                Ok(db) => db,
-                Err(e) => return Exit::Usage(e.to_string()),
-            };
+            let db = crate::db::Database::from_config(db_config).map_err(CliError::usage)?;
             let id = engine::new_id(crate::db::backup::MANUAL_PREFIX);
             let mut b = match crate::db::backup::create(&db, &tools, &dir, &id, "-", &reason).await
             {
                 Ok(b) => b,
                 Err(e) => {
-                    eprintln!("rollbackd: {e}");
-                    return Exit::Failed;
+                    return Err(CliError::Failed(e.to_string()));
                 }
             };
             crate::db::backup::prune(&dir, db_config.keep_backups);
@@ -59,7 +55,7 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                 "  pg_dump {:.2}s, verification {:.2}s",
                 b.dump_seconds, b.verify_seconds
             );
-            let mut exit = Exit::Ok;
+            let mut exit = Ok(());
             if let Some(store) = &store {
                 match tokio::time::timeout(store.timeout, store.upload(&mut b)).await {
                     Ok(Ok(up)) => {
@@ -78,7 +74,7 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                     }
                     Ok(Err(e)) => {
                         eprintln!("rollbackd: the backup is kept on this machine only: {e}");
-                        exit = Exit::Failed;
+                        exit = Err(CliError::Reported);
                     }
                     Err(_) => {
                         eprintln!(
@@ -86,7 +82,7 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                             store.url(),
                             crate::duration::format(store.timeout)
                         );
-                        exit = Exit::Failed;
+                        exit = Err(CliError::Reported);
                     }
                 }
             }
@@ -100,10 +96,7 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
             replace,
             yes,
         } => {
-            let db = match crate::db::Database::from_config(db_config) {
-                Ok(db) => db,
-                Err(e) => return Exit::Usage(e.to_string()),
-            };
+            let db = crate::db::Database::from_config(db_config).map_err(CliError::usage)?;
             // Asked before anything is downloaded or created: a restore
             // writes a whole database on the live server.
             if !yes {
@@ -112,7 +105,7 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                     |name| format!("a new database {name}"),
                 );
                 if !std::io::stdin().is_terminal() {
-                    return Exit::Usage(if replace {
+                    return Err(CliError::Usage(if replace {
                         format!(
                             "--replace swaps the restored database in for {} and ends its sessions; pass --yes to confirm",
                             db.target
@@ -122,7 +115,7 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                             "a restore writes {into} on {}, beside the live one; pass --yes to confirm",
                             db.target
                         )
-                    });
+                    }));
                 }
                 if replace {
                     eprint!(
@@ -141,16 +134,10 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                 let _ = std::io::stdin().read_line(&mut answer);
                 if !matches!(answer.trim(), "y" | "Y" | "yes") {
                     eprintln!("nothing was changed");
-                    return Exit::Failed;
+                    return Err(CliError::Reported);
                 }
             }
-            let fetched = match Fetched::new(&path, &dir).await {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("rollbackd: {e}");
-                    return Exit::Failed;
-                }
-            };
+            let fetched = Fetched::new(&path, &dir).await?;
             match crate::db::restore::restore(&db, &tools, &fetched.path, dbname, replace).await {
                 Ok(done) => {
                     match &done.kept_as {
@@ -165,34 +152,22 @@ pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
                             done.dbname
                         ),
                     }
-                    Exit::Ok
+                    Ok(())
                 }
-                Err(e) => {
-                    eprintln!("rollbackd: {}", fetched.name_in(&e.to_string()));
-                    Exit::Failed
-                }
+                Err(e) => Err(CliError::Failed(fetched.name_in(&e.to_string()))),
             }
         }
         BackupCommand::Verify { path } => {
-            let fetched = match Fetched::new(&path, &dir).await {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("rollbackd: {e}");
-                    return Exit::Failed;
-                }
-            };
+            let fetched = Fetched::new(&path, &dir).await?;
             match crate::db::backup::verify(&fetched.path, &tools).await {
                 Ok(()) => {
                     println!(
                         "backup {} is intact (checksum matches, pg_restore can read it)",
                         path.display()
                     );
-                    Exit::Ok
+                    Ok(())
                 }
-                Err(e) => {
-                    eprintln!("rollbackd: {}", fetched.name_in(&e.to_string()));
-                    Exit::Failed
-                }
+                Err(e) => Err(CliError::Failed(fetched.name_in(&e.to_string()))),
             }
         }
     }
@@ -207,7 +182,7 @@ struct Fetched {
 }
 
 impl Fetched {
-    async fn new(arg: &Path, backups: &Path) -> Result<Fetched, String> {
+    async fn new(arg: &Path, backups: &Path) -> Result<Fetched, CliError> {
         if !store::is_url(arg) {
             return Ok(Fetched {
                 path: arg.to_path_buf(),
@@ -217,10 +192,10 @@ impl Fetched {
         let url = arg.display().to_string();
         // Refused before anything is printed or created: a URL with a
         // credential in it is never echoed whole.
-        store::Location::parse(&url).map_err(|e| e.to_string())?;
+        store::Location::parse(&url).map_err(|e| CliError::Usage(e.to_string()))?;
         let dir = backups.join(format!(".download-{}", engine::new_id("dl")));
         std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
         let mut fetched = Fetched {
             path: dir.clone(),
             download: Some((dir.clone(), url.clone())),
@@ -229,7 +204,7 @@ impl Fetched {
         // On an error `fetched` is dropped, and the directory with it.
         fetched.path = store::download(&url, &dir)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| CliError::Failed(e.to_string()))?;
         Ok(fetched)
     }
 
@@ -320,13 +295,10 @@ async fn list(dir: &Path, store: Option<&BackupStore>, json: bool) -> Exit {
                 }
             );
         }
-        Exit::Ok
+        Ok(())
     };
     match failed {
-        Some(e) => {
-            eprintln!("rollbackd: {e}");
-            Exit::Failed
-        }
+        Some(e) => Err(CliError::Failed(e.to_string())),
         None => printed,
     }
 }

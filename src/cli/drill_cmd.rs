@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::time::SystemTime;
 
 use super::engine_cmd::print_json;
-use super::{DrillCommand, Exit};
+use super::{CliError, DrillCommand, Exit};
 use crate::config::Config;
 use crate::drill;
 use crate::history::{EventKind, TriggerKind};
@@ -18,14 +18,14 @@ pub async fn drill(config: &Config, cmd: DrillCommand) -> Exit {
     }
 }
 
-fn find<'a>(config: &'a Config, name: &str) -> Result<&'a drill::config::DrillConfig, Exit> {
+fn find<'a>(config: &'a Config, name: &str) -> Result<&'a drill::config::DrillConfig, CliError> {
     config
         .drills
         .iter()
         .find(|d| d.name == name)
         .ok_or_else(|| {
             let names: Vec<&str> = config.drills.iter().map(|d| d.name.as_str()).collect();
-            Exit::Usage(if names.is_empty() {
+            CliError::Usage(if names.is_empty() {
                 format!("no drill is called {name:?}: the config has no [[drills]]")
             } else {
                 format!(
@@ -37,14 +37,8 @@ fn find<'a>(config: &'a Config, name: &str) -> Result<&'a drill::config::DrillCo
 }
 
 async fn run(config: &Config, name: &str, json: bool) -> Exit {
-    let drill = match find(config, name) {
-        Ok(d) => d,
-        Err(exit) => return exit,
-    };
-    let engine = match super::wiring::engine(config) {
-        Ok(e) => e,
-        Err(e) => return Exit::Usage(e.to_string()),
-    };
+    let drill = find(config, name)?;
+    let engine = super::wiring::engine(config).map_err(CliError::usage)?;
     let tty = !json && std::io::stdout().is_terminal();
     let started = std::time::Instant::now();
     let progress = move |check: &'static str, done: Option<&drill::Check>| {
@@ -83,12 +77,11 @@ async fn run(config: &Config, name: &str, json: bool) -> Exit {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("rollbackd: drill {name}: {e}");
-            return Exit::Failed;
+            return Err(CliError::Failed(format!("drill {name}: {e}")));
         }
     };
     if json {
-        print_json(&report);
+        print_json(&report)?;
     } else {
         let failed = report.failed();
         println!(
@@ -107,9 +100,9 @@ async fn run(config: &Config, name: &str, json: bool) -> Exit {
         eprintln!("rollbackd: {why}");
     }
     if report.passed {
-        Exit::Ok
+        Ok(())
     } else {
-        Exit::Failed
+        Err(CliError::Reported)
     }
 }
 
@@ -128,7 +121,7 @@ struct Listed {
 fn list(config: &Config, json: bool) -> Exit {
     let state = match super::wiring::state(config) {
         Ok((state, _)) => state,
-        Err(e) => return Exit::Usage(e.to_string()),
+        Err(e) => return Err(CliError::Usage(e.to_string())),
     };
     let store = crate::history::HistoryStore::new(crate::state::Doc::new(
         state,
@@ -137,8 +130,7 @@ fn list(config: &Config, json: bool) -> Exit {
     let history = match store.load() {
         Ok(h) => h.events,
         Err(e) => {
-            eprintln!("rollbackd: {e}");
-            return Exit::Failed;
+            return Err(CliError::Failed(e.to_string()));
         }
     };
     let now = SystemTime::now();
@@ -178,7 +170,7 @@ fn list(config: &Config, json: bool) -> Exit {
     }
     if rows.is_empty() {
         println!("no drills: add [[drills]] to the config (see docs/drills.md)");
-        return Exit::Ok;
+        return Ok(());
     }
     println!(
         "{:<16} {:<10} {:<22} {:<16} {:<22} LAST",
@@ -201,5 +193,5 @@ fn list(config: &Config, json: bool) -> Exit {
             r.next_run.as_deref().unwrap_or("-"),
         );
     }
-    Exit::Ok
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{BreakerCommand, DeploymentsCommand, Exit, RollbackArgs, ValidateArgs};
+use super::{BreakerCommand, CliError, DeploymentsCommand, Exit, RollbackArgs, ValidateArgs};
 use crate::config::Config;
 use crate::engine::{self, DbTarget, Engine, PhaseStep, Progress, RollbackRequest, Trigger};
 use crate::provider::Deployment;
@@ -14,22 +14,18 @@ use crate::rules::Policy;
 use crate::state::{Doc, StateDir};
 use crate::verify;
 
-fn engine(config: &Config) -> Result<Engine, Exit> {
-    super::wiring::engine(config).map_err(|e| Exit::Usage(e.to_string()))
+fn engine(config: &Config) -> Result<Engine, CliError> {
+    super::wiring::engine(config).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
-    let engine = match engine(config) {
-        Ok(e) => e,
-        Err(exit) => return exit,
-    };
+    let engine = engine(config)?;
     if !args.dry_run {
         // A rollback a killed rollbackd left unfinished is settled first: the
         // target of this one depends on what that one did.
         match engine.recover().await {
             Err(e) => {
-                eprintln!("rollbackd: {e}");
-                return Exit::Failed;
+                return Err(CliError::Failed(e.to_string()));
             }
             Ok(settled) => {
                 for s in &settled {
@@ -42,8 +38,7 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
                     if let Some(notifiers) = engine.notifiers() {
                         notifiers.flush(Duration::from_secs(15)).await;
                     }
-                    eprintln!("rollbackd: a rollback left unfinished was finished first (see above); nothing else was done. Check the service, then run the command again if it is still needed");
-                    return Exit::Failed;
+                    return Err(CliError::Failed("a rollback left unfinished was finished first (see above); nothing else was done. Check the service, then run the command again if it is still needed".into()));
                 }
             }
         }
@@ -81,23 +76,22 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
     let plan = match engine.plan(&req).await {
         Ok(plan) => plan,
         Err(e) => {
-            eprintln!("rollbackd: cannot plan the rollback: {e}");
-            return Exit::Failed;
+            return Err(CliError::Failed(format!("cannot plan the rollback: {e}")));
         }
     };
     println!("rollback plan:\n{plan}");
     if let (Some(asked), Some(why)) = (&req.db_target, plan.database_stops()) {
-        return Exit::Usage(format!(
+        return Err(CliError::Usage(format!(
             "{why}\nnothing was done (no backup, breaker untouched): fix {asked}, or leave it out"
-        ));
+        )));
     }
     if args.dry_run {
         println!("dry run: nothing was changed");
-        return Exit::Ok;
+        return Ok(());
     }
     if !args.yes {
         if !std::io::stdin().is_terminal() {
-            return Exit::Usage("refusing to roll back without confirmation: pass --yes (or --dry-run to only see the plan)".into());
+            return Err(CliError::Usage("refusing to roll back without confirmation: pass --yes (or --dry-run to only see the plan)".into()));
         }
         print!(
             "roll back {} -> {}? [y/N] ",
@@ -108,7 +102,7 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
         let _ = std::io::stdin().read_line(&mut answer);
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
             println!("not rolled back");
-            return Exit::Failed;
+            return Err(CliError::Reported);
         }
     }
     let started = Instant::now();
@@ -154,7 +148,7 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
             report.id,
             report.duration.as_secs_f64()
         );
-        Exit::Ok
+        Ok(())
     } else {
         eprintln!(
             "rollback {} FAILED after {:.1}s: {}",
@@ -162,7 +156,7 @@ pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
             report.duration.as_secs_f64(),
             report.error.as_deref().unwrap_or("unknown error")
         );
-        Exit::Failed
+        Err(CliError::Reported)
     }
 }
 
@@ -221,24 +215,15 @@ fn deployment_table(list: &[Deployment], revisions: &crate::db::revisions::Revis
 
 /// `rollbackd revisions`: the schema revision recorded for each deployment.
 pub fn revisions(config: &Config, json: bool) -> Exit {
-    let (state, _) = match super::wiring::state(config) {
-        Ok(s) => s,
-        Err(e) => return Exit::Usage(e.to_string()),
-    };
+    let (state, _) = super::wiring::state(config).map_err(CliError::usage)?;
     let store = crate::db::revisions::RevisionStore::new(Doc::new(state, StateDir::REVISIONS));
-    let revisions = match store.load() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rollbackd: {e}");
-            return Exit::Failed;
-        }
-    };
+    let revisions = store.load()?;
     if json {
         return print_json(&revisions);
     }
     if revisions.deployments.is_empty() {
         println!("no revisions recorded yet (`rollbackd watch` records the live deployment's, with a [database] and [migrations])");
-        return Exit::Ok;
+        return Ok(());
     }
     println!("{:<28} {:<14} SEEN", "DEPLOYMENT", "SCHEMA");
     let mut rows: Vec<_> = revisions.deployments.iter().collect();
@@ -246,48 +231,39 @@ pub fn revisions(config: &Config, json: bool) -> Exit {
     for (deployment, seen) in rows {
         println!("{deployment:<28} {:<14} {}", seen.revision, seen.seen_at);
     }
-    Exit::Ok
+    Ok(())
 }
 
 pub(super) fn print_json<T: serde::Serialize>(value: &T) -> Exit {
     match serde_json::to_string_pretty(value) {
         Ok(text) => {
             println!("{text}");
-            Exit::Ok
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("rollbackd: cannot encode JSON: {e}");
-            Exit::Failed
-        }
+        Err(e) => Err(CliError::Failed(format!("cannot encode JSON: {e}"))),
     }
 }
 
 pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
-    let provider = match super::wiring::provider(config) {
-        Ok(p) => p,
-        Err(e) => return Exit::Usage(e.to_string()),
-    };
+    let provider = super::wiring::provider(config).map_err(CliError::usage)?;
     match cmd {
         DeploymentsCommand::List { limit, json } => {
             if limit == 0 {
-                return Exit::Usage("--limit must be at least 1".into());
+                return Err(CliError::Usage("--limit must be at least 1".into()));
             }
             match provider.list(limit).await {
                 Ok(list) if json => print_json(&list),
                 Ok(list) => {
                     deployment_table(&list, &recorded_revisions(config));
-                    Exit::Ok
+                    Ok(())
                 }
-                Err(e) => {
-                    eprintln!("rollbackd: cannot list deployments: {e}");
-                    Exit::Failed
-                }
+                Err(e) => Err(CliError::Failed(format!("cannot list deployments: {e}"))),
             }
         }
         DeploymentsCommand::Previous { json } => {
             let engine = match super::wiring::engine_with(config, provider, None) {
                 Ok(e) => Arc::new(e),
-                Err(e) => return Exit::Usage(e.to_string()),
+                Err(e) => return Err(CliError::Usage(e.to_string())),
             };
             let req = RollbackRequest {
                 trigger: Trigger::Manual,
@@ -310,12 +286,9 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
                         "previous good deployment (the one `rollbackd rollback` would go back to):"
                     );
                     deployment_table(&[plan.target], &recorded_revisions(config));
-                    Exit::Ok
+                    Ok(())
                 }
-                Err(e) => {
-                    eprintln!("rollbackd: {e}");
-                    Exit::Failed
-                }
+                Err(e) => Err(CliError::Failed(e.to_string())),
             }
         }
         DeploymentsCommand::Status {
@@ -325,12 +298,9 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
             Ok(d) if json => print_json(&d),
             Ok(d) => {
                 deployment_table(&[d], &recorded_revisions(config));
-                Exit::Ok
+                Ok(())
             }
-            Err(e) => {
-                eprintln!("rollbackd: {e}");
-                Exit::Failed
-            }
+            Err(e) => Err(CliError::Failed(e.to_string())),
         },
     }
 }
@@ -341,17 +311,25 @@ pub async fn validate(config: &Config, args: ValidateArgs) -> Exit {
         .clone()
         .or_else(|| config.service.base_url.clone())
     else {
-        return Exit::Usage(
+        return Err(CliError::Usage(
             "validate needs --base-url URL (or [service] base_url in the config)".into(),
-        );
+        ));
     };
     match reqwest::Url::parse(&base_url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        _ => return Exit::Usage(format!("--base-url {base_url:?} is not an http(s) URL")),
+        _ => {
+            return Err(CliError::Usage(format!(
+                "--base-url {base_url:?} is not an http(s) URL"
+            )))
+        }
     }
     let client = match verify::client() {
         Ok(c) => c,
-        Err(e) => return Exit::Usage(format!("cannot build the HTTP client: {e}")),
+        Err(e) => {
+            return Err(CliError::Usage(format!(
+                "cannot build the HTTP client: {e}"
+            )))
+        }
     };
     let wait = Duration::from_secs(args.wait);
     let per_attempt =
@@ -366,7 +344,7 @@ pub async fn validate(config: &Config, args: ValidateArgs) -> Exit {
     }
     let report = verify::verify(&client, &base_url, &verify_config, wait, budget, &|_| {}).await;
     if args.json {
-        print_json(&report);
+        print_json(&report)?;
     } else {
         print!("{}", verify::phases::table(&report));
         println!(
@@ -379,16 +357,16 @@ pub async fn validate(config: &Config, args: ValidateArgs) -> Exit {
         }
     }
     if report.passed {
-        Exit::Ok
+        Ok(())
     } else {
-        Exit::Failed
+        Err(CliError::Reported)
     }
 }
 
 pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
     let state = match super::wiring::state(config) {
         Ok((state, _)) => state,
-        Err(e) => return Exit::Usage(e.to_string()),
+        Err(e) => return Err(CliError::Usage(e.to_string())),
     };
     let store = engine::BreakerStore::new(Doc::new(state.clone(), StateDir::BREAKER));
     let now = SystemTime::now();
@@ -403,7 +381,7 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                     "since": record.since,
                     "reason": record.reason,
                     "rollback_id": record.rollback_id,
-                }));
+                }))?;
             } else {
                 match record {
                     Ok(r) if r.since.is_empty() => println!("{} (never opened)", state.as_str()),
@@ -412,9 +390,9 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                 }
             }
             if state == engine::BreakerState::Open {
-                Exit::Failed
+                Err(CliError::Reported)
             } else {
-                Exit::Ok
+                Ok(())
             }
         }
         BreakerCommand::Reset {
@@ -430,8 +408,7 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                     let engine = match engine(config) {
                         Ok(e) => e,
                         Err(_) => {
-                            eprintln!("rollbackd: rollback {} was left unfinished by a stopped rollbackd; start `rollbackd watch` to settle it, then reset the breaker", left[0].id);
-                            return Exit::Failed;
+                            return Err(CliError::Failed(format!("rollback {} was left unfinished by a stopped rollbackd; start `rollbackd watch` to settle it, then reset the breaker", left[0].id)));
                         }
                     };
                     let settled = engine.recover().await;
@@ -448,28 +425,21 @@ pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
                                 .iter()
                                 .any(|s| matches!(s, engine::Settled::Resumed { .. }))
                             {
-                                eprintln!("rollbackd: a rollback left unfinished was finished first (see above) and the breaker was not reset: check the service, then reset it again");
-                                return Exit::Failed;
+                                return Err(CliError::Failed("a rollback left unfinished was finished first (see above) and the breaker was not reset: check the service, then reset it again".into()));
                             }
                         }
                         Err(e) => {
-                            eprintln!("rollbackd: {e}");
-                            return Exit::Failed;
+                            return Err(CliError::Failed(e.to_string()));
                         }
                     }
                 }
                 Err(e) => {
-                    eprintln!("rollbackd: {e}");
-                    return Exit::Failed;
+                    return Err(CliError::Failed(e.to_string()));
                 }
             }
-            let _lock = match rollback_lock(&state, "the breaker cannot be reset until it ends") {
-                Ok(lock) => lock,
-                Err(exit) => return exit,
-            };
+            let _lock = rollback_lock(&state, "the breaker cannot be reset until it ends")?;
             if let Err(e) = store.close(now, &reason) {
-                eprintln!("rollbackd: {e}");
-                return Exit::Failed;
+                return Err(CliError::Failed(e.to_string()));
             }
             println!("breaker CLOSED ({reason}); deploys may go ahead");
             held_on_the_platform(config, resume_sync).await
@@ -483,25 +453,23 @@ async fn held_on_the_platform(config: &Config, resume: bool) -> Exit {
     let provider = match (super::wiring::provider(config), resume) {
         (Ok(p), _) => p,
         (Err(e), true) => {
-            eprintln!("rollbackd: --resume-sync: {e}");
-            return Exit::Failed;
+            return Err(CliError::Failed(format!("--resume-sync: {e}")));
         }
-        (Err(_), false) => return Exit::Ok,
+        (Err(_), false) => return Ok(()),
     };
     if resume {
         return match provider.resume_sync().await {
             Ok(Some(done)) => {
                 println!("{done}");
-                Exit::Ok
+                Ok(())
             }
             Ok(None) => {
                 println!("nothing to resume: rollbackd holds nothing off on the platform");
-                Exit::Ok
+                Ok(())
             }
-            Err(e) => {
-                eprintln!("rollbackd: automated sync could not be turned back on: {e}");
-                Exit::Failed
-            }
+            Err(e) => Err(CliError::Failed(format!(
+                "automated sync could not be turned back on: {e}"
+            ))),
         };
     }
     match tokio::time::timeout(Duration::from_secs(15), provider.held()).await {
@@ -511,7 +479,7 @@ async fn held_on_the_platform(config: &Config, resume: bool) -> Exit {
         }
         _ => {}
     }
-    Exit::Ok
+    Ok(())
 }
 
 /// The rollback lock for an operator's command that must not run beside a
@@ -519,19 +487,13 @@ async fn held_on_the_platform(config: &Config, resume: bool) -> Exit {
 pub(super) fn rollback_lock(
     state: &std::sync::Arc<dyn crate::state::StateStore>,
     busy: &str,
-) -> Result<crate::state::StateLock, Exit> {
+) -> Result<crate::state::StateLock, CliError> {
     match state.try_lock() {
         Ok(Some(lock)) => Ok(lock),
-        Ok(None) => {
-            eprintln!("rollbackd: a rollback is running; {busy}");
-            Err(Exit::Failed)
-        }
-        Err(e) => {
-            eprintln!(
-                "rollbackd: cannot take the rollback lock {}: {e}",
-                state.location(StateDir::LOCK).display()
-            );
-            Err(Exit::Failed)
-        }
+        Ok(None) => Err(CliError::Failed(format!("a rollback is running; {busy}"))),
+        Err(e) => Err(CliError::Failed(format!(
+            "cannot take the rollback lock {}: {e}",
+            state.location(StateDir::LOCK).display()
+        ))),
     }
 }

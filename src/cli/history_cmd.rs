@@ -2,41 +2,37 @@
 //! evidence it was decided on (`--show ID`).
 
 use super::engine_cmd::print_json;
-use super::Exit;
+use super::{CliError, Exit};
 use crate::config::Config;
 use crate::state::{Doc, StateDir};
 
-fn load_history(config: &Config) -> Result<(crate::history::History, std::path::PathBuf), Exit> {
+fn load_history(
+    config: &Config,
+) -> Result<(crate::history::History, std::path::PathBuf), CliError> {
     let state = match super::wiring::state(config) {
         Ok((state, _)) => state,
-        Err(e) => return Err(Exit::Usage(e.to_string())),
+        Err(e) => return Err(CliError::Usage(e.to_string())),
     };
     let store = crate::history::HistoryStore::new(Doc::new(state, StateDir::HISTORY));
     match store.load() {
         Ok(h) => Ok((h, store.path())),
-        Err(e) => {
-            eprintln!("rollbackd: {e}");
-            Err(Exit::Failed)
-        }
+        Err(e) => Err(CliError::Failed(e.to_string())),
     }
 }
 
 /// `rollbackd history --show ID`: one entry in full, with its evidence.
 pub fn history_entry(config: &Config, id: &str, json: bool) -> Exit {
-    let (history, path) = match load_history(config) {
-        Ok(h) => h,
-        Err(exit) => return exit,
-    };
+    let (history, path) = load_history(config)?;
     let Some(e) = history
         .events
         .iter()
         .rev()
         .find(|e| e.id.as_deref() == Some(id))
     else {
-        return Exit::Usage(format!(
+        return Err(CliError::Usage(format!(
             "no history entry {id:?} in {} (`rollbackd history` lists the entries; `--json` shows their ids)",
             path.display()
-        ));
+        )));
     };
     if json {
         return print_json(e);
@@ -75,7 +71,7 @@ pub fn history_entry(config: &Config, id: &str, json: bool) -> Exit {
         None => println!("  blame:   not judged"),
         Some(j) => print_judgement(j),
     }
-    Exit::Ok
+    Ok(())
 }
 
 fn print_judgement(j: &crate::blame::Judgement) {
@@ -138,17 +134,14 @@ fn print_judgement(j: &crate::blame::Judgement) {
 }
 
 pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
-    let (history, path) = match load_history(config) {
-        Ok(h) => h,
-        Err(exit) => return exit,
-    };
+    let (history, path) = load_history(config)?;
     let events: Vec<_> = history.events.iter().rev().take(limit).cloned().collect();
     if json {
         return print_json(&events);
     }
     if events.is_empty() {
         println!("no rollbacks recorded in {}", path.display());
-        return Exit::Ok;
+        return Ok(());
     }
     // DETECT: deployment created -> rule firing; CALL: firing -> platform
     // call; RECOVER: deployment created -> verified healthy (seconds).
@@ -200,5 +193,5 @@ pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
             good.deployment_id, good.timestamp
         );
     }
-    Exit::Ok
+    Ok(())
 }

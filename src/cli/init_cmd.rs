@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::Exit;
+use super::{CliError, Exit};
 use crate::config::Config;
 use crate::init::{self, conventions, render, InitError};
 use crate::source::prometheus::Prometheus;
@@ -93,17 +93,17 @@ fn slug(name: &str) -> String {
 pub async fn init(config: &Config, args: InitArgs) -> Exit {
     let (selector, name) = match selector(&args) {
         Ok(s) => s,
-        Err(e) => return Exit::Usage(e),
+        Err(e) => return Err(CliError::Usage(e)),
     };
     let history = match crate::duration::parse(&args.history) {
         Ok(d) if !d.is_zero() && d <= MAX_HISTORY => d,
         Ok(_) => {
-            return Exit::Usage(format!(
+            return Err(CliError::Usage(format!(
                 "--history {}: between 1m and 7d (Prometheus's history the thresholds are back-tested over)",
                 args.history
-            ))
+            )))
         }
-        Err(e) => return Exit::Usage(format!("--history: {e}")),
+        Err(e) => return Err(CliError::Usage(format!("--history: {e}"))),
     };
     let mut prom_config = config.prometheus.clone();
     if let Some(url) = &args.prometheus {
@@ -111,7 +111,7 @@ pub async fn init(config: &Config, args: InitArgs) -> Exit {
     }
     let prometheus = match Prometheus::new(&prom_config) {
         Ok(p) => p,
-        Err(e) => return Exit::Usage(format!("--prometheus: {e}")),
+        Err(e) => return Err(CliError::Usage(format!("--prometheus: {e}"))),
     };
     // Whole seconds: the header names the range, and a back-test of the
     // same range must meet the same evaluation times.
@@ -124,8 +124,7 @@ pub async fn init(config: &Config, args: InitArgs) -> Exit {
     let catalog = match init::discover(&prometheus, &selector, from, to).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("rollbackd: init: {e}");
-            return Exit::Failed;
+            return Err(CliError::Failed(format!("init: {e}")));
         }
     };
     let found = conventions::recognise(&catalog, &selector);
@@ -148,14 +147,13 @@ pub async fn init(config: &Config, args: InitArgs) -> Exit {
             if more > 0 { format!(" and {more} more") } else { String::new() }
         );
         print!("{}", render::template(&selector));
-        return Exit::Failed;
+        return Err(CliError::Reported);
     }
     let group = slug(&name);
     let rules = match load_proposed(&group, &found.proposals, config) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("rollbackd: init: {e}");
-            return Exit::Failed;
+            return Err(CliError::Failed(format!("init: {e}")));
         }
     };
     let interval = crate::duration::parse(render::INTERVAL).expect("a valid interval");
@@ -200,26 +198,28 @@ pub async fn init(config: &Config, args: InitArgs) -> Exit {
         println!("# ---- rollbackd.toml ----");
         print!("{config_text}");
         eprintln!("rollbackd: init: printed only; --write --out DIR writes rollbackd.toml and {rules_path}");
-        return Exit::Ok;
+        return Ok(());
     }
     let files = [
         (args.out.join("rollbackd.toml"), config_text),
         (args.out.join(&rules_path), rules_text),
     ];
     if let Some((path, _)) = files.iter().find(|(p, _)| p.exists()) {
-        return Exit::Usage(format!(
+        return Err(CliError::Usage(format!(
             "{} exists; init never overwrites a file: move it away, or pick another --out",
             path.display()
-        ));
+        )));
     }
     for (path, text) in &files {
         if let Err(e) = write_new(path, text) {
-            eprintln!("rollbackd: init: cannot write {}: {e}", path.display());
-            return Exit::Failed;
+            return Err(CliError::Failed(format!(
+                "init: cannot write {}: {e}",
+                path.display()
+            )));
         }
         println!("wrote {}", path.display());
     }
-    Exit::Ok
+    Ok(())
 }
 
 /// The proposals as the rule loader reads them (the defaults as thresholds;

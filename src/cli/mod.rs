@@ -372,28 +372,58 @@ pub enum RulesCommand {
     },
 }
 
-/// How a command ended.
+/// How a command ended: `Ok`, or the [`CliError`] `main` prints once and
+/// turns into the exit code.
+pub type Exit = Result<(), CliError>;
+
+/// Why a command did not succeed. Commands return it with `?`; `main` is
+/// the one place that prints it (`rollbackd: …` on stderr) and picks the
+/// exit code: 1 the command found problems or could not do its work, 2 the
+/// configuration or the invocation is wrong, 70 a task of `watch` failed.
 #[derive(Debug)]
-pub enum Exit {
-    /// Success.
-    Ok,
-    /// The command ran and found problems (invalid rules, a failed run).
-    Failed,
-    /// The config or the invocation is wrong; the message says how to fix it.
+pub enum CliError {
+    /// The command ran, found problems and has said what they are (invalid
+    /// rules, a failed rollback's report): nothing more to print.
+    Reported,
+    /// The command could not do its work, and this says why.
+    Failed(String),
+    /// The configuration or the invocation is wrong; the message says how
+    /// to fix it.
     Usage(String),
-    /// A task of `watch` failed (see `supervise`): restart rollbackd.
-    TaskFailed,
+    /// A task of `watch` failed (see `supervise`), and this says which:
+    /// restart rollbackd.
+    TaskFailed(String),
 }
 
-impl Exit {
+impl CliError {
+    /// The configuration or the invocation is wrong.
+    pub fn usage(why: impl std::fmt::Display) -> CliError {
+        CliError::Usage(why.to_string())
+    }
+
     pub fn code(&self) -> i32 {
         match self {
-            Exit::Ok => 0,
-            Exit::Failed => 1,
-            Exit::Usage(_) => 2,
+            CliError::Reported | CliError::Failed(_) => 1,
+            CliError::Usage(_) => 2,
             // EX_SOFTWARE: an internal error, for the orchestrator to restart.
-            Exit::TaskFailed => 70,
+            CliError::TaskFailed(_) => 70,
         }
+    }
+
+    /// What `main` prints after `rollbackd: `, if anything.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            CliError::Failed(why) | CliError::Usage(why) | CliError::TaskFailed(why) => Some(why),
+            CliError::Reported => None,
+        }
+    }
+}
+
+/// Any error a command cannot get past: it could not do its work, and the
+/// error says why (`?` on it prints `rollbackd: {error}`, exit 1).
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::Failed(e.to_string())
     }
 }
 
@@ -421,12 +451,9 @@ impl Command {
 fn print_bytes(bytes: &[u8]) -> Exit {
     use std::io::Write;
     match std::io::stdout().lock().write_all(bytes) {
-        Ok(()) => Exit::Ok,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
-        Err(e) => {
-            eprintln!("rollbackd: cannot write to stdout: {e}");
-            Exit::Failed
-        }
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::Failed(format!("cannot write to stdout: {e}"))),
     }
 }
 
@@ -444,8 +471,7 @@ pub async fn run(cli: Cli) -> Exit {
             use clap::CommandFactory;
             let mut page = Vec::new();
             if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
-                eprintln!("rollbackd: man: {e}");
-                return Exit::Failed;
+                return Err(CliError::Failed(format!("man: {e}")));
             }
             return print_bytes(&page);
         }
@@ -453,7 +479,7 @@ pub async fn run(cli: Cli) -> Exit {
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(e) => return Exit::Usage(format!("config: {e}")),
+        Err(e) => return Err(CliError::Usage(format!("config: {e}"))),
     };
     match cli.command {
         Command::Completions { .. } | Command::Man => {
@@ -461,7 +487,7 @@ pub async fn run(cli: Cli) -> Exit {
         }
         Command::Watch => watch_cmd::watch(config).await,
         Command::Check { offline } => match rules_cmd::check(&config, &[], true) {
-            Exit::Ok if !offline => {
+            Ok(()) if !offline => {
                 // Every probe runs and says its part; the first failure is
                 // the exit.
                 let probes = [
@@ -471,10 +497,7 @@ pub async fn run(cli: Cli) -> Exit {
                     probe::provider(&config).await,
                     probe::gitops(&config).await,
                 ];
-                probes
-                    .into_iter()
-                    .find(|e| !matches!(e, Exit::Ok))
-                    .unwrap_or(Exit::Ok)
+                probes.into_iter().find(|e| !e.is_ok()).unwrap_or(Ok(()))
             }
             other => other,
         },
@@ -513,16 +536,16 @@ struct Evaluation {
     http: reqwest::Client,
 }
 
-fn evaluation_parts(config: &Config) -> Result<Evaluation, Exit> {
+fn evaluation_parts(config: &Config) -> Result<Evaluation, CliError> {
     let source = crate::watch::RuleSource::from_config(&config.watch, config.template_variables());
     let rules = source.load().map_err(|e| {
         eprintln!("{e}");
-        Exit::Failed
+        CliError::Reported
     })?;
     let prometheus = crate::source::prometheus::Prometheus::new(&config.prometheus)
-        .map_err(|e| Exit::Usage(e.to_string()))?;
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let http = crate::verify::client()
-        .map_err(|e| Exit::Usage(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(|e| CliError::Usage(format!("cannot build the HTTP client: {e}")))?;
     Ok(Evaluation {
         source,
         rules,

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::Exit;
+use super::{CliError, Exit};
 use crate::config::Config;
 
 /// Asks Prometheus once, through the client `watch` builds (TLS, headers,
@@ -20,10 +20,8 @@ use crate::config::Config;
 pub async fn prometheus(config: &Config) -> Exit {
     use crate::source::{MetricsSource, SourceError};
     let url = crate::secret::redact_url(&config.prometheus.url);
-    let client = match crate::source::prometheus::Prometheus::new(&config.prometheus) {
-        Ok(client) => client,
-        Err(e) => return Exit::Usage(e.to_string()),
-    };
+    let client =
+        crate::source::prometheus::Prometheus::new(&config.prometheus).map_err(CliError::usage)?;
     let mut how = Vec::new();
     if config.prometheus.url.starts_with("https:") {
         how.push(if config.prometheus.tls.cert_file.is_some() {
@@ -55,7 +53,7 @@ pub async fn prometheus(config: &Config) -> Exit {
     {
         Ok(_) => {
             println!("prometheus OK: {url} answers{how}");
-            Exit::Ok
+            Ok(())
         }
         Err(e) => {
             let text = e.to_string();
@@ -74,25 +72,21 @@ pub async fn prometheus(config: &Config) -> Exit {
                     .any(|w| text.contains(w));
             if unreachable {
                 println!("prometheus WARNING: {text} (`watch` holds every rule until it answers)");
-                Exit::Ok
+                Ok(())
             } else {
-                eprintln!("rollbackd: prometheus: {text}");
-                Exit::Failed
+                Err(CliError::Failed(format!("prometheus: {text}")))
             }
         }
     }
 }
 
-/// Probes the database side; `Exit::Failed` when anything it will need is
+/// Probes the database side; `Err(CliError::Reported)` when anything it will need is
 /// missing, each problem named with its key and what to do.
 pub async fn database(config: &Config) -> Exit {
     let Some(db_config) = &config.database else {
-        return Exit::Ok;
+        return Ok(());
     };
-    let db = match crate::db::Database::from_config(db_config) {
-        Ok(db) => db,
-        Err(e) => return Exit::Usage(e.to_string()),
-    };
+    let db = crate::db::Database::from_config(db_config).map_err(CliError::usage)?;
     let mut problems = Vec::new();
     for (key, program) in [
         ("database.pg_dump", &db_config.pg_dump),
@@ -187,13 +181,13 @@ pub async fn database(config: &Config) -> Exit {
         }
     }
     if problems.is_empty() {
-        return Exit::Ok;
+        return Ok(());
     }
     for p in &problems {
         eprintln!("rollbackd: {p}");
     }
     eprintln!("(`rollbackd check --offline` checks the config and rules only)");
-    Exit::Failed
+    Err(CliError::Reported)
 }
 
 /// Says how the database session is protected: TLS and what it verifies,
@@ -220,10 +214,7 @@ async fn transport(db: &crate::db::Database) {
 /// unfinished rollback, as `watch` does at start: an unreachable PostgreSQL
 /// state or a journal that cannot be read fails here, not at the restart.
 pub async fn state(config: &Config) -> Exit {
-    let (store, _) = match crate::cli::wiring::state(config) {
-        Ok(shared) => shared,
-        Err(e) => return Exit::Usage(e.to_string()),
-    };
+    let (store, _) = crate::cli::wiring::state(config).map_err(CliError::usage)?;
     let backend = match config.state.backend {
         crate::state::config::Backend::File => {
             format!("directory {}", config.engine.state_dir.display())
@@ -239,12 +230,9 @@ pub async fn state(config: &Config) -> Exit {
                 "state OK: {backend}, {} unfinished rollback journal(s)",
                 left.len()
             );
-            Exit::Ok
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("rollbackd: state: {e}");
-            Exit::Failed
-        }
+        Err(e) => Err(CliError::Failed(format!("state: {e}"))),
     }
 }
 
@@ -254,13 +242,12 @@ pub async fn state(config: &Config) -> Exit {
 /// cannot be reached is a warning, as for Prometheus.
 pub async fn provider(config: &Config) -> Exit {
     let Some(crate::provider::config::ProviderConfig::Argocd(argocd)) = &config.provider else {
-        return Exit::Ok;
+        return Ok(());
     };
     let provider = match super::wiring::provider(config) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("rollbackd: provider: {e}");
-            return Exit::Failed;
+            return Err(CliError::Failed(format!("provider: {e}")));
         }
     };
     match tokio::time::timeout(Duration::from_secs(30), provider.list(50)).await {
@@ -275,8 +262,7 @@ pub async fn provider(config: &Config) -> Exit {
                 status: 400..=499, ..
             },
         )) => {
-            eprintln!("rollbackd: provider: {e}");
-            return Exit::Failed;
+            return Err(CliError::Failed(format!("provider: {e}")));
         }
         Ok(Err(e)) => eprintln!("rollbackd: WARNING: provider: {e}"),
         Err(_) => eprintln!(
@@ -288,7 +274,7 @@ pub async fn provider(config: &Config) -> Exit {
     {
         println!("WARNING: {held}");
     }
-    Exit::Ok
+    Ok(())
 }
 
 /// `[gitops]`: git reaches the repository's base branch, and GitHub lets the
@@ -297,23 +283,19 @@ pub async fn provider(config: &Config) -> Exit {
 /// a token.
 pub async fn gitops(config: &Config) -> Exit {
     let Some(g) = config.gitops.as_ref().filter(|g| g.enabled) else {
-        return Exit::Ok;
+        return Ok(());
     };
     let gitops = match crate::gitops::Gitops::new(g, &config.engine.state_dir) {
         Ok(gitops) => gitops,
         Err(e) => {
-            eprintln!("rollbackd: gitops: {e}");
-            return Exit::Failed;
+            return Err(CliError::Failed(format!("gitops: {e}")));
         }
     };
     match gitops.check().await {
         Ok(said) => {
             println!("gitops OK: {said}");
-            Exit::Ok
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("rollbackd: {e}");
-            Exit::Failed
-        }
+        Err(e) => Err(CliError::Failed(e.to_string())),
     }
 }

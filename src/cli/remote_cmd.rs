@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Exit, RemoteArgs};
+use super::{CliError, Exit, RemoteArgs};
 use crate::config::Config;
 
 fn base(config: &Config, remote: &RemoteArgs) -> String {
@@ -15,18 +15,19 @@ fn base(config: &Config, remote: &RemoteArgs) -> String {
         .to_string()
 }
 
-fn client() -> Result<reqwest::Client, Exit> {
+fn client() -> Result<reqwest::Client, CliError> {
     crate::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
-        .map_err(|e| Exit::Usage(format!("cannot build the HTTP client: {e}")))
+        .map_err(|e| CliError::Usage(format!("cannot build the HTTP client: {e}")))
 }
 
-async fn send(request: reqwest::RequestBuilder, base: &str) -> Result<(u16, Value), Exit> {
+async fn send(request: reqwest::RequestBuilder, base: &str) -> Result<(u16, Value), CliError> {
     let response = request.send().await.map_err(|e| {
-        eprintln!("rollbackd: cannot reach rollbackd at {base}: {e} (is `rollbackd watch` running? see --server)");
-        Exit::Failed
+        CliError::Failed(format!(
+            "cannot reach rollbackd at {base}: {e} (is `rollbackd watch` running? see --server)"
+        ))
     })?;
     let status = response.status().as_u16();
     let body = response.text().await.unwrap_or_default();
@@ -43,24 +44,17 @@ fn message(v: &Value) -> String {
 
 pub async fn pending(config: &Config, remote: &RemoteArgs, json: bool) -> Exit {
     let base = base(config, remote);
-    let client = match client() {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    let (status, body) = match send(client.get(format!("{base}/api/v1/pending")), &base).await {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+    let client = client()?;
+    let (status, body) = send(client.get(format!("{base}/api/v1/pending")), &base).await?;
     if status != 200 {
-        eprintln!("rollbackd: {}", message(&body));
-        return Exit::Failed;
+        return Err(CliError::Failed(message(&body)));
     }
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&body).unwrap_or_default()
         );
-        return Exit::Ok;
+        return Ok(());
     }
     let list = body.as_array().cloned().unwrap_or_default();
     if list.is_empty() {
@@ -84,20 +78,17 @@ pub async fn pending(config: &Config, remote: &RemoteArgs, json: bool) -> Exit {
             id = p["id"].as_str().unwrap_or("?")
         );
     }
-    Exit::Ok
+    Ok(())
 }
 
 /// `approve` (force = Some) or `reject` (force = None).
 pub async fn decide(config: &Config, remote: &RemoteArgs, id: &str, force: Option<bool>) -> Exit {
     let base = base(config, remote);
-    let client = match client() {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
+    let client = client()?;
     let Some(token) = &config.server.api_token else {
-        return Exit::Usage(
+        return Err(CliError::Usage(
             "approving and rejecting need the API token: set server.api_token (or ROLLBACKD_SERVER__API_TOKEN)".into(),
-        );
+        ));
     };
     let action = if force.is_some() { "approve" } else { "reject" };
     let mut request = client
@@ -106,17 +97,14 @@ pub async fn decide(config: &Config, remote: &RemoteArgs, id: &str, force: Optio
     if let Some(force) = force {
         request = request.json(&serde_json::json!({ "force": force }));
     }
-    let (status, body) = match send(request, &base).await {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+    let (status, body) = send(request, &base).await?;
     if status == 202 && body["forwarded_to_leader"] == true {
         // A follower handed it over; the leader carries it out.
         println!(
             "{action} {id}: handed to the leader (request {}); follow it with `rollbackd history` or the logs",
             body["request"].as_str().unwrap_or("?")
         );
-        return Exit::Ok;
+        return Ok(());
     }
     match (status, force) {
         (200 | 202, Some(_)) => {
@@ -128,15 +116,15 @@ pub async fn decide(config: &Config, remote: &RemoteArgs, id: &str, force: Optio
                 println!("  {}", f.as_str().unwrap_or(""));
             }
             println!("follow it with `rollbackd history` or the logs");
-            Exit::Ok
+            Ok(())
         }
         (200, None) => {
             println!("rejected {id}; nothing was changed");
-            Exit::Ok
+            Ok(())
         }
-        _ => {
-            eprintln!("rollbackd: {action} {id}: {}", message(&body));
-            Exit::Failed
-        }
+        _ => Err(CliError::Failed(format!(
+            "{action} {id}: {}",
+            message(&body)
+        ))),
     }
 }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::Exit;
+use super::{CliError, Exit};
 use crate::config::Config;
 use crate::duration::Pretty;
 use crate::rules::{AlertState, RuleKind};
@@ -18,7 +18,7 @@ pub fn check(config: &Config, paths: &[PathBuf], whole_config: bool) -> Exit {
     // notifiers and the state are built (nothing is connected to).
     if whole_config && config.provider.is_some() {
         if let Err(e) = super::wiring::engine(config) {
-            return Exit::Usage(e.to_string());
+            return Err(CliError::Usage(e.to_string()));
         }
     }
     let mut source = RuleSource::from_config(&config.watch, config.template_variables());
@@ -28,14 +28,14 @@ pub fn check(config: &Config, paths: &[PathBuf], whole_config: bool) -> Exit {
     match source.load() {
         Err(e) => {
             eprintln!("{e}");
-            Exit::Failed
+            Err(CliError::Reported)
         }
         Ok(set) => {
             if whole_config {
                 // The Prometheus client is built as `watch` builds it: its
                 // headers and TLS files are read now.
                 if let Err(e) = crate::source::prometheus::Prometheus::new(&config.prometheus) {
-                    return Exit::Usage(e.to_string());
+                    return Err(CliError::Usage(e.to_string()));
                 }
                 if config.prometheus.tls.insecure_skip_verify {
                     println!(
@@ -64,7 +64,7 @@ pub fn check(config: &Config, paths: &[PathBuf], whole_config: bool) -> Exit {
                 set.groups.len(),
                 set.rule_count()
             );
-            Exit::Ok
+            Ok(())
         }
     }
 }
@@ -89,10 +89,7 @@ pub async fn eval(config: &Config, only: Option<&str>, json: bool) -> Exit {
         prometheus,
         http,
         ..
-    } = match super::evaluation_parts(config) {
-        Ok(parts) => parts,
-        Err(exit) => return exit,
-    };
+    } = super::evaluation_parts(config)?;
     let now = SystemTime::now();
     let mut rows = Vec::new();
     for (group, rule) in set.rules() {
@@ -128,7 +125,7 @@ pub async fn eval(config: &Config, only: Option<&str>, json: bool) -> Exit {
     if rows.is_empty() {
         if let Some(name) = only {
             eprintln!("no rule named {name:?}; `rollbackd rules check` lists the rules");
-            return Exit::Failed;
+            return Err(CliError::Reported);
         }
     }
     if json {
@@ -136,7 +133,7 @@ pub async fn eval(config: &Config, only: Option<&str>, json: bool) -> Exit {
             Ok(text) => println!("{text}"),
             Err(e) => {
                 eprintln!("cannot encode the result: {e}");
-                return Exit::Failed;
+                return Err(CliError::Reported);
             }
         }
     } else {
@@ -145,7 +142,7 @@ pub async fn eval(config: &Config, only: Option<&str>, json: bool) -> Exit {
             "(one evaluation from a fresh state; a running `rollbackd watch` shows its own state at /api/v1/rules)"
         );
     }
-    Exit::Ok
+    Ok(())
 }
 
 fn print_table(rows: &[EvalRow]) {

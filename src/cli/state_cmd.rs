@@ -1,7 +1,7 @@
 //! `rollbackd state`: moving the state between backends (`import`), and
 //! the journals of unfinished rollbacks (`journals`, `quarantine`).
 
-use super::{Exit, StateCommand};
+use super::{CliError, Exit, StateCommand};
 use crate::config::Config;
 use crate::state::{Doc, StateDir};
 
@@ -18,16 +18,10 @@ pub fn state(config: &Config, cmd: StateCommand) -> Exit {
 fn journals(config: &Config, json: bool) -> Exit {
     let state = match super::wiring::state(config) {
         Ok((state, _)) => state,
-        Err(e) => return Exit::Usage(e.to_string()),
+        Err(e) => return Err(CliError::Usage(e.to_string())),
     };
     let store = crate::engine::journal::JournalStore::new(state);
-    let each = match store.each() {
-        Ok(each) => each,
-        Err(e) => {
-            eprintln!("rollbackd: {e}");
-            return Exit::Failed;
-        }
-    };
+    let each = store.each()?;
     let unreadable = each.iter().filter(|(_, j)| j.is_err()).count();
     if json {
         let rows: Vec<serde_json::Value> = each
@@ -75,9 +69,9 @@ fn journals(config: &Config, json: bool) -> Exit {
         }
     }
     if unreadable > 0 {
-        Exit::Failed
+        Err(CliError::Reported)
     } else {
-        Exit::Ok
+        Ok(())
     }
 }
 
@@ -90,14 +84,10 @@ fn journal_id(name: &str) -> &str {
 fn quarantine(config: &Config, id: &str) -> Exit {
     let state = match super::wiring::state(config) {
         Ok((state, _)) => state,
-        Err(e) => return Exit::Usage(e.to_string()),
+        Err(e) => return Err(CliError::Usage(e.to_string())),
     };
     // Never under a running rollback (it may be that run's journal).
-    let _lock =
-        match super::engine_cmd::rollback_lock(&state, "quarantine the journal after it ends") {
-            Ok(lock) => lock,
-            Err(exit) => return exit,
-        };
+    let _lock = super::engine_cmd::rollback_lock(&state, "quarantine the journal after it ends")?;
     let store = crate::engine::journal::JournalStore::new(state);
     let stamp = crate::clock::seconds(std::time::SystemTime::now()).replace([':', '-'], "");
     match store.quarantine(id, &stamp) {
@@ -107,37 +97,33 @@ fn quarantine(config: &Config, id: &str) -> Exit {
                 journal_id(id),
                 aside.display()
             );
-            Exit::Ok
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("rollbackd: {e} (`rollbackd state journals` lists the journals)");
-            Exit::Failed
-        }
+        Err(e) => Err(CliError::Failed(format!(
+            "{e} (`rollbackd state journals` lists the journals)"
+        ))),
     }
 }
 
 /// `rollbackd state import --from DIR`.
 fn import(config: &Config, from: &std::path::Path, force: bool) -> Exit {
     if config.state.backend == crate::state::config::Backend::File {
-        return Exit::Usage(
+        return Err(CliError::Usage(
             "state import copies a state directory into PostgreSQL: set [state] backend = \"postgres\" first".into(),
-        );
+        ));
     }
     if !from.is_dir() {
-        return Exit::Usage(format!(
+        return Err(CliError::Usage(format!(
             "--from {}: not a directory (pass the state directory, like state/)",
             from.display()
-        ));
+        )));
     }
     let target = match super::wiring::state(config) {
         Ok((state, _)) => state,
-        Err(e) => return Exit::Usage(e.to_string()),
+        Err(e) => return Err(CliError::Usage(e.to_string())),
     };
     // Not under a running rollback, and none starts while this copies.
-    let _lock = match super::engine_cmd::rollback_lock(&target, "import the state after it ends") {
-        Ok(lock) => lock,
-        Err(exit) => return exit,
-    };
+    let _lock = super::engine_cmd::rollback_lock(&target, "import the state after it ends")?;
     let source = crate::state::FileStore::new(StateDir::new(from));
     // Nothing is copied that does not read: a broken file stops the import.
     let history = crate::history::HistoryStore::new(Doc::new(
@@ -145,25 +131,22 @@ fn import(config: &Config, from: &std::path::Path, force: bool) -> Exit {
         StateDir::HISTORY,
     ));
     if let Err(e) = history.load() {
-        eprintln!("rollbackd: {e}");
-        return Exit::Failed;
+        return Err(CliError::Failed(e.to_string()));
     }
     match target.read(StateDir::HISTORY) {
         Ok(_) if !force => {
-            eprintln!(
-                "rollbackd: {} already holds a history; nothing was copied (pass --force to replace it)",
+            return Err(CliError::Failed(format!(
+                "{} already holds a history; nothing was copied (pass --force to replace it)",
                 target.location(StateDir::HISTORY).display()
-            );
-            return Exit::Failed;
+            )));
         }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            eprintln!(
-                "rollbackd: cannot read {}: {e}",
+            return Err(CliError::Failed(format!(
+                "cannot read {}: {e}",
                 target.location(StateDir::HISTORY).display()
-            );
-            return Exit::Failed;
+            )));
         }
     }
     // The journals first and the history last: an import cut short leaves
@@ -171,11 +154,10 @@ fn import(config: &Config, from: &std::path::Path, force: bool) -> Exit {
     let mut names: Vec<String> = match crate::state::StateStore::list(&source, "runs") {
         Ok(runs) => runs.into_iter().filter(|n| n.ends_with(".json")).collect(),
         Err(e) => {
-            eprintln!(
-                "rollbackd: cannot list {}: {e}",
+            return Err(CliError::Failed(format!(
+                "cannot list {}: {e}",
                 from.join("runs").display()
-            );
-            return Exit::Failed;
+            )));
         }
     };
     names.extend([StateDir::REVISIONS, StateDir::BREAKER, StateDir::HISTORY].map(String::from));
@@ -186,26 +168,26 @@ fn import(config: &Config, from: &std::path::Path, force: bool) -> Exit {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                eprintln!("rollbackd: cannot read {}: {e}", from.join(&name).display());
-                return Exit::Failed;
+                return Err(CliError::Failed(format!(
+                    "cannot read {}: {e}",
+                    from.join(&name).display()
+                )));
             }
         };
         if serde_json::from_slice::<serde_json::Value>(&bytes).is_err() {
-            eprintln!(
-                "rollbackd: {} is not valid JSON; nothing was copied (fix or remove it, then import again)",
+            return Err(CliError::Failed(format!(
+                "{} is not valid JSON; nothing was copied (fix or remove it, then import again)",
                 from.join(&name).display()
-            );
-            return Exit::Failed;
+            )));
         }
         documents.push((name, bytes));
     }
     for (name, bytes) in &documents {
         if let Err(e) = target.write(name, bytes) {
-            eprintln!(
-                "rollbackd: cannot write {}: {e}",
+            return Err(CliError::Failed(format!(
+                "cannot write {}: {e}",
                 target.location(name).display()
-            );
-            return Exit::Failed;
+            )));
         }
         println!(
             "copied {} -> {}",
@@ -217,5 +199,5 @@ fn import(config: &Config, from: &std::path::Path, force: bool) -> Exit {
         "{} documents copied; rollbackd now reads its state from PostgreSQL",
         documents.len()
     );
-    Exit::Ok
+    Ok(())
 }

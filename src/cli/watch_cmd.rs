@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::Exit;
+use super::{CliError, Exit};
 use crate::api::AppState;
 use crate::config::Config;
 use crate::engine::dispatch::Dispatcher;
@@ -20,15 +20,12 @@ pub async fn watch(config: Config) -> Exit {
         rules: initial,
         prometheus,
         http,
-    } = match super::evaluation_parts(&config) {
-        Ok(parts) => parts,
-        Err(exit) => return exit,
-    };
+    } = super::evaluation_parts(&config)?;
     let listener = match crate::api::bind(config.server.listen).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
-            return Exit::Failed;
+            return Err(CliError::Reported);
         }
     };
     telemetry::metrics_handle();
@@ -37,47 +34,7 @@ pub async fn watch(config: Config) -> Exit {
 
     let board = Arc::new(StatusBoard::default());
     let (events_tx, events_rx) = mpsc::channel(1024);
-    let engine = match &config.provider {
-        None => None,
-        Some(_) => match super::wiring::daemon_engine(&config) {
-            Ok(engine) => Some(Arc::new(engine)),
-            Err(e) => return Exit::Usage(e.to_string()),
-        },
-    };
-    if let Some(engine) = &engine {
-        // A history file rollbackd cannot read stops it here, before it could act.
-        if let Err(e) = engine.history().load() {
-            eprintln!("rollbackd: {e}");
-            return Exit::Failed;
-        }
-        // A rollback a killed rollbackd left unfinished is settled before
-        // anything else. Beside several replicas, the leader settles them
-        // when it takes over (the dispatcher's upkeep). A journal it cannot
-        // read does not stop it (a restart would meet it again, and again):
-        // it watches, says so (the log, `rollbackd_journals_unreadable`,
-        // `/readyz`) and starts no rollback until the journal is repaired or
-        // quarantined.
-        let recovered = if config.state.backend == crate::state::config::Backend::File {
-            engine.recover().await
-        } else {
-            engine.unfinished().map(|_| Vec::new()).map_err(Into::into)
-        };
-        match recovered {
-            Ok(settled) => {
-                for s in &settled {
-                    tracing::warn!(rollback = %s.id(), "{}", s.summary());
-                }
-            }
-            Err(crate::engine::RecoveryError::Journal(e)) => {
-                eprintln!("rollbackd: {e}; watching, but no rollback starts until it is repaired or quarantined (`rollbackd state journals`, `rollbackd state quarantine ID`)");
-            }
-            Err(e) => {
-                eprintln!("rollbackd: {e}");
-                return Exit::Failed;
-            }
-        }
-        engine.breaker_state(std::time::SystemTime::now());
-    }
+    let engine = engine(&config).await?;
     let pending = Arc::new(match (&engine, config.state.backend) {
         (Some(engine), crate::state::config::Backend::Postgres) => PendingStore::mirrored(
             crate::state::Doc::new(engine.state().clone(), "pending.json"),
@@ -142,8 +99,7 @@ pub async fn watch(config: Config) -> Exit {
         match crate::drill::schedule::start(engine.clone(), &config.drills, staging).await {
             Ok(scheduler) => drills = Some(scheduler),
             Err(e) => {
-                eprintln!("rollbackd: {e}");
-                return Exit::Failed;
+                return Err(CliError::Failed(e.to_string()));
             }
         }
     }
@@ -172,7 +128,62 @@ pub async fn watch(config: Config) -> Exit {
         supervisor.stopping();
     };
     let result = watcher.run_until(config.watch.reload_interval, stop).await;
-    if let (Some(running), Some(engine)) = (&running, &stopping) {
+    shut_down(&config, running, stopping, drills).await;
+    server.abort();
+    if let Some(failure) = supervisor.failure() {
+        return Err(CliError::TaskFailed(failure.to_string()));
+    }
+    result.map_err(|e| CliError::Failed(format!("cannot listen for signals: {e}")))?;
+    tracing::info!("rollbackd stopped");
+    Ok(())
+}
+
+/// The engine `watch` rolls back with (none without a `[provider]`), once
+/// it has read the history and settled what a killed rollbackd left.
+async fn engine(config: &Config) -> Result<Option<Arc<crate::engine::Engine>>, CliError> {
+    if config.provider.is_none() {
+        return Ok(None);
+    }
+    let engine = super::wiring::daemon_engine(config).map_err(CliError::usage)?;
+    // A history file rollbackd cannot read stops it here, before it could act.
+    engine.history().load()?;
+    // A rollback a killed rollbackd left unfinished is settled before
+    // anything else. Beside several replicas, the leader settles them
+    // when it takes over (the dispatcher's upkeep). A journal it cannot
+    // read does not stop it (a restart would meet it again, and again):
+    // it watches, says so (the log, `rollbackd_journals_unreadable`,
+    // `/readyz`) and starts no rollback until the journal is repaired or
+    // quarantined.
+    let recovered = if config.state.backend == crate::state::config::Backend::File {
+        engine.recover().await
+    } else {
+        engine.unfinished().map(|_| Vec::new()).map_err(Into::into)
+    };
+    match recovered {
+        Ok(settled) => {
+            for s in &settled {
+                tracing::warn!(rollback = %s.id(), "{}", s.summary());
+            }
+        }
+        Err(crate::engine::RecoveryError::Journal(e)) => {
+            eprintln!("rollbackd: {e}; watching, but no rollback starts until it is repaired or quarantined (`rollbackd state journals`, `rollbackd state quarantine ID`)");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    engine.breaker_state(std::time::SystemTime::now());
+    Ok(Some(Arc::new(engine)))
+}
+
+/// Stops what `watch` started, in order: the running rollback finishes
+/// its phase and journals, a running drill cleans up, the notifications
+/// already queued go out.
+async fn shut_down(
+    config: &Config,
+    running: Option<crate::engine::dispatch::RunningRollback>,
+    engine: Option<Arc<crate::engine::Engine>>,
+    drills: Option<crate::drill::schedule::Scheduled>,
+) {
+    if let (Some(running), Some(engine)) = (&running, &engine) {
         // The running rollback finishes the phase it is in (bounded by that
         // phase's budget), journals it and stops; the next start finishes it.
         engine.stop();
@@ -188,25 +199,10 @@ pub async fn watch(config: Config) -> Exit {
         // A drill running now removes its scratch database and dump first.
         drills.stop(Duration::from_secs(30)).await;
     }
-    if let Some(notifiers) = stopping.as_ref().and_then(|e| e.notifiers()) {
+    if let Some(notifiers) = engine.as_ref().and_then(|e| e.notifiers()) {
         // What the run just reported (its end, a failure) still goes out;
         // what cannot is said in the log rather than lost silently.
         notifiers.flush(Duration::from_secs(10)).await;
-    }
-    server.abort();
-    if let Some(failure) = supervisor.failure() {
-        eprintln!("rollbackd: {failure}");
-        return Exit::TaskFailed;
-    }
-    match result {
-        Ok(()) => {
-            tracing::info!("rollbackd stopped");
-            Exit::Ok
-        }
-        Err(e) => {
-            eprintln!("cannot listen for signals: {e}");
-            Exit::Failed
-        }
     }
 }
 

@@ -200,6 +200,8 @@ struct Inner {
     db_ok: f64,
     db_errors: f64,
     health_checks: u64,
+    /// Requests to /metrics, answered 200 or not (each is one scrape attempt).
+    metrics_scrapes: u64,
     last: Instant,
     /// A tiny deploy platform for the demo: every deploy is recorded with the
     /// knobs it brought, and a rollback brings an earlier deploy's knobs back.
@@ -375,6 +377,7 @@ impl FakeService {
             db_ok: 0.0,
             db_errors: 0.0,
             health_checks: 0,
+            metrics_scrapes: 0,
             last: Instant::now(),
             deployments: Vec::new(),
             rollback_calls: 0,
@@ -424,6 +427,27 @@ impl FakeService {
     /// Health checks answered so far.
     pub fn health_checks(&self) -> u64 {
         self.inner.lock().unwrap().health_checks
+    }
+
+    /// Requests to /metrics so far (Prometheus's scrape attempts, failed
+    /// ones included).
+    pub fn scrapes(&self) -> u64 {
+        self.inner.lock().unwrap().metrics_scrapes
+    }
+
+    /// Waits until Prometheus has asked for /metrics `n` more times: the
+    /// fake holds what it serves for that many scrapes.
+    pub fn hold_for_scrapes(&self, n: u64) {
+        let until = self.scrapes() + n;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30 + 3 * n);
+        while self.scrapes() < until {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Prometheus did not scrape the fake service {n} more times (only {} of {until}); is it scraping it?",
+                self.scrapes()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -486,6 +510,7 @@ fn router(inner: Shared) -> Router {
 
 async fn metrics(State(inner): State<Shared>) -> (StatusCode, String) {
     let mut guard = inner.lock().unwrap();
+    guard.metrics_scrapes += 1;
     match guard.knobs.metrics_status {
         200 => (StatusCode::OK, guard.render()),
         status => (

@@ -243,6 +243,27 @@ impl Prometheus {
         v["data"]["result"].clone()
     }
 
+    /// Scrape attempts of `job` stored so far (`up` gets one sample per
+    /// attempt, failed ones included), over the last hour.
+    pub fn scrapes(&self, job: &str) -> u64 {
+        self.query(&format!("count_over_time(up{{job=\"{job}\"}}[1h])"))
+            .as_array()
+            .and_then(|a| a.first().cloned())
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
+    /// Waits until Prometheus has scraped `job` `n` more times than when
+    /// called.
+    pub fn wait_for_scrapes(&self, job: &str, n: u64, timeout: Duration) {
+        let until = self.scrapes(job) + n;
+        wait_for(
+            &format!("Prometheus to scrape {job} {n} more times"),
+            timeout,
+            || (self.scrapes(job) >= until).then_some(()),
+        );
+    }
+
     /// Waits until Prometheus has scraped `target` at least once.
     pub fn wait_for_scrape(&self, metric: &str) {
         wait_for(
@@ -520,6 +541,84 @@ impl Watcher {
         metric_value(&self.metrics(), name, labels)
     }
 
+    /// `rule`'s entry in `/api/v1/rules`: `state`, `value`, `evaluations`
+    /// (by outcome) and `last_evaluation`, as of its last evaluation.
+    pub fn rule_status(&self, rule: &str) -> Value {
+        self.api("/api/v1/rules")
+            .as_array()
+            .and_then(|rules| rules.iter().find(|r| r["rule"] == rule).cloned())
+            .unwrap_or_else(|| panic!("no rule {rule} in /api/v1/rules:\n{}", self.dump()))
+    }
+
+    /// How many times `rule` was evaluated so far, every outcome together.
+    pub fn evaluation_count(&self, rule: &str) -> u64 {
+        evaluations_in(&self.rule_status(rule))
+    }
+
+    /// Waits until `rule` has been evaluated `n` more times than when this
+    /// is called and reads `state` at the last of them: the proof that the
+    /// watcher went on that long, for a test that then asserts that nothing
+    /// (more) happened meanwhile.
+    pub fn wait_more_evaluations(
+        &self,
+        rule: &str,
+        n: u64,
+        state: &str,
+        timeout: Duration,
+    ) -> Value {
+        let until = self.evaluation_count(rule) + n;
+        wait_for(
+            &format!("{rule} evaluated {n} more times (to {until}) and {state}"),
+            timeout,
+            || {
+                let r = self.rule_status(rule);
+                (evaluations_in(&r) >= until && r["state"] == state).then_some(r)
+            },
+        )
+    }
+
+    /// Waits until `rule` has been evaluated at `at` or later (evaluations
+    /// are stamped with their scheduled time, as transitions are), calling
+    /// `each` on its entry at every poll meanwhile (an invariant to hold).
+    pub fn wait_evaluated_at(
+        &self,
+        rule: &str,
+        at: std::time::SystemTime,
+        mut each: impl FnMut(&Value),
+    ) -> Value {
+        let timeout = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            + Duration::from_secs(30);
+        let what = format!(
+            "an evaluation of {rule} at {} or later",
+            humantime::format_rfc3339_millis(at)
+        );
+        wait_for(&what, timeout, || {
+            let r = self.rule_status(rule);
+            each(&r);
+            let last = humantime::parse_rfc3339(r["last_evaluation"].as_str()?).ok()?;
+            (last >= at).then_some(r)
+        })
+    }
+
+    /// Sends SIGTERM and returns at once (`terminate` also waits).
+    pub fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits (at most `timeout`) for rollbackd to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        wait_for("rollbackd to exit", timeout, || {
+            self.child.try_wait().unwrap()
+        })
+    }
+
     /// `kill -9`: rollbackd dies at once, as in an OOM kill or a lost node.
     pub fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL is delivered");
@@ -637,6 +736,13 @@ pub fn http_post(url: &str, token: Option<&str>, body: Option<&str>) -> (u16, St
 }
 
 /// Finds `name{...}` with all `labels` in a Prometheus text exposition.
+/// The sum of a `/api/v1/rules` entry's `evaluations` over every outcome.
+fn evaluations_in(rule: &Value) -> u64 {
+    rule["evaluations"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+}
+
 pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
