@@ -60,33 +60,33 @@ fn writable(t: SystemTime) -> SystemTime {
 }
 
 /// `2025-01-15T10:30:00.123Z`: state files and logs.
-pub fn millis(t: SystemTime) -> String {
+pub(crate) fn millis(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(writable(t)).to_string()
 }
 
 /// `2025-01-15T10:30:00Z`: the history's timestamps (the seed's format).
-pub fn seconds(t: SystemTime) -> String {
+pub(crate) fn seconds(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(writable(t)).to_string()
 }
 
 /// Reads any RFC 3339 time rollbackd or the seed wrote (with or without
 /// fractional seconds; `Z` or no offset).
-pub fn parse(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(text)
         .or_else(|_| humantime::parse_rfc3339_weak(text))
         .ok()
 }
 
 /// `#[serde(with = "crate::clock::rfc3339")]`: a time written with milliseconds.
-pub mod rfc3339 {
+pub(crate) mod rfc3339 {
     use serde::{de, Deserialize, Deserializer, Serializer};
     use std::time::SystemTime;
 
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&super::millis(*t))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         let text = String::deserialize(d)?;
         super::parse(&text).ok_or_else(|| {
             de::Error::custom(format!(

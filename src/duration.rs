@@ -10,7 +10,7 @@ use std::time::Duration;
 #[error(
     "{input:?} is not a duration: {reason} (write it like \"30s\", \"5m\", \"1h30m\" or \"250ms\")"
 )]
-pub struct DurationError {
+pub(crate) struct DurationError {
     input: String,
     reason: &'static str,
 }
@@ -27,11 +27,11 @@ const UNITS: [(&str, u64); 7] = [
 
 /// The longest duration rollbackd accepts anywhere: longer ones are typos,
 /// and would overflow the clock arithmetic they feed.
-pub const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub(crate) const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Parses a duration the way Prometheus does: units `y w d h m s ms`, each at
 /// most once and largest first; at most [`MAX`] (100y).
-pub fn parse(input: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse(input: &str) -> Result<Duration, DurationError> {
     let err = |reason| DurationError {
         input: input.to_string(),
         reason,
@@ -84,7 +84,7 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
 }
 
 /// Formats a duration in the same syntax, shortest form (`90s` becomes `1m30s`).
-pub fn format(duration: Duration) -> String {
+pub(crate) fn format(duration: Duration) -> String {
     let mut ms = duration.as_millis() as u64;
     if ms == 0 {
         return "0s".to_string();
@@ -100,7 +100,7 @@ pub fn format(duration: Duration) -> String {
 }
 
 /// Display adapter so log lines and tables print durations as operators wrote them.
-pub struct Pretty(pub Duration);
+pub(crate) struct Pretty(pub Duration);
 
 impl fmt::Display for Pretty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -109,11 +109,11 @@ impl fmt::Display for Pretty {
 }
 
 /// Serde support for config fields (`#[serde(with = "crate::duration::serde_str")]`).
-pub mod serde_str {
+pub(crate) mod serde_str {
     use super::*;
-    use serde::{de, Deserializer, Serializer};
+    use serde::{de, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         struct Visitor;
         impl de::Visitor<'_> for Visitor {
             type Value = Duration;
@@ -126,18 +126,16 @@ pub mod serde_str {
         }
         d.deserialize_str(Visitor)
     }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*d))
-    }
 }
 
 /// Serde support for optional durations.
-pub mod opt_serde_str {
+pub(crate) mod opt_serde_str {
     use super::*;
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         let text = Option::<String>::deserialize(d)?;
         text.map(|t| parse(&t).map_err(serde::de::Error::custom))
             .transpose()

@@ -2,47 +2,58 @@
 //! decides from rules kept in git whether the latest deploy broke production,
 //! and rolls the service back safely.
 //!
-//! Layout: `rules` (types, loading, the pure state machine), `source`
-//! (Prometheus), `watch` (evaluation loop and reload), `blame` (is the live
-//! deployment to blame for a breach?), `engine` (the rollback
-//! phases, guards, breaker, confirmations), `provider` (Railway, Argo CD,
-//! commands), `gitops` (a pull request in git after a rollback),
-//! `verify` (HTTP health checks), `history` (the audit trail), `api`
-//! (rollbackd's own HTTP server), `telemetry` (logs and metrics), `duration`
-//! (Prometheus-style durations), `child` (commands that die with rollbackd), `supervise` (tasks whose failure stops
-//! `watch`), `secret` and `service` (leaves every
-//! section may hold), `config` (assembles each subsystem's own `config`
-//! section), `cli`.
+//! Layout (docs/architecture.md has the whole tree and the module graph):
+//! `rules` (types, loading, the pure state machine), `source` (Prometheus),
+//! `watch` (evaluation loop and reload), `backtest` (the rules replayed over
+//! Prometheus's history), `blame` (is the live deployment to blame for a
+//! breach?), `engine` (the rollback pipeline, guards, breaker,
+//! confirmations), `provider` (Railway, Argo CD, commands), `gitops` (a pull
+//! request in git after a rollback), `db` (backups, restores, downgrades),
+//! `pg` (PostgreSQL connections), `state` (the state store: files or
+//! PostgreSQL, leadership), `verify` and `expect` (health checks), `drill`
+//! (rehearsed rollbacks), `notify` (Slack, PagerDuty, e-mail, webhooks),
+//! `history` (the audit trail) and `record` (the records it shares with
+//! notifications and metrics), `api` (rollbackd's own HTTP server),
+//! `telemetry` (logs and metrics, through typed events), `init` (rules from
+//! a service's own metrics), leaves (`clock`, `duration`, `child`,
+//! `supervise`, `secret`, `service`, `standing`, `tls`), `config`
+//! (assembles each subsystem's own section), `cli`.
+//!
+//! What tests, benches and the binary use is `pub`; the rest is
+//! `pub(crate)`, and `unreachable_pub` keeps it so.
 
-pub mod api;
-pub mod backtest;
-pub mod blame;
-pub mod child;
+#![warn(unreachable_pub)]
+
+pub(crate) mod api;
+pub(crate) mod backtest;
+pub(crate) mod blame;
+pub(crate) mod child;
 pub mod cli;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod db;
-pub mod drill;
-pub mod duration;
+pub(crate) mod drill;
+pub(crate) mod duration;
 pub mod engine;
-pub mod expect;
+pub(crate) mod expect;
 pub mod gitops;
 pub mod history;
-pub mod init;
-pub mod notify;
-pub mod pg;
+pub(crate) mod init;
+pub(crate) mod notify;
+pub(crate) mod pg;
 pub mod provider;
+pub(crate) mod record;
 pub mod rules;
 pub mod secret;
-pub mod service;
-pub mod source;
-pub mod standing;
+pub(crate) mod service;
+pub(crate) mod source;
+pub(crate) mod standing;
 pub mod state;
-pub mod supervise;
+pub(crate) mod supervise;
 pub mod telemetry;
-pub mod tls;
+pub(crate) mod tls;
 pub mod verify;
-pub mod watch;
+pub(crate) mod watch;
 
 #[cfg(test)]
 mod fuzz;

@@ -1,5 +1,6 @@
 //! rollbackd's entry point: parse, start logging, run, map the outcome to an
-//! exit code (0 success, 1 the command found problems, 2 bad config or usage).
+//! exit code (0 success, 1 the command found problems, 2 bad config or usage,
+//! 70 a task of `watch` failed).
 
 use clap::Parser;
 use rollbackd::cli::{self, Cli};

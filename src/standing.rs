@@ -8,11 +8,11 @@ use std::sync::{Mutex, PoisonError};
 
 /// The problem as last seen; `None` while there is none.
 #[derive(Debug, Default)]
-pub struct Standing(Mutex<Option<String>>);
+pub(crate) struct Standing(Mutex<Option<String>>);
 
 /// How what was just seen differs from what was held.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// The same as before: nothing to say.
     Same,
     /// A problem, new or different: say it.
@@ -23,7 +23,7 @@ pub enum Change {
 
 impl Standing {
     /// Records `now`; how it differs from what was held.
-    pub fn set(&self, now: Option<String>) -> Change {
+    pub(crate) fn set(&self, now: Option<String>) -> Change {
         let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if *held == now {
             return Change::Same;
@@ -37,7 +37,7 @@ impl Standing {
     }
 
     /// The problem as last seen.
-    pub fn get(&self) -> Option<String> {
+    pub(crate) fn get(&self) -> Option<String> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 /// The first task that failed, and how.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the {task} task failed: {why}; rollbackd is stopping so that it can be restarted")]
-pub struct TaskFailure {
+pub(crate) struct TaskFailure {
     pub task: String,
     pub why: String,
 }
@@ -36,7 +36,7 @@ struct Inner {
 
 /// Where supervised tasks report; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Supervisor(Arc<Inner>);
+pub(crate) struct Supervisor(Arc<Inner>);
 
 impl Default for Supervisor {
     fn default() -> Self {
@@ -48,7 +48,7 @@ impl Default for Supervisor {
 }
 
 /// The process's supervisor.
-pub fn global() -> &'static Supervisor {
+pub(crate) fn global() -> &'static Supervisor {
     static GLOBAL: OnceLock<Supervisor> = OnceLock::new();
     GLOBAL.get_or_init(Supervisor::default)
 }
@@ -56,7 +56,11 @@ pub fn global() -> &'static Supervisor {
 impl Supervisor {
     /// Runs `future` as a task; a panic is reported as a failure of `task`
     /// and the handle then yields `None`.
-    pub fn spawn<F>(&self, task: impl Into<String>, future: F) -> JoinHandle<Option<F::Output>>
+    pub(crate) fn spawn<F>(
+        &self,
+        task: impl Into<String>,
+        future: F,
+    ) -> JoinHandle<Option<F::Output>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -75,7 +79,7 @@ impl Supervisor {
 
     /// Runs `future`, which is meant to run until the process stops: ending
     /// earlier is a failure too, as is a panic.
-    pub fn spawn_forever<F, T>(&self, task: &'static str, future: F) -> JoinHandle<()>
+    pub(crate) fn spawn_forever<F, T>(&self, task: &'static str, future: F) -> JoinHandle<()>
     where
         F: Future<Output = T> + Send + 'static,
         T: std::fmt::Debug + Send + 'static,
@@ -93,7 +97,7 @@ impl Supervisor {
 
     /// Runs `work` on a thread of its own (named after `task`); a panic
     /// there is a failure of `task`, as in a supervised task.
-    pub fn thread(
+    pub(crate) fn thread(
         &self,
         task: &'static str,
         work: impl FnOnce() + Send + 'static,
@@ -120,9 +124,8 @@ impl Supervisor {
     /// Records that `task` failed: logged and counted always; the first
     /// failure is kept (and stops `watch`), even one while stopping, so a
     /// run that panics during a drain still exits 70.
-    pub fn fail(&self, task: &str, why: String) {
-        tracing::error!(task, why = %why, "a rollbackd task failed; stopping so that rollbackd is restarted");
-        metrics::counter!("rollbackd_task_failures_total", "task" => task.to_string()).increment(1);
+    pub(crate) fn fail(&self, task: &str, why: String) {
+        crate::telemetry::events::task_failed(task, &why);
         self.0.failure.send_if_modified(|first| {
             if first.is_some() {
                 return false;
@@ -136,12 +139,12 @@ impl Supervisor {
     }
 
     /// The first failure, if any.
-    pub fn failure(&self) -> Option<TaskFailure> {
+    pub(crate) fn failure(&self) -> Option<TaskFailure> {
         self.0.failure.borrow().clone()
     }
 
     /// Resolves at the first failure.
-    pub async fn failed(&self) -> TaskFailure {
+    pub(crate) async fn failed(&self) -> TaskFailure {
         let mut rx = self.0.failure.subscribe();
         loop {
             if let Some(failure) = rx.borrow_and_update().clone() {
@@ -156,7 +159,7 @@ impl Supervisor {
 
     /// The process is stopping: tasks that end from now on are not failures
     /// (a panic still is).
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         *self
             .0
             .stopping

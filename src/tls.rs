@@ -1,4 +1,4 @@
-//! TLS pieces shared by rollbackd's clients (PostgreSQL in `db::tls`,
+//! TLS pieces shared by rollbackd's clients (PostgreSQL in `pg::tls`,
 //! Prometheus in `source::config`): rustls with ring, certificates read from
 //! PEM files, and the verifiers libpq's and Prometheus's settings call for.
 
@@ -15,14 +15,14 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 /// The one crypto provider.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Why a PEM file cannot be used. The caller names the setting and the
 /// file; this says what is wrong with it.
 #[derive(Debug, thiserror::Error)]
-pub enum PemError {
+pub(crate) enum PemError {
     /// It cannot be read (the I/O error's words are the message).
     #[error("{0}")]
     Read(std::io::Error),
@@ -42,7 +42,7 @@ pub enum PemError {
 
 /// Which of a client certificate's two files cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientCertError {
+pub(crate) enum ClientCertError {
     #[error("cert_file: {0}")]
     CertFile(PemError),
     #[error("key_file: {0}")]
@@ -52,7 +52,7 @@ pub enum ClientCertError {
 }
 
 /// Every certificate in a PEM file.
-pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let pem = std::fs::read(path).map_err(PemError::Read)?;
     CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -63,7 +63,7 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemErro
 
 /// The private key in a PEM file (PKCS#8, RSA or EC), refusing an
 /// encrypted one by name.
-pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+pub(crate) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     let pem = std::fs::read(path).map_err(PemError::Read)?;
     if pem.windows(9).any(|w| w == b"ENCRYPTED") {
         return Err(PemError::Encrypted {
@@ -81,7 +81,7 @@ fn modified(path: &Path) -> Option<SystemTime> {
 /// `require` without a root certificate, Prometheus's
 /// `insecure_skip_verify`). The handshake's signatures are still checked.
 #[derive(Debug)]
-pub struct AcceptAny(pub Arc<CryptoProvider>);
+pub(crate) struct AcceptAny(pub Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
@@ -132,7 +132,7 @@ impl ServerCertVerifier for AcceptAny {
 /// changes (as Prometheus's own `tls_config` does); the certificate must
 /// carry `server_name` when one is set, else the URL's host.
 #[derive(Debug)]
-pub struct ReloadingVerifier {
+pub(crate) struct ReloadingVerifier {
     ca_file: Option<PathBuf>,
     server_name: Option<ServerName<'static>>,
     provider: Arc<CryptoProvider>,
@@ -141,7 +141,7 @@ pub struct ReloadingVerifier {
 
 impl ReloadingVerifier {
     /// Reads `ca_file` now: `Err` when it cannot be used.
-    pub fn new(
+    pub(crate) fn new(
         ca_file: Option<PathBuf>,
         server_name: Option<ServerName<'static>>,
     ) -> Result<ReloadingVerifier, PemError> {
@@ -234,7 +234,7 @@ type Stamps = (Option<SystemTime>, Option<SystemTime>);
 
 /// A client certificate and key re-read when either file changes.
 #[derive(Debug)]
-pub struct ReloadingClientCert {
+pub(crate) struct ReloadingClientCert {
     cert_file: PathBuf,
     key_file: PathBuf,
     provider: Arc<CryptoProvider>,
@@ -243,7 +243,7 @@ pub struct ReloadingClientCert {
 
 impl ReloadingClientCert {
     /// Reads both files now: `Err` names the one that cannot be used.
-    pub fn new(
+    pub(crate) fn new(
         cert_file: PathBuf,
         key_file: PathBuf,
     ) -> Result<ReloadingClientCert, ClientCertError> {
@@ -313,7 +313,7 @@ impl ResolvesClientCert for ReloadingClientCert {
 /// lead to a trusted root; the name is not checked. webpki checks the name
 /// only after the chain, so a name error means the chain was good.
 #[derive(Debug)]
-pub struct ChainOnly(pub Arc<rustls::client::WebPkiServerVerifier>);
+pub(crate) struct ChainOnly(pub Arc<rustls::client::WebPkiServerVerifier>);
 
 impl ServerCertVerifier for ChainOnly {
     fn verify_server_cert(

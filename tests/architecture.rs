@@ -1,8 +1,9 @@
 //! The rules the source is kept by, checked on the tree (see
 //! docs/architecture.md, "Rules"): the top-level modules import each other
 //! without cycles, the rules core imports only leaf modules, no public
-//! function answers a bare `String` as its error, and no error prints its
-//! source in its own message (a chained report would say the cause twice).
+//! function answers a bare `String` as its error, no error prints its
+//! source in its own message (a chained report would say the cause twice),
+//! and metrics are recorded only through telemetry's typed events.
 //! Each finding names the file and line to change.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,8 +14,9 @@ fn src() -> PathBuf {
 }
 
 /// Every `.rs` file under `src/`, with its top-level module, its path and
-/// its text without comments and without its `#[cfg(test)]` tail; test-only
-/// files (`tests.rs`, `tests/`, `testing.rs`) are left out.
+/// its text without comments and without its `#[cfg(test)]` items; test-only
+/// files (`tests.rs`, `tests/`, `testing.rs`, and any a `#[cfg(test)] mod x;`
+/// declares) are left out.
 fn sources() -> Vec<(String, PathBuf, String)> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -29,9 +31,17 @@ fn sources() -> Vec<(String, PathBuf, String)> {
     let mut files = Vec::new();
     walk(&src(), &mut files);
     files.sort();
-    files
+    let read: Vec<(PathBuf, String, Vec<PathBuf>)> = files
         .into_iter()
-        .filter_map(|path| {
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let (text, test_only) = without_test_items(&path, &text);
+            (path, text, test_only)
+        })
+        .collect();
+    let test_only: BTreeSet<PathBuf> = read.iter().flat_map(|(_, _, t)| t.clone()).collect();
+    read.into_iter()
+        .filter_map(|(path, text, _)| {
             let rel = path.strip_prefix(src()).unwrap();
             let parts: Vec<String> = rel
                 .iter()
@@ -40,26 +50,74 @@ fn sources() -> Vec<(String, PathBuf, String)> {
             let name = parts.last().unwrap().as_str();
             if parts[..parts.len() - 1].iter().any(|p| p == "tests")
                 || matches!(name, "tests.rs" | "testing.rs" | "lib.rs" | "main.rs")
+                || test_only.contains(&path)
             {
                 return None;
             }
             let module = parts[0].trim_end_matches(".rs").to_string();
-            let text = std::fs::read_to_string(&path).unwrap();
-            let text = match text.find("#[cfg(test)]") {
-                Some(i) => &text[..i],
-                None => &text[..],
-            };
-            let code: Vec<&str> = text
-                .lines()
-                .map(|l| {
-                    if l.trim_start().starts_with("//") {
-                        ""
-                    } else {
-                        l
-                    }
-                })
-                .collect();
-            Some((module, path, code.join("\n")))
+            Some((module, path, text))
+        })
+        .collect()
+}
+
+/// `text` without comment lines and without the items under
+/// `#[cfg(test)]` (a `mod tests { .. }`, a helper `impl`), and the files
+/// its `#[cfg(test)] mod x;` lines declare.
+fn without_test_items(path: &Path, text: &str) -> (String, Vec<PathBuf>) {
+    let dir = match path.file_name().and_then(|n| n.to_str()) {
+        Some("mod.rs") => path.parent().unwrap().to_path_buf(),
+        _ => path.with_extension(""),
+    };
+    let mut kept = Vec::new();
+    let mut test_files = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("//") {
+            kept.push("");
+            continue;
+        }
+        if trimmed != "#[cfg(test)]" {
+            kept.push(line);
+            continue;
+        }
+        // The item under the attribute: one line up to `;`, or up to the
+        // brace that closes it.
+        kept.push("");
+        let mut depth = 0i32;
+        let mut opened = false;
+        for item in lines.by_ref() {
+            kept.push("");
+            let item = item.split("//").next().unwrap_or("");
+            if let Some(name) = item
+                .trim()
+                .strip_prefix("mod ")
+                .and_then(|m| m.strip_suffix(';'))
+            {
+                test_files.push(dir.join(format!("{name}.rs")));
+                test_files.push(dir.join(name).join("mod.rs"));
+                break;
+            }
+            depth += item.matches('{').count() as i32 - item.matches('}').count() as i32;
+            opened |= item.contains('{');
+            if (opened && depth <= 0) || (!opened && item.trim_end().ends_with(';')) {
+                break;
+            }
+        }
+    }
+    (kept.join("\n"), test_files)
+}
+
+/// Where `pattern` matches in the modules `in_module` picks, as `file:line`.
+fn places(pattern: &regex::Regex, in_module: impl Fn(&str) -> bool) -> Vec<String> {
+    sources()
+        .iter()
+        .filter(|(module, _, _)| in_module(module))
+        .flat_map(|(_, path, text)| {
+            pattern.find_iter(text).map(move |m| {
+                let line = text[..m.start()].lines().count() + 1;
+                format!("{}:{line}", path.display())
+            })
         })
         .collect()
 }
@@ -138,15 +196,7 @@ fn no_public_function_answers_a_bare_string_as_its_error() {
         r"(?m)^\s*pub (?:async )?fn \w+[^{;]*?->\s*Result<[^{;]*,\s*String>\s*(?:\{|where)",
     )
     .unwrap();
-    let found: Vec<String> = sources()
-        .iter()
-        .flat_map(|(_, path, text)| {
-            signature.find_iter(text).map(move |m| {
-                let line = text[..m.start()].lines().count() + 1;
-                format!("{}:{line}", path.display())
-            })
-        })
-        .collect();
+    let found = places(&signature, |_| true);
     assert!(
         found.is_empty(),
         "public functions with a String error (give them a thiserror enum):\n{}",
@@ -161,12 +211,42 @@ fn no_error_prints_its_source_in_its_own_message() {
     let mut found = Vec::new();
     let mut checked = 0;
     for (_, path, text) in sources() {
-        let lines: Vec<&str> = text.lines().collect();
+        // A message rustfmt spread over several lines is read as one, with
+        // the number of the line it starts on.
+        let mut lines: Vec<String> = Vec::new();
+        let mut numbers: Vec<usize> = Vec::new();
+        let mut open: Option<String> = None;
+        for (n, line) in text.lines().enumerate() {
+            match open.take() {
+                Some(mut joined) if line.trim_start().starts_with(")]") => {
+                    joined.push_str(")]");
+                    lines.push(joined);
+                }
+                Some(mut joined) => {
+                    joined.push_str(line.trim());
+                    joined.push(' ');
+                    open = Some(joined);
+                }
+                None if line.trim() == "#[error(" => {
+                    open = Some("#[error(".to_string());
+                    numbers.push(n + 1);
+                }
+                None => {
+                    lines.push(line.to_string());
+                    numbers.push(n + 1);
+                }
+            }
+        }
         for (i, line) in lines.iter().enumerate() {
             let Some(c) = attribute.captures(line) else {
                 continue;
             };
             let message = &c[1];
+            // The format string, then the arguments it is given.
+            let arguments = message
+                .rfind('"')
+                .map_or("", |end| &message[end + 1..])
+                .to_string();
             if message.contains("transparent") {
                 continue;
             }
@@ -207,11 +287,13 @@ fn no_error_prints_its_source_in_its_own_message() {
                 }
             }
             for s in sources {
+                let argument = regex::Regex::new(&format!(r"\b{s}\b")).unwrap();
                 if message.contains(&format!("{{{s}}}"))
                     || message.contains(&format!("{{{s}:"))
                     || message.contains(&format!(".{s}"))
+                    || argument.is_match(&arguments)
                 {
-                    found.push(format!("{}:{}: {message}", path.display(), i + 1));
+                    found.push(format!("{}:{}: {message}", path.display(), numbers[i]));
                 }
             }
         }
@@ -224,4 +306,15 @@ fn no_error_prints_its_source_in_its_own_message() {
         found.join("\n")
     );
     assert!(checked > 100, "only {checked} error messages were found");
+}
+
+#[test]
+fn metrics_are_recorded_only_through_telemetry() {
+    let call = regex::Regex::new(r"metrics::(?:counter|gauge|histogram|describe_\w+)!").unwrap();
+    let found = places(&call, |module| module != "telemetry");
+    assert!(
+        found.is_empty(),
+        "metrics recorded outside telemetry (add a typed event to src/telemetry/events.rs, one that logs and counts together):\n{}",
+        found.join("\n")
+    );
 }

@@ -10,8 +10,9 @@ use std::path::Path;
 use serde_json::Value;
 use support::fake_railway::FakeRailway;
 use support::postgres::{alembic_upgrade, database_toml, Postgres};
+use support::run_rollbackd;
 use support::s3::{S3, SECRET_KEY};
-use support::{run_rollbackd, FakeService};
+use support::scene::{history, phase, Scene};
 
 const BUCKET: &str = "backups";
 
@@ -226,35 +227,18 @@ fn backups_are_copied_off_the_machine_pruned_verified_and_restored_from_their_ur
 
 /// A service live at d3 with d2 before it (both at revision c, so no
 /// downgrade), whose backup store is the bucket `bucket`.
-fn with_store(
-    pg: &Postgres,
-    bucket: &str,
-    required: bool,
-    extra: &str,
-) -> (FakeRailway, FakeService, tempfile::TempDir) {
-    let railway = FakeRailway::start();
-    let service = FakeService::start();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("rollbackd.toml"),
-        format!(
-            "[service]\nbase_url = \"{}\"\n\n{}\n[engine]\nstate_dir = \"state\"\npoll_interval = \"100ms\"\n[watch]\nallow_empty_rules = true\n\n\
-             [verify]\ninitial_wait = \"0s\"\nretry_interval = \"200ms\"\ncheck_timeout = \"1s\"\n\n{}\n\
-             [database.backup_store]\nurl = \"s3://{bucket}/rollbackd\"\n\n{extra}",
-            service.url(),
-            railway.provider_toml(),
-            database_toml(pg, &format!("backup_required = {required}"))
-        ),
+fn with_store(pg: &Postgres, bucket: &str, required: bool, extra: &str) -> Scene {
+    let scene = Scene::new(
+        pg,
+        &format!("backup_required = {required}"),
+        "[watch]\nallow_empty_rules = true",
     )
-    .unwrap();
-    std::fs::create_dir_all(dir.path().join("state")).unwrap();
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::write(
-        dir.path().join("state/revisions.json"),
-        r#"{"deployments":{"d2":{"revision":"c","seen_at":"2030-01-01T00:00:00Z"},"d3":{"revision":"c","seen_at":"2030-01-01T00:00:00Z"}}}"#,
-    )
-    .unwrap();
-    (railway, service, dir)
+    .seeded(&[("d2", "c"), ("d3", "c")]);
+    scene.edit_config(|config| {
+        format!("{config}\n[database.backup_store]\nurl = \"s3://{bucket}/rollbackd\"\n\n{extra}")
+    });
+    std::fs::create_dir_all(scene.path().join("rules")).unwrap();
+    scene
 }
 
 /// A rollback of d3 to d2 with the backup store in `bucket`.
@@ -264,26 +248,19 @@ fn rollback_with_store(
     bucket: &str,
     required: bool,
 ) -> (FakeRailway, tempfile::TempDir, i32, String) {
-    let (railway, _service, dir) = with_store(pg, bucket, required, "");
+    let scene = with_store(pg, bucket, required, "");
     let (code, out, err) = run(
-        dir.path(),
+        scene.path(),
         &["rollback", "--yes", "--reason", "test"],
         &s3.env(),
     );
+    // The service stops with the scene, once the rollback has run.
+    let Scene { railway, dir, .. } = scene;
     (railway, dir, code, format!("{out}{err}"))
 }
 
 fn pre_validation(dir: &Path) -> Value {
-    let history: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("state/history.json")).unwrap())
-            .unwrap();
-    history["events"][0]["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "pre_validation")
-        .unwrap()
-        .clone()
+    phase(&history(dir)["events"][0], "pre_validation").clone()
 }
 
 #[test]
@@ -375,7 +352,8 @@ fn a_readiness_drill_checks_that_the_store_takes_a_write_and_touches_no_copy() {
         b"old".to_vec(),
     );
     let drill = "[[drills]]\nname = \"weekly\"\nschedule = \"0 30 9 * * Mon\"\n";
-    let (_railway, _service, dir) = with_store(&pg, BUCKET, false, drill);
+    let scene = with_store(&pg, BUCKET, false, drill);
+    let dir = &scene.dir;
     let (code, out, err) = run(dir.path(), &["drill", "run", "weekly"], &s3.env());
     assert_eq!(code, 0, "{out}{err}");
     let backup = out
@@ -394,7 +372,8 @@ fn a_readiness_drill_checks_that_the_store_takes_a_write_and_touches_no_copy() {
         "the probe is deleted, the copy kept, the drill's dump not uploaded"
     );
 
-    let (_railway, _service, dir) = with_store(&pg, "no-such-bucket", false, drill);
+    let scene = with_store(&pg, "no-such-bucket", false, drill);
+    let dir = &scene.dir;
     let (code, out, err) = run(dir.path(), &["drill", "run", "weekly"], &s3.env());
     assert_eq!(code, 1, "{out}{err}");
     let backup = out
@@ -421,7 +400,8 @@ fn watch_says_at_start_when_the_backup_store_cannot_be_used() {
     let env = s3.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     for (bucket, usable) in [("no-such-bucket", false), (BUCKET, true)] {
-        let (_railway, _service, dir) = with_store(&pg, bucket, false, "");
+        let scene = with_store(&pg, bucket, false, "");
+        let dir = &scene.dir;
         let config = std::fs::read_to_string(dir.path().join("rollbackd.toml")).unwrap();
         let w = support::Watcher::start_with_env(dir.path(), &config, &env);
         let gauge = support::wait_for(

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::fake_hooks::FakeHooks;
-use support::postgres::{alembic_upgrade, database_toml, Postgres};
-use support::{processes_with_env, wait_for, FakeService, Prometheus, Watcher};
+use support::postgres::{alembic_upgrade, database_toml};
+use support::{postgres_at, processes_with_env, wait_for, FakeService, Prometheus, Watcher};
 
 /// The environment variable every rollbackd here is started with; whatever
 /// it starts inherits it, so a process holding it after a `kill -9` is a
@@ -31,6 +31,11 @@ struct Crash {
 }
 
 impl Crash {
+    /// [`Crash::setup`] with no extra sections and no wait before verifying.
+    fn new() -> Crash {
+        Crash::setup("", "0s")
+    }
+
     /// The service live at dep-1 (healthy), rollbackd's config with `extra`
     /// sections and verification's `initial_wait`.
     fn setup(extra: &str, initial_wait: &str) -> Crash {
@@ -38,12 +43,7 @@ impl Crash {
         let prom = Prometheus::start(&[fake.addr], None);
         prom.wait_for_scrape("app_deployment_info");
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("rules")).unwrap();
-        std::fs::write(
-            dir.path().join("rules/http.yml"),
-            support::high_error_rate_rules("auto"),
-        )
-        .unwrap();
+        support::write_rules(dir.path(), &support::high_error_rate_rules("auto"));
         let config = format!(
             "[prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\n\n[service]\nname = \"demo\"\nbase_url = \"{}\"\n\n\
              [watch]\nrule_paths = [\"rules\"]\n\n{}\n\
@@ -68,6 +68,33 @@ impl Crash {
         let mut env: Vec<(&str, &str)> = vec![(MARKER, &self.marker)];
         env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         Watcher::start_with_env(self.dir.path(), &self.config, &env)
+    }
+
+    /// Starts rollbackd again and waits (at most `timeout`) for a log line
+    /// starting with `message`.
+    fn restarted(&self, message: &str, timeout: Duration) -> Watcher {
+        let w = self.start();
+        w.wait_for_log(message, timeout);
+        w
+    }
+
+    /// Holds `gate`, starts rollbackd, deploys the bad version and waits
+    /// until the rollback's command stops at the gate.
+    fn stopped_at(&self, gate: &str) -> Watcher {
+        self.hold(gate);
+        let w = self.start();
+        self.bad_deploy(&w);
+        self.wait_at(gate, &w);
+        w
+    }
+
+    /// The CLI run to completion in the directory, on its rollbackd.toml.
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        support::run_rollbackd(
+            self.dir.path(),
+            &[&["--config", "rollbackd.toml"][..], args].concat(),
+            &[],
+        )
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -196,11 +223,8 @@ fn kinds(history: &[Value]) -> Vec<(String, bool)> {
 
 #[test]
 fn killed_just_before_the_platform_call_the_run_is_interrupted_and_the_rules_roll_back_once() {
-    let c = Crash::setup("", "0s");
-    c.hold("rollback-before");
-    let mut w = c.start();
-    c.bad_deploy(&w);
-    c.wait_at("rollback-before", &w);
+    let c = Crash::new();
+    let mut w = c.stopped_at("rollback-before");
     let journal = c.wait_for_step("platform_call_started");
     assert_eq!(
         steps(&journal),
@@ -216,8 +240,7 @@ fn killed_just_before_the_platform_call_the_run_is_interrupted_and_the_rules_rol
     assert_eq!(c.breaker()["open"], true, "the dead run's breaker");
 
     c.release("rollback-before");
-    let w = c.start();
-    w.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    let w = c.restarted("rollback succeeded", Duration::from_secs(40));
     let settled = w.logs_starting("recorded an interrupted rollback");
     assert_eq!(settled.len(), 1, "{}", w.dump());
     assert_eq!(settled[0]["rollback"], journal["id"]);
@@ -248,11 +271,8 @@ fn killed_just_before_the_platform_call_the_run_is_interrupted_and_the_rules_rol
 
 #[test]
 fn killed_just_after_the_platform_call_the_run_is_resumed_and_recorded_once() {
-    let mut c = Crash::setup("", "0s");
-    c.hold("rollback-after");
-    let mut w = c.start();
-    c.bad_deploy(&w);
-    c.wait_at("rollback-after", &w);
+    let mut c = Crash::new();
+    let mut w = c.stopped_at("rollback-after");
     c.kill9(&mut w);
     assert_eq!(c.fake.rollback_calls(), 1, "the call reached the platform");
     let journal = &c.journals()[0];
@@ -268,8 +288,7 @@ fn killed_just_after_the_platform_call_the_run_is_resumed_and_recorded_once() {
     std::fs::write(c.path("list-late"), "10").unwrap();
     c.env
         .push(("ROLLBACKD_PROVIDER__LIST_SETTLE".into(), "30s".into()));
-    let w = c.start();
-    w.wait_for_log("rollback succeeded", Duration::from_secs(60));
+    let w = c.restarted("rollback succeeded", Duration::from_secs(60));
     assert_eq!(
         w.logs_starting("resuming a rollback rollbackd was stopped during")
             .len(),
@@ -301,11 +320,7 @@ fn killed_just_after_the_platform_call_the_run_is_resumed_and_recorded_once() {
         "{breaker}"
     );
     // `rollbackd history` says so.
-    let (code, out, err) = support::run_rollbackd(
-        c.dir.path(),
-        &["--config", "rollbackd.toml", "history"],
-        &[],
-    );
+    let (code, out, err) = c.cli(&["history"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("resumed"), "{out}");
 }
@@ -343,8 +358,7 @@ fn killed_during_verification_only_verification_runs_again() {
         k.health_overrides.clear();
     });
 
-    let w = c.start();
-    w.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    let _w = c.restarted("rollback succeeded", Duration::from_secs(40));
     assert_eq!(c.fake.rollback_calls(), 1);
     let history = c.history();
     assert_eq!(kinds(&history), [("rollback".into(), true)], "{history:#?}");
@@ -370,13 +384,9 @@ fn killed_during_verification_only_verification_runs_again() {
 #[test]
 fn killed_after_the_backup_and_the_breaker_nothing_reached_production_and_the_breaker_is_given_back(
 ) {
-    let pg = Postgres::start();
-    alembic_upgrade(&pg.url(), "b");
+    let pg = postgres_at("b");
     let c = Crash::setup(&database_toml(&pg, "backup_required = true"), "0s");
-    c.hold("list-in-run");
-    let mut w = c.start();
-    c.bad_deploy(&w);
-    c.wait_at("list-in-run", &w);
+    let mut w = c.stopped_at("list-in-run");
     let journal = c.wait_for_step("breaker_opened");
     assert_eq!(
         steps(&journal),
@@ -398,8 +408,7 @@ fn killed_after_the_backup_and_the_breaker_nothing_reached_production_and_the_br
     };
     assert_eq!(backups(), 1);
 
-    let w = c.start();
-    w.wait_for_log("rollback succeeded", Duration::from_secs(60));
+    let _w = c.restarted("rollback succeeded", Duration::from_secs(60));
     assert_eq!(c.fake.rollback_calls(), 1);
     let history = c.history();
     assert_eq!(
@@ -414,8 +423,7 @@ fn killed_after_the_backup_and_the_breaker_nothing_reached_production_and_the_br
 
 #[test]
 fn killed_during_a_downgrade_the_run_fails_with_what_is_unknown_the_breaker_stays_open_and_pages() {
-    let pg = Postgres::start();
-    alembic_upgrade(&pg.url(), "b");
+    let pg = postgres_at("b");
     let hooks = FakeHooks::start();
     let notifier = format!(
         "[[notifiers]]\ntype = \"pagerduty\"\nrouting_key = \"crash-test\"\nurl = \"{}\"\n",
@@ -431,12 +439,7 @@ fn killed_during_a_downgrade_the_run_fails_with_what_is_unknown_the_breaker_stay
     // The fixture's c -> b downgrade pauses in PostgreSQL this long.
     c.env.push(("FIXTURE_DOWNGRADE_PAUSE".into(), "8".into()));
     // What rollbackd recorded while dep-1 was live.
-    std::fs::create_dir_all(c.path("state")).unwrap();
-    std::fs::write(
-        c.path("state/revisions.json"),
-        r#"{"deployments": {"dep-1": {"revision": "b", "seen_at": "2030-01-01T00:00:00Z"}}}"#,
-    )
-    .unwrap();
+    support::seed_revisions(c.dir.path(), &[("dep-1", "b")]);
     let mut w = c.start();
     // The bad deploy migrated to c.
     alembic_upgrade(&pg.url(), "c");
@@ -458,8 +461,7 @@ fn killed_during_a_downgrade_the_run_fails_with_what_is_unknown_the_breaker_stay
     c.kill9(&mut w);
     assert_eq!(c.fake.rollback_calls(), 0);
 
-    let w = c.start();
-    w.wait_for_log("rollback failed", Duration::from_secs(40));
+    let w = c.restarted("rollback failed", Duration::from_secs(40));
     let history = c.history();
     assert_eq!(
         kinds(&history),
@@ -508,11 +510,8 @@ fn killed_during_a_downgrade_the_run_fails_with_what_is_unknown_the_breaker_stay
 
 #[test]
 fn sigterm_finishes_the_step_in_progress_and_the_next_start_finishes_the_run() {
-    let c = Crash::setup("", "0s");
-    c.hold("status");
-    let mut w = c.start();
-    c.bad_deploy(&w);
-    c.wait_at("status", &w);
+    let c = Crash::new();
+    let mut w = c.stopped_at("status");
     // Asked to stop while following the rollback deployment: the command
     // is released once rollbackd has taken the stop; the phase finishes,
     // then rollbackd exits.
@@ -535,8 +534,7 @@ fn sigterm_finishes_the_step_in_progress_and_the_next_start_finishes_the_run() {
     assert!(c.history().is_empty());
     assert_eq!(c.fake.rollback_calls(), 1);
 
-    let w = c.start();
-    w.wait_for_log("rollback succeeded", Duration::from_secs(40));
+    let _w = c.restarted("rollback succeeded", Duration::from_secs(40));
     assert_eq!(c.fake.rollback_calls(), 1);
     let history = c.history();
     assert_eq!(kinds(&history), [("rollback".into(), true)], "{history:#?}");
@@ -545,11 +543,8 @@ fn sigterm_finishes_the_step_in_progress_and_the_next_start_finishes_the_run() {
 
 #[test]
 fn a_manual_rollback_after_a_crash_settles_the_lost_run_first_and_never_targets_the_bad_deploy() {
-    let c = Crash::setup("", "0s");
-    c.hold("rollback-after");
-    let mut w = c.start();
-    c.bad_deploy(&w);
-    c.wait_at("rollback-after", &w);
+    let c = Crash::new();
+    let mut w = c.stopped_at("rollback-after");
     c.kill9(&mut w);
     c.release("rollback-after");
     assert_eq!(c.fake.rollback_calls(), 1);
@@ -565,19 +560,14 @@ fn a_manual_rollback_after_a_crash_settles_the_lost_run_first_and_never_targets_
         },
     );
 
-    let cli = |args: &[&str]| {
-        let mut all = vec!["--config", "rollbackd.toml"];
-        all.extend_from_slice(args);
-        support::run_rollbackd(c.dir.path(), &all, &[])
-    };
-    let (code, out, err) = cli(&["rollback", "--dry-run"]);
+    let (code, out, err) = c.cli(&["rollback", "--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("left unfinished by a stopped rollbackd"),
         "{out}"
     );
     // The lost run is settled (followed, verified, recorded) and nothing else is done.
-    let (code, out, err) = cli(&["rollback", "--yes", "--reason", "on-call"]);
+    let (code, out, err) = c.cli(&["rollback", "--yes", "--reason", "on-call"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         out.contains("was resumed and succeeded") && err.contains("nothing else was done"),
@@ -588,14 +578,14 @@ fn a_manual_rollback_after_a_crash_settles_the_lost_run_first_and_never_targets_
     assert_eq!(kinds(&history), [("rollback".into(), true)], "{history:#?}");
     assert_eq!(history[0]["from_deployment_id"], "dep-2");
     // dep-2, the bad deploy, is never a target now that the history knows.
-    let (code, out, err) = cli(&["rollback", "--dry-run"]);
+    let (code, out, err) = c.cli(&["rollback", "--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("roll back to: dep-1 ("), "{out}");
 }
 
 #[test]
 fn what_a_rollback_command_started_dies_with_a_killed_rollbackd_and_never_acts() {
-    let mut c = Crash::setup("", "0s");
+    let mut c = Crash::new();
     // A `rollback` command that is a shell running the real work as its own
     // child: the parent-death signal reaches the shell, not its child.
     let script = support::gated_platform();
@@ -617,10 +607,7 @@ fn what_a_rollback_command_started_dies_with_a_killed_rollbackd_and_never_acts()
         })
         .collect::<Vec<_>>()
         .join("\n");
-    c.hold("rollback-before");
-    let mut w = c.start();
-    c.bad_deploy(&w);
-    c.wait_at("rollback-before", &w);
+    let mut w = c.stopped_at("rollback-before");
     let id = c.journals()[0]["id"].as_str().unwrap().to_string();
     assert!(
         processes_with_env("ROLLBACKD_RUN_ID", &id).len() >= 2,
@@ -642,8 +629,7 @@ fn what_a_rollback_command_started_dies_with_a_killed_rollbackd_and_never_acts()
     c.release("rollback-before");
     assert_eq!(c.fake.rollback_calls(), 0);
 
-    let w = c.start();
-    w.wait_for_log("recorded an interrupted rollback", Duration::from_secs(20));
+    let w = c.restarted("recorded an interrupted rollback", Duration::from_secs(20));
     w.wait_for_log("rollback succeeded", Duration::from_secs(40));
     assert_eq!(c.fake.rollback_calls(), 1, "{}", w.dump());
     assert_eq!(
@@ -658,7 +644,7 @@ fn a_journal_that_turns_unreadable_under_watch_is_said_at_once_and_stops_rollbac
     // Once: a corrupt journal that appeared under a running `watch` was
     // ignored (no log, /healthz green), the next rollback went ahead, and
     // the restart then refused to start at all.
-    let c = Crash::setup("", "0s");
+    let c = Crash::new();
     let mut w = c.start();
     std::fs::create_dir_all(c.path("state/runs")).unwrap();
     std::fs::write(
@@ -689,20 +675,12 @@ fn a_journal_that_turns_unreadable_under_watch_is_said_at_once_and_stops_rollbac
     );
     // A restart is no loop: it watches and says why it will not roll back.
     c.kill9(&mut w);
-    let w = c.start();
-    w.wait_for_log("a run journal cannot be read", Duration::from_secs(15));
-    let cli = |args: &[&str]| {
-        support::run_rollbackd(
-            c.dir.path(),
-            &[&["--config", "rollbackd.toml"][..], args].concat(),
-            &[],
-        )
-    };
-    let (code, out, err) = cli(&["state", "journals"]);
+    let w = c.restarted("a run journal cannot be read", Duration::from_secs(15));
+    let (code, out, err) = c.cli(&["state", "journals"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("rb-torn  UNREADABLE"), "{out}");
     assert!(out.contains("rollbackd state quarantine ID"), "{out}");
-    let (code, out, err) = cli(&["state", "quarantine", "rb-torn"]);
+    let (code, out, err) = c.cli(&["state", "quarantine", "rb-torn"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("moved to"), "{out}");
     assert!(!c.path("state/runs/rb-torn.json").exists());
@@ -716,9 +694,9 @@ fn a_journal_that_turns_unreadable_under_watch_is_said_at_once_and_stops_rollbac
         "{\"version\": 1, \"id\": \"rb-to",
         "kept whole"
     );
-    let (code, out, _) = cli(&["state", "journals"]);
+    let (code, out, _) = c.cli(&["state", "journals"]);
     assert_eq!((code, out.trim()), (0, "no unfinished rollbacks"));
-    let (code, _, err) = cli(&["state", "quarantine", "rb-nothing"]);
+    let (code, _, err) = c.cli(&["state", "quarantine", "rb-nothing"]);
     assert_eq!(code, 1);
     assert!(err.contains("rb-nothing"), "{err}");
     w.wait_for_log("the run journals read again", Duration::from_secs(15));

@@ -12,67 +12,15 @@ use std::time::Duration;
 use serde_json::Value;
 use support::fake_railway::{deployment, FakeRailway};
 use support::postgres::{alembic_upgrade, database_toml, Postgres};
-use support::{run_rollbackd, wait_for, FakeService, Prometheus, Watcher};
+use support::scene::{history, phase, Scene};
+use support::{
+    postgres_at, run_rollbackd, wait_for, write_rules, FakeService, Prometheus, Watcher,
+};
 
 const LOCK_KEY: i64 = 0x726f_6c6c_6261_636b;
 
-fn dir(
-    railway: &FakeRailway,
-    service: &FakeService,
-    pg: &Postgres,
-    db_extra: &str,
-    engine_extra: &str,
-) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("rollbackd.toml"),
-        format!(
-            "[service]\nbase_url = \"{}\"\n\n{}\n[engine]\nstate_dir = \"state\"\npoll_interval = \"100ms\"\n{engine_extra}\n\n\
-             [verify]\ninitial_wait = \"0s\"\nretry_interval = \"200ms\"\ncheck_timeout = \"1s\"\n\n{}",
-            service.url(),
-            railway.provider_toml(),
-            database_toml(pg, db_extra)
-        ),
-    )
-    .unwrap();
-    dir
-}
-
-/// The revisions rollbackd would have recorded while each deployment was live.
-fn seed_revisions(dir: &Path, pairs: &[(&str, &str)]) {
-    let deployments: serde_json::Map<String, Value> = pairs
-        .iter()
-        .map(|(d, r)| {
-            (
-                d.to_string(),
-                serde_json::json!({ "revision": r, "seen_at": "2030-01-01T00:00:00Z" }),
-            )
-        })
-        .collect();
-    std::fs::create_dir_all(dir.join("state")).unwrap();
-    std::fs::write(
-        dir.join("state/revisions.json"),
-        serde_json::to_string(&serde_json::json!({ "deployments": deployments })).unwrap(),
-    )
-    .unwrap();
-}
-
-fn history(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("state/history.json")).unwrap()).unwrap()
-}
-
-fn phase<'a>(event: &'a Value, name: &str) -> &'a Value {
-    event["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap()
-}
-
-fn rollback(dir: &Path) -> (i32, String, String) {
-    run_rollbackd(dir, &["rollback", "--yes", "--reason", "test"], &[])
-}
+/// Deployments d2 (at revision b) and d3 (at c).
+const B_THEN_C: &[(&str, &str)] = &[("d2", "b"), ("d3", "c")];
 
 /// A directory whose config holds only the state directory: the database
 /// side comes from DATABASE_URL.
@@ -103,20 +51,28 @@ fn columns(pg: &Postgres) -> String {
     )
 }
 
-#[test]
-fn a_destructive_downgrade_is_skipped_with_its_reason_and_nothing_is_dropped() {
-    let pg = Postgres::start();
-    alembic_upgrade(&pg.url(), "b");
+/// The app database's Alembic revision.
+fn revision(pg: &Postgres) -> String {
+    pg.psql("app", "SELECT version_num FROM alembic_version")
+}
+
+/// The app database at b with a row whose note the downgrade to a would
+/// drop, deployments d2 (at a) and d3 (at b); `db_extra` in `[database]`.
+fn a_note_the_downgrade_would_drop(db_extra: &str) -> (Postgres, Scene) {
+    let pg = postgres_at("b");
     pg.psql(
         "app",
         "INSERT INTO items (name, note) VALUES ('kept', 'precious note')",
     );
-    let railway = FakeRailway::start();
-    let service = FakeService::start();
-    let d = dir(&railway, &service, &pg, "", "");
-    seed_revisions(d.path(), &[("d2", "a"), ("d3", "b")]);
+    let s = Scene::new(&pg, db_extra, "").seeded(&[("d2", "a"), ("d3", "b")]);
+    (pg, s)
+}
 
-    let (code, out, err) = run_rollbackd(d.path(), &["rollback", "--dry-run"], &[]);
+#[test]
+fn a_destructive_downgrade_is_skipped_with_its_reason_and_nothing_is_dropped() {
+    let (pg, s) = a_note_the_downgrade_would_drop("");
+
+    let (code, out, err) = run_rollbackd(s.path(), &["rollback", "--dry-run"], &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("database:     skipped: the downgrade b -> a is destructive"),
@@ -127,10 +83,10 @@ fn a_destructive_downgrade_is_skipped_with_its_reason_and_nothing_is_dropped() {
         "the exact SQL is shown: {out}"
     );
 
-    let (code, out, err) = rollback(d.path());
+    let (code, out, err) = s.rollback();
     assert_eq!(code, 0, "{out}{err}");
-    let e = &history(d.path())["events"][0];
-    let db = phase(e, "database");
+    let e = s.event();
+    let db = phase(&e, "database");
     assert_eq!(db["result"], "skipped");
     assert!(
         db["detail"].as_str().unwrap().contains("DROP COLUMN note"),
@@ -141,12 +97,9 @@ fn a_destructive_downgrade_is_skipped_with_its_reason_and_nothing_is_dropped() {
         "precious note",
         "nothing was dropped"
     );
+    assert_eq!(revision(&pg), "b");
     assert_eq!(
-        pg.psql("app", "SELECT version_num FROM alembic_version"),
-        "b"
-    );
-    assert_eq!(
-        railway.rollbacks(),
+        s.railway.rollbacks(),
         ["d2"],
         "app-only rollback goes ahead (database.app_only_if_skipped)"
     );
@@ -158,39 +111,29 @@ fn a_destructive_downgrade_is_skipped_with_its_reason_and_nothing_is_dropped() {
         "{e}"
     );
     assert!(Path::new(e["backup"]["path"].as_str().unwrap()).exists());
+}
 
-    // When app-only is not acceptable, the run stops before the application.
-    let railway = FakeRailway::start();
-    let d = dir(&railway, &service, &pg, "app_only_if_skipped = false", "");
-    seed_revisions(d.path(), &[("d2", "a"), ("d3", "b")]);
-    let (code, _, err) = rollback(d.path());
+#[test]
+fn when_app_only_is_not_acceptable_a_destructive_downgrade_stops_the_run_before_the_application() {
+    let (pg, s) = a_note_the_downgrade_would_drop("app_only_if_skipped = false");
+    let (code, _, err) = s.rollback();
     assert_eq!(code, 1);
     assert!(err.contains("app_only_if_skipped is false"), "{err}");
-    assert!(railway.rollbacks().is_empty());
+    assert!(s.railway.rollbacks().is_empty());
     assert_eq!(pg.psql("app", "SELECT count(note) FROM items"), "1");
 }
 
 #[test]
 fn the_advisory_lock_makes_the_phase_wait_then_fail_and_a_free_lock_lets_the_downgrade_run() {
-    let pg = Postgres::start();
-    alembic_upgrade(&pg.url(), "c");
+    let pg = postgres_at("c");
     pg.psql(
         "app",
         "INSERT INTO items (name, note) VALUES ('one', 'n1'), ('two', 'n2')",
     );
-    let railway = FakeRailway::start();
-    let service = FakeService::start();
-    let d = dir(
-        &railway,
-        &service,
-        &pg,
-        "",
-        "[engine.budgets]\ndatabase = \"4s\"",
-    );
-    seed_revisions(d.path(), &[("d2", "b"), ("d3", "c")]);
+    let s = Scene::new(&pg, "", "[engine.budgets]\ndatabase = \"4s\"").seeded(B_THEN_C);
 
     let mut holder = pg.hold_advisory_lock(LOCK_KEY);
-    let (code, out, err) = rollback(d.path());
+    let (code, out, err) = s.rollback();
     let _ = holder.kill();
     let _ = holder.wait();
     pg.release_advisory_locks();
@@ -199,8 +142,8 @@ fn the_advisory_lock_makes_the_phase_wait_then_fail_and_a_free_lock_lets_the_dow
         err.contains("held by another session; gave up after"),
         "{err}"
     );
-    let e = &history(d.path())["events"][0];
-    let db = phase(e, "database");
+    let e = s.event();
+    let db = phase(&e, "database");
     assert_eq!(db["result"], "failed");
     assert!(
         db["duration_seconds"].as_f64().unwrap() >= 1.5,
@@ -217,36 +160,24 @@ fn the_advisory_lock_makes_the_phase_wait_then_fail_and_a_free_lock_lets_the_dow
             .contains("the database is at c"),
         "{db}"
     );
-    assert_eq!(phase(e, "application")["result"], "skipped");
+    assert_eq!(phase(&e, "application")["result"], "skipped");
     assert!(
-        railway.rollbacks().is_empty(),
+        s.railway.rollbacks().is_empty(),
         "no app rollback on an undecided database"
     );
-    assert_eq!(
-        pg.psql("app", "SELECT version_num FROM alembic_version"),
-        "c"
-    );
+    assert_eq!(revision(&pg), "c");
 
     // The lock is free now: the safe downgrade c -> b runs and is verified
     // (with a budget that says nothing about the lock, only about the work:
     // a busy machine runs Alembic's processes slower than 4 s).
-    let config = d.path().join("rollbackd.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("database = \"4s\"", "database = \"60s\""),
-    )
-    .unwrap();
-    let (code, out, err) = rollback(d.path());
+    s.edit_config(|text| text.replace("database = \"4s\"", "database = \"60s\""));
+    let (code, out, err) = s.rollback();
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("downgraded c -> b; alembic_version verified"),
         "{out}"
     );
-    assert_eq!(
-        pg.psql("app", "SELECT version_num FROM alembic_version"),
-        "b"
-    );
+    assert_eq!(revision(&pg), "b");
     assert_eq!(columns(&pg), "id,legacy_code,name,note");
     assert_eq!(
         pg.psql(
@@ -255,19 +186,21 @@ fn the_advisory_lock_makes_the_phase_wait_then_fail_and_a_free_lock_lets_the_dow
         ),
         "one:n1,two:n2"
     );
-    assert_eq!(railway.rollbacks(), ["d2"]);
+    assert_eq!(s.railway.rollbacks(), ["d2"]);
+}
+
+/// The app database at c, then stopped.
+fn stopped_at_c() -> Postgres {
+    let mut pg = postgres_at("c");
+    pg.stop();
+    pg
 }
 
 #[test]
 fn the_database_down_makes_the_backup_a_warning_and_the_database_phase_fail_cleanly() {
-    let mut pg = Postgres::start();
-    alembic_upgrade(&pg.url(), "c");
-    let railway = FakeRailway::start();
-    let service = FakeService::start();
-    let d = dir(&railway, &service, &pg, "", "");
-    seed_revisions(d.path(), &[("d2", "b"), ("d3", "c")]);
-    pg.stop();
-    let (code, out, err) = rollback(d.path());
+    let pg = stopped_at_c();
+    let s = Scene::new(&pg, "", "").seeded(B_THEN_C);
+    let (code, out, err) = s.rollback();
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("WARNING: the emergency backup failed"),
@@ -277,7 +210,7 @@ fn the_database_down_makes_the_backup_a_warning_and_the_database_phase_fail_clea
         err.contains("database: cannot read the schema revision"),
         "{err}"
     );
-    let e = &history(d.path())["events"][0];
+    let e = s.event();
     assert!(
         e["backup_warning"]
             .as_str()
@@ -285,33 +218,38 @@ fn the_database_down_makes_the_backup_a_warning_and_the_database_phase_fail_clea
             .contains("pg_dump failed"),
         "{e}"
     );
-    assert_eq!(phase(e, "pre_validation")["result"], "succeeded");
-    assert_eq!(phase(e, "database")["result"], "failed");
-    assert!(railway.rollbacks().is_empty());
-    let (code, _, _) = run_rollbackd(d.path(), &["breaker", "status"], &[]);
+    assert_eq!(phase(&e, "pre_validation")["result"], "succeeded");
+    assert_eq!(phase(&e, "database")["result"], "failed");
+    assert!(s.railway.rollbacks().is_empty());
+    let (code, _, _) = run_rollbackd(s.path(), &["breaker", "status"], &[]);
     assert_eq!(code, 1, "the breaker stays OPEN after a failed run");
+}
 
-    // With backups required, the run stops in pre-validation and changes nothing.
-    let d = dir(&railway, &service, &pg, "backup_required = true", "");
-    let (code, _, err) = rollback(d.path());
+#[test]
+fn with_backups_required_the_database_down_stops_the_run_in_pre_validation_changing_nothing() {
+    let pg = stopped_at_c();
+    let s = Scene::new(&pg, "backup_required = true", "");
+    let (code, _, err) = s.rollback();
     assert_eq!(code, 1);
     assert!(
         err.contains("pre_validation: the emergency backup failed"),
         "{err}"
     );
-    let (code, out, _) = run_rollbackd(d.path(), &["breaker", "status"], &[]);
+    let (code, out, _) = run_rollbackd(s.path(), &["breaker", "status"], &[]);
     assert_eq!(
         code, 0,
         "nothing changed, so the breaker was not touched: {out}"
     );
+}
 
-    // The seed's way, when asked for: the application is rolled back alone.
-    let railway = FakeRailway::start();
-    let d = dir(&railway, &service, &pg, "on_failure = \"app_only\"", "");
-    seed_revisions(d.path(), &[("d2", "b"), ("d3", "c")]);
-    let (code, out, err) = rollback(d.path());
+#[test]
+fn with_on_failure_app_only_the_database_down_rolls_the_application_back_alone() {
+    // The seed's way, when asked for.
+    let pg = stopped_at_c();
+    let s = Scene::new(&pg, "on_failure = \"app_only\"", "").seeded(B_THEN_C);
+    let (code, out, err) = s.rollback();
     assert_eq!(code, 0, "{out}{err}");
-    let db = phase(&history(d.path())["events"][0], "database").clone();
+    let db = phase(&s.event(), "database").clone();
     assert_eq!(db["result"], "skipped", "{db}");
     assert!(
         db["detail"]
@@ -320,23 +258,20 @@ fn the_database_down_makes_the_backup_a_warning_and_the_database_phase_fail_clea
             .contains("database.on_failure = \"app_only\""),
         "{db}"
     );
-    assert_eq!(railway.rollbacks(), ["d2"]);
+    assert_eq!(s.railway.rollbacks(), ["d2"]);
 }
 
 #[test]
 fn a_corrupted_backup_is_detected_by_its_checksum() {
-    let pg = Postgres::start();
-    alembic_upgrade(&pg.url(), "c");
+    let pg = postgres_at("c");
     pg.psql(
         "app",
         "INSERT INTO items (name) SELECT 'row ' || g FROM generate_series(1, 1000) g",
     );
-    let railway = FakeRailway::start();
-    let service = FakeService::start();
-    let d = dir(&railway, &service, &pg, "keep_backups = 2", "");
+    let s = Scene::new(&pg, "keep_backups = 2", "");
     let mut paths = Vec::new();
     for _ in 0..3 {
-        let (code, out, err) = run_rollbackd(d.path(), &["backup", "create"], &[]);
+        let (code, out, err) = run_rollbackd(s.path(), &["backup", "create"], &[]);
         assert_eq!(code, 0, "{out}{err}");
         let path = out
             .lines()
@@ -353,23 +288,23 @@ fn a_corrupted_backup_is_detected_by_its_checksum() {
         paths.push(path);
     }
     assert!(!Path::new(&paths[0]).exists(), "only the newest 2 are kept");
-    let (code, out, _) = run_rollbackd(d.path(), &["backup", "list"], &[]);
+    let (code, out, _) = run_rollbackd(s.path(), &["backup", "list"], &[]);
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 2, "{out}");
 
     let newest = &paths[2];
-    let (code, out, _) = run_rollbackd(d.path(), &["backup", "verify", newest], &[]);
+    let (code, out, _) = run_rollbackd(s.path(), &["backup", "verify", newest], &[]);
     assert_eq!(code, 0, "{out}");
     let mut bytes = std::fs::read(newest).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(newest, &bytes).unwrap();
-    let (code, _, err) = run_rollbackd(d.path(), &["backup", "verify", newest], &[]);
+    let (code, _, err) = run_rollbackd(s.path(), &["backup", "verify", newest], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("is corrupt: its SHA-256 is"), "{err}");
 
     // A file whose checksum matches but is not a dump fails pg_restore --list.
-    let fake = d.path().join("state/backups/rollbackd-x.dump");
+    let fake = s.path().join("state/backups/rollbackd-x.dump");
     std::fs::write(&fake, b"not a dump").unwrap();
     let sum: String = {
         use sha2::Digest;
@@ -380,7 +315,7 @@ fn a_corrupted_backup_is_detected_by_its_checksum() {
     };
     std::fs::write(format!("{}.sha256", fake.display()), format!("{sum}  x\n")).unwrap();
     let (code, _, err) =
-        run_rollbackd(d.path(), &["backup", "verify", fake.to_str().unwrap()], &[]);
+        run_rollbackd(s.path(), &["backup", "verify", fake.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
     assert!(
         err.contains("cannot be read back") && err.contains("pg_restore --list failed"),
@@ -393,8 +328,7 @@ fn a_corrupted_backup_is_detected_by_its_checksum() {
 /// ran revision b, schema included, with the rows intact.
 #[test]
 fn a_rollback_from_revision_c_to_b_end_to_end_keeps_the_rows() {
-    let pg = Postgres::start();
-    alembic_upgrade(&pg.url(), "b");
+    let pg = postgres_at("b");
     pg.psql(
         "app",
         "INSERT INTO items (name, note) VALUES ('alpha', 'a-note'), ('beta', 'b-note')",
@@ -409,14 +343,12 @@ fn a_rollback_from_revision_c_to_b_end_to_end_keeps_the_rows() {
     let prom = Prometheus::start(&[fake.addr], None);
     prom.wait_for_scrape("app_deployment_info");
     let d = tempfile::tempdir().unwrap();
-    std::fs::create_dir(d.path().join("rules")).unwrap();
-    std::fs::write(
-        d.path().join("rules/http.yml"),
+    write_rules(
+        d.path(),
         "groups:\n  - name: http\n    interval: 1s\n    rules:\n      - name: HighErrorRate\n        \
          expr: '(sum(rate(http_requests_total{code=\"500\"}[3s])) or vector(0)) / sum(rate(http_requests_total[3s]))'\n        \
          above: 0.1\n        for: 1s\n        policy: auto\n",
-    )
-    .unwrap();
+    );
     let config = format!(
         "[prometheus]\nurl = \"{}\"\n\n[service]\nbase_url = \"{}\"\n\n[watch]\nrule_paths = [\"rules\"]\n\n{}\n\
          [blame]\nenabled = false\n\n[engine]\nstate_dir = \"state\"\npoll_interval = \"200ms\"\ncoalesce = \"500ms\"\n\n\
@@ -458,7 +390,7 @@ fn a_rollback_from_revision_c_to_b_end_to_end_keeps_the_rows() {
     assert_eq!(railway.rollbacks(), ["d2"]);
     let e = &history(d.path())["events"][0];
     assert_eq!(
-        pg.psql("app", "SELECT version_num FROM alembic_version"),
+        revision(&pg),
         "b",
         "{}\nrevisions: {}\nafter d2 was seen: {after_d2}",
         phase(e, "database"),
@@ -495,101 +427,113 @@ fn a_rollback_from_revision_c_to_b_end_to_end_keeps_the_rows() {
     assert_eq!(code, 0, "{out}");
 }
 
-#[test]
-fn every_kind_of_statement_that_loses_data_is_refused_and_nothing_is_lost() {
-    let pg = Postgres::start();
-    alembic_upgrade(&pg.url(), "d");
-    let service = FakeService::start();
+/// A downgrade d -> c running `statement` (the fixture's
+/// FIXTURE_DOWNGRADE_SQL) is refused as destructive with the statement
+/// quoted, and nothing is lost; the application still rolls back, its new
+/// deployment recorded at d. `DROP SCHEMA … CASCADE` once ran as
+/// "downgraded d -> c" and took s.payments with it; the others passed the
+/// keyword scan too.
+fn refused_and_nothing_is_lost(statement: &str) {
+    let pg = postgres_at("d");
     let amounts = "SELECT count(*) || ' ' || sum(amount) FROM s.payments";
     let before = pg.psql("app", amounts);
     assert_eq!(before, "100 5075.00");
-    // `DROP SCHEMA … CASCADE` once ran as "downgraded d -> c" and took
-    // s.payments with it; the others passed the keyword scan too.
-    for statement in [
-        "DROP SCHEMA IF EXISTS s CASCADE",
-        "DROP OWNED BY CURRENT_USER",
-        "DROP TYPE mood CASCADE",
-        "UPDATE s.payments SET amount = 0",
-        "ALTER TABLE s.payments ALTER COLUMN amount TYPE INTEGER",
-        "SELEKT what rollbackd cannot read",
-    ] {
-        let railway = FakeRailway::start();
-        let d = dir(&railway, &service, &pg, "", "");
-        seed_revisions(d.path(), &[("d2", "c"), ("d3", "d")]);
-        let (code, out, err) = run_rollbackd(
-            d.path(),
-            &["rollback", "--yes", "--reason", "test"],
-            &[("FIXTURE_DOWNGRADE_SQL", statement)],
-        );
-        assert_eq!(code, 0, "{statement}: {out}{err}");
-        let e = &history(d.path())["events"][0];
-        let db = phase(e, "database");
-        assert_eq!(db["result"], "skipped", "{statement}: {e}");
-        let detail = db["detail"].as_str().unwrap();
-        assert!(detail.contains("is destructive"), "{statement}: {detail}");
-        assert!(
-            detail.contains(statement),
-            "{statement}: the statement is quoted: {detail}"
-        );
-        assert_eq!(pg.psql("app", amounts), before, "{statement}: nothing lost");
-        assert_eq!(
-            pg.psql("app", "SELECT version_num FROM alembic_version"),
-            "d"
-        );
-        assert_eq!(
-            railway.rollbacks(),
-            ["d2"],
-            "the application still rolls back"
-        );
-        // The deployment the rollback created is recorded at the schema it runs.
-        let created = e["created_deployment_id"].as_str().unwrap();
-        let revisions: Value = serde_json::from_str(
-            &std::fs::read_to_string(d.path().join("state/revisions.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            revisions["deployments"][created]["revision"], "d",
-            "{revisions}"
-        );
-        let (code, out, _) = run_rollbackd(d.path(), &["revisions"], &[]);
-        assert_eq!(code, 0);
-        assert!(
-            out.lines()
-                .any(|l| l.starts_with(created) && l.contains(" d ")),
-            "{out}"
-        );
-    }
+    let s = Scene::new(&pg, "", "").seeded(&[("d2", "c"), ("d3", "d")]);
+    let (code, out, err) = s.rollback_with(&[("FIXTURE_DOWNGRADE_SQL", statement)]);
+    assert_eq!(code, 0, "{statement}: {out}{err}");
+    let e = s.event();
+    let db = phase(&e, "database");
+    assert_eq!(db["result"], "skipped", "{statement}: {e}");
+    let detail = db["detail"].as_str().unwrap();
+    assert!(detail.contains("is destructive"), "{statement}: {detail}");
+    assert!(
+        detail.contains(statement),
+        "{statement}: the statement is quoted: {detail}"
+    );
+    assert_eq!(pg.psql("app", amounts), before, "{statement}: nothing lost");
+    assert_eq!(revision(&pg), "d");
+    assert_eq!(
+        s.railway.rollbacks(),
+        ["d2"],
+        "the application still rolls back"
+    );
+    // The deployment the rollback created is recorded at the schema it runs.
+    let created = e["created_deployment_id"].as_str().unwrap();
+    let revisions: Value = serde_json::from_str(
+        &std::fs::read_to_string(s.path().join("state/revisions.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        revisions["deployments"][created]["revision"], "d",
+        "{revisions}"
+    );
+    let (code, out, _) = run_rollbackd(s.path(), &["revisions"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(created) && l.contains(" d ")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_drop_schema_cascade_is_refused_and_nothing_is_lost() {
+    refused_and_nothing_is_lost("DROP SCHEMA IF EXISTS s CASCADE");
+}
+
+#[test]
+fn a_drop_owned_is_refused_and_nothing_is_lost() {
+    refused_and_nothing_is_lost("DROP OWNED BY CURRENT_USER");
+}
+
+#[test]
+fn a_drop_type_cascade_is_refused_and_nothing_is_lost() {
+    refused_and_nothing_is_lost("DROP TYPE mood CASCADE");
+}
+
+#[test]
+fn an_update_overwriting_every_row_is_refused_and_nothing_is_lost() {
+    refused_and_nothing_is_lost("UPDATE s.payments SET amount = 0");
+}
+
+#[test]
+fn a_column_type_change_that_truncates_is_refused_and_nothing_is_lost() {
+    refused_and_nothing_is_lost("ALTER TABLE s.payments ALTER COLUMN amount TYPE INTEGER");
+}
+
+#[test]
+fn a_statement_rollbackd_cannot_read_is_refused_and_nothing_is_lost() {
+    refused_and_nothing_is_lost("SELEKT what rollbackd cannot read");
 }
 
 /// The app database at `c`, deployments d2 (at b) and d3 (at c).
-fn at_c(pg: &Postgres) -> (FakeRailway, FakeService, tempfile::TempDir) {
+fn at_c(pg: &Postgres) -> Scene {
     alembic_upgrade(&pg.url(), "c");
-    let railway = FakeRailway::start();
-    let service = FakeService::start();
-    let d = dir(&railway, &service, pg, "", "");
-    seed_revisions(d.path(), &[("d2", "b"), ("d3", "c")]);
-    (railway, service, d)
+    Scene::new(pg, "", "").seeded(B_THEN_C)
+}
+
+/// A cluster with a second database, `other`, which Alembic upgraded to
+/// `rev` (`app` is left as it is); and `other`'s URL.
+fn with_other_database_at(rev: &str) -> (Postgres, String) {
+    let pg = Postgres::start();
+    pg.psql("postgres", "CREATE DATABASE other");
+    let other = pg.url().replace("/app", "/other");
+    alembic_upgrade(&other, rev);
+    (pg, other)
 }
 
 #[test]
 fn alembic_reaching_another_database_is_caught_before_anything_runs() {
-    let pg = Postgres::start();
-    pg.psql("postgres", "CREATE DATABASE other");
-    let other = pg.url().replace("/app", "/other");
-    alembic_upgrade(&other, "b");
-    let (railway, _service, d) = at_c(&pg);
+    let (pg, other) = with_other_database_at("b");
+    let s = at_c(&pg);
     // Once: the lock taken on app, the downgrade run on alembic.ini's URL,
     // and only "after the downgrade to b, the database is at revision c".
-    let (code, out, err) = run_rollbackd(
-        d.path(),
-        &["rollback", "--yes", "--reason", "test"],
-        &[(
-            "FIXTURE_ALEMBIC_URL",
-            &other.replace("postgres://", "postgresql+psycopg2://"),
-        )],
-    );
+    let (code, out, err) = s.rollback_with(&[(
+        "FIXTURE_ALEMBIC_URL",
+        &other.replace("postgres://", "postgresql+psycopg2://"),
+    )]);
     assert_eq!(code, 1, "{out}{err}");
-    let db = phase(&history(d.path())["events"][0], "database").clone();
+    let db = phase(&s.event(), "database").clone();
     let detail = db["detail"].as_str().unwrap();
     assert!(
         detail.contains("`alembic current` says the database is at b")
@@ -597,37 +541,28 @@ fn alembic_reaching_another_database_is_caught_before_anything_runs() {
             && detail.contains("ROLLBACKD_SQLALCHEMY_URL"),
         "{detail}"
     );
-    assert_eq!(
-        pg.psql("app", "SELECT version_num FROM alembic_version"),
-        "c"
-    );
+    assert_eq!(revision(&pg), "c");
     assert_eq!(
         pg.psql("other", "SELECT version_num FROM alembic_version"),
         "b"
     );
     assert!(
-        railway.rollbacks().is_empty(),
+        s.railway.rollbacks().is_empty(),
         "the run stopped before the application"
     );
 }
 
 #[test]
-fn alembic_errors_are_quoted_and_a_wait_on_rollbackds_own_lock_is_explained() {
+fn a_downgrade_waiting_on_rollbackds_own_migration_lock_is_explained() {
     let pg = Postgres::start();
-    let (_railway, _service, d) = at_c(&pg);
-    let config = d.path().join("rollbackd.toml");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("timeout = \"4s\"\n"); // [migrations] is the file's last section
-    std::fs::write(&config, text).unwrap();
+    let s = at_c(&pg);
+    // [migrations] is the file's last section
+    s.edit_config(|text| text + "timeout = \"4s\"\n");
     // An env.py without the ROLLBACKD_HOLDS_MIGRATION_LOCK check: once
     // "did not finish within 5s" and no hint.
-    let (code, out, err) = run_rollbackd(
-        d.path(),
-        &["rollback", "--yes", "--reason", "test"],
-        &[("FIXTURE_FORGETS_LOCK_FLAG", "1")],
-    );
+    let (code, out, err) = s.rollback_with(&[("FIXTURE_FORGETS_LOCK_FLAG", "1")]);
     assert_eq!(code, 1, "{out}{err}");
-    let db = phase(&history(d.path())["events"][0], "database").clone();
+    let db = phase(&s.event(), "database").clone();
     let detail = db["detail"].as_str().unwrap();
     assert!(
         detail.contains("did not finish within 4s")
@@ -635,27 +570,26 @@ fn alembic_errors_are_quoted_and_a_wait_on_rollbackds_own_lock_is_explained() {
             && detail.contains("ROLLBACKD_HOLDS_MIGRATION_LOCK"),
         "{detail}"
     );
-    assert_eq!(
-        pg.psql("app", "SELECT version_num FROM alembic_version"),
-        "c"
-    );
+    assert_eq!(revision(&pg), "c");
+}
 
-    // A downgrade that fails: Alembic's own words are in the reason (once
-    // "failed (exit status: 255): " and nothing after).
+#[test]
+fn a_failing_downgrade_quotes_alembics_own_words() {
+    // Once "failed (exit status: 255): " and nothing after.
+    let pg = Postgres::start();
+    let s = at_c(&pg);
     pg.psql("app", "CREATE TABLE legacy_code_clash (x int)");
     pg.psql("app", "ALTER TABLE items ADD COLUMN legacy_code TEXT");
-    let (_railway, _service, d) = at_c(&pg);
-    let (code, out, err) = rollback(d.path());
+    let (code, out, err) = s.rollback();
     assert_eq!(code, 1, "{out}{err}");
-    let db = phase(&history(d.path())["events"][0], "database").clone();
+    let db = phase(&s.event(), "database").clone();
     let detail = db["detail"].as_str().unwrap();
     assert!(detail.contains("already exists"), "{detail}");
 }
 
 #[test]
 fn database_url_alone_turns_the_database_side_on_and_enabled_false_off() {
-    let pg = Postgres::start();
-    alembic_upgrade(&pg.url(), "b");
+    let pg = postgres_at("b");
     // No [database] header, as in the shipped Kubernetes sidecar: once
     // "no [database] is configured" with DATABASE_URL set.
     let dir = state_only();
@@ -678,8 +612,7 @@ fn database_url_alone_turns_the_database_side_on_and_enabled_false_off() {
 #[test]
 fn a_unix_socket_url_gets_a_real_backup_readable_by_rollbackd_only() {
     use std::os::unix::fs::PermissionsExt;
-    let pg = Postgres::start();
-    alembic_upgrade(&pg.url(), "b");
+    let pg = postgres_at("b");
     pg.psql(
         "app",
         "INSERT INTO items (name, note) VALUES ('kept', 'precious')",
@@ -716,8 +649,7 @@ fn a_unix_socket_url_gets_a_real_backup_readable_by_rollbackd_only() {
 
 #[test]
 fn a_restore_goes_into_a_new_database_and_replace_swaps_it_in_keeping_the_old() {
-    let pg = Postgres::start();
-    alembic_upgrade(&pg.url(), "b");
+    let pg = postgres_at("b");
     pg.psql(
         "app",
         "INSERT INTO items (name, note) VALUES ('kept', 'precious')",
@@ -783,10 +715,7 @@ fn a_restore_goes_into_a_new_database_and_replace_swaps_it_in_keeping_the_old() 
     );
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(pg.psql("app", "SELECT note FROM items"), "precious");
-    assert_eq!(
-        pg.psql("app", "SELECT version_num FROM alembic_version"),
-        "b"
-    );
+    assert_eq!(revision(&pg), "b");
     assert_eq!(
         pg.psql("app", "SELECT to_regclass('audit') IS NULL"),
         "t",
@@ -808,14 +737,11 @@ fn a_restore_goes_into_a_new_database_and_replace_swaps_it_in_keeping_the_old() 
 
 #[test]
 fn check_probes_the_database_the_migrations_and_pg_dump() {
-    let pg = Postgres::start();
-    pg.psql("postgres", "CREATE DATABASE other");
-    let other = pg.url().replace("/app", "/other");
-    alembic_upgrade(&other, "a");
-    let (_railway, _service, d) = at_c(&pg);
-    std::fs::create_dir_all(d.path().join("rules")).unwrap();
+    let (pg, other) = with_other_database_at("a");
+    let s = at_c(&pg);
+    std::fs::create_dir_all(s.path().join("rules")).unwrap();
     // Once: `check` never looked at the database, Alembic or pg_dump.
-    let (code, out, err) = run_rollbackd(d.path(), &["check"], &[]);
+    let (code, out, err) = run_rollbackd(s.path(), &["check"], &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("at revision c") && out.contains("migrations OK"),
@@ -828,26 +754,22 @@ fn check_probes_the_database_the_migrations_and_pg_dump() {
 
     let elsewhere = other.replace("postgres://", "postgresql+psycopg2://");
     let (code, _, err) =
-        run_rollbackd(d.path(), &["check"], &[("FIXTURE_ALEMBIC_URL", &elsewhere)]);
+        run_rollbackd(s.path(), &["check"], &[("FIXTURE_ALEMBIC_URL", &elsewhere)]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("`alembic current` names a") && err.contains("another database"),
         "{err}"
     );
 
-    let config = d.path().join("rollbackd.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
+    s.edit_config(|text| {
         text.replace(
             "[database]\n",
             "[database]\npg_dump = \"/nonexistent/pg_dump\"\n",
-        ),
-    )
-    .unwrap();
-    let (code, _, err) = run_rollbackd(d.path(), &["check"], &[]);
+        )
+    });
+    let (code, _, err) = run_rollbackd(s.path(), &["check"], &[]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("database.pg_dump: cannot run"), "{err}");
-    let (code, out, err) = run_rollbackd(d.path(), &["check", "--offline"], &[]);
+    let (code, out, err) = run_rollbackd(s.path(), &["check", "--offline"], &[]);
     assert_eq!(code, 0, "{out}{err}");
 }

@@ -28,12 +28,12 @@ use super::{config, error, AppState};
 use crate::rules::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 
 /// Deliveries remembered to recognise Alertmanager's redeliveries.
-pub const MAX_SEEN: usize = 10_000;
+pub(crate) const MAX_SEEN: usize = 10_000;
 
 /// Alertmanager as a trigger: the config, the way to the dispatcher, and
 /// what was delivered recently (Alertmanager delivers at least once).
 #[derive(Clone)]
-pub struct AlertIntake {
+pub(crate) struct AlertIntake {
     pub config: config::AlertmanagerConfig,
     pub events: mpsc::Sender<RuleEvent>,
     pub seen: Arc<Mutex<Deliveries>>,
@@ -224,7 +224,7 @@ impl Drop for Claim {
 
 /// Deliveries seen recently, in the order they arrived.
 #[derive(Debug, Default)]
-pub struct Deliveries {
+pub(crate) struct Deliveries {
     /// Key → (when, arrival number).
     seen: HashMap<u64, (Instant, u64)>,
     next: u64,

@@ -11,11 +11,11 @@
 #![allow(clippy::result_large_err)]
 
 pub(crate) mod alertmanager;
-pub mod config;
+pub(crate) mod config;
 mod serve;
 
-pub use alertmanager::AlertIntake;
-pub use serve::{serve, Limits};
+pub(crate) use alertmanager::AlertIntake;
+pub(crate) use serve::serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ use crate::watch::StatusBoard;
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub board: Arc<StatusBoard>,
     /// Slack allowed before a silent group counts as stuck (the query timeout).
     pub grace: Duration,
@@ -54,9 +54,10 @@ pub struct AppState {
     pub supervisor: crate::supervise::Supervisor,
 }
 
+#[cfg(test)]
 impl AppState {
     /// A read-only state: no engine, no token.
-    pub fn watch_only(board: Arc<StatusBoard>, grace: Duration) -> Self {
+    pub(crate) fn watch_only(board: Arc<StatusBoard>, grace: Duration) -> Self {
         AppState {
             board,
             grace,
@@ -71,7 +72,7 @@ impl AppState {
 }
 
 /// The router, separate from binding so tests can drive it directly.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -107,7 +108,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Binds `addr`; the error names the address so a port clash is obvious.
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, std::io::Error> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, std::io::Error> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),

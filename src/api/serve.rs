@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 use super::config::ServerConfig;
 
 /// Connections served past `max_connections`, one short request each.
-pub const RESERVE: usize = 32;
+pub(super) const RESERVE: usize = 32;
 /// The longest any connection stays open (kept-alive ones reconnect).
 const MAX_LIFETIME: Duration = Duration::from_secs(300);
 /// The longest a reserve connection stays open, its one request included.
@@ -43,7 +43,7 @@ const RESERVE_LIFETIME: Duration = Duration::from_secs(5);
 
 /// The bounds, from `[server]`.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub request_timeout: Duration,
@@ -60,7 +60,7 @@ impl From<&ServerConfig> for Limits {
 }
 
 /// Serves `app` on `listener` until the process ends.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: Limits,
@@ -87,30 +87,28 @@ pub async fn serve(
             Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot accept a connection; retrying in 100ms");
-                metrics::counter!("rollbackd_http_connections_refused_total", "reason" => "accept_error").increment(1);
+                crate::telemetry::events::connection_refused("accept_error");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let (permit, header_timeout, keep_alive, lifetime) = match regular
-            .clone()
-            .try_acquire_owned()
-        {
-            Ok(permit) => (permit, limits.header_timeout, true, MAX_LIFETIME),
-            Err(_) => match reserve.clone().try_acquire_owned() {
-                Ok(permit) => (
-                    permit,
-                    limits.header_timeout.min(Duration::from_secs(1)),
-                    false,
-                    RESERVE_LIFETIME,
-                ),
-                Err(_) => {
-                    metrics::counter!("rollbackd_http_connections_refused_total", "reason" => "limit").increment(1);
-                    drop(stream);
-                    continue;
-                }
-            },
-        };
+        let (permit, header_timeout, keep_alive, lifetime) =
+            match regular.clone().try_acquire_owned() {
+                Ok(permit) => (permit, limits.header_timeout, true, MAX_LIFETIME),
+                Err(_) => match reserve.clone().try_acquire_owned() {
+                    Ok(permit) => (
+                        permit,
+                        limits.header_timeout.min(Duration::from_secs(1)),
+                        false,
+                        RESERVE_LIFETIME,
+                    ),
+                    Err(_) => {
+                        crate::telemetry::events::connection_refused("limit");
+                        drop(stream);
+                        continue;
+                    }
+                },
+            };
         let service = TowerToHyperService::new(app.clone());
         let request_timeout = limits.request_timeout;
         tokio::spawn(async move {

@@ -34,7 +34,7 @@ use crate::watch::evaluate::{self, Answer};
 
 /// One pending or firing interval of a rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Interval {
+pub(crate) struct Interval {
     /// When the breach began (the rule went pending, or straight to firing).
     #[serde(with = "crate::clock::rfc3339")]
     pub from: SystemTime,
@@ -54,7 +54,7 @@ pub struct Interval {
 
 /// One rule's replay.
 #[derive(Debug, Clone, Serialize)]
-pub struct RuleReport {
+pub(crate) struct RuleReport {
     pub group: String,
     pub rule: String,
     pub interval_seconds: f64,
@@ -68,14 +68,14 @@ pub struct RuleReport {
 }
 
 /// The answers of a rule's query and traffic guard over the range.
-pub struct RangeAnswers {
+pub(crate) struct RangeAnswers {
     pub main: Result<Answers, SourceError>,
     pub guard: Option<Result<Answers, SourceError>>,
 }
 
 /// The evaluation times of a group over `[from, to]`: every `interval`,
 /// on the multiples of the interval since the epoch.
-pub fn times(from: SystemTime, to: SystemTime, interval: Duration) -> Vec<u64> {
+pub(crate) fn times(from: SystemTime, to: SystemTime, interval: Duration) -> Vec<u64> {
     let step = interval.as_millis().max(1) as u64;
     let first = millis(from).div_ceil(step) * step;
     (0..)
@@ -90,7 +90,7 @@ fn at(ms: u64) -> SystemTime {
 
 /// Replays `rule` over `times` with `answers`, as the watcher would have
 /// evaluated it.
-pub fn replay(
+pub(crate) fn replay(
     group: &str,
     interval: Duration,
     rule: &Rule,
@@ -103,7 +103,7 @@ pub fn replay(
 /// How long before `--from` a rule must already be evaluated for its state
 /// at `--from` to be the watcher's: its `for` (a breach already pending)
 /// and its `keep_firing_for` (one already held), in whole intervals.
-pub fn warm_up(rule: &Rule, interval: Duration) -> Duration {
+pub(crate) fn warm_up(rule: &Rule, interval: Duration) -> Duration {
     let wanted = rule.for_ + rule.keep_firing_for;
     let step = interval.as_millis().max(1);
     Duration::from_millis((wanted.as_millis().div_ceil(step) * step) as u64)
@@ -112,7 +112,7 @@ pub fn warm_up(rule: &Rule, interval: Duration) -> Duration {
 /// As [`replay`], counting and reporting only the evaluations at or after
 /// `report_from` (ms): the ones before only warm the state up, so a breach
 /// already running at `report_from` fires when Prometheus would have.
-pub fn replay_from(
+pub(crate) fn replay_from(
     group: &str,
     interval: Duration,
     rule: &Rule,
@@ -210,7 +210,7 @@ pub fn replay_from(
 
 /// What the engine would have done with one firing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WouldBe {
+pub(crate) struct WouldBe {
     #[serde(with = "crate::clock::rfc3339")]
     pub at: SystemTime,
     pub group: String,
@@ -237,10 +237,10 @@ pub struct WouldBe {
 
 /// One firing of a replay: when, which group and rule, and the interval
 /// it fired in.
-pub type Firing<'a> = (SystemTime, &'a str, &'a str, &'a Interval);
+pub(crate) type Firing<'a> = (SystemTime, &'a str, &'a str, &'a Interval);
 
 /// Every firing of `reports`, in time order.
-pub fn firings(reports: &[RuleReport]) -> Vec<Firing<'_>> {
+pub(crate) fn firings(reports: &[RuleReport]) -> Vec<Firing<'_>> {
     let mut out: Vec<Firing<'_>> = reports
         .iter()
         .flat_map(|r| {
@@ -255,12 +255,12 @@ pub fn firings(reports: &[RuleReport]) -> Vec<Firing<'_>> {
 }
 
 /// Blame judgements made beforehand, by firing time, group and rule.
-pub type Judgements = BTreeMap<(SystemTime, String, String), crate::blame::Judgement>;
+pub(crate) type Judgements = BTreeMap<(SystemTime, String, String), crate::blame::Judgement>;
 
 /// The guards a back-test cannot judge: without the provider's deployment
 /// list, the ones that need it; with it, only the loop guard (which needs
 /// the deployments rollbacks created).
-pub fn not_judged(with_deployments: bool) -> &'static [&'static str] {
+pub(crate) fn not_judged(with_deployments: bool) -> &'static [&'static str] {
     if with_deployments {
         &["loop"]
     } else {
@@ -271,7 +271,7 @@ pub fn not_judged(with_deployments: bool) -> &'static [&'static str] {
 /// The deployment live at `t`: the newest one created by then that ran
 /// (SUCCESS, or REMOVED once a newer one replaced it), from a list newest
 /// first.
-pub fn live_at(deployments: &[Deployment], t: SystemTime) -> Option<&Deployment> {
+pub(crate) fn live_at(deployments: &[Deployment], t: SystemTime) -> Option<&Deployment> {
     deployments
         .iter()
         .find(|d| d.created_at <= t && d.status.served())
@@ -294,7 +294,7 @@ fn target_of<'a>(deployments: &'a [Deployment], live: &Deployment) -> Option<&'a
 /// joins its incident. Without `deployments` each firing blames a
 /// deployment of its own, created as it fired, so the guards that need the
 /// list pass (see [`not_judged`]).
-pub fn would_be_rollbacks(
+pub(crate) fn would_be_rollbacks(
     reports: &[RuleReport],
     engine: &EngineConfig,
     deployments: Option<&[Deployment]>,
@@ -414,7 +414,10 @@ mod opt_time {
     use serde::Serializer;
     use std::time::SystemTime;
 
-    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.collect_str(&crate::clock::millis(*t)),
             None => s.serialize_none(),
@@ -424,7 +427,7 @@ mod opt_time {
 
 /// A rule's query and traffic guard over `[first, last]` at `interval`
 /// (a probe rule has none: its past answers are not in Prometheus).
-pub async fn range_answers(
+pub(crate) async fn range_answers(
     prometheus: &crate::source::prometheus::Prometheus,
     rule: &Rule,
     first: SystemTime,

@@ -26,7 +26,7 @@ use crate::watch::evaluate::{interpret_query, Outcome};
 const MAX_POINTS: u64 = 600;
 
 /// Judges incidents against one metrics source.
-pub struct Blamer {
+pub(crate) struct Blamer {
     source: Arc<dyn MetricsSource>,
     pub config: BlameConfig,
     /// Baselines already asked for: a baseline lies wholly before go-live,
@@ -43,7 +43,7 @@ type BaselineKey = (String, String, String, String, u64, u64);
 const BASELINES_KEPT: usize = 64;
 
 impl Blamer {
-    pub fn new(source: Arc<dyn MetricsSource>, config: BlameConfig) -> Blamer {
+    pub(crate) fn new(source: Arc<dyn MetricsSource>, config: BlameConfig) -> Blamer {
         Blamer {
             source,
             config,
@@ -53,13 +53,19 @@ impl Blamer {
 
     /// Whether blame judges the rule `spec` describes (`[blame]` under the
     /// rule's own `blame.enabled`).
-    pub fn judges(&self, spec: &FiredRule) -> bool {
+    pub(crate) fn judges(&self, spec: &FiredRule) -> bool {
         spec.blame.enabled.unwrap_or(self.config.enabled)
     }
 
     /// Asks for a pending rule's baseline before `live`'s go-live now, so
     /// the judgement when it fires asks only for what happened since.
-    pub async fn prefetch(&self, group: &str, rule: &str, spec: &FiredRule, live: &Deployment) {
+    pub(crate) async fn prefetch(
+        &self,
+        group: &str,
+        rule: &str,
+        spec: &FiredRule,
+        live: &Deployment,
+    ) {
         let Some(query) = &spec.query else { return };
         let settings = self.config.for_rule(&spec.blame);
         if !settings.enabled {
@@ -96,7 +102,7 @@ impl Blamer {
 
     /// Whether blame is judged for these events: on for every rule unless
     /// `[blame]` or the rule's own `blame.enabled` says otherwise.
-    pub fn applies(&self, events: &[FiringEvent]) -> bool {
+    pub(crate) fn applies(&self, events: &[FiringEvent]) -> bool {
         events.iter().any(|e| match &e.spec {
             Some(spec) => self.judges(spec),
             None => self.config.enabled,
@@ -105,7 +111,7 @@ impl Blamer {
 
     /// Judges `live` for the incident of `events` at `now`, within the
     /// budget; a judgement that cannot finish is "not enough evidence".
-    pub async fn judge(
+    pub(crate) async fn judge(
         &self,
         events: &[FiringEvent],
         live: &Deployment,

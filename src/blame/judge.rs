@@ -33,7 +33,7 @@ use crate::rules::{Comparison, Condition};
 
 /// One evaluation time of a window, interpreted as the watcher would.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
+pub(crate) struct Point {
     pub at: SystemTime,
     /// The value that matters most; `None` when there was none to use (no
     /// data, NaN, low traffic, an unusable answer).
@@ -43,7 +43,7 @@ pub struct Point {
 
 /// Per-version figures, when at least two versions served.
 #[derive(Debug, Clone, PartialEq)]
-pub struct VersionSamples {
+pub(crate) struct VersionSamples {
     pub label: String,
     pub old: String,
     pub new: String,
@@ -55,7 +55,7 @@ pub struct VersionSamples {
 
 /// One firing rule and what was gathered for it.
 #[derive(Debug, Clone)]
-pub struct RuleCase {
+pub(crate) struct RuleCase {
     pub group: String,
     pub rule: String,
     pub settings: Settings,
@@ -82,7 +82,7 @@ fn secs(d: Result<Duration, std::time::SystemTimeError>) -> f64 {
 /// The start of the breach that is still going on at the window's end:
 /// the first point of the last run of breaching points, where points
 /// without a value neither end nor extend the run (no data holds).
-pub fn onset(points: &[Point]) -> Option<SystemTime> {
+pub(crate) fn onset(points: &[Point]) -> Option<SystemTime> {
     let mut start = None;
     for p in points {
         match (p.value, p.breaching) {
@@ -140,7 +140,7 @@ fn evidence(case: &RuleCase, verdict: Verdict, reason: Reason, summary: String) 
 }
 
 /// Judges one rule.
-pub fn judge_rule(case: &RuleCase) -> RuleEvidence {
+pub(crate) fn judge_rule(case: &RuleCase) -> RuleEvidence {
     let s = &case.settings;
     if let Some(failure) = &case.failure {
         return evidence(
@@ -432,7 +432,7 @@ fn judge_versions(case: &RuleCase, op: Comparison, v: &VersionSamples) -> Option
 }
 
 /// The incident's verdict from its rules' and the inhibitors'.
-pub fn combine(
+pub(crate) fn combine(
     deployment: &str,
     go_live: SystemTime,
     rules: Vec<RuleEvidence>,

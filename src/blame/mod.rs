@@ -15,15 +15,14 @@
 //! It must never blame a deployment on missing data: no baseline is "not
 //! enough evidence", and so is a judgement that runs out of time.
 
-pub mod config;
-pub mod gather;
-pub mod judge;
-pub mod stats;
+pub(crate) mod config;
+pub(crate) mod gather;
+pub(crate) mod judge;
+pub(crate) mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use crate::history::blame::{
+pub(crate) use crate::record::blame::{
     InhibitorEvidence, Judgement, Reason, RuleEvidence, Verdict, VersionFigures, WindowFigures,
 };
-pub use config::BlameConfig;
-pub use gather::Blamer;
+pub(crate) use gather::Blamer;

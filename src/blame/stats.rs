@@ -12,7 +12,7 @@
 /// G. West, "Better approximations to cumulative normal functions" (Wilmott, 2005):
 /// within 1e-15 absolutely (1e-8 relatively in the far tail) of scipy's `norm.cdf`, and
 /// exactly 0.5 at 0, so a test showing no difference reports p = 0.5, not merely near it.
-pub fn normal_cdf(z: f64) -> f64 {
+pub(crate) fn normal_cdf(z: f64) -> f64 {
     #[rustfmt::skip]
     const NUMERATOR: [f64; 7] = [
         3.526_249_659_989_11e-2, 0.700_383_064_443_688, 6.373_962_203_531_65,
@@ -44,7 +44,7 @@ pub fn normal_cdf(z: f64) -> f64 {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProportionTest {
+pub(crate) struct ProportionTest {
     pub old_rate: f64,
     pub new_rate: f64,
     pub z: f64,
@@ -61,7 +61,7 @@ pub struct ProportionTest {
 /// errors anywhere, or only errors), so that is reported as "no difference" (z = 0,
 /// p = 0.5) rather than "cannot test": a clean old and new version must not look
 /// inconclusive.
-pub fn two_proportions(
+pub(crate) fn two_proportions(
     old_errors: f64,
     old_total: f64,
     new_errors: f64,
@@ -90,7 +90,7 @@ pub fn two_proportions(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RankTest {
+pub(crate) struct RankTest {
     pub u: f64,
     pub z: f64,
     /// one-sided p-value that `new` tends to be larger than `old`
@@ -100,7 +100,7 @@ pub struct RankTest {
 }
 
 /// Median of the finite values; the mean of the two middle ones for an even count.
-pub fn median(values: &[f64]) -> Option<f64> {
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
     let mut finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     if finite.is_empty() {
         return None;
@@ -124,7 +124,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
 /// continuity correction of 0.5, matching scipy's `mannwhitneyu(new, old,
 /// alternative='greater', method='asymptotic')`. All-equal values (zero variance) give
 /// z = 0, p = 0.5.
-pub fn mann_whitney(old: &[f64], new: &[f64]) -> Option<RankTest> {
+pub(crate) fn mann_whitney(old: &[f64], new: &[f64]) -> Option<RankTest> {
     let old: Vec<f64> = old.iter().copied().filter(|v| v.is_finite()).collect();
     let new: Vec<f64> = new.iter().copied().filter(|v| v.is_finite()).collect();
     let (old_median, new_median) = (median(&old)?, median(&new)?);
@@ -174,7 +174,7 @@ pub fn mann_whitney(old: &[f64], new: &[f64]) -> Option<RankTest> {
 /// p-value is that `new` tends to be *smaller* than `old`. It runs [`mann_whitney`] on
 /// negated values, so `u` and `z` are for the negated samples, but the medians reported
 /// are the real ones so evidence reads in the metric's own units.
-pub fn mann_whitney_lower(old: &[f64], new: &[f64]) -> Option<RankTest> {
+pub(crate) fn mann_whitney_lower(old: &[f64], new: &[f64]) -> Option<RankTest> {
     let negate = |values: &[f64]| values.iter().map(|v| -v).collect::<Vec<f64>>();
     let test = mann_whitney(&negate(old), &negate(new))?;
     Some(RankTest {

@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::process::Command;
 
 /// The environment variable naming the rollback a command was started for.
-pub const RUN_ID_VAR: &str = "ROLLBACKD_RUN_ID";
+pub(crate) const RUN_ID_VAR: &str = "ROLLBACKD_RUN_ID";
 
 tokio::task_local! {
     /// The rollback the current task runs (set by the engine around a run).
@@ -44,13 +44,13 @@ tokio::task_local! {
 }
 
 /// Runs `f` with every command it starts marked as started for `run_id`.
-pub async fn for_run<F: std::future::Future>(run_id: String, f: F) -> F::Output {
+pub(crate) async fn for_run<F: std::future::Future>(run_id: String, f: F) -> F::Output {
     RUN_ID.scope(run_id, f).await
 }
 
 /// A command prepared to die with rollbackd, with stdin closed and its
 /// output captured.
-pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+pub(crate) fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
     if let Ok(id) = RUN_ID.try_with(String::clone) {
         cmd.env(RUN_ID_VAR, id);
@@ -155,7 +155,7 @@ unsafe fn keep(command: libc::pid_t, rollbackd: libc::pid_t) -> ! {
 
 /// Why a command gave no output.
 #[derive(Debug, thiserror::Error)]
-pub enum ChildError {
+pub(crate) enum ChildError {
     #[error("cannot start it: {0}")]
     Spawn(io::Error),
     #[error("did not finish within {}; it was killed with everything it started", crate::duration::format(*.0))]
@@ -169,14 +169,17 @@ pub enum ChildError {
 /// The most of a command's stdout rollbackd holds: JSON answers, a
 /// `pg_restore --list`. A command that prints more is stopped and refused
 /// rather than read into memory without end.
-pub const MAX_STDOUT: usize = 64 << 20;
+pub(crate) const MAX_STDOUT: usize = 64 << 20;
 /// How much of the end of a command's stderr is kept for messages.
 const STDERR_TAIL: usize = 64 << 10;
 
 /// Runs `cmd` (made by [`command`]) to completion, or until `timeout`;
 /// either way, nothing it started is left running. Its stdout is kept up
 /// to [`MAX_STDOUT`], its stderr's last 64 KiB.
-pub async fn output(cmd: &mut Command, timeout: Option<Duration>) -> Result<Output, ChildError> {
+pub(crate) async fn output(
+    cmd: &mut Command,
+    timeout: Option<Duration>,
+) -> Result<Output, ChildError> {
     use tokio::io::AsyncReadExt;
     let done = reading(cmd, timeout, |mut out| async move {
         let mut kept = Vec::new();
@@ -204,7 +207,7 @@ pub async fn output(cmd: &mut Command, timeout: Option<Duration>) -> Result<Outp
 /// The lines a command printed, read as they come: at most `max_lines`,
 /// each cut at `max_line` bytes (a 50 MB line costs 50 MB nowhere).
 #[derive(Debug, Default)]
-pub struct Lines {
+pub(crate) struct Lines {
     pub lines: Vec<String>,
     /// Lines that were cut to `max_line` bytes.
     pub long: usize,
@@ -215,7 +218,7 @@ pub struct Lines {
 
 /// A command whose stdout was read by a reader of rollbackd's.
 #[derive(Debug)]
-pub struct Finished<T> {
+pub(crate) struct Finished<T> {
     pub read: T,
     /// How it exited; `None` when the reader stopped early and the command
     /// was killed.
@@ -226,7 +229,7 @@ pub struct Finished<T> {
 
 /// Runs `cmd` and reads its stdout line by line, under a cap
 /// ([`Lines`]); reaching `max_lines` stops and kills it.
-pub async fn lines(
+pub(crate) async fn lines(
     cmd: &mut Command,
     timeout: Option<Duration>,
     max_lines: usize,
@@ -361,7 +364,7 @@ where
 /// started and the parent-death signal did not reach. Waits (at most 2 s)
 /// until they are gone. Returns how many were killed. A process that cleared
 /// its environment, or runs as another user, is out of its reach.
-pub fn kill_run(run_id: &str) -> usize {
+pub(crate) fn kill_run(run_id: &str) -> usize {
     let needle = format!("{RUN_ID_VAR}={run_id}");
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {

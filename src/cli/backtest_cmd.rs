@@ -96,7 +96,7 @@ struct BlameCounts {
     parked: usize,
 }
 
-pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
+pub(crate) async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
     let (from, to) = match range(&args, SystemTime::now()) {
         Ok(range) => range,
         Err(e) => return Err(CliError::Usage(e)),
@@ -198,7 +198,7 @@ pub async fn backtest(config: &Config, args: BacktestArgs) -> Exit {
 /// The most evaluations one rule is replayed for: every evaluation is kept
 /// (about 220 bytes each), so a range must not grow memory without bound.
 /// 30 days of a 5 s group fit; a 1 s group fits about 11 days.
-pub const MAX_EVALUATIONS: u64 = 1_000_000;
+pub(crate) const MAX_EVALUATIONS: u64 = 1_000_000;
 
 /// Refuses a range whose evaluation count is absurd for some rule's group,
 /// saying how to narrow it.

@@ -11,7 +11,7 @@ use crate::db::store::{self, BackupStore};
 use crate::engine;
 use crate::state::StateDir;
 
-pub async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
+pub(super) async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
     let Some(db_config) = &config.database else {
         return Err(CliError::Usage(
             "no database is configured: set DATABASE_URL (or database.url); `[database] enabled = false` turns it off".into(),

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::drill;
 use crate::history::{EventKind, TriggerKind};
 
-pub async fn drill(config: &Config, cmd: DrillCommand) -> Exit {
+pub(super) async fn drill(config: &Config, cmd: DrillCommand) -> Exit {
     match cmd {
         DrillCommand::Run { name, json } => run(config, &name, json).await,
         DrillCommand::List { json } => list(config, json),

@@ -18,7 +18,7 @@ fn engine(config: &Config) -> Result<Engine, CliError> {
     super::wiring::engine(config).map_err(|e| CliError::Usage(e.to_string()))
 }
 
-pub async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
+pub(super) async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
     let engine = engine(config)?;
     if !args.dry_run {
         // A rollback a killed rollbackd left unfinished is settled first: the
@@ -214,7 +214,7 @@ fn deployment_table(list: &[Deployment], revisions: &crate::db::revisions::Revis
 }
 
 /// `rollbackd revisions`: the schema revision recorded for each deployment.
-pub fn revisions(config: &Config, json: bool) -> Exit {
+pub(super) fn revisions(config: &Config, json: bool) -> Exit {
     let (state, _) = super::wiring::state(config).map_err(CliError::usage)?;
     let store = crate::db::revisions::RevisionStore::new(Doc::new(state, StateDir::REVISIONS));
     let revisions = store.load()?;
@@ -244,7 +244,7 @@ pub(super) fn print_json<T: serde::Serialize>(value: &T) -> Exit {
     }
 }
 
-pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
+pub(super) async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
     let provider = super::wiring::provider(config).map_err(CliError::usage)?;
     match cmd {
         DeploymentsCommand::List { limit, json } => {
@@ -305,7 +305,7 @@ pub async fn deployments(config: &Config, cmd: DeploymentsCommand) -> Exit {
     }
 }
 
-pub async fn validate(config: &Config, args: ValidateArgs) -> Exit {
+pub(super) async fn validate(config: &Config, args: ValidateArgs) -> Exit {
     let Some(base_url) = args
         .base_url
         .clone()
@@ -363,7 +363,7 @@ pub async fn validate(config: &Config, args: ValidateArgs) -> Exit {
     }
 }
 
-pub async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
+pub(super) async fn breaker(config: &Config, cmd: BreakerCommand) -> Exit {
     let state = match super::wiring::state(config) {
         Ok((state, _)) => state,
         Err(e) => return Err(CliError::Usage(e.to_string())),

@@ -21,7 +21,7 @@ fn load_history(
 }
 
 /// `rollbackd history --show ID`: one entry in full, with its evidence.
-pub fn history_entry(config: &Config, id: &str, json: bool) -> Exit {
+pub(super) fn history_entry(config: &Config, id: &str, json: bool) -> Exit {
     let (history, path) = load_history(config)?;
     let Some(e) = history
         .events
@@ -133,7 +133,7 @@ fn print_judgement(j: &crate::blame::Judgement) {
     }
 }
 
-pub fn history(config: &Config, limit: usize, json: bool) -> Exit {
+pub(super) fn history(config: &Config, limit: usize, json: bool) -> Exit {
     let (history, path) = load_history(config)?;
     let events: Vec<_> = history.events.iter().rev().take(limit).cloned().collect();
     if json {

@@ -90,7 +90,7 @@ fn slug(name: &str) -> String {
     }
 }
 
-pub async fn init(config: &Config, args: InitArgs) -> Exit {
+pub(super) async fn init(config: &Config, args: InitArgs) -> Exit {
     let (selector, name) = match selector(&args) {
         Ok(s) => s,
         Err(e) => return Err(CliError::Usage(e)),

@@ -1,6 +1,7 @@
-//! The command line: `watch`, `check`, `rules check`, `rules eval`.
-//! Each command returns an [`Exit`]; `main` turns it into the process's exit
-//! code. Output meant for people goes to stdout; logs go to stderr.
+//! The command line: `watch`, `check`, `rules`, `rollback`, `history`,
+//! `backup`, `drill`, `state`, `init` and the rest (see [`Command`]). Each
+//! command returns an [`Exit`]; a [`CliError`] says why it did not succeed,
+//! and `main` prints it and turns it into the process's exit code. Output meant for people goes to stdout; logs go to stderr.
 
 pub(crate) mod backtest_cmd;
 mod backup_cmd;

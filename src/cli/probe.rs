@@ -17,7 +17,7 @@ use crate::config::Config;
 /// credentials, SigV4). A setting Prometheus or its TLS refuses fails the
 /// check, naming the key; a Prometheus that is not up is a warning (`watch`
 /// holds every rule until it answers).
-pub async fn prometheus(config: &Config) -> Exit {
+pub(super) async fn prometheus(config: &Config) -> Exit {
     use crate::source::{MetricsSource, SourceError};
     let url = crate::secret::redact_url(&config.prometheus.url);
     let client =
@@ -82,7 +82,7 @@ pub async fn prometheus(config: &Config) -> Exit {
 
 /// Probes the database side; `Err(CliError::Reported)` when anything it will need is
 /// missing, each problem named with its key and what to do.
-pub async fn database(config: &Config) -> Exit {
+pub(super) async fn database(config: &Config) -> Exit {
     let Some(db_config) = &config.database else {
         return Ok(());
     };
@@ -213,7 +213,7 @@ async fn transport(db: &crate::db::Database) {
 /// Opens the state `watch` would use and reads every journal left by an
 /// unfinished rollback, as `watch` does at start: an unreachable PostgreSQL
 /// state or a journal that cannot be read fails here, not at the restart.
-pub async fn state(config: &Config) -> Exit {
+pub(super) async fn state(config: &Config) -> Exit {
     let (store, _) = crate::cli::wiring::state(config).map_err(CliError::usage)?;
     let backend = match config.state.backend {
         crate::state::config::Backend::File => {
@@ -240,7 +240,7 @@ pub async fn state(config: &Config) -> Exit {
 /// whether rollbackd holds its automated sync off. A refusal (a token that
 /// is wrong, an application it may not read) fails the check; a server that
 /// cannot be reached is a warning, as for Prometheus.
-pub async fn provider(config: &Config) -> Exit {
+pub(super) async fn provider(config: &Config) -> Exit {
     let Some(crate::provider::config::ProviderConfig::Argocd(argocd)) = &config.provider else {
         return Ok(());
     };
@@ -281,7 +281,7 @@ pub async fn provider(config: &Config) -> Exit {
 /// token push and open pull requests there. Any refusal fails the check:
 /// the pull request is opened after a rollback, when nobody is there to fix
 /// a token.
-pub async fn gitops(config: &Config) -> Exit {
+pub(super) async fn gitops(config: &Config) -> Exit {
     let Some(g) = config.gitops.as_ref().filter(|g| g.enabled) else {
         return Ok(());
     };

@@ -42,7 +42,7 @@ fn message(v: &Value) -> String {
         .unwrap_or_else(|| v.to_string())
 }
 
-pub async fn pending(config: &Config, remote: &RemoteArgs, json: bool) -> Exit {
+pub(super) async fn pending(config: &Config, remote: &RemoteArgs, json: bool) -> Exit {
     let base = base(config, remote);
     let client = client()?;
     let (status, body) = send(client.get(format!("{base}/api/v1/pending")), &base).await?;
@@ -82,7 +82,12 @@ pub async fn pending(config: &Config, remote: &RemoteArgs, json: bool) -> Exit {
 }
 
 /// `approve` (force = Some) or `reject` (force = None).
-pub async fn decide(config: &Config, remote: &RemoteArgs, id: &str, force: Option<bool>) -> Exit {
+pub(super) async fn decide(
+    config: &Config,
+    remote: &RemoteArgs,
+    id: &str,
+    force: Option<bool>,
+) -> Exit {
     let base = base(config, remote);
     let client = client()?;
     let Some(token) = &config.server.api_token else {

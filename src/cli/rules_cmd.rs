@@ -13,7 +13,7 @@ use crate::watch::evaluate::{self, Outcome};
 use crate::watch::RuleSource;
 
 /// Validates rule files (and, for `rollbackd check`, says the config is fine).
-pub fn check(config: &Config, paths: &[PathBuf], whole_config: bool) -> Exit {
+pub(super) fn check(config: &Config, paths: &[PathBuf], whole_config: bool) -> Exit {
     // Exactly what `watch` checks: the provider, the database, the
     // notifiers and the state are built (nothing is connected to).
     if whole_config && config.provider.is_some() {
@@ -83,7 +83,7 @@ struct EvalRow {
 }
 
 /// Evaluates every rule once, now, and prints what it found.
-pub async fn eval(config: &Config, only: Option<&str>, json: bool) -> Exit {
+pub(super) async fn eval(config: &Config, only: Option<&str>, json: bool) -> Exit {
     let super::Evaluation {
         rules: set,
         prometheus,

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::state::{Doc, StateDir};
 
 /// `rollbackd state …`.
-pub fn state(config: &Config, cmd: StateCommand) -> Exit {
+pub(super) fn state(config: &Config, cmd: StateCommand) -> Exit {
     match cmd {
         StateCommand::Import { from, force } => import(config, &from, force),
         StateCommand::Journals { json } => journals(config, json),

@@ -14,7 +14,7 @@ use crate::rules::RuleEvent;
 use crate::telemetry::{self, events};
 use crate::watch::{GroupContext, StatusBoard, Watcher};
 
-pub async fn watch(config: Config) -> Exit {
+pub(super) async fn watch(config: Config) -> Exit {
     let super::Evaluation {
         source,
         rules: initial,
@@ -42,7 +42,7 @@ pub async fn watch(config: Config) -> Exit {
         _ => PendingStore::default(),
     });
     // Present from the start, so dashboards show 0 rather than no data.
-    metrics::gauge!("rollbackd_pending_confirmations").set(0.0);
+    crate::telemetry::events::pending_confirmations(0);
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let events_tx_alerts = events_tx.clone();
     let blame_source = prometheus.clone();

@@ -10,12 +10,12 @@ use figment::value::{Dict, Map};
 use figment::{Error, Metadata, Profile, Provider, Source};
 
 /// One YAML file, read when figment asks for its data.
-pub struct YamlFile {
+pub(super) struct YamlFile {
     path: PathBuf,
 }
 
 impl YamlFile {
-    pub fn new(path: &Path) -> Self {
+    pub(super) fn new(path: &Path) -> Self {
         YamlFile {
             path: path.to_path_buf(),
         }

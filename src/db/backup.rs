@@ -35,7 +35,7 @@ pub struct Backup {
 
 /// Why a backup could not be taken or checked.
 #[derive(Debug, thiserror::Error)]
-pub enum BackupError {
+pub(crate) enum BackupError {
     /// The backup directory cannot be created.
     #[error("cannot create the backup directory {}: {cause}", dir.display())]
     CreateDir { dir: PathBuf, cause: std::io::Error },
@@ -96,7 +96,7 @@ pub enum BackupError {
 
 /// The programs used, and how hard pg_dump compresses.
 #[derive(Debug, Clone)]
-pub struct Tools {
+pub(crate) struct Tools {
     pub pg_dump: String,
     pub pg_restore: String,
     /// gzip level, 0 to 9 (`pg_dump --compress`).
@@ -104,7 +104,7 @@ pub struct Tools {
 }
 
 impl Tools {
-    pub fn new(config: &super::config::DatabaseConfig) -> Tools {
+    pub(crate) fn new(config: &super::config::DatabaseConfig) -> Tools {
         Tools {
             pg_dump: config.pg_dump.clone(),
             pg_restore: config.pg_restore.clone(),
@@ -114,7 +114,7 @@ impl Tools {
 }
 
 /// Takes, checksums and verifies a backup of `db` into `dir`.
-pub async fn create(
+pub(crate) async fn create(
     db: &Database,
     tools: &Tools,
     dir: &Path,
@@ -203,7 +203,7 @@ pub async fn create(
 
 /// Checks a backup: its checksum file matches its bytes, and `pg_restore
 /// --list` can read it.
-pub async fn verify(path: &Path, tools: &Tools) -> Result<(), BackupError> {
+pub(crate) async fn verify(path: &Path, tools: &Tools) -> Result<(), BackupError> {
     let recorded = std::fs::read_to_string(checksum_path(path)).map_err(|source| {
         BackupError::ReadChecksum {
             path: path.to_path_buf(),
@@ -236,7 +236,7 @@ pub async fn verify(path: &Path, tools: &Tools) -> Result<(), BackupError> {
 /// nanosecond (`20250102T030405.123456789Z`): with whole seconds, backups
 /// taken in the same second were told apart only by their random ids.
 /// The id prefix of manual backups (`rollbackd backup create`).
-pub const MANUAL_PREFIX: &str = "bk";
+pub(crate) const MANUAL_PREFIX: &str = "bk";
 
 fn file_name(at: SystemTime, rollback_id: &str) -> String {
     let stamp = humantime::format_rfc3339_nanos(at)
@@ -249,7 +249,7 @@ fn file_name(at: SystemTime, rollback_id: &str) -> String {
 /// the nanosecond; older names carry whole seconds), then the file's
 /// modification time for names from the same second, then the name, so
 /// the order is total. Sort by this, never by the name alone.
-pub fn chronological_key(path: &Path) -> Chronology {
+pub(crate) fn chronological_key(path: &Path) -> Chronology {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -260,11 +260,11 @@ pub fn chronological_key(path: &Path) -> Chronology {
 
 /// A backup's place in time: the stamp in its name, then when it was
 /// written, then the name.
-pub type Chronology = (Option<SystemTime>, Option<SystemTime>, String);
+pub(crate) type Chronology = (Option<SystemTime>, Option<SystemTime>, String);
 
 /// The order of a backup named `name`, written at `modified` (a file's
 /// modification time, or a store's last-modified).
-pub fn chronology(name: &str, modified: Option<SystemTime>) -> Chronology {
+pub(crate) fn chronology(name: &str, modified: Option<SystemTime>) -> Chronology {
     let stamp = name
         .strip_prefix("rollbackd-")
         .and_then(|n| n.split('-').next())
@@ -274,7 +274,7 @@ pub fn chronology(name: &str, modified: Option<SystemTime>) -> Chronology {
 
 /// `rollbackd-<stamp>-<id>.dump`: a name rollbackd gave a backup. Other
 /// files, `rollbackd-before-migration.dump` among them, are never pruned.
-pub fn is_dump_name(name: &str) -> bool {
+pub(crate) fn is_dump_name(name: &str) -> bool {
     name.ends_with(".dump") && chronology(name, None).0.is_some()
 }
 
@@ -282,7 +282,7 @@ pub fn is_dump_name(name: &str) -> bool {
 /// kind. Manual backups (`rollbackd backup create`, ids `bk-…`) and the
 /// emergency ones taken by rollbacks are kept `keep` each: a manual backup
 /// never prunes the last emergency dump.
-pub fn excess<T: AsRef<str>>(names: Vec<T>, keep: usize) -> Vec<T> {
+pub(crate) fn excess<T: AsRef<str>>(names: Vec<T>, keep: usize) -> Vec<T> {
     let manual_id = format!("-{MANUAL_PREFIX}-");
     let (manual, emergency): (Vec<T>, Vec<T>) = names.into_iter().partition(|n| {
         let name = n.as_ref().rsplit('/').next().unwrap_or_default();
@@ -315,7 +315,7 @@ fn parse_stamp(stamp: &str) -> Option<SystemTime> {
 }
 
 /// Deletes all but the newest `keep` backups (and their checksum and metadata files).
-pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
+pub(crate) fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -356,11 +356,11 @@ pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
     removed
 }
 
-pub fn checksum_path(path: &Path) -> PathBuf {
+pub(crate) fn checksum_path(path: &Path) -> PathBuf {
     PathBuf::from(format!("{}.sha256", path.display()))
 }
 
-pub fn metadata_path(path: &Path) -> PathBuf {
+pub(crate) fn metadata_path(path: &Path) -> PathBuf {
     PathBuf::from(format!("{}.json", path.display()))
 }
 

@@ -42,7 +42,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 /// The statements of `sql` that may lose data, each quoted with why.
-pub fn destructive_statements(sql: &str) -> Vec<String> {
+pub(crate) fn destructive_statements(sql: &str) -> Vec<String> {
     let dialect = PostgreSqlDialect {};
     // Without unescaping, tokens print back as written: `'it''s'` stays so.
     let tokens = match Tokenizer::new(&dialect, sql)
@@ -98,7 +98,7 @@ fn quote(text: &str) -> String {
 }
 
 /// Functions known to change no data, callable in an allowed statement.
-pub const HARMLESS_FUNCTIONS: [&str; 34] = [
+pub(crate) const HARMLESS_FUNCTIONS: [&str; 34] = [
     "now",
     "clock_timestamp",
     "statement_timestamp",

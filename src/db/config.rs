@@ -84,7 +84,7 @@ pub enum OnFailure {
 }
 
 /// The advisory lock key rollbackd takes around a downgrade: `rollback` in ASCII.
-pub const DEFAULT_MIGRATION_LOCK_KEY: i64 = 0x726f_6c6c_6261_636b;
+pub(crate) const DEFAULT_MIGRATION_LOCK_KEY: i64 = 0x726f_6c6c_6261_636b;
 
 impl Default for DatabaseConfig {
     fn default() -> Self {

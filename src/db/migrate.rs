@@ -78,7 +78,7 @@ pub trait MigrationTool: Send + Sync {
 
 /// Alembic, run as a command.
 #[derive(Debug, Clone)]
-pub struct Alembic {
+pub(crate) struct Alembic {
     /// argv prefix, like `["alembic"]` or `[".venv/bin/alembic"]`.
     pub command: Vec<String>,
     /// `-c` config file.
@@ -95,7 +95,7 @@ pub struct Alembic {
 ///
 /// A %-encoded socket directory in the host part moves to `?host=`, which
 /// SQLAlchemy hands to libpq as it is (it does not decode a host).
-pub fn sqlalchemy_url(url: &str, driver: &str) -> String {
+pub(crate) fn sqlalchemy_url(url: &str, driver: &str) -> String {
     let Some((_, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -315,7 +315,7 @@ impl MigrationTool for Alembic {
     }
 }
 
-pub use super::classify::destructive_statements;
+pub(crate) use super::classify::destructive_statements;
 
 /// The parent `alembic show` names: `Parent: b`, or `Parent: <base>` for
 /// the first revision; `None` for a merge point (`Merges: a, b`).

@@ -7,13 +7,13 @@
 //! operator explicitly allowed it, a downgrade runs only under the migration
 //! advisory lock, and its result is verified.
 
-pub mod backup;
-pub mod classify;
-pub mod config;
-pub mod migrate;
-pub mod restore;
-pub mod revisions;
-pub mod store;
+pub(crate) mod backup;
+pub(crate) mod classify;
+pub(crate) mod config;
+pub(crate) mod migrate;
+pub(crate) mod restore;
+pub(crate) mod revisions;
+pub(crate) mod store;
 
 use std::time::{Duration, Instant};
 

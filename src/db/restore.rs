@@ -17,7 +17,7 @@ use super::{describe, Database, DbError};
 
 /// Why a restore stopped; what was done so far is said.
 #[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
+pub(crate) enum RestoreError {
     #[error(transparent)]
     Backup(#[from] BackupError),
     #[error(transparent)]
@@ -38,7 +38,7 @@ pub enum RestoreError {
 
 /// What a restore did.
 #[derive(Debug)]
-pub struct Restored {
+pub(crate) struct Restored {
     /// The database the dump went into (the live name after `--replace`).
     pub dbname: String,
     /// With `--replace`: the name the live database is kept under.
@@ -75,7 +75,7 @@ fn stamp() -> String {
 
 /// Restores `path` (verified first) into `dbname`, or a new
 /// `<live>_restored_<time>`; with `replace`, swaps it in for the live one.
-pub async fn restore(
+pub(crate) async fn restore(
     db: &Database,
     tools: &Tools,
     path: &std::path::Path,

@@ -13,7 +13,7 @@ use crate::engine::{Engine, Plan, RollbackRequest, SkipReason, Trigger};
 use crate::rules::Policy;
 
 /// The readiness drill's checks, in the order they run.
-pub const READINESS: [&str; 6] = [
+pub(crate) const READINESS: [&str; 6] = [
     "provider",
     "target",
     "downgrade",
@@ -24,7 +24,7 @@ pub const READINESS: [&str; 6] = [
 
 /// What the checks share: the plan the target check made, and what the
 /// drill created and must remove.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     engine: &'a Engine,
     id: &'a str,
     deadline: Instant,
@@ -36,7 +36,7 @@ pub struct Context<'a> {
 type Outcome = (CheckResult, String);
 
 impl<'a> Context<'a> {
-    pub fn new(engine: &'a Engine, id: &'a str, deadline: Instant) -> Context<'a> {
+    pub(crate) fn new(engine: &'a Engine, id: &'a str, deadline: Instant) -> Context<'a> {
         Context {
             engine,
             id,
@@ -48,7 +48,7 @@ impl<'a> Context<'a> {
     }
 
     /// Runs the check called `name`.
-    pub async fn run(&mut self, name: &str) -> Outcome {
+    pub(crate) async fn run(&mut self, name: &str) -> Outcome {
         match name {
             "provider" => self.provider().await,
             "target" => self.target().await,
@@ -61,7 +61,7 @@ impl<'a> Context<'a> {
     }
 
     /// Removes the scratch database and the dump, whatever happened.
-    pub async fn clean_up(&mut self) {
+    pub(crate) async fn clean_up(&mut self) {
         if let Some((db, name)) = self.scratch.take() {
             match db.connect(Duration::from_secs(10)).await {
                 Ok(admin) => {

@@ -58,7 +58,7 @@ pub struct StagingConfig {
     pub migrations: Option<crate::db::config::MigrationsConfig>,
 }
 
-pub use crate::history::DrillKind;
+pub(crate) use crate::history::DrillKind;
 
 fn utc() -> String {
     "UTC".into()
@@ -236,7 +236,7 @@ fn schedule_error(schedule: &str, why: &str) -> String {
 }
 
 /// Checks the drills together: each on its own, and names used once.
-pub fn validate_all(drills: &[DrillConfig], problems: &mut Vec<String>) {
+pub(crate) fn validate_all(drills: &[DrillConfig], problems: &mut Vec<String>) {
     let mut seen = std::collections::BTreeSet::new();
     for (i, d) in drills.iter().enumerate() {
         d.validate(i, problems);

@@ -6,28 +6,28 @@
 //! endpoint. Each check is timed and recorded; the drill is one history
 //! entry (`type: drill`), never counted as a rollback.
 
-pub mod checks;
-pub mod config;
-pub mod schedule;
-pub mod sweep;
+pub(crate) mod checks;
+pub(crate) mod config;
+pub(crate) mod schedule;
+pub(crate) mod sweep;
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::engine::Engine;
-pub use crate::history::CheckResult;
+pub(crate) use crate::history::CheckResult;
 use crate::history::{DrillCheck, DrillRecord, Event, EventKind, TriggerKind};
 use config::DrillConfig;
 
 /// One check's outcome.
 #[derive(Debug, Clone, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub name: &'static str,
     pub result: CheckResult,
     pub duration_seconds: f64,
@@ -36,7 +36,7 @@ pub struct Check {
 
 /// A whole drill.
 #[derive(Debug, Clone, Serialize)]
-pub struct DrillReport {
+pub(crate) struct DrillReport {
     pub id: String,
     pub name: String,
     pub kind: config::DrillKind,
@@ -53,7 +53,7 @@ pub struct DrillReport {
 
 impl DrillReport {
     /// `passed`, `failed` or `cancelled`: the result label.
-    pub fn result(&self) -> &'static str {
+    pub(crate) fn result(&self) -> &'static str {
         match (self.cancelled, self.passed) {
             (true, _) => "cancelled",
             (false, true) => "passed",
@@ -62,7 +62,7 @@ impl DrillReport {
     }
 
     /// The checks that failed, in order.
-    pub fn failed(&self) -> Vec<&'static str> {
+    pub(crate) fn failed(&self) -> Vec<&'static str> {
         self.checks
             .iter()
             .filter(|c| c.result == CheckResult::Failed)
@@ -72,16 +72,16 @@ impl DrillReport {
 }
 
 /// The history's `error` of a cancelled drill.
-pub const CANCELLED: &str = "cancelled: a rollback started, or rollbackd stopped";
+pub(crate) const CANCELLED: &str = "cancelled: a rollback started, or rollbackd stopped";
 
 /// Builds the engine of a staging drill's environment, with its state in
 /// the given directory (the command line assembles it from the config).
-pub type StagingEngines =
+pub(crate) type StagingEngines =
     Arc<dyn Fn(&DrillConfig, &Path) -> Result<Engine, DrillSetupError> + Send + Sync>;
 
 /// Why a drill did not run.
 #[derive(Debug, thiserror::Error)]
-pub enum DrillError {
+pub(crate) enum DrillError {
     #[error("a rollback is running; a drill never runs beside one (try again when it is done)")]
     RollbackRunning,
 }
@@ -106,7 +106,7 @@ pub enum DrillSetupError {
 /// as each check starts (`None`) and ends (`Some`), records it and counts it.
 /// A rollback that starts meanwhile cancels it: the check running then is
 /// dropped, and what the drill created is removed all the same.
-pub async fn run(
+pub(crate) async fn run(
     engine: &Engine,
     drill: &DrillConfig,
     trigger: TriggerKind,
@@ -301,17 +301,11 @@ fn record(
 /// (1 passed, 0 failed; a cancelled run leaves it) and, on success,
 /// `rollbackd_drill_last_success_timestamp_seconds{drill}`.
 fn count(report: &DrillReport, now: SystemTime) {
-    metrics::counter!("rollbackd_drill_runs_total", "drill" => report.name.clone(), "result" => report.result())
-        .increment(1);
-    if !report.cancelled {
-        metrics::gauge!("rollbackd_drill_last_result", "drill" => report.name.clone())
-            .set(if report.passed { 1.0 } else { 0.0 });
-    }
-    if report.passed {
-        let at = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        metrics::gauge!("rollbackd_drill_last_success_timestamp_seconds", "drill" => report.name.clone())
-            .set(at.as_secs_f64());
-    }
+    crate::telemetry::events::drill_finished(
+        &report.name,
+        report.result(),
+        report.cancelled,
+        report.passed,
+        now,
+    );
 }

@@ -19,7 +19,7 @@ use crate::history::{EventKind, TriggerKind};
 use crate::notify::{Notification, NotifyEvent};
 
 /// Runs the drills, each at most once at a time.
-pub struct Runner {
+pub(crate) struct Runner {
     engine: Arc<Engine>,
     staging: Option<super::StagingEngines>,
     /// The drills running now.
@@ -36,7 +36,7 @@ impl Drop for Running<'_> {
 }
 
 impl Runner {
-    pub fn new(engine: Arc<Engine>, staging: Option<super::StagingEngines>) -> Arc<Runner> {
+    pub(crate) fn new(engine: Arc<Engine>, staging: Option<super::StagingEngines>) -> Arc<Runner> {
         Arc::new(Runner {
             engine,
             staging,
@@ -50,7 +50,7 @@ impl Runner {
 
     /// rollbackd is stopping: cancels the readiness drill running now and
     /// waits (at most `limit`) for every drill to remove what it created.
-    pub async fn stop(&self, limit: Duration) {
+    pub(crate) async fn stop(&self, limit: Duration) {
         self.engine.cancel_drills();
         let deadline = tokio::time::Instant::now() + limit;
         while !self.set().is_empty() && tokio::time::Instant::now() < deadline {
@@ -60,13 +60,13 @@ impl Runner {
 
     /// The drill's time has come: run it unless another drill runs, a
     /// rollback runs, or another replica leads.
-    pub async fn fire(&self, drill: &DrillConfig) {
+    pub(crate) async fn fire(&self, drill: &DrillConfig) {
         if !self.engine.is_leader() {
             tracing::debug!(drill = %drill.name, "not the leader: the leader runs the drills");
             return;
         }
         if !self.set().insert(drill.name.clone()) {
-            skipped(
+            crate::telemetry::events::drill_skipped(
                 &drill.name,
                 "overrun",
                 "it is still running from its last time",
@@ -85,9 +85,11 @@ impl Runner {
         )
         .await;
         match outcome {
-            Err(DrillError::RollbackRunning) => {
-                skipped(&drill.name, "rollback_running", "a rollback is running")
-            }
+            Err(DrillError::RollbackRunning) => crate::telemetry::events::drill_skipped(
+                &drill.name,
+                "rollback_running",
+                "a rollback is running",
+            ),
             Ok(report) if report.cancelled => {
                 tracing::warn!(drill = %drill.name, "drill cancelled: a rollback started, or rollbackd is stopping")
             }
@@ -120,17 +122,11 @@ impl Runner {
     }
 }
 
-fn skipped(drill: &str, reason: &'static str, why: &str) {
-    tracing::warn!(drill = %drill, "drill skipped: {why}");
-    metrics::counter!("rollbackd_drill_skipped_total", "drill" => drill.to_string(), "reason" => reason)
-        .increment(1);
-}
-
 /// What the gauges say before any drill ran in this process, from the
 /// history: the last result, and the last success (or, when none is
 /// recorded, the time rollbackd started, so "no success in 8 days" counts
 /// from there).
-pub fn restore_gauges(engine: &Engine, drills: &[DrillConfig], now: SystemTime) {
+pub(crate) fn restore_gauges(engine: &Engine, drills: &[DrillConfig], now: SystemTime) {
     let events = engine
         .history()
         .load()
@@ -142,18 +138,7 @@ pub fn restore_gauges(engine: &Engine, drills: &[DrillConfig], now: SystemTime) 
                 && e.drill.as_ref().is_some_and(|r| r.name == d.name)
                 && e.error.as_deref() != Some(super::CANCELLED)
         };
-        for result in ["passed", "failed", "cancelled"] {
-            metrics::counter!("rollbackd_drill_runs_total", "drill" => d.name.clone(), "result" => result)
-                .increment(0);
-        }
-        for reason in ["overrun", "rollback_running"] {
-            metrics::counter!("rollbackd_drill_skipped_total", "drill" => d.name.clone(), "reason" => reason)
-                .increment(0);
-        }
-        if let Some(last) = events.iter().rev().find(mine) {
-            metrics::gauge!("rollbackd_drill_last_result", "drill" => d.name.clone())
-                .set(if last.success { 1.0 } else { 0.0 });
-        }
+        let last = events.iter().rev().find(mine).map(|e| e.success);
         let success = events
             .iter()
             .rev()
@@ -161,16 +146,12 @@ pub fn restore_gauges(engine: &Engine, drills: &[DrillConfig], now: SystemTime) 
             .find(|e| e.success)
             .and_then(|e| e.time())
             .unwrap_or(now);
-        let at = success
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        metrics::gauge!("rollbackd_drill_last_success_timestamp_seconds", "drill" => d.name.clone())
-            .set(at.as_secs_f64());
+        crate::telemetry::events::drill_restored(&d.name, last, success);
     }
 }
 
 /// The drills' loops and runner.
-pub struct Scheduled {
+pub(crate) struct Scheduled {
     loops: Vec<tokio::task::JoinHandle<()>>,
     runner: Arc<Runner>,
     refresh: tokio::task::JoinHandle<()>,
@@ -179,7 +160,7 @@ pub struct Scheduled {
 impl Scheduled {
     /// Stops starting drills, cancels a running readiness drill and waits
     /// (at most `limit`) for the drills to clean up.
-    pub async fn stop(self, limit: Duration) {
+    pub(crate) async fn stop(self, limit: Duration) {
         for l in &self.loops {
             l.abort();
         }
@@ -191,7 +172,7 @@ impl Scheduled {
 /// Starts one loop per drill. The gauges are re-read from the history
 /// every minute, so a drill run by the command line, or by another replica
 /// sharing the state, shows on every replica.
-pub async fn start(
+pub(crate) async fn start(
     engine: Arc<Engine>,
     drills: &[DrillConfig],
     staging: super::StagingEngines,
@@ -248,7 +229,7 @@ const RECHECK: Duration = Duration::from_secs(60);
 /// (a daylight-saving change moves it as it should), and the wall clock is
 /// re-read at least every minute while waiting. Times the clock jumped past
 /// are run once, not once each.
-pub async fn follow(drill: Arc<DrillConfig>, clock: Clock, mut fire: impl FnMut()) {
+pub(crate) async fn follow(drill: Arc<DrillConfig>, clock: Clock, mut fire: impl FnMut()) {
     let mut after = clock.now();
     loop {
         let next = match drill.next_run(after) {

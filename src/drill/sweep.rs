@@ -15,14 +15,14 @@ fn marks(state_dir: &Path) -> PathBuf {
 }
 
 /// Records `name` before the drill creates it.
-pub fn mark(state_dir: &Path, name: &str) -> std::io::Result<()> {
+pub(crate) fn mark(state_dir: &Path, name: &str) -> std::io::Result<()> {
     let dir = marks(state_dir);
     std::fs::create_dir_all(&dir)?;
     crate::state::write_atomic(&dir.join(name), name.as_bytes())
 }
 
 /// `name` is gone (dropped, or never created by the drill).
-pub fn unmark(state_dir: &Path, name: &str) {
+pub(crate) fn unmark(state_dir: &Path, name: &str) {
     let _ = std::fs::remove_file(marks(state_dir).join(name));
 }
 
@@ -39,7 +39,7 @@ fn is_scratch_name(name: &str) -> bool {
 
 /// Removes what stopped drills left; returns what was removed, for the log.
 /// Run at start, before any drill can run.
-pub async fn sweep(engine: &Engine) -> Vec<String> {
+pub(crate) async fn sweep(engine: &Engine) -> Vec<String> {
     let state_dir = &engine.config.state_dir;
     let mut removed = Vec::new();
     let recorded: Vec<String> = std::fs::read_dir(marks(state_dir))

@@ -82,7 +82,7 @@ fn parse_time(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
 }
 
-pub fn now_text(now: SystemTime) -> String {
+pub(crate) fn now_text(now: SystemTime) -> String {
     humantime::format_rfc3339_millis(now).to_string()
 }
 

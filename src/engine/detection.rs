@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use super::outcome::round3;
 use super::run::Run;
 use crate::clock::millis;
-use crate::history::Detection;
+use crate::record::Detection;
 
 /// Seconds from `a` to `b`, when both are known and `b` is not before `a`.
 fn between(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<f64> {

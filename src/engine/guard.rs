@@ -12,7 +12,7 @@ use crate::engine::config::EngineConfig;
 use crate::history::History;
 use crate::provider::Deployment;
 
-pub use crate::history::guard::Guard;
+pub(crate) use crate::record::guard::Guard;
 
 /// A refusal: which guard, and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +22,7 @@ pub struct Blocked {
 }
 
 /// Everything the guards look at.
-pub struct GuardInput<'a> {
+pub(crate) struct GuardInput<'a> {
     pub now: SystemTime,
     pub current: &'a Deployment,
     pub history: &'a History,
@@ -31,7 +31,7 @@ pub struct GuardInput<'a> {
 }
 
 /// Allows an automatic rollback, or says why not.
-pub fn check_automatic(input: &GuardInput) -> Result<(), Blocked> {
+pub(crate) fn check_automatic(input: &GuardInput) -> Result<(), Blocked> {
     let GuardInput {
         now,
         current,

@@ -17,7 +17,7 @@ use crate::history::Event;
 use crate::state::StateStore;
 
 /// The journal format's version; a newer one is refused, never rewritten.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// A step that changes the world, or says how far one got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,11 +159,11 @@ impl JournalError {
 }
 
 /// A journal by name, read or not.
-pub type Listed = (String, Result<Journal, JournalError>);
+pub(crate) type Listed = (String, Result<Journal, JournalError>);
 
 /// The journals, `runs/<id>.json` in the state store.
 #[derive(Debug, Clone)]
-pub struct JournalStore {
+pub(crate) struct JournalStore {
     store: Arc<dyn StateStore>,
 }
 
@@ -173,7 +173,7 @@ const DIR: &str = "runs";
 const QUARANTINE: &str = "quarantine";
 
 impl JournalStore {
-    pub fn new(store: Arc<dyn StateStore>) -> JournalStore {
+    pub(crate) fn new(store: Arc<dyn StateStore>) -> JournalStore {
         JournalStore { store }
     }
 
@@ -182,11 +182,11 @@ impl JournalStore {
     }
 
     /// Where a run's journal is, for messages.
-    pub fn path(&self, id: &str) -> PathBuf {
+    pub(crate) fn path(&self, id: &str) -> PathBuf {
         self.store.location(&Self::name(id))
     }
 
-    pub fn write(&self, journal: &Journal) -> Result<(), JournalError> {
+    pub(crate) fn write(&self, journal: &Journal) -> Result<(), JournalError> {
         let path = self.path(&journal.id);
         let bytes = serde_json::to_vec_pretty(journal).map_err(|e| JournalError::Write {
             path: path.clone(),
@@ -201,7 +201,7 @@ impl JournalStore {
     }
 
     /// Removes a settled run's journal.
-    pub fn remove(&self, id: &str) -> Result<(), JournalError> {
+    pub(crate) fn remove(&self, id: &str) -> Result<(), JournalError> {
         match self.store.remove(&Self::name(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -231,7 +231,7 @@ impl JournalStore {
 
     /// Every journal left, oldest first. Any that cannot be read is an
     /// error naming it.
-    pub fn unfinished(&self) -> Result<Vec<Journal>, JournalError> {
+    pub(crate) fn unfinished(&self) -> Result<Vec<Journal>, JournalError> {
         let names = self.names()?;
         let mut journals = names
             .iter()
@@ -244,7 +244,7 @@ impl JournalStore {
 
     /// Every journal, each read on its own, by name (`runs/<id>.json`):
     /// one that cannot be read does not hide the others.
-    pub fn each(&self) -> Result<Vec<Listed>, JournalError> {
+    pub(crate) fn each(&self) -> Result<Vec<Listed>, JournalError> {
         let names = self.names()?;
         Ok(names
             .into_iter()
@@ -260,7 +260,7 @@ impl JournalStore {
     /// the way, whole, to `quarantine/<id>-<stamp>.json`: written there
     /// first, then removed here, so nothing is lost if this stops midway.
     /// Returns where it went.
-    pub fn quarantine(&self, id: &str, stamp: &str) -> Result<PathBuf, JournalError> {
+    pub(crate) fn quarantine(&self, id: &str, stamp: &str) -> Result<PathBuf, JournalError> {
         let id = id
             .trim_start_matches("runs/")
             .trim_end_matches(".json")

@@ -23,7 +23,7 @@ use crate::provider::{Deployment, ProviderError};
 
 /// How many deployments are listed: enough for the target, the guards and
 /// the deployment a rollback creates.
-pub const LIST_LIMIT: usize = 50;
+pub(crate) const LIST_LIMIT: usize = 50;
 
 /// One answer of the platform: its deployments, newest first, and when they
 /// were asked for (the list is at least that fresh).
@@ -35,7 +35,7 @@ pub struct Snapshot {
 
 /// The last list, and the lock that makes concurrent callers share one request.
 #[derive(Default)]
-pub struct Listing {
+pub(crate) struct Listing {
     last: Mutex<Last>,
     asking: tokio::sync::Mutex<()>,
     /// A prefetch is running (or backing off after a failure): no second one.
@@ -60,7 +60,7 @@ impl Listing {
 
     /// Forgets the last list, and any being asked for: the platform changed
     /// (a rollback was asked for).
-    pub fn forget(&self) {
+    pub(crate) fn forget(&self) {
         let mut last = self.last();
         last.snapshot = None;
         last.generation += 1;
@@ -126,7 +126,7 @@ impl Engine {
 /// Keeps the list fresh while a rule is pending: asks again, in the
 /// background, once it is half `engine.deployments_max_age` old. The next
 /// caller shares the request; an error is left for it (it asks again).
-pub fn prefetch(engine: &Arc<Engine>) {
+pub(crate) fn prefetch(engine: &Arc<Engine>) {
     use std::sync::atomic::Ordering;
     let cutoff = ago(engine.config.deployments_max_age / 2);
     if engine.listing.last_since(cutoff).is_some()

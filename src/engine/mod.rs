@@ -10,7 +10,7 @@
 //! 5. post-rollback: record history and last-known-good, settle the breaker.
 //!
 //! Layout: `plan.rs` decides (reads only), `phases/` act (one file each),
-//! `run.rs` walks the table of phases, `outcome.rs` holds the typed results,
+//! `run/` walks the pipeline of steps, `outcome.rs` holds the typed results,
 //! `journal.rs` keeps each run on disk step by step and `recovery.rs` settles
 //! the runs a killed rollbackd left behind,
 //! `guard.rs`, `breaker.rs` and `target.rs` are pure policy, `dispatch/` turns
@@ -19,22 +19,22 @@
 //! It must never act twice for one request, never roll back without a lock,
 //! and never lose the record of what it did.
 
-pub mod breaker;
-pub mod config;
+pub(crate) mod breaker;
+pub(crate) mod config;
 pub(crate) mod detection;
-pub mod dispatch;
-pub mod guard;
-pub mod journal;
-pub mod listing;
-pub mod outcome;
-pub mod pending;
+pub(crate) mod dispatch;
+pub(crate) mod guard;
+pub(crate) mod journal;
+pub(crate) mod listing;
+pub(crate) mod outcome;
+pub(crate) mod pending;
 mod phases;
-pub mod plan;
+pub(crate) mod plan;
 mod recovery;
-pub mod request;
+pub(crate) mod request;
 mod revert;
-pub mod run;
-pub mod target;
+pub(crate) mod run;
+pub(crate) mod target;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
@@ -358,8 +358,7 @@ impl Engine {
             return read;
         }
         let problem = read.as_ref().err().map(ToString::to_string);
-        metrics::gauge!("rollbackd_journals_unreadable")
-            .set(f64::from(u8::from(problem.is_some())));
+        events::journals_readable(problem.is_none());
         match self.unreadable.set(problem) {
             Change::Now(why) => tracing::error!(
                 error = %why,
@@ -376,8 +375,7 @@ impl Engine {
     /// emergency backup then stays on this machine), `rollbackd_backup_store_usable`
     /// and `/readyz`.
     pub fn set_store_problem(&self, problem: Option<String>) {
-        metrics::gauge!("rollbackd_backup_store_usable")
-            .set(f64::from(u8::from(problem.is_none())));
+        events::backup_store_usable(problem.is_none());
         match self.store_problem.set(problem) {
             Change::Now(why) => tracing::warn!(
                 error = %why,
@@ -407,7 +405,7 @@ impl Engine {
     pub fn breaker_state(&self, now: SystemTime) -> BreakerState {
         let state = self.breaker.state(now, self.config.half_open_after);
         if !self.quiet {
-            metrics::gauge!("rollbackd_breaker_state").set(state.gauge());
+            events::breaker_state(state.gauge());
         }
         state
     }

@@ -337,7 +337,7 @@ impl PhaseStep {
 }
 
 /// Seconds with millisecond precision, as the history writes them.
-pub fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 

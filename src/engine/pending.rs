@@ -12,7 +12,7 @@ use crate::history::RuleTrigger;
 use crate::state::Doc;
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct PendingRollback {
+pub(crate) struct PendingRollback {
     pub id: String,
     #[serde(with = "crate::clock::rfc3339")]
     pub created_at: SystemTime,
@@ -32,7 +32,7 @@ pub struct PendingRollback {
 }
 
 #[derive(Debug, Default)]
-pub struct PendingStore {
+pub(crate) struct PendingStore {
     inner: Mutex<BTreeMap<String, PendingRollback>>,
     /// Beside several replicas, the leader shares its list here, so every
     /// replica's `GET /api/v1/pending` shows it.
@@ -41,7 +41,7 @@ pub struct PendingStore {
 
 impl PendingStore {
     /// A store whose list is shared through `doc`.
-    pub fn mirrored(doc: Doc) -> PendingStore {
+    pub(crate) fn mirrored(doc: Doc) -> PendingStore {
         PendingStore {
             inner: Mutex::default(),
             mirror: Some(doc),
@@ -49,7 +49,7 @@ impl PendingStore {
     }
 
     /// The list the leader shares (what a follower shows).
-    pub fn shared(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn shared(&self) -> Vec<serde_json::Value> {
         self.mirror
             .as_ref()
             .and_then(|doc| doc.read().ok())
@@ -59,7 +59,7 @@ impl PendingStore {
 
     /// One confirmation of the shared list (a follower's copy of the
     /// leader's), whole.
-    pub fn shared_one(&self, id: &str) -> Option<PendingRollback> {
+    pub(crate) fn shared_one(&self, id: &str) -> Option<PendingRollback> {
         self.shared()
             .into_iter()
             .find(|p| p["id"].as_str() == Some(id))
@@ -67,14 +67,14 @@ impl PendingStore {
     }
 
     /// Whether this replica holds confirmation `id`.
-    pub fn holds(&self, id: &str) -> bool {
+    pub(crate) fn holds(&self, id: &str) -> bool {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains_key(id)
     }
 
-    pub fn add(&self, p: PendingRollback) {
+    pub(crate) fn add(&self, p: PendingRollback) {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -82,7 +82,7 @@ impl PendingStore {
         self.publish();
     }
 
-    pub fn take(&self, id: &str) -> Option<PendingRollback> {
+    pub(crate) fn take(&self, id: &str) -> Option<PendingRollback> {
         let p = self
             .inner
             .lock()
@@ -92,7 +92,7 @@ impl PendingStore {
         p
     }
 
-    pub fn list(&self) -> Vec<PendingRollback> {
+    pub(crate) fn list(&self) -> Vec<PendingRollback> {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -102,7 +102,7 @@ impl PendingStore {
     }
 
     /// Removes and returns the ones whose time ran out.
-    pub fn take_expired(&self, now: SystemTime) -> Vec<PendingRollback> {
+    pub(crate) fn take_expired(&self, now: SystemTime) -> Vec<PendingRollback> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let expired: Vec<String> = inner
             .values()
@@ -118,13 +118,13 @@ impl PendingStore {
     }
 
     /// Shares the list (and sets the gauge) as it is now.
-    pub fn publish(&self) {
+    pub(crate) fn publish(&self) {
         let n = self
             .inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len();
-        metrics::gauge!("rollbackd_pending_confirmations").set(n as f64);
+        crate::telemetry::events::pending_confirmations(n);
         if let Some(doc) = &self.mirror {
             let shared = serde_json::to_vec(&self.list()).map_err(std::io::Error::other);
             if let Err(e) = shared.and_then(|bytes| doc.write(&bytes)) {

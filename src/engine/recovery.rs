@@ -16,6 +16,7 @@
 //! A run still going in another process holds the rollback lock; its
 //! journal is left to it.
 
+use crate::telemetry::events;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -469,8 +470,7 @@ impl Engine {
 
     fn announce_resume(&self, run: &mut Run<'_>, phase: Phase) {
         run.resumed_at = Some(phase);
-        metrics::counter!("rollbackd_rollbacks_resumed_total").increment(1);
-        tracing::warn!(rollback = %run.id, phase = phase.as_str(), settled = "resumed", "resuming a rollback rollbackd was stopped during");
+        events::rollback_resumed(&run.id, phase.as_str());
         let n = run.notification(
             NotifyEvent::RollbackResumed,
             format!(
@@ -518,13 +518,13 @@ impl Engine {
             }
         }
         self.breaker_state(now);
-        metrics::counter!("rollbackd_rollbacks_total", "result" => "interrupted", "trigger" => run.req.trigger.label(), "policy" => run.req.policy_label())
-            .increment(1);
-        if problems.is_empty() {
-            tracing::warn!(rollback = %run.id, phase = phase.as_str(), settled = "interrupted", "recorded an interrupted rollback: nothing had reached production; the breaker is as it was before it");
-        } else {
-            tracing::error!(rollback = %run.id, problems = %problems.join("; "), "cannot settle the interrupted rollback; its journal stays for the next start");
-        }
+        events::rollback_interrupted(
+            &run.id,
+            phase.as_str(),
+            run.req.trigger.label(),
+            run.req.policy_label(),
+            &problems,
+        );
         let mut n = run.notification(NotifyEvent::RollbackInterrupted, why.clone());
         n.outcome = Some("nothing was changed; the rules decide again".into());
         self.notify(n);

@@ -10,7 +10,7 @@ use crate::provider::Deployment;
 
 /// The deployment running now and the one to go back to.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Selection {
+pub(crate) struct Selection {
     pub current: Deployment,
     pub target: Deployment,
 }
@@ -25,7 +25,7 @@ pub struct NoTarget(pub String);
 /// True for a deployment that once ran and can run again: SUCCESS, or
 /// REMOVED (Railway marks a deployment REMOVED once a newer one replaces it)
 /// unless the platform says it can no longer be rolled back to.
-pub fn is_candidate(d: &Deployment) -> bool {
+pub(crate) fn is_candidate(d: &Deployment) -> bool {
     d.status.served() && d.can_rollback != Some(false)
 }
 
@@ -36,7 +36,7 @@ pub fn is_candidate(d: &Deployment) -> bool {
 ///   and within `retention`;
 /// - otherwise: the newest candidate older than the current one that no
 ///   earlier rollback moved away from (`moved_away`).
-pub fn select(
+pub(crate) fn select(
     deployments: &[Deployment],
     requested: Option<&Deployment>,
     moved_away: &BTreeSet<String>,

@@ -22,7 +22,7 @@ use crate::verify::{Answer, HealthProbe};
 
 /// One call the platform received, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Call {
+pub(crate) enum Call {
     List,
     Status(String),
     Rollback(String),
@@ -31,7 +31,7 @@ pub enum Call {
 
 /// What the fake platform does with a rollback call.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RollbackBehaviour {
+pub(crate) enum RollbackBehaviour {
     /// Creates a deployment that is SUCCESS after `polls` calls.
     Succeed { polls: u32 },
     /// As `Succeed`, but does not say which deployment it created (as
@@ -75,11 +75,11 @@ struct PlatformState {
 
 /// A deploy platform in memory: deployments newest first; a rollback creates
 /// a new deployment of the target.
-pub struct FakePlatform {
+pub(crate) struct FakePlatform {
     state: Mutex<PlatformState>,
 }
 
-pub fn deployment(id: &str, status: &str, age: Duration, now: SystemTime) -> Deployment {
+pub(crate) fn deployment(id: &str, status: &str, age: Duration, now: SystemTime) -> Deployment {
     Deployment {
         id: id.into(),
         status: status.into(),
@@ -92,7 +92,7 @@ pub fn deployment(id: &str, status: &str, age: Duration, now: SystemTime) -> Dep
 
 impl FakePlatform {
     /// `d2` live (deployed 10 minutes ago), `d1` before it.
-    pub fn new(now: SystemTime) -> Arc<FakePlatform> {
+    pub(crate) fn new(now: SystemTime) -> Arc<FakePlatform> {
         Arc::new(FakePlatform {
             state: Mutex::new(PlatformState {
                 deployments: vec![
@@ -119,13 +119,13 @@ impl FakePlatform {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn set_behaviour(&self, behaviour: RollbackBehaviour) {
+    pub(crate) fn set_behaviour(&self, behaviour: RollbackBehaviour) {
         self.state().behaviour = behaviour;
     }
 
     /// A deployment a rollback creates is listed only `lag` later (its
     /// `status` answers at once); `settle` is the provider's `list_settle`.
-    pub fn set_list_lag(&self, lag: Duration, settle: Duration) {
+    pub(crate) fn set_list_lag(&self, lag: Duration, settle: Duration) {
         let mut s = self.state();
         s.list_lag = lag;
         s.list_settle = settle;
@@ -133,17 +133,17 @@ impl FakePlatform {
 
     /// A rollback creates its deployment at once and answers `delay` later
     /// (an answer a kill can lose).
-    pub fn set_answer_delay(&self, delay: Duration) {
+    pub(crate) fn set_answer_delay(&self, delay: Duration) {
         self.state().answer_delay = delay;
     }
 
-    pub fn set_latency(&self, latency: Duration) {
+    pub(crate) fn set_latency(&self, latency: Duration) {
         self.state().latency = latency;
     }
 
     /// The platform reads logs: every deployment's are `lines`, or the
     /// request fails with `Err`.
-    pub fn set_logs(&self, lines: Result<&[&str], &str>) {
+    pub(crate) fn set_logs(&self, lines: Result<&[&str], &str>) {
         self.state().logs = Some(
             lines
                 .map(|l| l.iter().map(|s| s.to_string()).collect())
@@ -152,21 +152,21 @@ impl FakePlatform {
     }
 
     /// A logs request takes `latency` (paused clock: it costs nothing).
-    pub fn set_logs_latency(&self, latency: Duration) {
+    pub(crate) fn set_logs_latency(&self, latency: Duration) {
         self.state().logs_latency = latency;
     }
 
     /// Each logs request: deployment, from, to.
-    pub fn log_requests(&self) -> Vec<(String, SystemTime, SystemTime)> {
+    pub(crate) fn log_requests(&self) -> Vec<(String, SystemTime, SystemTime)> {
         self.state().log_requests.clone()
     }
 
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.state().calls.clone()
     }
 
     /// The targets of every rollback call, in order.
-    pub fn rollbacks(&self) -> Vec<String> {
+    pub(crate) fn rollbacks(&self) -> Vec<String> {
         self.calls()
             .into_iter()
             .filter_map(|c| match c {
@@ -177,14 +177,14 @@ impl FakePlatform {
     }
 
     /// An older deployment, `age` before now.
-    pub fn push_old(&self, id: &str, status: &str, age: Duration, now: SystemTime) {
+    pub(crate) fn push_old(&self, id: &str, status: &str, age: Duration, now: SystemTime) {
         self.state()
             .deployments
             .push(deployment(id, status, age, now));
     }
 
     /// A newer deployment starts and is still on its way (`status`).
-    pub fn begin_deploy(&self, id: &str, status: &str) {
+    pub(crate) fn begin_deploy(&self, id: &str, status: &str) {
         let mut s = self.state();
         let created_at = s.deployments[0].created_at + Duration::from_secs(60);
         s.deployments
@@ -192,18 +192,18 @@ impl FakePlatform {
     }
 
     /// A deployment's status changes (a deploy in progress settles).
-    pub fn set_status(&self, id: &str, status: &str) {
+    pub(crate) fn set_status(&self, id: &str, status: &str) {
         for d in self.state().deployments.iter_mut().filter(|d| d.id == id) {
             d.status = status.into();
         }
     }
 
     /// The platform can cancel a deployment in progress.
-    pub fn allow_cancel(&self) {
+    pub(crate) fn allow_cancel(&self) {
         self.state().cancels = true;
     }
 
-    pub fn live(&self) -> Option<String> {
+    pub(crate) fn live(&self) -> Option<String> {
         self.state()
             .deployments
             .iter()
@@ -393,7 +393,7 @@ fn advance(s: &mut PlatformState) {
 
 /// A service whose health endpoints answer as scripted.
 #[derive(Default)]
-pub struct FakeService {
+pub(crate) struct FakeService {
     state: Mutex<ServiceState>,
 }
 
@@ -409,14 +409,14 @@ struct ServiceState {
 }
 
 impl FakeService {
-    pub fn set_unhealthy(&self, unhealthy: bool) {
+    pub(crate) fn set_unhealthy(&self, unhealthy: bool) {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .unhealthy = unhealthy;
     }
 
-    pub fn set_latency(&self, latency: Duration) {
+    pub(crate) fn set_latency(&self, latency: Duration) {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -424,7 +424,7 @@ impl FakeService {
     }
 
     /// The next `n` checks fail (a service still starting).
-    pub fn fail_next(&self, n: u32) {
+    pub(crate) fn fail_next(&self, n: u32) {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -432,7 +432,7 @@ impl FakeService {
     }
 
     /// `path` answers `status` and `body` from now on.
-    pub fn set_answer(&self, path: &str, status: u16, body: &str) {
+    pub(crate) fn set_answer(&self, path: &str, status: u16, body: &str) {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -441,7 +441,7 @@ impl FakeService {
     }
 
     /// The URLs asked so far.
-    pub fn checks(&self) -> Vec<String> {
+    pub(crate) fn checks(&self) -> Vec<String> {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -487,7 +487,7 @@ impl HealthProbe for FakeService {
 
 /// What the seed's service answers at `path`, all healthy: the components
 /// the shipped verification reads.
-pub fn seed_body(path: &str) -> String {
+pub(crate) fn seed_body(path: &str) -> String {
     match path {
         "/health/performance" => r#"{"status":"healthy","components":{"database":{"status":"healthy","response_time_ms":12},"redis":{"status":"healthy","response_time_ms":2}}}"#.into(),
         "/health/external-services" => r#"{"status":"healthy","services":{"openai":{"status":"healthy"},"sendgrid":{"status":"healthy"},"firebase":{"status":"healthy"}}}"#.into(),
@@ -497,7 +497,7 @@ pub fn seed_body(path: &str) -> String {
 
 /// A notifier that remembers what it was sent, in order.
 #[derive(Default)]
-pub struct RecordingNotifier {
+pub(crate) struct RecordingNotifier {
     sent: Mutex<Vec<NotifyEvent>>,
     /// Every notification in full, in order.
     pub full: Mutex<Vec<Notification>>,
@@ -526,7 +526,7 @@ impl Notifier for RecordingNotifier {
 }
 
 /// An engine on fakes, with its state in a temporary directory.
-pub struct Rig {
+pub(crate) struct Rig {
     pub engine: Arc<Engine>,
     pub platform: Arc<FakePlatform>,
     pub service: Arc<FakeService>,
@@ -537,7 +537,7 @@ pub struct Rig {
 
 /// The rig's setup: default engine config with its state in `dir`, the
 /// service at a fake base URL, a short initial verification wait.
-pub fn setup(dir: &std::path::Path) -> EngineSetup {
+pub(crate) fn setup(dir: &std::path::Path) -> EngineSetup {
     let mut setup = EngineSetup {
         config: EngineConfig::default(),
         verify: VerifyConfig::default(),
@@ -556,7 +556,7 @@ pub fn setup(dir: &std::path::Path) -> EngineSetup {
 
 impl Rig {
     /// Must be called inside a tokio runtime (the clock anchors to it).
-    pub fn new(tweak: impl FnOnce(&mut EngineSetup)) -> Rig {
+    pub(crate) fn new(tweak: impl FnOnce(&mut EngineSetup)) -> Rig {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let notices = Arc::new(RecordingNotifier::default());
         let mut setup = setup(dir.path());
@@ -582,7 +582,7 @@ impl Rig {
 
     /// What the notifiers were sent so far, in order (deliveries are tasks:
     /// let them run first, e.g. with a short sleep on the paused clock).
-    pub fn notices(&self) -> Vec<NotifyEvent> {
+    pub(crate) fn notices(&self) -> Vec<NotifyEvent> {
         self.notices
             .sent
             .lock()
@@ -590,14 +590,14 @@ impl Rig {
             .clone()
     }
 
-    pub fn history(&self) -> crate::history::History {
+    pub(crate) fn history(&self) -> crate::history::History {
         self.engine.history().load().expect("a readable history")
     }
 
     /// A new engine on the same state directory, platform, service and
     /// notifiers, with the rig's database (if any) given again: rollbackd
     /// after a restart.
-    pub fn restarted(&self, db: Option<super::DbSetup>) -> Engine {
+    pub(crate) fn restarted(&self, db: Option<super::DbSetup>) -> Engine {
         let mut setup = setup(self._state.path());
         setup.notifiers = Some(Notifiers::from_notifiers(
             vec![self.notices.clone()],
@@ -609,20 +609,20 @@ impl Rig {
             .with_parts(self.service.clone(), self.engine.clock)
     }
 
-    pub fn state_dir(&self) -> &std::path::Path {
+    pub(crate) fn state_dir(&self) -> &std::path::Path {
         self._state.path()
     }
 }
 
 /// A status board with one group `service` holding `rules`, each a
 /// `(name, firing)` pair: what the watcher would show.
-pub fn board(rules: &[(&str, bool)]) -> Arc<crate::watch::StatusBoard> {
+pub(crate) fn board(rules: &[(&str, bool)]) -> Arc<crate::watch::StatusBoard> {
     board_with_for(rules, "0s")
 }
 
 /// As [`board`], each rule with `for: hold`: a breaching rule with a long
 /// `for` is pending.
-pub fn board_with_for(rules: &[(&str, bool)], hold: &str) -> Arc<crate::watch::StatusBoard> {
+pub(crate) fn board_with_for(rules: &[(&str, bool)], hold: &str) -> Arc<crate::watch::StatusBoard> {
     use crate::rules::{Input, Labels};
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut yaml = String::from("groups:\n  - name: service\n    interval: 10s\n    rules:\n");
@@ -657,7 +657,7 @@ pub fn board_with_for(rules: &[(&str, bool)], hold: &str) -> Arc<crate::watch::S
 
 /// A migration tool in memory: the database is at `current`; asking for the
 /// downgrade SQL fails when `sql` is `None`.
-pub struct FakeMigrations {
+pub(crate) struct FakeMigrations {
     pub current: Mutex<Option<String>>,
     pub sql: Option<String>,
 }
@@ -701,7 +701,7 @@ impl crate::db::migrate::MigrationTool for FakeMigrations {
 /// A database section for the rig: nothing listens at its URL, and its
 /// `pg_dump` does not exist, so a backup fails at once (a warning unless
 /// `backup_required`). Revisions are recorded in `state`.
-pub fn database(
+pub(crate) fn database(
     state: &std::path::Path,
     tool: Arc<FakeMigrations>,
     tweak: impl FnOnce(&mut crate::db::config::DatabaseConfig),

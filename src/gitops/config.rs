@@ -12,7 +12,7 @@ use crate::secret::Secret;
 
 /// The environment variable the token is read from when the configuration
 /// names none (the `gh` CLI's and GitHub Actions' name).
-pub const TOKEN_ENV: &str = "GITHUB_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "GITHUB_TOKEN";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

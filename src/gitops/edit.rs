@@ -4,7 +4,7 @@
 
 /// Why the key's line cannot be used.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum EditError {
+pub(super) enum EditError {
     #[error("no line `{key}: …` in {file}")]
     NotFound { file: String, key: String },
     #[error("{key} is on {count} lines of {file} (lines {lines}); rollbackd changes a file with exactly one")]
@@ -82,12 +82,17 @@ fn value_in(line: &str, key: &str) -> Option<std::ops::Range<usize>> {
 }
 
 /// The value of `key` in `text`.
-pub fn read(text: &str, file: &str, key: &str) -> Result<String, EditError> {
+pub(super) fn read(text: &str, file: &str, key: &str) -> Result<String, EditError> {
     locate(text, file, key).map(|r| text[r].to_string())
 }
 
 /// `text` with the value of `key` set to `value`, and the value it had.
-pub fn set(text: &str, file: &str, key: &str, value: &str) -> Result<(String, String), EditError> {
+pub(super) fn set(
+    text: &str,
+    file: &str,
+    key: &str,
+    value: &str,
+) -> Result<(String, String), EditError> {
     let range = locate(text, file, key)?;
     let old = text[range.clone()].to_string();
     let mut out = String::with_capacity(text.len() + value.len());

@@ -37,7 +37,7 @@ pub enum GithubError {
 
 /// An open pull request.
 #[derive(Debug, Clone, Deserialize)]
-pub struct PullRequest {
+pub(super) struct PullRequest {
     pub html_url: String,
 }
 
@@ -68,7 +68,7 @@ impl Refusal {
     }
 }
 
-pub struct Github {
+pub(super) struct Github {
     client: reqwest::Client,
     /// `{api}/repos/{owner}/{name}`.
     base: String,
@@ -76,7 +76,11 @@ pub struct Github {
 }
 
 impl Github {
-    pub fn new(config: &GitopsConfig, repo: String, token: &Secret) -> Result<Github, GithubError> {
+    pub(super) fn new(
+        config: &GitopsConfig,
+        repo: String,
+        token: &Secret,
+    ) -> Result<Github, GithubError> {
         let mut headers = HeaderMap::new();
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| GithubError::Header)?;
@@ -129,7 +133,7 @@ impl Github {
     }
 
     /// Whether the token reaches the repository and may push to it.
-    pub async fn check(&self) -> Result<(), GithubError> {
+    pub(super) async fn check(&self) -> Result<(), GithubError> {
         let (status, body) = self.send(self.client.get(&self.base)).await?;
         if status != 200 {
             return Err(body.status("GET repository", status));
@@ -153,7 +157,7 @@ impl Github {
 
     /// Opens a pull request from `head` into `base`; when one is already
     /// open from `head` (asked again after a restart), that one.
-    pub async fn open(
+    pub(super) async fn open(
         &self,
         head: &str,
         base: &str,

@@ -19,7 +19,7 @@
 //! GitHub as a bearer token; neither is logged.
 
 mod body;
-pub mod config;
+pub(crate) mod config;
 mod edit;
 mod git;
 mod github;
@@ -34,7 +34,7 @@ use crate::history::Event;
 use crate::provider::Deployment;
 use crate::secret::Secret;
 
-pub use crate::history::revert::{RevertRecord, RevertResult};
+pub use crate::record::revert::{RevertRecord, RevertResult};
 
 /// The rollback the pull request is about.
 pub struct Incident<'a> {

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// What Prometheus holds for the service.
 #[derive(Debug, Clone, Default)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     /// Metric names of the service's series.
     pub names: BTreeSet<String>,
     /// Label names per metric (for the metrics a convention may use).
@@ -50,7 +50,7 @@ impl Catalog {
     }
 
     /// The metrics whose label names `init` asks for.
-    pub fn candidates() -> Vec<&'static str> {
+    pub(crate) fn candidates() -> Vec<&'static str> {
         let mut out = Vec::new();
         for c in REQUESTS {
             out.push(c.requests);
@@ -61,7 +61,7 @@ impl Catalog {
 }
 
 /// One request-counter convention.
-pub struct Convention {
+pub(crate) struct Convention {
     pub name: &'static str,
     /// The counter (or a histogram's `_count`) to rate.
     pub requests: &'static str,
@@ -82,7 +82,7 @@ impl Convention {
     }
 }
 
-pub const REQUESTS: &[Convention] = &[
+pub(crate) const REQUESTS: &[Convention] = &[
     Convention {
         name: "OpenTelemetry",
         requests: "http_server_request_duration_seconds_count",
@@ -178,7 +178,7 @@ const POOLS: &[PoolConvention] = &[
 /// A rule `init` proposes: its expression with `{window}` still to fill,
 /// which series it reads and why, and the thresholds to back-test.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Proposal {
+pub(crate) struct Proposal {
     pub name: &'static str,
     /// PromQL with `{window}` where the rate window goes.
     pub expr: String,
@@ -195,13 +195,13 @@ pub struct Proposal {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
+pub(crate) enum Unit {
     Ratio,
     Seconds,
 }
 
 impl Unit {
-    pub fn show(self, v: f64) -> String {
+    pub(crate) fn show(self, v: f64) -> String {
         match self {
             Unit::Ratio => format!("{} %", trim(v * 100.0)),
             Unit::Seconds => format!("{} s", trim(v)),
@@ -216,7 +216,7 @@ fn trim(v: f64) -> String {
 
 /// What was recognised.
 #[derive(Debug, Clone, Default)]
-pub struct Found {
+pub(crate) struct Found {
     pub conventions: Vec<&'static str>,
     pub proposals: Vec<Proposal>,
 }
@@ -227,7 +227,7 @@ const SATURATIONS: &[f64] = &[0.8, 0.9, 0.95, 0.99];
 
 /// The rules for what `catalog` holds; `selector` is the matchers inside
 /// braces (`job="shop"`).
-pub fn recognise(catalog: &Catalog, selector: &str) -> Found {
+pub(crate) fn recognise(catalog: &Catalog, selector: &str) -> Found {
     let mut found = Found::default();
     let with = |metric: &str, extra: &str| -> String {
         match (selector.is_empty(), extra.is_empty()) {

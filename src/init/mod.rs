@@ -10,8 +10,8 @@
 //! a team that knows those firings were real incidents picks a lower one.
 //! With no history to replay, the convention's usual default, said so.
 
-pub mod conventions;
-pub mod render;
+pub(crate) mod conventions;
+pub(crate) mod render;
 
 use std::time::{Duration, SystemTime};
 
@@ -23,7 +23,7 @@ use crate::source::SourceError;
 
 /// Why `init` cannot propose anything.
 #[derive(Debug, thiserror::Error)]
-pub enum InitError {
+pub(crate) enum InitError {
     #[error(transparent)]
     Prometheus(#[from] SourceError),
     #[error("no series match {selector} over the last {span}; {jobs}")]
@@ -38,7 +38,7 @@ pub enum InitError {
 
 /// What Prometheus holds for `selector` (the matchers inside braces) over
 /// `[from, to]`.
-pub async fn discover(
+pub(crate) async fn discover(
     prometheus: &Prometheus,
     selector: &str,
     from: SystemTime,
@@ -90,7 +90,7 @@ pub async fn discover(
 
 /// Each proposal's threshold, from a back-test over `[from, to]` of the
 /// rule as `rules` loaded it (the file `init` writes, with its defaults).
-pub async fn propose(
+pub(crate) async fn propose(
     prometheus: &Prometheus,
     proposals: Vec<Proposal>,
     rules: &[Rule],

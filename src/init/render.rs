@@ -5,12 +5,12 @@
 use super::conventions::Proposal;
 
 /// The rate window, the group's interval and `for` of every proposed rule.
-pub const WINDOW: &str = "2m";
-pub const INTERVAL: &str = "15s";
-pub const FOR: &str = "2m";
+pub(crate) const WINDOW: &str = "2m";
+pub(crate) const INTERVAL: &str = "15s";
+pub(crate) const FOR: &str = "2m";
 
 /// One proposed rule with its back-test.
-pub struct Proposed {
+pub(crate) struct Proposed {
     pub proposal: Proposal,
     pub threshold: f64,
     /// `(candidate, firings)`, lowest candidate first; empty when there was
@@ -22,7 +22,7 @@ pub struct Proposed {
 
 impl Proposed {
     /// `0 firings at 0.5 %; 4 at 0.1 %`-style, the chosen one marked.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         self.firings
             .iter()
             .map(|(c, n)| {
@@ -47,7 +47,7 @@ fn expr_block(expr: &str, indent: usize) -> String {
 }
 
 /// The rule file. `header` lines become its opening comment.
-pub fn rules_file(group: &str, header: &[String], rules: &[Proposed]) -> String {
+pub(crate) fn rules_file(group: &str, header: &[String], rules: &[Proposed]) -> String {
     let mut out = String::new();
     for line in header {
         out.push_str(&format!("# {line}\n").replace("# \n", "#\n"));
@@ -97,14 +97,19 @@ pub fn rules_file(group: &str, header: &[String], rules: &[Proposed]) -> String 
 }
 
 /// A threshold as YAML writes it: no float noise.
-pub fn number(v: f64) -> String {
+pub(crate) fn number(v: f64) -> String {
     let s = format!("{v:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     s.to_string()
 }
 
 /// The configuration skeleton.
-pub fn config_file(prometheus: &str, service: &str, rules_dir: &str, provider: &str) -> String {
+pub(crate) fn config_file(
+    prometheus: &str,
+    service: &str,
+    rules_dir: &str,
+    provider: &str,
+) -> String {
     let provider_section = match provider {
         "railway" => {
             "[provider]\ntype = \"railway\"\n\
@@ -145,7 +150,7 @@ pub fn config_file(prometheus: &str, service: &str, rules_dir: &str, provider: &
 }
 
 /// For a service with none of the known conventions: the rules to fill in.
-pub fn template(selector: &str) -> String {
+pub(crate) fn template(selector: &str) -> String {
     let sel = if selector.is_empty() {
         String::new()
     } else {

@@ -13,7 +13,7 @@ use super::config::{EmailConfig, SmtpTls};
 use super::{Notification, Notifier, NotifyError, NotifyEvent};
 
 /// The events mailed when `events` is not set.
-pub const DEFAULT_EVENTS: [NotifyEvent; 5] = [
+pub(crate) const DEFAULT_EVENTS: [NotifyEvent; 5] = [
     NotifyEvent::RollbackPending,
     NotifyEvent::RollbackSucceeded,
     NotifyEvent::RollbackFailed,
@@ -21,7 +21,7 @@ pub const DEFAULT_EVENTS: [NotifyEvent; 5] = [
     NotifyEvent::DrillFailed,
 ];
 
-pub struct Email {
+pub(crate) struct Email {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     to: Vec<Mailbox>,
@@ -85,7 +85,7 @@ impl Email {
 }
 
 /// `[rollbackd] Rollback FAILED: web (production)`.
-pub fn subject(n: &Notification) -> String {
+pub(crate) fn subject(n: &Notification) -> String {
     let mut s = format!("[rollbackd] {}", n.event.title());
     if let Some(service) = &n.service {
         s.push_str(&format!(": {service}"));
@@ -97,7 +97,7 @@ pub fn subject(n: &Notification) -> String {
 }
 
 /// The message: what happened first, then the facts, one per line.
-pub fn body(n: &Notification) -> String {
+pub(crate) fn body(n: &Notification) -> String {
     let mut text = format!("{}\n\n{}\n\n", n.event.title(), n.summary);
     let mut line = |label: &str, value: String| {
         text.push_str(&format!("{:<14}{value}\n", format!("{label}:")));

@@ -6,13 +6,14 @@
 //! only, then given up and counted. Webhook URLs and keys never reach the
 //! logs (reqwest errors are stripped of their URL).
 
-pub mod config;
-pub mod email;
-pub mod pagerduty;
-pub mod sentry;
-pub mod slack;
-pub mod webhook;
+pub(crate) mod config;
+pub(crate) mod email;
+pub(crate) mod pagerduty;
+pub(crate) mod sentry;
+pub(crate) mod slack;
+pub(crate) mod webhook;
 
+use crate::telemetry::events::{self, Attempt};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -430,12 +431,7 @@ impl Notifiers {
             }
         }
         if dropped > 0 {
-            metrics::counter!("rollbackd_notifications_total", "notifier" => "any", "result" => "dropped")
-                .increment(dropped as u64);
-            tracing::warn!(
-                dropped,
-                "notifications still being delivered when rollbackd stopped were dropped (their notifiers kept failing); see the earlier \"notification failed\" lines"
-            );
+            events::notifications_dropped(dropped);
         }
         dropped
     }
@@ -452,24 +448,22 @@ async fn deliver(
     for attempt in 1..=delivery.attempts.max(1) {
         match notifier.send(&client, &n).await {
             Ok(()) => {
-                metrics::counter!("rollbackd_notifications_total", "notifier" => kind, "result" => "sent").increment(1);
-                tracing::debug!(
-                    notifier = kind,
-                    event = n.event.as_str(),
-                    attempt,
-                    "notification sent"
-                );
+                events::notification(kind, n.event.as_str(), attempt, Attempt::Sent, None);
                 return;
             }
             Err(NotifyError::Transient(why)) if attempt < delivery.attempts => {
-                metrics::counter!("rollbackd_notifications_total", "notifier" => kind, "result" => "retried").increment(1);
-                tracing::warn!(notifier = kind, event = n.event.as_str(), attempt, error = %why, "notification failed; retrying");
+                events::notification(
+                    kind,
+                    n.event.as_str(),
+                    attempt,
+                    Attempt::Retried,
+                    Some(&why),
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
-                metrics::counter!("rollbackd_notifications_total", "notifier" => kind, "result" => "failed").increment(1);
-                tracing::error!(notifier = kind, event = n.event.as_str(), attempt, error = %e, "notification given up");
+                events::notification(kind, n.event.as_str(), attempt, Attempt::GivenUp, Some(&e));
                 return;
             }
         }

@@ -10,21 +10,21 @@ use super::{post_json, Notification, Notifier, NotifyError, NotifyEvent};
 use crate::secret::Secret;
 
 /// The events PagerDuty acts on.
-pub const DEFAULT_EVENTS: [NotifyEvent; 4] = [
+pub(crate) const DEFAULT_EVENTS: [NotifyEvent; 4] = [
     NotifyEvent::RollbackPending,
     NotifyEvent::RollbackFailed,
     NotifyEvent::RollbackSucceeded,
     NotifyEvent::RollbackRejected,
 ];
 
-pub struct PagerDuty {
+pub(crate) struct PagerDuty {
     routing_key: Secret,
     url: String,
     runbook_url: Option<String>,
 }
 
 impl PagerDuty {
-    pub fn new(config: &PagerDutyConfig) -> Self {
+    pub(crate) fn new(config: &PagerDutyConfig) -> Self {
         PagerDuty {
             routing_key: config.routing_key.clone(),
             url: config.url.clone(),
@@ -35,7 +35,7 @@ impl PagerDuty {
 
 /// One incident per rollback: a rollback approved from a pending
 /// confirmation keeps the pending one's key, so its success resolves it.
-pub fn dedup_key(n: &Notification) -> Option<String> {
+pub(crate) fn dedup_key(n: &Notification) -> Option<String> {
     n.pending_id
         .as_ref()
         .or(n.rollback_id.as_ref())
@@ -43,7 +43,7 @@ pub fn dedup_key(n: &Notification) -> Option<String> {
 }
 
 /// The event body, or None for events PagerDuty does not act on.
-pub fn payload(n: &Notification, routing_key: &str) -> Option<Value> {
+pub(crate) fn payload(n: &Notification, routing_key: &str) -> Option<Value> {
     let (action, severity) = match n.event {
         NotifyEvent::RollbackFailed => ("trigger", "critical"),
         NotifyEvent::RollbackPending => ("trigger", "warning"),

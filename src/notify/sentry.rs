@@ -15,12 +15,12 @@ use super::config::SentryConfig;
 use super::{send, Notification, Notifier, NotifyError, NotifyEvent};
 
 /// The events sent when `events` is not set: the results.
-pub const DEFAULT_EVENTS: [NotifyEvent; 2] =
+pub(crate) const DEFAULT_EVENTS: [NotifyEvent; 2] =
     [NotifyEvent::RollbackSucceeded, NotifyEvent::RollbackFailed];
 
 /// A DSN taken apart; the key stays out of `Debug` and the logs.
 #[derive(Clone)]
-pub struct Dsn {
+pub(crate) struct Dsn {
     public_key: String,
     /// `https://host[:port][/path]/api/<project>/envelope/`.
     envelope_url: String,
@@ -75,13 +75,13 @@ impl Dsn {
     }
 }
 
-pub struct Sentry {
+pub(crate) struct Sentry {
     dsn: Dsn,
     environment: Option<String>,
 }
 
 impl Sentry {
-    pub fn new(config: &SentryConfig, dsn: Dsn) -> Self {
+    pub(crate) fn new(config: &SentryConfig, dsn: Dsn) -> Self {
         Sentry {
             dsn,
             environment: config.environment.clone(),
@@ -114,7 +114,7 @@ fn event_id(n: &Notification) -> String {
 }
 
 /// The event, as Sentry's event payload.
-pub fn event(n: &Notification, environment: Option<&str>) -> Value {
+pub(crate) fn event(n: &Notification, environment: Option<&str>) -> Value {
     let timestamp =
         n.at.duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -161,7 +161,7 @@ pub fn event(n: &Notification, environment: Option<&str>) -> Value {
 
 /// The envelope: its header, the item's header, the event; one JSON
 /// document per line.
-pub fn envelope(n: &Notification, environment: Option<&str>) -> String {
+pub(crate) fn envelope(n: &Notification, environment: Option<&str>) -> String {
     let event = event(n, environment).to_string();
     let header = json!({
         "event_id": event_id(n),

@@ -7,12 +7,12 @@ use super::config::SlackConfig;
 use super::{post_json, Notification, Notifier, NotifyError, NotifyEvent};
 use crate::secret::Secret;
 
-pub struct Slack {
+pub(crate) struct Slack {
     url: Secret,
 }
 
 impl Slack {
-    pub fn new(config: &SlackConfig) -> Self {
+    pub(crate) fn new(config: &SlackConfig) -> Self {
         Slack {
             url: config.url.clone(),
         }
@@ -21,7 +21,7 @@ impl Slack {
 
 /// The message: a header, the facts as fields, how to approve when pending,
 /// and a context line.
-pub fn payload(n: &Notification) -> Value {
+pub(crate) fn payload(n: &Notification) -> Value {
     let mut fields = Vec::new();
     let mut field = |name: &str, value: String| {
         if !value.is_empty() {

@@ -6,12 +6,12 @@ use super::config::WebhookConfig;
 use super::{post_json, Notification, Notifier, NotifyError};
 use crate::secret::Secret;
 
-pub struct Webhook {
+pub(crate) struct Webhook {
     url: Secret,
 }
 
 impl Webhook {
-    pub fn new(config: &WebhookConfig) -> Self {
+    pub(crate) fn new(config: &WebhookConfig) -> Self {
         Webhook {
             url: config.url.clone(),
         }

@@ -29,12 +29,12 @@ use super::config::CommandConfig;
 use super::{DeployProvider, Deployment, LogLine, ProviderError};
 
 #[derive(Debug)]
-pub struct CommandProvider {
+pub(crate) struct CommandProvider {
     config: CommandConfig,
 }
 
 impl CommandProvider {
-    pub fn new(config: &CommandConfig) -> Self {
+    pub(crate) fn new(config: &CommandConfig) -> Self {
         CommandProvider {
             config: config.clone(),
         }
@@ -285,8 +285,8 @@ fn log_line(text: &str) -> LogLine {
 
 /// The most lines of a deployment's logs read (Railway's own limit), and
 /// the most of each line kept.
-pub const MAX_LOG_LINES: usize = 5_000;
-pub const MAX_LOG_LINE: usize = 8 << 10;
+pub(crate) const MAX_LOG_LINES: usize = 5_000;
+pub(crate) const MAX_LOG_LINE: usize = 8 << 10;
 
 /// Default command timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,12 +1,13 @@
 //! Deploy providers: where deployments are listed and rolled back. One small
 //! trait, [`DeployProvider`]; one file per implementation (`railway`,
-//! `command`). A provider reports what the platform said and never decides
+//! `argocd`, `command`), and one vocabulary for a deployment's state
+//! ([`DeploymentStatus`]) each maps its platform's words into. A provider reports what the platform said and never decides
 //! anything: choosing a target and following a rollback is the engine's job.
 
 pub mod argocd;
-pub mod command;
+pub(crate) mod command;
 pub mod config;
-pub mod railway;
+pub(crate) mod railway;
 mod status;
 
 pub use status::DeploymentStatus;
@@ -194,11 +195,11 @@ pub(crate) mod rfc3339 {
     use serde::{de, Deserialize, Deserializer, Serializer};
     use std::time::SystemTime;
 
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_rfc3339_seconds(*t))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_rfc3339(&text)
             .or_else(|_| humantime::parse_rfc3339_weak(&text))

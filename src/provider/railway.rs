@@ -20,7 +20,7 @@ const FIELDS: &str = "id status createdAt meta canRollback";
 
 /// Why a Railway client could not be built from `[provider]`.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     /// A setting is neither in the config nor in the environment.
     #[error(transparent)]
     Missing(#[from] MissingSetting),
@@ -32,7 +32,7 @@ pub enum SetupError {
     Client(reqwest::Error),
 }
 
-pub struct Railway {
+pub(crate) struct Railway {
     client: reqwest::Client,
     endpoint: String,
     auth: (HeaderName, HeaderValue),
@@ -54,7 +54,7 @@ impl std::fmt::Debug for Railway {
 }
 
 impl Railway {
-    pub fn new(config: &RailwayConfig) -> Result<Self, SetupError> {
+    pub(crate) fn new(config: &RailwayConfig) -> Result<Self, SetupError> {
         let (kind, token) = config.token()?;
         let (name, value) = match kind {
             TokenKind::Project => (HeaderName::from_static("project-access-token"), token),

@@ -21,13 +21,13 @@ use std::path::{Path, PathBuf};
 use super::load::{LoadError, RuleError};
 
 /// The largest rule file read (4 MiB; rule files are kilobytes).
-pub const MAX_FILE_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 4 << 20;
 /// The deepest nesting of `[…]` and `{…}` accepted in a rule file.
-pub const MAX_NESTING: usize = 64;
+pub(crate) const MAX_NESTING: usize = 64;
 
 /// The rule files under `paths`, and a problem for each entry that cannot
 /// be one. A configured path that does not exist is a [`LoadError::Path`].
-pub fn rule_files(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<RuleError>), LoadError> {
+pub(crate) fn rule_files(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<RuleError>), LoadError> {
     let mut files = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
@@ -94,7 +94,7 @@ fn problem(file: &Path, message: String) -> RuleError {
 }
 
 /// The text of one rule file, within the limits above.
-pub fn read(file: &Path) -> Result<String, RuleError> {
+pub(crate) fn read(file: &Path) -> Result<String, RuleError> {
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)

@@ -4,14 +4,14 @@
 //! Nothing here talks to Prometheus or reads the clock; the watcher supplies
 //! both.
 
-pub mod event;
-pub mod files;
-pub mod load;
-pub mod model;
-pub mod state;
-pub mod status;
-pub mod template;
-pub mod value;
+pub(crate) mod event;
+pub(crate) mod files;
+pub(crate) mod load;
+pub(crate) mod model;
+pub(crate) mod state;
+pub(crate) mod status;
+pub(crate) mod template;
+pub(crate) mod value;
 
 pub use event::{FiringEvent, RuleEvent, ALERTMANAGER_GROUP};
 pub use load::{load_paths, LoadError, RuleError, Variables};

@@ -41,7 +41,10 @@ mod opt_rfc3339 {
     use serde::Serializer;
     use std::time::SystemTime;
 
-    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
             None => s.serialize_none(),

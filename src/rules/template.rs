@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 /// Replaces every `{{ name }}` with its value. Returns the names that have no
 /// value, so the caller can report all of them at once.
-pub fn expand(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Vec<String>> {
+pub(crate) fn expand(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Vec<String>> {
     let mut out = String::with_capacity(text.len());
     let mut missing = Vec::new();
     let mut rest = text;

@@ -2,7 +2,7 @@
 //! Formatting only; nothing here compares a value with a threshold.
 
 /// A value for messages: at most six decimals, trailing zeros dropped.
-pub fn short(v: f64) -> String {
+pub(crate) fn short(v: f64) -> String {
     if !v.is_finite() {
         return v.to_string();
     }

@@ -15,7 +15,7 @@ use super::SourceError;
 
 /// A metric's metadata, as the scrape reported it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     #[serde(rename = "type", default)]
     pub kind: String,
     #[serde(default)]
@@ -83,7 +83,7 @@ impl Prometheus {
     }
 
     /// The metric names of the series `selector` matches over `[from, to]`.
-    pub async fn metric_names(
+    pub(crate) async fn metric_names(
         &self,
         selector: &str,
         from: SystemTime,
@@ -94,7 +94,7 @@ impl Prometheus {
     }
 
     /// The label names of the series `selector` matches over `[from, to]`.
-    pub async fn label_names(
+    pub(crate) async fn label_names(
         &self,
         selector: &str,
         from: SystemTime,
@@ -104,7 +104,7 @@ impl Prometheus {
     }
 
     /// The values of label `name` on the series `selector` matches.
-    pub async fn label_values(
+    pub(crate) async fn label_values(
         &self,
         name: &str,
         selector: &str,
@@ -117,7 +117,7 @@ impl Prometheus {
 
     /// Every metric's metadata (one entry per name: the first the targets
     /// report).
-    pub async fn metadata(&self) -> Result<BTreeMap<String, Metadata>, SourceError> {
+    pub(crate) async fn metadata(&self) -> Result<BTreeMap<String, Metadata>, SourceError> {
         let all: BTreeMap<String, Vec<Metadata>> = self.api("/api/v1/metadata", &[]).await?;
         Ok(all
             .into_iter()

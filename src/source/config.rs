@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use super::sigv4::SigV4Config;
+pub(crate) use super::sigv4::SigV4Config;
 use crate::duration;
 use crate::secret::Secret;
 use crate::tls::ClientCertError;
@@ -262,13 +262,12 @@ pub enum PrometheusAuth {
 pub enum AuthError {
     /// `bearer_token_file` is missing or unreadable.
     #[error(
-        "prometheus.bearer_token_file {}: {source}; fix bearer_token_file (the file must exist and be readable by rollbackd) or set prometheus.bearer_token instead",
+        "prometheus.bearer_token_file {}: {cause}; fix bearer_token_file (the file must exist and be readable by rollbackd) or set prometheus.bearer_token instead",
         path.display()
     )]
     TokenFile {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// `bearer_token_file` holds nothing but whitespace.
     #[error("prometheus.bearer_token_file {}: the file is empty; put the token in it", path.display())]
@@ -304,9 +303,9 @@ impl PrometheusConfig {
             return Ok(Some(PrometheusAuth::Bearer(token.expose().to_string())));
         }
         if let Some(path) = &self.bearer_token_file {
-            let token = std::fs::read_to_string(path).map_err(|source| AuthError::TokenFile {
+            let token = std::fs::read_to_string(path).map_err(|cause| AuthError::TokenFile {
                 path: path.clone(),
-                source,
+                cause,
             })?;
             let token = token.trim();
             if token.is_empty() {

@@ -4,12 +4,12 @@
 //! query returned nothing": a failure is a [`SourceError`], an empty result is
 //! an empty `Vec`.
 
-pub mod catalog;
-pub mod config;
-pub mod prometheus;
-pub mod range;
-pub mod scrapes;
-pub mod sigv4;
+pub(crate) mod catalog;
+pub(crate) mod config;
+pub(crate) mod prometheus;
+pub(crate) mod range;
+pub(crate) mod scrapes;
+pub(crate) mod sigv4;
 
 use config::AuthError;
 
@@ -22,17 +22,17 @@ use crate::rules::Labels;
 /// One series of an instant query result. A scalar result is one sample
 /// without labels.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub labels: Labels,
     pub value: f64,
 }
 
 /// What one query gave.
-pub type QueryResult = Result<Vec<Sample>, SourceError>;
+pub(crate) type QueryResult = Result<Vec<Sample>, SourceError>;
 
 /// One expression of a [`MetricsSource::query_many`] call.
 #[derive(Debug, Clone, Copy)]
-pub struct Query<'a> {
+pub(crate) struct Query<'a> {
     pub expr: &'a str,
     /// The expression is scalar-typed (it answers a number, not series).
     pub scalar: bool,
@@ -41,7 +41,7 @@ pub struct Query<'a> {
 impl<'a> Query<'a> {
     /// Reads the expression's type; one that does not parse counts as a
     /// vector (rules are validated when loaded, so that does not happen).
-    pub fn new(expr: &'a str) -> Self {
+    pub(crate) fn new(expr: &'a str) -> Self {
         use promql_parser::parser::{self, value::ValueType};
         let scalar = parser::parse(expr).is_ok_and(|e| e.value_type() == ValueType::Scalar);
         Query { expr, scalar }
@@ -49,7 +49,7 @@ impl<'a> Query<'a> {
 }
 
 /// A source of instant query results.
-pub trait MetricsSource: Send + Sync {
+pub(crate) trait MetricsSource: Send + Sync {
     /// Evaluates `expr` at time `at`.
     fn query<'a>(&'a self, expr: &'a str, at: SystemTime) -> BoxFuture<'a, QueryResult>;
 
@@ -98,7 +98,7 @@ pub trait MetricsSource: Send + Sync {
 
 /// Why a query gave no answer.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum SourceError {
+pub(crate) enum SourceError {
     /// Nothing listens at the URL, or the connection broke.
     #[error("cannot reach Prometheus at {url}: {message}")]
     Connect { url: String, message: String },
@@ -171,11 +171,11 @@ fn web_page(auth_key: Option<&'static str>) -> String {
 
 /// The URL parser's error, named through reqwest so rollbackd needs no
 /// direct dependency on the `url` crate.
-pub type UrlError = <reqwest::Url as std::str::FromStr>::Err;
+pub(crate) type UrlError = <reqwest::Url as std::str::FromStr>::Err;
 
 /// Why a Prometheus client could not be built from `[prometheus]`.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     /// `prometheus.url` does not make an API URL.
     #[error("prometheus.url {url:?} is not a URL: {cause}")]
     Url { url: String, cause: UrlError },
@@ -198,7 +198,7 @@ pub enum SetupError {
 
 impl SourceError {
     /// A small fixed label value for metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             SourceError::Connect { .. } => "connect",
             SourceError::Timeout { .. } => "timeout",

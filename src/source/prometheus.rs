@@ -28,7 +28,7 @@ use crate::rules::Labels;
 
 /// A Prometheus server reached over HTTP.
 #[derive(Clone)]
-pub struct Prometheus {
+pub(crate) struct Prometheus {
     pub(super) client: reqwest::Client,
     query_url: reqwest::Url,
     pub(super) base: String,
@@ -62,7 +62,7 @@ impl std::fmt::Debug for Prometheus {
 impl Prometheus {
     /// Builds a client from validated config. Fails only when the client
     /// itself cannot be built (for example an unreadable token file).
-    pub fn new(config: &PrometheusConfig) -> Result<Self, SetupError> {
+    pub(crate) fn new(config: &PrometheusConfig) -> Result<Self, SetupError> {
         let base = config.url.trim_end_matches('/').to_string();
         let query_url = reqwest::Url::parse(&format!("{base}/api/v1/query")).map_err(|source| {
             SetupError::Url {
@@ -124,7 +124,7 @@ impl Prometheus {
     async fn instant(&self, expr: &str, at: SystemTime) -> QueryResult {
         let mut url = self.query_url.clone();
         url.query_pairs_mut().extend_pairs(self.params(expr, at));
-        metrics::counter!("rollbackd_prometheus_requests_total", "kind" => "single").increment(1);
+        crate::telemetry::events::prometheus_request("single");
         let samples = self.answer(self.client.get(url), self.max_series).await?;
         distinct(&samples)?;
         Ok(samples)
@@ -140,7 +140,7 @@ impl Prometheus {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(self.params(&combine(queries), at))
             .finish();
-        metrics::counter!("rollbackd_prometheus_requests_total", "kind" => "combined").increment(1);
+        crate::telemetry::events::prometheus_request("combined");
         let request = self
             .client
             .post(self.query_url.clone())
@@ -197,8 +197,7 @@ impl Prometheus {
                     return queries.iter().map(|_| Err(e.clone())).collect();
                 }
                 Err(e) => {
-                    metrics::counter!("rollbackd_prometheus_combined_fallbacks_total").increment(1);
-                    tracing::debug!(queries = queries.len(), error = %e, "combined query failed; asking one by one");
+                    crate::telemetry::events::combined_query_split(queries.len(), &e);
                 }
             }
         }

@@ -15,21 +15,21 @@ use super::{Sample, SourceError};
 use crate::rules::Labels;
 
 /// Points per series in one request (Prometheus's limit is 11,000).
-pub const MAX_POINTS: u64 = 10_000;
+pub(crate) const MAX_POINTS: u64 = 10_000;
 
 /// An expression's answers over a range: for each evaluation time (Unix
 /// milliseconds), the series that had a value then. A time missing from
 /// the map had no series (an empty answer).
-pub type Answers = BTreeMap<u64, Vec<Sample>>;
+pub(crate) type Answers = BTreeMap<u64, Vec<Sample>>;
 
 /// Milliseconds since the epoch.
-pub fn millis(t: SystemTime) -> u64 {
+pub(crate) fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 /// The evaluation times from `from` to `to`, every `step`, in chunks of at
 /// most [`MAX_POINTS`] (Unix milliseconds, first and last of each chunk).
-pub fn chunks(from: u64, to: u64, step: Duration) -> Vec<(u64, u64)> {
+pub(crate) fn chunks(from: u64, to: u64, step: Duration) -> Vec<(u64, u64)> {
     let step_ms = step.as_millis().max(1) as u64;
     let mut out = Vec::new();
     let mut start = from;
@@ -102,7 +102,7 @@ fn add(body: &[u8], answers: &mut Answers) -> Result<(), SourceError> {
 
 impl Prometheus {
     /// `expr` at every `step` from `from` to `to` (both included).
-    pub async fn query_range(
+    pub(crate) async fn query_range(
         &self,
         expr: &str,
         from: SystemTime,

@@ -21,7 +21,7 @@ use super::SourceError;
 
 /// One active target's last scrape.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ScrapeTiming {
+pub(crate) struct ScrapeTiming {
     /// When the last scrape began (its samples carry this time).
     pub last_scrape: SystemTime,
     /// How long it took; its samples are in the database after it.
@@ -35,7 +35,7 @@ pub struct ScrapeTiming {
 impl ScrapeTiming {
     /// Whether the target belongs to the service named `name` (its `job`
     /// or `service` label).
-    pub fn serves(&self, name: &str) -> bool {
+    pub(crate) fn serves(&self, name: &str) -> bool {
         self.job.as_deref() == Some(name) || self.service.as_deref() == Some(name)
     }
 }
@@ -55,7 +55,7 @@ const MAX_SPREAD_PARTS: u32 = 4;
 /// serves them all: no target is scraped at an interval that divides the
 /// group's, or their scrapes are spread over more than a quarter of it.
 /// The phase is an offset from the Unix epoch, modulo the scrape interval.
-pub fn phase(targets: &[ScrapeTiming], interval: Duration) -> Option<(Duration, Duration)> {
+pub(crate) fn phase(targets: &[ScrapeTiming], interval: Duration) -> Option<(Duration, Duration)> {
     let matching: Vec<&ScrapeTiming> = targets
         .iter()
         .filter(|t| {
@@ -103,7 +103,7 @@ pub fn phase(targets: &[ScrapeTiming], interval: Duration) -> Option<(Duration, 
 }
 
 /// How long to wait from `now` until the next time at `phase` (modulo `period`).
-pub fn delay_until(phase: Duration, period: Duration, now: SystemTime) -> Duration {
+pub(crate) fn delay_until(phase: Duration, period: Duration, now: SystemTime) -> Duration {
     let period_ms = period.as_millis().max(1) as u64;
     let now_ms = now
         .duration_since(UNIX_EPOCH)
@@ -167,7 +167,7 @@ fn parse_time(text: &str) -> Option<SystemTime> {
 
 impl Prometheus {
     /// The active targets' last scrapes (those that were scraped and are up).
-    pub async fn scrape_timings(&self) -> Result<Vec<ScrapeTiming>, SourceError> {
+    pub(crate) async fn scrape_timings(&self) -> Result<Vec<ScrapeTiming>, SourceError> {
         let url = format!("{}/api/v1/targets?state=active", self.base);
         let (status, body) = self.read(self.client.get(url)).await?;
         if !status.is_success() {

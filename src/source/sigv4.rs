@@ -68,7 +68,7 @@ impl SigV4Config {
 }
 
 /// Signs requests for one region and service.
-pub struct Signer {
+pub(crate) struct Signer {
     region: String,
     service: String,
     credentials: AwsCredentialProvider,
@@ -85,7 +85,7 @@ impl std::fmt::Debug for Signer {
 
 /// Why the SigV4 settings cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum SigV4Error {
+pub(crate) enum SigV4Error {
     #[error("prometheus.sigv4.region: not set; set it (for example \"eu-west-1\") or AWS_REGION")]
     NoRegion,
     #[error("prometheus.sigv4.profile {profile:?}: {why}")]
@@ -131,7 +131,7 @@ fn profile_keys(text: &str, profile: &str) -> Option<(String, String, Option<Str
 }
 
 impl Signer {
-    pub fn new(config: &SigV4Config) -> Result<Signer, SigV4Error> {
+    pub(crate) fn new(config: &SigV4Config) -> Result<Signer, SigV4Error> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let region = config
             .region

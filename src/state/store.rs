@@ -137,7 +137,7 @@ impl StateStore for FileStore {
 /// The whole of a regular file. Anything else under that name (a FIFO
 /// would block the reader forever, a device never end) is refused without
 /// being read: it is opened without blocking and checked first.
-pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+pub(super) fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

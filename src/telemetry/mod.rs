@@ -3,8 +3,8 @@
 //! counts or times; labels come from small fixed sets (group and rule names
 //! from config, outcome and error kinds from enums), never from error text.
 
-pub mod events;
-pub mod rule_metrics;
+pub(crate) mod events;
+pub(crate) mod rule_metrics;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -129,20 +129,20 @@ fn register_zeroes() {
         metrics::counter!("rollbackd_prometheus_requests_total", "kind" => kind).absolute(0);
     }
     metrics::counter!("rollbackd_prometheus_combined_fallbacks_total").absolute(0);
-    for guard in crate::history::guard::Guard::ALL {
+    for guard in crate::record::guard::Guard::ALL {
         metrics::counter!("rollbackd_rollbacks_blocked_total", "guard" => guard.as_str())
             .absolute(0);
     }
-    for result in crate::history::revert::RevertResult::ALL {
+    for result in crate::record::revert::RevertResult::ALL {
         metrics::counter!("rollbackd_gitops_pull_requests_total", "result" => result.as_str())
             .absolute(0);
     }
     for verdict in [
-        crate::history::blame::Verdict::ToBlame,
-        crate::history::blame::Verdict::NotToBlame,
-        crate::history::blame::Verdict::Inconclusive,
+        crate::record::blame::Verdict::ToBlame,
+        crate::record::blame::Verdict::NotToBlame,
+        crate::record::blame::Verdict::Inconclusive,
     ] {
-        for reason in crate::history::blame::Reason::ALL {
+        for reason in crate::record::blame::Reason::ALL {
             metrics::counter!("rollbackd_blame_verdicts_total", "verdict" => verdict.as_str(), "reason" => reason.as_str())
                 .absolute(0);
         }

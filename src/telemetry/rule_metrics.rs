@@ -9,7 +9,7 @@ use std::fmt::Write;
 use crate::rules::RuleStatus;
 
 /// Appends the per-rule families in the Prometheus text format.
-pub fn render(rules: &[RuleStatus], out: &mut String) {
+pub(crate) fn render(rules: &[RuleStatus], out: &mut String) {
     family(
         out,
         "rollbackd_rule_evaluations_total",
@@ -94,7 +94,10 @@ fn line(out: &mut String, name: &str, r: &RuleStatus, extra: &[(&str, &str)], va
 /// The per-group histograms the recorder keeps after a reload removed
 /// their group: their lines are left out of `rendered`, so a removed
 /// group's series go with it, as a removed rule's do.
-pub fn drop_removed_groups(rendered: String, live: &std::collections::BTreeSet<String>) -> String {
+pub(crate) fn drop_removed_groups(
+    rendered: String,
+    live: &std::collections::BTreeSet<String>,
+) -> String {
     const PER_GROUP: [&str; 3] = [
         "rollbackd_rule_evaluation_duration_seconds",
         "rollbackd_group_evaluation_duration_seconds",

@@ -3,9 +3,9 @@
 //! hangs past its timeout: every failure is a [`CheckResult`]. Asking
 //! ([`HealthProbe::fetch`]) is apart from judging ([`judge`]), which is pure.
 
-pub mod config;
-pub mod phases;
-pub mod startup;
+pub(crate) mod config;
+pub(crate) mod phases;
+pub(crate) mod startup;
 
 use std::time::{Duration, Instant};
 

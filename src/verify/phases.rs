@@ -178,7 +178,7 @@ fn summarize(
 }
 
 /// The per-check table `rollbackd validate` prints.
-pub fn table(v: &Verification) -> String {
+pub(crate) fn table(v: &Verification) -> String {
     let mut out = format!(
         "{:<12} {:<32} {:>7}  {}\n",
         "PHASE", "ENDPOINT", "MS", "STATUS"

@@ -34,7 +34,7 @@ pub struct StartupLogsConfig {
 
 /// Upper-case level words as loggers print them, a line that starts with a
 /// level word, a structured level, a Python traceback, a Rust or Go panic.
-pub const DEFAULT_PATTERNS: [&str; 5] = [
+pub(crate) const DEFAULT_PATTERNS: [&str; 5] = [
     r"(^|[\s\[|])(ERROR|FATAL|CRITICAL|PANIC)([\]:|]|\s|$)",
     r"(?i)^\[?(error|fatal|critical|panic)(\]|:)",
     r#"(?i)\b(level|lvl|severity)\W{0,3}(error|fatal|critical|crit)\b"#,

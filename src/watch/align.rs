@@ -13,11 +13,11 @@ use crate::source::scrapes;
 
 /// How often the scrapes' phase is read again (Prometheus keeps it while it
 /// runs; a restart or a new target may move it).
-pub const EVERY: Duration = Duration::from_secs(600);
+pub(super) const EVERY: Duration = Duration::from_secs(600);
 
 /// The phase a group's ticker follows now.
 #[derive(Debug, Clone, Copy)]
-pub struct Aligned {
+pub(super) struct Aligned {
     phase: Duration,
     period: Duration,
 }
@@ -30,7 +30,7 @@ const SAME: Duration = Duration::from_millis(20);
 /// the evaluation at `last_tick`, the next one comes no sooner than half a
 /// scrape period before the interval is up: moving never evaluates twice in
 /// a row, nor skips an interval.
-pub async fn ticker(
+pub(super) async fn ticker(
     group: &Group,
     ctx: &GroupContext,
     aligned: &mut Option<Aligned>,

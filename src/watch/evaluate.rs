@@ -19,7 +19,7 @@ use crate::verify::{self, CheckResult};
 /// What kind of answer an evaluation got. Kept apart so that "the metric
 /// breached", "there was no data" and "the query failed" never blur.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Numbers came back and were compared with the threshold.
     Ok,
     /// The query returned no series.
@@ -40,18 +40,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
-        Outcome::Ok,
-        Outcome::Empty,
-        Outcome::Nan,
-        Outcome::Inf,
-        Outcome::LowTraffic,
-        Outcome::Error,
-        Outcome::ProbeFailed,
-        Outcome::TooLarge,
-    ];
-
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Empty => "empty",
@@ -67,7 +56,7 @@ impl Outcome {
 
 /// The result of one evaluation, ready for the state machine.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Evaluation {
+pub(crate) struct Evaluation {
     pub outcome: Outcome,
     pub input: Input,
     /// The value that matters most (the worst finite value, or a probe's
@@ -81,13 +70,13 @@ pub struct Evaluation {
 
 impl Evaluation {
     /// True when at least one series is over the threshold right now.
-    pub fn breaching(&self) -> bool {
+    pub(crate) fn breaching(&self) -> bool {
         matches!(&self.input, Input::Observed { breaching, .. } if !breaching.is_empty())
     }
 }
 
 /// What came back from the outside world, before interpretation.
-pub enum Answer {
+pub(crate) enum Answer {
     Query {
         result: Result<Vec<Sample>, SourceError>,
         guard: Option<Result<Vec<Sample>, SourceError>>,
@@ -96,7 +85,7 @@ pub enum Answer {
 }
 
 /// Runs the I/O part of one evaluation at time `at`.
-pub async fn fetch(
+pub(crate) async fn fetch(
     rule: &Rule,
     source: &dyn MetricsSource,
     http: &reqwest::Client,
@@ -127,7 +116,7 @@ pub async fn fetch(
 /// reload while its answer was in flight. It must not end the group's task,
 /// which would stop every rule of the group for good: the rule holds its
 /// state for this evaluation, which counts as an error.
-pub fn interpret(rule: &Rule, answer: Answer, consecutive_failures: &mut u32) -> Evaluation {
+pub(crate) fn interpret(rule: &Rule, answer: Answer, consecutive_failures: &mut u32) -> Evaluation {
     match (&rule.kind, answer) {
         (RuleKind::Query(q), Answer::Query { result, guard }) => interpret_query(q, result, guard),
         (RuleKind::Probe(p), Answer::Probe(check)) => {
@@ -156,7 +145,7 @@ pub fn interpret(rule: &Rule, answer: Answer, consecutive_failures: &mut u32) ->
 }
 
 /// Maps a query result (and traffic guard result) to an evaluation.
-pub fn interpret_query(
+pub(crate) fn interpret_query(
     rule: &QueryRule,
     result: Result<Vec<Sample>, SourceError>,
     guard: Option<Result<Vec<Sample>, SourceError>>,
@@ -300,7 +289,7 @@ fn fire_on(series: Vec<Sample>) -> Input {
 
 /// Maps one health check to an evaluation: a breach once `failures`
 /// consecutive checks have failed.
-pub fn interpret_probe(
+pub(crate) fn interpret_probe(
     rule: &ProbeRule,
     check: &CheckResult,
     consecutive_failures: &mut u32,

@@ -19,12 +19,12 @@ use crate::rules::{
     ActiveSeries, AlertState, FiringEvent, Group, Rule, RuleEvent, RuleKind, RuleState, RuleStatus,
 };
 use crate::source::{MetricsSource, Query, QueryResult, SourceError};
-use crate::telemetry::events;
+use crate::telemetry::events::{self, EvaluationTimers};
 
 /// A rule with everything the watcher remembers about it between
 /// evaluations. Carried across reloads when the rule is unchanged.
 #[derive(Debug, Clone)]
-pub struct RuleRuntime {
+pub(crate) struct RuleRuntime {
     pub rule: Rule,
     pub state: RuleState,
     pub consecutive_failures: u32,
@@ -34,7 +34,7 @@ pub struct RuleRuntime {
 }
 
 impl RuleRuntime {
-    pub fn new(rule: Rule) -> Self {
+    pub(crate) fn new(rule: Rule) -> Self {
         RuleRuntime {
             state: RuleState::new(rule.for_, rule.keep_firing_for),
             rule,
@@ -46,7 +46,7 @@ impl RuleRuntime {
     }
 
     /// The status shown on `/metrics` and `/api/v1/rules`.
-    pub fn status(&self, group: &str) -> RuleStatus {
+    pub(crate) fn status(&self, group: &str) -> RuleStatus {
         let (last_evaluation, value, outcome, detail) = match &self.last {
             Some((at, e)) => (
                 Some(*at),
@@ -87,7 +87,7 @@ impl RuleRuntime {
 
 /// What a group task needs from the watcher.
 #[derive(Clone)]
-pub struct GroupContext {
+pub(crate) struct GroupContext {
     pub source: Arc<dyn MetricsSource>,
     pub http: reqwest::Client,
     pub board: Arc<StatusBoard>,
@@ -104,13 +104,13 @@ pub struct GroupContext {
 
 /// Evaluates the group's rules every `group.interval` until `stop` flips,
 /// then returns the rules with their state so a reload can carry it over.
-pub async fn run(
+pub(crate) async fn run(
     group: Group,
     shared: SharedRules,
     ctx: GroupContext,
     mut stop: watch::Receiver<bool>,
 ) -> Vec<RuleRuntime> {
-    let histograms = Histograms::new(&group.name);
+    let histograms = EvaluationTimers::new(&group.name);
     let plan = Plan::new(&group);
     let mut ticker = tokio::time::interval(group.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -190,21 +190,6 @@ fn stamp(
     }
 }
 
-/// Metric handles resolved once per group, not once per evaluation.
-pub struct Histograms {
-    rule: metrics::Histogram,
-    group: metrics::Histogram,
-}
-
-impl Histograms {
-    pub fn new(group: &str) -> Self {
-        Histograms {
-            rule: metrics::histogram!("rollbackd_rule_evaluation_duration_seconds", "group" => group.to_string()),
-            group: metrics::histogram!("rollbackd_group_evaluation_duration_seconds", "group" => group.to_string()),
-        }
-    }
-}
-
 /// The group's queries, worked out once per run of the group task: every
 /// query rule's expression and traffic guard, in one list that the source
 /// may answer several to a request.
@@ -243,7 +228,7 @@ async fn evaluate_once(
     plan: &Plan<'_>,
     shared: &SharedRules,
     ctx: &GroupContext,
-    histograms: &Histograms,
+    histograms: &EvaluationTimers,
     now: SystemTime,
 ) {
     let started = Instant::now();

@@ -12,10 +12,10 @@
 //! so a slow file never stalls evaluations or the HTTP server.
 
 mod align;
-pub mod config;
-pub mod evaluate;
-pub mod group;
-pub mod status;
+pub(crate) mod config;
+pub(crate) mod evaluate;
+pub(crate) mod group;
+pub(crate) mod status;
 #[cfg(test)]
 mod tests;
 
@@ -26,15 +26,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use group::{GroupContext, RuleRuntime};
-pub use status::StatusBoard;
+pub(crate) use group::{GroupContext, RuleRuntime};
+pub(crate) use status::StatusBoard;
 
 use crate::rules::{self, files::rule_files, LoadError, RuleError, RuleSet};
 use crate::telemetry::events;
 
 /// Where rules come from and how to read them.
 #[derive(Debug, Clone)]
-pub struct RuleSource {
+pub(crate) struct RuleSource {
     pub paths: Vec<PathBuf>,
     pub variables: rules::Variables,
     pub default_interval: Duration,
@@ -44,7 +44,7 @@ pub struct RuleSource {
 
 impl RuleSource {
     /// `variables` are the template variables (see `Config::template_variables`).
-    pub fn from_config(watch: &config::WatchConfig, variables: rules::Variables) -> Self {
+    pub(crate) fn from_config(watch: &config::WatchConfig, variables: rules::Variables) -> Self {
         RuleSource {
             paths: watch.rule_paths.clone(),
             variables,
@@ -53,7 +53,7 @@ impl RuleSource {
         }
     }
 
-    pub fn load(&self) -> Result<RuleSet, LoadError> {
+    pub(crate) fn load(&self) -> Result<RuleSet, LoadError> {
         rules::load_paths(&self.paths, &self.variables, self.default_interval)
     }
 
@@ -102,13 +102,13 @@ struct RunningGroup {
 
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy)]
-pub enum ReloadReason {
+pub(crate) enum ReloadReason {
     Signal,
     FileChange,
 }
 
 /// The running watcher.
-pub struct Watcher {
+pub(crate) struct Watcher {
     source: RuleSource,
     ctx: GroupContext,
     groups: Vec<RunningGroup>,
@@ -118,7 +118,7 @@ pub struct Watcher {
 
 impl Watcher {
     /// Starts every group of `initial`.
-    pub fn start(source: RuleSource, initial: RuleSet, ctx: GroupContext) -> Self {
+    pub(crate) fn start(source: RuleSource, initial: RuleSet, ctx: GroupContext) -> Self {
         if initial.rule_count() == 0 {
             tracing::warn!(paths = ?source.paths, "no rules loaded: rollbackd watches nothing until rule files appear");
         }
@@ -195,7 +195,7 @@ impl Watcher {
     }
 
     /// Loads the rule files again; keeps the running rules on any error.
-    pub async fn reload(&mut self, reason: ReloadReason) -> Result<(), LoadError> {
+    pub(crate) async fn reload(&mut self, reason: ReloadReason) -> Result<(), LoadError> {
         tracing::info!(?reason, "reloading rules");
         let source = self.source.clone();
         let loaded = match tokio::task::spawn_blocking(move || source.load()).await {
@@ -259,7 +259,7 @@ impl Watcher {
 
     /// Runs until `shutdown` resolves: reloads on SIGHUP and, every
     /// `poll` (unless zero), when the rule files changed.
-    pub async fn run_until(
+    pub(crate) async fn run_until(
         mut self,
         poll: Duration,
         shutdown: impl std::future::Future<Output = ()>,

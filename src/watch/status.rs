@@ -12,7 +12,7 @@ use crate::rules::RuleStatus;
 
 /// Why the watcher is not ready or not live; the groups concerned, by name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HealthError {
+pub(crate) enum HealthError {
     /// Some groups have not completed their first evaluation.
     #[error("waiting for the first evaluation of group(s): {}", .0.join(", "))]
     Waiting(Vec<String>),
@@ -24,7 +24,7 @@ pub enum HealthError {
 /// The rules of one running group, shared between its task (which writes
 /// after each evaluation) and readers (which build [`RuleStatus`] on demand,
 /// so an evaluation costs no copying).
-pub type SharedRules = Arc<Mutex<Vec<RuleRuntime>>>;
+pub(crate) type SharedRules = Arc<Mutex<Vec<RuleRuntime>>>;
 
 #[derive(Debug)]
 struct GroupEntry {
@@ -37,14 +37,14 @@ struct GroupEntry {
 /// The shared board. Its locks are taken even when poisoned: a panicking
 /// reader leaves plain bookkeeping that is still worth serving.
 #[derive(Debug, Default)]
-pub struct StatusBoard {
+pub(crate) struct StatusBoard {
     groups: Mutex<BTreeMap<String, GroupEntry>>,
 }
 
 impl StatusBoard {
     /// A group (re)started with these rules; returns the shared handle its
     /// task writes through.
-    pub fn register_group(
+    pub(crate) fn register_group(
         &self,
         group: &str,
         interval: Duration,
@@ -66,7 +66,7 @@ impl StatusBoard {
         shared
     }
 
-    pub fn group_evaluated(&self, group: &str) {
+    pub(crate) fn group_evaluated(&self, group: &str) {
         if let Some(g) = self
             .groups
             .lock()
@@ -78,7 +78,7 @@ impl StatusBoard {
     }
 
     /// Forgets every group not in `keep` (after a reload).
-    pub fn retain(&self, keep: &BTreeSet<String>) {
+    pub(crate) fn retain(&self, keep: &BTreeSet<String>) {
         self.groups
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -86,7 +86,7 @@ impl StatusBoard {
     }
 
     /// The running groups' names.
-    pub fn group_names(&self) -> BTreeSet<String> {
+    pub(crate) fn group_names(&self) -> BTreeSet<String> {
         self.groups
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -99,7 +99,7 @@ impl StatusBoard {
     /// blame needs of them: their judgement's baseline can be asked for
     /// before they fire.
     /// Each as (group, rule, what blame needs).
-    pub fn pending(&self) -> Vec<(String, String, crate::rules::event::FiredRule)> {
+    pub(crate) fn pending(&self) -> Vec<(String, String, crate::rules::event::FiredRule)> {
         let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = Vec::new();
         for (name, g) in groups.iter() {
@@ -122,7 +122,7 @@ impl StatusBoard {
     }
 
     /// Every rule's status, in group order.
-    pub fn rules(&self) -> Vec<RuleStatus> {
+    pub(crate) fn rules(&self) -> Vec<RuleStatus> {
         let groups: Vec<(String, SharedRules)> = self
             .groups
             .lock()
@@ -144,7 +144,7 @@ impl StatusBoard {
     }
 
     /// Ready once every group has completed one evaluation.
-    pub fn ready(&self) -> Result<(), HealthError> {
+    pub(crate) fn ready(&self) -> Result<(), HealthError> {
         let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         let waiting: Vec<String> = groups
             .iter()
@@ -160,7 +160,7 @@ impl StatusBoard {
 
     /// Live while every group completes evaluations: none may be silent for
     /// three intervals plus `grace` (the query timeout).
-    pub fn live(&self, grace: Duration) -> Result<(), HealthError> {
+    pub(crate) fn live(&self, grace: Duration) -> Result<(), HealthError> {
         let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let stuck: Vec<String> = groups

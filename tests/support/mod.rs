@@ -13,6 +13,7 @@ pub mod fake_service;
 pub mod postgres;
 pub mod proxy;
 pub mod s3;
+pub mod scene;
 pub mod smtp;
 pub mod tls;
 
@@ -773,4 +774,39 @@ pub fn would_be_summary(report: &Value) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// A PostgreSQL cluster whose `app` database Alembic upgraded to `rev`.
+pub fn postgres_at(rev: &str) -> postgres::Postgres {
+    let pg = postgres::Postgres::start();
+    postgres::alembic_upgrade(&pg.url(), rev);
+    pg
+}
+
+/// The revisions rollbackd would have recorded while each deployment was
+/// live: `dir/state/revisions.json` holding the `(deployment, revision)`
+/// pairs.
+pub fn seed_revisions(dir: &Path, pairs: &[(&str, &str)]) {
+    let deployments: serde_json::Map<String, Value> = pairs
+        .iter()
+        .map(|(d, r)| {
+            (
+                d.to_string(),
+                serde_json::json!({ "revision": r, "seen_at": "2030-01-01T00:00:00Z" }),
+            )
+        })
+        .collect();
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    std::fs::write(
+        dir.join("state/revisions.json"),
+        serde_json::to_string(&serde_json::json!({ "deployments": deployments })).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Writes `rules` (a rule file's text) as `dir/rules/http.yml`, under the
+/// `rule_paths = ["rules"]` a watching test's config names.
+pub fn write_rules(dir: &Path, rules: &str) {
+    std::fs::create_dir(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/http.yml"), rules).unwrap();
 }

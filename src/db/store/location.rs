@@ -20,7 +20,7 @@ pub(super) enum Scheme {
 /// A parsed store URL: the bucket (S3) and the key under it, or a path on
 /// a mounted file system.
 #[derive(Debug, Clone)]
-pub struct Location {
+pub(crate) struct Location {
     pub(super) scheme: Scheme,
     pub(super) bucket: String,
     pub(super) key: Key,
@@ -29,7 +29,7 @@ pub struct Location {
 /// `url` fit to print: without its user part, query or fragment, any of
 /// which may hold a credential (`s3://KEY:SECRET@…`, `?x-amz-credential=…`,
 /// `#token=…`).
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let (base, cut) = match url.find(['?', '#']) {
         Some(i) => (&url[..i], "?***"),
         None => (url, ""),
@@ -45,7 +45,7 @@ pub fn redact(url: &str) -> String {
 
 impl Location {
     /// `s3://bucket/prefix` or `file:///absolute/path`.
-    pub fn parse(url: &str) -> Result<Location, StoreError> {
+    pub(crate) fn parse(url: &str) -> Result<Location, StoreError> {
         let shown = redact(url);
         let bad = |why: &str| StoreError::BadUrl(format!("{shown:?} {why}"));
         let parsed = reqwest::Url::parse(url)
@@ -140,10 +140,10 @@ impl Location {
             }
             Scheme::File => Ok(Arc::new(object_store::local::LocalFileSystem::new())),
         };
-        opened.map_err(|source| StoreError::Store {
+        opened.map_err(|cause| StoreError::Store {
             what: "cannot open the backup store",
             url: self.url_of(&self.key),
-            source,
+            cause,
         })
     }
 }

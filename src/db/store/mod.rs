@@ -26,7 +26,7 @@ use super::backup::{self, Backup};
 
 mod location;
 use location::Scheme;
-pub use location::{redact, Location};
+pub(crate) use location::{redact, Location};
 
 /// Why a store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +36,11 @@ pub enum StoreError {
     BadUrl(String),
     /// The store refused or failed an operation (its answer on one line:
     /// S3's XML errors span several).
-    #[error("{what} {url}: {}", one_line(source))]
+    #[error("{what} {url}: {}", one_line(cause))]
     Store {
         what: &'static str,
         url: String,
-        #[source]
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     /// A local file could not be read or written.
     #[error("{what} {}: {cause}", path.display())]
@@ -179,7 +178,7 @@ impl BackupStore {
         key: &Key,
     ) -> impl FnOnce(object_store::Error) -> StoreError {
         let url = self.location.url_of(key);
-        move |source| StoreError::Store { what, url, source }
+        move |cause| StoreError::Store { what, url, cause }
     }
 
     /// Uploads `backup` (its dump, `.sha256` and metadata), reads the dump
@@ -204,7 +203,7 @@ impl BackupStore {
         let upload_failed = |e: std::io::Error| StoreError::Store {
             what: "cannot upload the backup to",
             url: url.clone(),
-            source: object_store::Error::Generic {
+            cause: object_store::Error::Generic {
                 store: "backup store",
                 source: Box::new(e),
             },
@@ -424,14 +423,14 @@ impl BackupStore {
 }
 
 /// Whether `arg` names a copy in a store rather than a local file.
-pub fn is_url(arg: &Path) -> bool {
+pub(crate) fn is_url(arg: &Path) -> bool {
     arg.to_str().is_some_and(|s| s.contains("://"))
 }
 
 /// Downloads the backup at `url` (and its `.sha256` and metadata, when
 /// there) into `dir`, returning the local path. Nothing is verified here;
 /// `backup::verify` does that on the result.
-pub async fn download(url: &str, dir: &Path) -> Result<PathBuf, StoreError> {
+pub(crate) async fn download(url: &str, dir: &Path) -> Result<PathBuf, StoreError> {
     let location = Location::parse(url)?;
     let name = location
         .key
@@ -455,7 +454,7 @@ pub async fn download(url: &str, dir: &Path) -> Result<PathBuf, StoreError> {
         match fetch(&*store, &location, &key, &path).await {
             Ok(()) => {}
             Err(StoreError::Store {
-                source: object_store::Error::NotFound { .. },
+                cause: object_store::Error::NotFound { .. },
                 ..
             }) if !needed => {}
             Err(e) => return Err(e),
@@ -473,7 +472,7 @@ async fn fetch(
 ) -> Result<(), StoreError> {
     let failed = |what| {
         let url = location.url_of(key);
-        move |source| StoreError::Store { what, url, source }
+        move |cause| StoreError::Store { what, url, cause }
     };
     let local = |source| StoreError::Local {
         what: "cannot write",

@@ -16,7 +16,7 @@ use std::hash::{Hash, Hasher};
 use crate::rules::{FiringEvent, ALERTMANAGER_GROUP};
 
 /// Label sets remembered across every firing alert.
-pub const MAX_LABEL_SETS: usize = 200_000;
+pub(super) const MAX_LABEL_SETS: usize = 200_000;
 
 #[derive(Debug, Default)]
 pub(super) struct FiringAlerts {
@@ -33,7 +33,7 @@ fn labels_hash(e: &FiringEvent) -> u64 {
 
 impl FiringAlerts {
     /// Notes a firing event (ignored unless it came from Alertmanager).
-    pub fn fired(&mut self, e: &FiringEvent) {
+    pub(super) fn fired(&mut self, e: &FiringEvent) {
         if e.group != ALERTMANAGER_GROUP {
             return;
         }
@@ -53,7 +53,7 @@ impl FiringAlerts {
     }
 
     /// Notes a resolution (ignored unless it came from Alertmanager).
-    pub fn resolved(&mut self, e: &FiringEvent) {
+    pub(super) fn resolved(&mut self, e: &FiringEvent) {
         if e.group != ALERTMANAGER_GROUP {
             return;
         }
@@ -72,7 +72,7 @@ impl FiringAlerts {
 
     /// Whether any label set of the alert `name` fires now (or may: an
     /// overflowed name).
-    pub fn firing(&self, name: &str) -> bool {
+    pub(super) fn firing(&self, name: &str) -> bool {
         self.by_name.get(name).is_some_and(|s| !s.is_empty()) || self.overflowed.contains(name)
     }
 }

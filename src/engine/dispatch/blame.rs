@@ -25,7 +25,7 @@ pub(super) struct Deferred {
 
 impl Dispatcher {
     /// Judges blame for this replica's rollbacks from now on.
-    pub fn with_blame(mut self, blamer: Blamer) -> Self {
+    pub(crate) fn with_blame(mut self, blamer: Blamer) -> Self {
         self.blamer = Some(Arc::new(blamer));
         self
     }

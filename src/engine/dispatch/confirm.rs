@@ -19,14 +19,14 @@ const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 
 
 /// An approval that started a rollback.
 #[derive(Debug, Clone, Serialize)]
-pub struct Approved {
+pub(crate) struct Approved {
     pub rollback_id: String,
     /// What the re-check of the rules found.
     pub findings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, thiserror::Error)]
-pub enum ApproveError {
+pub(crate) enum ApproveError {
     #[error("no pending rollback {0} (it may have expired, or been approved or rejected already; `rollbackd pending` lists them)")]
     NotFound(String),
     #[error("the rules no longer fire: {}; approve with force to roll back anyway", .0.join("; "))]

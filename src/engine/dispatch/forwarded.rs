@@ -30,7 +30,7 @@ use crate::state::Doc;
 /// An operator's answer handed to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Forwarded {
+pub(crate) enum Forwarded {
     Approve {
         pending: String,
         #[serde(default)]
@@ -82,7 +82,7 @@ const STALE: std::time::Duration = std::time::Duration::from_secs(300);
 const DIR: &str = "requests";
 
 /// Hands `answer` to the leader; the request's id.
-pub fn forward(engine: &Engine, answer: &Forwarded) -> std::io::Result<String> {
+pub(crate) fn forward(engine: &Engine, answer: &Forwarded) -> std::io::Result<String> {
     let id = crate::engine::new_id("req");
     let request = Request {
         at: engine.clock.now(),
@@ -97,7 +97,7 @@ pub fn forward(engine: &Engine, answer: &Forwarded) -> std::io::Result<String> {
 
 impl Forwarded {
     /// What it is about, for the API's answer.
-    pub fn subject(&self) -> &str {
+    pub(crate) fn subject(&self) -> &str {
         match self {
             Forwarded::Approve { pending, .. } | Forwarded::Reject { pending } => pending,
             Forwarded::ResetBreaker { .. } => "breaker",

@@ -63,8 +63,7 @@ impl Dispatcher {
         {
             open.events.push(e.clone());
             open.joined.push(trigger_of(&e));
-            metrics::counter!("rollbackd_incident_joins_total").increment(1);
-            events::trigger_received(&e, open.policy.as_str(), "joined the incident in progress");
+            events::incident_joined(&e, open.policy.as_str());
             // A run already recorded gets the rule in its entry; one still
             // going takes it from `joined` when it records itself.
             if let Some(run) = open.run.clone() {

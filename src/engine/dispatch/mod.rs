@@ -39,11 +39,11 @@ use super::{new_id, Engine, RollbackRequest, RunReport};
 use crate::rules::{FiringEvent, RuleEvent};
 use crate::watch::StatusBoard;
 
-pub use confirm::{ApproveError, Approved};
-pub use forwarded::{forward, Forwarded};
+pub(crate) use confirm::{ApproveError, Approved};
+pub(crate) use forwarded::{forward, Forwarded};
 
 /// An operator's decision, sent from the HTTP API.
-pub enum Command {
+pub(crate) enum Command {
     Approve {
         id: String,
         force: bool,
@@ -56,11 +56,11 @@ pub enum Command {
 }
 
 /// The rollback the daemon is running, shared so shutdown can wait for it.
-pub type RunningRollback = Arc<Mutex<Option<(String, JoinHandle<Option<RunReport>>)>>>;
+pub(crate) type RunningRollback = Arc<Mutex<Option<(String, JoinHandle<Option<RunReport>>)>>>;
 
 /// Waits (at most `limit`) for a running rollback to end before the process
 /// exits: a rollback cut off midway leaves no record and an unsettled breaker.
-pub async fn finish_running(running: &RunningRollback, limit: Duration) {
+pub(crate) async fn finish_running(running: &RunningRollback, limit: Duration) {
     let task = running
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -76,7 +76,7 @@ pub async fn finish_running(running: &RunningRollback, limit: Duration) {
 }
 
 /// The dispatcher and what it shares with the API.
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     engine: Arc<Engine>,
     board: Arc<StatusBoard>,
     pending: Arc<PendingStore>,
@@ -117,7 +117,11 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(engine: Arc<Engine>, board: Arc<StatusBoard>, pending: Arc<PendingStore>) -> Self {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        board: Arc<StatusBoard>,
+        pending: Arc<PendingStore>,
+    ) -> Self {
         // A single instance leads from the start: no takeover to make.
         let was_leader = engine.is_leader();
         let engine_epoch = engine.leadership().epoch();
@@ -144,12 +148,12 @@ impl Dispatcher {
     }
 
     /// The running-rollback slot, for shutdown.
-    pub fn running(&self) -> RunningRollback {
+    pub(crate) fn running(&self) -> RunningRollback {
         self.running.clone()
     }
 
     /// Runs until both channels close.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut events: mpsc::Receiver<RuleEvent>,
         mut commands: mpsc::Receiver<Command>,

@@ -104,7 +104,7 @@ pub(crate) struct Run<'a> {
 
 impl<'a> Run<'a> {
     /// A run that has not started yet.
-    pub fn new(
+    pub(crate) fn new(
         engine: &'a Engine,
         id: String,
         req: RollbackRequest,
@@ -141,7 +141,7 @@ impl<'a> Run<'a> {
     /// The run holds the lock and has a plan: from here on it is journaled
     /// and will be recorded, even if it stops or rollbackd dies. An error
     /// means nothing may change.
-    pub fn begin(&mut self, lock: StateLock, plan: Plan) -> Result<(), JournalError> {
+    pub(crate) fn begin(&mut self, lock: StateLock, plan: Plan) -> Result<(), JournalError> {
         let started = format!("{} -> {}", plan.current.id, plan.target.id);
         self.lock = Some(lock);
         self.plan = Some(plan);
@@ -150,7 +150,12 @@ impl<'a> Run<'a> {
     }
 
     /// What the emergency backup left (`detail` is the journal's).
-    pub fn backed_up(&mut self, taken: Option<Backup>, warning: Option<String>, detail: &str) {
+    pub(crate) fn backed_up(
+        &mut self,
+        taken: Option<Backup>,
+        warning: Option<String>,
+        detail: &str,
+    ) {
         let was_taken = taken.is_some();
         self.backup = taken;
         self.backup_warning = warning;
@@ -160,7 +165,7 @@ impl<'a> Run<'a> {
     }
 
     /// Pre-validation opened the deploy breaker for this run.
-    pub fn opened_breaker(&mut self, reason: String) {
+    pub(crate) fn opened_breaker(&mut self, reason: String) {
         self.breaker_opened = true;
         self.mark_done(Step::BreakerOpened, reason);
     }
@@ -168,7 +173,11 @@ impl<'a> Run<'a> {
     /// The platform is about to be asked to roll back to `target`, with
     /// `known` listed: journaled first, so a restarted rollbackd knows the
     /// call may have been made. An error means it must not be made.
-    pub fn calling(&mut self, known: &BTreeSet<String>, target: &str) -> Result<(), JournalError> {
+    pub(crate) fn calling(
+        &mut self,
+        known: &BTreeSet<String>,
+        target: &str,
+    ) -> Result<(), JournalError> {
         self.known_deployments = known.iter().cloned().collect();
         self.mark(Step::PlatformCallStarted, target)?;
         self.called_at = Some(self.engine.clock.now());
@@ -176,12 +185,12 @@ impl<'a> Run<'a> {
     }
 
     /// The deployment the platform created for the rollback.
-    pub fn created(&mut self, id: &str) {
+    pub(crate) fn created(&mut self, id: &str) {
         self.created_deployment = Some(id.to_string());
     }
 
     /// The run as its journal holds it.
-    pub fn journal(&self) -> Journal {
+    pub(crate) fn journal(&self) -> Journal {
         Journal {
             version: super::super::journal::VERSION,
             id: self.id.clone(),
@@ -203,7 +212,11 @@ impl<'a> Run<'a> {
 
     /// Journals `step`. Before a step that changes the world, an error
     /// means the step must not be taken.
-    pub fn mark(&mut self, step: Step, detail: impl Into<String>) -> Result<(), JournalError> {
+    pub(crate) fn mark(
+        &mut self,
+        step: Step,
+        detail: impl Into<String>,
+    ) -> Result<(), JournalError> {
         self.marks.push(Mark {
             step,
             at: crate::clock::millis(self.engine.clock.now()),
@@ -214,33 +227,33 @@ impl<'a> Run<'a> {
 
     /// Journals a step that already happened: a failed write is logged (the
     /// next write may succeed) and the run goes on.
-    pub fn mark_done(&mut self, step: Step, detail: impl Into<String>) {
+    pub(crate) fn mark_done(&mut self, step: Step, detail: impl Into<String>) {
         if let Err(e) = self.mark(step, detail) {
             tracing::error!(error = %e, step = step.as_str(), "cannot journal a step that happened");
         }
     }
 
     /// Rewrites the journal as the run stands.
-    pub fn save(&self) -> Result<(), JournalError> {
+    pub(crate) fn save(&self) -> Result<(), JournalError> {
         self.engine.journal.write(&self.journal())
     }
 
-    pub fn has(&self, step: Step) -> bool {
+    pub(crate) fn has(&self, step: Step) -> bool {
         self.marks.iter().any(|m| m.step == step)
     }
 
     /// Whether anything this run did reached production: a downgrade was
     /// started, or the platform may have been asked to roll back.
-    pub fn reached_production(&self) -> bool {
+    pub(crate) fn reached_production(&self) -> bool {
         self.has(Step::DowngradeStarted) || self.has(Step::PlatformCallStarted)
     }
 
-    pub fn note(&self, text: impl Into<String>) {
+    pub(crate) fn note(&self, text: impl Into<String>) {
         (self.progress)(Progress::Note(text.into()));
     }
 
     /// Awaits `f`, counting the time as waiting on others.
-    pub async fn wait<F: std::future::Future>(&mut self, f: F) -> F::Output {
+    pub(crate) async fn wait<F: std::future::Future>(&mut self, f: F) -> F::Output {
         let started = Instant::now();
         let out = f.await;
         self.waited += started.elapsed();
@@ -262,7 +275,7 @@ impl<'a> Run<'a> {
     }
 
     /// No phase failed, and the service was verified.
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.deciding_steps().all(|s| !s.outcome.is_failure())
             && self
                 .outcome(Phase::Verification)
@@ -270,7 +283,7 @@ impl<'a> Run<'a> {
     }
 
     /// The first failure, as `phase: why`.
-    pub fn error(&self) -> Option<String> {
+    pub(crate) fn error(&self) -> Option<String> {
         self.deciding_steps().find_map(|s| match &s.outcome {
             PhaseOutcome::Failed(_, why) => Some(format!("{}: {why}", s.phase.as_str())),
             _ => None,
@@ -278,7 +291,7 @@ impl<'a> Run<'a> {
     }
 
     /// The history entry for the run as it stands.
-    pub fn event(&self) -> Event {
+    pub(crate) fn event(&self) -> Event {
         let plan = self.plan.as_ref();
         Event {
             kind: EventKind::Rollback,
@@ -310,7 +323,7 @@ impl<'a> Run<'a> {
     }
 
     /// A notification about this run.
-    pub fn notification(&self, event: NotifyEvent, summary: String) -> Notification {
+    pub(crate) fn notification(&self, event: NotifyEvent, summary: String) -> Notification {
         let mut n = Notification::new(event, summary);
         n.rollback_id = Some(self.id.clone());
         n.pending_id = self.req.pending_id.clone();

@@ -25,7 +25,7 @@ pub struct Leadership {
 impl Leadership {
     /// A single instance (the file backend): always the leader.
     pub fn alone() -> Leadership {
-        metrics::gauge!("rollbackd_leader").set(1.0);
+        crate::telemetry::events::leader(true);
         Leadership {
             leader: Arc::new(AtomicBool::new(true)),
             epoch: Arc::new(AtomicI64::new(UNFENCED)),
@@ -71,7 +71,7 @@ impl Leadership {
 
     pub(super) fn set_reachable(&self, reachable: bool) {
         self.reachable.store(reachable, Ordering::SeqCst);
-        metrics::gauge!("rollbackd_state_reachable").set(if reachable { 1.0 } else { 0.0 });
+        crate::telemetry::events::state_reachable(reachable);
     }
 
     /// Whether this replica can roll back now: it leads, and its last
@@ -88,7 +88,7 @@ impl Leadership {
 
     /// Records the conflict; how it changed (worth a log line unless the same).
     pub(super) fn set_conflict(&self, conflict: Option<String>) -> crate::standing::Change {
-        metrics::gauge!("rollbackd_leader_conflict").set(f64::from(u8::from(conflict.is_some())));
+        crate::telemetry::events::leader_conflict(conflict.is_some());
         self.conflict.set(conflict)
     }
 
@@ -100,13 +100,13 @@ impl Leadership {
     pub(super) fn lead(&self, epoch: i64) {
         self.epoch.store(epoch, Ordering::SeqCst);
         self.leader.store(true, Ordering::SeqCst);
-        metrics::gauge!("rollbackd_leader").set(1.0);
+        crate::telemetry::events::leader(true);
     }
 
     pub(super) fn follow(&self) {
         // Fence first: from here on no write of this process commits.
         self.epoch.store(FOLLOWER, Ordering::SeqCst);
         self.leader.store(false, Ordering::SeqCst);
-        metrics::gauge!("rollbackd_leader").set(0.0);
+        crate::telemetry::events::leader(false);
     }
 }

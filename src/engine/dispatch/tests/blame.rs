@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::sleep;
 
 use super::{event, Daemon};
-use crate::blame::{BlameConfig, Blamer};
+use crate::blame::{config::BlameConfig, Blamer};
 use crate::engine::testing::{board, Call};
 use crate::history::EventKind;
 use crate::notify::NotifyEvent;

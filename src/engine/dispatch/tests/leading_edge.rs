@@ -132,7 +132,7 @@ async fn a_rollback_records_its_detection_figures_and_the_histograms_have_them()
             .unwrap_or(0.0)
     };
     crate::telemetry::events::incident_group(group);
-    let before: Vec<f64> = crate::history::DETECTION_FIGURES
+    let before: Vec<f64> = crate::record::DETECTION_FIGURES
         .iter()
         .map(|n| count(n))
         .collect();
@@ -167,7 +167,7 @@ async fn a_rollback_records_its_detection_figures_and_the_histograms_have_them()
         (recovery - (600.0 + firing_to_call + call_to_healthy)).abs() < 0.002,
         "{detection:?}"
     );
-    let after: Vec<f64> = crate::history::DETECTION_FIGURES
+    let after: Vec<f64> = crate::record::DETECTION_FIGURES
         .iter()
         .map(|n| count(n))
         .collect();
