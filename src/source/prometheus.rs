@@ -365,12 +365,15 @@ fn tls_hint(message: &str, without_client_cert: bool) -> &'static str {
         || message.contains("certificate required")
         || message.contains("BadCertificate")
         || message.contains("UnknownCA")
-        || (without_client_cert && message.contains("connection closed"))
+        || (without_client_cert
+            && (message.contains("connection closed")
+                || message.contains("connection was not ready")))
     {
         // Go's TLS server answers a missing client certificate with
         // `certificate_required` under TLS 1.3 and `bad_certificate` under
-        // TLS 1.2, or closes the connection before the alert is read: which
-        // one rollbackd sees depends on timing, so the hint depends only on
+        // TLS 1.2, or closes the connection before the alert is read (hyper
+        // then says the connection closed, or was not ready): which one
+        // rollbackd sees depends on timing, so the hint depends only on
         // whether it presented one.
         if without_client_cert {
             "; Prometheus wants a client certificate (client_auth_type): set prometheus.tls.cert_file and key_file"
@@ -635,6 +638,27 @@ pub(super) fn parse_value(text: &str) -> Result<f64, SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_client_certificate_is_named_however_the_refusal_arrives() {
+        // The three ways a TLS server's refusal of a missing client
+        // certificate reaches rollbackd, depending on timing.
+        for message in [
+            "received fatal alert: CertificateRequired",
+            "connection closed before message completed",
+            "client error (Canceled): operation was canceled: connection was not ready",
+        ] {
+            assert!(
+                tls_hint(message, true).contains("wants a client certificate"),
+                "{message}"
+            );
+        }
+        // With a certificate presented, a closed connection is not blamed
+        // on it.
+        assert_eq!(tls_hint("connection was not ready", false), "");
+        assert!(tls_hint("received fatal alert: BadCertificate", false)
+            .contains("refused rollbackd's client certificate"));
+    }
 
     fn decode_all(data: ApiData) -> Result<Vec<Sample>, SourceError> {
         decode(data, usize::MAX)
