@@ -590,6 +590,13 @@ impl Rig {
             .clone()
     }
 
+    /// What the notifiers were sent, once deliveries so far ran (a short
+    /// sleep on the paused clock).
+    pub(crate) async fn delivered(&self) -> Vec<NotifyEvent> {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        self.notices()
+    }
+
     pub(crate) fn history(&self) -> crate::history::History {
         self.engine.history().load().expect("a readable history")
     }
@@ -611,6 +618,19 @@ impl Rig {
 
     pub(crate) fn state_dir(&self) -> &std::path::Path {
         self._state.path()
+    }
+
+    /// Opens the breaker for `run` at the engine's time now, which it
+    /// returns.
+    pub(crate) fn open_breaker(&self, run: &str, reason: &str) -> SystemTime {
+        let now = self.engine.clock.now();
+        self.open_breaker_at(now, run, reason);
+        now
+    }
+
+    /// Opens the breaker for `run` as at `at`.
+    pub(crate) fn open_breaker_at(&self, at: SystemTime, run: &str, reason: &str) {
+        self.engine.breaker().open(at, run, reason).unwrap();
     }
 }
 
@@ -724,5 +744,26 @@ pub(crate) fn database(
         )),
         backup_dir: crate::state::StateDir::new(state).backups(),
         store: None,
+    }
+}
+
+/// Migrations in memory: the database is at `current`; the downgrade SQL is
+/// `sql` (asking for it fails when `None`).
+pub(crate) fn migrations(current: &str, sql: Option<&str>) -> Arc<FakeMigrations> {
+    Arc::new(FakeMigrations {
+        current: Mutex::new(Some(current.into())),
+        sql: sql.map(str::to_string),
+    })
+}
+
+/// A setup tweak for [`Rig::new`]: the rig's [`database`] on `tool`,
+/// configured by `tweak`.
+pub(crate) fn with_database(
+    tool: Arc<FakeMigrations>,
+    tweak: impl FnOnce(&mut crate::db::config::DatabaseConfig),
+) -> impl FnOnce(&mut EngineSetup) {
+    move |s| {
+        let state = s.config.state_dir.clone();
+        s.db = Some(database(&state, tool, tweak));
     }
 }

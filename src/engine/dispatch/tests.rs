@@ -16,7 +16,7 @@ use tokio::time::sleep;
 use super::{ApproveError, Approved, Command, Dispatcher};
 use crate::engine::config::ConfirmDefault;
 use crate::engine::pending::PendingStore;
-use crate::engine::testing::{board, Rig};
+use crate::engine::testing::{board, migrations, with_database, Call, Rig};
 use crate::engine::BreakerState;
 use crate::history::EventKind;
 use crate::notify::NotifyEvent;
@@ -49,6 +49,34 @@ impl Daemon {
         Daemon::built(board, tweak, |d, _| d)
     }
 
+    /// A daemon configured by `tweak` to which `HighErrorRate` just fired
+    /// as an alert under `confirm`.
+    async fn confirming_an_alert(tweak: impl FnOnce(&mut crate::engine::EngineSetup)) -> Daemon {
+        let d = Daemon::start(tweak);
+        d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
+            .await;
+        d
+    }
+
+    /// A daemon holding two confirmations, for the alerts `HighErrorRate`
+    /// and `HighLatency`.
+    async fn with_two_alerts_parked() -> Daemon {
+        let d = Daemon::start(|_| {});
+        d.park("HighErrorRate", ALERTMANAGER_GROUP).await;
+        d.park("HighLatency", ALERTMANAGER_GROUP).await;
+        d
+    }
+
+    /// A daemon on a platform that takes 5 s over every call, running the
+    /// rollback `HighErrorRate` started 10 s ago.
+    async fn during_a_rollback() -> Daemon {
+        let d = Daemon::start(|_| {});
+        d.rig.platform.set_latency(Duration::from_secs(5));
+        d.fire("HighErrorRate", "service", Policy::Auto).await;
+        sleep(Duration::from_secs(10)).await;
+        d
+    }
+
     /// A daemon whose dispatcher `wrap` finishes (blame, say).
     fn built(
         board: Arc<StatusBoard>,
@@ -62,9 +90,7 @@ impl Daemon {
             &rig,
         );
         let running = dispatcher.running();
-        let (events, events_rx) = mpsc::channel(16);
-        let (commands, commands_rx) = mpsc::channel(16);
-        tokio::spawn(dispatcher.run(events_rx, commands_rx));
+        let (events, commands) = spawn(dispatcher);
         Daemon {
             rig,
             pending,
@@ -86,6 +112,16 @@ impl Daemon {
             .send(RuleEvent::Resolved(event(rule, group, policy)))
             .await
             .unwrap();
+    }
+
+    /// `rule` of `group` (`auto`) firing at the engine's time now, its
+    /// breach begun `breached` before.
+    fn breaching(&self, rule: &str, group: &str, breached: Duration) -> FiringEvent {
+        let now = self.rig.engine.clock.now();
+        let mut e = event(rule, group, Policy::Auto);
+        e.since = now - breached;
+        e.fired_at = now;
+        e
     }
 
     async fn approve(&self, id: &str) -> Result<Approved, ApproveError> {
@@ -119,6 +155,25 @@ impl Daemon {
         self.rig.platform.rollbacks().len()
     }
 
+    /// How many times the platform was asked for its deployment list.
+    fn lists(&self) -> usize {
+        self.rig
+            .platform
+            .calls()
+            .iter()
+            .filter(|c| **c == Call::List)
+            .count()
+    }
+
+    /// The rules the first recorded incident names, in order.
+    fn recorded_rules(&self) -> Vec<String> {
+        self.rig.history().events[0]
+            .rules
+            .iter()
+            .map(|r| r.rule.clone())
+            .collect()
+    }
+
     fn pending_ids(&self) -> Vec<String> {
         self.pending.list().into_iter().map(|p| p.id).collect()
     }
@@ -128,11 +183,54 @@ impl Daemon {
     }
 }
 
+/// Runs `dispatcher` on channels of its own: where its events and its
+/// commands go.
+fn spawn(dispatcher: Dispatcher) -> (mpsc::Sender<RuleEvent>, mpsc::Sender<Command>) {
+    let (events, events_rx) = mpsc::channel(16);
+    let (commands, commands_rx) = mpsc::channel(16);
+    tokio::spawn(dispatcher.run(events_rx, commands_rx));
+    (events, commands)
+}
+
+/// A daemon whose watcher shows `HighErrorRate` `firing`, after a
+/// confirmation for it was parked and then approved: the approval's answer.
+async fn approved_on_a_board(firing: bool) -> (Daemon, Result<Approved, ApproveError>) {
+    let d = Daemon::watching(board(&[("HighErrorRate", firing)]), |_| {});
+    let id = d.park("HighErrorRate", "service").await;
+    let answer = d.approve(&id).await;
+    (d, answer)
+}
+
+/// A daemon whose watcher shows `HighErrorRate` `firing`, after the rule
+/// fired under `confirm` and one of its series resolved.
+async fn resolved_on_a_board(firing: bool) -> Daemon {
+    let d = Daemon::watching(board(&[("HighErrorRate", firing)]), |_| {});
+    d.fire("HighErrorRate", "service", Policy::Confirm).await;
+    sleep(Duration::from_secs(5)).await;
+    d.resolve("HighErrorRate", "service", Policy::Confirm).await;
+    sleep(Duration::from_secs(5)).await;
+    d
+}
+
+/// Confirmations expire after `seconds`, rejected by default.
+fn expiring_after(seconds: u64) -> impl FnOnce(&mut crate::engine::EngineSetup) {
+    move |c| c.config.confirm_timeout = Duration::from_secs(seconds)
+}
+
 /// Confirmations expire after `seconds`, approved by default.
 fn approving_after(seconds: u64) -> impl FnOnce(&mut crate::engine::EngineSetup) {
     move |c| {
-        c.config.confirm_timeout = Duration::from_secs(seconds);
+        expiring_after(seconds)(c);
         c.config.confirm_default = ConfirmDefault::Approve;
+    }
+}
+
+/// The breaker half-opens `half_open` s after a rollback, and closes once
+/// the rules stayed clear for `close` s.
+fn breaker_after(half_open: u64, close: u64) -> impl FnOnce(&mut crate::engine::EngineSetup) {
+    move |c| {
+        c.config.half_open_after = Duration::from_secs(half_open);
+        c.config.close_after = Duration::from_secs(close);
     }
 }
 
@@ -162,12 +260,7 @@ async fn rules_firing_within_the_coalesce_window_make_one_rollback() {
     assert_eq!(d.rollbacks(), 1);
     let history = d.rig.history();
     assert_eq!(history.events.len(), 1);
-    let rules: Vec<&str> = history.events[0]
-        .rules
-        .iter()
-        .map(|r| r.rule.as_str())
-        .collect();
-    assert_eq!(rules, ["HighErrorRate", "HighLatency"]);
+    assert_eq!(d.recorded_rules(), ["HighErrorRate", "HighLatency"]);
     assert_eq!(history.events[0].trigger, crate::history::TriggerKind::Rule);
 }
 
@@ -206,14 +299,11 @@ async fn an_auto_rule_joining_a_pending_confirmation_upgrades_it_once() {
         d.pending_ids().is_empty(),
         "the confirmation was approved by the upgrade"
     );
-    let history = d.rig.history();
-    assert_eq!(history.events.len(), 1);
-    let rules: Vec<&str> = history.events[0]
-        .rules
-        .iter()
-        .map(|r| r.rule.as_str())
-        .collect();
-    assert_eq!(rules, ["Latency", "HighErrorRate", "Saturation"]);
+    assert_eq!(d.rig.history().events.len(), 1);
+    assert_eq!(
+        d.recorded_rules(),
+        ["Latency", "HighErrorRate", "Saturation"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -226,12 +316,10 @@ async fn a_dry_run_incident_joined_by_an_auto_rule_rolls_back_once() {
     d.fire("HighLatency", "service", Policy::Auto).await;
     sleep(Duration::from_secs(120)).await;
     assert_eq!(d.rollbacks(), 1);
-    let rules: Vec<String> = d.rig.history().events[0]
-        .rules
-        .iter()
-        .map(|r| r.rule.clone())
-        .collect();
-    assert_eq!(rules, ["Canary", "HighErrorRate", "HighLatency"]);
+    assert_eq!(
+        d.recorded_rules(),
+        ["Canary", "HighErrorRate", "HighLatency"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,10 +335,7 @@ async fn an_automatic_rollback_for_an_alert_is_recorded_as_triggered_by_alertman
 
 #[tokio::test(start_paused = true)]
 async fn a_rule_firing_while_a_rollback_runs_starts_no_second_one() {
-    let d = Daemon::start(|_| {});
-    d.rig.platform.set_latency(Duration::from_secs(5));
-    d.fire("HighErrorRate", "service", Policy::Auto).await;
-    sleep(Duration::from_secs(10)).await;
+    let d = Daemon::during_a_rollback().await;
     d.fire("HighLatency", "service", Policy::Auto).await;
     sleep(Duration::from_secs(600)).await;
     assert_eq!(d.rollbacks(), 1);
@@ -261,14 +346,7 @@ async fn a_rule_firing_while_a_rollback_runs_starts_no_second_one() {
     // One listing: the first incident's guards asked, after the rule fired,
     // so the plan and the platform call used that answer. The second rule
     // joined the incident without asking the platform anything.
-    let lists = d
-        .rig
-        .platform
-        .calls()
-        .iter()
-        .filter(|c| **c == crate::engine::testing::Call::List)
-        .count();
-    assert_eq!(lists, 1, "{:?}", d.rig.platform.calls());
+    assert_eq!(d.lists(), 1, "{:?}", d.rig.platform.calls());
 }
 
 #[tokio::test(start_paused = true)]
@@ -305,9 +383,7 @@ async fn a_dry_run_rule_never_rolls_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_confirmation_nobody_answers_expires_to_reject() {
-    let d = Daemon::start(|c| c.config.confirm_timeout = Duration::from_secs(900));
-    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
+    let d = Daemon::confirming_an_alert(expiring_after(900)).await;
     sleep(Duration::from_secs(890)).await;
     assert_eq!(d.pending_ids().len(), 1, "still pending before the timeout");
     sleep(Duration::from_secs(15)).await;
@@ -318,9 +394,7 @@ async fn a_confirmation_nobody_answers_expires_to_reject() {
 
 #[tokio::test(start_paused = true)]
 async fn a_confirmation_nobody_answers_expires_to_approve_when_configured() {
-    let d = Daemon::start(approving_after(900));
-    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
+    let d = Daemon::confirming_an_alert(approving_after(900)).await;
     sleep(Duration::from_secs(890)).await;
     assert_eq!(d.rollbacks(), 0, "nothing before the timeout");
     sleep(Duration::from_secs(120)).await;
@@ -330,9 +404,7 @@ async fn a_confirmation_nobody_answers_expires_to_approve_when_configured() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_approval_by_default_still_needs_the_alert_firing() {
-    let d = Daemon::start(approving_after(60));
-    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
+    let d = Daemon::confirming_an_alert(approving_after(60)).await;
     sleep(Duration::from_secs(5)).await;
     assert_eq!(d.pending_ids().len(), 1);
     // Another label set of the alert resolves: the alert as a whole still fires.
@@ -350,9 +422,7 @@ async fn an_expired_approval_by_default_still_needs_the_alert_firing() {
 
 #[tokio::test(start_paused = true)]
 async fn approving_one_confirmation_supersedes_the_others() {
-    let d = Daemon::start(|_| {});
-    d.park("HighErrorRate", ALERTMANAGER_GROUP).await;
-    d.park("HighLatency", ALERTMANAGER_GROUP).await;
+    let d = Daemon::with_two_alerts_parked().await;
     let ids = d.pending_ids();
     assert_eq!(ids.len(), 2);
     let approved = d.approve(&ids[0]).await.expect("approved");
@@ -376,9 +446,7 @@ async fn approving_one_confirmation_supersedes_the_others() {
 
 #[tokio::test(start_paused = true)]
 async fn a_resolved_alert_cancels_its_confirmation_and_approval_then_finds_nothing() {
-    let d = Daemon::start(|_| {});
-    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
+    let d = Daemon::confirming_an_alert(|_| {}).await;
     sleep(Duration::from_secs(5)).await;
     let ids = d.pending_ids();
     d.resolve("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
@@ -398,12 +466,7 @@ async fn an_approval_still_passes_the_guards() {
     let d = Daemon::start(|_| {});
     let id = d.park("HighErrorRate", ALERTMANAGER_GROUP).await;
     // Meanwhile an operator's manual rollback opened the breaker.
-    let now = d.rig.engine.clock.now();
-    d.rig
-        .engine
-        .breaker()
-        .open(now, "rb-manual", "manual rollback")
-        .unwrap();
+    d.rig.open_breaker("rb-manual", "manual rollback");
     let refused = d.approve(&id).await.unwrap_err();
     assert!(refused.to_string().contains("breaker"), "{refused}");
     assert_eq!(
@@ -419,10 +482,7 @@ async fn an_approval_still_passes_the_guards() {
 async fn the_breaker_goes_half_open_then_closes_once_the_rules_stay_clear() {
     // An inactive rule on the board; clear for long enough well before
     // HALF_OPEN, which must still wait for half_open_after.
-    let d = Daemon::watching(board(&[("HighErrorRate", false)]), |c| {
-        c.config.half_open_after = Duration::from_secs(300);
-        c.config.close_after = Duration::from_secs(60);
-    });
+    let d = Daemon::watching(board(&[("HighErrorRate", false)]), breaker_after(300, 60));
     d.fire("HighErrorRate", "service", Policy::Auto).await;
     sleep(Duration::from_secs(60)).await;
     assert_eq!(d.rollbacks(), 1);
@@ -449,9 +509,7 @@ async fn the_breaker_goes_half_open_then_closes_once_the_rules_stay_clear() {
 /// inside the dispatcher, which then dropped every later firing event.
 #[tokio::test(start_paused = true)]
 async fn a_confirmation_timeout_too_large_to_add_leaves_the_dispatcher_working() {
-    let d = Daemon::start(|c| c.config.confirm_timeout = Duration::from_secs(u64::MAX / 4));
-    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
+    let d = Daemon::confirming_an_alert(expiring_after(u64::MAX / 4)).await;
     sleep(Duration::from_secs(5)).await;
     let pending = d.pending.list();
     assert_eq!(pending.len(), 1);
@@ -470,9 +528,7 @@ async fn a_confirmation_timeout_too_large_to_add_leaves_the_dispatcher_working()
 
 #[tokio::test(start_paused = true)]
 async fn people_hear_of_a_confirmation_and_of_its_expiry() {
-    let d = Daemon::start(|c| c.config.confirm_timeout = Duration::from_secs(60));
-    d.fire("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
-        .await;
+    let d = Daemon::confirming_an_alert(expiring_after(60)).await;
     sleep(Duration::from_secs(120)).await;
     assert_eq!(
         d.rig.notices(),
@@ -487,12 +543,7 @@ async fn people_hear_of_a_confirmation_and_of_its_expiry() {
 #[tokio::test(start_paused = true)]
 async fn people_hear_of_a_rollback_a_guard_refused() {
     let d = Daemon::start(|_| {});
-    let now = d.rig.engine.clock.now();
-    d.rig
-        .engine
-        .breaker()
-        .open(now, "rb-manual", "manual rollback")
-        .unwrap();
+    d.rig.open_breaker("rb-manual", "manual rollback");
     d.fire("HighErrorRate", "service", Policy::Auto).await;
     sleep(Duration::from_secs(5)).await;
     assert_eq!(
@@ -503,44 +554,39 @@ async fn people_hear_of_a_rollback_a_guard_refused() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_approval_rechecks_the_rule_on_the_watchers_board() {
-    for (firing, approved) in [(true, true), (false, false)] {
-        let d = Daemon::watching(board(&[("HighErrorRate", firing)]), |_| {});
-        let id = d.park("HighErrorRate", "service").await;
-        let answer = d.approve(&id).await;
-        assert_eq!(answer.is_ok(), approved, "firing {firing}: {answer:?}");
-        if !approved {
-            let findings = match answer {
-                Err(ApproveError::NoLongerFiring(f)) => f,
-                other => panic!("{other:?}"),
-            };
-            assert!(findings[0].contains("no longer firing"), "{findings:?}");
-        }
-        sleep(Duration::from_secs(120)).await;
-        assert_eq!(d.rollbacks(), usize::from(approved));
-        if approved {
-            let trigger = d.rig.history().events[0].trigger.clone();
-            assert_eq!(trigger, crate::history::TriggerKind::Rule);
-        }
-    }
+async fn an_approval_of_a_rule_the_watcher_shows_firing_rolls_back_for_the_rule() {
+    let (d, answer) = approved_on_a_board(true).await;
+    assert!(answer.is_ok(), "firing true: {answer:?}");
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(d.rollbacks(), 1);
+    let trigger = d.rig.history().events[0].trigger.clone();
+    assert_eq!(trigger, crate::history::TriggerKind::Rule);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_rule_that_resolves_cancels_its_confirmation_only_once_it_no_longer_fires() {
-    // One series resolved, but the watcher still shows the rule firing.
-    let d = Daemon::watching(board(&[("HighErrorRate", true)]), |_| {});
-    d.fire("HighErrorRate", "service", Policy::Confirm).await;
-    sleep(Duration::from_secs(5)).await;
-    d.resolve("HighErrorRate", "service", Policy::Confirm).await;
-    sleep(Duration::from_secs(5)).await;
-    assert_eq!(d.pending_ids().len(), 1, "still firing: still pending");
+async fn an_approval_of_a_rule_the_watcher_shows_inactive_is_refused_as_no_longer_firing() {
+    let (d, answer) = approved_on_a_board(false).await;
+    assert!(answer.is_err(), "firing false: {answer:?}");
+    let findings = match answer {
+        Err(ApproveError::NoLongerFiring(f)) => f,
+        other => panic!("{other:?}"),
+    };
+    assert!(findings[0].contains("no longer firing"), "{findings:?}");
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(d.rollbacks(), 0);
+}
 
+#[tokio::test(start_paused = true)]
+async fn a_rule_resolved_while_the_watcher_still_shows_it_firing_keeps_its_confirmation() {
+    // One series resolved, but the watcher still shows the rule firing.
+    let d = resolved_on_a_board(true).await;
+    assert_eq!(d.pending_ids().len(), 1, "still firing: still pending");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_resolved_that_the_watcher_shows_inactive_cancels_its_confirmation() {
     // Resolved, and the watcher shows it inactive.
-    let d = Daemon::watching(board(&[("HighErrorRate", false)]), |_| {});
-    d.fire("HighErrorRate", "service", Policy::Confirm).await;
-    sleep(Duration::from_secs(5)).await;
-    d.resolve("HighErrorRate", "service", Policy::Confirm).await;
-    sleep(Duration::from_secs(5)).await;
+    let d = resolved_on_a_board(false).await;
     assert!(d.pending_ids().is_empty(), "resolved: cancelled");
     assert!(d.rig.notices().contains(&NotifyEvent::RollbackRejected));
 }
@@ -561,16 +607,8 @@ async fn an_approved_alert_is_recorded_as_triggered_by_alertmanager() {
 
 #[tokio::test(start_paused = true)]
 async fn a_firing_rule_keeps_the_breaker_from_closing() {
-    let d = Daemon::watching(board(&[("HighErrorRate", true)]), |c| {
-        c.config.half_open_after = Duration::from_secs(60);
-        c.config.close_after = Duration::from_secs(60);
-    });
-    let now = d.rig.engine.clock.now();
-    d.rig
-        .engine
-        .breaker()
-        .open(now, "rb-1", "rollback rb-1")
-        .unwrap();
+    let d = Daemon::watching(board(&[("HighErrorRate", true)]), breaker_after(60, 60));
+    let now = d.rig.open_breaker("rb-1", "rollback rb-1");
     d.rig.engine.breaker().settle(now, true).unwrap();
     sleep(Duration::from_secs(600)).await;
     assert_eq!(d.breaker(), BreakerState::HalfOpen);
@@ -578,42 +616,16 @@ async fn a_firing_rule_keeps_the_breaker_from_closing() {
 
 #[tokio::test(start_paused = true)]
 async fn the_live_deployments_revision_is_checked_on_its_interval() {
-    let tool = Arc::new(crate::engine::testing::FakeMigrations {
-        current: std::sync::Mutex::new(Some("c3".into())),
-        sql: None,
-    });
-    let d = Daemon::start(|s| {
-        let state = s.config.state_dir.clone();
-        s.db = Some(crate::engine::testing::database(
-            &state,
-            tool.clone(),
-            |c| {
-                c.revision_check_interval = Duration::from_secs(60);
-            },
-        ));
-    });
-    let lists = |d: &Daemon| {
-        d.rig
-            .platform
-            .calls()
-            .iter()
-            .filter(|c| **c == crate::engine::testing::Call::List)
-            .count()
-    };
+    let d = Daemon::start(with_database(migrations("c3", None), |c| {
+        c.revision_check_interval = Duration::from_secs(60);
+    }));
     sleep(Duration::from_millis(59_500)).await;
-    assert_eq!(lists(&d), 1, "at 0 s");
+    assert_eq!(d.lists(), 1, "at 0 s");
     sleep(Duration::from_secs(1)).await;
-    assert_eq!(lists(&d), 2, "at 60 s, not later");
+    assert_eq!(d.lists(), 2, "at 60 s, not later");
     sleep(Duration::from_secs(90)).await;
     // At 0 s, 60 s and 120 s: one listing each.
-    let lists = d
-        .rig
-        .platform
-        .calls()
-        .iter()
-        .filter(|c| **c == crate::engine::testing::Call::List)
-        .count();
-    assert_eq!(lists, 3, "{:?}", d.rig.platform.calls());
+    assert_eq!(d.lists(), 3, "{:?}", d.rig.platform.calls());
     let db = d.rig.engine.db.as_ref().unwrap();
     assert_eq!(db.revisions.get("d2").as_deref(), Some("c3"));
 }
@@ -634,9 +646,7 @@ async fn an_approval_rechecks_the_very_rule_not_its_neighbour() {
 
 #[tokio::test(start_paused = true)]
 async fn a_resolved_alert_cancels_only_the_confirmation_it_caused() {
-    let d = Daemon::start(|_| {});
-    d.park("HighErrorRate", ALERTMANAGER_GROUP).await;
-    d.park("HighLatency", ALERTMANAGER_GROUP).await;
+    let d = Daemon::with_two_alerts_parked().await;
     assert_eq!(d.pending_ids().len(), 2);
     d.resolve("HighErrorRate", ALERTMANAGER_GROUP, Policy::Confirm)
         .await;
@@ -648,10 +658,7 @@ async fn a_resolved_alert_cancels_only_the_confirmation_it_caused() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_waits_for_the_running_rollback_not_for_a_refused_incident() {
-    let d = Daemon::start(|_| {});
-    d.rig.platform.set_latency(Duration::from_secs(5));
-    d.fire("HighErrorRate", "service", Policy::Auto).await;
-    sleep(Duration::from_secs(10)).await;
+    let d = Daemon::during_a_rollback().await;
     // Refused while the first runs (in_progress).
     d.fire("HighLatency", "service", Policy::Auto).await;
     sleep(Duration::from_secs(5)).await;
@@ -690,17 +697,13 @@ async fn a_rollback_a_killed_cli_left_unfinished_is_settled_by_the_running_daemo
     );
     let cut = tokio::time::timeout(Duration::from_secs(15), cli.run(manual, &|_| {})).await;
     assert!(cut.is_err(), "cut off mid-run");
-    let now = d.rig.engine.clock.now();
-    assert_eq!(d.rig.engine.breaker_state(now), BreakerState::Open);
+    assert_eq!(d.breaker(), BreakerState::Open);
     d.rig.platform.set_latency(Duration::ZERO);
     sleep(Duration::from_secs(12)).await;
     let history = d.rig.history();
     assert_eq!(history.events.len(), 1, "{history:?}");
     assert_eq!(history.events[0].kind, EventKind::Interrupted);
-    assert_eq!(
-        d.rig.engine.breaker_state(d.rig.engine.clock.now()),
-        BreakerState::Closed
-    );
+    assert_eq!(d.breaker(), BreakerState::Closed);
     assert!(d.rig.platform.rollbacks().is_empty());
 }
 
@@ -715,14 +718,11 @@ async fn an_alert_delivered_to_a_follower_is_handed_to_the_leader_which_acts_onc
             .unwrap()
             .with_parts(d.rig.service.clone(), d.rig.engine.clock),
     );
-    let dispatcher = Dispatcher::new(
+    let (events, _commands) = spawn(Dispatcher::new(
         follower,
         Arc::new(StatusBoard::default()),
         Arc::new(PendingStore::default()),
-    );
-    let (events, events_rx) = mpsc::channel(16);
-    let (_commands, commands_rx) = mpsc::channel(16);
-    tokio::spawn(dispatcher.run(events_rx, commands_rx));
+    ));
     events
         .send(RuleEvent::Fired(event(
             "HighErrorRate",

@@ -7,12 +7,15 @@ mod recovery;
 mod recovery_journals;
 mod startup;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::testing::{migrations, with_database, FakeMigrations, FakeService};
 use super::testing::{Rig, RollbackBehaviour};
-use super::{FailureKind, Phase, PhaseOutcome, RollbackRequest, SkipReason, Trigger};
+use super::{FailureKind, Phase, PhaseOutcome, RollbackRequest, RunReport, SkipReason, Trigger};
 use crate::engine::BreakerState;
 use crate::history::{EventKind, TriggerKind};
+use crate::notify::NotifyEvent;
 use crate::rules::Policy;
 
 pub(crate) fn automatic() -> RollbackRequest {
@@ -28,7 +31,60 @@ pub(crate) fn automatic() -> RollbackRequest {
     )
 }
 
-fn outcomes(report: &super::RunReport) -> Vec<(Phase, &'static str, Option<&'static str>)> {
+/// A rig whose platform does `behaviour` with a rollback call.
+fn rig_where_rollbacks(behaviour: RollbackBehaviour) -> Rig {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_behaviour(behaviour);
+    rig
+}
+
+/// A rig whose platform takes `latency` over every call.
+fn rig_with_latency(latency: Duration) -> Rig {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_latency(latency);
+    rig
+}
+
+/// A rig whose database is at `current`, whose downgrade SQL is `sql`, and
+/// which recorded revision b2 for d1 (the target); with its migration tool,
+/// to move the database or give it to a restarted engine.
+fn rig_with_database(
+    current: &str,
+    sql: Option<&str>,
+    tweak: impl FnOnce(&mut crate::db::config::DatabaseConfig),
+) -> (Rig, Arc<FakeMigrations>) {
+    let tool = migrations(current, sql);
+    let rig = Rig::new(|s| {
+        with_database(tool.clone(), tweak)(s);
+        let db = s.db.as_ref().expect("the rig's database");
+        db.revisions.record("d1", "b2").unwrap();
+    });
+    (rig, tool)
+}
+
+/// Runs `automatic()` in a task of its own.
+fn spawn_run(rig: &Rig) -> tokio::task::JoinHandle<RunReport> {
+    let engine = rig.engine.clone();
+    tokio::spawn(async move { engine.run(automatic(), &|_| {}).await })
+}
+
+/// Runs `automatic()`, doing `change` to the service as verification
+/// starts.
+async fn run_changing_the_service_at_verification(
+    rig: &Rig,
+    change: impl Fn(&FakeService) + Send + Sync,
+) -> RunReport {
+    let service = rig.service.clone();
+    rig.engine
+        .run(automatic(), &move |p| {
+            if let super::Progress::PhaseStarted(Phase::Verification) = p {
+                change(&service);
+            }
+        })
+        .await
+}
+
+fn outcomes(report: &RunReport) -> Vec<(Phase, &'static str, Option<&'static str>)> {
     report
         .phases
         .iter()
@@ -112,8 +168,7 @@ async fn the_deployment_a_rollback_created_is_never_rolled_back_automatically() 
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_platform_call_fails_and_keeps_the_breaker_open() {
-    let rig = Rig::new(|_| {});
-    rig.platform.set_behaviour(RollbackBehaviour::Refuse);
+    let rig = rig_where_rollbacks(RollbackBehaviour::Refuse);
     let report = rig.engine.run(automatic(), &|_| {}).await;
     assert!(!report.success);
     assert_eq!(
@@ -135,32 +190,38 @@ async fn a_refused_platform_call_fails_and_keeps_the_breaker_open() {
     assert_eq!(rig.engine.breaker_state(much_later), BreakerState::Open);
 }
 
+/// A rollback whose deployment ends FAILED (`behaviour`) fails the
+/// application phase, and the deployment it made is recorded although it
+/// failed.
+async fn a_failed_deployment_fails_the_application_phase(behaviour: RollbackBehaviour) {
+    let rig = rig_where_rollbacks(behaviour);
+    let report = rig.engine.run(automatic(), &|_| {}).await;
+    assert_eq!(
+        outcomes(&report)[2],
+        (Phase::Application, "failed", Some("deployment_failed"))
+    );
+    let created = rig.history().events[0].created_deployment_id.clone();
+    assert!(
+        created
+            .as_deref()
+            .is_some_and(|id| id.starts_with("d1-redeploy-")),
+        "{behaviour:?}: {created:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_deployment_that_ends_failed_fails_the_application_phase() {
-    // Named by the platform or not (then found by listing), the deployment
-    // the rollback made is recorded although it failed.
-    for behaviour in [RollbackBehaviour::Fail, RollbackBehaviour::FailSilently] {
-        let rig = Rig::new(|_| {});
-        rig.platform.set_behaviour(behaviour);
-        let report = rig.engine.run(automatic(), &|_| {}).await;
-        assert_eq!(
-            outcomes(&report)[2],
-            (Phase::Application, "failed", Some("deployment_failed"))
-        );
-        let created = rig.history().events[0].created_deployment_id.clone();
-        assert!(
-            created
-                .as_deref()
-                .is_some_and(|id| id.starts_with("d1-redeploy-")),
-            "{behaviour:?}: {created:?}"
-        );
-    }
+async fn a_deployment_the_platform_named_that_ends_failed_fails_the_application_phase() {
+    a_failed_deployment_fails_the_application_phase(RollbackBehaviour::Fail).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deployment_found_by_listing_that_ends_failed_fails_the_application_phase() {
+    a_failed_deployment_fails_the_application_phase(RollbackBehaviour::FailSilently).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_deployment_that_never_succeeds_fails_before_the_budget_with_what_was_seen() {
-    let rig = Rig::new(|_| {});
-    rig.platform.set_behaviour(RollbackBehaviour::Hang);
+    let rig = rig_where_rollbacks(RollbackBehaviour::Hang);
     let started = tokio::time::Instant::now();
     let report = rig.engine.run(automatic(), &|_| {}).await;
     let step = &report.phases[2];
@@ -184,8 +245,7 @@ async fn a_deployment_that_never_succeeds_fails_before_the_budget_with_what_was_
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_platform_exceeds_the_pre_validation_budget_and_nothing_changes() {
-    let rig = Rig::new(|_| {});
-    rig.platform.set_latency(Duration::from_secs(120));
+    let rig = rig_with_latency(Duration::from_secs(120));
     let report = rig.engine.run(automatic(), &|_| {}).await;
     assert_eq!(
         outcomes(&report),
@@ -235,16 +295,8 @@ async fn a_platform_slower_than_the_application_budget_is_cut_off_and_recorded()
 #[tokio::test(start_paused = true)]
 async fn an_unhealthy_service_fails_verification_within_its_budget() {
     let rig = Rig::new(|_| {});
-    let service = rig.service.clone();
-    let engine = rig.engine.clone();
-    let report = engine
-        .run(automatic(), &move |p| {
-            // Healthy for the application phase's /health, then failing.
-            if let super::Progress::PhaseStarted(Phase::Verification) = p {
-                service.set_unhealthy(true);
-            }
-        })
-        .await;
+    // Healthy for the application phase's /health, then failing.
+    let report = run_changing_the_service_at_verification(&rig, |s| s.set_unhealthy(true)).await;
     assert_eq!(
         outcomes(&report)[3],
         (Phase::Verification, "failed", Some("verification_failed"))
@@ -259,15 +311,9 @@ async fn a_service_slower_than_the_verification_budget_is_cut_off() {
         c.config.budgets.verification = Duration::from_secs(3);
         c.verify.initial_wait = Duration::ZERO;
     });
-    let service = rig.service.clone();
-    let report = rig
-        .engine
-        .run(automatic(), &move |p| {
-            if let super::Progress::PhaseStarted(Phase::Verification) = p {
-                service.set_latency(Duration::from_secs(4));
-            }
-        })
-        .await;
+    let report =
+        run_changing_the_service_at_verification(&rig, |s| s.set_latency(Duration::from_secs(4)))
+            .await;
     assert!(
         matches!(
             report.phases[3].outcome,
@@ -359,24 +405,34 @@ async fn progress_shows_the_plan_and_each_step_as_it_happens() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_run_announces_its_start_then_its_end_and_a_refused_one_nothing() {
-    use crate::notify::NotifyEvent::*;
+async fn a_run_that_succeeds_announces_its_start_then_its_success() {
     let rig = Rig::new(|_| {});
     assert!(rig.engine.run(automatic(), &|_| {}).await.success);
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(rig.notices(), [RollbackStarted, RollbackSucceeded]);
+    assert_eq!(
+        rig.delivered().await,
+        [NotifyEvent::RollbackStarted, NotifyEvent::RollbackSucceeded]
+    );
+}
 
-    let rig = Rig::new(|_| {});
-    rig.platform.set_behaviour(RollbackBehaviour::Refuse);
+#[tokio::test(start_paused = true)]
+async fn a_run_that_fails_announces_its_start_then_its_failure() {
+    let rig = rig_where_rollbacks(RollbackBehaviour::Refuse);
     assert!(!rig.engine.run(automatic(), &|_| {}).await.success);
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(rig.notices(), [RollbackStarted, RollbackFailed]);
+    assert_eq!(
+        rig.delivered().await,
+        [NotifyEvent::RollbackStarted, NotifyEvent::RollbackFailed]
+    );
+}
 
+#[tokio::test(start_paused = true)]
+async fn a_run_refused_while_the_lock_is_held_announces_nothing() {
     let rig = Rig::new(|_| {});
     let held = rig.engine.try_lock();
     assert!(!rig.engine.run(automatic(), &|_| {}).await.success);
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert!(rig.notices().is_empty(), "nothing ran, nothing to announce");
+    assert!(
+        rig.delivered().await.is_empty(),
+        "nothing ran, nothing to announce"
+    );
     drop(held);
 }
 
@@ -406,9 +462,7 @@ async fn the_start_notification_estimates_the_duration_from_past_rollbacks_or_th
 
 #[tokio::test(start_paused = true)]
 async fn a_platform_that_does_not_name_the_deployment_it_made_is_followed_by_listing() {
-    let rig = Rig::new(|_| {});
-    rig.platform
-        .set_behaviour(RollbackBehaviour::SucceedSilently { polls: 3 });
+    let rig = rig_where_rollbacks(RollbackBehaviour::SucceedSilently { polls: 3 });
     let notes = std::sync::Mutex::new(Vec::new());
     let report = rig
         .engine
@@ -447,7 +501,7 @@ async fn post_rollback_says_what_it_recorded() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_application_phase_waits_for_health_to_answer_then_gives_up_in_time() {
+async fn the_application_phase_waits_for_health_to_answer() {
     // Still starting for a few checks: the phase waits.
     let rig = Rig::new(|_| {});
     rig.service.fail_next(3);
@@ -463,7 +517,10 @@ async fn the_application_phase_waits_for_health_to_answer_then_gives_up_in_time(
         .filter(|u| u.as_str() == "http://service.test/health")
         .count();
     assert!(health >= 4, "asked /health {health} times");
+}
 
+#[tokio::test(start_paused = true)]
+async fn the_application_phase_gives_up_on_a_service_never_healthy_in_time() {
     // Never healthy: it says so before the budget cuts it off.
     let rig = Rig::new(|_| {});
     rig.service.set_unhealthy(true);

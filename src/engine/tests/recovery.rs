@@ -6,15 +6,15 @@
 
 use std::time::Duration;
 
-use super::{automatic, outcomes};
+use super::{automatic, outcomes, rig_where_rollbacks, rig_with_latency, spawn_run};
 use crate::engine::journal::{Journal, JournalStore, Step};
 use crate::engine::testing::{Rig, RollbackBehaviour};
-use crate::engine::{BreakerState, Phase, Settled};
+use crate::engine::{BreakerState, Engine, Phase, RunReport, Settled};
 use crate::history::EventKind;
 use crate::notify::NotifyEvent;
 
 /// Runs `automatic()` and drops it `after` in: the run's journal.
-pub(super) async fn killed_after(rig: &Rig, after: Duration) -> Journal {
+async fn killed_after(rig: &Rig, after: Duration) -> Journal {
     let cut = tokio::time::timeout(after, rig.engine.run(automatic(), &|_| {})).await;
     assert!(cut.is_err(), "the run ended before it was cut off");
     let mut left = journals(rig).unfinished().unwrap();
@@ -22,8 +22,41 @@ pub(super) async fn killed_after(rig: &Rig, after: Duration) -> Journal {
     left.remove(0)
 }
 
+/// A run on a platform that takes 10 s over every call, dropped `after` in:
+/// the rig and the run's journal.
+pub(super) async fn killed_on_a_slow_platform(after: Duration) -> (Rig, Journal) {
+    let rig = rig_with_latency(Duration::from_secs(10));
+    let journal = killed_after(&rig, after).await;
+    (rig, journal)
+}
+
+/// A run whose platform does `behaviour` with the call, dropped 30 s in,
+/// once the call was made: the rig and the run's journal.
+async fn killed_after_the_call(behaviour: RollbackBehaviour) -> (Rig, Journal) {
+    let rig = rig_where_rollbacks(behaviour);
+    let journal = killed_after(&rig, Duration::from_secs(30)).await;
+    (rig, journal)
+}
+
+/// Recovers with `engine` (restarted): the one run it settled, which must
+/// have been resumed.
+pub(super) async fn resumed_by(engine: &Engine) -> RunReport {
+    let settled = engine.recover().await.unwrap();
+    resumed(&settled).clone()
+}
+
+/// Recovers with `engine` (restarted), which must settle the one run as
+/// interrupted.
+async fn interrupted_by(engine: &Engine) {
+    let settled = engine.recover().await.unwrap();
+    assert!(
+        matches!(&settled[..], [Settled::Interrupted { .. }]),
+        "{settled:?}"
+    );
+}
+
 /// The one run settled, which must have been resumed.
-pub(super) fn resumed(settled: &[Settled]) -> &crate::engine::RunReport {
+fn resumed(settled: &[Settled]) -> &RunReport {
     match settled {
         [Settled::Resumed { report, .. }] => report,
         _ => panic!("{settled:?}"),
@@ -40,21 +73,15 @@ pub(super) fn steps(journal: &Journal) -> Vec<Step> {
 
 #[tokio::test(start_paused = true)]
 async fn killed_before_the_platform_call_the_run_is_interrupted_and_the_breaker_given_back() {
-    let rig = Rig::new(|_| {});
     // Every platform call takes 10 s: cut off during the application
     // phase's listing, after the breaker opened.
-    rig.platform.set_latency(Duration::from_secs(10));
-    let journal = killed_after(&rig, Duration::from_secs(15)).await;
+    let (rig, journal) = killed_on_a_slow_platform(Duration::from_secs(15)).await;
     assert_eq!(steps(&journal), [Step::Started, Step::BreakerOpened]);
     let now = rig.engine.clock.now();
     assert_eq!(rig.engine.breaker_state(now), BreakerState::Open);
 
     let restarted = rig.restarted(None);
-    let settled = restarted.recover().await.unwrap();
-    assert!(
-        matches!(&settled[..], [Settled::Interrupted { .. }]),
-        "{settled:?}"
-    );
+    interrupted_by(&restarted).await;
     assert!(rig.platform.rollbacks().is_empty());
     let history = rig.history();
     assert_eq!(history.events.len(), 1);
@@ -74,15 +101,15 @@ async fn killed_before_the_platform_call_the_run_is_interrupted_and_the_breaker_
     let report = restarted.run(automatic(), &|_| {}).await;
     assert!(report.success, "{:?}", report.error);
     assert_eq!(rig.platform.rollbacks(), ["d1"]);
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert!(rig.notices().contains(&NotifyEvent::RollbackInterrupted));
+    assert!(rig
+        .delivered()
+        .await
+        .contains(&NotifyEvent::RollbackInterrupted));
 }
 
 #[tokio::test(start_paused = true)]
 async fn killed_while_following_the_deployment_the_run_is_resumed_without_a_second_call() {
-    let rig = Rig::new(|_| {});
-    rig.platform.set_behaviour(RollbackBehaviour::Hang);
-    let journal = killed_after(&rig, Duration::from_secs(30)).await;
+    let (rig, journal) = killed_after_the_call(RollbackBehaviour::Hang).await;
     assert!(steps(&journal).ends_with(&[Step::PlatformCallStarted, Step::PlatformCallAnswered]));
     assert_eq!(rig.platform.rollbacks(), ["d1"]);
 
@@ -90,8 +117,7 @@ async fn killed_while_following_the_deployment_the_run_is_resumed_without_a_seco
     rig.platform
         .set_behaviour(RollbackBehaviour::Succeed { polls: 1 });
     let restarted = rig.restarted(None);
-    let settled = restarted.recover().await.unwrap();
-    let report = resumed(&settled);
+    let report = resumed_by(&restarted).await;
     assert!(report.success, "{:?}", report.error);
     assert_eq!(
         rig.platform.rollbacks(),
@@ -122,8 +148,7 @@ async fn killed_while_following_the_deployment_the_run_is_resumed_without_a_seco
         BreakerState::HalfOpen
     );
     assert!(journals(&rig).unfinished().unwrap().is_empty());
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    let notices = rig.notices();
+    let notices = rig.delivered().await;
     assert!(
         notices.contains(&NotifyEvent::RollbackResumed),
         "{notices:?}"
@@ -136,17 +161,14 @@ async fn killed_while_following_the_deployment_the_run_is_resumed_without_a_seco
 
 #[tokio::test(start_paused = true)]
 async fn when_the_answer_was_lost_the_deployment_the_call_made_is_found_by_listing() {
-    let rig = Rig::new(|_| {});
-    rig.platform
-        .set_behaviour(RollbackBehaviour::SucceedSilently { polls: 1000 });
-    let journal = killed_after(&rig, Duration::from_secs(30)).await;
+    let (rig, journal) =
+        killed_after_the_call(RollbackBehaviour::SucceedSilently { polls: 1000 }).await;
     assert!(journal.event.created_deployment_id.is_none());
     assert!(!journal.known_deployments.is_empty());
     rig.platform
         .set_behaviour(RollbackBehaviour::SucceedSilently { polls: 1 });
     let restarted = rig.restarted(None);
-    let settled = restarted.recover().await.unwrap();
-    let report = resumed(&settled);
+    let report = resumed_by(&restarted).await;
     assert!(report.success, "{:?}", report.error);
     assert_eq!(rig.platform.rollbacks(), ["d1"]);
     assert_eq!(
@@ -155,56 +177,54 @@ async fn when_the_answer_was_lost_the_deployment_the_call_made_is_found_by_listi
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_platform_that_lists_the_calls_deployment_late_is_waited_for_never_called_twice() {
-    // The call reached the platform, which lists what it created 40 s
-    // later. Once "nothing new for 5 s" was read as "never reached" and
-    // the rules made a second call.
-    for (settle, resumed_once) in [
-        (Duration::from_secs(60), true),
-        (Duration::from_secs(5), false),
-    ] {
-        let rig = Rig::new(|_| {});
-        rig.platform.set_answer_delay(Duration::from_secs(3600));
-        rig.platform.set_list_lag(Duration::from_secs(40), settle);
-        let journal = killed_after(&rig, Duration::from_secs(20)).await;
-        assert_eq!(steps(&journal).last(), Some(&Step::PlatformCallStarted));
-        rig.platform.set_answer_delay(Duration::ZERO);
-        let restarted = rig.restarted(None);
-        let settled = restarted.recover().await.unwrap();
-        assert_eq!(rig.platform.rollbacks(), ["d1"], "one call, never two");
-        if resumed_once {
-            let report = resumed(&settled);
-            assert!(report.success, "{:?}", report.error);
-            assert_eq!(
-                rig.history().events[0].created_deployment_id.as_deref(),
-                Some("d1-redeploy-2")
-            );
-        } else {
-            // Too short a settle for this platform: taken as never made,
-            // which is what `provider.list_settle` is there to prevent.
-            assert!(
-                matches!(&settled[..], [Settled::Interrupted { .. }]),
-                "{settled:?}"
-            );
-        }
-    }
+/// The call reached the platform, which lists what it created 40 s later
+/// (its `list_settle` is `settle`); the run was dropped before the answer
+/// came, and a restarted engine settled it: the rig and what it settled.
+/// Once "nothing new for 5 s" was read as "never reached" and the rules made
+/// a second call.
+async fn recovered_from_a_call_listed_late(settle: Duration) -> (Rig, Vec<Settled>) {
+    let rig = Rig::new(|_| {});
+    rig.platform.set_answer_delay(Duration::from_secs(3600));
+    rig.platform.set_list_lag(Duration::from_secs(40), settle);
+    let journal = killed_after(&rig, Duration::from_secs(20)).await;
+    assert_eq!(steps(&journal).last(), Some(&Step::PlatformCallStarted));
+    rig.platform.set_answer_delay(Duration::ZERO);
+    let restarted = rig.restarted(None);
+    let settled = restarted.recover().await.unwrap();
+    assert_eq!(rig.platform.rollbacks(), ["d1"], "one call, never two");
+    (rig, settled)
 }
 
 #[tokio::test(start_paused = true)]
-async fn killed_during_the_call_that_never_reached_the_platform_the_run_is_interrupted() {
-    let rig = Rig::new(|_| {});
-    rig.platform.set_latency(Duration::from_secs(10));
-    // Plan (10 s), the application's list (10 s), then the call itself.
-    let journal = killed_after(&rig, Duration::from_secs(25)).await;
-    assert_eq!(steps(&journal).last(), Some(&Step::PlatformCallStarted));
-    rig.platform.set_latency(Duration::ZERO);
-    let restarted = rig.restarted(None);
-    let settled = restarted.recover().await.unwrap();
+async fn a_call_the_platform_lists_late_is_waited_for_and_resumed_never_called_twice() {
+    let (rig, settled) = recovered_from_a_call_listed_late(Duration::from_secs(60)).await;
+    let report = resumed(&settled);
+    assert!(report.success, "{:?}", report.error);
+    assert_eq!(
+        rig.history().events[0].created_deployment_id.as_deref(),
+        Some("d1-redeploy-2")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_listed_after_too_short_a_settle_is_taken_as_never_made_yet_never_made_twice() {
+    // Too short a settle for this platform: taken as never made, which is
+    // what `provider.list_settle` is there to prevent.
+    let (_rig, settled) = recovered_from_a_call_listed_late(Duration::from_secs(5)).await;
     assert!(
         matches!(&settled[..], [Settled::Interrupted { .. }]),
         "{settled:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn killed_during_the_call_that_never_reached_the_platform_the_run_is_interrupted() {
+    // Plan (10 s), the application's list (10 s), then the call itself.
+    let (rig, journal) = killed_on_a_slow_platform(Duration::from_secs(25)).await;
+    assert_eq!(steps(&journal).last(), Some(&Step::PlatformCallStarted));
+    rig.platform.set_latency(Duration::ZERO);
+    let restarted = rig.restarted(None);
+    interrupted_by(&restarted).await;
     assert_eq!(rig.history().events[0].kind, EventKind::Interrupted);
     assert_eq!(
         restarted.breaker_state(rig.engine.clock.now()),
@@ -217,14 +237,12 @@ async fn killed_during_verification_only_verification_runs_again() {
     let rig = Rig::new(|_| {});
     // /health answers while the application phase waits for it; the health
     // phases fail from the moment verification starts, until the cut.
-    let engine = rig.engine.clone();
-    let service = rig.service.clone();
-    let run = tokio::spawn(async move { engine.run(automatic(), &|_| {}).await });
+    let run = spawn_run(&rig);
     let journal = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let left = journals(&rig).unfinished().unwrap();
         if let Some(j) = left.into_iter().find(|j| j.has(Step::VerificationStarted)) {
-            service.set_unhealthy(true);
+            rig.service.set_unhealthy(true);
             break j;
         }
     };
@@ -238,11 +256,10 @@ async fn killed_during_verification_only_verification_runs_again() {
     );
     rig.service.set_unhealthy(false);
     let restarted = rig.restarted(None);
-    let settled = restarted.recover().await.unwrap();
-    let report = resumed(&settled);
+    let report = resumed_by(&restarted).await;
     assert!(report.success, "{:?}", report.error);
     assert_eq!(
-        outcomes(report)
+        outcomes(&report)
             .iter()
             .map(|(p, r, _)| (*p, *r))
             .collect::<Vec<_>>(),
@@ -263,9 +280,7 @@ async fn killed_during_verification_only_verification_runs_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_resumed_run_keeps_the_detection_figures_it_began_with() {
-    let rig = Rig::new(|_| {});
-    rig.platform
-        .set_behaviour(RollbackBehaviour::SucceedSilently { polls: 1000 });
+    let rig = rig_where_rollbacks(RollbackBehaviour::SucceedSilently { polls: 1000 });
     let now = rig.engine.clock.now();
     let mut req = automatic();
     req.detected = Some(crate::engine::request::Detected {
@@ -277,8 +292,7 @@ async fn a_resumed_run_keeps_the_detection_figures_it_began_with() {
     assert!(cut.is_err(), "cut off after the platform call");
     rig.platform
         .set_behaviour(RollbackBehaviour::SucceedSilently { polls: 1 });
-    let settled = rig.restarted(None).recover().await.unwrap();
-    assert!(resumed(&settled).success);
+    assert!(resumed_by(&rig.restarted(None)).await.success);
     let detection = rig.history().events[0]
         .detection
         .clone()

@@ -4,14 +4,15 @@
 //! run the history already holds; a corrupt journal), and SIGTERM stopping a
 //! run between phases. Runs cut off at each boundary are in `recovery.rs`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::automatic;
-use super::outcomes;
-use super::recovery::{journals, killed_after, resumed, steps};
+use super::recovery::{journals, killed_on_a_slow_platform, resumed_by, steps};
+use super::spawn_run;
+use super::{automatic, outcomes, rig_where_rollbacks, rig_with_database, rig_with_latency};
 use crate::engine::journal::{Journal, Step};
-use crate::engine::testing::{Rig, RollbackBehaviour};
-use crate::engine::{BreakerState, Phase, Settled};
+use crate::engine::testing::{database, FakeMigrations, Rig, RollbackBehaviour};
+use crate::engine::{BreakerState, Engine, Phase, PhaseOutcome, RunReport, Settled};
 use crate::history::EventKind;
 use crate::notify::NotifyEvent;
 
@@ -20,11 +21,7 @@ use crate::notify::NotifyEvent;
 /// the lock, opened the breaker, journaled `steps` after those and finished
 /// `phases` after pre-validation, then died: what the migration lock, held
 /// in PostgreSQL, keeps these tests from reaching by running.
-async fn leave_journal(
-    rig: &Rig,
-    steps: &[(Step, &str)],
-    phases: &[(Phase, crate::engine::PhaseOutcome)],
-) {
+async fn leave_journal(rig: &Rig, steps: &[(Step, &str)], phases: &[(Phase, PhaseOutcome)]) {
     let plan = rig.engine.plan(&automatic()).await.unwrap();
     assert!(
         rig.engine.db.is_none()
@@ -42,7 +39,7 @@ async fn leave_journal(
     };
     let pre = (
         Phase::PreValidation,
-        crate::engine::PhaseOutcome::Succeeded("target d1".into()),
+        PhaseOutcome::Succeeded("target d1".into()),
     );
     for (phase, outcome) in std::iter::once(&pre).chain(phases) {
         event.phases.push(
@@ -77,50 +74,65 @@ async fn leave_journal(
             event,
         })
         .unwrap();
-    rig.engine
-        .breaker()
-        .open(
-            rig.engine.clock.now(),
-            "rb-killed",
-            "rollback rb-killed running",
-        )
-        .unwrap();
+    rig.open_breaker("rb-killed", "rollback rb-killed running");
 }
 
-/// A rig whose database is at c3 and which recorded b2 for d1 (the target).
-fn rig_with_database() -> (Rig, std::sync::Arc<crate::engine::testing::FakeMigrations>) {
-    let tool = std::sync::Arc::new(crate::engine::testing::FakeMigrations {
-        current: std::sync::Mutex::new(Some("c3".into())),
-        sql: Some("ALTER TABLE items ADD COLUMN note text;\n".into()),
-    });
-    let db_tool = tool.clone();
-    let rig = Rig::new(|s| {
-        let state = s.config.state_dir.clone();
-        let db = crate::engine::testing::database(&state, db_tool, |_| {});
-        db.revisions.record("d1", "b2").unwrap();
-        s.db = Some(db);
-    });
+/// The downgrade c3 -> b2 started and finished.
+const DOWNGRADED: [(Step, &str); 2] = [
+    (Step::DowngradeStarted, "c3 -> b2"),
+    (Step::DowngradeFinished, "ok; at b2"),
+];
+
+/// The database phase, done: it downgraded c3 -> b2.
+fn downgrade_phase() -> (Phase, PhaseOutcome) {
+    (
+        Phase::Database,
+        PhaseOutcome::Succeeded("downgraded c3 -> b2".into()),
+    )
+}
+
+/// A run on a database at c3 that recorded b2 for d1 (the target), dead
+/// once it journaled `steps` and finished `phases` (see [`leave_journal`]):
+/// the rig, and the migration tool to restart it on.
+async fn killed_on_a_database(
+    steps: &[(Step, &str)],
+    phases: &[(Phase, PhaseOutcome)],
+) -> (Rig, Arc<FakeMigrations>) {
+    let (rig, tool) = rig_with_database(
+        "c3",
+        Some("ALTER TABLE items ADD COLUMN note text;\n"),
+        |_| {},
+    );
+    leave_journal(&rig, steps, phases).await;
     (rig, tool)
+}
+
+/// `rig`'s engine after a restart, its database on `tool`.
+fn restarted_on_the_database(rig: &Rig, tool: Arc<FakeMigrations>) -> Engine {
+    rig.restarted(Some(database(rig.state_dir(), tool, |_| {})))
+}
+
+/// A run without a database (its phase skipped), dead once it journaled
+/// `steps` (see [`leave_journal`]).
+async fn killed_without_a_database(steps: &[(Step, &str)]) -> Rig {
+    let rig = Rig::new(|_| {});
+    let no_database = PhaseOutcome::skipped(crate::engine::SkipReason::NoDatabase, "no db");
+    leave_journal(&rig, steps, &[(Phase::Database, no_database)]).await;
+    rig
+}
+
+/// Runs `automatic()` and stops it (SIGTERM) `after` in: its report.
+async fn stopped_after(rig: &Rig, after: Duration) -> RunReport {
+    let run = spawn_run(rig);
+    tokio::time::sleep(after).await;
+    rig.engine.stop();
+    run.await.unwrap()
 }
 
 #[tokio::test(start_paused = true)]
 async fn killed_after_the_downgrade_before_the_platform_call_the_rollback_is_finished() {
-    let (rig, tool) = rig_with_database();
-    leave_journal(
-        &rig,
-        &[
-            (Step::DowngradeStarted, "c3 -> b2"),
-            (Step::DowngradeFinished, "ok; at b2"),
-        ],
-        &[(
-            Phase::Database,
-            crate::engine::PhaseOutcome::Succeeded("downgraded c3 -> b2".into()),
-        )],
-    )
-    .await;
-    let db = crate::engine::testing::database(rig.state_dir(), tool, |_| {});
-    let settled = rig.restarted(Some(db)).recover().await.unwrap();
-    let report = resumed(&settled);
+    let (rig, tool) = killed_on_a_database(&DOWNGRADED, &[downgrade_phase()]).await;
+    let report = resumed_by(&restarted_on_the_database(&rig, tool)).await;
     assert!(report.success, "{:?}", report.error);
     assert_eq!(
         rig.platform.rollbacks(),
@@ -135,17 +147,14 @@ async fn killed_after_the_downgrade_before_the_platform_call_the_rollback_is_fin
 #[tokio::test(start_paused = true)]
 async fn killed_during_a_downgrade_the_run_fails_saying_what_is_unknown_and_the_breaker_stays_open()
 {
-    let (rig, tool) = rig_with_database();
     // The migration lock is PostgreSQL's (tests/crash.rs kills a real
     // Alembic): write the journal a run killed during the downgrade leaves.
-    leave_journal(&rig, &[(Step::DowngradeStarted, "c3 -> b2")], &[]).await;
-    let db = crate::engine::testing::database(rig.state_dir(), tool, |_| {});
-    let restarted = rig.restarted(Some(db));
-    let settled = restarted.recover().await.unwrap();
-    let report = resumed(&settled);
+    let (rig, tool) = killed_on_a_database(&[(Step::DowngradeStarted, "c3 -> b2")], &[]).await;
+    let restarted = restarted_on_the_database(&rig, tool);
+    let report = resumed_by(&restarted).await;
     assert!(!report.success);
     assert_eq!(
-        outcomes(report)[1..4],
+        outcomes(&report)[1..4],
         [
             (Phase::Database, "failed", Some("outcome_unknown")),
             (Phase::Application, "skipped", Some("database_failed")),
@@ -170,8 +179,7 @@ async fn killed_during_a_downgrade_the_run_fails_saying_what_is_unknown_and_the_
         .unwrap()
         .reason
         .contains("breaker reset"));
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert!(rig.notices().contains(&NotifyEvent::RollbackFailed));
+    assert!(rig.delivered().await.contains(&NotifyEvent::RollbackFailed));
 }
 
 #[tokio::test(start_paused = true)]
@@ -193,11 +201,7 @@ async fn a_run_the_history_already_holds_only_has_its_journal_and_breaker_tidied
         event,
     };
     journals(&rig).write(&journal).unwrap();
-    let now = rig.engine.clock.now();
-    rig.engine
-        .breaker()
-        .open(now, &report.id, "rollback running")
-        .unwrap();
+    rig.open_breaker(&report.id, "rollback running");
     let settled = rig.restarted(None).recover().await.unwrap();
     assert!(
         matches!(&settled[..], [Settled::Recorded { .. }]),
@@ -214,35 +218,23 @@ async fn a_run_the_history_already_holds_only_has_its_journal_and_breaker_tidied
 
 #[tokio::test(start_paused = true)]
 async fn stopping_between_phases_keeps_the_journal_once_production_was_touched() {
-    let rig = Rig::new(|_| {});
-    rig.platform
-        .set_behaviour(RollbackBehaviour::Succeed { polls: 3 });
-    let engine = rig.engine.clone();
-    let run = tokio::spawn(async move { engine.run(automatic(), &|_| {}).await });
+    let rig = rig_where_rollbacks(RollbackBehaviour::Succeed { polls: 3 });
     // SIGTERM while the application phase follows the deployment.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    rig.engine.stop();
-    let report = run.await.unwrap();
+    let report = stopped_after(&rig, Duration::from_secs(4)).await;
     assert!(!report.success);
     assert!(report.error.unwrap().contains("next start finishes it"));
     assert!(rig.history().events.is_empty(), "not recorded yet");
     let left = journals(&rig).unfinished().unwrap();
     assert_eq!(steps(&left[0]).last(), Some(&Step::Stopped));
-    let settled = rig.restarted(None).recover().await.unwrap();
-    let report = resumed(&settled);
+    let report = resumed_by(&rig.restarted(None)).await;
     assert!(report.success, "{:?}", report.error);
     assert_eq!(rig.platform.rollbacks(), ["d1"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn stopping_before_production_was_touched_settles_the_run_at_once() {
-    let rig = Rig::new(|_| {});
-    rig.platform.set_latency(Duration::from_secs(10));
-    let engine = rig.engine.clone();
-    let run = tokio::spawn(async move { engine.run(automatic(), &|_| {}).await });
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    rig.engine.stop();
-    let report = run.await.unwrap();
+    let rig = rig_with_latency(Duration::from_secs(10));
+    let report = stopped_after(&rig, Duration::from_secs(5)).await;
     assert!(!report.success);
     assert_eq!(rig.history().events[0].kind, EventKind::Interrupted);
     assert!(journals(&rig).unfinished().unwrap().is_empty());
@@ -269,21 +261,10 @@ async fn a_corrupt_journal_stops_recovery_naming_it_and_is_left_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn a_downgrade_journaled_as_finished_whose_phase_was_not_is_verified_then_finished() {
-    let (rig, tool) = rig_with_database();
-    leave_journal(
-        &rig,
-        &[
-            (Step::DowngradeStarted, "c3 -> b2"),
-            (Step::DowngradeFinished, "ok; at b2"),
-        ],
-        &[],
-    )
-    .await;
+    let (rig, tool) = killed_on_a_database(&DOWNGRADED, &[]).await;
     // The database is where the journal says the downgrade left it.
     *tool.current.lock().unwrap() = Some("b2".into());
-    let db = crate::engine::testing::database(rig.state_dir(), tool.clone(), |_| {});
-    let settled = rig.restarted(Some(db)).recover().await.unwrap();
-    let report = resumed(&settled);
+    let report = resumed_by(&restarted_on_the_database(&rig, tool)).await;
     assert!(report.success, "{:?}", report.error);
     assert!(report.phases[1]
         .outcome
@@ -294,9 +275,7 @@ async fn a_downgrade_journaled_as_finished_whose_phase_was_not_is_verified_then_
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_downgrade_left_by_a_stop_is_recorded_as_failed_never_as_interrupted() {
-    let (rig, tool) = rig_with_database();
-    leave_journal(
-        &rig,
+    let (rig, tool) = killed_on_a_database(
         &[
             (Step::DowngradeStarted, "c3 -> b2"),
             (Step::DowngradeFinished, "failed: alembic exited 1"),
@@ -304,20 +283,18 @@ async fn a_failed_downgrade_left_by_a_stop_is_recorded_as_failed_never_as_interr
         ],
         &[(
             Phase::Database,
-            crate::engine::PhaseOutcome::failed(
+            PhaseOutcome::failed(
                 crate::engine::FailureKind::DowngradeFailed,
                 "the downgrade c3 -> b2 failed",
             ),
         )],
     )
     .await;
-    let db = crate::engine::testing::database(rig.state_dir(), tool, |_| {});
-    let restarted = rig.restarted(Some(db));
-    let settled = restarted.recover().await.unwrap();
-    let report = resumed(&settled);
+    let restarted = restarted_on_the_database(&rig, tool);
+    let report = resumed_by(&restarted).await;
     assert!(!report.success);
     assert_eq!(
-        outcomes(report)[1..3],
+        outcomes(&report)[1..3],
         [
             (Phase::Database, "failed", Some("downgrade_failed")),
             (Phase::Application, "skipped", Some("database_failed")),
@@ -331,27 +308,13 @@ async fn a_failed_downgrade_left_by_a_stop_is_recorded_as_failed_never_as_interr
 
 #[tokio::test(start_paused = true)]
 async fn after_a_downgrade_a_deploy_made_while_rollbackd_was_down_is_never_rolled_back_over() {
-    let (rig, tool) = rig_with_database();
-    leave_journal(
-        &rig,
-        &[
-            (Step::DowngradeStarted, "c3 -> b2"),
-            (Step::DowngradeFinished, "ok; at b2"),
-        ],
-        &[(
-            Phase::Database,
-            crate::engine::PhaseOutcome::Succeeded("downgraded c3 -> b2".into()),
-        )],
-    )
-    .await;
+    let (rig, tool) = killed_on_a_database(&DOWNGRADED, &[downgrade_phase()]).await;
     // An operator deployed a fix while rollbackd was down.
     rig.platform.begin_deploy("d3", "SUCCESS");
-    let db = crate::engine::testing::database(rig.state_dir(), tool, |_| {});
-    let settled = rig.restarted(Some(db)).recover().await.unwrap();
-    let report = resumed(&settled);
+    let report = resumed_by(&restarted_on_the_database(&rig, tool)).await;
     assert!(!report.success);
     assert_eq!(
-        outcomes(report)[2],
+        outcomes(&report)[2],
         (Phase::Application, "failed", Some("outcome_unknown"))
     );
     assert!(report.phases[2]
@@ -363,23 +326,14 @@ async fn after_a_downgrade_a_deploy_made_while_rollbackd_was_down_is_never_rolle
 
 #[tokio::test(start_paused = true)]
 async fn a_refusal_journaled_before_the_phase_ended_is_recorded_as_the_refusal() {
-    let rig = Rig::new(|_| {});
-    leave_journal(
-        &rig,
-        &[
-            (Step::PlatformCallStarted, "d1"),
-            (Step::PlatformCallAnswered, "refused: quota exceeded"),
-        ],
-        &[(
-            Phase::Database,
-            crate::engine::PhaseOutcome::skipped(crate::engine::SkipReason::NoDatabase, "no db"),
-        )],
-    )
+    let rig = killed_without_a_database(&[
+        (Step::PlatformCallStarted, "d1"),
+        (Step::PlatformCallAnswered, "refused: quota exceeded"),
+    ])
     .await;
-    let settled = rig.restarted(None).recover().await.unwrap();
-    let report = resumed(&settled);
+    let report = resumed_by(&rig.restarted(None)).await;
     assert_eq!(
-        outcomes(report)[2],
+        outcomes(&report)[2],
         (Phase::Application, "failed", Some("platform_refused"))
     );
     assert!(report.error.as_deref().unwrap().contains("quota exceeded"));
@@ -388,9 +342,7 @@ async fn a_refusal_journaled_before_the_phase_ended_is_recorded_as_the_refusal()
 
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_run_recorded_before_its_journal_went_gets_its_breaker_back() {
-    let rig = Rig::new(|_| {});
-    rig.platform.set_latency(Duration::from_secs(10));
-    let journal = killed_after(&rig, Duration::from_secs(15)).await;
+    let (rig, journal) = killed_on_a_slow_platform(Duration::from_secs(15)).await;
     // As if killed after the interrupted record was written, before the
     // breaker was given back and the journal removed.
     let mut event = journal.event.clone();
@@ -411,15 +363,10 @@ async fn an_interrupted_run_recorded_before_its_journal_went_gets_its_breaker_ba
 
 #[tokio::test(start_paused = true)]
 async fn stopping_after_a_failed_phase_records_the_failure_at_once() {
-    let rig = Rig::new(|_| {});
-    rig.platform.set_latency(Duration::from_secs(10));
+    let rig = rig_with_latency(Duration::from_secs(10));
     rig.platform.set_behaviour(RollbackBehaviour::Refuse);
-    let engine = rig.engine.clone();
-    let run = tokio::spawn(async move { engine.run(automatic(), &|_| {}).await });
     // Stopped while the application phase lists, before the refused call.
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    rig.engine.stop();
-    let report = run.await.unwrap();
+    let report = stopped_after(&rig, Duration::from_secs(15)).await;
     // The application phase was running: it ends (refused), the rest is
     // skipped, and the failure is recorded, not left for the next start.
     assert_eq!(
@@ -432,24 +379,15 @@ async fn stopping_after_a_failed_phase_records_the_failure_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn an_accepted_call_whose_deployment_never_shows_is_unknown_and_never_made_again() {
-    let rig = Rig::new(|_| {});
-    leave_journal(
-        &rig,
-        &[
-            (Step::PlatformCallStarted, "d1"),
-            (Step::PlatformCallAnswered, "accepted"),
-        ],
-        &[(
-            Phase::Database,
-            crate::engine::PhaseOutcome::skipped(crate::engine::SkipReason::NoDatabase, "no db"),
-        )],
-    )
+    let rig = killed_without_a_database(&[
+        (Step::PlatformCallStarted, "d1"),
+        (Step::PlatformCallAnswered, "accepted"),
+    ])
     .await;
     let restarted = rig.restarted(None);
-    let settled = restarted.recover().await.unwrap();
-    let report = resumed(&settled);
+    let report = resumed_by(&restarted).await;
     assert_eq!(
-        outcomes(report)[2],
+        outcomes(&report)[2],
         (Phase::Application, "failed", Some("outcome_unknown"))
     );
     assert!(report.phases[2]
@@ -463,20 +401,10 @@ async fn an_accepted_call_whose_deployment_never_shows_is_unknown_and_never_made
 
 #[tokio::test(start_paused = true)]
 async fn a_deploy_made_while_rollbackd_was_down_is_never_taken_for_the_rollbacks_own() {
-    let rig = Rig::new(|_| {});
-    leave_journal(
-        &rig,
-        &[(Step::PlatformCallStarted, "d1")],
-        &[(
-            Phase::Database,
-            crate::engine::PhaseOutcome::skipped(crate::engine::SkipReason::NoDatabase, "no db"),
-        )],
-    )
-    .await;
+    let rig = killed_without_a_database(&[(Step::PlatformCallStarted, "d1")]).await;
     // The call never reached the platform; an operator deployed another commit.
     rig.platform.begin_deploy("d3", "SUCCESS");
-    let settled = rig.restarted(None).recover().await.unwrap();
-    let report = resumed(&settled);
+    let report = resumed_by(&rig.restarted(None)).await;
     assert!(!report.success);
     let detail = report.phases[2].outcome.detail();
     assert!(detail.contains("none of the target's commit"), "{detail}");

@@ -88,7 +88,7 @@ async fn clean_logs_pass_and_the_window_counts_toward_verifications_initial_wait
 }
 
 #[tokio::test(start_paused = true)]
-async fn without_logs_nothing_is_read_or_waited_and_unreadable_logs_are_a_note() {
+async fn without_logs_nothing_is_read_or_waited() {
     // The fake platform reads no logs by default: nothing asked, no wait.
     let rig = rig_with(Some(Duration::from_secs(30)));
     let report = rig.engine.run(automatic(), &|_| {}).await;
@@ -99,7 +99,10 @@ async fn without_logs_nothing_is_read_or_waited_and_unreadable_logs_are_a_note()
         report.phases[3].elapsed >= Duration::from_secs(10),
         "the full initial wait"
     );
+}
 
+#[tokio::test(start_paused = true)]
+async fn unreadable_logs_are_a_note_and_the_rollback_stands() {
     // Logs that cannot be read: the rollback stands, and says so.
     let rig = rig_with(Some(Duration::from_secs(2)));
     rig.platform.set_logs(Err("logs are down"));
@@ -110,7 +113,10 @@ async fn without_logs_nothing_is_read_or_waited_and_unreadable_logs_are_a_note()
         outcomes(&report)[2],
         (Phase::Application, "succeeded", None)
     );
+}
 
+#[tokio::test(start_paused = true)]
+async fn a_log_read_that_never_answers_is_cut_off_within_the_phases_budget() {
     // A read that never answers is cut off within the phase's budget.
     let rig = rig_with(Some(Duration::from_secs(2)));
     rig.platform.set_logs(Ok(&["ERROR never seen"]));

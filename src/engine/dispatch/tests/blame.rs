@@ -8,13 +8,13 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::BoxFuture;
 use tokio::time::sleep;
 
-use super::{event, Daemon};
+use super::Daemon;
 use crate::blame::{config::BlameConfig, Blamer};
 use crate::engine::testing::{board, Call};
 use crate::history::EventKind;
 use crate::notify::NotifyEvent;
 use crate::rules::event::FiredRule;
-use crate::rules::{Comparison, Condition, Policy, QueryRule, RuleBlame, RuleEvent};
+use crate::rules::{Comparison, Condition, QueryRule, RuleBlame, RuleEvent};
 use crate::source::range::{millis, Answers};
 use crate::source::{MetricsSource, QueryResult, Sample, SourceError};
 
@@ -90,26 +90,29 @@ fn blaming_on(
 
 /// `HighErrorRate` fires now, its breach begun `breached` s ago.
 async fn fire(d: &Daemon, breached: u64) {
-    let now = d.rig.engine.clock.now();
-    let mut e = event("HighErrorRate", "service", Policy::Auto);
-    e.since = now - Duration::from_secs(breached);
-    e.fired_at = now;
+    let mut e = d.breaching("HighErrorRate", "service", Duration::from_secs(breached));
     e.value = 0.3;
-    e.spec = Some(Arc::new(FiredRule {
+    e.spec = Some(spec("error_ratio", 0.05, Duration::from_secs(15)));
+    d.events.send(RuleEvent::Fired(e)).await.unwrap();
+}
+
+/// A query rule's spec: `expr` above `threshold`, evaluated every
+/// `interval`.
+fn spec(expr: &str, threshold: f64, interval: Duration) -> Arc<FiredRule> {
+    Arc::new(FiredRule {
         query: Some(QueryRule {
-            expr: "error_ratio".into(),
+            expr: expr.into(),
             condition: Condition {
                 op: Comparison::Above,
-                threshold: 0.05,
+                threshold,
             },
             on_no_data: Default::default(),
             on_error: Default::default(),
             min_traffic: None,
         }),
-        interval: Duration::from_secs(15),
+        interval,
         blame: RuleBlame::default(),
-    }));
-    d.events.send(RuleEvent::Fired(e)).await.unwrap();
+    })
 }
 
 fn blame_of(d: &Daemon) -> crate::blame::Judgement {
@@ -213,24 +216,12 @@ async fn a_pending_rule_s_baseline_is_asked_for_before_it_fires_and_only_once() 
     assert_eq!(asked.load(SeqCst), 1, "the baseline, once, while pending");
     assert_eq!(d.rollbacks(), 0);
     // When it fires, the judgement asks only for what happened since go-live.
-    let now = d.rig.engine.clock.now();
-    let mut e = event("HighErrorRate", "service", Policy::Auto);
-    e.since = now - Duration::from_secs(500);
-    e.fired_at = now;
-    e.spec = Some(Arc::new(FiredRule {
-        query: Some(QueryRule {
-            expr: "sum(rate(errors_total[1m]))".into(),
-            condition: Condition {
-                op: Comparison::Above,
-                threshold: 0.1,
-            },
-            on_no_data: Default::default(),
-            on_error: Default::default(),
-            min_traffic: None,
-        }),
-        interval: Duration::from_secs(10),
-        blame: RuleBlame::default(),
-    }));
+    let mut e = d.breaching("HighErrorRate", "service", Duration::from_secs(500));
+    e.spec = Some(spec(
+        "sum(rate(errors_total[1m]))",
+        0.1,
+        Duration::from_secs(10),
+    ));
     d.events.send(RuleEvent::Fired(e)).await.unwrap();
     sleep(Duration::from_millis(100)).await;
     assert_eq!(asked.load(SeqCst), 2, "the baseline was not asked again");

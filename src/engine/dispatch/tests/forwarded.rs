@@ -22,6 +22,15 @@ fn hand_over(d: &Daemon, name: &str, answer: serde_json::Value, taken: Option<se
     .unwrap();
 }
 
+/// A daemon that parked a confirmation for an alert: its id, and the
+/// snapshot an approval of it carries.
+async fn parked() -> (Daemon, String, serde_json::Value) {
+    let d = Daemon::start(|_| {});
+    let id = d.park("HighErrorRate", ALERTMANAGER_GROUP).await;
+    let snapshot = serde_json::to_value(&d.pending.list()[0]).unwrap();
+    (d, id, snapshot)
+}
+
 fn handed_over(d: &Daemon) -> usize {
     std::fs::read_dir(d.rig.state_dir().join("requests"))
         .map(|dir| dir.count())
@@ -30,10 +39,8 @@ fn handed_over(d: &Daemon) -> usize {
 
 #[tokio::test(start_paused = true)]
 async fn an_approval_a_dead_leader_took_is_carried_out_once_under_the_run_it_named() {
-    let d = Daemon::start(|_| {});
-    let id = d.park("HighErrorRate", ALERTMANAGER_GROUP).await;
-    let mut answer = serde_json::json!({ "kind": "approve", "pending": id });
-    answer["snapshot"] = serde_json::to_value(&d.pending.list()[0]).unwrap();
+    let (d, id, snapshot) = parked().await;
+    let answer = serde_json::json!({ "kind": "approve", "pending": id, "snapshot": snapshot });
     // The leader that held the confirmation took the approval, named its
     // run and died: its confirmations died with it.
     d.pending.take(&id);
@@ -56,9 +63,7 @@ async fn an_approval_a_dead_leader_took_is_carried_out_once_under_the_run_it_nam
 
 #[tokio::test(start_paused = true)]
 async fn an_answer_the_dead_leader_carried_out_is_not_carried_out_again() {
-    let d = Daemon::start(|_| {});
-    let id = d.park("HighErrorRate", ALERTMANAGER_GROUP).await;
-    let snapshot = serde_json::to_value(&d.pending.list()[0]).unwrap();
+    let (d, id, snapshot) = parked().await;
     let run = d.approve(&id).await.expect("approved").rollback_id;
     sleep(Duration::from_secs(120)).await;
     assert_eq!(d.rollbacks(), 1);
@@ -79,12 +84,7 @@ async fn an_answer_the_dead_leader_carried_out_is_not_carried_out_again() {
 #[tokio::test(start_paused = true)]
 async fn a_breaker_reset_a_dead_leader_took_is_done_once_and_never_over_a_newer_change() {
     let d = Daemon::start(|_| {});
-    let now = d.rig.engine.clock.now();
-    d.rig
-        .engine
-        .breaker()
-        .open(now, "rb-0", "a rollback ran")
-        .unwrap();
+    d.rig.open_breaker("rb-0", "a rollback ran");
     sleep(Duration::from_secs(2)).await;
     // Taken, never carried out: done now.
     hand_over(
@@ -99,11 +99,7 @@ async fn a_breaker_reset_a_dead_leader_took_is_done_once_and_never_over_a_newer_
     // Asked, then a newer rollback opened it again before the next leader
     // looked: the old answer does not close the new one.
     let later = d.rig.engine.clock.now() + Duration::from_secs(1);
-    d.rig
-        .engine
-        .breaker()
-        .open(later, "rb-9", "a newer rollback")
-        .unwrap();
+    d.rig.open_breaker_at(later, "rb-9", "a newer rollback");
     let asked = serde_json::json!({ "kind": "reset_breaker", "reason": "stale" });
     hand_over(&d, "req-4", asked, Some(serde_json::json!({ "epoch": 7 })));
     sleep(Duration::from_secs(3)).await;

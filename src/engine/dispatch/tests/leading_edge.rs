@@ -10,18 +10,16 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::sleep;
 
-use super::{event, Daemon};
+use super::Daemon;
 use crate::engine::testing::{board_with_for, Call};
-use crate::rules::{Policy, RuleEvent};
+use crate::rules::RuleEvent;
 
 impl Daemon {
     /// Fires `rule` of `group`, breaching since `breached` ago, at the
     /// engine's time now.
     async fn fire_now(&self, rule: &str, group: &str, breached: Duration) -> SystemTime {
-        let now = self.rig.engine.clock.now();
-        let mut e = event(rule, group, Policy::Auto);
-        e.since = now - breached;
-        e.fired_at = now;
+        let e = self.breaching(rule, group, breached);
+        let now = e.fired_at;
         self.events.send(RuleEvent::Fired(e)).await.unwrap();
         now
     }
