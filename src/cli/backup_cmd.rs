@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::engine_cmd::print_json;
 use super::{BackupCommand, CliError, Exit};
 use crate::config::Config;
+use crate::db::config::DatabaseConfig;
 use crate::db::store::{self, BackupStore};
 use crate::engine;
 use crate::state::StateDir;
@@ -17,159 +18,189 @@ pub(super) async fn backup(config: &Config, cmd: BackupCommand) -> Exit {
             "no database is configured: set DATABASE_URL (or database.url); `[database] enabled = false` turns it off".into(),
         ));
     };
-    let dir = db_config
-        .backup_dir
-        .clone()
-        .unwrap_or_else(|| StateDir::new(&config.engine.state_dir).backups());
-    let tools = crate::db::backup::Tools::new(db_config);
-    // Only `create` and `list` use the configured store: a broken one never
-    // blocks verifying or restoring a file (or a URL, opened on its own).
-    let store = match (&db_config.backup_store, &cmd) {
-        (Some(c), BackupCommand::Create { .. } | BackupCommand::List { .. }) => {
-            let folder = match crate::db::Database::from_config(db_config) {
-                Ok(db) => db.store_folder().to_string(),
-                Err(e) => return Err(CliError::Usage(e.to_string())),
-            };
-            match BackupStore::open(c, db_config.keep_backups, &folder) {
-                Ok(store) => Some(store),
-                Err(e) => return Err(CliError::Usage(format!("database.backup_store: {e}"))),
-            }
-        }
-        _ => None,
+    let backups = Backups {
+        config: db_config,
+        dir: db_config
+            .backup_dir
+            .clone()
+            .unwrap_or_else(|| StateDir::new(&config.engine.state_dir).backups()),
+        tools: crate::db::backup::Tools::new(db_config),
     };
     match cmd {
-        BackupCommand::Create { reason } => {
-            let db = crate::db::Database::from_config(db_config).map_err(CliError::usage)?;
-            let id = engine::new_id(crate::db::backup::MANUAL_PREFIX);
-            let mut b = match crate::db::backup::create(&db, &tools, &dir, &id, "-", &reason).await
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    return Err(CliError::Failed(e.to_string()));
-                }
-            };
-            crate::db::backup::prune(&dir, db_config.keep_backups);
-            println!("backup {} verified", b.path.display());
-            println!("  size {} bytes, sha256 {}", b.size_bytes, b.sha256);
-            println!(
-                "  pg_dump {:.2}s, verification {:.2}s",
-                b.dump_seconds, b.verify_seconds
-            );
-            let mut exit = Ok(());
-            if let Some(store) = &store {
-                match tokio::time::timeout(store.timeout, store.upload(&mut b)).await {
-                    Ok(Ok(up)) => {
-                        println!(
-                            "  copied to {} and read back (sha256 matches) in {:.2}s",
-                            up.url, up.seconds
-                        );
-                        for url in up.pruned {
-                            println!("  pruned {url} (database.backup_store.keep)");
-                        }
-                        if let Some(e) = up.prune_error {
-                            eprintln!(
-                                "rollbackd: warning: old copies in the store were not pruned: {e}"
-                            );
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        eprintln!("rollbackd: the backup is kept on this machine only: {e}");
-                        exit = Err(CliError::Reported);
-                    }
-                    Err(_) => {
-                        eprintln!(
-                            "rollbackd: the backup is kept on this machine only: the upload to {} did not finish within {} (database.backup_store.timeout)",
-                            store.url(),
-                            crate::duration::format(store.timeout)
-                        );
-                        exit = Err(CliError::Reported);
-                    }
-                }
-            }
-            println!("  restore with: {}", b.restore_command);
-            exit
-        }
-        BackupCommand::List { json } => list(&dir, store.as_ref(), json).await,
+        BackupCommand::Create { reason } => backups.create(&reason).await,
+        BackupCommand::List { json } => list(&backups.dir, backups.store()?.as_ref(), json).await,
         BackupCommand::Restore {
             path,
             dbname,
             replace,
             yes,
-        } => {
-            let db = crate::db::Database::from_config(db_config).map_err(CliError::usage)?;
-            // Asked before anything is downloaded or created: a restore
-            // writes a whole database on the live server.
-            if !yes {
-                let into = dbname.as_deref().map_or_else(
-                    || "a new database (<live>_restored_<time>)".to_string(),
-                    |name| format!("a new database {name}"),
-                );
-                if !std::io::stdin().is_terminal() {
-                    return Err(CliError::Usage(if replace {
-                        format!(
-                            "--replace swaps the restored database in for {} and ends its sessions; pass --yes to confirm",
-                            db.target
-                        )
-                    } else {
-                        format!(
-                            "a restore writes {into} on {}, beside the live one; pass --yes to confirm",
-                            db.target
-                        )
-                    }));
-                }
-                if replace {
-                    eprint!(
-                        "Replace {} with the restore of {}? Its sessions are ended; it is kept under another name. [y/N] ",
-                        db.target,
-                        path.display()
-                    );
-                } else {
-                    eprint!(
-                        "Restore {} into {into} on {}? The live database is not touched. [y/N] ",
-                        path.display(),
-                        db.target
-                    );
-                }
-                let mut answer = String::new();
-                let _ = std::io::stdin().read_line(&mut answer);
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    eprintln!("nothing was changed");
-                    return Err(CliError::Reported);
-                }
-            }
-            let fetched = Fetched::new(&path, &dir).await?;
-            match crate::db::restore::restore(&db, &tools, &fetched.path, dbname, replace).await {
-                Ok(done) => {
-                    match &done.kept_as {
-                        None => println!(
-                            "restored {} into the new database {}; the live database is unchanged",
-                            path.display(),
-                            done.dbname
-                        ),
-                        Some(kept) => println!(
-                            "restored {} as {}; the database it replaced is kept as {kept} (drop it when you no longer need it)",
-                            path.display(),
-                            done.dbname
-                        ),
-                    }
-                    Ok(())
-                }
-                Err(e) => Err(CliError::Failed(fetched.name_in(&e.to_string()))),
-            }
+        } => backups.restore(&path, dbname, replace, yes).await,
+        BackupCommand::Verify { path } => backups.verify(&path).await,
+    }
+}
+
+/// The configured database's backups: where they are and the tools that
+/// make and read them.
+struct Backups<'a> {
+    config: &'a DatabaseConfig,
+    dir: PathBuf,
+    tools: crate::db::backup::Tools,
+}
+
+impl Backups<'_> {
+    /// The configured store. Only `create` and `list` use it: a broken one
+    /// never blocks verifying or restoring a file (or a URL, opened on its
+    /// own).
+    fn store(&self) -> Result<Option<BackupStore>, CliError> {
+        let Some(c) = &self.config.backup_store else {
+            return Ok(None);
+        };
+        let folder = crate::db::Database::from_config(self.config)
+            .map_err(CliError::usage)?
+            .store_folder()
+            .to_string();
+        BackupStore::open(c, self.config.keep_backups, &folder)
+            .map(Some)
+            .map_err(|e| CliError::Usage(format!("database.backup_store: {e}")))
+    }
+
+    async fn create(&self, reason: &str) -> Exit {
+        let store = self.store()?;
+        let db = crate::db::Database::from_config(self.config).map_err(CliError::usage)?;
+        let id = engine::new_id(crate::db::backup::MANUAL_PREFIX);
+        let mut b = crate::db::backup::create(&db, &self.tools, &self.dir, &id, "-", reason)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        crate::db::backup::prune(&self.dir, self.config.keep_backups);
+        println!("backup {} verified", b.path.display());
+        println!("  size {} bytes, sha256 {}", b.size_bytes, b.sha256);
+        println!(
+            "  pg_dump {:.2}s, verification {:.2}s",
+            b.dump_seconds, b.verify_seconds
+        );
+        let exit = match &store {
+            Some(store) => upload(store, &mut b).await,
+            None => Ok(()),
+        };
+        println!("  restore with: {}", b.restore_command);
+        exit
+    }
+
+    async fn restore(&self, path: &Path, dbname: Option<String>, replace: bool, yes: bool) -> Exit {
+        let db = crate::db::Database::from_config(self.config).map_err(CliError::usage)?;
+        // Asked before anything is downloaded or created: a restore writes
+        // a whole database on the live server.
+        if !yes {
+            confirm_restore(&db, path, dbname.as_deref(), replace)?;
         }
-        BackupCommand::Verify { path } => {
-            let fetched = Fetched::new(&path, &dir).await?;
-            match crate::db::backup::verify(&fetched.path, &tools).await {
-                Ok(()) => {
-                    println!(
-                        "backup {} is intact (checksum matches, pg_restore can read it)",
-                        path.display()
-                    );
-                    Ok(())
-                }
-                Err(e) => Err(CliError::Failed(fetched.name_in(&e.to_string()))),
-            }
+        let fetched = Fetched::new(path, &self.dir).await?;
+        let done = crate::db::restore::restore(&db, &self.tools, &fetched.path, dbname, replace)
+            .await
+            .map_err(|e| CliError::Failed(fetched.name_in(&e.to_string())))?;
+        match &done.kept_as {
+            None => println!(
+                "restored {} into the new database {}; the live database is unchanged",
+                path.display(),
+                done.dbname
+            ),
+            Some(kept) => println!(
+                "restored {} as {}; the database it replaced is kept as {kept} (drop it when you no longer need it)",
+                path.display(),
+                done.dbname
+            ),
         }
+        Ok(())
+    }
+
+    async fn verify(&self, path: &Path) -> Exit {
+        let fetched = Fetched::new(path, &self.dir).await?;
+        crate::db::backup::verify(&fetched.path, &self.tools)
+            .await
+            .map_err(|e| CliError::Failed(fetched.name_in(&e.to_string())))?;
+        println!(
+            "backup {} is intact (checksum matches, pg_restore can read it)",
+            path.display()
+        );
+        Ok(())
+    }
+}
+
+/// Copies a new backup into the store and reads it back; a failure keeps
+/// it on this machine only, and says so.
+async fn upload(store: &BackupStore, b: &mut crate::db::backup::Backup) -> Exit {
+    match tokio::time::timeout(store.timeout, store.upload(b)).await {
+        Ok(Ok(up)) => {
+            println!(
+                "  copied to {} and read back (sha256 matches) in {:.2}s",
+                up.url, up.seconds
+            );
+            for url in up.pruned {
+                println!("  pruned {url} (database.backup_store.keep)");
+            }
+            if let Some(e) = up.prune_error {
+                eprintln!("rollbackd: warning: old copies in the store were not pruned: {e}");
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            eprintln!("rollbackd: the backup is kept on this machine only: {e}");
+            Err(CliError::Reported)
+        }
+        Err(_) => {
+            eprintln!(
+                "rollbackd: the backup is kept on this machine only: the upload to {} did not finish within {} (database.backup_store.timeout)",
+                store.url(),
+                crate::duration::format(store.timeout)
+            );
+            Err(CliError::Reported)
+        }
+    }
+}
+
+/// Asks on the terminal before a restore; off a terminal, `--yes` is needed.
+fn confirm_restore(
+    db: &crate::db::Database,
+    path: &Path,
+    dbname: Option<&str>,
+    replace: bool,
+) -> Exit {
+    let into = dbname.map_or_else(
+        || "a new database (<live>_restored_<time>)".to_string(),
+        |name| format!("a new database {name}"),
+    );
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(if replace {
+            format!(
+                "--replace swaps the restored database in for {} and ends its sessions; pass --yes to confirm",
+                db.target
+            )
+        } else {
+            format!(
+                "a restore writes {into} on {}, beside the live one; pass --yes to confirm",
+                db.target
+            )
+        }));
+    }
+    if replace {
+        eprint!(
+            "Replace {} with the restore of {}? Its sessions are ended; it is kept under another name. [y/N] ",
+            db.target,
+            path.display()
+        );
+    } else {
+        eprint!(
+            "Restore {} into {into} on {}? The live database is not touched. [y/N] ",
+            path.display(),
+            db.target
+        );
+    }
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        eprintln!("nothing was changed");
+        Err(CliError::Reported)
     }
 }
 

@@ -21,50 +21,9 @@ fn engine(config: &Config) -> Result<Engine, CliError> {
 pub(super) async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
     let engine = engine(config)?;
     if !args.dry_run {
-        // A rollback a killed rollbackd left unfinished is settled first: the
-        // target of this one depends on what that one did.
-        match engine.recover().await {
-            Err(e) => {
-                return Err(CliError::Failed(e.to_string()));
-            }
-            Ok(settled) => {
-                for s in &settled {
-                    println!("{}", s.summary());
-                }
-                if settled
-                    .iter()
-                    .any(|s| matches!(s, engine::Settled::Resumed { .. }))
-                {
-                    if let Some(notifiers) = engine.notifiers() {
-                        notifiers.flush(Duration::from_secs(15)).await;
-                    }
-                    return Err(CliError::Failed("a rollback left unfinished was finished first (see above); nothing else was done. Check the service, then run the command again if it is still needed".into()));
-                }
-            }
-        }
+        settle_unfinished(&engine).await?;
     }
-    let req = RollbackRequest {
-        trigger: Trigger::Manual,
-        policy: if args.dry_run {
-            Policy::DryRun
-        } else {
-            Policy::Auto
-        },
-        reason: args.reason.clone(),
-        deployment_id: args.deployment_id.clone(),
-        skip_db: args.skip_db,
-        db_target: match (&args.db_target, args.db_steps) {
-            (Some(rev), _) => Some(DbTarget::Revision(rev.clone())),
-            (None, Some(n)) => Some(DbTarget::Steps(n)),
-            (None, None) => None,
-        },
-        base_url: args.base_url.clone(),
-        pending_id: None,
-        joined: Default::default(),
-        at: tokio::time::Instant::now(),
-        detected: None,
-        blame: None,
-    };
+    let req = request(&args);
     if args.dry_run {
         for left in engine.unfinished().unwrap_or_default() {
             println!(
@@ -90,54 +49,10 @@ pub(super) async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
         return Ok(());
     }
     if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(CliError::Usage("refusing to roll back without confirmation: pass --yes (or --dry-run to only see the plan)".into()));
-        }
-        print!(
-            "roll back {} -> {}? [y/N] ",
-            plan.current.id, plan.target.id
-        );
-        let _ = std::io::stdout().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            println!("not rolled back");
-            return Err(CliError::Reported);
-        }
+        confirm(&plan)?;
     }
     let started = Instant::now();
-    let report = engine
-        .run(req, &move |p| match p {
-            Progress::Started { id } => println!(
-                "[{:>6.1}s] rollback {id} started",
-                started.elapsed().as_secs_f64()
-            ),
-            Progress::PhaseStarted(phase) => {
-                println!(
-                    "[{:>6.1}s] {} ...",
-                    started.elapsed().as_secs_f64(),
-                    phase.as_str()
-                )
-            }
-            Progress::PhaseFinished {
-                phase,
-                outcome,
-                elapsed,
-            } => println!(
-                "[{:>6.1}s] {} {} in {:.1}s: {}",
-                started.elapsed().as_secs_f64(),
-                phase.as_str(),
-                outcome.result_label(),
-                elapsed.as_secs_f64(),
-                outcome.detail()
-            ),
-            Progress::Note(text) => {
-                for line in text.lines() {
-                    println!("           {line}");
-                }
-            }
-        })
-        .await;
+    let report = engine.run(req, &move |p| print_progress(started, p)).await;
     print_timeline(&report.phases);
     if let Some(notifiers) = engine.notifiers() {
         notifiers.flush(Duration::from_secs(15)).await;
@@ -157,6 +72,106 @@ pub(super) async fn rollback(config: &Config, args: RollbackArgs) -> Exit {
             report.error.as_deref().unwrap_or("unknown error")
         );
         Err(CliError::Reported)
+    }
+}
+
+/// Settles a rollback a killed rollbackd left unfinished, first: the
+/// target of this one depends on what that one did. A resumed one ends the
+/// command, for the operator to look before asking again.
+async fn settle_unfinished(engine: &engine::Engine) -> Exit {
+    let settled = engine.recover().await?;
+    for s in &settled {
+        println!("{}", s.summary());
+    }
+    if settled
+        .iter()
+        .any(|s| matches!(s, engine::Settled::Resumed { .. }))
+    {
+        if let Some(notifiers) = engine.notifiers() {
+            notifiers.flush(Duration::from_secs(15)).await;
+        }
+        return Err(CliError::Failed("a rollback left unfinished was finished first (see above); nothing else was done. Check the service, then run the command again if it is still needed".into()));
+    }
+    Ok(())
+}
+
+/// The operator's rollback, as the command line asks for it.
+fn request(args: &RollbackArgs) -> RollbackRequest {
+    RollbackRequest {
+        trigger: Trigger::Manual,
+        policy: if args.dry_run {
+            Policy::DryRun
+        } else {
+            Policy::Auto
+        },
+        reason: args.reason.clone(),
+        deployment_id: args.deployment_id.clone(),
+        skip_db: args.skip_db,
+        db_target: match (&args.db_target, args.db_steps) {
+            (Some(rev), _) => Some(DbTarget::Revision(rev.clone())),
+            (None, Some(n)) => Some(DbTarget::Steps(n)),
+            (None, None) => None,
+        },
+        base_url: args.base_url.clone(),
+        pending_id: None,
+        joined: Default::default(),
+        at: tokio::time::Instant::now(),
+        detected: None,
+        blame: None,
+    }
+}
+
+/// Asks on the terminal before rolling back; off a terminal, `--yes` is
+/// needed.
+fn confirm(plan: &engine::plan::Plan) -> Exit {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage("refusing to roll back without confirmation: pass --yes (or --dry-run to only see the plan)".into()));
+    }
+    print!(
+        "roll back {} -> {}? [y/N] ",
+        plan.current.id, plan.target.id
+    );
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        println!("not rolled back");
+        return Err(CliError::Reported);
+    }
+    Ok(())
+}
+
+/// One line of the run's live output, `started` seconds in.
+fn print_progress(started: Instant, p: Progress) {
+    match p {
+        Progress::Started { id } => println!(
+            "[{:>6.1}s] rollback {id} started",
+            started.elapsed().as_secs_f64()
+        ),
+        Progress::PhaseStarted(phase) => {
+            println!(
+                "[{:>6.1}s] {} ...",
+                started.elapsed().as_secs_f64(),
+                phase.as_str()
+            )
+        }
+        Progress::PhaseFinished {
+            phase,
+            outcome,
+            elapsed,
+        } => println!(
+            "[{:>6.1}s] {} {} in {:.1}s: {}",
+            started.elapsed().as_secs_f64(),
+            phase.as_str(),
+            outcome.result_label(),
+            elapsed.as_secs_f64(),
+            outcome.detail()
+        ),
+        Progress::Note(text) => {
+            for line in text.lines() {
+                println!("           {line}");
+            }
+        }
     }
 }
 
