@@ -104,7 +104,7 @@ pub(crate) struct Pretty(pub Duration);
 
 impl fmt::Display for Pretty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format(self.0))
+        f.pad(&format(self.0))
     }
 }
 

@@ -118,13 +118,26 @@ impl From<DeploymentStatus> for String {
 
 impl fmt::Display for DeploymentStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::DeploymentStatus;
+
+    #[test]
+    fn a_status_fills_its_column_in_a_table() {
+        // `rollbackd deployments` lines its columns up with `{:<12}`.
+        assert_eq!(
+            format!("{:<12}|", DeploymentStatus::Success),
+            "SUCCESS     |"
+        );
+        assert_eq!(
+            format!("{:<12}|", DeploymentStatus::Other("SLEEPING".into())),
+            "SLEEPING    |"
+        );
+    }
 
     #[test]
     fn every_word_maps_once_and_unknown_words_are_kept() {
