@@ -533,13 +533,15 @@ pub async fn run(cli: Cli) -> Exit {
 struct Evaluation {
     source: crate::watch::RuleSource,
     rules: crate::rules::RuleSet,
+    /// The rule files as `rules` were read from them.
+    seen: crate::watch::Fingerprint,
     prometheus: std::sync::Arc<crate::source::prometheus::Prometheus>,
     http: reqwest::Client,
 }
 
 fn evaluation_parts(config: &Config) -> Result<Evaluation, CliError> {
     let source = crate::watch::RuleSource::from_config(&config.watch, config.template_variables());
-    let rules = source.load().map_err(|e| {
+    let (rules, seen) = source.load_seen().map_err(|e| {
         eprintln!("{e}");
         CliError::Reported
     })?;
@@ -550,6 +552,7 @@ fn evaluation_parts(config: &Config) -> Result<Evaluation, CliError> {
     Ok(Evaluation {
         source,
         rules,
+        seen,
         prometheus: std::sync::Arc::new(prometheus),
         http,
     })

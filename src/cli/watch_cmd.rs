@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::{CliError, Exit};
@@ -15,9 +16,14 @@ use crate::telemetry::{self, events};
 use crate::watch::{GroupContext, StatusBoard, Watcher};
 
 pub(super) async fn watch(config: Config) -> Exit {
+    // Caught from the start: a SIGHUP that came before its handler would end
+    // rollbackd (the signal's default) instead of reloading the rules.
+    let (hangup, mut term) =
+        signals().map_err(|e| CliError::Failed(format!("cannot catch SIGHUP and SIGTERM: {e}")))?;
     let super::Evaluation {
         source,
         rules: initial,
+        seen,
         prometheus,
         http,
     } = super::evaluation_parts(&config)?;
@@ -122,12 +128,14 @@ pub(super) async fn watch(config: Config) -> Exit {
     // SIGTERM, Ctrl-C or a failed task stop it the same way.
     let stop = async {
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = shutdown_signal(&mut term) => {}
             _ = supervisor.failed() => {}
         }
         supervisor.stopping();
     };
-    let result = watcher.run_until(config.watch.reload_interval, stop).await;
+    let result = watcher
+        .run_until(config.watch.reload_interval, seen, hangup, stop)
+        .await;
     shut_down(&config, running, stopping, drills).await;
     server.abort();
     if let Some(failure) = supervisor.failure() {
@@ -221,12 +229,15 @@ async fn consume(mut events: mpsc::Receiver<RuleEvent>) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
+/// SIGHUP (reload the rules) and SIGTERM (stop), caught from here on.
+fn signals() -> std::io::Result<(Signal, Signal)> {
+    Ok((
+        signal(SignalKind::hangup())?,
+        signal(SignalKind::terminate())?,
+    ))
+}
+
+async fn shutdown_signal(term: &mut Signal) {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

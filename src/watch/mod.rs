@@ -32,6 +32,10 @@ pub(crate) use status::StatusBoard;
 use crate::rules::{self, files::rule_files, LoadError, RuleError, RuleSet};
 use crate::telemetry::events;
 
+/// The rule files' names and a hash of each one's contents (`None` for an
+/// entry that cannot be a rule file).
+pub(crate) type Fingerprint = Vec<(PathBuf, Option<u64>)>;
+
 /// Where rules come from and how to read them.
 #[derive(Debug, Clone)]
 pub(crate) struct RuleSource {
@@ -57,9 +61,17 @@ impl RuleSource {
         rules::load_paths(&self.paths, &self.variables, self.default_interval)
     }
 
+    /// The rules, and the files' fingerprint from just before they were
+    /// read: polling compares against what was loaded, so a change made
+    /// while `watch` starts is still noticed.
+    pub(crate) fn load_seen(&self) -> Result<(RuleSet, Fingerprint), LoadError> {
+        let seen = self.fingerprint_now();
+        Ok((self.load()?, seen))
+    }
+
     /// A cheap summary of the files' names and contents, to notice changes
     /// (read on a blocking thread).
-    async fn fingerprint(&self) -> Vec<(PathBuf, Option<u64>)> {
+    async fn fingerprint(&self) -> Fingerprint {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.fingerprint_now())
             .await
@@ -68,7 +80,7 @@ impl RuleSource {
 
     /// Entries that cannot be rule files count too (by their problem), so
     /// a link that starts or stops dangling is noticed without a signal.
-    fn fingerprint_now(&self) -> Vec<(PathBuf, Option<u64>)> {
+    fn fingerprint_now(&self) -> Fingerprint {
         use std::hash::{Hash, Hasher};
         let hash = |text: &str| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -257,15 +269,17 @@ impl Watcher {
         }
     }
 
-    /// Runs until `shutdown` resolves: reloads on SIGHUP and, every
-    /// `poll` (unless zero), when the rule files changed.
+    /// Runs until `shutdown` resolves: reloads on `hangup` (SIGHUP, caught
+    /// by the caller from its start) and, every `poll` (unless zero), when
+    /// the rule files changed from `seen` (as the running rules were read).
     pub(crate) async fn run_until(
         mut self,
         poll: Duration,
+        seen: Fingerprint,
+        mut hangup: tokio::signal::unix::Signal,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        let mut last_seen = self.source.fingerprint().await;
+        let mut last_seen = seen;
         let mut ticker = tokio::time::interval(if poll.is_zero() {
             Duration::from_secs(3600)
         } else {
