@@ -10,9 +10,9 @@ deps_log=$(mktemp)
 scripts/install-deps.sh >"$deps_log" 2>&1 &
 deps=$!
 cargo fmt --all -- --check
+# --all-targets: the benchmarks are checked too (so they cannot rot), and
+# only run by `cargo bench`.
 cargo clippy --locked --all-targets -- -D warnings
-# Benchmarks are compiled (so they cannot rot) but only run by `cargo bench`.
-cargo build --locked --benches
 if ! wait "$deps"; then
   cat "$deps_log" >&2
   echo "rollbackd: scripts/install-deps.sh failed (above)" >&2
