@@ -6,6 +6,9 @@
 //! Over 600 lines on purpose: each fake is one boundary the engine tests
 //! script together (platform, its logs, the service's answers, notifiers, the
 //! rig); split, every test module would import from several places.
+//!
+//! Over 600 lines on purpose: one file of fakes, test builds only, so that
+//! every engine and dispatcher test builds its rig from the same pieces.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};

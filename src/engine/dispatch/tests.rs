@@ -6,6 +6,10 @@
 //! Over 600 lines on purpose: one scenario per test against one dispatcher;
 //! the shared harness (`Daemon`) is at the top, and splitting by topic would
 //! copy it.
+//!
+//! Over 600 lines on purpose: the dispatcher's core decisions, sharing the
+//! `Daemon` setup; blame, forwarded alerts and the leading edge have their
+//! own files under `tests/`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
